@@ -1,0 +1,317 @@
+//! The small traits the pipeline runs over.
+//!
+//! The Lambda functions implement them with SQS, DynamoDB, Secrets Manager and SNS (`relay-aws`); the local
+//! mode implements them with one SQLite file (`relay-local`). The pipeline cannot tell the difference, so
+//! both adapters must honour the semantics documented on each method; the adapter test suites check them.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Why a port call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// The backing service could not be reached or answered with a transient error: try again later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The backing service refused the request (bad name, permissions, malformed data): retrying will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The named item (secret, queue, ledger entry) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Queues
+// ---------------------------------------------------------------------------------------------------------
+
+/// One message taken from a queue. The receipt is valid for this receive only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    /// When the message was first sent to the queue (epoch ms).
+    pub sent_at_ms: i64,
+}
+
+/// A durable queue with visibility timeouts: the realtime queue, the batch queue, a dead-letter queue.
+#[async_trait]
+pub trait AlertQueue: Send + Sync {
+    /// Enqueue `body`; it becomes visible after `delay` (0 = at once). Returns the message id.
+    /// An `Err` means the message is NOT on the queue.
+    async fn send(&self, body: &str, delay: Duration) -> Result<String, PortError>;
+    /// Take up to `max` visible messages, waiting up to `wait` for the first one. Taken messages are
+    /// invisible to other receivers for the queue's visibility timeout, then reappear unless deleted.
+    async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError>;
+    /// Remove a received message for good (after its record exists, or after it was moved elsewhere).
+    async fn delete(&self, receipt: &str) -> Result<(), PortError>;
+    /// Make a received message visible again after `delay` (counted from now). `delay` ≤ 12 h.
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), PortError>;
+    /// Approximate number of messages on the queue, visible or not.
+    async fn depth(&self) -> Result<u64, PortError>;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Ledger
+// ---------------------------------------------------------------------------------------------------------
+
+/// Where an alert is in its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryState {
+    /// Written at ingest; the enqueue has not been confirmed yet.
+    Accepted,
+    /// On a queue, waiting for delivery (realtime) or for the next flush (batch).
+    Queued,
+    /// Claimed by one deliverer until `lease_until_ms`.
+    InProgress,
+    /// The last attempt failed with a retryable error; another attempt is scheduled.
+    Retrying,
+    /// The record exists in ServiceNow (`record` is set). Final.
+    Completed,
+    /// Given up (permanent error or retry window exhausted); dead-lettered and notified. Final until replayed.
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Accepted => "ACCEPTED",
+            DeliveryState::Queued => "QUEUED",
+            DeliveryState::InProgress => "IN_PROGRESS",
+            DeliveryState::Retrying => "RETRYING",
+            DeliveryState::Completed => "COMPLETED",
+            DeliveryState::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ACCEPTED" => DeliveryState::Accepted,
+            "QUEUED" => DeliveryState::Queued,
+            "IN_PROGRESS" => DeliveryState::InProgress,
+            "RETRYING" => DeliveryState::Retrying,
+            "COMPLETED" => DeliveryState::Completed,
+            "FAILED" => DeliveryState::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, DeliveryState::Completed | DeliveryState::Failed)
+    }
+}
+
+/// The ServiceNow record an alert became: the cross-system reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRef {
+    pub table: String,
+    pub sys_id: String,
+    /// Record number (INC0010001…); tables without numbering have none.
+    pub number: Option<String>,
+    /// Link to the record in the instance UI.
+    pub link: String,
+}
+
+/// One alert's delivery record. Keyed by `alert_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub alert_id: String,
+    pub webhook_id: Option<String>,
+    pub state: DeliveryState,
+    /// Delivery attempts started (claims granted), across all deliverers.
+    pub attempts: u32,
+    /// When ingest accepted the alert (epoch ms): the 24 h retry window counts from here.
+    pub first_received_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// For `InProgress`: the claim is held until then (epoch ms); a later claim may take it over.
+    pub lease_until_ms: Option<i64>,
+    /// Set once an attempt's outcome was ambiguous: every later attempt first looks the record up by
+    /// correlation id instead of creating blindly. Never cleared.
+    pub needs_lookup: bool,
+    /// What routing decided (for the status API and the audit trail).
+    pub rule: String,
+    pub record_type: String,
+    pub table: String,
+    pub severity: String,
+    pub delivery: String,
+    pub correlation_id: String,
+    pub config_hash: String,
+    /// Set when `Completed`.
+    pub record: Option<RecordRef>,
+    /// The last failure, classified (`retryable`, `ambiguous`, `auth`, `permanent`, `window_exhausted`).
+    pub last_error_class: Option<String>,
+    pub last_error: Option<String>,
+    /// When the backing store may forget the entry (epoch seconds; DynamoDB TTL).
+    pub expires_at_s: i64,
+}
+
+/// Result of [`Ledger::accept`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accept {
+    /// No entry existed for this alert id: the new one was written.
+    New,
+    /// An entry already exists (re-sent webhook): nothing was written; here it is.
+    Duplicate(LedgerEntry),
+}
+
+/// Result of [`Ledger::claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The caller now holds the alert (state `InProgress`, `attempts` already incremented).
+    Claimed(LedgerEntry),
+    /// The record already exists: ack the message without calling ServiceNow.
+    Completed(LedgerEntry),
+    /// The alert was given up on: ack the message.
+    Failed(LedgerEntry),
+    /// Another deliverer holds an unexpired claim until `lease_until_ms`: retry later.
+    Busy { lease_until_ms: i64 },
+    /// No entry for this alert id.
+    Missing,
+}
+
+/// The delivery ledger: attempts, state and the resulting ServiceNow record, per alert id.
+/// Every write that changes state is conditional, so two concurrent deliverers never both create a record.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Write `entry` if no entry exists for its alert id (or the existing one has expired).
+    async fn accept(&self, entry: &LedgerEntry) -> Result<Accept, PortError>;
+    /// `Accepted` → `Queued`, once the enqueue is confirmed. No-op in any other state.
+    async fn mark_queued(&self, alert_id: &str, now_ms: i64) -> Result<(), PortError>;
+    /// Delete an `Accepted` entry whose enqueue failed, so the sender's retry is accepted afresh.
+    async fn forget(&self, alert_id: &str) -> Result<(), PortError>;
+    /// Take the alert for one delivery attempt: allowed from `Accepted`, `Queued`, `Retrying`, or
+    /// `InProgress` whose lease has expired (`lease_until_ms < now_ms`). Increments `attempts`, sets
+    /// `InProgress` and `lease_until_ms = now_ms + lease_ms`.
+    async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError>;
+    /// Any non-final state → `Completed` with `record`. Idempotent: completing a completed entry keeps the
+    /// first record.
+    async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError>;
+    /// Non-final → `Retrying` with the error; clears the lease; `needs_lookup` is OR-ed in.
+    /// Does nothing to a `Completed` or `Failed` entry.
+    async fn retry_later(
+        &self,
+        alert_id: &str,
+        error_class: &str,
+        error: &str,
+        needs_lookup: bool,
+        now_ms: i64,
+    ) -> Result<(), PortError>;
+    /// Non-final → `Failed` with the error. Does nothing to a `Completed` entry.
+    async fn fail(&self, alert_id: &str, error_class: &str, error: &str, now_ms: i64) -> Result<(), PortError>;
+    /// `Failed` → `Queued` for a replay from the dead-letter queue: the retry window restarts at `now_ms`
+    /// (`first_received_at_ms = now_ms`, `attempts = 0`). Returns false when the entry is not `Failed`.
+    async fn reopen(&self, alert_id: &str, now_ms: i64) -> Result<bool, PortError>;
+    async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError>;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Secrets, notifications, time
+// ---------------------------------------------------------------------------------------------------------
+
+/// Where credentials and signing secrets live (Secrets Manager, or a local file / environment).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The current value of the secret `id` (an ARN or name for Secrets Manager, a key locally).
+    async fn fetch(&self, id: &str) -> Result<String, PortError>;
+}
+
+/// What the on-call person reads when an alert could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureNotice {
+    pub alert_id: String,
+    pub severity: String,
+    pub record_type: String,
+    pub table: String,
+    pub rule: String,
+    pub correlation_id: String,
+    /// `permanent`, `auth`, `window_exhausted`, …
+    pub error_class: String,
+    /// ServiceNow's message (never the alert payload).
+    pub error: String,
+    pub attempts: u32,
+    pub first_received_at_ms: i64,
+}
+
+/// Delivery-failure notifications (SNS topic, or the local log).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn delivery_failed(&self, notice: &FailureNotice) -> Result<(), PortError>;
+}
+
+/// The time source. The core never reads the clock; the pipeline asks this.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The machine's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(now_ms: i64) -> Self {
+        ManualClock(AtomicI64::new(now_ms))
+    }
+    pub fn set(&self, now_ms: i64) {
+        self.0.store(now_ms, Ordering::SeqCst);
+    }
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_state_round_trips_through_its_name() {
+        for s in [
+            DeliveryState::Accepted,
+            DeliveryState::Queued,
+            DeliveryState::InProgress,
+            DeliveryState::Retrying,
+            DeliveryState::Completed,
+            DeliveryState::Failed,
+        ] {
+            assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.as_str().into()));
+        }
+        assert_eq!(DeliveryState::parse("DONE"), None);
+        assert!(DeliveryState::Completed.is_final() && !DeliveryState::Retrying.is_final());
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::new(1_000);
+        assert_eq!(c.now_ms(), 1_000);
+        c.advance(Duration::from_secs(2));
+        assert_eq!(c.now_ms(), 3_000);
+        c.set(5);
+        assert_eq!(c.now_ms(), 5);
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The ONE test command (README "Testing"; .ci/run calls it).
+#
+# 1. creates .venv with the Python tools the tests need (moto server, cfn-lint),
+# 2. starts moto_server on a free loopback port and points the AWS SDK at it,
+# 3. runs every Rust test in the workspace (AWS adapter and Lambda tests included),
+# 4. runs the deploy-side checks (scripts/check-infra.sh),
+# 5. stops moto_server whatever happened.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+venv="$root/.venv"
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -m pip freeze -q -r scripts/requirements-test.txt >/dev/null 2>&1 \
+   || [ scripts/requirements-test.txt -nt "$venv/.installed" ]; then
+  echo "==> installing test tools into .venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  touch "$venv/.installed"
+fi
+export PATH="$venv/bin:$PATH"
+
+port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+moto_log=$(mktemp)
+echo "==> starting moto_server on 127.0.0.1:$port"
+moto_server -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+moto_pid=$!
+cleanup() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; rm -f "$moto_log"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  if "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then break; fi
+  if ! kill -0 "$moto_pid" 2>/dev/null; then cat "$moto_log"; echo "moto_server did not start" >&2; exit 1; fi
+  sleep 0.1
+done
+
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing AWS_REGION=us-east-1
+export RELAY_REQUIRE_MOTO=1
+
+echo "==> cargo test --workspace"
+cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --doc --locked
+
+if [ -x scripts/check-infra.sh ]; then
+  echo "==> deploy-side checks"
+  scripts/check-infra.sh
+fi
+echo "==> all tests passed"
