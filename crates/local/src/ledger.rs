@@ -1,0 +1,381 @@
+//! [`SqliteLedger`]: the delivery [`Ledger`] on the shared SQLite file.
+//!
+//! Every transition reads the row and writes it back inside one write transaction (the writer thread's
+//! `BEGIN IMMEDIATE`), so it is a compare-and-set: two deliverers, in this process or another one on the
+//! same file, can never both be granted a claim.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use relay_ports::{Accept, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{LocalError, StoreInner};
+
+/// The delivery ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteLedger {
+    store: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for SqliteLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteLedger")
+            .field("path", &self.store.path)
+            .finish()
+    }
+}
+
+const COLUMNS: &str = "alert_id, webhook_id, state, attempts, first_received_at_ms, updated_at_ms, lease_until_ms, \
+     needs_lookup, rule, record_type, target_table, severity, delivery, correlation_id, config_hash, record_json, \
+     last_error_class, last_error, expires_at_s";
+
+fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, LocalError>> {
+    let alert_id: String = r.get(0)?;
+    let state: String = r.get(2)?;
+    let record_json: Option<String> = r.get(15)?;
+    let Some(state) = DeliveryState::parse(&state) else {
+        return Ok(Err(LocalError::Corrupt(format!(
+            "ledger entry {alert_id} has unknown state {state:?}"
+        ))));
+    };
+    let record = match record_json
+        .map(|j| serde_json::from_str::<RecordRef>(&j))
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(Err(LocalError::Corrupt(format!(
+                "ledger entry {alert_id} has a bad record: {e}"
+            ))));
+        }
+    };
+    Ok(Ok(LedgerEntry {
+        alert_id,
+        webhook_id: r.get(1)?,
+        state,
+        attempts: r.get(3)?,
+        first_received_at_ms: r.get(4)?,
+        updated_at_ms: r.get(5)?,
+        lease_until_ms: r.get(6)?,
+        needs_lookup: r.get(7)?,
+        rule: r.get(8)?,
+        record_type: r.get(9)?,
+        table: r.get(10)?,
+        severity: r.get(11)?,
+        delivery: r.get(12)?,
+        correlation_id: r.get(13)?,
+        config_hash: r.get(14)?,
+        record,
+        last_error_class: r.get(16)?,
+        last_error: r.get(17)?,
+        expires_at_s: r.get(18)?,
+    }))
+}
+
+/// The stored entry, expired or not.
+fn load(conn: &Connection, alert_id: &str) -> Result<Option<LedgerEntry>, LocalError> {
+    let found = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM ledger WHERE alert_id = ?1"))?
+        .query_row(params![alert_id], read_entry)
+        .optional()?;
+    found.transpose()
+}
+
+/// Write `e` (insert or replace the whole row).
+fn store(conn: &Connection, e: &LedgerEntry) -> Result<(), LocalError> {
+    let record = e
+        .record
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| {
+            LocalError::Rejected(format!(
+                "ledger entry {} has a record that cannot be stored: {err}",
+                e.alert_id
+            ))
+        })?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO ledger ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+    ))?
+    .execute(params![
+        e.alert_id,
+        e.webhook_id,
+        e.state.as_str(),
+        e.attempts,
+        e.first_received_at_ms,
+        e.updated_at_ms,
+        e.lease_until_ms,
+        e.needs_lookup,
+        e.rule,
+        e.record_type,
+        e.table,
+        e.severity,
+        e.delivery,
+        e.correlation_id,
+        e.config_hash,
+        record,
+        e.last_error_class,
+        e.last_error,
+        e.expires_at_s,
+    ])?;
+    Ok(())
+}
+
+fn is_expired(e: &LedgerEntry, now_ms: i64) -> bool {
+    e.expires_at_s < now_ms.div_euclid(1000)
+}
+
+fn missing(alert_id: &str) -> LocalError {
+    LocalError::NotFound(format!("no ledger entry for alert {alert_id}"))
+}
+
+impl SqliteLedger {
+    pub(crate) fn new(store: Arc<StoreInner>) -> Self {
+        SqliteLedger { store }
+    }
+
+    /// Read-modify-write one live (unexpired) entry in a write transaction.
+    async fn update<T, F>(&self, alert_id: &str, change: F) -> Result<T, LocalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Option<LedgerEntry>) -> Result<(Option<LedgerEntry>, T), LocalError>
+            + Send
+            + 'static,
+    {
+        let id = alert_id.to_string();
+        let now = self.store.now_ms();
+        self.store
+            .writer
+            .run(move |conn| {
+                let current = load(conn, &id)?.filter(|e| !is_expired(e, now));
+                let (new, out) = change(current)?;
+                if let Some(new) = new {
+                    store(conn, &new)?;
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Entries in `state`, oldest update first, at most `limit` (for `relay status` and operator tools).
+    pub async fn list_in_state(
+        &self,
+        state: DeliveryState,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>, LocalError> {
+        let now = self.store.now_ms();
+        self.store
+            .readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM ledger WHERE state = ?1 AND expires_at_s >= ?2 \
+                     ORDER BY updated_at_ms, alert_id LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(
+                    params![state.as_str(), now.div_euclid(1000), limit],
+                    read_entry,
+                )?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(row??);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Delete entries whose `expires_at_s` has passed (SQLite has no TTL); returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, LocalError> {
+        let now_s = self.store.now_ms().div_euclid(1000);
+        self.store
+            .writer
+            .run(move |conn| {
+                let n = conn
+                    .prepare_cached("DELETE FROM ledger WHERE expires_at_s < ?1")?
+                    .execute(params![now_s])?;
+                Ok(n as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Ledger for SqliteLedger {
+    async fn accept(&self, entry: &LedgerEntry) -> Result<Accept, PortError> {
+        let entry = entry.clone();
+        Ok(self
+            .update(&entry.alert_id.clone(), move |current| match current {
+                Some(existing) => Ok((None, Accept::Duplicate(existing))),
+                None => Ok((Some(entry), Accept::New)),
+            })
+            .await?)
+    }
+
+    async fn mark_queued(&self, alert_id: &str, now_ms: i64) -> Result<(), PortError> {
+        Ok(self
+            .update(alert_id, move |current| match current {
+                Some(mut e) if e.state == DeliveryState::Accepted => {
+                    e.state = DeliveryState::Queued;
+                    e.updated_at_ms = now_ms;
+                    Ok((Some(e), ()))
+                }
+                _ => Ok((None, ())),
+            })
+            .await?)
+    }
+
+    async fn forget(&self, alert_id: &str) -> Result<(), PortError> {
+        let id = alert_id.to_string();
+        Ok(self
+            .store
+            .writer
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM ledger WHERE alert_id = ?1 AND state = 'ACCEPTED'",
+                )?
+                .execute(params![id])?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError> {
+        Ok(self
+            .update(alert_id, move |current| {
+                let Some(mut e) = current else {
+                    return Ok((None, Claim::Missing));
+                };
+                match e.state {
+                    DeliveryState::Completed => return Ok((None, Claim::Completed(e))),
+                    DeliveryState::Failed => return Ok((None, Claim::Failed(e))),
+                    DeliveryState::InProgress => {
+                        if let Some(until) = e.lease_until_ms.filter(|until| *until >= now_ms) {
+                            return Ok((
+                                None,
+                                Claim::Busy {
+                                    lease_until_ms: until,
+                                },
+                            ));
+                        }
+                    }
+                    DeliveryState::Accepted | DeliveryState::Queued | DeliveryState::Retrying => {}
+                }
+                e.state = DeliveryState::InProgress;
+                e.attempts = e.attempts.saturating_add(1);
+                e.lease_until_ms = Some(now_ms.saturating_add(lease_ms));
+                e.updated_at_ms = now_ms;
+                Ok((Some(e.clone()), Claim::Claimed(e)))
+            })
+            .await?)
+    }
+
+    async fn complete(
+        &self,
+        alert_id: &str,
+        record: &RecordRef,
+        now_ms: i64,
+    ) -> Result<(), PortError> {
+        let record = record.clone();
+        let id = alert_id.to_string();
+        Ok(self
+            .update(alert_id, move |current| {
+                let mut e = current.ok_or_else(|| missing(&id))?;
+                if e.state.is_final() {
+                    return Ok((None, ()));
+                }
+                e.state = DeliveryState::Completed;
+                e.record = Some(record);
+                e.lease_until_ms = None;
+                e.updated_at_ms = now_ms;
+                Ok((Some(e), ()))
+            })
+            .await?)
+    }
+
+    async fn retry_later(
+        &self,
+        alert_id: &str,
+        error_class: &str,
+        error: &str,
+        needs_lookup: bool,
+        now_ms: i64,
+    ) -> Result<(), PortError> {
+        let (class, error, id) = (
+            error_class.to_string(),
+            error.to_string(),
+            alert_id.to_string(),
+        );
+        Ok(self
+            .update(alert_id, move |current| {
+                let mut e = current.ok_or_else(|| missing(&id))?;
+                if e.state.is_final() {
+                    return Ok((None, ()));
+                }
+                e.state = DeliveryState::Retrying;
+                e.last_error_class = Some(class);
+                e.last_error = Some(error);
+                e.needs_lookup |= needs_lookup;
+                e.lease_until_ms = None;
+                e.updated_at_ms = now_ms;
+                Ok((Some(e), ()))
+            })
+            .await?)
+    }
+
+    async fn fail(
+        &self,
+        alert_id: &str,
+        error_class: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), PortError> {
+        let (class, error, id) = (
+            error_class.to_string(),
+            error.to_string(),
+            alert_id.to_string(),
+        );
+        Ok(self
+            .update(alert_id, move |current| {
+                let mut e = current.ok_or_else(|| missing(&id))?;
+                // Completed is final; a second fail keeps the entry Failed with the latest error.
+                if e.state == DeliveryState::Completed {
+                    return Ok((None, ()));
+                }
+                e.state = DeliveryState::Failed;
+                e.last_error_class = Some(class);
+                e.last_error = Some(error);
+                e.lease_until_ms = None;
+                e.updated_at_ms = now_ms;
+                Ok((Some(e), ()))
+            })
+            .await?)
+    }
+
+    async fn reopen(&self, alert_id: &str, now_ms: i64) -> Result<bool, PortError> {
+        Ok(self
+            .update(alert_id, move |current| match current {
+                Some(mut e) if e.state == DeliveryState::Failed => {
+                    e.state = DeliveryState::Queued;
+                    e.attempts = 0;
+                    e.first_received_at_ms = now_ms;
+                    e.updated_at_ms = now_ms;
+                    e.lease_until_ms = None;
+                    Ok((Some(e), true))
+                }
+                _ => Ok((None, false)),
+            })
+            .await?)
+    }
+
+    async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
+        let id = alert_id.to_string();
+        let now = self.store.now_ms();
+        Ok(self
+            .store
+            .readers
+            .run(move |conn| Ok(load(conn, &id)?.filter(|e| !is_expired(e, now))))
+            .await?)
+    }
+}

@@ -1,0 +1,431 @@
+//! [`SqliteQueue`]: an [`AlertQueue`] with SQS semantics on the shared SQLite file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use relay_ports::{AlertQueue, PortError, ReceivedMessage};
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::Notify;
+
+use crate::{LocalError, StoreInner};
+
+/// Largest message body (as SQS: 256 KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Longest `send` delay (as SQS `DelaySeconds`: 15 minutes).
+pub const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
+/// Longest `retry_after` delay (as SQS `ChangeMessageVisibility`: 12 hours).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
+/// Most messages one `receive` returns (as SQS).
+pub const MAX_RECEIVE: u32 = 10;
+
+/// A message as stored, for operator tools (`relay replay-dlq --local`); reading it changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub message_id: String,
+    pub body: String,
+    pub sent_at_ms: i64,
+    /// When it is (or becomes again) visible to `receive`.
+    pub visible_at_ms: i64,
+    /// How many times it was received.
+    pub receive_count: u32,
+}
+
+/// One named queue in the store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteQueue {
+    store: Arc<StoreInner>,
+    name: Arc<str>,
+    signal: Arc<Notify>,
+    visibility_timeout: Duration,
+}
+
+impl std::fmt::Debug for SqliteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteQueue")
+            .field("name", &self.name)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A per-process random prefix plus a counter: receipts differ on every receive, in every process.
+fn receipt_nonce() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    format!("{prefix}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The row id a receipt (`<row id>.<receive count>.<nonce>`) names, or `None` if it is not one of ours.
+fn receipt_row(receipt: &str) -> Option<i64> {
+    let mut parts = receipt.splitn(3, '.');
+    let row = parts.next()?.parse::<i64>().ok()?;
+    parts.next()?.parse::<u32>().ok()?;
+    let nonce = parts.next()?;
+    (!nonce.is_empty()).then_some(row)
+}
+
+impl SqliteQueue {
+    pub(crate) fn new(
+        store: Arc<StoreInner>,
+        name: String,
+        signal: Arc<Notify>,
+        visibility_timeout: Duration,
+    ) -> Self {
+        SqliteQueue {
+            store,
+            name: name.into(),
+            signal,
+            visibility_timeout,
+        }
+    }
+
+    /// This handle with another visibility timeout (how long a received message stays invisible).
+    pub fn with_visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = timeout;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn visibility_timeout(&self) -> Duration {
+        self.visibility_timeout
+    }
+
+    /// Up to `limit` messages in send order, visible or not, without receiving them (nothing changes).
+    pub async fn list(&self, limit: u32) -> Result<Vec<QueuedMessage>, LocalError> {
+        self.list_after(None, limit).await
+    }
+
+    /// Like [`list`](Self::list), continuing after the message `after` (for paging through a long DLQ).
+    pub async fn list_after(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedMessage>, LocalError> {
+        let name = Arc::clone(&self.name);
+        let after = after.map(str::to_string);
+        self.store
+            .readers
+            .run(move |conn| {
+                let after_row: i64 = match after {
+                    None => 0,
+                    Some(id) => conn
+                        .prepare_cached("SELECT id FROM queue_messages WHERE message_id = ?1 AND queue = ?2")?
+                        .query_row(params![id, &*name], |r| r.get(0))
+                        .optional()?
+                        .ok_or_else(|| LocalError::NotFound(format!("message {id} is not on queue {name}")))?,
+                };
+                let mut stmt = conn.prepare_cached(
+                    "SELECT message_id, body, sent_at_ms, visible_at_ms, receive_count FROM queue_messages
+                     WHERE queue = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![&*name, after_row, limit], |r| {
+                    Ok(QueuedMessage {
+                        message_id: r.get(0)?,
+                        body: r.get(1)?,
+                        sent_at_ms: r.get(2)?,
+                        visible_at_ms: r.get(3)?,
+                        receive_count: r.get(4)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Remove the message `message_id` regardless of leases (operator tools). False if it was not there.
+    pub async fn remove(&self, message_id: &str) -> Result<bool, LocalError> {
+        let name = Arc::clone(&self.name);
+        let id = message_id.to_string();
+        self.store
+            .writer
+            .run(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "DELETE FROM queue_messages WHERE message_id = ?1 AND queue = ?2",
+                    )?
+                    .execute(params![id, &*name])?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    /// Move the message `message_id` to the queue `to`, visible there at once, in one transaction (never
+    /// lost, never on both queues). It gets a new message id and send time. Returns the new id, or `None` if
+    /// the message was not on this queue. This is what `relay replay-dlq --local` uses.
+    pub async fn move_to(
+        &self,
+        message_id: &str,
+        to: &SqliteQueue,
+    ) -> Result<Option<String>, LocalError> {
+        if !Arc::ptr_eq(&self.store, &to.store) {
+            return Err(LocalError::Rejected(
+                "move_to needs two queues of the same store".into(),
+            ));
+        }
+        let from = Arc::clone(&self.name);
+        let dest = Arc::clone(&to.name);
+        let id = message_id.to_string();
+        let now = self.store.now_ms();
+        let moved = self
+            .store
+            .writer
+            .run(move |conn| {
+                let body: Option<String> = conn
+                    .prepare_cached("DELETE FROM queue_messages WHERE message_id = ?1 AND queue = ?2 RETURNING body")?
+                    .query_row(params![id, &*from], |r| r.get(0))
+                    .optional()?;
+                let Some(body) = body else { return Ok(None) };
+                let new_id = uuid::Uuid::new_v4().to_string();
+                conn.prepare_cached(
+                    "INSERT INTO queue_messages (queue, message_id, body, sent_at_ms, visible_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?4)",
+                )?
+                .execute(params![&*dest, new_id, body, now])?;
+                Ok(Some(new_id))
+            })
+            .await?;
+        if moved.is_some() {
+            to.signal.notify_one();
+        }
+        Ok(moved)
+    }
+
+    /// One receive attempt: lease up to `max` visible messages. When none is visible, also says when the
+    /// next one becomes visible (so a waiting receiver sleeps exactly that long).
+    async fn try_receive(
+        &self,
+        max: u32,
+    ) -> Result<(Vec<ReceivedMessage>, Option<i64>), LocalError> {
+        let name = Arc::clone(&self.name);
+        let now = self.store.now_ms();
+        let until = now.saturating_add(millis(self.visibility_timeout));
+        let nonce = receipt_nonce();
+        self.store
+            .writer
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE queue_messages
+                     SET visible_at_ms = ?3, receive_count = receive_count + 1,
+                         receipt = id || '.' || (receive_count + 1) || '.' || ?4
+                     WHERE id IN (SELECT id FROM queue_messages WHERE queue = ?1 AND visible_at_ms <= ?2
+                                  ORDER BY visible_at_ms, id LIMIT ?5)
+                     RETURNING id, message_id, receipt, body, sent_at_ms",
+                )?;
+                let mut got = stmt
+                    .query_map(params![&*name, now, until, nonce, max], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            ReceivedMessage {
+                                message_id: r.get(1)?,
+                                receipt: r.get(2)?,
+                                body: r.get(3)?,
+                                sent_at_ms: r.get(4)?,
+                            },
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !got.is_empty() {
+                    got.sort_by_key(|(row, _)| *row);
+                    return Ok((got.into_iter().map(|(_, m)| m).collect(), None));
+                }
+                let next: Option<i64> = conn
+                    .prepare_cached("SELECT MIN(visible_at_ms) FROM queue_messages WHERE queue = ?1")?
+                    .query_row(params![&*name], |r| r.get(0))?;
+                Ok((Vec::new(), next))
+            })
+            .await
+    }
+
+    async fn receive_inner(
+        &self,
+        max: u32,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, LocalError> {
+        if max == 0 || max > MAX_RECEIVE {
+            return Err(LocalError::Rejected(format!(
+                "receive max must be 1..={MAX_RECEIVE}, got {max}"
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before looking, so a send between the look and the wait is not missed.
+            let woken = self.signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let (got, next_visible) = self.try_receive(max).await?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(got);
+            }
+            let mut sleep = (deadline - now).min(self.store.options.poll_interval);
+            if let Some(at) = next_visible {
+                let until_visible =
+                    Duration::from_millis(u64::try_from(at - self.store.now_ms()).unwrap_or(0));
+                sleep = sleep.min(until_visible.max(Duration::from_millis(1)));
+            }
+            let _ = tokio::time::timeout(sleep, woken).await;
+        }
+    }
+
+    async fn send_inner(&self, body: &str, delay: Duration) -> Result<String, LocalError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(LocalError::Rejected(format!(
+                "message body is {} bytes, the limit is {MAX_BODY_BYTES}",
+                body.len()
+            )));
+        }
+        if delay > MAX_SEND_DELAY {
+            return Err(LocalError::Rejected(format!(
+                "send delay {delay:?} exceeds the maximum of {MAX_SEND_DELAY:?}; use retry_after for longer"
+            )));
+        }
+        let name = Arc::clone(&self.name);
+        let body = body.to_string();
+        let now = self.store.now_ms();
+        let visible = now + millis(delay);
+        let id = uuid::Uuid::new_v4().to_string();
+        let message_id = id.clone();
+        self.store
+            .writer
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO queue_messages (queue, message_id, body, sent_at_ms, visible_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![&*name, message_id, body, now, visible])?;
+                Ok(())
+            })
+            .await?;
+        self.signal.notify_one();
+        Ok(id)
+    }
+
+    fn parse_receipt(&self, receipt: &str) -> Result<i64, LocalError> {
+        receipt_row(receipt).ok_or_else(|| {
+            LocalError::NotFound(format!(
+                "{receipt:?} is not a receipt of queue {}",
+                self.name
+            ))
+        })
+    }
+
+    async fn delete_inner(&self, receipt: &str) -> Result<(), LocalError> {
+        let row = self.parse_receipt(receipt)?;
+        let name = Arc::clone(&self.name);
+        let receipt = receipt.to_string();
+        self.store
+            .writer
+            .run(move |conn| {
+                let n = conn
+                    .prepare_cached("DELETE FROM queue_messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3")?
+                    .execute(params![row, &*name, receipt])?;
+                if n == 0 {
+                    return Err(LocalError::NotFound(format!(
+                        "receipt {receipt} of queue {name} is stale (the message was received again) or its message is gone"
+                    )));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn retry_after_inner(&self, receipt: &str, delay: Duration) -> Result<(), LocalError> {
+        if delay > MAX_RETRY_DELAY {
+            return Err(LocalError::Rejected(format!(
+                "retry_after delay {delay:?} exceeds the maximum of {MAX_RETRY_DELAY:?}"
+            )));
+        }
+        let row = self.parse_receipt(receipt)?;
+        let name = Arc::clone(&self.name);
+        let receipt = receipt.to_string();
+        let visible = self.store.now_ms() + millis(delay);
+        self.store
+            .writer
+            .run(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE queue_messages SET visible_at_ms = ?4 WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
+                    )?
+                    .execute(params![row, &*name, receipt, visible])?;
+                if n == 0 {
+                    return Err(LocalError::NotFound(format!(
+                        "receipt {receipt} of queue {name} is stale (the message was received again) or its message is gone"
+                    )));
+                }
+                Ok(())
+            })
+            .await?;
+        if delay.is_zero() {
+            self.signal.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn depth_inner(&self) -> Result<u64, LocalError> {
+        let name = Arc::clone(&self.name);
+        self.store
+            .readers
+            .run(move |conn| {
+                let n: i64 = conn
+                    .prepare_cached("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1")?
+                    .query_row(params![&*name], |r| r.get(0))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl AlertQueue for SqliteQueue {
+    async fn send(&self, body: &str, delay: Duration) -> Result<String, PortError> {
+        Ok(self.send_inner(body, delay).await?)
+    }
+
+    async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError> {
+        Ok(self.receive_inner(max, wait).await?)
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
+        Ok(self.delete_inner(receipt).await?)
+    }
+
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {
+        Ok(self.retry_after_inner(receipt, delay).await?)
+    }
+
+    async fn depth(&self) -> Result<u64, PortError> {
+        Ok(self.depth_inner().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_parse_only_in_our_shape() {
+        assert_eq!(receipt_row("17.2.abc"), Some(17));
+        assert_eq!(receipt_row("not-a-receipt"), None);
+        assert_eq!(receipt_row("17.x.abc"), None);
+        assert_eq!(receipt_row("17.2."), None);
+        assert_eq!(receipt_row("17"), None);
+    }
+
+    #[test]
+    fn receipt_nonces_differ() {
+        assert_ne!(receipt_nonce(), receipt_nonce());
+    }
+}
