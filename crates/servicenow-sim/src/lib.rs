@@ -1,1 +1,109 @@
+//! A stateful ServiceNow REST simulator with fault injection, for tests and the local mode.
+//!
+//! Start it on an ephemeral loopback port with [`Simulator::start`], point a client at
+//! [`RunningSim::base_url`], and assert on [`RunningSim::records`] / [`RunningSim::requests`].
+//! See API.md in this crate for the control API and the fault kinds.
 
+mod api;
+pub mod config;
+mod faults;
+pub mod query;
+mod server;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::SimConfig;
+pub use faults::{Fault, FaultKind};
+pub use server::is_loopback_peer;
+pub use store::LoggedRequest;
+
+/// Errors of the simulator itself (configuration, binding).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+    #[error("simulator I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Entry point: starts a simulator.
+pub struct Simulator;
+
+impl Simulator {
+    /// Bind 127.0.0.1 on an ephemeral port and serve `config` in the background.
+    pub async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Simulator::serve(listener, config)
+    }
+
+    /// Serve on an already bound listener (the local mode chooses its address). Must be called inside a
+    /// Tokio runtime.
+    pub fn serve(listener: tokio::net::TcpListener, config: SimConfig) -> std::io::Result<RunningSim> {
+        config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(store::Shared::new(config));
+        let task = tokio::spawn(server::accept_loop(listener, shared.clone()));
+        Ok(RunningSim { addr, shared, task })
+    }
+}
+
+/// Handle to a running simulator. Dropping it without [`RunningSim::shutdown`] stops it too.
+pub struct RunningSim {
+    addr: SocketAddr,
+    shared: Arc<store::Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSim {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The stored records of `table`, every value a string; reference fields hold the sys_id and a
+    /// sibling `<field>.display_value` holds the display value.
+    pub fn records(&self, table: &str) -> Vec<serde_json::Value> {
+        self.shared.records_json(table)
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.store.lock().expect("store lock").log.iter().cloned().collect()
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.shared.store.lock().expect("store lock").faults.push(fault);
+    }
+
+    pub fn set_hibernating(&self, on: bool) {
+        self.shared.store.lock().expect("store lock").hibernating = on;
+    }
+
+    /// Move the simulator clock forward (token expiry, rate-limit windows).
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.advance_clock(by);
+    }
+
+    /// Records, counters, tokens, request log, faults, clock and hibernation back to the start state.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.send_replace(true);
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+        self.task.abort();
+    }
+}

@@ -1,0 +1,315 @@
+//! In-memory instance state behind one mutex: tables, tokens, rate-limit counters, request log, faults.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::{ADMIN_ROLE, SimConfig, TableConfig};
+use crate::faults::Fault;
+
+pub type Fields = BTreeMap<String, String>;
+
+/// One request as the simulator saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Status sent; 0 when no response was sent (connection reset, timeout after write).
+    pub status: u16,
+    /// Authenticated user, if authentication got that far.
+    pub user: Option<String>,
+    /// Simulator clock, unix milliseconds.
+    pub at: i64,
+    /// Table the request addressed (see API.md), if any.
+    pub table: Option<String>,
+    /// True for an item executed inside a Batch API request.
+    pub via_batch: bool,
+    /// Name of the injected fault applied to this request, if any.
+    pub fault: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TableData {
+    pub counter: u64,
+    pub rows: Vec<Fields>,
+    pub index: HashMap<String, usize>,
+}
+
+impl TableData {
+    pub fn insert(&mut self, row: Fields) {
+        let id = row.get("sys_id").cloned().unwrap_or_default();
+        self.index.insert(id, self.rows.len());
+        self.rows.push(row);
+    }
+
+    pub fn get(&self, sys_id: &str) -> Option<&Fields> {
+        self.index.get(sys_id).map(|&i| &self.rows[i])
+    }
+
+    pub fn get_mut(&mut self, sys_id: &str) -> Option<&mut Fields> {
+        self.index.get(sys_id).map(|&i| &mut self.rows[i])
+    }
+
+    pub fn remove(&mut self, sys_id: &str) -> Option<Fields> {
+        let i = self.index.remove(sys_id)?;
+        let row = self.rows.remove(i);
+        for (pos, r) in self.rows.iter().enumerate().skip(i) {
+            if let Some(id) = r.get("sys_id") {
+                self.index.insert(id.clone(), pos);
+            }
+        }
+        Some(row)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub user: String,
+    pub client_id: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Store {
+    pub tables: HashMap<String, TableData>,
+    pub access_tokens: HashMap<String, Token>,
+    pub refresh_tokens: HashMap<String, Token>,
+    /// (rule index, user, hour start) → requests counted.
+    pub rate_counters: HashMap<(usize, String, i64), u32>,
+    pub log: VecDeque<LoggedRequest>,
+    pub faults: Vec<Fault>,
+    pub hibernating: bool,
+    pub attachments: HashMap<String, Bytes>,
+    pub import_set_counter: u64,
+}
+
+pub struct Shared {
+    pub config: SimConfig,
+    pub store: Mutex<Store>,
+    /// sys_id and name of each group, fixed for the simulator's life (survives reset).
+    pub groups: Vec<(String, String)>,
+    clock_offset_ms: AtomicI64,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// user → roles
+    pub roles: HashMap<String, Vec<String>>,
+}
+
+pub fn new_sys_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub fn format_glide_time(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+impl Shared {
+    pub fn new(config: SimConfig) -> Shared {
+        let groups = config.groups.iter().map(|name| (new_sys_id(), name.clone())).collect();
+        let roles = config.users.iter().map(|u| (u.name.clone(), u.roles.clone())).collect();
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let shared = Shared {
+            config,
+            store: Mutex::new(Store::default()),
+            groups,
+            clock_offset_ms: AtomicI64::new(0),
+            shutdown,
+            roles,
+        };
+        shared.reset();
+        shared
+    }
+
+    pub fn reset(&self) {
+        let mut store = self.store.lock().expect("store lock");
+        *store = Store::default();
+        for t in &self.config.tables {
+            store.tables.insert(
+                t.name.clone(),
+                TableData { counter: t.first_number.saturating_sub(1), ..TableData::default() },
+            );
+        }
+        let mut groups = TableData::default();
+        let now = format_glide_time(self.now());
+        for (id, name) in &self.groups {
+            let row: Fields = [
+                ("sys_id", id.as_str()),
+                ("name", name.as_str()),
+                ("active", "true"),
+                ("sys_created_on", now.as_str()),
+                ("sys_created_by", "system"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            groups.insert(row);
+        }
+        store.tables.insert("sys_user_group".into(), groups);
+        self.clock_offset_ms.store(0, Ordering::SeqCst);
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + time::Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn now_unix(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
+
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset_ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+
+    pub fn table_config(&self, name: &str) -> Option<&TableConfig> {
+        self.config.table(name)
+    }
+
+    pub fn roles_of(&self, user: &str) -> &[String] {
+        self.roles.get(user).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.roles_of(user).iter().any(|r| r == ADMIN_ROLE)
+    }
+
+    fn has_any(&self, user: &str, roles: &[String]) -> bool {
+        self.is_admin(user) || self.roles_of(user).iter().any(|r| roles.contains(r))
+    }
+
+    pub fn can_create(&self, user: &str, table: &str) -> bool {
+        match self.table_config(table) {
+            Some(t) => self.has_any(user, &t.create_roles),
+            None => self.is_admin(user),
+        }
+    }
+
+    pub fn can_read(&self, user: &str, table: &str, row: &Fields) -> bool {
+        if table == "sys_user_group" {
+            return true;
+        }
+        let Some(t) = self.table_config(table) else { return self.is_admin(user) };
+        self.has_any(user, &t.read_roles) || self.has_any(user, &t.write_roles) || self.owns(user, t, row)
+    }
+
+    pub fn can_write(&self, user: &str, table: &str, row: &Fields) -> bool {
+        let Some(t) = self.table_config(table) else { return self.is_admin(user) };
+        self.has_any(user, &t.write_roles) || self.owns(user, t, row)
+    }
+
+    /// A create-only user may read, update and delete the records it created.
+    fn owns(&self, user: &str, t: &TableConfig, row: &Fields) -> bool {
+        self.has_any(user, &t.create_roles) && row.get("sys_created_by").is_some_and(|c| c == user)
+    }
+
+    /// Resolve a reference value (sys_id, or display name when `by_display`): Ok(sys_id or "").
+    pub fn resolve_group(&self, field: &str, value: &str, by_display: bool) -> Result<String, String> {
+        use crate::config::ReferencePolicy;
+        if value.is_empty() || self.groups.iter().any(|(id, _)| id == value) {
+            return Ok(value.to_string());
+        }
+        let matches: Vec<&String> =
+            if by_display { self.groups.iter().filter(|(_, n)| n == value).map(|(id, _)| id).collect() } else { vec![] };
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => match self.config.unknown_reference {
+                ReferencePolicy::Reject => Err(format!(
+                    "Unable to find a record in sys_user_group matching '{value}' for reference field {field}"
+                )),
+                _ => Ok(String::new()),
+            },
+            _ => match self.config.ambiguous_reference {
+                ReferencePolicy::Reject => Err(format!(
+                    "Ambiguous reference: {} records in sys_user_group match '{value}' for reference field {field}",
+                    matches.len()
+                )),
+                ReferencePolicy::First => Ok(matches[0].clone()),
+                ReferencePolicy::Blank => Ok(String::new()),
+            },
+        }
+    }
+
+    pub fn group_name(&self, sys_id: &str) -> Option<&str> {
+        self.groups.iter().find(|(id, _)| id == sys_id).map(|(_, n)| n.as_str())
+    }
+
+    pub fn records_json(&self, table: &str) -> Vec<serde_json::Value> {
+        let store = self.store.lock().expect("store lock");
+        let Some(data) = store.tables.get(table) else { return Vec::new() };
+        data.rows
+            .iter()
+            .map(|row| {
+                let mut obj = serde_json::Map::new();
+                for (k, v) in row {
+                    obj.insert(k.clone(), serde_json::Value::String(v.clone()));
+                    if self.config.reference_fields.contains_key(k) {
+                        let dv = self.group_name(v).unwrap_or("").to_string();
+                        obj.insert(format!("{k}.display_value"), serde_json::Value::String(dv));
+                    }
+                }
+                serde_json::Value::Object(obj)
+            })
+            .collect()
+    }
+
+    pub fn log(&self, store: &mut Store, entry: LoggedRequest) {
+        if store.log.len() >= self.config.request_log_capacity.max(1) {
+            store.log.pop_front();
+        }
+        store.log.push_back(entry);
+    }
+}
+
+/// Priority from impact × urgency with the default lookup matrix.
+pub fn priority(impact: &str, urgency: &str) -> Option<&'static str> {
+    Some(match (impact, urgency) {
+        ("1", "1") => "1",
+        ("1", "2") | ("2", "1") => "2",
+        ("1", "3") | ("2", "2") | ("3", "1") => "3",
+        ("2", "3") | ("3", "2") => "4",
+        ("3", "3") => "5",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_matrix_is_the_default_lookup() {
+        let expected = [
+            ("1", "1", "1"),
+            ("1", "2", "2"),
+            ("1", "3", "3"),
+            ("2", "1", "2"),
+            ("2", "2", "3"),
+            ("2", "3", "4"),
+            ("3", "1", "3"),
+            ("3", "2", "4"),
+            ("3", "3", "5"),
+        ];
+        for (i, u, p) in expected {
+            assert_eq!(priority(i, u), Some(p), "impact {i} urgency {u}");
+        }
+        assert_eq!(priority("4", "1"), None);
+    }
+
+    #[test]
+    fn glide_time_format() {
+        let t = time::macros::datetime!(2024-03-05 07:08:09 UTC);
+        assert_eq!(format_glide_time(t), "2024-03-05 07:08:09");
+    }
+}
