@@ -1,0 +1,116 @@
+//! Credentials and where they come from.
+
+use async_trait::async_trait;
+
+use crate::ClientError;
+
+/// How the client authenticates. `Debug` never shows passwords or client secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// HTTP Basic with an integration user.
+    Basic { username: String, password: String },
+    /// OAuth `password` grant: the token acts as `username`.
+    OAuthPassword {
+        client_id: String,
+        client_secret: String,
+        username: String,
+        password: String,
+    },
+    /// OAuth `client_credentials` grant: the token acts as the OAuth application's user.
+    OAuthClientCredentials {
+        client_id: String,
+        client_secret: String,
+    },
+}
+
+impl Credentials {
+    /// `basic`, `oauth_password` or `oauth_client_credentials` (the secret's `auth` field).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::Basic { .. } => "basic",
+            Credentials::OAuthPassword { .. } => "oauth_password",
+            Credentials::OAuthClientCredentials { .. } => "oauth_client_credentials",
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HIDDEN: &str = "<redacted>";
+        match self {
+            Credentials::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &HIDDEN)
+                .finish(),
+            Credentials::OAuthPassword {
+                client_id,
+                username,
+                ..
+            } => f
+                .debug_struct("OAuthPassword")
+                .field("client_id", client_id)
+                .field("client_secret", &HIDDEN)
+                .field("username", username)
+                .field("password", &HIDDEN)
+                .finish(),
+            Credentials::OAuthClientCredentials { client_id, .. } => f
+                .debug_struct("OAuthClientCredentials")
+                .field("client_id", client_id)
+                .field("client_secret", &HIDDEN)
+                .finish(),
+        }
+    }
+}
+
+/// Where the client gets its credentials (Secrets Manager, a local file, a fixed value).
+#[async_trait]
+pub trait CredentialSource: Send + Sync {
+    /// The current credentials. Return [`ClientError::CredentialsUnavailable`] for a transient failure
+    /// (the call is then retryable) and [`ClientError::InvalidCredentials`] for a malformed secret.
+    async fn credentials(&self) -> Result<Credentials, ClientError>;
+    /// Called when ServiceNow answered 401: a caching source should fetch afresh next time
+    /// (the secret may have been rotated).
+    async fn invalidate(&self) {}
+}
+
+/// Credentials fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct StaticCredentials(pub Credentials);
+
+#[async_trait]
+impl CredentialSource for StaticCredentials {
+    async fn credentials(&self) -> Result<Credentials, ClientError> {
+        Ok(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let all = [
+            Credentials::Basic {
+                username: "relay".into(),
+                password: "pw-SECRET-1".into(),
+            },
+            Credentials::OAuthPassword {
+                client_id: "cid".into(),
+                client_secret: "cs-SECRET-2".into(),
+                username: "relay".into(),
+                password: "pw-SECRET-3".into(),
+            },
+            Credentials::OAuthClientCredentials {
+                client_id: "cid".into(),
+                client_secret: "cs-SECRET-4".into(),
+            },
+        ];
+        for c in all {
+            let shown = format!("{c:?} {:?}", StaticCredentials(c.clone()));
+            assert!(!shown.contains("SECRET"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+}
