@@ -1,0 +1,712 @@
+//! Deploy-side policy for `template.yaml`: parses the SAM template (short-form tags such as `!Ref`,
+//! `!GetAtt`, `!Sub` are turned into their long `Fn::` forms) and fails on
+//! - wildcard IAM actions (`*`, `sqs:*`, `kms:Create*`, `NotAction`) in any policy document,
+//! - `*` resources except for actions that have no resource-level permissions (or inside a key policy),
+//! - a function without its own role (shared, missing, external) or without permissions,
+//! - a function without an explicit log group (Lambda would create one that never expires),
+//! - a queue without SSE, or a (non dead-letter) queue without a redrive policy to a dead-letter queue,
+//! - a dead-letter queue without an alarm (with an action) on its depth,
+//! - an SQS/stream event source without `ReportBatchItemFailures`,
+//! - a log group without retention.
+//!
+//! Every check has a negative test that mutates a copy of the template in memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+/// Actions whose APIs have no resource-level permissions, so `Resource: "*"` is the only option.
+const ACTIONS_WITHOUT_RESOURCE_LEVEL: &[&str] = &[
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "cloudwatch:PutMetricData",
+];
+
+const FUNCTION_TYPES: &[&str] = &["AWS::Serverless::Function", "AWS::Lambda::Function"];
+
+fn template_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml")
+}
+
+/// Loads a CloudFormation/SAM YAML template as JSON, with short-form intrinsic tags expanded.
+fn parse_template(text: &str) -> Result<Value, String> {
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| format!("template is not valid YAML: {e}"))?;
+    yaml_to_json(yaml)
+}
+
+fn load_template() -> Value {
+    let path = template_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    parse_template(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
+    use serde_yaml_ng::Value as Y;
+    Ok(match value {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(&n).map_err(|e| format!("number {n}: {e}"))?,
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .map(yaml_to_json)
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                let key = match k {
+                    Y::String(s) => s,
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    other => return Err(format!("unsupported mapping key {other:?}")),
+                };
+                out.insert(key, yaml_to_json(v)?);
+            }
+            Value::Object(out)
+        }
+        Y::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let inner = yaml_to_json(tagged.value)?;
+            match name {
+                "Ref" | "Condition" => json!({ name: inner }),
+                "GetAtt" => match inner {
+                    // `!GetAtt Resource.Attribute` (attribute names may contain dots, e.g. Endpoint.Address)
+                    Value::String(s) => {
+                        let (resource, attribute) = s
+                            .split_once('.')
+                            .ok_or_else(|| format!("!GetAtt {s}: expected Resource.Attribute"))?;
+                        json!({ "Fn::GetAtt": [resource, attribute] })
+                    }
+                    other => json!({ "Fn::GetAtt": other }),
+                },
+                "Base64" | "Cidr" | "FindInMap" | "GetAZs" | "ImportValue" | "Join" | "Select"
+                | "Split" | "Sub" | "Transform" | "And" | "Equals" | "If" | "Not" | "Or"
+                | "Length" | "ToJsonString" => json!({ format!("Fn::{name}"): inner }),
+                other => return Err(format!("unknown CloudFormation tag !{other}")),
+            }
+        }
+    })
+}
+
+fn resources(template: &Value) -> &Map<String, Value> {
+    template["Resources"]
+        .as_object()
+        .expect("template has a Resources mapping")
+}
+
+fn resources_of_type<'a>(
+    template: &'a Value,
+    types: &'a [&str],
+) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
+    resources(template)
+        .iter()
+        .filter(move |(_, r)| types.contains(&r["Type"].as_str().unwrap_or_default()))
+}
+
+/// The logical id a `Ref`/`Fn::GetAtt` (or `Fn::Sub` of one) points at, if any.
+fn referenced_id(value: &Value) -> Option<&str> {
+    if let Some(id) = value.get("Ref").and_then(Value::as_str) {
+        return Some(id);
+    }
+    if let Some(att) = value.get("Fn::GetAtt") {
+        return match att {
+            Value::Array(parts) => parts.first().and_then(Value::as_str),
+            Value::String(s) => s.split('.').next(),
+            _ => None,
+        };
+    }
+    None
+}
+
+fn as_list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Null => vec![],
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    }
+}
+
+// ------------------------------------------------------------------ checks
+
+/// Every policy statement in the template (IAM roles and policies, SAM `Policies`, resource policies,
+/// key policies), with a path naming where it is.
+fn policy_statements(template: &Value) -> Vec<(String, &Value)> {
+    fn walk<'a>(path: String, value: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "Statement" {
+                        for (i, statement) in as_list(v).into_iter().enumerate() {
+                            out.push((format!("{path}.Statement[{i}]"), statement));
+                        }
+                    } else {
+                        walk(format!("{path}.{k}"), v, out);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(format!("{path}[{i}]"), v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (id, resource) in resources(template) {
+        walk(id.clone(), resource, &mut out);
+    }
+    out
+}
+
+fn check_wildcard_actions(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, statement) in policy_statements(template) {
+        if statement.get("NotAction").is_some() {
+            problems.push(format!(
+                "{path}: NotAction grants everything else; list the actions"
+            ));
+        }
+        for action in as_list(&statement["Action"]) {
+            match action.as_str() {
+                Some(a) if a.contains('*') => {
+                    problems.push(format!("{path}: wildcard action {a:?}"))
+                }
+                Some(_) => {}
+                None => problems.push(format!("{path}: action is not a literal string: {action}")),
+            }
+        }
+    }
+    problems
+}
+
+fn check_wildcard_resources(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, statement) in policy_statements(template) {
+        // In a key policy `*` means "this key"; resource policies name their resource implicitly.
+        if path.contains(".KeyPolicy.") {
+            continue;
+        }
+        let star = as_list(&statement["Resource"])
+            .iter()
+            .any(|r| r.as_str() == Some("*"));
+        if !star {
+            continue;
+        }
+        for action in as_list(&statement["Action"]) {
+            let action = action.as_str().unwrap_or_default();
+            if !ACTIONS_WITHOUT_RESOURCE_LEVEL.contains(&action) {
+                problems.push(format!(
+                    "{path}: Resource \"*\" for {action:?}, which supports resource-level permissions"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn check_function_roles(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, function) in resources_of_type(template, FUNCTION_TYPES) {
+        let props = &function["Properties"];
+        match props.get("Role") {
+            None if function["Type"] == "AWS::Serverless::Function" => {
+                // SAM generates a role per function from `Policies`; without any the function has
+                // only the basic execution role, which means it was not thought through.
+                if as_list(&props["Policies"]).is_empty() {
+                    problems.push(format!(
+                        "{id}: no Role and no Policies: give it its own role with the permissions it uses"
+                    ));
+                }
+            }
+            None => problems.push(format!("{id}: no Role")),
+            Some(role) => match referenced_id(role) {
+                Some(role_id) => users
+                    .entry(role_id.to_owned())
+                    .or_default()
+                    .push(id.clone()),
+                None => problems.push(format!(
+                    "{id}: Role {role} is not a role defined in this template"
+                )),
+            },
+        }
+    }
+    let all = resources(template);
+    for (role_id, functions) in users {
+        let Some(role) = all.get(&role_id) else {
+            problems.push(format!(
+                "{functions:?}: Role refers to missing resource {role_id}"
+            ));
+            continue;
+        };
+        if role["Type"] != "AWS::IAM::Role" {
+            problems.push(format!("{functions:?}: {role_id} is not an AWS::IAM::Role"));
+            continue;
+        }
+        if functions.len() > 1 {
+            problems.push(format!(
+                "role {role_id} is shared by {functions:?}: each function needs its own role"
+            ));
+        }
+        let inline = !as_list(&role["Properties"]["Policies"]).is_empty();
+        let managed = !as_list(&role["Properties"]["ManagedPolicyArns"]).is_empty();
+        let attached = all.values().any(|r| {
+            matches!(
+                r["Type"].as_str(),
+                Some("AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy")
+            ) && as_list(&r["Properties"]["Roles"])
+                .iter()
+                .any(|v| referenced_id(v) == Some(role_id.as_str()))
+        });
+        if !(inline || managed || attached) {
+            problems.push(format!("role {role_id} of {functions:?} has no policies"));
+        }
+    }
+    problems
+}
+
+fn check_function_log_groups(template: &Value) -> Vec<String> {
+    let all = resources(template);
+    let mut problems = Vec::new();
+    for (id, function) in resources_of_type(template, FUNCTION_TYPES) {
+        let group = &function["Properties"]["LoggingConfig"]["LogGroup"];
+        match referenced_id(group).and_then(|g| all.get(g)) {
+            Some(r) if r["Type"] == "AWS::Logs::LogGroup" => {}
+            _ => problems.push(format!(
+                "{id}: LoggingConfig.LogGroup must reference a log group of this template (with retention)"
+            )),
+        }
+    }
+    problems
+}
+
+/// Logical ids of queues that are some queue's redrive target.
+fn dead_letter_queues(template: &Value) -> BTreeSet<String> {
+    resources_of_type(template, &["AWS::SQS::Queue"])
+        .filter_map(|(_, q)| {
+            referenced_id(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+fn check_queues(template: &Value) -> Vec<String> {
+    let dlqs = dead_letter_queues(template);
+    let all = resources(template);
+    let mut problems = Vec::new();
+    for (id, queue) in resources_of_type(template, &["AWS::SQS::Queue"]) {
+        let props = &queue["Properties"];
+        let sse = props["SqsManagedSseEnabled"] == Value::Bool(true)
+            || props.get("KmsMasterKeyId").is_some();
+        if !sse {
+            problems.push(format!(
+                "{id}: no server-side encryption (SqsManagedSseEnabled: true or KmsMasterKeyId)"
+            ));
+        }
+        if dlqs.contains(id) {
+            continue;
+        }
+        match referenced_id(&props["RedrivePolicy"]["deadLetterTargetArn"]) {
+            Some(target)
+                if all.get(target).map(|r| &r["Type"]) == Some(&json!("AWS::SQS::Queue")) => {}
+            Some(target) => problems.push(format!(
+                "{id}: redrive target {target} is not a queue of this template"
+            )),
+            None => problems.push(format!(
+                "{id}: no RedrivePolicy with a deadLetterTargetArn (a queue without a dead-letter queue)"
+            )),
+        }
+    }
+    problems
+}
+
+/// The (namespace, metric, dimension values) an alarm watches: its single metric or each MetricStat.
+fn alarm_metrics(alarm: &Value) -> Vec<(&Value, &Value, &Value)> {
+    let props = &alarm["Properties"];
+    let mut out = Vec::new();
+    if props.get("MetricName").is_some() {
+        out.push((
+            &props["Namespace"],
+            &props["MetricName"],
+            &props["Dimensions"],
+        ));
+    }
+    for m in as_list(&props["Metrics"]) {
+        let metric = &m["MetricStat"]["Metric"];
+        if metric.is_object() {
+            out.push((
+                &metric["Namespace"],
+                &metric["MetricName"],
+                &metric["Dimensions"],
+            ));
+        }
+    }
+    out
+}
+
+fn check_dead_letter_alarms(template: &Value) -> Vec<String> {
+    let alarms: Vec<_> = resources_of_type(template, &["AWS::CloudWatch::Alarm"])
+        .map(|(_, a)| a)
+        .collect();
+    let mut problems = Vec::new();
+    for dlq in dead_letter_queues(template) {
+        let watched = alarms.iter().any(|alarm| {
+            let has_action = !as_list(&alarm["Properties"]["AlarmActions"]).is_empty();
+            has_action
+                && alarm_metrics(alarm).iter().any(|(ns, name, dims)| {
+                    *ns == "AWS/SQS"
+                        && *name == "ApproximateNumberOfMessagesVisible"
+                        && as_list(dims).iter().any(|d| {
+                            d["Name"] == "QueueName" && referenced_id(&d["Value"]) == Some(&dlq)
+                        })
+                })
+        });
+        if !watched {
+            problems.push(format!(
+                "dead-letter queue {dlq}: no alarm with an action on ApproximateNumberOfMessagesVisible"
+            ));
+        }
+    }
+    problems
+}
+
+fn check_event_sources(template: &Value) -> Vec<String> {
+    fn reports_failures(props: &Value) -> bool {
+        as_list(&props["FunctionResponseTypes"])
+            .iter()
+            .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+    }
+    let mut problems = Vec::new();
+    for (id, mapping) in resources_of_type(template, &["AWS::Lambda::EventSourceMapping"]) {
+        if !reports_failures(&mapping["Properties"]) {
+            problems.push(format!(
+                "{id}: event source mapping without FunctionResponseTypes [ReportBatchItemFailures]"
+            ));
+        }
+    }
+    for (id, function) in resources_of_type(template, &["AWS::Serverless::Function"]) {
+        if let Some(events) = function["Properties"]["Events"].as_object() {
+            for (name, event) in events {
+                let batched =
+                    matches!(event["Type"].as_str(), Some("SQS" | "Kinesis" | "DynamoDB"));
+                if batched && !reports_failures(&event["Properties"]) {
+                    problems.push(format!(
+                        "{id}.Events.{name}: event source without FunctionResponseTypes [ReportBatchItemFailures]"
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn check_log_retention(template: &Value) -> Vec<String> {
+    resources_of_type(template, &["AWS::Logs::LogGroup"])
+        .filter(|(_, g)| g["Properties"].get("RetentionInDays").is_none())
+        .map(|(id, _)| {
+            format!("{id}: log group without RetentionInDays (logs would be kept forever)")
+        })
+        .collect()
+}
+
+fn all_checks(template: &Value) -> Vec<String> {
+    [
+        check_wildcard_actions(template),
+        check_wildcard_resources(template),
+        check_function_roles(template),
+        check_function_log_groups(template),
+        check_queues(template),
+        check_dead_letter_alarms(template),
+        check_event_sources(template),
+        check_log_retention(template),
+    ]
+    .concat()
+}
+
+// ------------------------------------------------------------------ the real template passes
+
+#[test]
+fn template_passes_every_policy_check() {
+    let template = load_template();
+    let problems = all_checks(&template);
+    assert!(
+        problems.is_empty(),
+        "template.yaml violates deploy policy:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn template_has_what_the_checks_look_at() {
+    // Guards against checks passing vacuously because the template lost its resources.
+    let template = load_template();
+    assert_eq!(resources_of_type(&template, FUNCTION_TYPES).count(), 3);
+    assert_eq!(
+        resources_of_type(&template, &["AWS::SQS::Queue"]).count(),
+        4
+    );
+    assert_eq!(
+        dead_letter_queues(&template),
+        BTreeSet::from([
+            "BatchDeadLetterQueue".to_owned(),
+            "DeadLetterQueue".to_owned()
+        ])
+    );
+    assert!(policy_statements(&template).len() >= 20);
+    assert_eq!(
+        template["Resources"]["DeliverFunction"]["Properties"]["Events"]["RealtimeQueue"]["Type"],
+        "SQS"
+    );
+}
+
+#[test]
+fn short_form_tags_become_long_form_intrinsics() {
+    let t = parse_template(
+        "Resources:\n  A:\n    Type: X\n    Properties:\n      R: !Ref B\n      G: !GetAtt B.Arn\n      D: !GetAtt C.Endpoint.Address\n      S: !Sub 'x-${B}'\n      F: !FindInMap [M, K, V]\n      L: [!GetAtt B.QueueName]\n",
+    )
+    .unwrap();
+    let p = &t["Resources"]["A"]["Properties"];
+    assert_eq!(p["R"], json!({"Ref": "B"}));
+    assert_eq!(p["G"], json!({"Fn::GetAtt": ["B", "Arn"]}));
+    assert_eq!(p["D"], json!({"Fn::GetAtt": ["C", "Endpoint.Address"]}));
+    assert_eq!(p["S"], json!({"Fn::Sub": "x-${B}"}));
+    assert_eq!(p["F"], json!({"Fn::FindInMap": ["M", "K", "V"]}));
+    assert_eq!(referenced_id(&p["L"][0]), Some("B"));
+}
+
+#[test]
+fn unknown_tags_and_bad_yaml_are_named() {
+    let err = parse_template("Resources:\n  A: !Bogus x\n").unwrap_err();
+    assert!(err.contains("!Bogus"), "{err}");
+    let err = parse_template("Resources: [\n").unwrap_err();
+    assert!(err.contains("not valid YAML"), "{err}");
+    let err = parse_template("Resources:\n  A: !GetAtt NoDot\n").unwrap_err();
+    assert!(err.contains("Resource.Attribute"), "{err}");
+}
+
+// ------------------------------------------------------------------ negative tests (mutated copies)
+
+fn mutated(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut t = load_template();
+    edit(&mut t);
+    t
+}
+
+fn statements_of_role<'a>(t: &'a mut Value, role: &str) -> &'a mut Vec<Value> {
+    t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_array_mut()
+        .expect("role has an inline policy with statements")
+}
+
+fn assert_caught(problems: Vec<String>, needle: &str) {
+    assert!(
+        problems.iter().any(|p| p.contains(needle)),
+        "expected a problem mentioning {needle:?}, got {problems:#?}"
+    );
+}
+
+#[test]
+fn wildcard_actions_are_caught() {
+    let t = mutated(|t| {
+        statements_of_role(t, "IngestRole")[0]["Action"] = json!(["sqs:*"]);
+    });
+    assert_caught(check_wildcard_actions(&t), "wildcard action \"sqs:*\"");
+
+    let t = mutated(|t| {
+        statements_of_role(t, "DeliverRole")
+            .push(json!({"Effect": "Allow", "Action": "*", "Resource": {"Ref": "FailureTopic"}}));
+    });
+    assert_caught(check_wildcard_actions(&t), "wildcard action \"*\"");
+
+    let t = mutated(|t| {
+        let key = &mut t["Resources"]["NotificationKey"]["Properties"]["KeyPolicy"]["Statement"][0];
+        key["Action"] = json!("kms:*");
+    });
+    assert_caught(check_wildcard_actions(&t), "NotificationKey");
+
+    let t = mutated(|t| {
+        statements_of_role(t, "FlushRole")
+            .push(json!({"Effect": "Allow", "NotAction": "iam:PassRole", "Resource": "*"}));
+    });
+    assert_caught(check_wildcard_actions(&t), "NotAction");
+}
+
+#[test]
+fn wildcard_actions_in_sam_policies_are_caught() {
+    let t = mutated(|t| {
+        t["Resources"]["FlushFunction"]["Properties"]["Policies"] = json!([
+            {"Statement": [{"Effect": "Allow", "Action": "dynamodb:*", "Resource": {"Fn::GetAtt": ["LedgerTable", "Arn"]}}]}
+        ]);
+    });
+    assert_caught(check_wildcard_actions(&t), "FlushFunction");
+}
+
+#[test]
+fn star_resources_are_caught_unless_the_api_has_no_resource_level_permissions() {
+    let t = mutated(|t| {
+        statements_of_role(t, "DeliverRole")
+            .push(json!({"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": "*"}));
+    });
+    assert_caught(check_wildcard_resources(&t), "\"dynamodb:GetItem\"");
+    // The real template uses "*" only for X-Ray, which has no resource-level permissions.
+    assert!(check_wildcard_resources(&load_template()).is_empty());
+}
+
+#[test]
+fn a_shared_role_is_caught() {
+    let t = mutated(|t| {
+        t["Resources"]["DeliverFunction"]["Properties"]["Role"] =
+            json!({"Fn::GetAtt": ["IngestRole", "Arn"]});
+    });
+    assert_caught(check_function_roles(&t), "shared by");
+}
+
+#[test]
+fn a_function_without_role_or_policies_is_caught() {
+    let t = mutated(|t| {
+        let props = t["Resources"]["FlushFunction"]["Properties"]
+            .as_object_mut()
+            .unwrap();
+        props.remove("Role");
+        props.remove("Policies");
+    });
+    assert_caught(
+        check_function_roles(&t),
+        "FlushFunction: no Role and no Policies",
+    );
+
+    let t = mutated(|t| {
+        t["Resources"]["IngestFunction"]["Properties"]["Role"] =
+            json!("arn:aws:iam::123456789012:role/admin");
+    });
+    assert_caught(
+        check_function_roles(&t),
+        "not a role defined in this template",
+    );
+
+    let t = mutated(|t| {
+        t["Resources"]["DeliverRole"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("Policies");
+    });
+    assert_caught(check_function_roles(&t), "role DeliverRole of");
+}
+
+#[test]
+fn a_function_without_its_own_log_group_is_caught() {
+    let t = mutated(|t| {
+        t["Resources"]["IngestFunction"]["Properties"]["LoggingConfig"]
+            .as_object_mut()
+            .unwrap()
+            .remove("LogGroup");
+    });
+    assert_caught(check_function_log_groups(&t), "IngestFunction");
+}
+
+#[test]
+fn a_queue_without_dead_letter_queue_is_caught() {
+    let t = mutated(|t| {
+        t["Resources"]["RealtimeQueue"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("RedrivePolicy");
+    });
+    let problems = check_queues(&t);
+    assert_caught(problems, "RealtimeQueue: no RedrivePolicy");
+}
+
+#[test]
+fn a_redrive_to_something_that_is_not_a_queue_is_caught() {
+    let t = mutated(|t| {
+        t["Resources"]["BatchQueue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] =
+            json!({"Ref": "FailureTopic"});
+    });
+    assert_caught(check_queues(&t), "BatchQueue: redrive target FailureTopic");
+}
+
+#[test]
+fn a_queue_without_encryption_is_caught() {
+    // A dead-letter queue needs no redrive of its own, but it does need SSE.
+    let t = mutated(|t| {
+        t["Resources"]["DeadLetterQueue"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("SqsManagedSseEnabled");
+    });
+    let problems = check_queues(&t);
+    assert_caught(
+        problems.clone(),
+        "DeadLetterQueue: no server-side encryption",
+    );
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+
+    let t = mutated(|t| {
+        t["Resources"]["BatchQueue"]["Properties"]["SqsManagedSseEnabled"] = json!(false);
+    });
+    assert_caught(check_queues(&t), "BatchQueue: no server-side encryption");
+}
+
+#[test]
+fn a_dead_letter_queue_without_alarm_is_caught() {
+    let t = mutated(|t| {
+        t["Resources"]
+            .as_object_mut()
+            .unwrap()
+            .remove("DeadLetterQueueNotEmptyAlarm");
+    });
+    assert_caught(
+        check_dead_letter_alarms(&t),
+        "dead-letter queue DeadLetterQueue",
+    );
+
+    // An alarm that notifies nobody does not count.
+    let t = mutated(|t| {
+        t["Resources"]["BatchDeadLetterQueueNotEmptyAlarm"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("AlarmActions");
+    });
+    assert_caught(check_dead_letter_alarms(&t), "BatchDeadLetterQueue");
+}
+
+#[test]
+fn an_event_source_without_partial_batch_failures_is_caught() {
+    let t = mutated(|t| {
+        t["Resources"]["DeliverFunction"]["Properties"]["Events"]["RealtimeQueue"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("FunctionResponseTypes");
+    });
+    assert_caught(
+        check_event_sources(&t),
+        "DeliverFunction.Events.RealtimeQueue",
+    );
+
+    let t = mutated(|t| {
+        t["Resources"].as_object_mut().unwrap().insert(
+            "ExtraMapping".into(),
+            json!({"Type": "AWS::Lambda::EventSourceMapping", "Properties": {
+                "EventSourceArn": {"Fn::GetAtt": ["BatchQueue", "Arn"]},
+                "FunctionName": {"Ref": "FlushFunction"}}}),
+        );
+    });
+    assert_caught(check_event_sources(&t), "ExtraMapping");
+}
+
+#[test]
+fn a_log_group_without_retention_is_caught() {
+    let t = mutated(|t| {
+        t["Resources"]["ApiAccessLogGroup"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("RetentionInDays");
+    });
+    assert_caught(check_log_retention(&t), "ApiAccessLogGroup");
+}
