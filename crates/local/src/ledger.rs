@@ -20,9 +20,7 @@ pub struct SqliteLedger {
 
 impl std::fmt::Debug for SqliteLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteLedger")
-            .field("path", &self.store.path)
-            .finish()
+        f.debug_struct("SqliteLedger").field("path", &self.store.path).finish()
     }
 }
 
@@ -35,19 +33,12 @@ fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, LocalError>> 
     let state: String = r.get(2)?;
     let record_json: Option<String> = r.get(15)?;
     let Some(state) = DeliveryState::parse(&state) else {
-        return Ok(Err(LocalError::Corrupt(format!(
-            "ledger entry {alert_id} has unknown state {state:?}"
-        ))));
+        return Ok(Err(LocalError::Corrupt(format!("ledger entry {alert_id} has unknown state {state:?}"))));
     };
-    let record = match record_json
-        .map(|j| serde_json::from_str::<RecordRef>(&j))
-        .transpose()
-    {
+    let record = match record_json.map(|j| serde_json::from_str::<RecordRef>(&j)).transpose() {
         Ok(r) => r,
         Err(e) => {
-            return Ok(Err(LocalError::Corrupt(format!(
-                "ledger entry {alert_id} has a bad record: {e}"
-            ))));
+            return Ok(Err(LocalError::Corrupt(format!("ledger entry {alert_id} has a bad record: {e}"))));
         }
     };
     Ok(Ok(LedgerEntry {
@@ -84,17 +75,9 @@ fn load(conn: &Connection, alert_id: &str) -> Result<Option<LedgerEntry>, LocalE
 
 /// Write `e` (insert or replace the whole row).
 fn store(conn: &Connection, e: &LedgerEntry) -> Result<(), LocalError> {
-    let record = e
-        .record
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|err| {
-            LocalError::Rejected(format!(
-                "ledger entry {} has a record that cannot be stored: {err}",
-                e.alert_id
-            ))
-        })?;
+    let record = e.record.as_ref().map(serde_json::to_string).transpose().map_err(|err| {
+        LocalError::Rejected(format!("ledger entry {} has a record that cannot be stored: {err}", e.alert_id))
+    })?;
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO ledger ({COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
@@ -140,9 +123,7 @@ impl SqliteLedger {
     async fn update<T, F>(&self, alert_id: &str, change: F) -> Result<T, LocalError>
     where
         T: Send + 'static,
-        F: FnOnce(Option<LedgerEntry>) -> Result<(Option<LedgerEntry>, T), LocalError>
-            + Send
-            + 'static,
+        F: FnOnce(Option<LedgerEntry>) -> Result<(Option<LedgerEntry>, T), LocalError> + Send + 'static,
     {
         let id = alert_id.to_string();
         let now = self.store.now_ms();
@@ -160,11 +141,7 @@ impl SqliteLedger {
     }
 
     /// Entries in `state`, oldest update first, at most `limit` (for `relay status` and operator tools).
-    pub async fn list_in_state(
-        &self,
-        state: DeliveryState,
-        limit: u32,
-    ) -> Result<Vec<LedgerEntry>, LocalError> {
+    pub async fn list_in_state(&self, state: DeliveryState, limit: u32) -> Result<Vec<LedgerEntry>, LocalError> {
         let now = self.store.now_ms();
         self.store
             .readers
@@ -173,10 +150,7 @@ impl SqliteLedger {
                     "SELECT {COLUMNS} FROM ledger WHERE state = ?1 AND expires_at_s >= ?2 \
                      ORDER BY updated_at_ms, alert_id LIMIT ?3"
                 ))?;
-                let rows = stmt.query_map(
-                    params![state.as_str(), now.div_euclid(1000), limit],
-                    read_entry,
-                )?;
+                let rows = stmt.query_map(params![state.as_str(), now.div_euclid(1000), limit], read_entry)?;
                 let mut out = Vec::new();
                 for row in rows {
                     out.push(row??);
@@ -192,9 +166,7 @@ impl SqliteLedger {
         self.store
             .writer
             .run(move |conn| {
-                let n = conn
-                    .prepare_cached("DELETE FROM ledger WHERE expires_at_s < ?1")?
-                    .execute(params![now_s])?;
+                let n = conn.prepare_cached("DELETE FROM ledger WHERE expires_at_s < ?1")?.execute(params![now_s])?;
                 Ok(n as u64)
             })
             .await
@@ -232,10 +204,8 @@ impl Ledger for SqliteLedger {
             .store
             .writer
             .run(move |conn| {
-                conn.prepare_cached(
-                    "DELETE FROM ledger WHERE alert_id = ?1 AND state = 'ACCEPTED'",
-                )?
-                .execute(params![id])?;
+                conn.prepare_cached("DELETE FROM ledger WHERE alert_id = ?1 AND state = 'ACCEPTED'")?
+                    .execute(params![id])?;
                 Ok(())
             })
             .await?)
@@ -252,12 +222,7 @@ impl Ledger for SqliteLedger {
                     DeliveryState::Failed => return Ok((None, Claim::Failed(e))),
                     DeliveryState::InProgress => {
                         if let Some(until) = e.lease_until_ms.filter(|until| *until >= now_ms) {
-                            return Ok((
-                                None,
-                                Claim::Busy {
-                                    lease_until_ms: until,
-                                },
-                            ));
+                            return Ok((None, Claim::Busy { lease_until_ms: until }));
                         }
                     }
                     DeliveryState::Accepted | DeliveryState::Queued | DeliveryState::Retrying => {}
@@ -271,12 +236,7 @@ impl Ledger for SqliteLedger {
             .await?)
     }
 
-    async fn complete(
-        &self,
-        alert_id: &str,
-        record: &RecordRef,
-        now_ms: i64,
-    ) -> Result<(), PortError> {
+    async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
         let record = record.clone();
         let id = alert_id.to_string();
         Ok(self
@@ -302,11 +262,7 @@ impl Ledger for SqliteLedger {
         needs_lookup: bool,
         now_ms: i64,
     ) -> Result<(), PortError> {
-        let (class, error, id) = (
-            error_class.to_string(),
-            error.to_string(),
-            alert_id.to_string(),
-        );
+        let (class, error, id) = (error_class.to_string(), error.to_string(), alert_id.to_string());
         Ok(self
             .update(alert_id, move |current| {
                 let mut e = current.ok_or_else(|| missing(&id))?;
@@ -324,18 +280,8 @@ impl Ledger for SqliteLedger {
             .await?)
     }
 
-    async fn fail(
-        &self,
-        alert_id: &str,
-        error_class: &str,
-        error: &str,
-        now_ms: i64,
-    ) -> Result<(), PortError> {
-        let (class, error, id) = (
-            error_class.to_string(),
-            error.to_string(),
-            alert_id.to_string(),
-        );
+    async fn fail(&self, alert_id: &str, error_class: &str, error: &str, now_ms: i64) -> Result<(), PortError> {
+        let (class, error, id) = (error_class.to_string(), error.to_string(), alert_id.to_string());
         Ok(self
             .update(alert_id, move |current| {
                 let mut e = current.ok_or_else(|| missing(&id))?;
@@ -372,10 +318,6 @@ impl Ledger for SqliteLedger {
     async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
         let id = alert_id.to_string();
         let now = self.store.now_ms();
-        Ok(self
-            .store
-            .readers
-            .run(move |conn| Ok(load(conn, &id)?.filter(|e| !is_expired(e, now))))
-            .await?)
+        Ok(self.store.readers.run(move |conn| Ok(load(conn, &id)?.filter(|e| !is_expired(e, now)))).await?)
     }
 }

@@ -51,11 +51,7 @@ pub enum LocalError {
         "the database {path} has schema version {found}, newer than this build understands ({supported}); \
          use a newer relay or another file"
     )]
-    SchemaTooNew {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("write transaction failed: {0}")]
@@ -77,9 +73,9 @@ impl From<LocalError> for PortError {
         match e {
             LocalError::Rejected(m) => PortError::Rejected(m),
             LocalError::NotFound(m) => PortError::NotFound(m),
-            LocalError::SchemaTooNew { .. }
-            | LocalError::Corrupt(_)
-            | LocalError::SecretsFile { .. } => PortError::Rejected(e.to_string()),
+            LocalError::SchemaTooNew { .. } | LocalError::Corrupt(_) | LocalError::SecretsFile { .. } => {
+                PortError::Rejected(e.to_string())
+            }
             LocalError::Sqlite(ref inner) => match inner.sqlite_error_code() {
                 Some(
                     rusqlite::ErrorCode::DatabaseBusy
@@ -142,10 +138,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("durability", &self.durability)
             .field("busy_timeout", &self.busy_timeout)
             .field("poll_interval", &self.poll_interval)
-            .field(
-                "default_visibility_timeout",
-                &self.default_visibility_timeout,
-            )
+            .field("default_visibility_timeout", &self.default_visibility_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -180,9 +173,7 @@ pub struct LocalStore {
 
 impl std::fmt::Debug for LocalStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalStore")
-            .field("path", &self.inner.path)
-            .finish_non_exhaustive()
+        f.debug_struct("LocalStore").field("path", &self.inner.path).finish_non_exhaustive()
     }
 }
 
@@ -193,10 +184,7 @@ impl LocalStore {
     }
 
     /// Open (or create) the database at `path`, switch it to WAL and migrate its schema.
-    pub fn open_with(
-        path: impl AsRef<Path>,
-        options: StoreOptions,
-    ) -> Result<LocalStore, LocalError> {
+    pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<LocalStore, LocalError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
@@ -210,13 +198,7 @@ impl LocalStore {
         let writer = db::Writer::start(conn, &path)?;
         let readers = db::Readers::new(path.clone(), options.busy_timeout, options.durability);
         Ok(LocalStore {
-            inner: Arc::new(StoreInner {
-                path,
-                writer,
-                readers,
-                options,
-                signals: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(StoreInner { path, writer, readers, options, signals: Mutex::new(HashMap::new()) }),
         })
     }
 
@@ -247,18 +229,12 @@ impl LocalStore {
     }
 
     /// The most recent failure notifications, newest first.
-    pub async fn recent_notifications(
-        &self,
-        limit: u32,
-    ) -> Result<Vec<StoredNotification>, LocalError> {
+    pub async fn recent_notifications(&self, limit: u32) -> Result<Vec<StoredNotification>, LocalError> {
         notifier::recent(&self.inner, limit).await
     }
 
     /// Every failure notification about `alert_id`, oldest first.
-    pub async fn notifications_for(
-        &self,
-        alert_id: &str,
-    ) -> Result<Vec<StoredNotification>, LocalError> {
+    pub async fn notifications_for(&self, alert_id: &str) -> Result<Vec<StoredNotification>, LocalError> {
         notifier::for_alert(&self.inner, alert_id).await
     }
 }

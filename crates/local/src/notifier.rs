@@ -26,9 +26,7 @@ pub struct LogNotifier {
 
 impl std::fmt::Debug for LogNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogNotifier")
-            .field("path", &self.store.path)
-            .finish()
+        f.debug_struct("LogNotifier").field("path", &self.store.path).finish()
     }
 }
 
@@ -41,9 +39,8 @@ impl LogNotifier {
 #[async_trait]
 impl Notifier for LogNotifier {
     async fn delivery_failed(&self, notice: &FailureNotice) -> Result<(), PortError> {
-        let json = serde_json::to_string(notice).map_err(|e| {
-            PortError::Rejected(format!("failure notice cannot be serialised: {e}"))
-        })?;
+        let json = serde_json::to_string(notice)
+            .map_err(|e| PortError::Rejected(format!("failure notice cannot be serialised: {e}")))?;
         let alert_id = notice.alert_id.clone();
         let now = self.store.now_ms();
         self.store
@@ -82,38 +79,26 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String)> {
 fn decode(rows: Vec<(i64, i64, String)>) -> Result<Vec<StoredNotification>, LocalError> {
     rows.into_iter()
         .map(|(id, created_at_ms, json)| {
-            let notice = serde_json::from_str(&json).map_err(|e| {
-                LocalError::Corrupt(format!("notification {id} cannot be read: {e}"))
-            })?;
-            Ok(StoredNotification {
-                id,
-                created_at_ms,
-                notice,
-            })
+            let notice = serde_json::from_str(&json)
+                .map_err(|e| LocalError::Corrupt(format!("notification {id} cannot be read: {e}")))?;
+            Ok(StoredNotification { id, created_at_ms, notice })
         })
         .collect()
 }
 
-pub(crate) async fn recent(
-    store: &Arc<StoreInner>,
-    limit: u32,
-) -> Result<Vec<StoredNotification>, LocalError> {
+pub(crate) async fn recent(store: &Arc<StoreInner>, limit: u32) -> Result<Vec<StoredNotification>, LocalError> {
     let rows = store
         .readers
         .run(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, created_at_ms, notice_json FROM notifications ORDER BY id DESC LIMIT ?1",
-            )?;
+            let mut stmt = conn
+                .prepare_cached("SELECT id, created_at_ms, notice_json FROM notifications ORDER BY id DESC LIMIT ?1")?;
             Ok(stmt.query_map(params![limit], read)?.collect::<Result<Vec<_>, _>>()?)
         })
         .await?;
     decode(rows)
 }
 
-pub(crate) async fn for_alert(
-    store: &Arc<StoreInner>,
-    alert_id: &str,
-) -> Result<Vec<StoredNotification>, LocalError> {
+pub(crate) async fn for_alert(store: &Arc<StoreInner>, alert_id: &str) -> Result<Vec<StoredNotification>, LocalError> {
     let id = alert_id.to_string();
     let rows = store
         .readers

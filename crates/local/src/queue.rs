@@ -72,18 +72,8 @@ fn receipt_row(receipt: &str) -> Option<i64> {
 }
 
 impl SqliteQueue {
-    pub(crate) fn new(
-        store: Arc<StoreInner>,
-        name: String,
-        signal: Arc<Notify>,
-        visibility_timeout: Duration,
-    ) -> Self {
-        SqliteQueue {
-            store,
-            name: name.into(),
-            signal,
-            visibility_timeout,
-        }
+    pub(crate) fn new(store: Arc<StoreInner>, name: String, signal: Arc<Notify>, visibility_timeout: Duration) -> Self {
+        SqliteQueue { store, name: name.into(), signal, visibility_timeout }
     }
 
     /// This handle with another visibility timeout (how long a received message stays invisible).
@@ -106,11 +96,7 @@ impl SqliteQueue {
     }
 
     /// Like [`list`](Self::list), continuing after the message `after` (for paging through a long DLQ).
-    pub async fn list_after(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<QueuedMessage>, LocalError> {
+    pub async fn list_after(&self, after: Option<&str>, limit: u32) -> Result<Vec<QueuedMessage>, LocalError> {
         let name = Arc::clone(&self.name);
         let after = after.map(str::to_string);
         self.store
@@ -150,9 +136,7 @@ impl SqliteQueue {
             .writer
             .run(move |conn| {
                 let n = conn
-                    .prepare_cached(
-                        "DELETE FROM queue_messages WHERE message_id = ?1 AND queue = ?2",
-                    )?
+                    .prepare_cached("DELETE FROM queue_messages WHERE message_id = ?1 AND queue = ?2")?
                     .execute(params![id, &*name])?;
                 Ok(n > 0)
             })
@@ -162,15 +146,9 @@ impl SqliteQueue {
     /// Move the message `message_id` to the queue `to`, visible there at once, in one transaction (never
     /// lost, never on both queues). It gets a new message id and send time. Returns the new id, or `None` if
     /// the message was not on this queue. This is what `relay replay-dlq --local` uses.
-    pub async fn move_to(
-        &self,
-        message_id: &str,
-        to: &SqliteQueue,
-    ) -> Result<Option<String>, LocalError> {
+    pub async fn move_to(&self, message_id: &str, to: &SqliteQueue) -> Result<Option<String>, LocalError> {
         if !Arc::ptr_eq(&self.store, &to.store) {
-            return Err(LocalError::Rejected(
-                "move_to needs two queues of the same store".into(),
-            ));
+            return Err(LocalError::Rejected("move_to needs two queues of the same store".into()));
         }
         let from = Arc::clone(&self.name);
         let dest = Arc::clone(&to.name);
@@ -202,10 +180,7 @@ impl SqliteQueue {
 
     /// One receive attempt: lease up to `max` visible messages. When none is visible, also says when the
     /// next one becomes visible (so a waiting receiver sleeps exactly that long).
-    async fn try_receive(
-        &self,
-        max: u32,
-    ) -> Result<(Vec<ReceivedMessage>, Option<i64>), LocalError> {
+    async fn try_receive(&self, max: u32) -> Result<(Vec<ReceivedMessage>, Option<i64>), LocalError> {
         let name = Arc::clone(&self.name);
         let now = self.store.now_ms();
         let until = now.saturating_add(millis(self.visibility_timeout));
@@ -246,15 +221,9 @@ impl SqliteQueue {
             .await
     }
 
-    async fn receive_inner(
-        &self,
-        max: u32,
-        wait: Duration,
-    ) -> Result<Vec<ReceivedMessage>, LocalError> {
+    async fn receive_inner(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, LocalError> {
         if max == 0 || max > MAX_RECEIVE {
-            return Err(LocalError::Rejected(format!(
-                "receive max must be 1..={MAX_RECEIVE}, got {max}"
-            )));
+            return Err(LocalError::Rejected(format!("receive max must be 1..={MAX_RECEIVE}, got {max}")));
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -272,8 +241,7 @@ impl SqliteQueue {
             }
             let mut sleep = (deadline - now).min(self.store.options.poll_interval);
             if let Some(at) = next_visible {
-                let until_visible =
-                    Duration::from_millis(u64::try_from(at - self.store.now_ms()).unwrap_or(0));
+                let until_visible = Duration::from_millis(u64::try_from(at - self.store.now_ms()).unwrap_or(0));
                 sleep = sleep.min(until_visible.max(Duration::from_millis(1)));
             }
             let _ = tokio::time::timeout(sleep, woken).await;
@@ -314,12 +282,8 @@ impl SqliteQueue {
     }
 
     fn parse_receipt(&self, receipt: &str) -> Result<i64, LocalError> {
-        receipt_row(receipt).ok_or_else(|| {
-            LocalError::NotFound(format!(
-                "{receipt:?} is not a receipt of queue {}",
-                self.name
-            ))
-        })
+        receipt_row(receipt)
+            .ok_or_else(|| LocalError::NotFound(format!("{receipt:?} is not a receipt of queue {}", self.name)))
     }
 
     async fn delete_inner(&self, receipt: &str) -> Result<(), LocalError> {
