@@ -109,7 +109,11 @@ fn bad_request(message: &str, detail: Option<&str>) -> Reply {
 }
 
 fn not_found() -> Reply {
-    error_reply(StatusCode::NOT_FOUND, "No Record found", Some("Record doesn't exist or ACL restricts the record retrieval"))
+    error_reply(
+        StatusCode::NOT_FOUND,
+        "No Record found",
+        Some("Record doesn't exist or ACL restricts the record retrieval"),
+    )
 }
 
 fn acl_denied(operation: &str) -> Reply {
@@ -254,7 +258,11 @@ fn with_api(shared: &Shared, req: &Req, api: ApiKind, f: impl FnOnce(&Shared, &R
             return bad_request("Missing Accept header", Some("Set Accept: application/json"));
         }
         Some(a) if !(a.contains("json") || a.contains("*/*") || a.contains("application/*")) => {
-            return error_reply(StatusCode::NOT_ACCEPTABLE, "Not Acceptable", Some(&format!("Unsupported Accept: {a}")));
+            return error_reply(
+                StatusCode::NOT_ACCEPTABLE,
+                "Not Acceptable",
+                Some(&format!("Unsupported Accept: {a}")),
+            );
         }
         _ => {}
     }
@@ -318,7 +326,9 @@ fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind) -> Result<(), Rep
 // ---------------------------------------------------------------- OAuth
 
 fn oauth(shared: &Shared, req: &Req) -> Reply {
-    let denied = || json_reply(StatusCode::UNAUTHORIZED, &json!({"error_description": "access_denied", "error": "server_error"}));
+    let denied = || {
+        json_reply(StatusCode::UNAUTHORIZED, &json!({"error_description": "access_denied", "error": "server_error"}))
+    };
     if req.method != Method::POST {
         return denied();
     }
@@ -426,7 +436,9 @@ fn require_json_body(req: &Req) -> Result<Map<String, Value>, Reply> {
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(bad_request("Exception while reading request", Some("The payload is not a JSON object."))),
-        Err(e) => Err(bad_request("Exception while reading request", Some(&format!("The payload is not valid JSON: {e}")))),
+        Err(e) => {
+            Err(bad_request("Exception while reading request", Some(&format!("The payload is not valid JSON: {e}"))))
+        }
     }
 }
 
@@ -602,7 +614,8 @@ fn table_collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Repl
             };
             drop(store);
             let location = format!("{}/api/now/table/{table}/{}", opts.base, row["sys_id"]);
-            json_reply(StatusCode::CREATED, &json!({"result": render(shared, &row, &opts)})).header("location", location)
+            json_reply(StatusCode::CREATED, &json!({"result": render(shared, &row, &opts)}))
+                .header("location", location)
         }
         Method::GET => {
             let query = EncodedQuery::parse(param(&params, "sysparm_query").unwrap_or(""));
@@ -611,11 +624,9 @@ fn table_collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Repl
             let store = shared.store.lock().expect("store lock");
             let no_rows = query.dropped_terms > 0 && shared.config.invalid_query_returns_no_rows;
             let mut rows: Vec<&Fields> = match store.tables.get(table) {
-                Some(data) if !no_rows => data
-                    .rows
-                    .iter()
-                    .filter(|r| shared.can_read(user, table, r) && query.matches(r))
-                    .collect(),
+                Some(data) if !no_rows => {
+                    data.rows.iter().filter(|r| shared.can_read(user, table, r) && query.matches(r)).collect()
+                }
                 _ => Vec::new(),
             };
             if !query.order_by.is_empty() {
@@ -754,7 +765,11 @@ fn batch_item(
         None => Vec::new(),
     };
     if body.len() > shared.config.batch.max_item_bytes {
-        return fail(StatusCode::PAYLOAD_TOO_LARGE, "Request entity too large", "batch item exceeds glide.rest.batch.max.inputSize");
+        return fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request entity too large",
+            "batch item exceeds glide.rest.batch.max.inputSize",
+        );
     }
     let mut headers = HeaderMap::new();
     if let Some(host) = outer.headers.get(header::HOST) {
@@ -862,9 +877,7 @@ fn transform_row(
     base: &str,
 ) -> Value {
     let table = set.target_table.as_str();
-    let error = |message: String| {
-        json!({"transform_map": set.transform_map, "table": table, "status": "error", "error_message": message})
-    };
+    let error = |message: String| json!({"transform_map": set.transform_map, "table": table, "status": "error", "error_message": message});
     let fields = match prepare_fields(shared, table, mapped, by_display) {
         Ok(f) => f,
         Err(reply) => return error(reply_detail(&reply)),
@@ -989,7 +1002,10 @@ fn events(shared: &Shared, req: &Req, user: &str) -> Reply {
         }
     }
     drop(store);
-    json_reply(StatusCode::OK, &json!({"result": {"Default Bulk Endpoint": format!("{inserted} events were inserted")}}))
+    json_reply(
+        StatusCode::OK,
+        &json!({"result": {"Default Bulk Endpoint": format!("{inserted} events were inserted")}}),
+    )
 }
 
 // ---------------------------------------------------------------- Attachment API
@@ -1005,11 +1021,8 @@ fn attach(shared: &Shared, req: &Req, user: &str) -> Reply {
         return bad_request("Missing Content-Type header", Some("Content-Type must be the file's MIME type"));
     };
     let mut store = shared.store.lock().expect("store lock");
-    let visible = store
-        .tables
-        .get(table)
-        .and_then(|t| t.get(table_sys_id))
-        .is_some_and(|row| shared.can_read(user, table, row));
+    let visible =
+        store.tables.get(table).and_then(|t| t.get(table_sys_id)).is_some_and(|row| shared.can_read(user, table, row));
     if !visible {
         return error_reply(
             StatusCode::NOT_FOUND,
@@ -1061,7 +1074,13 @@ fn attachment(shared: &Shared, req: &Req, user: &str, sys_id: &str, content: boo
     match (req.method.clone(), content) {
         (Method::GET, true) => {
             let bytes = store.attachments.get(sys_id).cloned().unwrap_or_default();
-            Reply { status: StatusCode::OK, headers: Vec::new(), body: bytes, content_type: "application/octet-stream", user: None }
+            Reply {
+                status: StatusCode::OK,
+                headers: Vec::new(),
+                body: bytes,
+                content_type: "application/octet-stream",
+                user: None,
+            }
         }
         (Method::GET, false) => {
             let result: Map<String, Value> = meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();

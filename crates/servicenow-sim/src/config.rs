@@ -251,12 +251,7 @@ impl Default for SimConfig {
             table("incident", Some("INC"), &["itil"], &["short_description"]),
             table("task", Some("TASK"), &["itil"], &["short_description"]),
             table("problem", Some("PRB"), &["itil"], &["short_description"]),
-            table(
-                "sn_si_incident",
-                Some("SIR"),
-                &["sn_si.analyst", "sn_si.integration_user"],
-                &["short_description"],
-            ),
+            table("sn_si_incident", Some("SIR"), &["sn_si.analyst", "sn_si.integration_user"], &["short_description"]),
             table("sn_ti_observable", None, &["sn_ti.integration_user"], &[]),
             table("sn_compliance_policy_exception", Some("PEX"), &["sn_grc.user"], &[]),
             table("sn_risk_risk", Some("RSK"), &["sn_grc.user"], &[]),
@@ -300,11 +295,7 @@ impl Default for SimConfig {
         SimConfig {
             users: vec![
                 UserConfig { name: "relay".into(), password: "relay-password".into(), roles: relay_roles },
-                UserConfig {
-                    name: "admin".into(),
-                    password: "admin-password".into(),
-                    roles: strings(&[ADMIN_ROLE]),
-                },
+                UserConfig { name: "admin".into(), password: "admin-password".into(), roles: strings(&[ADMIN_ROLE]) },
                 UserConfig {
                     name: "readonly".into(),
                     password: "readonly-password".into(),
@@ -381,10 +372,7 @@ impl SimConfig {
             if let Some(user) = &client.client_credentials_user
                 && !self.users.iter().any(|u| &u.name == user)
             {
-                return Err(SimError::Config(format!(
-                    "OAuth client {} acts as unknown user {user}",
-                    client.client_id
-                )));
+                return Err(SimError::Config(format!("OAuth client {} acts as unknown user {user}", client.client_id)));
             }
         }
         Ok(())

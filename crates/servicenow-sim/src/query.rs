@@ -159,9 +159,7 @@ impl EncodedQuery {
         if self.groups.iter().all(|g| g.is_empty()) {
             return true;
         }
-        self.groups
-            .iter()
-            .any(|group| group.iter().all(|clause| clause.iter().any(|c| c.matches(record))))
+        self.groups.iter().any(|group| group.iter().all(|clause| clause.iter().any(|c| c.matches(record))))
     }
 
     pub fn compare(&self, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Ordering {
@@ -218,7 +216,9 @@ mod tests {
 
     #[test]
     fn parses_operators() {
-        let q = EncodedQuery::parse("correlation_id=abc^stateIN1,2^short_descriptionLIKEdisk^numberSTARTSWITHINC^descriptionISEMPTY^impact!=1");
+        let q = EncodedQuery::parse(
+            "correlation_id=abc^stateIN1,2^short_descriptionLIKEdisk^numberSTARTSWITHINC^descriptionISEMPTY^impact!=1",
+        );
         assert_eq!(q.dropped_terms, 0);
         let g = &q.groups[0];
         assert_eq!(g[0][0].op, Operator::Equals("abc".into()));

@@ -200,7 +200,9 @@ async fn handle_connection_request(
             reply = api::error_reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Transaction cancelled: maximum execution time exceeded",
-                Some("Check logs for error trace or enable glide.rest.debug property to verify REST request processing"),
+                Some(
+                    "Check logs for error trace or enable glide.rest.debug property to verify REST request processing",
+                ),
             );
             reply.user = user;
         }
@@ -249,7 +251,11 @@ pub fn into_response(reply: Reply) -> Response<Full<Bytes>> {
 
 fn control(shared: &Shared, peer: SocketAddr, method: &Method, path: &str, body: &[u8]) -> Reply {
     if !is_loopback_peer(&peer) {
-        return api::error_reply(StatusCode::FORBIDDEN, "Forbidden", Some("the /sim control API answers loopback peers only"));
+        return api::error_reply(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some("the /sim control API answers loopback peers only"),
+        );
     }
     let rest = &path["/sim".len()..];
     match (method, rest) {

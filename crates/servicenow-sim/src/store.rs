@@ -220,8 +220,11 @@ impl Shared {
         if value.is_empty() || self.groups.iter().any(|(id, _)| id == value) {
             return Ok(value.to_string());
         }
-        let matches: Vec<&String> =
-            if by_display { self.groups.iter().filter(|(_, n)| n == value).map(|(id, _)| id).collect() } else { vec![] };
+        let matches: Vec<&String> = if by_display {
+            self.groups.iter().filter(|(_, n)| n == value).map(|(id, _)| id).collect()
+        } else {
+            vec![]
+        };
         match matches.len() {
             1 => Ok(matches[0].clone()),
             0 => match self.config.unknown_reference {
