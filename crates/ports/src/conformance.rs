@@ -64,12 +64,7 @@ pub const CONCURRENT_CALLERS: usize = 12;
 /// A process-unique id with a readable prefix (`conf-claim-1718000000000-42-7`).
 pub fn unique_id(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "conf-{prefix}-{}-{}-{}",
-        SystemClock.now_ms(),
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("conf-{prefix}-{}-{}-{}", SystemClock.now_ms(), std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A fully populated `Accepted` entry for `alert_id`, received at `now_ms`, expiring in 7 days.
@@ -642,7 +637,11 @@ pub async fn queue_delay_is_respected(queue: &dyn AlertQueue) {
         got = receive_one(queue, Duration::from_secs(1)).await;
     }
     let got = got.expect("the delayed message must arrive after its delay");
-    assert!(start.elapsed() >= Duration::from_millis(1_900), "received after {:?}, before the 2 s delay", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(1_900),
+        "received after {:?}, before the 2 s delay",
+        start.elapsed()
+    );
     assert_eq!(got.message_id, id);
     queue.delete(&got.receipt).await.expect("delete");
 }
