@@ -1,0 +1,943 @@
+//! The alert webhook body (schema version 1, documented in docs/alert-schema.md) and its validation.
+//!
+//! Validation walks the parsed JSON by hand instead of relying on serde's derive, so that it reports EVERY
+//! problem at once, each with its JSON path, rather than stopping at the first.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The schema version this build understands.
+pub const SCHEMA_VERSION: &str = "1";
+
+pub const MAX_ALERT_ID: usize = 128;
+pub const MAX_EMPLOYEE_FIELD: usize = 128;
+pub const MAX_DEPARTMENT: usize = 100;
+pub const MAX_DESCRIPTION: usize = 4000;
+pub const MAX_URL: usize = 2048;
+pub const MAX_NAME: usize = 200;
+pub const MAX_LIST_ITEMS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertType {
+    PolicyViolation,
+    Dlp,
+    BehavioralAnomaly,
+    Productivity,
+    Custom,
+}
+
+impl AlertType {
+    pub const ALL: [AlertType; 5] = [
+        AlertType::PolicyViolation,
+        AlertType::Dlp,
+        AlertType::BehavioralAnomaly,
+        AlertType::Productivity,
+        AlertType::Custom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertType::PolicyViolation => "policy_violation",
+            AlertType::Dlp => "dlp",
+            AlertType::BehavioralAnomaly => "behavioral_anomaly",
+            AlertType::Productivity => "productivity",
+            AlertType::Custom => "custom",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        AlertType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Human label used in ticket text.
+    pub fn label(self) -> &'static str {
+        match self {
+            AlertType::PolicyViolation => "Policy violation",
+            AlertType::Dlp => "Data loss prevention",
+            AlertType::BehavioralAnomaly => "Behavioral anomaly",
+            AlertType::Productivity => "Productivity",
+            AlertType::Custom => "Custom rule",
+        }
+    }
+}
+
+impl fmt::Display for AlertType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [Severity::Critical, Severity::High, Severity::Medium, Severity::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Severity::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Critical => "Critical",
+            Severity::High => "High",
+            Severity::Medium => "Medium",
+            Severity::Low => "Low",
+        }
+    }
+
+    /// 0 = most severe; used to pick the strongest severity of an aggregated batch.
+    pub fn rank(self) -> u8 {
+        match self {
+            Severity::Critical => 0,
+            Severity::High => 1,
+            Severity::Medium => 2,
+            Severity::Low => 3,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Employee {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub department: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomRule {
+    pub id: String,
+    pub name: String,
+}
+
+/// Channel a DLP event left through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DlpChannel {
+    Usb,
+    Email,
+    CloudUpload,
+    Print,
+    Clipboard,
+    NetworkShare,
+    Other,
+}
+
+impl DlpChannel {
+    const ALL: [(&'static str, DlpChannel); 7] = [
+        ("usb", DlpChannel::Usb),
+        ("email", DlpChannel::Email),
+        ("cloud_upload", DlpChannel::CloudUpload),
+        ("print", DlpChannel::Print),
+        ("clipboard", DlpChannel::Clipboard),
+        ("network_share", DlpChannel::NetworkShare),
+        ("other", DlpChannel::Other),
+    ];
+}
+
+/// Per-type details. Only the typed fields below are read; unknown keys are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Details {
+    Dlp { file_count: u64, bytes: u64, channel: DlpChannel },
+    BehavioralAnomaly { systems: Vec<String>, duration_minutes: u64, applications: Vec<String> },
+    Productivity { hours_per_day: f64, categories: Vec<String>, weekly_trend: Vec<f64> },
+    PolicyViolation { policy: String, history_30d: ComplianceHistory },
+    Custom(Map<String, Value>),
+    None,
+}
+
+/// The last 30 days of an employee's compliance history, as the monitoring product summarises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComplianceHistory {
+    pub violations: u64,
+    pub warnings: u64,
+}
+
+/// A validated alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub alert_id: String,
+    pub alert_type: AlertType,
+    pub severity: Severity,
+    /// As sent (RFC 3339); `occurred_at_unix` is the parsed instant.
+    pub occurred_at: String,
+    pub occurred_at_unix: i64,
+    pub employee: Employee,
+    pub description: String,
+    pub risk_score: u8,
+    pub evidence_url: String,
+    pub details: Details,
+    /// The `details` object as sent (for routing conditions over `details.*`).
+    pub raw_details: Map<String, Value>,
+    pub rule: Option<CustomRule>,
+    pub test: bool,
+    /// Top-level keys the schema does not know: accepted, never sent to ServiceNow.
+    pub ignored_fields: Vec<String>,
+}
+
+/// One validation problem: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// JSON path, e.g. `$.employee.department`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in one alert body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("invalid alert: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct InvalidAlert {
+    pub problems: Vec<Problem>,
+}
+
+const KNOWN_FIELDS: [&str; 12] = [
+    "schema_version",
+    "alert_id",
+    "alert_type",
+    "severity",
+    "occurred_at",
+    "employee",
+    "description",
+    "risk_score",
+    "evidence_url",
+    "details",
+    "rule",
+    "test",
+];
+
+impl Alert {
+    /// Parse and validate a webhook body.
+    pub fn from_slice(body: &[u8]) -> Result<Alert, InvalidAlert> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => Alert::from_value(&v),
+            Err(e) => Err(InvalidAlert {
+                problems: vec![Problem { path: "$".into(), message: format!("body is not valid JSON: {e}") }],
+            }),
+        }
+    }
+
+    /// Validate an already-parsed body.
+    pub fn from_value(v: &Value) -> Result<Alert, InvalidAlert> {
+        let mut c = Checker::default();
+        let Some(obj) = v.as_object() else {
+            c.problem("$", "the alert must be a JSON object");
+            return Err(c.finish());
+        };
+
+        if let Some(ver) = obj.get("schema_version") {
+            match ver.as_str() {
+                Some(SCHEMA_VERSION) => {}
+                _ => c.problem(
+                    "$.schema_version",
+                    format!("unsupported schema version {ver}; this relay understands \"{SCHEMA_VERSION}\""),
+                ),
+            }
+        }
+
+        let alert_id = c.string(obj, "$", "alert_id", MAX_ALERT_ID, true);
+        let alert_type = c.enumerated(obj, "$", "alert_type", AlertType::parse, &AlertType::ALL.map(|t| t.as_str()));
+        let severity = c.enumerated(obj, "$", "severity", Severity::parse, &Severity::ALL.map(|s| s.as_str()));
+        let occurred_at = c.string(obj, "$", "occurred_at", 64, true);
+        let occurred_at_unix = occurred_at.as_deref().and_then(|s| match OffsetDateTime::parse(s, &Rfc3339) {
+            Ok(t) => Some(t.unix_timestamp()),
+            Err(_) => {
+                c.problem("$.occurred_at", format!("{s:?} is not an RFC 3339 timestamp (e.g. 2026-11-20T14:03:00Z)"));
+                None
+            }
+        });
+        let employee = c.employee(obj.get("employee"));
+        let description = c.text(obj, "$", "description", MAX_DESCRIPTION);
+        let risk_score = c.risk_score(obj.get("risk_score"));
+        let evidence_url = c.evidence_url(obj.get("evidence_url"));
+        let rule = c.custom_rule(obj.get("rule"), alert_type);
+        let test = match obj.get("test") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                c.problem("$.test", format!("must be true or false, got {}", kind(other)));
+                false
+            }
+        };
+        let (details, raw_details) = c.details(obj.get("details"), alert_type);
+        let ignored_fields = obj.keys().filter(|k| !KNOWN_FIELDS.contains(&k.as_str())).cloned().collect();
+
+        if !c.problems.is_empty() {
+            return Err(c.finish());
+        }
+        // Every Option below is Some when no problem was recorded.
+        Ok(Alert {
+            alert_id: alert_id.unwrap_or_default(),
+            alert_type: alert_type.unwrap_or(AlertType::Custom),
+            severity: severity.unwrap_or(Severity::Low),
+            occurred_at: occurred_at.unwrap_or_default(),
+            occurred_at_unix: occurred_at_unix.unwrap_or_default(),
+            employee: employee.unwrap_or_else(|| Employee {
+                id: String::new(),
+                display_name: None,
+                email: None,
+                department: String::new(),
+                manager: None,
+            }),
+            description: description.unwrap_or_default(),
+            risk_score: risk_score.unwrap_or_default(),
+            evidence_url: evidence_url.unwrap_or_default(),
+            details,
+            raw_details,
+            rule,
+            test,
+            ignored_fields,
+        })
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// True for characters that must never reach a ticket: C0/C1 controls (and DEL), except the line breaks and
+/// tabs allowed in free text.
+fn forbidden_control(ch: char, allow_newlines: bool) -> bool {
+    if allow_newlines && matches!(ch, '\n' | '\t' | '\r') {
+        return false;
+    }
+    ch.is_control()
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), message: message.into() });
+    }
+
+    fn finish(self) -> InvalidAlert {
+        InvalidAlert { problems: self.problems }
+    }
+
+    fn checked_str(&mut self, path: &str, s: &str, max: usize, allow_newlines: bool) -> Option<String> {
+        let mut ok = true;
+        if s.trim().is_empty() {
+            self.problem(path, "must not be empty");
+            ok = false;
+        }
+        let n = s.chars().count();
+        if n > max {
+            self.problem(path, format!("is {n} characters long; the limit is {max}"));
+            ok = false;
+        }
+        if let Some(pos) = s.chars().position(|ch| forbidden_control(ch, allow_newlines)) {
+            self.problem(path, format!("contains a control character at position {pos}"));
+            ok = false;
+        }
+        ok.then(|| s.to_owned())
+    }
+
+    fn string_at(
+        &mut self,
+        v: Option<&Value>,
+        path: &str,
+        max: usize,
+        required: bool,
+        newlines: bool,
+    ) -> Option<String> {
+        match v {
+            None | Some(Value::Null) => {
+                if required {
+                    self.problem(path, "is required");
+                }
+                None
+            }
+            Some(Value::String(s)) => self.checked_str(path, s, max, newlines),
+            Some(other) => {
+                self.problem(path, format!("must be a string, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, obj: &Map<String, Value>, at: &str, key: &str, max: usize, required: bool) -> Option<String> {
+        self.string_at(obj.get(key), &format!("{at}.{key}"), max, required, false)
+    }
+
+    fn text(&mut self, obj: &Map<String, Value>, at: &str, key: &str, max: usize) -> Option<String> {
+        self.string_at(obj.get(key), &format!("{at}.{key}"), max, true, true)
+    }
+
+    fn enumerated<T>(
+        &mut self,
+        obj: &Map<String, Value>,
+        at: &str,
+        key: &str,
+        parse: fn(&str) -> Option<T>,
+        allowed: &[&str],
+    ) -> Option<T> {
+        let path = format!("{at}.{key}");
+        match obj.get(key) {
+            None | Some(Value::Null) => {
+                self.problem(path, format!("is required (one of: {})", allowed.join(", ")));
+                None
+            }
+            Some(Value::String(s)) => {
+                let parsed = parse(s);
+                if parsed.is_none() {
+                    self.problem(path, format!("unknown value {s:?}; expected one of: {}", allowed.join(", ")));
+                }
+                parsed
+            }
+            Some(other) => {
+                self.problem(path, format!("must be a string, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn employee(&mut self, v: Option<&Value>) -> Option<Employee> {
+        let obj = match v {
+            None | Some(Value::Null) => {
+                self.problem("$.employee", "is required");
+                return None;
+            }
+            Some(Value::Object(o)) => o,
+            Some(other) => {
+                self.problem("$.employee", format!("must be an object, got {}", kind(other)));
+                return None;
+            }
+        };
+        let at = "$.employee";
+        let id = self.string(obj, at, "id", MAX_EMPLOYEE_FIELD, true);
+        let display_name = self.string(obj, at, "display_name", MAX_NAME, false);
+        let email = self.string(obj, at, "email", MAX_EMPLOYEE_FIELD * 2, false);
+        if let Some(e) = &email {
+            let valid = e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !e.contains(' '));
+            if !valid {
+                self.problem("$.employee.email", format!("{e:?} is not an e-mail address"));
+            }
+        }
+        let department = self.string(obj, at, "department", MAX_DEPARTMENT, true);
+        let manager = self.string(obj, at, "manager", MAX_NAME, false);
+        Some(Employee { id: id?, display_name, email, department: department?, manager })
+    }
+
+    fn risk_score(&mut self, v: Option<&Value>) -> Option<u8> {
+        let path = "$.risk_score";
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required (an integer from 0 to 100)");
+                None
+            }
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) if (0..=100).contains(&i) => Some(i as u8),
+                Some(i) => {
+                    self.problem(path, format!("{i} is out of range; must be 0 to 100"));
+                    None
+                }
+                None => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && (0.0..=100.0).contains(&f) => Some(f as u8),
+                    _ => {
+                        self.problem(path, format!("{n} is not an integer from 0 to 100"));
+                        None
+                    }
+                },
+            },
+            Some(other) => {
+                self.problem(path, format!("must be an integer from 0 to 100, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn evidence_url(&mut self, v: Option<&Value>) -> Option<String> {
+        let path = "$.evidence_url";
+        let s = self.string_at(v, path, MAX_URL, true, false)?;
+        match url::Url::parse(&s) {
+            Err(e) => {
+                self.problem(path, format!("is not a valid URL: {e}"));
+                None
+            }
+            Ok(u) if u.scheme() != "https" => {
+                self.problem(path, format!("must be an https:// link, got scheme {:?}", u.scheme()));
+                None
+            }
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                self.problem(path, "must not contain user credentials");
+                None
+            }
+            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+                self.problem(path, "has no host");
+                None
+            }
+            Ok(_) => Some(s),
+        }
+    }
+
+    fn custom_rule(&mut self, v: Option<&Value>, alert_type: Option<AlertType>) -> Option<CustomRule> {
+        match v {
+            None | Some(Value::Null) => {
+                if alert_type == Some(AlertType::Custom) {
+                    self.problem("$.rule", "is required for alert_type \"custom\" ({\"id\": …, \"name\": …})");
+                }
+                None
+            }
+            Some(Value::Object(o)) => {
+                let id = self.string(o, "$.rule", "id", MAX_ALERT_ID, true);
+                let name = self.string(o, "$.rule", "name", MAX_NAME, true);
+                Some(CustomRule { id: id?, name: name? })
+            }
+            Some(other) => {
+                self.problem("$.rule", format!("must be an object, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn u64_at(&mut self, obj: &Map<String, Value>, key: &str) -> Option<u64> {
+        let path = format!("$.details.{key}");
+        match obj.get(key) {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required");
+                None
+            }
+            Some(Value::Number(n)) => {
+                let r = n.as_u64();
+                if r.is_none() {
+                    self.problem(path, format!("{n} must be a non-negative integer"));
+                }
+                r
+            }
+            Some(other) => {
+                self.problem(path, format!("must be a non-negative integer, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn f64_at(&mut self, v: Option<&Value>, path: &str, max: f64) -> Option<f64> {
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required");
+                None
+            }
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(f) if (0.0..=max).contains(&f) => Some(f),
+                _ => {
+                    self.problem(path, format!("{n} is out of range; must be 0 to {max}"));
+                    None
+                }
+            },
+            Some(other) => {
+                self.problem(path, format!("must be a number, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, obj: &Map<String, Value>, key: &str) -> Option<Vec<String>> {
+        let path = format!("$.details.{key}");
+        match obj.get(key) {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required (a list of strings)");
+                None
+            }
+            Some(Value::Array(items)) => {
+                if items.len() > MAX_LIST_ITEMS {
+                    self.problem(&path, format!("has {} items; the limit is {MAX_LIST_ITEMS}", items.len()));
+                    return None;
+                }
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    out.push(self.string_at(Some(item), &format!("{path}[{i}]"), MAX_NAME, true, false));
+                }
+                out.into_iter().collect()
+            }
+            Some(other) => {
+                self.problem(path, format!("must be a list of strings, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn details(&mut self, v: Option<&Value>, alert_type: Option<AlertType>) -> (Details, Map<String, Value>) {
+        let obj = match v {
+            None | Some(Value::Null) => return (Details::None, Map::new()),
+            Some(Value::Object(o)) => o,
+            Some(other) => {
+                self.problem("$.details", format!("must be an object, got {}", kind(other)));
+                return (Details::None, Map::new());
+            }
+        };
+        let details = match alert_type {
+            None => Details::None,
+            Some(AlertType::Dlp) => {
+                let file_count = self.u64_at(obj, "file_count");
+                let bytes = self.u64_at(obj, "bytes");
+                let channel = match obj.get("channel") {
+                    Some(Value::String(s)) => {
+                        let c = DlpChannel::ALL.iter().find(|(n, _)| n == s).map(|(_, c)| *c);
+                        if c.is_none() {
+                            let names: Vec<_> = DlpChannel::ALL.iter().map(|(n, _)| *n).collect();
+                            self.problem(
+                                "$.details.channel",
+                                format!("unknown value {s:?}; expected one of: {}", names.join(", ")),
+                            );
+                        }
+                        c
+                    }
+                    None | Some(Value::Null) => {
+                        self.problem("$.details.channel", "is required");
+                        None
+                    }
+                    Some(other) => {
+                        self.problem("$.details.channel", format!("must be a string, got {}", kind(other)));
+                        None
+                    }
+                };
+                match (file_count, bytes, channel) {
+                    (Some(file_count), Some(bytes), Some(channel)) => Details::Dlp { file_count, bytes, channel },
+                    _ => Details::None,
+                }
+            }
+            Some(AlertType::BehavioralAnomaly) => {
+                let systems = self.string_list(obj, "systems");
+                let duration_minutes = self.u64_at(obj, "duration_minutes");
+                let applications = self.string_list(obj, "applications");
+                match (systems, duration_minutes, applications) {
+                    (Some(systems), Some(duration_minutes), Some(applications)) => {
+                        Details::BehavioralAnomaly { systems, duration_minutes, applications }
+                    }
+                    _ => Details::None,
+                }
+            }
+            Some(AlertType::Productivity) => {
+                let hours = self.f64_at(obj.get("hours_per_day"), "$.details.hours_per_day", 24.0);
+                let categories = self.string_list(obj, "categories");
+                let trend = match obj.get("weekly_trend") {
+                    Some(Value::Array(items)) if items.len() <= 52 => {
+                        let mut out = Vec::new();
+                        for (i, item) in items.iter().enumerate() {
+                            out.push(self.f64_at(Some(item), &format!("$.details.weekly_trend[{i}]"), 168.0));
+                        }
+                        out.into_iter().collect::<Option<Vec<_>>>()
+                    }
+                    Some(Value::Array(items)) => {
+                        self.problem("$.details.weekly_trend", format!("has {} weeks; the limit is 52", items.len()));
+                        None
+                    }
+                    None | Some(Value::Null) => {
+                        self.problem("$.details.weekly_trend", "is required (hours per week, oldest first)");
+                        None
+                    }
+                    Some(other) => {
+                        self.problem(
+                            "$.details.weekly_trend",
+                            format!("must be a list of numbers, got {}", kind(other)),
+                        );
+                        None
+                    }
+                };
+                match (hours, categories, trend) {
+                    (Some(hours_per_day), Some(categories), Some(weekly_trend)) => {
+                        Details::Productivity { hours_per_day, categories, weekly_trend }
+                    }
+                    _ => Details::None,
+                }
+            }
+            Some(AlertType::PolicyViolation) => {
+                let policy = self.string(obj, "$.details", "policy", MAX_NAME, true);
+                let history = match obj.get("history_30d") {
+                    Some(Value::Object(h)) => {
+                        let violations = self.history_count(h, "violations");
+                        let warnings = self.history_count(h, "warnings");
+                        violations
+                            .zip(warnings)
+                            .map(|(violations, warnings)| ComplianceHistory { violations, warnings })
+                    }
+                    None | Some(Value::Null) => {
+                        self.problem(
+                            "$.details.history_30d",
+                            "is required ({\"violations\": n, \"warnings\": n} over the last 30 days)",
+                        );
+                        None
+                    }
+                    Some(other) => {
+                        self.problem("$.details.history_30d", format!("must be an object, got {}", kind(other)));
+                        None
+                    }
+                };
+                match (policy, history) {
+                    (Some(policy), Some(history_30d)) => Details::PolicyViolation { policy, history_30d },
+                    _ => Details::None,
+                }
+            }
+            Some(AlertType::Custom) => {
+                for (k, v) in obj {
+                    if let Value::String(s) = v {
+                        self.checked_str(&format!("$.details.{k}"), s, MAX_DESCRIPTION, true);
+                    }
+                }
+                Details::Custom(obj.clone())
+            }
+        };
+        (details, obj.clone())
+    }
+
+    fn history_count(&mut self, h: &Map<String, Value>, key: &str) -> Option<u64> {
+        let path = format!("$.details.history_30d.{key}");
+        match h.get(key).and_then(Value::as_u64) {
+            Some(n) => Some(n),
+            None => {
+                self.problem(path, "is required (a non-negative integer)");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn usb_copy() -> Value {
+        json!({
+            "schema_version": "1",
+            "alert_id": "emon-7f3a9c",
+            "alert_type": "dlp",
+            "severity": "critical",
+            "occurred_at": "2026-11-20T14:03:00Z",
+            "employee": {"id": "E1042", "display_name": "Dana Reyes", "email": "dana.reyes@example.com",
+                         "department": "Engineering", "manager": "M2001"},
+            "description": "Copied 847 files (2.3 GB) to an unregistered USB mass-storage device",
+            "risk_score": 92,
+            "evidence_url": "https://monitor.example.com/alerts/emon-7f3a9c",
+            "details": {"file_count": 847, "bytes": 2469606195u64, "channel": "usb"},
+            "test": false
+        })
+    }
+
+    fn problems(v: Value) -> Vec<Problem> {
+        Alert::from_value(&v).expect_err("should be invalid").problems
+    }
+
+    fn has(problems: &[Problem], path: &str, needle: &str) -> bool {
+        problems.iter().any(|p| p.path == path && p.message.contains(needle))
+    }
+
+    #[test]
+    fn a_valid_alert_parses_with_typed_details() {
+        let a = Alert::from_value(&usb_copy()).unwrap();
+        assert_eq!(a.alert_type, AlertType::Dlp);
+        assert_eq!(a.severity, Severity::Critical);
+        assert_eq!(a.risk_score, 92);
+        assert_eq!(a.details, Details::Dlp { file_count: 847, bytes: 2469606195, channel: DlpChannel::Usb });
+        assert_eq!(a.occurred_at_unix, 1_795_183_380);
+        assert!(a.ignored_fields.is_empty());
+    }
+
+    #[test]
+    fn unknown_extra_fields_are_accepted_and_listed() {
+        let mut v = usb_copy();
+        v["screenshot"] = json!("base64...");
+        v["tenant"] = json!("acme");
+        let a = Alert::from_value(&v).unwrap();
+        assert_eq!(a.ignored_fields, vec!["screenshot".to_string(), "tenant".to_string()]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_path() {
+        let v = json!({
+            "alert_type": "keylogger",
+            "severity": "urgent",
+            "occurred_at": "20 Nov 2026 14:03",
+            "employee": {"id": "", "department": "x".repeat(101), "email": "nobody"},
+            "description": "bad\u{0007}bell",
+            "risk_score": 140,
+            "evidence_url": "http://monitor.example.com/a/1",
+            "details": {"file_count": -3}
+        });
+        let p = problems(v);
+        assert!(has(&p, "$.alert_id", "is required"), "{p:?}");
+        assert!(has(&p, "$.alert_type", "unknown value \"keylogger\""), "{p:?}");
+        assert!(has(&p, "$.severity", "expected one of: critical, high, medium, low"), "{p:?}");
+        assert!(has(&p, "$.occurred_at", "RFC 3339"), "{p:?}");
+        assert!(has(&p, "$.employee.id", "must not be empty"), "{p:?}");
+        assert!(has(&p, "$.employee.department", "the limit is 100"), "{p:?}");
+        assert!(has(&p, "$.employee.email", "not an e-mail"), "{p:?}");
+        assert!(has(&p, "$.description", "control character"), "{p:?}");
+        assert!(has(&p, "$.risk_score", "out of range"), "{p:?}");
+        assert!(has(&p, "$.evidence_url", "https"), "{p:?}");
+        assert_eq!(p.len(), 10, "{p:?}");
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let p = problems(json!({}));
+        for path in [
+            "$.alert_id",
+            "$.alert_type",
+            "$.severity",
+            "$.occurred_at",
+            "$.employee",
+            "$.description",
+            "$.risk_score",
+            "$.evidence_url",
+        ] {
+            assert!(has(&p, path, "is required"), "{path} in {p:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_json_types_are_named() {
+        let mut v = usb_copy();
+        v["risk_score"] = json!("92");
+        v["employee"] = json!("E1042");
+        v["test"] = json!("yes");
+        v["details"] = json!([1]);
+        let p = problems(v);
+        assert!(has(&p, "$.risk_score", "got a string"));
+        assert!(has(&p, "$.employee", "must be an object"));
+        assert!(has(&p, "$.test", "true or false"));
+        assert!(has(&p, "$.details", "must be an object"));
+    }
+
+    #[test]
+    fn malformed_urls_and_credentials_in_urls_are_rejected() {
+        for (url, needle) in [
+            ("not a url", "not a valid URL"),
+            ("https://user:pw@monitor.example.com/a", "credentials"),
+            ("ftp://monitor.example.com/a", "https"),
+            ("javascript:alert(1)", "https"),
+        ] {
+            let mut v = usb_copy();
+            v["evidence_url"] = json!(url);
+            let p = problems(v);
+            assert!(has(&p, "$.evidence_url", needle), "{url}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn too_long_strings_report_length_and_limit() {
+        let mut v = usb_copy();
+        v["alert_id"] = json!("a".repeat(129));
+        v["description"] = json!("d".repeat(4001));
+        let p = problems(v);
+        assert!(has(&p, "$.alert_id", "129 characters long; the limit is 128"));
+        assert!(has(&p, "$.description", "4001 characters long; the limit is 4000"));
+    }
+
+    #[test]
+    fn description_may_hold_line_breaks_but_ids_may_not() {
+        let mut v = usb_copy();
+        v["description"] = json!("line one\nline two\ttabbed");
+        assert!(Alert::from_value(&v).is_ok());
+        v["alert_id"] = json!("abc\ndef");
+        assert!(has(&problems(v), "$.alert_id", "control character"));
+    }
+
+    #[test]
+    fn risk_score_accepts_whole_floats_and_rejects_fractions() {
+        let mut v = usb_copy();
+        v["risk_score"] = json!(50.0);
+        assert_eq!(Alert::from_value(&v).unwrap().risk_score, 50);
+        v["risk_score"] = json!(50.5);
+        assert!(has(&problems(v), "$.risk_score", "not an integer"));
+    }
+
+    #[test]
+    fn typed_details_are_checked_per_alert_type() {
+        let mut v = usb_copy();
+        v["details"] = json!({"file_count": 3, "channel": "carrier_pigeon"});
+        let p = problems(v);
+        assert!(has(&p, "$.details.bytes", "is required"));
+        assert!(has(&p, "$.details.channel", "unknown value"));
+
+        let mut v = usb_copy();
+        v["alert_type"] = json!("productivity");
+        v["details"] = json!({"hours_per_day": 30, "categories": ["social", 4], "weekly_trend": "up"});
+        let p = problems(v);
+        assert!(has(&p, "$.details.hours_per_day", "out of range"));
+        assert!(has(&p, "$.details.categories[1]", "must be a string"));
+        assert!(has(&p, "$.details.weekly_trend", "list of numbers"));
+
+        let mut v = usb_copy();
+        v["alert_type"] = json!("policy_violation");
+        v["details"] = json!({"policy": "Acceptable use", "history_30d": {"violations": 2}});
+        assert!(has(&problems(v), "$.details.history_30d.warnings", "is required"));
+
+        let mut v = usb_copy();
+        v["alert_type"] = json!("behavioral_anomaly");
+        v["details"] = json!({"systems": ["prod-db"], "duration_minutes": 47});
+        assert!(has(&problems(v), "$.details.applications", "is required"));
+    }
+
+    #[test]
+    fn custom_alerts_need_their_rule() {
+        let mut v = usb_copy();
+        v["alert_type"] = json!("custom");
+        v["details"] = json!({"anything": "goes"});
+        assert!(has(&problems(v.clone()), "$.rule", "is required"));
+        v["rule"] = json!({"id": "r-17", "name": "Badge-in without login"});
+        let a = Alert::from_value(&v).unwrap();
+        assert_eq!(a.rule.unwrap().name, "Badge-in without login");
+    }
+
+    #[test]
+    fn unsupported_schema_version_is_named() {
+        let mut v = usb_copy();
+        v["schema_version"] = json!("2");
+        assert!(has(&problems(v), "$.schema_version", "unsupported schema version"));
+    }
+
+    #[test]
+    fn non_json_and_non_object_bodies_are_rejected() {
+        assert!(Alert::from_slice(b"{not json").unwrap_err().problems[0].message.contains("not valid JSON"));
+        assert!(has(&problems(json!([1, 2])), "$", "JSON object"));
+    }
+}

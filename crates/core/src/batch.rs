@@ -1,0 +1,310 @@
+//! The batch planner: medium/low alerts collected over a window become few records.
+//!
+//! Alerts that share the configured group key (by default employee + alert type; the target table and
+//! assignment group always take part) and arrived in the same window become ONE record that lists every
+//! alert — an alert storm is one ticket. The records are then cut into Batch API requests.
+//!
+//! Deterministic: the same alerts give the same records with the same correlation ids, so a flush that is
+//! retried finds (by correlation id) the record an earlier, interrupted flush already created.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::{BatchSettings, RecordType};
+use crate::fields::{MAX_SHORT_DESCRIPTION, one_line, truncate};
+use crate::route::Decision;
+
+/// One alert waiting in the batch queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending<'a> {
+    pub decision: &'a Decision,
+    /// When ingest accepted it (epoch ms): decides its window.
+    pub received_at_ms: i64,
+}
+
+/// One record to create: a single alert's own record, or an aggregate of several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRecord {
+    pub correlation_id: String,
+    pub record_type: RecordType,
+    pub table: String,
+    pub fields: Map<String, Value>,
+    /// The alerts this record covers, in arrival order.
+    pub alert_ids: Vec<String>,
+    /// Positions of those alerts in the planner's input.
+    pub members: Vec<usize>,
+}
+
+/// The records, and how to send them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPlan {
+    pub records: Vec<PlannedRecord>,
+    /// Batch API requests: indices into `records` (Table API records only).
+    pub chunks: Vec<Vec<usize>>,
+    /// ITOM events: indices into `records`, sent to Event Management (which de-duplicates by message key).
+    pub events: Vec<usize>,
+}
+
+fn group_value<'d>(key: &str, d: &'d Decision) -> &'d str {
+    match key {
+        "employee" => &d.employee_ref,
+        "alert_type" => d.alert_type.as_str(),
+        "severity" => d.severity.as_str(),
+        "rule" => &d.rule,
+        "table" => &d.table,
+        "assignment_group" => &d.assignment_group,
+        _ => "",
+    }
+}
+
+/// Plan the records for `pending` alerts with `window_ms`-long windows.
+pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -> BatchPlan {
+    let window_ms = window_ms.max(1);
+    // group key → member positions (BTreeMap: deterministic order)
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut records = Vec::new();
+    let mut events = Vec::new();
+    for (i, p) in pending.iter().enumerate() {
+        let d = p.decision;
+        if d.record_type == RecordType::ItomEvent {
+            events.push(records.len());
+            records.push(single(d, i));
+            continue;
+        }
+        let window = p.received_at_ms.div_euclid(window_ms);
+        let mut key = format!("{}\u{1f}{}\u{1f}{}\u{1f}{window}", d.table, d.assignment_group, d.record_type);
+        for k in &settings.group_by {
+            key.push('\u{1f}');
+            key.push_str(group_value(k, d));
+        }
+        groups.entry(key).or_default().push(i);
+    }
+    for (key, mut members) in groups {
+        members.sort_by(|a, b| {
+            (pending[*a].received_at_ms, &pending[*a].decision.alert_id)
+                .cmp(&(pending[*b].received_at_ms, &pending[*b].decision.alert_id))
+        });
+        for (part, chunk) in members.chunks(settings.max_alerts_per_record.max(1)).enumerate() {
+            if chunk.len() == 1 {
+                records.push(single(pending[chunk[0]].decision, chunk[0]));
+            } else {
+                let decisions: Vec<&Decision> = chunk.iter().map(|i| pending[*i].decision).collect();
+                records.push(aggregate(&decisions, chunk.to_vec(), &format!("{key}\u{1f}{part}")));
+            }
+        }
+    }
+    let chunks = chunk_requests(&records, settings);
+    BatchPlan { records, chunks, events }
+}
+
+fn single(d: &Decision, i: usize) -> PlannedRecord {
+    PlannedRecord {
+        correlation_id: d.correlation_id.clone(),
+        record_type: d.record_type,
+        table: d.table.clone(),
+        fields: d.fields.clone(),
+        alert_ids: vec![d.alert_id.clone()],
+        members: vec![i],
+    }
+}
+
+fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord {
+    let first = ds[0];
+    let prefix = first.correlation_id.split(':').next().unwrap_or("emon");
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    let correlation_id = format!("{prefix}:b:{}", &digest[..40]);
+    let strongest = ds.iter().min_by_key(|d| d.severity.rank()).copied().unwrap_or(first);
+    let impact = ds.iter().map(|d| d.impact).min().unwrap_or(first.impact);
+    let urgency = ds.iter().map(|d| d.urgency).min().unwrap_or(first.urgency);
+    let same_type = ds.iter().all(|d| d.alert_type == first.alert_type);
+    let same_employee = ds.iter().all(|d| d.employee_ref == first.employee_ref);
+
+    let mut short = format!("{} {}", ds.len(), if same_type { first.alert_type.label() } else { "monitoring" });
+    short.push_str(&format!(" alerts (up to {})", strongest.severity.label()));
+    if same_employee {
+        short.push_str(&format!(" for employee {}", first.employee_ref));
+    }
+    if ds.iter().any(|d| d.test) {
+        short.insert_str(0, "[TEST] ");
+    }
+    let mut description = format!("{} alerts aggregated by the relay's batch window. Every alert:\n", ds.len());
+    for d in ds {
+        description.push_str(&format!(
+            "\n- {} [{}] {} (risk {}/100, employee {}): {}\n  Evidence: {}",
+            d.summary.occurred_at,
+            d.severity.label(),
+            d.alert_id,
+            d.summary.risk_score,
+            d.employee_ref,
+            one_line(&d.summary.description),
+            d.summary.evidence_url,
+        ));
+    }
+    description.push_str(&format!("\n\nRouted by rule {} (config {})", first.rule, first.config_hash));
+
+    let mut fields = first.fields.clone();
+    let s = |v: String| Value::String(v);
+    fields.insert("short_description".into(), s(truncate(&short, MAX_SHORT_DESCRIPTION)));
+    fields.insert("description".into(), s(description));
+    fields.insert("impact".into(), s(impact.to_string()));
+    fields.insert("urgency".into(), s(urgency.to_string()));
+    fields.insert("correlation_id".into(), s(correlation_id.clone()));
+    PlannedRecord {
+        correlation_id,
+        record_type: first.record_type,
+        table: first.table.clone(),
+        fields,
+        alert_ids: ds.iter().map(|d| d.alert_id.clone()).collect(),
+        members,
+    }
+}
+
+/// Cut Table API records into Batch API requests of at most `max_requests_per_batch` items and
+/// `max_batch_bytes` of JSON bodies (a record larger than that alone goes alone).
+pub fn chunk_requests(records: &[PlannedRecord], settings: &BatchSettings) -> Vec<Vec<usize>> {
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut bytes = 0usize;
+    for (i, r) in records.iter().enumerate() {
+        if r.record_type == RecordType::ItomEvent {
+            continue;
+        }
+        let size = serde_json::to_vec(&r.fields).map(|v| v.len()).unwrap_or(0);
+        if !current.is_empty()
+            && (current.len() >= settings.max_requests_per_batch.max(1) || bytes + size > settings.max_batch_bytes)
+        {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(i);
+        bytes += size;
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Alert;
+    use crate::config::Config;
+    use crate::route::Router;
+    use serde_json::json;
+
+    fn decision(i: usize, employee: &str, alert_type: &str, severity: &str) -> Decision {
+        let mut v = json!({
+            "alert_id": format!("b-{i:04}"), "alert_type": alert_type, "severity": severity,
+            "occurred_at": "2026-11-20T14:03:00Z",
+            "employee": {"id": employee, "department": "Sales"},
+            "description": format!("activity number {i}"), "risk_score": 20,
+            "evidence_url": format!("https://monitor.example.com/a/{i}")
+        });
+        if alert_type == "custom" {
+            v["rule"] = json!({"id": "r", "name": "n"});
+        }
+        Router::new(Config::default_config(), None).unwrap().route(&Alert::from_value(&v).unwrap())
+    }
+
+    fn pend(ds: &[Decision], at: i64) -> Vec<Pending<'_>> {
+        ds.iter().map(|d| Pending { decision: d, received_at_ms: at }).collect()
+    }
+
+    #[test]
+    fn alerts_of_one_employee_and_type_become_one_record_listing_all() {
+        let ds: Vec<Decision> = (0..5).map(|i| decision(i, "E1", "policy_violation", "low")).collect();
+        let plan = plan(&pend(&ds, 1_000), &BatchSettings::default(), 300_000);
+        assert_eq!(plan.records.len(), 1);
+        let r = &plan.records[0];
+        assert_eq!(r.alert_ids.len(), 5);
+        let desc = r.fields["description"].as_str().unwrap();
+        for i in 0..5 {
+            assert!(desc.contains(&format!("b-{i:04}")) && desc.contains(&format!("activity number {i}")));
+        }
+        assert!(r.fields["short_description"].as_str().unwrap().starts_with("5 Policy violation alerts"));
+        assert!(r.correlation_id.starts_with("emon:b:") && crate::route::is_query_safe(&r.correlation_id));
+        assert_eq!(r.fields["correlation_id"], r.correlation_id.as_str());
+        assert_eq!(plan.chunks, vec![vec![0]]);
+    }
+
+    #[test]
+    fn different_employees_types_and_windows_stay_apart() {
+        let ds = [
+            decision(1, "E1", "policy_violation", "low"),
+            decision(2, "E2", "policy_violation", "low"),
+            decision(3, "E1", "productivity", "low"),
+        ];
+        let p = plan(&pend(&ds, 0), &BatchSettings::default(), 300_000);
+        assert_eq!(p.records.len(), 3);
+        assert!(p.records.iter().all(|r| r.alert_ids.len() == 1));
+        // a lone alert keeps its own correlation id and fields, exactly as realtime would send it
+        let lone = p.records.iter().find(|r| r.alert_ids == ["b-0002"]).unwrap();
+        assert_eq!(lone.fields, ds[1].fields);
+
+        let same = [decision(1, "E1", "policy_violation", "low"), decision(2, "E1", "policy_violation", "low")];
+        let pending = vec![
+            Pending { decision: &same[0], received_at_ms: 299_999 },
+            Pending { decision: &same[1], received_at_ms: 300_000 },
+        ];
+        assert_eq!(plan(&pending, &BatchSettings::default(), 300_000).records.len(), 2);
+    }
+
+    #[test]
+    fn aggregates_take_the_most_urgent_member_and_are_deterministic() {
+        let ds = [decision(1, "E1", "policy_violation", "low"), decision(2, "E1", "policy_violation", "medium")];
+        let p1 = plan(&pend(&ds, 5), &BatchSettings::default(), 300_000);
+        let r = &p1.records[0];
+        assert_eq!((r.fields["impact"].as_str(), r.fields["urgency"].as_str()), (Some("2"), Some("2")));
+        assert!(r.fields["short_description"].as_str().unwrap().contains("(up to Medium)"));
+        let reversed = [ds[1].clone(), ds[0].clone()];
+        let p2 = plan(&pend(&reversed, 5), &BatchSettings::default(), 300_000);
+        assert_eq!(p2.records[0].correlation_id, r.correlation_id);
+        assert_eq!(p2.records[0].alert_ids, r.alert_ids);
+    }
+
+    #[test]
+    fn group_keys_are_configurable() {
+        let ds = [decision(1, "E1", "policy_violation", "low"), decision(2, "E2", "policy_violation", "low")];
+        let settings = BatchSettings { group_by: vec!["alert_type".into()], ..BatchSettings::default() };
+        let p = plan(&pend(&ds, 0), &settings, 300_000);
+        assert_eq!(p.records.len(), 1);
+        assert!(!p.records[0].fields["short_description"].as_str().unwrap().contains("for employee"));
+    }
+
+    #[test]
+    fn big_groups_split_and_requests_are_chunked() {
+        let ds: Vec<Decision> =
+            (0..500).map(|i| decision(i, &format!("E{}", i % 50), "policy_violation", "low")).collect();
+        let settings =
+            BatchSettings { max_alerts_per_record: 4, max_requests_per_batch: 20, ..BatchSettings::default() };
+        let p = plan(&pend(&ds, 0), &settings, 300_000);
+        // 50 employees × 10 alerts, at most 4 per record → 3 records each
+        assert_eq!(p.records.len(), 150);
+        assert!(p.records.iter().all(|r| r.alert_ids.len() <= 4));
+        assert_eq!(p.records.iter().map(|r| r.alert_ids.len()).sum::<usize>(), 500);
+        assert_eq!(p.chunks.len(), 8);
+        assert!(p.chunks.iter().all(|c| c.len() <= 20));
+        let mut seen: Vec<usize> = p.chunks.concat();
+        seen.sort();
+        assert_eq!(seen, (0..150).collect::<Vec<_>>());
+        // every correlation id distinct
+        let mut ids: Vec<_> = p.records.iter().map(|r| r.correlation_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 150);
+    }
+
+    #[test]
+    fn byte_limit_cuts_chunks() {
+        let ds: Vec<Decision> = (0..10).map(|i| decision(i, &format!("E{i}"), "policy_violation", "low")).collect();
+        let size = serde_json::to_vec(&ds[0].fields).unwrap().len();
+        let settings = BatchSettings { max_batch_bytes: size * 3 + 10, ..BatchSettings::default() };
+        let p = plan(&pend(&ds, 0), &settings, 300_000);
+        assert!(p.chunks.iter().all(|c| c.len() <= 3), "{:?}", p.chunks);
+        assert_eq!(p.chunks.concat().len(), 10);
+    }
+}

@@ -1,0 +1,517 @@
+//! Routing conditions: `all` / `any` / `not` over leaf comparisons of alert fields.
+//!
+//! YAML form:
+//! ```yaml
+//! when:
+//!   all:
+//!     - { field: alert_type, eq: dlp }
+//!     - { field: details.file_count, gte: 100 }
+//!     - any:
+//!         - { field: severity, in: [critical, high] }
+//!         - not: { field: department, eq: Finance }
+//! ```
+//! Operators: `eq`, `ne`, `in`, `not_in`, `gt`, `gte`, `lt`, `lte`, `contains` (substring of a string, or
+//! for a list: any element equal to the value or, for strings, containing it), `starts_with`, `exists`.
+//! Fields: `alert_type`, `severity`, `department` (alias `employee.department`), `risk_score`, `test`,
+//! `rule.id`, `rule.name`, and `details.<field>` (nested with dots).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::alert::{Alert, AlertType, Severity};
+
+/// A condition as written in the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawCondition {
+    All { all: Vec<RawCondition> },
+    Any { any: Vec<RawCondition> },
+    Not { not: Box<RawCondition> },
+    Leaf(Box<RawLeaf>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLeaf {
+    pub field: String,
+    #[serde(default)]
+    pub eq: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub ne: Option<serde_yaml_ng::Value>,
+    #[serde(default, rename = "in")]
+    pub in_: Option<Vec<serde_yaml_ng::Value>>,
+    #[serde(default)]
+    pub not_in: Option<Vec<serde_yaml_ng::Value>>,
+    #[serde(default)]
+    pub gt: Option<f64>,
+    #[serde(default)]
+    pub gte: Option<f64>,
+    #[serde(default)]
+    pub lt: Option<f64>,
+    #[serde(default)]
+    pub lte: Option<f64>,
+    #[serde(default)]
+    pub contains: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub starts_with: Option<String>,
+    #[serde(default)]
+    pub exists: Option<bool>,
+}
+
+/// Which part of the alert a leaf reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field {
+    AlertType,
+    Severity,
+    Department,
+    RiskScore,
+    Test,
+    RuleId,
+    RuleName,
+    Detail(Vec<String>),
+}
+
+/// A compiled comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Eq(Value),
+    Ne(Value),
+    In(Vec<Value>),
+    NotIn(Vec<Value>),
+    Gt(f64),
+    Gte(f64),
+    Lt(f64),
+    Lte(f64),
+    Contains(Value),
+    StartsWith(String),
+    Exists(bool),
+    /// Fast paths for the two enum fields: a bitmask of accepted values.
+    TypeMask(u8),
+    SeverityMask(u8),
+}
+
+/// A compiled, validated condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Always,
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    Not(Box<Condition>),
+    Leaf { field: Field, op: Op },
+}
+
+/// Detail fields the alert schema defines, per alert type (see docs/alert-schema.md).
+pub const KNOWN_DETAIL_FIELDS: &[&str] = &[
+    "file_count",
+    "bytes",
+    "channel",
+    "systems",
+    "duration_minutes",
+    "applications",
+    "after_hours",
+    "privileged_account",
+    "hours_per_day",
+    "categories",
+    "weekly_trend",
+    "weeks",
+    "policy",
+    "history_30d",
+    "history_30d.violations",
+    "history_30d.warnings",
+];
+
+fn yaml_to_json(v: &serde_yaml_ng::Value) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Condition {
+    /// Compile a raw condition; `extra_detail_fields` are the operator-declared `details.*` fields of custom
+    /// alerts. Errors are plain messages; the caller adds the rule name.
+    pub fn compile(raw: &RawCondition, extra_detail_fields: &[String], errors: &mut Vec<String>) -> Condition {
+        match raw {
+            RawCondition::All { all } => {
+                if all.is_empty() {
+                    errors.push("`all` needs at least one condition".into());
+                }
+                Condition::All(all.iter().map(|c| Condition::compile(c, extra_detail_fields, errors)).collect())
+            }
+            RawCondition::Any { any } => {
+                if any.is_empty() {
+                    errors.push("`any` needs at least one condition".into());
+                }
+                Condition::Any(any.iter().map(|c| Condition::compile(c, extra_detail_fields, errors)).collect())
+            }
+            RawCondition::Not { not } => Condition::Not(Box::new(Condition::compile(not, extra_detail_fields, errors))),
+            RawCondition::Leaf(leaf) => compile_leaf(leaf, extra_detail_fields, errors),
+        }
+    }
+
+    pub fn matches(&self, alert: &Alert) -> bool {
+        match self {
+            Condition::Always => true,
+            Condition::All(cs) => cs.iter().all(|c| c.matches(alert)),
+            Condition::Any(cs) => cs.iter().any(|c| c.matches(alert)),
+            Condition::Not(c) => !c.matches(alert),
+            Condition::Leaf { field, op } => leaf_matches(field, op, alert),
+        }
+    }
+
+    /// The leaves of a pure conjunction (`Always`, a leaf, or `all` of leaves); `None` for anything with
+    /// `any`/`not`. Used to find rules that can never fire.
+    pub fn conjunction(&self) -> Option<Vec<&Condition>> {
+        match self {
+            Condition::Always => Some(vec![]),
+            Condition::Leaf { .. } => Some(vec![self]),
+            Condition::All(cs) => {
+                let mut out = Vec::new();
+                for c in cs {
+                    out.extend(c.conjunction()?);
+                }
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn parse_field(name: &str, extra: &[String]) -> Result<Field, String> {
+    Ok(match name {
+        "alert_type" => Field::AlertType,
+        "severity" => Field::Severity,
+        "department" | "employee.department" => Field::Department,
+        "risk_score" => Field::RiskScore,
+        "test" => Field::Test,
+        "rule.id" => Field::RuleId,
+        "rule.name" => Field::RuleName,
+        other => {
+            let Some(path) = other.strip_prefix("details.") else {
+                return Err(format!(
+                    "unknown condition field {other:?}; use alert_type, severity, department, risk_score, test, \
+                     rule.id, rule.name or details.<field>"
+                ));
+            };
+            if !KNOWN_DETAIL_FIELDS.contains(&path) && !extra.iter().any(|e| e == path) {
+                return Err(format!(
+                    "unknown detail field {other:?}; the schema defines {} (declare custom ones under \
+                     custom_detail_fields)",
+                    KNOWN_DETAIL_FIELDS.join(", ")
+                ));
+            }
+            Field::Detail(path.split('.').map(str::to_owned).collect())
+        }
+    })
+}
+
+fn compile_leaf(leaf: &RawLeaf, extra: &[String], errors: &mut Vec<String>) -> Condition {
+    let field = match parse_field(&leaf.field, extra) {
+        Ok(f) => f,
+        Err(e) => {
+            errors.push(e);
+            return Condition::Always;
+        }
+    };
+    let mut ops = Vec::new();
+    if let Some(v) = &leaf.eq {
+        ops.push(Op::Eq(yaml_to_json(v)));
+    }
+    if let Some(v) = &leaf.ne {
+        ops.push(Op::Ne(yaml_to_json(v)));
+    }
+    if let Some(v) = &leaf.in_ {
+        ops.push(Op::In(v.iter().map(yaml_to_json).collect()));
+    }
+    if let Some(v) = &leaf.not_in {
+        ops.push(Op::NotIn(v.iter().map(yaml_to_json).collect()));
+    }
+    if let Some(v) = leaf.gt {
+        ops.push(Op::Gt(v));
+    }
+    if let Some(v) = leaf.gte {
+        ops.push(Op::Gte(v));
+    }
+    if let Some(v) = leaf.lt {
+        ops.push(Op::Lt(v));
+    }
+    if let Some(v) = leaf.lte {
+        ops.push(Op::Lte(v));
+    }
+    if let Some(v) = &leaf.contains {
+        ops.push(Op::Contains(yaml_to_json(v)));
+    }
+    if let Some(v) = &leaf.starts_with {
+        ops.push(Op::StartsWith(v.clone()));
+    }
+    if let Some(v) = leaf.exists {
+        ops.push(Op::Exists(v));
+    }
+    if ops.len() != 1 {
+        errors.push(format!(
+            "condition on {:?} must have exactly one operator (eq, ne, in, not_in, gt, gte, lt, lte, contains, \
+             starts_with, exists); found {}",
+            leaf.field,
+            ops.len()
+        ));
+        return Condition::Always;
+    }
+    let op = ops.remove(0);
+    let op = match (&field, op) {
+        (Field::AlertType, op) => enum_mask(&leaf.field, op, errors, |s| {
+            AlertType::parse(s).map(|t| 1u8 << AlertType::ALL.iter().position(|x| *x == t).unwrap_or(0))
+        })
+        .map(Op::TypeMask),
+        (Field::Severity, op) => {
+            enum_mask(&leaf.field, op, errors, |s| Severity::parse(s).map(|t| 1u8 << t.rank())).map(Op::SeverityMask)
+        }
+        (Field::RiskScore, op @ (Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_) | Op::Eq(_) | Op::Ne(_))) => Some(op),
+        (Field::RiskScore, _) => {
+            errors.push("risk_score supports eq, ne, gt, gte, lt, lte".into());
+            None
+        }
+        (Field::Test, op @ (Op::Eq(Value::Bool(_)) | Op::Ne(Value::Bool(_)))) => Some(op),
+        (Field::Test, _) => {
+            errors.push("test supports eq/ne with true or false".into());
+            None
+        }
+        (
+            Field::Department | Field::RuleId | Field::RuleName,
+            op @ (Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_)),
+        ) => {
+            errors.push(format!("{} is text; numeric comparison {op:?} is not allowed", leaf.field));
+            None
+        }
+        (_, op) => Some(op),
+    };
+    match op {
+        Some(op) => Condition::Leaf { field, op },
+        None => Condition::Always,
+    }
+}
+
+/// Compile eq/ne/in/not_in over an enum field into an accepted-values bitmask, rejecting unknown values.
+fn enum_mask(field: &str, op: Op, errors: &mut Vec<String>, bit: impl Fn(&str) -> Option<u8>) -> Option<u8> {
+    let mut lookup = |v: &Value| -> Option<u8> {
+        let r = v.as_str().and_then(&bit);
+        if r.is_none() {
+            errors.push(format!("{field} has no value {v}"));
+        }
+        r
+    };
+    let all = 0xFFu8;
+    match op {
+        Op::Eq(v) => lookup(&v),
+        Op::Ne(v) => lookup(&v).map(|b| all & !b),
+        Op::In(vs) => vs.iter().map(&mut lookup).try_fold(0u8, |acc, b| b.map(|b| acc | b)),
+        Op::NotIn(vs) => vs.iter().map(&mut lookup).try_fold(0u8, |acc, b| b.map(|b| acc | b)).map(|m| all & !m),
+        other => {
+            errors.push(format!("{field} supports eq, ne, in, not_in; not {other:?}"));
+            None
+        }
+    }
+}
+
+fn detail<'a>(alert: &'a Alert, path: &[String]) -> Option<&'a Value> {
+    let mut cur = alert.raw_details.get(path.first()?)?;
+    for key in &path[1..] {
+        cur = cur.as_object()?.get(key)?;
+    }
+    Some(cur)
+}
+
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+fn leaf_matches(field: &Field, op: &Op, alert: &Alert) -> bool {
+    match (field, op) {
+        (Field::AlertType, Op::TypeMask(m)) => {
+            let i = AlertType::ALL.iter().position(|t| *t == alert.alert_type).unwrap_or(0);
+            m & (1 << i) != 0
+        }
+        (Field::Severity, Op::SeverityMask(m)) => m & (1 << alert.severity.rank()) != 0,
+        (Field::RiskScore, op) => num_matches(f64::from(alert.risk_score), op),
+        (Field::Test, op) => value_matches(Some(&Value::Bool(alert.test)), op),
+        (Field::Department, op) => str_matches(Some(&alert.employee.department), op),
+        (Field::RuleId, op) => str_matches(alert.rule.as_ref().map(|r| r.id.as_str()), op),
+        (Field::RuleName, op) => str_matches(alert.rule.as_ref().map(|r| r.name.as_str()), op),
+        (Field::Detail(path), op) => value_matches(detail(alert, path), op),
+        _ => false,
+    }
+}
+
+fn num_matches(x: f64, op: &Op) -> bool {
+    match op {
+        Op::Gt(v) => x > *v,
+        Op::Gte(v) => x >= *v,
+        Op::Lt(v) => x < *v,
+        Op::Lte(v) => x <= *v,
+        Op::Eq(v) => v.as_f64() == Some(x),
+        Op::Ne(v) => v.as_f64() != Some(x),
+        _ => false,
+    }
+}
+
+fn str_matches(s: Option<&str>, op: &Op) -> bool {
+    match (s, op) {
+        (s, Op::Exists(want)) => s.is_some() == *want,
+        (None, Op::Ne(_) | Op::NotIn(_)) => true,
+        (None, _) => false,
+        (Some(s), Op::Eq(v)) => v.as_str() == Some(s),
+        (Some(s), Op::Ne(v)) => v.as_str() != Some(s),
+        (Some(s), Op::In(vs)) => vs.iter().any(|v| v.as_str() == Some(s)),
+        (Some(s), Op::NotIn(vs)) => !vs.iter().any(|v| v.as_str() == Some(s)),
+        (Some(s), Op::Contains(v)) => v.as_str().is_some_and(|n| s.contains(n)),
+        (Some(s), Op::StartsWith(p)) => s.starts_with(p.as_str()),
+        _ => false,
+    }
+}
+
+fn value_matches(v: Option<&Value>, op: &Op) -> bool {
+    let v = match (v, op) {
+        (v, Op::Exists(want)) => return v.is_some_and(|v| !v.is_null()) == *want,
+        (None | Some(Value::Null), Op::Ne(_) | Op::NotIn(_)) => return true,
+        (None | Some(Value::Null), _) => return false,
+        (Some(v), _) => v,
+    };
+    match op {
+        Op::Eq(w) => json_eq(v, w),
+        Op::Ne(w) => !json_eq(v, w),
+        Op::In(ws) => ws.iter().any(|w| json_eq(v, w)),
+        Op::NotIn(ws) => !ws.iter().any(|w| json_eq(v, w)),
+        Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_) => v.as_f64().is_some_and(|x| num_matches(x, op)),
+        Op::Contains(w) => match v {
+            Value::String(s) => w.as_str().is_some_and(|n| s.contains(n)),
+            Value::Array(items) => items.iter().any(|item| match (item, w) {
+                (Value::String(s), Value::String(n)) => s.contains(n.as_str()),
+                _ => json_eq(item, w),
+            }),
+            _ => false,
+        },
+        Op::StartsWith(p) => v.as_str().is_some_and(|s| s.starts_with(p.as_str())),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn alert(details: Value) -> Alert {
+        let mut v = json!({
+            "alert_id": "a-1", "alert_type": "behavioral_anomaly", "severity": "high",
+            "occurred_at": "2026-11-20T22:40:00Z",
+            "employee": {"id": "E7", "department": "Platform Engineering"},
+            "description": "after hours", "risk_score": 74,
+            "evidence_url": "https://monitor.example.com/a/1",
+            "details": details
+        });
+        if v["details"].is_null() {
+            v.as_object_mut().unwrap().remove("details");
+        }
+        Alert::from_value(&v).unwrap()
+    }
+
+    fn cond(yaml: &str) -> Condition {
+        let raw: RawCondition = serde_yaml_ng::from_str(yaml).unwrap();
+        let mut errors = vec![];
+        let c = Condition::compile(&raw, &["ticket.queue".to_string()], &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        c
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        let raw: RawCondition = serde_yaml_ng::from_str(yaml).unwrap();
+        let mut errors = vec![];
+        Condition::compile(&raw, &[], &mut errors);
+        errors
+    }
+
+    fn anomaly() -> Alert {
+        alert(json!({"systems": ["prod-db-01", "bastion"], "duration_minutes": 47,
+                     "applications": ["psql"], "after_hours": true, "ticket": {"queue": "ops"}}))
+    }
+
+    #[test]
+    fn every_operator_matches_and_mismatches() {
+        let a = anomaly();
+        let cases = [
+            ("{field: severity, eq: high}", true),
+            ("{field: severity, eq: low}", false),
+            ("{field: severity, ne: high}", false),
+            ("{field: severity, in: [critical, high]}", true),
+            ("{field: severity, not_in: [critical, high]}", false),
+            ("{field: alert_type, eq: behavioral_anomaly}", true),
+            ("{field: alert_type, in: [dlp, custom]}", false),
+            ("{field: risk_score, gt: 74}", false),
+            ("{field: risk_score, gte: 74}", true),
+            ("{field: risk_score, lt: 75}", true),
+            ("{field: risk_score, lte: 73}", false),
+            ("{field: risk_score, eq: 74}", true),
+            ("{field: department, eq: Platform Engineering}", true),
+            ("{field: department, starts_with: Platform}", true),
+            ("{field: department, contains: Engin}", true),
+            ("{field: department, in: [Finance, Sales]}", false),
+            ("{field: department, not_in: [Finance, Sales]}", true),
+            ("{field: details.duration_minutes, gte: 30}", true),
+            ("{field: details.duration_minutes, eq: 47}", true),
+            ("{field: details.systems, contains: prod-db}", true),
+            ("{field: details.applications, contains: ssh}", false),
+            ("{field: details.after_hours, eq: true}", true),
+            ("{field: details.privileged_account, exists: true}", false),
+            ("{field: details.privileged_account, exists: false}", true),
+            ("{field: details.privileged_account, ne: true}", true),
+            ("{field: details.ticket.queue, eq: ops}", true),
+            ("{field: test, eq: false}", true),
+            ("{field: rule.name, exists: false}", true),
+            ("{field: rule.id, eq: r1}", false),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(cond(yaml).matches(&a), want, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn all_any_not_combine() {
+        let a = anomaly();
+        assert!(cond("{all: [{field: severity, eq: high}, {field: details.after_hours, eq: true}]}").matches(&a));
+        assert!(!cond("{all: [{field: severity, eq: high}, {field: details.after_hours, eq: false}]}").matches(&a));
+        assert!(cond("{any: [{field: severity, eq: low}, {field: risk_score, gt: 50}]}").matches(&a));
+        assert!(!cond("{any: [{field: severity, eq: low}, {field: risk_score, gt: 90}]}").matches(&a));
+        assert!(cond("{not: {field: severity, eq: low}}").matches(&a));
+        assert!(!cond("{not: {any: [{field: severity, eq: high}]}}").matches(&a));
+    }
+
+    #[test]
+    fn missing_details_never_match_positive_operators() {
+        let a = alert(Value::Null);
+        assert!(!cond("{field: details.duration_minutes, gte: 0}").matches(&a));
+        assert!(!cond("{field: details.systems, contains: prod}").matches(&a));
+        assert!(cond("{field: details.systems, not_in: [x]}").matches(&a));
+    }
+
+    #[test]
+    fn bad_conditions_are_reported() {
+        assert!(errors("{field: colour, eq: red}")[0].contains("unknown condition field \"colour\""));
+        assert!(errors("{field: details.favourite_food, eq: x}")[0].contains("unknown detail field"));
+        assert!(errors("{field: severity, eq: urgent}")[0].contains("severity has no value"));
+        assert!(errors("{field: alert_type, in: [dlp, keylogger]}")[0].contains("no value"));
+        assert!(errors("{field: severity, eq: high, ne: low}")[0].contains("exactly one operator"));
+        assert!(errors("{field: severity}")[0].contains("exactly one operator"));
+        assert!(errors("{field: department, gt: 3}")[0].contains("numeric comparison"));
+        assert!(errors("{field: risk_score, contains: 3}")[0].contains("risk_score supports"));
+        assert!(errors("{field: test, eq: yes}")[0].contains("test supports"));
+        assert!(errors("{all: []}")[0].contains("at least one"));
+        assert!(errors("{any: []}")[0].contains("at least one"));
+    }
+
+    #[test]
+    fn conjunctions_are_flattened_and_disjunctions_are_not() {
+        let c = cond("{all: [{field: severity, eq: high}, {all: [{field: risk_score, gt: 1}]}]}");
+        assert_eq!(c.conjunction().unwrap().len(), 2);
+        assert!(cond("{any: [{field: severity, eq: high}]}").conjunction().is_none());
+        assert_eq!(Condition::Always.conjunction().unwrap().len(), 0);
+    }
+}

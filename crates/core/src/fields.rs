@@ -1,0 +1,220 @@
+//! Decision → the ServiceNow record's fields.
+//!
+//! Only the seed's minimal data leaves: alert type, severity, employee identifier (pseudonymised when
+//! configured), time, triggering activity, risk score and the evidence link. Names, e-mail addresses,
+//! managers, departments, details and unknown extra fields never do.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::{Map, Value};
+
+use crate::config::{Config, Placeholder, RecordType, Template, TemplatePart};
+use crate::route::Decision;
+
+pub const MAX_SHORT_DESCRIPTION: usize = 160;
+
+/// Fields the relay sets itself; a rule's `fields:` may not override them.
+pub const MANAGED_FIELDS: [&str; 14] = [
+    "short_description",
+    "description",
+    "impact",
+    "urgency",
+    "priority",
+    "assignment_group",
+    "correlation_id",
+    "correlation_display",
+    "category",
+    "subcategory",
+    "contact_type",
+    "sys_id",
+    "number",
+    "message_key",
+];
+
+/// Cut `s` to at most `max` characters, ending with an ellipsis when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// The first line of a free-text description, whitespace collapsed (for one-line summaries).
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub(crate) fn render(t: &Template, d: &Decision, custom_rule_name: Option<&str>) -> String {
+    let mut out = String::with_capacity(96);
+    for part in &t.parts {
+        match part {
+            TemplatePart::Text(s) => out.push_str(s),
+            TemplatePart::Placeholder(p) => match p {
+                Placeholder::AlertType => out.push_str(d.alert_type.as_str()),
+                Placeholder::TypeLabel => out.push_str(d.alert_type.label()),
+                Placeholder::Severity => out.push_str(d.severity.as_str()),
+                Placeholder::SeverityLabel => out.push_str(d.severity.label()),
+                Placeholder::Employee => out.push_str(&d.employee_ref),
+                Placeholder::Description => out.push_str(&one_line(&d.summary.description)),
+                Placeholder::RiskScore => {
+                    let _ = write!(out, "{}", d.summary.risk_score);
+                }
+                Placeholder::RuleName => out.push_str(custom_rule_name.unwrap_or(&d.rule)),
+                Placeholder::RecordLabel => out.push_str(d.record_type.label()),
+                Placeholder::OccurredAt => out.push_str(&d.summary.occurred_at),
+            },
+        }
+    }
+    out
+}
+
+/// The record's long description: everything a responder needs, and nothing more.
+pub fn description(d: &Decision, config_hash: &str) -> String {
+    format!(
+        "Triggering activity: {}\n\
+         Alert type: {} ({})\n\
+         Severity: {}\n\
+         Risk score: {}/100\n\
+         Employee: {}\n\
+         Occurred at: {}\n\
+         Evidence: {}\n\
+         \n\
+         Alert id: {}\n\
+         Routed by rule {} (config {})",
+        d.summary.description,
+        d.alert_type.label(),
+        d.alert_type,
+        d.severity.label(),
+        d.summary.risk_score,
+        d.employee_ref,
+        d.summary.occurred_at,
+        d.summary.evidence_url,
+        d.alert_id,
+        d.rule,
+        config_hash,
+    )
+}
+
+/// ServiceNow Event Management severity: 1 Critical, 2 Major, 3 Minor, 4 Warning.
+pub fn event_severity(s: crate::alert::Severity) -> &'static str {
+    match s {
+        crate::alert::Severity::Critical => "1",
+        crate::alert::Severity::High => "2",
+        crate::alert::Severity::Medium => "3",
+        crate::alert::Severity::Low => "4",
+    }
+}
+
+/// `yyyy-MM-dd HH:mm:ss` (UTC) from an RFC 3339 timestamp, as Event Management wants it.
+fn event_time(rfc3339: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .map(|t| {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn build(
+    d: &Decision,
+    c: &Config,
+    template: &Template,
+    custom_rule_name: Option<&str>,
+    category: Option<String>,
+    subcategory: Option<String>,
+    extra: &BTreeMap<String, String>,
+) -> Map<String, Value> {
+    let mut short = render(template, d, custom_rule_name);
+    if d.test {
+        short.insert_str(0, "[TEST] ");
+    }
+    let short = truncate(&short, MAX_SHORT_DESCRIPTION);
+    let description = description(d, &c.hash);
+    let mut f = Map::new();
+    let s = |v: &str| Value::String(v.to_string());
+
+    if d.record_type == RecordType::ItomEvent {
+        let info = serde_json::json!({
+            "alert_id": d.alert_id,
+            "risk_score": d.summary.risk_score,
+            "evidence_url": d.summary.evidence_url,
+            "assignment_group": d.assignment_group,
+            "rule": d.rule,
+            "correlation_id": d.correlation_id,
+        });
+        f.insert("source".into(), s(&c.correlation_display));
+        f.insert("node".into(), s(&d.employee_ref));
+        f.insert("type".into(), s(d.alert_type.as_str()));
+        f.insert("resource".into(), s(&d.employee_ref));
+        f.insert("metric_name".into(), s(d.alert_type.as_str()));
+        f.insert("severity".into(), s(event_severity(d.severity)));
+        f.insert("message_key".into(), s(&d.correlation_id));
+        f.insert("description".into(), s(&format!("{short}\n\n{description}")));
+        f.insert("additional_info".into(), s(&info.to_string()));
+        f.insert("time_of_event".into(), s(&event_time(&d.summary.occurred_at)));
+        for (k, v) in extra {
+            f.insert(k.clone(), s(v));
+        }
+        return f;
+    }
+
+    f.insert("short_description".into(), s(&short));
+    f.insert("description".into(), s(&description));
+    f.insert("impact".into(), s(&d.impact.to_string()));
+    f.insert("urgency".into(), s(&d.urgency.to_string()));
+    if !d.assignment_group.is_empty() {
+        f.insert("assignment_group".into(), s(&d.assignment_group));
+    }
+    if let Some(cat) = category {
+        f.insert("category".into(), s(&cat));
+    }
+    if let Some(sub) = subcategory {
+        f.insert("subcategory".into(), s(&sub));
+    }
+    if let Some(ct) = &c.contact_type {
+        f.insert("contact_type".into(), s(ct));
+    }
+    f.insert("correlation_id".into(), s(&d.correlation_id));
+    f.insert("correlation_display".into(), s(&c.correlation_display));
+    for (k, v) in extra {
+        f.insert(k.clone(), s(v));
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_keeps_short_strings_and_marks_cut_ones() {
+        assert_eq!(truncate("abc", 5), "abc");
+        let t = truncate(&"é".repeat(200), 160);
+        assert_eq!(t.chars().count(), 160);
+        assert!(t.ends_with('…'));
+    }
+
+    #[test]
+    fn one_line_collapses_whitespace() {
+        assert_eq!(one_line("a\n b\t\tc  "), "a b c");
+    }
+
+    #[test]
+    fn event_time_is_utc_in_event_management_format() {
+        assert_eq!(event_time("2026-11-20T16:03:09+02:00"), "2026-11-20 14:03:09");
+        assert_eq!(event_severity(crate::alert::Severity::Critical), "1");
+        assert_eq!(event_severity(crate::alert::Severity::Low), "4");
+    }
+}
