@@ -16,11 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 /// Actions whose APIs have no resource-level permissions, so `Resource: "*"` is the only option.
-const ACTIONS_WITHOUT_RESOURCE_LEVEL: &[&str] = &[
-    "xray:PutTraceSegments",
-    "xray:PutTelemetryRecords",
-    "cloudwatch:PutMetricData",
-];
+const ACTIONS_WITHOUT_RESOURCE_LEVEL: &[&str] =
+    &["xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:PutMetricData"];
 
 const FUNCTION_TYPES: &[&str] = &["AWS::Serverless::Function", "AWS::Lambda::Function"];
 
@@ -37,8 +34,7 @@ fn parse_template(text: &str) -> Result<Value, String> {
 
 fn load_template() -> Value {
     let path = template_path();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     parse_template(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -49,12 +45,7 @@ fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
         Y::Bool(b) => Value::Bool(b),
         Y::Number(n) => serde_json::to_value(&n).map_err(|e| format!("number {n}: {e}"))?,
         Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(
-            items
-                .into_iter()
-                .map(yaml_to_json)
-                .collect::<Result<_, _>>()?,
-        ),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(yaml_to_json).collect::<Result<_, _>>()?),
         Y::Mapping(map) => {
             let mut out = Map::new();
             for (k, v) in map {
@@ -77,16 +68,16 @@ fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
                 "GetAtt" => match inner {
                     // `!GetAtt Resource.Attribute` (attribute names may contain dots, e.g. Endpoint.Address)
                     Value::String(s) => {
-                        let (resource, attribute) = s
-                            .split_once('.')
-                            .ok_or_else(|| format!("!GetAtt {s}: expected Resource.Attribute"))?;
+                        let (resource, attribute) =
+                            s.split_once('.').ok_or_else(|| format!("!GetAtt {s}: expected Resource.Attribute"))?;
                         json!({ "Fn::GetAtt": [resource, attribute] })
                     }
                     other => json!({ "Fn::GetAtt": other }),
                 },
-                "Base64" | "Cidr" | "FindInMap" | "GetAZs" | "ImportValue" | "Join" | "Select"
-                | "Split" | "Sub" | "Transform" | "And" | "Equals" | "If" | "Not" | "Or"
-                | "Length" | "ToJsonString" => json!({ format!("Fn::{name}"): inner }),
+                "Base64" | "Cidr" | "FindInMap" | "GetAZs" | "ImportValue" | "Join" | "Select" | "Split" | "Sub"
+                | "Transform" | "And" | "Equals" | "If" | "Not" | "Or" | "Length" | "ToJsonString" => {
+                    json!({ format!("Fn::{name}"): inner })
+                }
                 other => return Err(format!("unknown CloudFormation tag !{other}")),
             }
         }
@@ -94,18 +85,11 @@ fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
 }
 
 fn resources(template: &Value) -> &Map<String, Value> {
-    template["Resources"]
-        .as_object()
-        .expect("template has a Resources mapping")
+    template["Resources"].as_object().expect("template has a Resources mapping")
 }
 
-fn resources_of_type<'a>(
-    template: &'a Value,
-    types: &'a [&str],
-) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
-    resources(template)
-        .iter()
-        .filter(move |(_, r)| types.contains(&r["Type"].as_str().unwrap_or_default()))
+fn resources_of_type<'a>(template: &'a Value, types: &'a [&str]) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
+    resources(template).iter().filter(move |(_, r)| types.contains(&r["Type"].as_str().unwrap_or_default()))
 }
 
 /// The logical id a `Ref`/`Fn::GetAtt` (or `Fn::Sub` of one) points at, if any.
@@ -168,15 +152,11 @@ fn check_wildcard_actions(template: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     for (path, statement) in policy_statements(template) {
         if statement.get("NotAction").is_some() {
-            problems.push(format!(
-                "{path}: NotAction grants everything else; list the actions"
-            ));
+            problems.push(format!("{path}: NotAction grants everything else; list the actions"));
         }
         for action in as_list(&statement["Action"]) {
             match action.as_str() {
-                Some(a) if a.contains('*') => {
-                    problems.push(format!("{path}: wildcard action {a:?}"))
-                }
+                Some(a) if a.contains('*') => problems.push(format!("{path}: wildcard action {a:?}")),
                 Some(_) => {}
                 None => problems.push(format!("{path}: action is not a literal string: {action}")),
             }
@@ -192,18 +172,15 @@ fn check_wildcard_resources(template: &Value) -> Vec<String> {
         if path.contains(".KeyPolicy.") {
             continue;
         }
-        let star = as_list(&statement["Resource"])
-            .iter()
-            .any(|r| r.as_str() == Some("*"));
+        let star = as_list(&statement["Resource"]).iter().any(|r| r.as_str() == Some("*"));
         if !star {
             continue;
         }
         for action in as_list(&statement["Action"]) {
             let action = action.as_str().unwrap_or_default();
             if !ACTIONS_WITHOUT_RESOURCE_LEVEL.contains(&action) {
-                problems.push(format!(
-                    "{path}: Resource \"*\" for {action:?}, which supports resource-level permissions"
-                ));
+                problems
+                    .push(format!("{path}: Resource \"*\" for {action:?}, which supports resource-level permissions"));
             }
         }
     }
@@ -227,22 +204,15 @@ fn check_function_roles(template: &Value) -> Vec<String> {
             }
             None => problems.push(format!("{id}: no Role")),
             Some(role) => match referenced_id(role) {
-                Some(role_id) => users
-                    .entry(role_id.to_owned())
-                    .or_default()
-                    .push(id.clone()),
-                None => problems.push(format!(
-                    "{id}: Role {role} is not a role defined in this template"
-                )),
+                Some(role_id) => users.entry(role_id.to_owned()).or_default().push(id.clone()),
+                None => problems.push(format!("{id}: Role {role} is not a role defined in this template")),
             },
         }
     }
     let all = resources(template);
     for (role_id, functions) in users {
         let Some(role) = all.get(&role_id) else {
-            problems.push(format!(
-                "{functions:?}: Role refers to missing resource {role_id}"
-            ));
+            problems.push(format!("{functions:?}: Role refers to missing resource {role_id}"));
             continue;
         };
         if role["Type"] != "AWS::IAM::Role" {
@@ -250,19 +220,13 @@ fn check_function_roles(template: &Value) -> Vec<String> {
             continue;
         }
         if functions.len() > 1 {
-            problems.push(format!(
-                "role {role_id} is shared by {functions:?}: each function needs its own role"
-            ));
+            problems.push(format!("role {role_id} is shared by {functions:?}: each function needs its own role"));
         }
         let inline = !as_list(&role["Properties"]["Policies"]).is_empty();
         let managed = !as_list(&role["Properties"]["ManagedPolicyArns"]).is_empty();
         let attached = all.values().any(|r| {
-            matches!(
-                r["Type"].as_str(),
-                Some("AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy")
-            ) && as_list(&r["Properties"]["Roles"])
-                .iter()
-                .any(|v| referenced_id(v) == Some(role_id.as_str()))
+            matches!(r["Type"].as_str(), Some("AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy"))
+                && as_list(&r["Properties"]["Roles"]).iter().any(|v| referenced_id(v) == Some(role_id.as_str()))
         });
         if !(inline || managed || attached) {
             problems.push(format!("role {role_id} of {functions:?} has no policies"));
@@ -289,10 +253,7 @@ fn check_function_log_groups(template: &Value) -> Vec<String> {
 /// Logical ids of queues that are some queue's redrive target.
 fn dead_letter_queues(template: &Value) -> BTreeSet<String> {
     resources_of_type(template, &["AWS::SQS::Queue"])
-        .filter_map(|(_, q)| {
-            referenced_id(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
-                .map(str::to_owned)
-        })
+        .filter_map(|(_, q)| referenced_id(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]).map(str::to_owned))
         .collect()
 }
 
@@ -302,22 +263,16 @@ fn check_queues(template: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     for (id, queue) in resources_of_type(template, &["AWS::SQS::Queue"]) {
         let props = &queue["Properties"];
-        let sse = props["SqsManagedSseEnabled"] == Value::Bool(true)
-            || props.get("KmsMasterKeyId").is_some();
+        let sse = props["SqsManagedSseEnabled"] == Value::Bool(true) || props.get("KmsMasterKeyId").is_some();
         if !sse {
-            problems.push(format!(
-                "{id}: no server-side encryption (SqsManagedSseEnabled: true or KmsMasterKeyId)"
-            ));
+            problems.push(format!("{id}: no server-side encryption (SqsManagedSseEnabled: true or KmsMasterKeyId)"));
         }
         if dlqs.contains(id) {
             continue;
         }
         match referenced_id(&props["RedrivePolicy"]["deadLetterTargetArn"]) {
-            Some(target)
-                if all.get(target).map(|r| &r["Type"]) == Some(&json!("AWS::SQS::Queue")) => {}
-            Some(target) => problems.push(format!(
-                "{id}: redrive target {target} is not a queue of this template"
-            )),
+            Some(target) if all.get(target).map(|r| &r["Type"]) == Some(&json!("AWS::SQS::Queue")) => {}
+            Some(target) => problems.push(format!("{id}: redrive target {target} is not a queue of this template")),
             None => problems.push(format!(
                 "{id}: no RedrivePolicy with a deadLetterTargetArn (a queue without a dead-letter queue)"
             )),
@@ -331,29 +286,19 @@ fn alarm_metrics(alarm: &Value) -> Vec<(&Value, &Value, &Value)> {
     let props = &alarm["Properties"];
     let mut out = Vec::new();
     if props.get("MetricName").is_some() {
-        out.push((
-            &props["Namespace"],
-            &props["MetricName"],
-            &props["Dimensions"],
-        ));
+        out.push((&props["Namespace"], &props["MetricName"], &props["Dimensions"]));
     }
     for m in as_list(&props["Metrics"]) {
         let metric = &m["MetricStat"]["Metric"];
         if metric.is_object() {
-            out.push((
-                &metric["Namespace"],
-                &metric["MetricName"],
-                &metric["Dimensions"],
-            ));
+            out.push((&metric["Namespace"], &metric["MetricName"], &metric["Dimensions"]));
         }
     }
     out
 }
 
 fn check_dead_letter_alarms(template: &Value) -> Vec<String> {
-    let alarms: Vec<_> = resources_of_type(template, &["AWS::CloudWatch::Alarm"])
-        .map(|(_, a)| a)
-        .collect();
+    let alarms: Vec<_> = resources_of_type(template, &["AWS::CloudWatch::Alarm"]).map(|(_, a)| a).collect();
     let mut problems = Vec::new();
     for dlq in dead_letter_queues(template) {
         let watched = alarms.iter().any(|alarm| {
@@ -362,9 +307,9 @@ fn check_dead_letter_alarms(template: &Value) -> Vec<String> {
                 && alarm_metrics(alarm).iter().any(|(ns, name, dims)| {
                     *ns == "AWS/SQS"
                         && *name == "ApproximateNumberOfMessagesVisible"
-                        && as_list(dims).iter().any(|d| {
-                            d["Name"] == "QueueName" && referenced_id(&d["Value"]) == Some(&dlq)
-                        })
+                        && as_list(dims)
+                            .iter()
+                            .any(|d| d["Name"] == "QueueName" && referenced_id(&d["Value"]) == Some(&dlq))
                 })
         });
         if !watched {
@@ -378,23 +323,19 @@ fn check_dead_letter_alarms(template: &Value) -> Vec<String> {
 
 fn check_event_sources(template: &Value) -> Vec<String> {
     fn reports_failures(props: &Value) -> bool {
-        as_list(&props["FunctionResponseTypes"])
-            .iter()
-            .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+        as_list(&props["FunctionResponseTypes"]).iter().any(|t| t.as_str() == Some("ReportBatchItemFailures"))
     }
     let mut problems = Vec::new();
     for (id, mapping) in resources_of_type(template, &["AWS::Lambda::EventSourceMapping"]) {
         if !reports_failures(&mapping["Properties"]) {
-            problems.push(format!(
-                "{id}: event source mapping without FunctionResponseTypes [ReportBatchItemFailures]"
-            ));
+            problems
+                .push(format!("{id}: event source mapping without FunctionResponseTypes [ReportBatchItemFailures]"));
         }
     }
     for (id, function) in resources_of_type(template, &["AWS::Serverless::Function"]) {
         if let Some(events) = function["Properties"]["Events"].as_object() {
             for (name, event) in events {
-                let batched =
-                    matches!(event["Type"].as_str(), Some("SQS" | "Kinesis" | "DynamoDB"));
+                let batched = matches!(event["Type"].as_str(), Some("SQS" | "Kinesis" | "DynamoDB"));
                 if batched && !reports_failures(&event["Properties"]) {
                     problems.push(format!(
                         "{id}.Events.{name}: event source without FunctionResponseTypes [ReportBatchItemFailures]"
@@ -409,9 +350,7 @@ fn check_event_sources(template: &Value) -> Vec<String> {
 fn check_log_retention(template: &Value) -> Vec<String> {
     resources_of_type(template, &["AWS::Logs::LogGroup"])
         .filter(|(_, g)| g["Properties"].get("RetentionInDays").is_none())
-        .map(|(id, _)| {
-            format!("{id}: log group without RetentionInDays (logs would be kept forever)")
-        })
+        .map(|(id, _)| format!("{id}: log group without RetentionInDays (logs would be kept forever)"))
         .collect()
 }
 
@@ -435,11 +374,7 @@ fn all_checks(template: &Value) -> Vec<String> {
 fn template_passes_every_policy_check() {
     let template = load_template();
     let problems = all_checks(&template);
-    assert!(
-        problems.is_empty(),
-        "template.yaml violates deploy policy:\n{}",
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "template.yaml violates deploy policy:\n{}", problems.join("\n"));
 }
 
 #[test]
@@ -447,22 +382,13 @@ fn template_has_what_the_checks_look_at() {
     // Guards against checks passing vacuously because the template lost its resources.
     let template = load_template();
     assert_eq!(resources_of_type(&template, FUNCTION_TYPES).count(), 3);
-    assert_eq!(
-        resources_of_type(&template, &["AWS::SQS::Queue"]).count(),
-        4
-    );
+    assert_eq!(resources_of_type(&template, &["AWS::SQS::Queue"]).count(), 4);
     assert_eq!(
         dead_letter_queues(&template),
-        BTreeSet::from([
-            "BatchDeadLetterQueue".to_owned(),
-            "DeadLetterQueue".to_owned()
-        ])
+        BTreeSet::from(["BatchDeadLetterQueue".to_owned(), "DeadLetterQueue".to_owned()])
     );
     assert!(policy_statements(&template).len() >= 20);
-    assert_eq!(
-        template["Resources"]["DeliverFunction"]["Properties"]["Events"]["RealtimeQueue"]["Type"],
-        "SQS"
-    );
+    assert_eq!(template["Resources"]["DeliverFunction"]["Properties"]["Events"]["RealtimeQueue"]["Type"], "SQS");
 }
 
 #[test]
@@ -505,10 +431,7 @@ fn statements_of_role<'a>(t: &'a mut Value, role: &str) -> &'a mut Vec<Value> {
 }
 
 fn assert_caught(problems: Vec<String>, needle: &str) {
-    assert!(
-        problems.iter().any(|p| p.contains(needle)),
-        "expected a problem mentioning {needle:?}, got {problems:#?}"
-    );
+    assert!(problems.iter().any(|p| p.contains(needle)), "expected a problem mentioning {needle:?}, got {problems:#?}");
 }
 
 #[test]
@@ -561,8 +484,7 @@ fn star_resources_are_caught_unless_the_api_has_no_resource_level_permissions() 
 #[test]
 fn a_shared_role_is_caught() {
     let t = mutated(|t| {
-        t["Resources"]["DeliverFunction"]["Properties"]["Role"] =
-            json!({"Fn::GetAtt": ["IngestRole", "Arn"]});
+        t["Resources"]["DeliverFunction"]["Properties"]["Role"] = json!({"Fn::GetAtt": ["IngestRole", "Arn"]});
     });
     assert_caught(check_function_roles(&t), "shared by");
 }
@@ -570,31 +492,19 @@ fn a_shared_role_is_caught() {
 #[test]
 fn a_function_without_role_or_policies_is_caught() {
     let t = mutated(|t| {
-        let props = t["Resources"]["FlushFunction"]["Properties"]
-            .as_object_mut()
-            .unwrap();
+        let props = t["Resources"]["FlushFunction"]["Properties"].as_object_mut().unwrap();
         props.remove("Role");
         props.remove("Policies");
     });
-    assert_caught(
-        check_function_roles(&t),
-        "FlushFunction: no Role and no Policies",
-    );
+    assert_caught(check_function_roles(&t), "FlushFunction: no Role and no Policies");
 
     let t = mutated(|t| {
-        t["Resources"]["IngestFunction"]["Properties"]["Role"] =
-            json!("arn:aws:iam::123456789012:role/admin");
+        t["Resources"]["IngestFunction"]["Properties"]["Role"] = json!("arn:aws:iam::123456789012:role/admin");
     });
-    assert_caught(
-        check_function_roles(&t),
-        "not a role defined in this template",
-    );
+    assert_caught(check_function_roles(&t), "not a role defined in this template");
 
     let t = mutated(|t| {
-        t["Resources"]["DeliverRole"]["Properties"]
-            .as_object_mut()
-            .unwrap()
-            .remove("Policies");
+        t["Resources"]["DeliverRole"]["Properties"].as_object_mut().unwrap().remove("Policies");
     });
     assert_caught(check_function_roles(&t), "role DeliverRole of");
 }
@@ -602,10 +512,7 @@ fn a_function_without_role_or_policies_is_caught() {
 #[test]
 fn a_function_without_its_own_log_group_is_caught() {
     let t = mutated(|t| {
-        t["Resources"]["IngestFunction"]["Properties"]["LoggingConfig"]
-            .as_object_mut()
-            .unwrap()
-            .remove("LogGroup");
+        t["Resources"]["IngestFunction"]["Properties"]["LoggingConfig"].as_object_mut().unwrap().remove("LogGroup");
     });
     assert_caught(check_function_log_groups(&t), "IngestFunction");
 }
@@ -613,10 +520,7 @@ fn a_function_without_its_own_log_group_is_caught() {
 #[test]
 fn a_queue_without_dead_letter_queue_is_caught() {
     let t = mutated(|t| {
-        t["Resources"]["RealtimeQueue"]["Properties"]
-            .as_object_mut()
-            .unwrap()
-            .remove("RedrivePolicy");
+        t["Resources"]["RealtimeQueue"]["Properties"].as_object_mut().unwrap().remove("RedrivePolicy");
     });
     let problems = check_queues(&t);
     assert_caught(problems, "RealtimeQueue: no RedrivePolicy");
@@ -635,16 +539,10 @@ fn a_redrive_to_something_that_is_not_a_queue_is_caught() {
 fn a_queue_without_encryption_is_caught() {
     // A dead-letter queue needs no redrive of its own, but it does need SSE.
     let t = mutated(|t| {
-        t["Resources"]["DeadLetterQueue"]["Properties"]
-            .as_object_mut()
-            .unwrap()
-            .remove("SqsManagedSseEnabled");
+        t["Resources"]["DeadLetterQueue"]["Properties"].as_object_mut().unwrap().remove("SqsManagedSseEnabled");
     });
     let problems = check_queues(&t);
-    assert_caught(
-        problems.clone(),
-        "DeadLetterQueue: no server-side encryption",
-    );
+    assert_caught(problems.clone(), "DeadLetterQueue: no server-side encryption");
     assert_eq!(problems.len(), 1, "{problems:#?}");
 
     let t = mutated(|t| {
@@ -656,15 +554,9 @@ fn a_queue_without_encryption_is_caught() {
 #[test]
 fn a_dead_letter_queue_without_alarm_is_caught() {
     let t = mutated(|t| {
-        t["Resources"]
-            .as_object_mut()
-            .unwrap()
-            .remove("DeadLetterQueueNotEmptyAlarm");
+        t["Resources"].as_object_mut().unwrap().remove("DeadLetterQueueNotEmptyAlarm");
     });
-    assert_caught(
-        check_dead_letter_alarms(&t),
-        "dead-letter queue DeadLetterQueue",
-    );
+    assert_caught(check_dead_letter_alarms(&t), "dead-letter queue DeadLetterQueue");
 
     // An alarm that notifies nobody does not count.
     let t = mutated(|t| {
@@ -684,10 +576,7 @@ fn an_event_source_without_partial_batch_failures_is_caught() {
             .unwrap()
             .remove("FunctionResponseTypes");
     });
-    assert_caught(
-        check_event_sources(&t),
-        "DeliverFunction.Events.RealtimeQueue",
-    );
+    assert_caught(check_event_sources(&t), "DeliverFunction.Events.RealtimeQueue");
 
     let t = mutated(|t| {
         t["Resources"].as_object_mut().unwrap().insert(
@@ -703,10 +592,63 @@ fn an_event_source_without_partial_batch_failures_is_caught() {
 #[test]
 fn a_log_group_without_retention_is_caught() {
     let t = mutated(|t| {
-        t["Resources"]["ApiAccessLogGroup"]["Properties"]
-            .as_object_mut()
-            .unwrap()
-            .remove("RetentionInDays");
+        t["Resources"]["ApiAccessLogGroup"]["Properties"].as_object_mut().unwrap().remove("RetentionInDays");
     });
     assert_caught(check_log_retention(&t), "ApiAccessLogGroup");
+}
+
+// ------------------------------------------------------------------ dashboard
+
+/// The dashboard body with every `${...}` of its `Fn::Sub` replaced by a placeholder, parsed as JSON.
+fn dashboard_body(template: &Value) -> Result<Value, String> {
+    let sub = &template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"];
+    let text =
+        sub[0].as_str().or_else(|| sub.as_str()).ok_or("Dashboard.DashboardBody is not a Fn::Sub of a string")?;
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').ok_or("unterminated ${ in DashboardBody")?;
+        let name = &rest[start + 2..start + end];
+        // Numeric parameters are substituted outside of JSON strings.
+        out.push_str(if name.ends_with("Seconds") { "60" } else { "x" });
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    serde_json::from_str(&out).map_err(|e| format!("DashboardBody is not valid JSON: {e}"))
+}
+
+#[test]
+fn dashboard_body_is_json_and_shows_every_metric() {
+    let template = load_template();
+    let body = dashboard_body(&template).unwrap();
+    let widgets = body["widgets"].as_array().expect("widgets");
+    assert!(widgets.len() >= 10, "{} widgets", widgets.len());
+    let text = body.to_string();
+    for metric in [
+        "AlertsAccepted",
+        "AlertsRejected",
+        "RecordsCreated",
+        "DeliveryRetries",
+        "DeliveryFailed",
+        "DeliveryLatencyMs",
+        "ServiceNowCallMs",
+        "BatchSize",
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "error_class",
+    ] {
+        assert!(text.contains(metric), "dashboard lacks {metric}");
+    }
+}
+
+#[test]
+fn a_broken_dashboard_body_is_caught() {
+    let t = mutated(|t| {
+        let sub = &mut t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0];
+        let text = sub.as_str().unwrap().replacen("\"widgets\": [", "\"widgets\": [,", 1);
+        *sub = Value::String(text);
+    });
+    let err = dashboard_body(&t).unwrap_err();
+    assert!(err.contains("not valid JSON"), "{err}");
 }
