@@ -932,7 +932,7 @@ fn events(shared: &Shared, req: &Req, user: &str) -> Reply {
     if req.method != Method::POST {
         return error_reply(StatusCode::METHOD_NOT_ALLOWED, "Method not Supported", Some(req.method.as_str()));
     }
-    if !(shared.is_admin(user) || shared.roles_of(user).iter().any(|r| *r == shared.config.event_role)) {
+    if !(shared.is_admin(user) || shared.roles_of(user).contains(&shared.config.event_role)) {
         return acl_denied("Insert");
     }
     let body = match require_json_body(req) {

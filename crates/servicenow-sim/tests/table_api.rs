@@ -1,3 +1,5 @@
+#![allow(clippy::field_reassign_with_default)]
+
 mod common;
 
 use common::*;
