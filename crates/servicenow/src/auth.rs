@@ -33,29 +33,20 @@ pub(crate) struct Authenticator {
 
 fn credentials_outcome(e: ClientError) -> Outcome {
     match e {
-        ClientError::CredentialsUnavailable(m) => {
-            Outcome::retryable(format!("credentials unavailable: {m}"))
-        }
-        other => Outcome::Auth {
-            message: other.to_string(),
-        },
+        ClientError::CredentialsUnavailable(m) => Outcome::retryable(format!("credentials unavailable: {m}")),
+        other => Outcome::Auth { message: other.to_string() },
     }
 }
 
 fn sensitive(v: String) -> Result<HeaderValue, Outcome> {
-    let mut h = HeaderValue::from_str(&v).map_err(|_| Outcome::Auth {
-        message: "credentials contain characters not allowed in a header".into(),
-    })?;
+    let mut h = HeaderValue::from_str(&v)
+        .map_err(|_| Outcome::Auth { message: "credentials contain characters not allowed in a header".into() })?;
     h.set_sensitive(true);
     Ok(h)
 }
 
 impl Authenticator {
-    pub(crate) fn new(
-        source: Arc<dyn CredentialSource>,
-        margin: Duration,
-        instance_url: &str,
-    ) -> Self {
+    pub(crate) fn new(source: Arc<dyn CredentialSource>, margin: Duration, instance_url: &str) -> Self {
         Authenticator {
             source,
             tokens: Mutex::new(TokenCache::default()),
@@ -64,23 +55,12 @@ impl Authenticator {
         }
     }
 
-    pub(crate) async fn authorization(
-        &self,
-        http: &reqwest::Client,
-    ) -> Result<Authorization, Outcome> {
-        let creds = self
-            .source
-            .credentials()
-            .await
-            .map_err(credentials_outcome)?;
+    pub(crate) async fn authorization(&self, http: &reqwest::Client) -> Result<Authorization, Outcome> {
+        let creds = self.source.credentials().await.map_err(credentials_outcome)?;
         match &creds {
             Credentials::Basic { username, password } => {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{password}"));
-                Ok(Authorization {
-                    value: sensitive(format!("Basic {raw}"))?,
-                    generation: None,
-                })
+                let raw = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+                Ok(Authorization { value: sensitive(format!("Basic {raw}"))?, generation: None })
             }
             _ => {
                 // Holding the lock across the fetch makes concurrent callers wait for (and share) one fetch.
@@ -114,10 +94,7 @@ impl Authenticator {
                 if refresh.is_some() {
                     cache.refresh = refresh;
                 }
-                Ok(Authorization {
-                    value: sensitive(format!("Bearer {token}"))?,
-                    generation: Some(cache.generation),
-                })
+                Ok(Authorization { value: sensitive(format!("Bearer {token}"))?, generation: Some(cache.generation) })
             }
         }
     }
@@ -142,21 +119,8 @@ impl Authenticator {
     ) -> Result<(String, Duration, Option<String>), Outcome> {
         let mut form: Vec<(&str, &str)> = Vec::with_capacity(5);
         match (creds, refresh) {
-            (
-                Credentials::OAuthPassword {
-                    client_id,
-                    client_secret,
-                    ..
-                },
-                Some(rt),
-            )
-            | (
-                Credentials::OAuthClientCredentials {
-                    client_id,
-                    client_secret,
-                },
-                Some(rt),
-            ) => {
+            (Credentials::OAuthPassword { client_id, client_secret, .. }, Some(rt))
+            | (Credentials::OAuthClientCredentials { client_id, client_secret }, Some(rt)) => {
                 form.extend([
                     ("grant_type", "refresh_token"),
                     ("client_id", client_id.as_str()),
@@ -164,15 +128,7 @@ impl Authenticator {
                     ("refresh_token", rt),
                 ]);
             }
-            (
-                Credentials::OAuthPassword {
-                    client_id,
-                    client_secret,
-                    username,
-                    password,
-                },
-                None,
-            ) => {
+            (Credentials::OAuthPassword { client_id, client_secret, username, password }, None) => {
                 form.extend([
                     ("grant_type", "password"),
                     ("client_id", client_id.as_str()),
@@ -181,13 +137,7 @@ impl Authenticator {
                     ("password", password.as_str()),
                 ]);
             }
-            (
-                Credentials::OAuthClientCredentials {
-                    client_id,
-                    client_secret,
-                },
-                None,
-            ) => {
+            (Credentials::OAuthClientCredentials { client_id, client_secret }, None) => {
                 form.extend([
                     ("grant_type", "client_credentials"),
                     ("client_id", client_id.as_str()),
@@ -203,31 +153,20 @@ impl Authenticator {
             .form(&form)
             .send()
             .await
-            .map_err(|e| {
-                Outcome::retryable(format!(
-                    "token request failed: {}",
-                    crate::client::describe(&e)
-                ))
-            })?;
+            .map_err(|e| Outcome::retryable(format!("token request failed: {}", crate::client::describe(&e))))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| {
-            Outcome::retryable(format!(
-                "token response unreadable: {}",
-                crate::client::describe(&e)
-            ))
-        })?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Outcome::retryable(format!("token response unreadable: {}", crate::client::describe(&e))))?;
         tracing::debug!(
             op = "oauth_token",
             status,
             latency_ms = started.elapsed().as_millis() as u64,
             "servicenow call"
         );
-        let raw = RawResponse {
-            status,
-            headers,
-            body,
-        };
+        let raw = RawResponse { status, headers, body };
         if matches!(status, 400 | 401 | 403) {
             let why = error_envelope(&raw.body)
                 .map(|(m, d)| match d {
@@ -235,23 +174,17 @@ impl Authenticator {
                     None => m,
                 })
                 .unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(Outcome::Auth {
-                message: format!("token request refused: {why}"),
-            });
+            return Err(Outcome::Auth { message: format!("token request refused: {why}") });
         }
         if !(200..300).contains(&status) {
             // Same classification as any other call (429/5xx retryable); a token request changes nothing.
-            return Err(
-                match result_of(&raw, Effect::Read, crate::client::unix_now()) {
-                    Err(o) => o,
-                    Ok(_) => Outcome::retryable(format!("token request answered HTTP {status}")),
-                },
-            );
+            return Err(match result_of(&raw, Effect::Read, crate::client::unix_now()) {
+                Err(o) => o,
+                Ok(_) => Outcome::retryable(format!("token request answered HTTP {status}")),
+            });
         }
         let v: Value = serde_json::from_slice(&raw.body).map_err(|_| {
-            Outcome::retryable(format!(
-                "token endpoint answered HTTP {status} without JSON: instance unavailable"
-            ))
+            Outcome::retryable(format!("token endpoint answered HTTP {status} without JSON: instance unavailable"))
         })?;
         let token = v
             .get("access_token")
@@ -264,15 +197,7 @@ impl Authenticator {
             _ => None,
         }
         .unwrap_or(1799);
-        let refresh = v
-            .get("refresh_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        Ok((
-            token.to_string(),
-            Duration::from_secs(lifetime.max(1)),
-            refresh,
-        ))
+        let refresh = v.get("refresh_token").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string);
+        Ok((token.to_string(), Duration::from_secs(lifetime.max(1)), refresh))
     }
 }
