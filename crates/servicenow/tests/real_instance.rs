@@ -1,0 +1,138 @@
+//! The key contract checks against a real ServiceNow instance, to prove the simulator honest.
+//!
+//! Runs only when `SERVICENOW_URL`, `SERVICENOW_USERNAME` and `SERVICENOW_PASSWORD` are set (a developer
+//! instance and an integration user that may create/read/delete its own incidents). Set
+//! `SERVICENOW_CLIENT_ID` and `SERVICENOW_CLIENT_SECRET` as well to check the OAuth password grant.
+//! Every record created is deleted again.
+//!
+//! `SERVICENOW_URL=https://devNNNN.service-now.com SERVICENOW_USERNAME=... SERVICENOW_PASSWORD=... \
+//!  cargo test -p servicenow-client --test real_instance -- --nocapture`
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use servicenow_client::{BatchItem, ClientConfig, Credentials, Outcome, ServiceNowClient, StaticCredentials};
+
+struct Instance {
+    url: String,
+    username: String,
+    password: String,
+}
+
+fn instance(test: &str) -> Option<Instance> {
+    let (Ok(url), Ok(username), Ok(password)) =
+        (std::env::var("SERVICENOW_URL"), std::env::var("SERVICENOW_USERNAME"), std::env::var("SERVICENOW_PASSWORD"))
+    else {
+        println!("skipped: SERVICENOW_URL not set (also needs SERVICENOW_USERNAME, SERVICENOW_PASSWORD) [{test}]");
+        return None;
+    };
+    Some(Instance { url, username, password })
+}
+
+fn client(url: &str, creds: Credentials) -> ServiceNowClient {
+    ServiceNowClient::new(ClientConfig::new(url), Arc::new(StaticCredentials(creds))).expect("valid SERVICENOW_URL")
+}
+
+fn basic(i: &Instance) -> ServiceNowClient {
+    client(&i.url, Credentials::Basic { username: i.username.clone(), password: i.password.clone() })
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("relay-contract-{prefix}-{nanos}")
+}
+
+fn incident(correlation_id: &str) -> Map<String, Value> {
+    json!({
+        "short_description": "alert-relay contract test (safe to delete)",
+        "description": "Created by servicenow-client tests/real_instance.rs; deleted at the end of the test.",
+        "impact": "3", "urgency": "3",
+        "correlation_id": correlation_id,
+    })
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+#[tokio::test]
+async fn create_lookup_attach_delete_round_trip() {
+    let Some(i) = instance("create_lookup_attach_delete_round_trip") else { return };
+    let c = basic(&i);
+    let corr = unique("create");
+    let rec = match c.create_record("incident", &incident(&corr)).await {
+        Outcome::Created(r) => r,
+        other => panic!("create failed: {other}"),
+    };
+    assert!(rec.number.as_deref().unwrap_or_default().starts_with("INC"), "{rec:?}");
+    assert_eq!(c.find_by_correlation_id("incident", &corr).await.unwrap(), Some(rec.clone()));
+    let attachment = c.attach("incident", &rec.sys_id, "contract.txt", "text/plain", b"hello".to_vec()).await;
+    assert!(attachment.is_ok(), "attach failed: {attachment:?}");
+    c.delete_record("incident", &rec.sys_id).await.expect("delete");
+    assert_eq!(c.find_by_correlation_id("incident", &corr).await.unwrap(), None);
+    match c.delete_record("incident", &rec.sys_id).await {
+        Err(Outcome::Permanent { status: 404, .. }) => {}
+        other => panic!("second delete should be 404, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn errors_are_classified_like_the_simulator() {
+    let Some(i) = instance("errors_are_classified_like_the_simulator") else { return };
+    let c = basic(&i);
+    match c.create_record("relay_no_such_table", &incident(&unique("bad-table"))).await {
+        Outcome::Permanent { status: 400, message, .. } => assert!(message.contains("Invalid table"), "{message}"),
+        other => panic!("expected 400 Invalid table, got {other:?}"),
+    }
+    let wrong = client(&i.url, Credentials::Basic { username: i.username.clone(), password: "wrong-password".into() });
+    assert_eq!(wrong.create_record("incident", &incident(&unique("auth"))).await.class(), "auth");
+    let attack = c.find_by_correlation_id("incident", "x^ORcorrelation_id!=x").await.unwrap_err();
+    assert_eq!(attack.class(), "permanent");
+}
+
+#[tokio::test]
+async fn batch_creates_and_maps_items_back() {
+    let Some(i) = instance("batch_creates_and_maps_items_back") else { return };
+    let c = basic(&i);
+    let items: Vec<BatchItem> = (0..2)
+        .map(|n| {
+            let corr = unique(&format!("batch{n}"));
+            BatchItem { id: corr.clone(), table: "incident".into(), fields: incident(&corr) }
+        })
+        .collect();
+    let results = c.send_batch(&items).await.expect("batch");
+    assert_eq!(results.len(), 2);
+    for (id, outcome) in results {
+        let Outcome::Created(rec) = outcome else { panic!("{id}: {outcome:?}") };
+        assert_eq!(
+            c.find_by_correlation_id("incident", &id).await.unwrap().map(|r| r.sys_id),
+            Some(rec.sys_id.clone())
+        );
+        c.delete_record("incident", &rec.sys_id).await.expect("cleanup");
+    }
+}
+
+#[tokio::test]
+async fn oauth_password_grant_creates() {
+    let Some(i) = instance("oauth_password_grant_creates") else { return };
+    let (Ok(client_id), Ok(client_secret)) =
+        (std::env::var("SERVICENOW_CLIENT_ID"), std::env::var("SERVICENOW_CLIENT_SECRET"))
+    else {
+        println!("skipped: SERVICENOW_CLIENT_ID/SERVICENOW_CLIENT_SECRET not set [oauth_password_grant_creates]");
+        return;
+    };
+    let c = client(
+        &i.url,
+        Credentials::OAuthPassword {
+            client_id,
+            client_secret,
+            username: i.username.clone(),
+            password: i.password.clone(),
+        },
+    );
+    let corr = unique("oauth");
+    let Outcome::Created(rec) = c.create_record("incident", &incident(&corr)).await else {
+        panic!("oauth create failed")
+    };
+    c.delete_record("incident", &rec.sys_id).await.expect("cleanup");
+}
