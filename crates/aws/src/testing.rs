@@ -266,3 +266,105 @@ pub fn parse_envelope(body: &str) -> PublishedNotice {
         .unwrap_or_default();
     PublishedNotice { subject: v["Subject"].as_str().map(str::to_string), message, notice, attributes }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Atomic DynamoDB in front of moto
+// ---------------------------------------------------------------------------------------------------------
+
+/// A loopback proxy that forwards DynamoDB requests to moto_server ONE AT A TIME.
+///
+/// moto_server handles requests on several threads and evaluates a condition expression and applies the
+/// write without a lock, so two truly concurrent conditional writes on one item can both succeed there
+/// (measured: about one run in three of 12 concurrent claims granted two or three). Real DynamoDB applies
+/// each conditional write atomically per item. Tests that race deliverers against one ledger entry point
+/// their DynamoDB client at this proxy to get DynamoDB's guarantee back. It listens on 127.0.0.1 port 0
+/// and stops when dropped.
+#[derive(Debug)]
+pub struct AtomicDynamo {
+    pub endpoint: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+struct Upstream {
+    url: String,
+    http: reqwest::Client,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl AtomicDynamo {
+    /// Start a proxy to `moto_endpoint` on the current runtime.
+    pub async fn start(moto_endpoint: &str) -> AtomicDynamo {
+        use std::sync::Arc;
+        let upstream = Arc::new(Upstream {
+            url: moto_endpoint.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder().no_proxy().build().expect("HTTP client"),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        });
+        let app = axum::Router::new().fallback(forward).with_state(upstream);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the DynamoDB proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        AtomicDynamo { endpoint, shutdown: Some(tx) }
+    }
+
+    /// A DynamoDB client that talks to moto through this proxy.
+    pub fn client(&self, config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(config).endpoint_url(&self.endpoint).build(),
+        )
+    }
+}
+
+impl Drop for AtomicDynamo {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn forward(
+    axum::extract::State(upstream): axum::extract::State<std::sync::Arc<Upstream>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => return (axum::http::StatusCode::BAD_REQUEST, format!("proxy: body: {e}")).into_response(),
+    };
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut outgoing = upstream.http.request(parts.method, format!("{}{path}", upstream.url)).body(body);
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    let _turn = upstream.one_at_a_time.lock().await;
+    let answer = match outgoing.send().await {
+        Ok(a) => a,
+        Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, format!("proxy: moto: {e}")).into_response(),
+    };
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let bytes = match answer.bytes().await {
+        Ok(b) => b,
+        Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, format!("proxy: moto body: {e}")).into_response(),
+    };
+    drop(_turn);
+    let mut response = axum::response::Response::new(axum::body::Body::from(bytes));
+    *response.status_mut() = status;
+    for (name, value) in &headers {
+        if name != axum::http::header::TRANSFER_ENCODING && name != axum::http::header::CONTENT_LENGTH {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    response
+}

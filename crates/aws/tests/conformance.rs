@@ -1,15 +1,20 @@
 //! The shared port conformance suite (`relay_ports::conformance`) against SQS and DynamoDB on moto_server.
 //! One test per check, so a failure names the semantic that broke.
+//!
+//! The ledger talks to moto through `AtomicDynamo`: moto applies conditional writes without a lock, so
+//! only with requests serialised does it give DynamoDB's per-item atomicity the race checks rely on.
 
-use relay_aws::testing::{create_ledger_table, create_queue, moto_endpoint};
+use relay_aws::testing::{AtomicDynamo, create_ledger_table, create_queue, moto_endpoint};
 use relay_aws::{DynamoLedger, SqsQueue, sdk_config};
 use relay_ports::conformance as suite;
 
-async fn ledger() -> Option<DynamoLedger> {
-    moto_endpoint()?;
+/// A ledger on a fresh table, and the proxy it talks through (stops when dropped).
+async fn ledger() -> Option<(DynamoLedger, AtomicDynamo)> {
+    let endpoint = moto_endpoint()?;
     let config = sdk_config().await;
     let table = create_ledger_table(&config, "ledger").await;
-    Some(DynamoLedger::new(&config, table))
+    let proxy = AtomicDynamo::start(&endpoint).await;
+    Some((DynamoLedger::from_client(proxy.client(&config), table), proxy))
 }
 
 async fn queue() -> Option<SqsQueue> {
@@ -23,7 +28,7 @@ macro_rules! ledger_checks {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $check() {
-            let Some(ledger) = ledger().await else { return };
+            let Some((ledger, _proxy)) = ledger().await else { return };
             suite::$check(&ledger).await;
         }
     )*};
@@ -67,24 +72,29 @@ queue_checks!(
 /// The whole ledger suite against one shared table, as `run_ledger_suite` promises it can run.
 #[tokio::test]
 async fn whole_ledger_suite_on_one_table() {
-    let Some(ledger) = ledger().await else { return };
+    let Some((ledger, _proxy)) = ledger().await else { return };
     suite::run_ledger_suite(&ledger).await;
 }
 
 /// Concurrent claims from separate tasks on a multi-threaded runtime, each with its own client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_from_separate_clients_grant_exactly_one() {
-    let Some(first) = ledger().await else { return };
+    let Some((first, proxy)) = ledger().await else { return };
+    let endpoint = proxy.endpoint.clone();
     let table = first.table().to_string();
     let t = relay_ports::Clock::now_ms(&relay_ports::SystemClock);
     let entry = suite::sample_entry(&suite::unique_id("multi-client"), t);
     relay_ports::Ledger::accept(&first, &entry).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let table = table.clone();
+        let (table, endpoint) = (table.clone(), endpoint.clone());
         let id = entry.alert_id.clone();
         tasks.push(tokio::spawn(async move {
-            let ledger = DynamoLedger::new(&sdk_config().await, table);
+            let config = sdk_config().await;
+            let client = aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(endpoint).build(),
+            );
+            let ledger = DynamoLedger::from_client(client, table);
             relay_ports::Ledger::claim(&ledger, &id, t + 1, 30_000).await.unwrap()
         }));
     }
