@@ -110,6 +110,11 @@ impl Authenticator {
         self.source.invalidate().await;
     }
 
+    /// Ask the credential source to fetch afresh (a token request was refused).
+    pub(crate) async fn invalidate_source(&self) {
+        self.source.invalidate().await;
+    }
+
     /// One request to `/oauth_token.do`. Returns (access token, lifetime, refresh token).
     async fn fetch(
         &self,

@@ -443,7 +443,15 @@ impl ServiceNowClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let auth = self.inner.auth.authorization(&self.inner.http).await?;
+            let auth = match self.inner.auth.authorization(&self.inner.http).await {
+                Ok(a) => a,
+                // Token request refused or credentials unusable: the secret may have been rotated.
+                Err(Outcome::Auth { .. }) if attempt == 1 => {
+                    self.inner.auth.invalidate_source().await;
+                    continue;
+                }
+                Err(o) => return Err(o),
+            };
             let started = Instant::now();
             let sent = build()
                 .header(ACCEPT, "application/json")

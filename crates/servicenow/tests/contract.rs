@@ -515,7 +515,26 @@ async fn wrong_client_secret_is_auth_and_no_table_call_is_made() {
     let o = c.create_record("incident", &incident("c-bad-secret")).await;
     assert_eq!(o.class(), "auth", "{o:?}");
     assert_eq!(count_requests(&sim, "POST", "/api/now/table"), 0);
+    assert_eq!(count_requests(&sim, "POST", "/oauth_token.do"), 2, "one retry with refetched credentials");
     assert!(sim.records("incident").is_empty());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotated_client_secret_is_picked_up_after_a_refused_token_request() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let source = Arc::new(RotatingSource {
+        before: Credentials::OAuthClientCredentials { client_id: "relay-client".into(), client_secret: "old".into() },
+        after: oauth_client_credentials(),
+        invalidated: AtomicUsize::new(0),
+    });
+    let c = client_with(&sim, source.clone(), Duration::from_secs(5));
+    created(c.create_record("incident", &incident("c-rotated-secret")).await);
+    assert_eq!(source.invalidated.load(Ordering::SeqCst), 1);
+    let token_statuses: Vec<u16> =
+        sim.requests().iter().filter(|l| l.path == "/oauth_token.do").map(|l| l.status).collect();
+    assert_eq!(token_statuses, vec![401, 200]);
+    assert_eq!(sim.records("incident").len(), 1);
     sim.shutdown().await;
 }
 
