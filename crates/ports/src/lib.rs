@@ -155,6 +155,7 @@ pub struct LedgerEntry {
 
 /// Result of [`Ledger::accept`].
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // returned once per call and matched at once: boxing would only add an allocation
 pub enum Accept {
     /// No entry existed for this alert id: the new one was written.
     New,
@@ -258,10 +259,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
     }
 }
 

@@ -1,0 +1,405 @@
+//! deliver: claim → (look up, when an earlier attempt was ambiguous) → create → store the record → ack;
+//! retryable failures are delayed with the backoff policy; permanent ones and exhausted windows go to the
+//! dead-letter queue with a notification.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use relay_core::{BackoffPolicy, NextAttempt, RecordType};
+use relay_ports::{
+    Accept, AlertQueue, Claim, Clock, FailureNotice, Ledger, LedgerEntry, Notifier, PortError, ReceivedMessage,
+    RecordRef,
+};
+use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
+
+use crate::envelope::{DeadLetter, Envelope, Item};
+use crate::ingest::new_entry;
+use crate::secrets::ServiceNowTarget;
+use crate::telemetry::{Metrics, Unit, audit_delivered, audit_failed, audit_retrying};
+
+/// What to do with a message after handling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Finished (record exists, or dead-lettered): delete the message.
+    Done,
+    /// Keep the message: it comes back when its visibility delay ends.
+    RetryLater,
+}
+
+/// Settings shared by deliver and flush.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub backoff: BackoffPolicy,
+    /// How long a claim holds an alert before another deliverer may take it over.
+    pub lease: Duration,
+    pub ledger_retention: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            backoff: BackoffPolicy::default(),
+            lease: Duration::from_secs(120),
+            ledger_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// A jitter source in `[0, 1)`.
+pub type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// Uniform jitter from the thread RNG.
+pub fn random_jitter() -> Jitter {
+    Arc::new(rand::random::<f64>)
+}
+
+/// Everything a delivery needs; shared by [`Deliverer`] and the flush.
+pub struct Delivery {
+    pub servicenow: Arc<ServiceNowTarget>,
+    pub ledger: Arc<dyn Ledger>,
+    /// Where retries wait (the realtime queue).
+    pub realtime: Arc<dyn AlertQueue>,
+    pub dlq: Arc<dyn AlertQueue>,
+    pub notifier: Arc<dyn Notifier>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    pub settings: DeliverySettings,
+    pub jitter: Jitter,
+}
+
+/// How an envelope's record ended up, for the caller's bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    Created(RecordRef),
+    Retrying(Duration),
+    DeadLettered,
+}
+
+fn record_ref(r: CreatedRecord) -> RecordRef {
+    RecordRef { table: r.table, sys_id: r.sys_id, number: r.number, link: r.link }
+}
+
+fn event_ref(client: &ServiceNowClient, correlation_id: &str) -> RecordRef {
+    RecordRef {
+        table: "em_event".into(),
+        sys_id: String::new(),
+        number: None,
+        link: format!("{}/em_event_list.do?sysparm_query=message_key%3D{correlation_id}", client.instance_url()),
+    }
+}
+
+fn severity_of(env: &Envelope) -> &str {
+    match &env.item {
+        Item::Alert { decision, .. } => decision.severity.as_str(),
+        Item::Aggregate { .. } => "batch",
+    }
+}
+
+impl Delivery {
+    /// Create (or, after an ambiguous attempt, find) the record for `env`; `None` = the client could not be
+    /// had, with the outcome to treat the attempt as.
+    pub async fn create(&self, env: &Envelope, lookup_first: bool) -> (Outcome, bool) {
+        let client = match self.servicenow.client().await {
+            Ok(c) => c,
+            Err(o) => return (o, false),
+        };
+        let started = Instant::now();
+        let outcome = if env.record_type() == RecordType::ItomEvent {
+            // Event Management de-duplicates on message_key: resending is safe, no lookup needed.
+            match client.send_events(&[serde_json::Value::Object(env.fields().clone())]).await {
+                Ok(_) => Outcome::Created(CreatedRecord {
+                    table: "em_event".into(),
+                    sys_id: String::new(),
+                    number: None,
+                    link: event_ref(&client, env.correlation_id()).link,
+                }),
+                Err(o) => o,
+            }
+        } else {
+            if lookup_first {
+                match client.find_by_correlation_id(env.table(), env.correlation_id()).await {
+                    Ok(Some(found)) => return (Outcome::Created(found), true),
+                    Ok(None) => {}
+                    Err(o) => return (o, false),
+                }
+            }
+            client.create_record(env.table(), env.fields()).await
+        };
+        self.metrics.put(
+            "ServiceNowCallMs",
+            started.elapsed().as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+            &[("Outcome", outcome.class())],
+        );
+        (outcome, false)
+    }
+
+    /// Record a created record in the ledger for the envelope's key and every alert it covers.
+    pub async fn succeeded(
+        &self,
+        env: &Envelope,
+        entry: &LedgerEntry,
+        record: RecordRef,
+        found: bool,
+    ) -> Result<(), PortError> {
+        let now = self.clock.now_ms();
+        let key = env.ledger_key();
+        self.ledger.complete(&key, &record, now).await?;
+        let alert_ids = env.alert_ids();
+        if matches!(env.item, Item::Aggregate { .. }) {
+            for id in &alert_ids {
+                self.ledger.complete(id, &record, now).await?;
+            }
+        }
+        let rt = env.record_type();
+        self.metrics.count("RecordsCreated", &[("RecordType", rt.as_str()), ("Severity", severity_of(env))]);
+        self.metrics.put(
+            "DeliveryLatencyMs",
+            (now - env.received_at_ms).max(0) as f64,
+            Unit::Milliseconds,
+            &[("Severity", severity_of(env))],
+        );
+        audit_delivered(
+            &key,
+            &alert_ids,
+            &record.table,
+            record.number.as_deref().unwrap_or(""),
+            &record.sys_id,
+            entry.attempts,
+            found,
+        );
+        Ok(())
+    }
+
+    /// After a failed attempt: schedule the next one, or give up. `receipt` is the message to delay on the
+    /// realtime queue; `None` means the caller must enqueue the envelope itself with the returned delay.
+    pub async fn failed(&self, env: &Envelope, entry: &LedgerEntry, outcome: Outcome) -> Settled {
+        let now = self.clock.now_ms();
+        let key = env.ledger_key();
+        let (class, reason, retry_after) = match &outcome {
+            Outcome::Permanent { message, detail, status } => {
+                let msg = match detail {
+                    Some(d) => format!("HTTP {status}: {message}: {d}"),
+                    None => format!("HTTP {status}: {message}"),
+                };
+                return self.settle_give_up(env, entry, "permanent", &msg).await;
+            }
+            Outcome::Retryable { retry_after, reason } => ("retryable", reason.clone(), *retry_after),
+            Outcome::Ambiguous { reason } => ("ambiguous", reason.clone(), None),
+            Outcome::Auth { message } => ("auth", message.clone(), None),
+            Outcome::Created(_) => unreachable!("not a failure"),
+        };
+        let elapsed = Duration::from_millis((now - entry.first_received_at_ms).max(0) as u64);
+        match self.settings.backoff.next_attempt(entry.attempts.max(1), elapsed, retry_after, (self.jitter)()) {
+            NextAttempt::After(delay) => {
+                let ambiguous = matches!(outcome, Outcome::Ambiguous { .. });
+                if let Err(e) = self.ledger.retry_later(&key, class, &reason, ambiguous, now).await {
+                    tracing::error!(alert_id = %key, error = %e, "could not record the retry in the ledger");
+                }
+                self.metrics.count("DeliveryRetries", &[("ErrorClass", class)]);
+                audit_retrying(&key, env.table(), class, &reason, entry.attempts, delay.as_secs());
+                Settled::Retrying(delay)
+            }
+            NextAttempt::GiveUp => {
+                let msg = format!(
+                    "gave up after {} attempts over {} min; last error ({class}): {reason}",
+                    entry.attempts,
+                    elapsed.as_secs() / 60
+                );
+                self.settle_give_up(env, entry, "window_exhausted", &msg).await
+            }
+        }
+    }
+
+    async fn settle_give_up(&self, env: &Envelope, entry: &LedgerEntry, class: &str, error: &str) -> Settled {
+        if self.give_up(env, entry, class, error).await {
+            Settled::DeadLettered
+        } else {
+            // the dead-letter queue is down: keep the alert and try to dead-letter it again later
+            Settled::Retrying(Duration::from_secs(60))
+        }
+    }
+
+    /// Dead-letter the envelope, mark every covered alert failed, notify. If the dead-letter queue cannot
+    /// be written, the alert stays retryable (nothing is lost): the caller keeps the message.
+    async fn give_up(&self, env: &Envelope, entry: &LedgerEntry, class: &str, error: &str) -> bool {
+        let now = self.clock.now_ms();
+        let key = env.ledger_key();
+        let mut dead = env.clone();
+        dead.dead_letter = Some(DeadLetter {
+            error_class: class.into(),
+            error: error.into(),
+            failed_at_ms: now,
+            attempts: entry.attempts,
+        });
+        if let Err(e) = self.dlq.send(&dead.to_json(), Duration::ZERO).await {
+            tracing::error!(alert_id = %key, error = %e, "dead-letter queue unavailable; keeping the alert for retry");
+            let _ = self.ledger.retry_later(&key, class, error, false, now).await;
+            return false;
+        }
+        for id in std::iter::once(key.clone()).chain(if matches!(env.item, Item::Aggregate { .. }) {
+            env.alert_ids()
+        } else {
+            vec![]
+        }) {
+            if let Err(e) = self.ledger.fail(&id, class, error, now).await {
+                tracing::error!(alert_id = %id, error = %e, "could not mark the alert failed");
+            }
+        }
+        let notice = FailureNotice {
+            alert_id: key.clone(),
+            severity: severity_of(env).to_string(),
+            record_type: env.record_type().as_str().to_string(),
+            table: env.table().to_string(),
+            rule: entry.rule.clone(),
+            correlation_id: env.correlation_id().to_string(),
+            error_class: class.into(),
+            error: error.into(),
+            attempts: entry.attempts,
+            first_received_at_ms: entry.first_received_at_ms,
+        };
+        if let Err(e) = self.notifier.delivery_failed(&notice).await {
+            tracing::error!(alert_id = %key, error = %e, "failure notification not sent (the alert is in the DLQ)");
+        }
+        self.metrics.count("DeliveryFailed", &[("ErrorClass", class)]);
+        audit_failed(&key, env.table(), class, error, entry.attempts);
+        true
+    }
+
+    /// Dead-letter a message whose body cannot be read at all (it can never be delivered).
+    pub async fn poison(&self, body: &str, why: &str) -> Result<(), PortError> {
+        tracing::error!(error = %why, bytes = body.len(), "unreadable queue message; dead-lettering it");
+        self.metrics.count("DeliveryFailed", &[("ErrorClass", "unreadable")]);
+        self.dlq.send(body, Duration::ZERO).await.map(|_| ())
+    }
+
+    /// Claim `key`, creating its ledger entry from the envelope when it is missing.
+    pub async fn claim(&self, env: &Envelope) -> Result<Claim, PortError> {
+        let key = env.ledger_key();
+        let lease = self.settings.lease.as_millis() as i64;
+        match self.ledger.claim(&key, self.clock.now_ms(), lease).await? {
+            Claim::Missing => {
+                let webhook_id = match &env.item {
+                    Item::Alert { webhook_id, .. } => webhook_id.as_deref(),
+                    Item::Aggregate { .. } => None,
+                };
+                if let Accept::New =
+                    self.ledger.accept(&new_entry(env, webhook_id, self.settings.ledger_retention)).await?
+                {
+                    tracing::info!(alert_id = %key, "ledger entry was missing; recreated from the message");
+                }
+                self.ledger.claim(&key, self.clock.now_ms(), lease).await
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// The realtime deliverer: one message at a time, many concurrently.
+#[derive(Clone)]
+pub struct Deliverer {
+    pub delivery: Arc<Delivery>,
+}
+
+impl Deliverer {
+    pub fn new(delivery: Delivery) -> Self {
+        Deliverer { delivery: Arc::new(delivery) }
+    }
+
+    /// Handle one message from the realtime queue.
+    pub async fn handle(&self, msg: &ReceivedMessage) -> Disposition {
+        let d = &self.delivery;
+        let env = match Envelope::from_json(&msg.body) {
+            Ok(e) => e,
+            Err(e) => {
+                return match d.poison(&msg.body, &format!("not an alert envelope: {e}")).await {
+                    Ok(()) => Disposition::Done,
+                    Err(_) => Disposition::RetryLater,
+                };
+            }
+        };
+        let entry = match d.claim(&env).await {
+            Ok(Claim::Claimed(entry)) => entry,
+            Ok(Claim::Completed(_) | Claim::Failed(_)) => return Disposition::Done,
+            Ok(Claim::Busy { lease_until_ms }) => {
+                let wait = Duration::from_millis((lease_until_ms - d.clock.now_ms()).max(1000) as u64);
+                self.delay(msg, wait).await;
+                return Disposition::RetryLater;
+            }
+            Ok(Claim::Missing) | Err(_) => {
+                tracing::warn!(alert_id = %env.ledger_key(), "ledger unavailable; the message will come back");
+                return Disposition::RetryLater;
+            }
+        };
+        let (outcome, found) = d.create(&env, entry.needs_lookup).await;
+        match outcome {
+            Outcome::Created(rec) => match d.succeeded(&env, &entry, record_ref(rec), found).await {
+                Ok(()) => Disposition::Done,
+                Err(e) => {
+                    // The record exists but the ledger did not take it: the next attempt looks it up.
+                    tracing::error!(alert_id = %env.ledger_key(), error = %e, "record created but ledger not updated");
+                    let _ = d
+                        .ledger
+                        .retry_later(&env.ledger_key(), "ambiguous", "ledger update failed", true, d.clock.now_ms())
+                        .await;
+                    Disposition::RetryLater
+                }
+            },
+            failure => match d.failed(&env, &entry, failure).await {
+                Settled::Retrying(delay) => {
+                    self.delay(msg, delay).await;
+                    Disposition::RetryLater
+                }
+                Settled::DeadLettered => Disposition::Done,
+                Settled::Created(_) => Disposition::Done,
+            },
+        }
+    }
+
+    async fn delay(&self, msg: &ReceivedMessage, delay: Duration) {
+        if let Err(e) = self.delivery.realtime.retry_after(&msg.receipt, delay).await {
+            tracing::warn!(message_id = %msg.message_id, error = %e, "could not delay the message; it returns after the visibility timeout");
+        }
+    }
+
+    /// One round of the local worker: receive up to `max` messages from the realtime queue (waiting up to
+    /// `wait`), handle them, delete the finished ones. Returns how many were received.
+    pub async fn poll_once(&self, max: u32, wait: Duration) -> Result<usize, PortError> {
+        let queue = &self.delivery.realtime;
+        let messages = queue.receive(max, wait).await?;
+        let n = messages.len();
+        for (m, disposition) in self.handle_all(messages).await {
+            if disposition == Disposition::Done
+                && let Err(e) = queue.delete(&m.receipt).await
+            {
+                tracing::warn!(message_id = %m.message_id, error = %e, "could not delete a delivered message");
+            }
+        }
+        Ok(n)
+    }
+
+    /// Handle a batch of messages concurrently; a failure or panic in one never affects the others.
+    /// Returns the ids of the messages to keep (report as batch item failures).
+    pub async fn handle_all(&self, messages: Vec<ReceivedMessage>) -> Vec<(ReceivedMessage, Disposition)> {
+        let tasks: Vec<_> = messages
+            .into_iter()
+            .map(|m| {
+                let me = self.clone();
+                let msg = m.clone();
+                (m, tokio::spawn(async move { me.handle(&msg).await }))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for (m, task) in tasks {
+            let disposition = match task.await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(message_id = %m.message_id, error = %e, "delivery task panicked; message kept for retry");
+                    Disposition::RetryLater
+                }
+            };
+            out.push((m, disposition));
+        }
+        out
+    }
+}

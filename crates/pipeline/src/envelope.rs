@@ -1,0 +1,118 @@
+//! What travels on the queues: the routing decision made at ingest (never the raw payload), or a batch
+//! aggregate on its way back through the realtime retry path.
+
+use relay_core::batch::PlannedRecord;
+use relay_core::{Decision, RecordType};
+use serde::{Deserialize, Serialize};
+
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// One queue message body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u8,
+    /// When ingest accepted the (first) alert, epoch ms: the retry window counts from here.
+    pub received_at_ms: i64,
+    pub item: Item,
+    /// Set on messages in the dead-letter queue: why delivery gave up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Item {
+    /// One alert and its decision.
+    Alert {
+        decision: Box<Decision>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        webhook_id: Option<String>,
+    },
+    /// A batch record (several alerts) that the flush could not create; delivered like an alert.
+    Aggregate { record: Box<PlannedRecord> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub error_class: String,
+    pub error: String,
+    pub failed_at_ms: i64,
+    pub attempts: u32,
+}
+
+impl Envelope {
+    pub fn alert(decision: Decision, webhook_id: Option<String>, received_at_ms: i64) -> Envelope {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            received_at_ms,
+            item: Item::Alert { decision: Box::new(decision), webhook_id },
+            dead_letter: None,
+        }
+    }
+
+    pub fn aggregate(record: PlannedRecord, received_at_ms: i64) -> Envelope {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            received_at_ms,
+            item: Item::Aggregate { record: Box::new(record) },
+            dead_letter: None,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("envelopes always serialise")
+    }
+
+    pub fn from_json(body: &str) -> Result<Envelope, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+
+    /// The ledger key this message is delivered under: the alert id, or `batch:<correlation id>`.
+    pub fn ledger_key(&self) -> String {
+        match &self.item {
+            Item::Alert { decision, .. } => decision.alert_id.clone(),
+            Item::Aggregate { record } => aggregate_key(&record.correlation_id),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        match &self.item {
+            Item::Alert { decision, .. } => &decision.table,
+            Item::Aggregate { record } => &record.table,
+        }
+    }
+
+    pub fn record_type(&self) -> RecordType {
+        match &self.item {
+            Item::Alert { decision, .. } => decision.record_type,
+            Item::Aggregate { record } => record.record_type,
+        }
+    }
+
+    pub fn correlation_id(&self) -> &str {
+        match &self.item {
+            Item::Alert { decision, .. } => &decision.correlation_id,
+            Item::Aggregate { record } => &record.correlation_id,
+        }
+    }
+
+    pub fn fields(&self) -> &serde_json::Map<String, serde_json::Value> {
+        match &self.item {
+            Item::Alert { decision, .. } => &decision.fields,
+            Item::Aggregate { record } => &record.fields,
+        }
+    }
+
+    /// Alert ids covered by this message.
+    pub fn alert_ids(&self) -> Vec<String> {
+        match &self.item {
+            Item::Alert { decision, .. } => vec![decision.alert_id.clone()],
+            Item::Aggregate { record } => record.alert_ids.clone(),
+        }
+    }
+}
+
+/// Ledger key of a batch aggregate.
+pub fn aggregate_key(correlation_id: &str) -> String {
+    format!("batch:{correlation_id}")
+}

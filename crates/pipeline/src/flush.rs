@@ -1,0 +1,387 @@
+//! flush: drain the batch queue, aggregate with the core batch planner, send the records through the
+//! Batch API, store each result, delete the messages whose records exist, and move every failed or
+//! unserviced record onto the realtime queue's retry path. A batch message is deleted only once its record
+//! exists, or once it is safely on the realtime queue or in the dead-letter queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use relay_core::batch::{self, Pending, PlannedRecord};
+use relay_core::config::BatchSettings;
+use relay_core::{NextAttempt, RecordType};
+use relay_ports::{AlertQueue, Claim, LedgerEntry, ReceivedMessage, RecordRef};
+use serde::Serialize;
+use servicenow_client::{BatchItem, Outcome};
+
+use crate::deliver::{Delivery, Settled};
+use crate::envelope::{Envelope, Item};
+use crate::ingest::new_entry;
+use crate::telemetry::Unit;
+
+/// Flush settings.
+#[derive(Debug, Clone)]
+pub struct FlushSettings {
+    /// Stop draining after this long (the rest waits for the next flush).
+    pub drain_budget: Duration,
+    /// Stop draining after this many messages.
+    pub max_messages: usize,
+    /// Aggregation window (alerts received in the same window are grouped).
+    pub window: Duration,
+    pub batch: BatchSettings,
+    /// Long-poll wait of each receive while draining.
+    pub receive_wait: Duration,
+}
+
+impl Default for FlushSettings {
+    fn default() -> Self {
+        FlushSettings {
+            drain_budget: Duration::from_secs(60),
+            max_messages: 10_000,
+            window: Duration::from_secs(300),
+            batch: BatchSettings::default(),
+            receive_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FlushReport {
+    pub messages: usize,
+    pub alerts: usize,
+    pub duplicates: usize,
+    pub records: usize,
+    pub batch_calls: usize,
+    pub created: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+    /// Messages left on the batch queue (claimed elsewhere, or the ledger was unavailable).
+    pub left: usize,
+}
+
+/// The flush pipeline.
+pub struct Flusher {
+    pub delivery: Arc<Delivery>,
+    pub batch_queue: Arc<dyn AlertQueue>,
+    pub settings: FlushSettings,
+}
+
+struct Claimed {
+    msg: ReceivedMessage,
+    env: Envelope,
+    entry: LedgerEntry,
+}
+
+impl Flusher {
+    async fn drain(&self, report: &mut FlushReport) -> Vec<ReceivedMessage> {
+        let d = &self.delivery;
+        let deadline = d.clock.now_ms() + self.settings.drain_budget.as_millis() as i64;
+        let mut out = Vec::new();
+        while out.len() < self.settings.max_messages && d.clock.now_ms() < deadline {
+            let want = (self.settings.max_messages - out.len()).min(10) as u32;
+            match self.batch_queue.receive(want, self.settings.receive_wait).await {
+                Ok(msgs) if msgs.is_empty() => break,
+                Ok(msgs) => out.extend(msgs),
+                Err(e) => {
+                    tracing::error!(error = %e, "batch queue receive failed; flushing what was drained");
+                    break;
+                }
+            }
+        }
+        report.messages = out.len();
+        out
+    }
+
+    async fn delete(&self, msg: &ReceivedMessage) {
+        if let Err(e) = self.batch_queue.delete(&msg.receipt).await {
+            // It comes back; its ledger entry is final, so it will be dropped as a duplicate then.
+            tracing::warn!(message_id = %msg.message_id, error = %e, "could not delete a flushed message");
+        }
+    }
+
+    /// Run one flush.
+    pub async fn flush(&self) -> FlushReport {
+        let d = &self.delivery;
+        let mut report = FlushReport::default();
+        let drained = self.drain(&mut report).await;
+
+        // Parse and claim each alert (concurrently; claims are conditional writes).
+        let claims: Vec<(ReceivedMessage, Result<Envelope, String>, Option<Claim>)> = futures::stream::iter(drained)
+            .map(|msg| async move {
+                match Envelope::from_json(&msg.body) {
+                    Err(e) => (msg, Err(e.to_string()), None),
+                    Ok(env) => {
+                        let claim = d.claim(&env).await.ok();
+                        (msg, Ok(env), claim)
+                    }
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+
+        let mut claimed: Vec<Claimed> = Vec::new();
+        for (msg, env, claim) in claims {
+            match (env, claim) {
+                (Err(why), _) => {
+                    if d.poison(&msg.body, &format!("not an alert envelope: {why}")).await.is_ok() {
+                        self.delete(&msg).await;
+                    } else {
+                        report.left += 1;
+                    }
+                }
+                (Ok(_), Some(Claim::Completed(_) | Claim::Failed(_))) => {
+                    report.duplicates += 1;
+                    self.delete(&msg).await;
+                }
+                (Ok(env), Some(Claim::Claimed(entry))) => claimed.push(Claimed { msg, env, entry }),
+                (Ok(_), _) => report.left += 1,
+            }
+        }
+
+        // Aggregates that reached the batch queue go straight back to the realtime path.
+        let (alerts, others): (Vec<Claimed>, Vec<Claimed>) =
+            claimed.into_iter().partition(|c| matches!(c.env.item, Item::Alert { .. }));
+        for c in others {
+            self.retry_via_realtime(
+                &[&c],
+                c.env.clone(),
+                Outcome::Retryable { retry_after: None, reason: "aggregate on the batch queue".into() },
+                &mut report,
+            )
+            .await;
+        }
+        report.alerts = alerts.len();
+        if alerts.is_empty() {
+            return report;
+        }
+
+        let decisions: Vec<&relay_core::Decision> = alerts
+            .iter()
+            .map(|c| match &c.env.item {
+                Item::Alert { decision, .. } => decision.as_ref(),
+                Item::Aggregate { .. } => unreachable!("partitioned"),
+            })
+            .collect();
+        let pending: Vec<Pending<'_>> = alerts
+            .iter()
+            .zip(&decisions)
+            .map(|(c, decision)| Pending { decision, received_at_ms: c.env.received_at_ms })
+            .collect();
+        let plan = batch::plan(&pending, &self.settings.batch, self.settings.window.as_millis() as i64);
+        report.records = plan.records.len();
+
+        let mut outcomes: HashMap<usize, (Outcome, bool)> = HashMap::new();
+
+        // Records whose members had an ambiguous attempt: look them up before creating again.
+        let client = d.servicenow.client().await;
+        for (i, r) in plan.records.iter().enumerate() {
+            if r.record_type == RecordType::ItomEvent || !r.members.iter().any(|m| alerts[*m].entry.needs_lookup) {
+                continue;
+            }
+            match &client {
+                Err(o) => {
+                    outcomes.insert(i, (o.clone(), false));
+                }
+                Ok(c) => match c.find_by_correlation_id(&r.table, &r.correlation_id).await {
+                    Ok(Some(found)) => {
+                        outcomes.insert(i, (Outcome::Created(found), true));
+                    }
+                    Ok(None) => {}
+                    Err(o) => {
+                        outcomes.insert(i, (o, false));
+                    }
+                },
+            }
+        }
+
+        // Event Management records, one call each (de-duplicated by message_key on the ServiceNow side).
+        for &i in &plan.events {
+            let env = self.envelope_for(&plan.records[i], &alerts);
+            let (o, found) = d.create(&env, false).await;
+            outcomes.insert(i, (o, found));
+        }
+
+        // Table records through the Batch API.
+        for chunk in &plan.chunks {
+            let items: Vec<BatchItem> = chunk
+                .iter()
+                .filter(|i| !outcomes.contains_key(i))
+                .map(|&i| BatchItem {
+                    id: i.to_string(),
+                    table: plan.records[i].table.clone(),
+                    fields: plan.records[i].fields.clone(),
+                })
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            report.batch_calls += 1;
+            d.metrics.put("BatchSize", items.len() as f64, Unit::Count, &[]);
+            match &client {
+                Err(o) => {
+                    for it in &items {
+                        outcomes.insert(it.id.parse().unwrap_or(usize::MAX), (o.clone(), false));
+                    }
+                }
+                Ok(c) => match c.send_batch(&items).await {
+                    Ok(results) => {
+                        let mut answered: Vec<usize> = Vec::new();
+                        for (id, o) in results {
+                            if let Ok(i) = id.parse::<usize>() {
+                                answered.push(i);
+                                outcomes.insert(i, (o, false));
+                            }
+                        }
+                        for it in &items {
+                            let i: usize = it.id.parse().unwrap_or(usize::MAX);
+                            if !answered.contains(&i) {
+                                outcomes.insert(
+                                    i,
+                                    (
+                                        Outcome::Ambiguous {
+                                            reason: "no result for the item in the batch response".into(),
+                                        },
+                                        false,
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    Err(o) => {
+                        for it in &items {
+                            outcomes.insert(it.id.parse().unwrap_or(usize::MAX), (o.clone(), false));
+                        }
+                    }
+                },
+            }
+        }
+
+        // Settle every record.
+        for (i, record) in plan.records.iter().enumerate() {
+            let members: Vec<&Claimed> = record.members.iter().map(|m| &alerts[*m]).collect();
+            let env = self.envelope_for(record, &alerts);
+            let (outcome, found) =
+                outcomes.remove(&i).unwrap_or((Outcome::Ambiguous { reason: "record was not sent".into() }, false));
+            match outcome {
+                Outcome::Created(rec) => {
+                    let rec = RecordRef { table: rec.table, sys_id: rec.sys_id, number: rec.number, link: rec.link };
+                    let mut ok = true;
+                    for m in &members {
+                        let single = Envelope { item: m.env.item.clone(), ..env.clone() };
+                        if let Err(e) = d.succeeded(&single, &m.entry, rec.clone(), found).await {
+                            tracing::error!(alert_id = %m.entry.alert_id, error = %e, "record created but ledger not updated");
+                            ok = false;
+                        }
+                    }
+                    if ok {
+                        for m in &members {
+                            self.delete(&m.msg).await;
+                        }
+                        report.created += 1;
+                    } else {
+                        // Leave the messages: they come back, are claimed, and the lookup finds the record.
+                        for m in &members {
+                            let _ = d
+                                .ledger
+                                .retry_later(
+                                    &m.entry.alert_id,
+                                    "ambiguous",
+                                    "ledger update failed",
+                                    true,
+                                    d.clock.now_ms(),
+                                )
+                                .await;
+                        }
+                        report.left += members.len();
+                    }
+                }
+                failure => self.retry_via_realtime(&members, env, failure, &mut report).await,
+            }
+        }
+        tracing::info!(
+            messages = report.messages,
+            alerts = report.alerts,
+            records = report.records,
+            batch_calls = report.batch_calls,
+            created = report.created,
+            retried = report.retried,
+            dead_lettered = report.dead_lettered,
+            duplicates = report.duplicates,
+            left = report.left,
+            "flush finished"
+        );
+        report
+    }
+
+    /// The envelope a planned record travels in: the alert itself for a lone alert, else an aggregate.
+    fn envelope_for(&self, record: &PlannedRecord, alerts: &[Claimed]) -> Envelope {
+        let first = &alerts[record.members[0]];
+        if record.members.len() == 1 {
+            return first.env.clone();
+        }
+        let received =
+            record.members.iter().map(|m| alerts[*m].env.received_at_ms).min().unwrap_or(first.env.received_at_ms);
+        Envelope::aggregate(record.clone(), received)
+    }
+
+    /// A record could not be created now: schedule it on the realtime queue (or dead-letter it), then
+    /// delete the batch messages it covers.
+    async fn retry_via_realtime(
+        &self,
+        members: &[&Claimed],
+        env: Envelope,
+        failure: Outcome,
+        report: &mut FlushReport,
+    ) {
+        let d = &self.delivery;
+        let now = d.clock.now_ms();
+        // The ledger entry the realtime deliverer will claim: the alert's own, or the aggregate's.
+        let entry = if members.len() == 1 {
+            members[0].entry.clone()
+        } else {
+            let mut e = new_entry(&env, None, d.settings.ledger_retention);
+            e.attempts = members.iter().map(|m| m.entry.attempts).max().unwrap_or(1);
+            e.needs_lookup = members.iter().any(|m| m.entry.needs_lookup);
+            if let Err(err) = d.ledger.accept(&e).await {
+                tracing::error!(error = %err, "cannot record the aggregate; its alerts stay on the batch queue");
+                report.left += members.len();
+                return;
+            }
+            e
+        };
+        let ambiguous = matches!(failure, Outcome::Ambiguous { .. });
+        let (class, reason) = (failure.class().to_string(), failure.to_string());
+        match d.failed(&env, &entry, failure).await {
+            Settled::Retrying(delay) => {
+                if let Err(e) = d.realtime.send(&env.to_json(), delay).await {
+                    tracing::error!(error = %e, "realtime queue unavailable; alerts stay on the batch queue");
+                    report.left += members.len();
+                    return;
+                }
+                if members.len() > 1 {
+                    for m in members {
+                        let _ = d.ledger.retry_later(&m.entry.alert_id, &class, &reason, ambiguous, now).await;
+                    }
+                }
+                for m in members {
+                    self.delete(&m.msg).await;
+                }
+                report.retried += 1;
+            }
+            Settled::DeadLettered => {
+                for m in members {
+                    if members.len() > 1 {
+                        let _ = d.ledger.fail(&m.entry.alert_id, &class, &reason, now).await;
+                    }
+                    self.delete(&m.msg).await;
+                }
+                report.dead_lettered += 1;
+            }
+            Settled::Created(_) => {}
+        }
+        let _ = NextAttempt::GiveUp;
+    }
+}

@@ -1,0 +1,530 @@
+//! The three pipelines end to end over real adapters: a real SQLite file (relay-local) for the queues and
+//! the ledger, and real HTTP to the in-process ServiceNow simulator. The backoff schedule is compressed
+//! (milliseconds instead of minutes) so retries and an exhausted window happen within a test.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use relay_core::config::Config;
+use relay_core::{BackoffPolicy, Router};
+use relay_local::{LocalStore, SqliteQueue};
+use relay_pipeline::{
+    Deliverer, Delivery, DeliverySettings, FlushSettings, Flusher, Ingest, IngestSettings, Metrics, Reply,
+    ServiceNowTarget, SigningKeys, WebhookRequest, WebhookSecrets,
+};
+use relay_ports::{AlertQueue, Clock, DeliveryState, Ledger, PortError, ReceivedMessage, SystemClock};
+use serde_json::{Value, json};
+use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
+use servicenow_sim::{Fault, FaultKind, RunningSim, SimConfig, Simulator};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("events/alerts").join(name)).unwrap()
+}
+
+/// A queue that refuses every send (the queue service is down).
+struct DownQueue;
+
+#[async_trait]
+impl AlertQueue for DownQueue {
+    async fn send(&self, _: &str, _: Duration) -> Result<String, PortError> {
+        Err(PortError::Unavailable("queue service down".into()))
+    }
+    async fn receive(&self, _: u32, _: Duration) -> Result<Vec<ReceivedMessage>, PortError> {
+        Ok(vec![])
+    }
+    async fn delete(&self, _: &str) -> Result<(), PortError> {
+        Ok(())
+    }
+    async fn retry_after(&self, _: &str, _: Duration) -> Result<(), PortError> {
+        Ok(())
+    }
+    async fn depth(&self) -> Result<u64, PortError> {
+        Ok(0)
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    sim: RunningSim,
+    store: LocalStore,
+    realtime: SqliteQueue,
+    batch: SqliteQueue,
+    dlq: SqliteQueue,
+    ingest: Ingest,
+    deliverer: Deliverer,
+    flusher: Flusher,
+    keys: WebhookSecrets,
+}
+
+struct Options {
+    config: Config,
+    window: Duration,
+    username: &'static str,
+    batch_settings: Option<relay_core::config::BatchSettings>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: Config::default_config(),
+            window: Duration::from_secs(60),
+            username: "relay",
+            batch_settings: None,
+        }
+    }
+}
+
+async fn harness(opts: Options) -> Harness {
+    harness_with(opts, SimConfig::default()).await
+}
+
+async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path().join("relay.db")).unwrap();
+    let realtime = store.queue("realtime");
+    let batch = store.queue("batch");
+    let dlq = store.queue("dlq");
+    let sim = Simulator::start(sim_config).await.unwrap();
+    let mut cc = ClientConfig::new(sim.base_url());
+    cc.total_timeout = Duration::from_millis(800);
+    cc.connect_timeout = Duration::from_millis(500);
+    let password = format!("{}-password", opts.username);
+    let client = ServiceNowClient::new(
+        cc,
+        Arc::new(StaticCredentials(Credentials::Basic { username: opts.username.into(), password })),
+    )
+    .unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ledger: Arc<dyn Ledger> = Arc::new(store.ledger());
+    let keys = WebhookSecrets::parse(&[SECRET]).unwrap();
+    let batch_settings = opts.batch_settings.clone().unwrap_or_else(|| opts.config.batch.clone());
+    let router = Arc::new(Router::new(opts.config, None).unwrap());
+    let ingest = Ingest {
+        router,
+        keys: SigningKeys::Fixed(keys.clone()),
+        ledger: ledger.clone(),
+        realtime: Arc::new(realtime.clone()),
+        batch: Arc::new(batch.clone()),
+        clock: clock.clone(),
+        metrics: Metrics::off(),
+        settings: IngestSettings::default(),
+    };
+    let delivery = Arc::new(Delivery {
+        servicenow: Arc::new(ServiceNowTarget::ready(client)),
+        ledger,
+        realtime: Arc::new(realtime.clone()),
+        dlq: Arc::new(dlq.clone()),
+        notifier: Arc::new(store.notifier()),
+        clock,
+        metrics: Metrics::off(),
+        settings: DeliverySettings {
+            backoff: BackoffPolicy {
+                base: Duration::from_millis(20),
+                cap: Duration::from_millis(100),
+                window: opts.window,
+                max_retry_after: Duration::from_secs(5),
+            },
+            lease: Duration::from_secs(5),
+            ledger_retention: Duration::from_secs(3600),
+        },
+        jitter: Arc::new(|| 0.5),
+    });
+    let deliverer = Deliverer { delivery: delivery.clone() };
+    let flusher = Flusher {
+        delivery,
+        batch_queue: Arc::new(batch.clone()),
+        settings: FlushSettings {
+            drain_budget: Duration::from_secs(20),
+            max_messages: 10_000,
+            window: Duration::from_secs(300),
+            batch: batch_settings,
+            receive_wait: Duration::from_millis(50),
+        },
+    };
+    Harness { _dir: dir, sim, store, realtime, batch, dlq, ingest, deliverer, flusher, keys }
+}
+
+fn now_s() -> i64 {
+    SystemClock.now_ms() / 1000
+}
+
+impl Harness {
+    async fn post(&self, body: &[u8], webhook_id: &str) -> Reply {
+        let ts = now_s();
+        let sig = self.keys.sign(webhook_id, ts, body);
+        let ts = ts.to_string();
+        self.ingest
+            .accept(
+                WebhookRequest {
+                    content_type: Some("application/json"),
+                    webhook_id: Some(webhook_id),
+                    webhook_timestamp: Some(&ts),
+                    webhook_signature: Some(&sig),
+                    body,
+                },
+                "http://relay.test",
+            )
+            .await
+    }
+
+    /// Run the realtime worker until the queue is empty (delayed retries included), at most 15 s.
+    async fn deliver_all(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while self.realtime.depth().await.unwrap() > 0 && std::time::Instant::now() < deadline {
+            self.deliverer.poll_once(10, Duration::from_millis(30)).await.unwrap();
+        }
+    }
+
+    async fn state(&self, alert_id: &str) -> relay_ports::LedgerEntry {
+        self.ingest.ledger.get(alert_id).await.unwrap().expect("ledger entry")
+    }
+}
+
+fn alert_body(id: &str, alert_type: &str, severity: &str, employee: &str) -> Vec<u8> {
+    let mut v = json!({
+        "alert_id": id, "alert_type": alert_type, "severity": severity,
+        "occurred_at": "2026-11-20T14:03:00Z",
+        "employee": {"id": employee, "department": "Sales"},
+        "description": format!("activity of {id}"), "risk_score": 30,
+        "evidence_url": format!("https://monitor.example.com/a/{id}")
+    });
+    if alert_type == "custom" {
+        v["rule"] = json!({"id": "r1", "name": "Rule one"});
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[tokio::test]
+async fn seed_scenarios_become_the_right_records() {
+    let h = harness(Options::default()).await;
+    for (file, id) in [
+        ("seed-usb-copy-847-files.json", "usb"),
+        ("seed-after-hours-prod-db-admin.json", "db"),
+        ("seed-productivity-non-work-browsing.json", "hr"),
+    ] {
+        let r = h.post(&sample(file), &format!("wh-{id}")).await;
+        assert_eq!(r.status, 202, "{file}: {:?}", r.body);
+    }
+    h.deliver_all().await;
+    let report = h.flusher.flush().await;
+    assert_eq!((report.alerts, report.created, report.batch_calls), (1, 1, 1), "{report:?}");
+
+    let sir = h.sim.records("sn_si_incident");
+    assert_eq!(sir.len(), 1);
+    // impact × urgency as sent; ServiceNow's priority lookup turns 1/1 into P1
+    assert_eq!((sir[0]["impact"].as_str(), sir[0]["urgency"].as_str()), (Some("1"), Some("1")));
+    assert_eq!(sir[0]["assignment_group.display_value"], "Security Operations");
+    assert!(sir[0]["number"].as_str().unwrap().starts_with("SIR"));
+    let task = h.sim.records("task");
+    assert_eq!(task.len(), 1);
+    assert_eq!((task[0]["impact"].as_str(), task[0]["urgency"].as_str()), (Some("1"), Some("2")));
+    assert_eq!(task[0]["assignment_group.display_value"], "IT Security");
+    assert!(task[0]["short_description"].as_str().unwrap().starts_with("Security Review:"));
+    let hr = h.sim.records("sn_hr_core_case");
+    assert_eq!(hr.len(), 1);
+    assert_eq!((hr[0]["impact"].as_str(), hr[0]["urgency"].as_str()), (Some("2"), Some("2")));
+    assert_eq!(hr[0]["assignment_group.display_value"], "HR Partners - Engineering");
+
+    // the ledger holds the cross-system reference
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.state, DeliveryState::Completed);
+    let rec = e.record.unwrap();
+    assert_eq!(rec.number.as_deref(), sir[0]["number"].as_str());
+    assert_eq!(rec.sys_id, sir[0]["sys_id"].as_str().unwrap());
+    let status = h.ingest.status("emon-20261120-7f3a9c").await;
+    assert_eq!(status.status, 200);
+    assert_eq!(status.body["state"], "COMPLETED");
+    assert_eq!(status.body["servicenow"]["number"], sir[0]["number"]);
+    assert_eq!(h.ingest.status("nope").await.status, 404);
+}
+
+#[tokio::test]
+async fn a_resent_webhook_is_accepted_again_but_queued_once() {
+    let h = harness(Options::default()).await;
+    let body = sample("seed-usb-copy-847-files.json");
+    let first = h.post(&body, "wh-1").await;
+    let second = h.post(&body, "wh-1").await;
+    assert_eq!((first.status, second.status), (202, 202));
+    assert_eq!((first.body["duplicate"].as_bool(), second.body["duplicate"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(first.body["status_url"], "http://relay.test/v1/alerts/emon-20261120-7f3a9c");
+    assert_eq!(h.realtime.depth().await.unwrap(), 1);
+    h.deliver_all().await;
+    assert_eq!(h.post(&body, "wh-2").await.body["duplicate"], true, "same alert id, new webhook id");
+    h.deliver_all().await;
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1);
+}
+
+#[tokio::test]
+async fn rejected_webhooks_get_clear_errors_and_nothing_is_queued() {
+    let h = harness(Options::default()).await;
+    let body = sample("dlp-critical.json");
+    let ts = now_s().to_string();
+    let sig = h.keys.sign("wh", now_s(), &body);
+    let req = |ct: Option<&'static str>, sig: Option<String>, body: Vec<u8>, ts: String| (ct, sig, body, ts);
+    let cases = [
+        (req(Some("application/json"), Some("v1,AAAA".into()), body.clone(), ts.clone()), 401, "no signature matches"),
+        (req(Some("application/json"), None, body.clone(), ts.clone()), 401, "missing header webhook-signature"),
+        (
+            req(Some("application/json"), Some(sig.clone()), body.clone(), (now_s() - 600).to_string()),
+            401,
+            "replay window",
+        ),
+        (req(Some("text/plain"), Some(sig.clone()), body.clone(), ts.clone()), 415, "Content-Type"),
+        (req(Some("application/json"), Some(sig), vec![b' '; 300 * 1024], ts.clone()), 413, "limit is 262144"),
+    ];
+    for ((ct, sig, body, ts), status, needle) in cases {
+        let r = h
+            .ingest
+            .accept(
+                WebhookRequest {
+                    content_type: ct,
+                    webhook_id: Some("wh"),
+                    webhook_timestamp: Some(&ts),
+                    webhook_signature: sig.as_deref(),
+                    body: &body,
+                },
+                "http://relay.test",
+            )
+            .await;
+        assert_eq!(r.status, status, "{needle}: {:?}", r.body);
+        assert!(r.body["error"].as_str().unwrap().contains(needle), "{:?}", r.body);
+    }
+    let bad = std::fs::read(repo().join("events/invalid/bad-values.json")).unwrap();
+    let r = h.post(&bad, "wh-bad").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["problems"].as_array().unwrap().len(), 7, "{:?}", r.body);
+    assert_eq!(h.realtime.depth().await.unwrap() + h.batch.depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn queue_down_answers_503_and_the_senders_retry_is_accepted_afresh() {
+    let mut h = harness(Options::default()).await;
+    let body = sample("seed-usb-copy-847-files.json");
+    let working = std::mem::replace(&mut h.ingest.realtime, Arc::new(DownQueue));
+    let r = h.post(&body, "wh-1").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.retry_after, Some(5));
+    assert!(h.ingest.ledger.get("emon-20261120-7f3a9c").await.unwrap().is_none(), "nothing half-accepted");
+    h.ingest.realtime = working;
+    let r = h.post(&body, "wh-1").await;
+    assert_eq!((r.status, r.body["duplicate"].as_bool()), (202, Some(false)));
+    h.deliver_all().await;
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1);
+}
+
+#[tokio::test]
+async fn two_deliverers_racing_on_one_message_create_one_record() {
+    let h = harness(Options::default()).await;
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    let msg = h.realtime.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    // the same message delivered twice (SQS at-least-once), handled concurrently
+    let copy = ReceivedMessage { receipt: "stale".into(), ..msg.clone() };
+    h.sim.inject(Fault {
+        kind: FaultKind::Latency { ms: 200 },
+        count: 1,
+        table: Some("sn_si_incident".into()),
+        method: None,
+    });
+    let (a, b) = tokio::join!(h.deliverer.handle(&msg), h.deliverer.handle(&copy));
+    let done = [a, b].iter().filter(|d| **d == relay_pipeline::Disposition::Done).count();
+    assert_eq!(done, 1, "one finished, the other waits for the lease: {a:?} {b:?}");
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1);
+    // when the waiting copy comes back, the ledger says COMPLETED and ServiceNow is not called again
+    let before = h.sim.requests().len();
+    assert_eq!(h.deliverer.handle(&copy).await, relay_pipeline::Disposition::Done);
+    assert_eq!(h.sim.requests().len(), before);
+}
+
+async fn deliver_through_fault(kind: FaultKind, count: u32) -> (Harness, relay_ports::LedgerEntry) {
+    let h = harness(Options::default()).await;
+    h.sim.inject(Fault { kind, count, table: Some("sn_si_incident".into()), method: Some("POST".into()) });
+    assert_eq!(h.post(&sample("seed-usb-copy-847-files.json"), "wh").await.status, 202);
+    h.deliver_all().await;
+    let e = h.state("emon-20261120-7f3a9c").await;
+    (h, e)
+}
+
+#[tokio::test]
+async fn every_fault_class_ends_in_exactly_one_record() {
+    let cases = [
+        (FaultKind::ServerError { status: 503 }, 3, "retryable", false),
+        (FaultKind::ServerError { status: 502 }, 1, "retryable", false),
+        (FaultKind::RateLimited { retry_after_s: 1 }, 1, "retryable", false),
+        (FaultKind::TimeoutAfterWrite, 1, "ambiguous", true),
+        (FaultKind::TruncatedJson, 1, "ambiguous", true),
+        (FaultKind::MalformedJson, 1, "ambiguous", true),
+        // a reset after the request was sent is ambiguous to the client, committed or not
+        (FaultKind::ConnectionReset { after_commit: false }, 1, "ambiguous", true),
+        (FaultKind::ConnectionReset { after_commit: true }, 1, "ambiguous", true),
+        (FaultKind::TransactionCancelled, 1, "ambiguous", true),
+        (FaultKind::RevokeTokens, 1, "", false),
+    ];
+    for (kind, count, class, lookup) in cases {
+        let name = kind.name();
+        let (h, e) = deliver_through_fault(kind, count).await;
+        let records = h.sim.records("sn_si_incident");
+        assert_eq!(records.len(), 1, "{name}: exactly one record");
+        assert_eq!(e.state, DeliveryState::Completed, "{name}");
+        assert_eq!(e.record.as_ref().unwrap().sys_id, records[0]["sys_id"].as_str().unwrap(), "{name}");
+        if !class.is_empty() {
+            assert_eq!(e.last_error_class.as_deref(), Some(class), "{name}");
+            assert!(e.attempts >= 2, "{name}: retried");
+        }
+        assert_eq!(e.needs_lookup, lookup, "{name}");
+        if lookup {
+            let gets =
+                h.sim.requests().iter().filter(|r| r.method == "GET" && r.query.contains("correlation_id")).count();
+            assert!(gets >= 1, "{name}: looked the record up before creating again");
+        }
+        assert_eq!(h.dlq.depth().await.unwrap(), 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn retry_after_from_a_429_is_respected() {
+    let h = harness(Options::default()).await;
+    h.sim.inject(Fault {
+        kind: FaultKind::RateLimited { retry_after_s: 2 },
+        count: 1,
+        table: Some("sn_si_incident".into()),
+        method: None,
+    });
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    let started = std::time::Instant::now();
+    h.deliverer.poll_once(10, Duration::from_millis(50)).await.unwrap();
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!((e.state, e.last_error_class.as_deref()), (DeliveryState::Retrying, Some("retryable")));
+    // not visible again before the server's Retry-After
+    assert!(h.realtime.receive(10, Duration::from_millis(1500)).await.unwrap().is_empty());
+    let msgs = h.realtime.receive(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    h.deliverer.handle(&msgs[0]).await;
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1);
+}
+
+#[tokio::test]
+async fn a_permanent_error_dead_letters_at_once_with_a_notification() {
+    // the integration user without rights: 403 ACL
+    let h = harness(Options { username: "readonly", ..Options::default() }).await;
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    h.deliver_all().await;
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.state, DeliveryState::Failed);
+    assert_eq!(e.attempts, 1);
+    assert_eq!(e.last_error_class.as_deref(), Some("permanent"));
+    assert!(e.last_error.as_deref().unwrap().contains("403"), "{:?}", e.last_error);
+    let dead = h.dlq.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let env: Value = serde_json::from_str(&dead[0].body).unwrap();
+    assert_eq!(env["dead_letter"]["error_class"], "permanent");
+    let notes = h.store.notifications_for("emon-20261120-7f3a9c").await.unwrap();
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].notice.error.contains("ACL") || notes[0].notice.error.contains("403"));
+    assert!(h.sim.records("sn_si_incident").is_empty());
+}
+
+#[tokio::test]
+async fn servicenow_down_for_the_whole_window_dead_letters_and_notifies() {
+    let h = harness(Options { window: Duration::from_millis(600), ..Options::default() }).await;
+    h.sim.set_hibernating(true);
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.dlq.depth().await.unwrap() == 0 && std::time::Instant::now() < deadline {
+        h.deliverer.poll_once(10, Duration::from_millis(50)).await.unwrap();
+    }
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.state, DeliveryState::Failed);
+    assert_eq!(e.last_error_class.as_deref(), Some("window_exhausted"));
+    assert!(e.attempts >= 3, "retried within the window: {}", e.attempts);
+    assert!(e.last_error.as_deref().unwrap().contains("hibernat"), "{:?}", e.last_error);
+    assert_eq!(h.store.notifications_for("emon-20261120-7f3a9c").await.unwrap().len(), 1);
+    assert_eq!(h.realtime.depth().await.unwrap(), 0, "acknowledged, not looping");
+}
+
+#[tokio::test]
+async fn five_hundred_low_alerts_become_few_records_in_few_batch_calls() {
+    let h = harness(Options::default()).await;
+    for i in 0..500 {
+        let body = alert_body(&format!("low-{i:03}"), "policy_violation", "low", &format!("E{}", i % 20));
+        assert_eq!(h.post(&body, &format!("wh-{i}")).await.status, 202);
+    }
+    assert_eq!(h.batch.depth().await.unwrap(), 500);
+    let report = h.flusher.flush().await;
+    assert_eq!(report.alerts, 500, "{report:?}");
+    // grouped by employee + alert type: 20 records (or 40 if the run straddles a window boundary)
+    assert!(report.records == 20 || report.records == 40, "{report:?}");
+    assert!(report.batch_calls as f64 / 500.0 <= 0.05, "{report:?}");
+    let records = h.sim.records("sn_compliance_policy_exception");
+    assert_eq!(records.len(), report.records);
+    assert_eq!(h.batch.depth().await.unwrap(), 0);
+    for i in [0, 250, 499] {
+        assert_eq!(h.state(&format!("low-{i:03}")).await.state, DeliveryState::Completed);
+    }
+    let listed: usize = records.iter().map(|r| r["description"].as_str().unwrap().matches("\n- ").count()).sum();
+    assert_eq!(listed, 500, "every alert is listed in its record");
+}
+
+#[tokio::test]
+async fn unserviced_batch_items_go_through_the_retry_path_and_are_delivered() {
+    let mut sim = SimConfig::default();
+    sim.batch.max_serviced_items = Some(3);
+    let h = harness_with(Options::default(), sim).await;
+    for i in 0..10 {
+        // ten different employees: ten records
+        h.post(&alert_body(&format!("u-{i}"), "policy_violation", "medium", &format!("E{i}")), &format!("wh-{i}"))
+            .await;
+    }
+    let report = h.flusher.flush().await;
+    assert_eq!((report.records, report.created, report.retried), (10, 3, 7), "{report:?}");
+    assert_eq!(h.batch.depth().await.unwrap(), 0);
+    h.deliver_all().await;
+    let records = h.sim.records("sn_compliance_policy_exception");
+    assert_eq!(records.len(), 10);
+    for i in 0..10 {
+        assert_eq!(h.state(&format!("u-{i}")).await.state, DeliveryState::Completed);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_aggregate_is_retried_as_one_record_covering_every_alert() {
+    let h = harness(Options::default()).await;
+    for i in 0..4 {
+        h.post(&alert_body(&format!("g-{i}"), "policy_violation", "low", "E1"), &format!("wh-{i}")).await;
+    }
+    h.sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    let report = h.flusher.flush().await;
+    assert_eq!((report.records, report.created, report.retried), (1, 0, 1), "{report:?}");
+    h.deliver_all().await;
+    let records = h.sim.records("sn_compliance_policy_exception");
+    assert_eq!(records.len(), 1);
+    assert!(records[0]["short_description"].as_str().unwrap().starts_with("4 Policy violation alerts"));
+    for i in 0..4 {
+        let e = h.state(&format!("g-{i}")).await;
+        assert_eq!(e.state, DeliveryState::Completed);
+        assert_eq!(e.record.unwrap().sys_id, records[0]["sys_id"].as_str().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_message_is_dead_lettered_not_retried_forever() {
+    let h = harness(Options::default()).await;
+    h.realtime.send("{not an envelope", Duration::ZERO).await.unwrap();
+    h.deliver_all().await;
+    assert_eq!(h.realtime.depth().await.unwrap(), 0);
+    let dead = h.dlq.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!(dead[0].body, "{not an envelope");
+}
