@@ -263,12 +263,12 @@ impl Alert {
         };
 
         if let Some(ver) = obj.get("schema_version") {
-            match ver.as_str() {
-                Some(SCHEMA_VERSION) => {}
-                _ => c.problem(
+            let ok = ver.as_str() == Some(SCHEMA_VERSION) || ver.as_u64() == Some(1);
+            if !ok {
+                c.problem(
                     "$.schema_version",
                     format!("unsupported schema version {ver}; this relay understands \"{SCHEMA_VERSION}\""),
-                ),
+                );
             }
         }
 
@@ -326,6 +326,11 @@ impl Alert {
             ignored_fields,
         })
     }
+}
+
+/// A non-negative whole number, written as an integer or as a float without fraction (`847` or `847.0`).
+fn whole(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15).map(|f| f as u64))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -510,11 +515,12 @@ impl Checker {
                 self.problem(path, "must not contain user credentials");
                 None
             }
-            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-                self.problem(path, "has no host");
+            Ok(u) if u.host_str().is_none_or(str::is_empty) || s.contains('@') || s.starts_with("https:///") => {
+                self.problem(path, "must be https://<host>/<path> with a host and no user part");
                 None
             }
-            Ok(_) => Some(s),
+            // forwarded in its normalised form
+            Ok(u) => Some(u.to_string()),
         }
     }
 
@@ -546,7 +552,7 @@ impl Checker {
                 None
             }
             Some(Value::Number(n)) => {
-                let r = n.as_u64();
+                let r = whole(n);
                 if r.is_none() {
                     self.problem(path, format!("{n} must be a non-negative integer"));
                 }
@@ -645,6 +651,8 @@ impl Checker {
                 }
             }
             Some(AlertType::BehavioralAnomaly) => {
+                self.optional_bool(obj, "after_hours");
+                self.optional_bool(obj, "privileged_account");
                 let systems = self.string_list(obj, "systems");
                 let duration_minutes = self.u64_at(obj, "duration_minutes");
                 let applications = self.string_list(obj, "applications");
@@ -656,6 +664,9 @@ impl Checker {
                 }
             }
             Some(AlertType::Productivity) => {
+                if obj.get("weeks").is_some_and(|v| !v.is_null()) {
+                    self.u64_at(obj, "weeks");
+                }
                 let hours = self.f64_at(obj.get("hours_per_day"), "$.details.hours_per_day", 24.0);
                 let categories = self.string_list(obj, "categories");
                 let trend = match obj.get("weekly_trend") {
@@ -728,9 +739,18 @@ impl Checker {
         (details, obj.clone())
     }
 
+    fn optional_bool(&mut self, obj: &Map<String, Value>, key: &str) {
+        match obj.get(key) {
+            None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+            Some(other) => {
+                self.problem(format!("$.details.{key}"), format!("must be true or false, got {}", kind(other)))
+            }
+        }
+    }
+
     fn history_count(&mut self, h: &Map<String, Value>, key: &str) -> Option<u64> {
         let path = format!("$.details.history_30d.{key}");
-        match h.get(key).and_then(Value::as_u64) {
+        match h.get(key).and_then(|v| v.as_number()).and_then(whole) {
             Some(n) => Some(n),
             None => {
                 self.problem(path, "is required (a non-negative integer)");
@@ -926,6 +946,43 @@ mod tests {
         v["rule"] = json!({"id": "r-17", "name": "Badge-in without login"});
         let a = Alert::from_value(&v).unwrap();
         assert_eq!(a.rule.unwrap().name, "Badge-in without login");
+    }
+
+    #[test]
+    fn whole_number_floats_count_and_flags_are_typed() {
+        let mut v = usb_copy();
+        v["details"]["file_count"] = json!(847.0);
+        v["schema_version"] = json!(1);
+        assert!(Alert::from_value(&v).is_ok());
+        v["details"]["file_count"] = json!(8.5);
+        assert!(has(&problems(v), "$.details.file_count", "non-negative integer"));
+
+        let mut v = usb_copy();
+        v["alert_type"] = json!("behavioral_anomaly");
+        v["details"] = json!({"systems": ["db"], "duration_minutes": 3, "applications": [], "after_hours": "true"});
+        assert!(has(&problems(v), "$.details.after_hours", "true or false"));
+
+        let mut v = usb_copy();
+        v["alert_type"] = json!("productivity");
+        v["details"] = json!({"hours_per_day": 4.2, "categories": [], "weekly_trend": [4.0], "weeks": "three"});
+        assert!(has(&problems(v), "$.details.weeks", "non-negative integer"));
+
+        let mut v = usb_copy();
+        v["alert_type"] = json!("policy_violation");
+        v["details"] = json!({"policy": "x", "history_30d": {"violations": 2.0, "warnings": 0}});
+        assert!(Alert::from_value(&v).is_ok());
+    }
+
+    #[test]
+    fn evidence_urls_need_a_host_and_leave_normalised() {
+        for bad in ["https:///a", "https://@monitor.example.com/a"] {
+            let mut v = usb_copy();
+            v["evidence_url"] = json!(bad);
+            assert!(has(&problems(v), "$.evidence_url", "with a host"), "{bad}");
+        }
+        let mut v = usb_copy();
+        v["evidence_url"] = json!("https://Monitor.Example.com/a/../b");
+        assert_eq!(Alert::from_value(&v).unwrap().evidence_url, "https://monitor.example.com/b");
     }
 
     #[test]

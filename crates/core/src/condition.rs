@@ -15,48 +15,10 @@
 //! Fields: `alert_type`, `severity`, `department` (alias `employee.department`), `risk_score`, `test`,
 //! `rule.id`, `rule.name`, and `details.<field>` (nested with dots).
 
-use serde::Deserialize;
 use serde_json::Value;
+use serde_yaml_ng::Value as Yaml;
 
 use crate::alert::{Alert, AlertType, Severity};
-
-/// A condition as written in the config file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum RawCondition {
-    All { all: Vec<RawCondition> },
-    Any { any: Vec<RawCondition> },
-    Not { not: Box<RawCondition> },
-    Leaf(Box<RawLeaf>),
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLeaf {
-    pub field: String,
-    #[serde(default)]
-    pub eq: Option<serde_yaml_ng::Value>,
-    #[serde(default)]
-    pub ne: Option<serde_yaml_ng::Value>,
-    #[serde(default, rename = "in")]
-    pub in_: Option<Vec<serde_yaml_ng::Value>>,
-    #[serde(default)]
-    pub not_in: Option<Vec<serde_yaml_ng::Value>>,
-    #[serde(default)]
-    pub gt: Option<f64>,
-    #[serde(default)]
-    pub gte: Option<f64>,
-    #[serde(default)]
-    pub lt: Option<f64>,
-    #[serde(default)]
-    pub lte: Option<f64>,
-    #[serde(default)]
-    pub contains: Option<serde_yaml_ng::Value>,
-    #[serde(default)]
-    pub starts_with: Option<String>,
-    #[serde(default)]
-    pub exists: Option<bool>,
-}
 
 /// Which part of the alert a leaf reads.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,25 +87,40 @@ fn yaml_to_json(v: &serde_yaml_ng::Value) -> Value {
 }
 
 impl Condition {
-    /// Compile a raw condition; `extra_detail_fields` are the operator-declared `details.*` fields of custom
-    /// alerts. Errors are plain messages; the caller adds the rule name.
-    pub fn compile(raw: &RawCondition, extra_detail_fields: &[String], errors: &mut Vec<String>) -> Condition {
-        match raw {
-            RawCondition::All { all } => {
-                if all.is_empty() {
-                    errors.push("`all` needs at least one condition".into());
-                }
-                Condition::All(all.iter().map(|c| Condition::compile(c, extra_detail_fields, errors)).collect())
+    /// Compile a condition as written in the config (a YAML value); `extra_detail_fields` are the
+    /// operator-declared `details.*` fields of custom alerts. Errors are plain messages; the caller adds
+    /// the rule name.
+    pub fn compile(raw: &Yaml, extra_detail_fields: &[String], errors: &mut Vec<String>) -> Condition {
+        let Yaml::Mapping(map) = raw else {
+            errors.push(format!(
+                "a condition must be a mapping (all/any/not, or field + operator), got {}",
+                yaml_kind(raw)
+            ));
+            return Condition::Always;
+        };
+        let keys: Vec<String> = map.keys().map(|k| k.as_str().unwrap_or("?").to_string()).collect();
+        for combinator in ["all", "any", "not"] {
+            let Some(inner) = map.get(combinator) else { continue };
+            if keys.len() != 1 {
+                errors.push(format!(
+                    "`{combinator}` must stand alone in its condition; found also: {}",
+                    keys.iter().filter(|k| *k != combinator).cloned().collect::<Vec<_>>().join(", ")
+                ));
             }
-            RawCondition::Any { any } => {
-                if any.is_empty() {
-                    errors.push("`any` needs at least one condition".into());
-                }
-                Condition::Any(any.iter().map(|c| Condition::compile(c, extra_detail_fields, errors)).collect())
+            if combinator == "not" {
+                return Condition::Not(Box::new(Condition::compile(inner, extra_detail_fields, errors)));
             }
-            RawCondition::Not { not } => Condition::Not(Box::new(Condition::compile(not, extra_detail_fields, errors))),
-            RawCondition::Leaf(leaf) => compile_leaf(leaf, extra_detail_fields, errors),
+            let Yaml::Sequence(items) = inner else {
+                errors.push(format!("`{combinator}` takes a list of conditions"));
+                return Condition::Always;
+            };
+            if items.is_empty() {
+                errors.push(format!("`{combinator}` needs at least one condition"));
+            }
+            let compiled = items.iter().map(|c| Condition::compile(c, extra_detail_fields, errors)).collect();
+            return if combinator == "all" { Condition::All(compiled) } else { Condition::Any(compiled) };
         }
+        compile_leaf(map, extra_detail_fields, errors)
     }
 
     pub fn matches(&self, alert: &Alert) -> bool {
@@ -202,8 +179,29 @@ fn parse_field(name: &str, extra: &[String]) -> Result<Field, String> {
     })
 }
 
-fn compile_leaf(leaf: &RawLeaf, extra: &[String], errors: &mut Vec<String>) -> Condition {
-    let field = match parse_field(&leaf.field, extra) {
+fn yaml_kind(v: &Yaml) -> &'static str {
+    match v {
+        Yaml::Null => "null",
+        Yaml::Bool(_) => "a boolean",
+        Yaml::Number(_) => "a number",
+        Yaml::String(_) => "a string",
+        Yaml::Sequence(_) => "a list",
+        Yaml::Mapping(_) => "a mapping",
+        Yaml::Tagged(_) => "a tagged value",
+    }
+}
+
+const OPERATORS: &str = "eq, ne, in, not_in, gt, gte, lt, lte, contains, starts_with, exists";
+
+fn compile_leaf(map: &serde_yaml_ng::Mapping, extra: &[String], errors: &mut Vec<String>) -> Condition {
+    let Some(field_name) = map.get("field").and_then(Yaml::as_str) else {
+        errors.push(format!(
+            "a condition needs `field` and one operator ({OPERATORS}), or all/any/not; got keys: {}",
+            map.keys().map(|k| k.as_str().unwrap_or("?")).collect::<Vec<_>>().join(", ")
+        ));
+        return Condition::Always;
+    };
+    let field = match parse_field(field_name, extra) {
         Ok(f) => f,
         Err(e) => {
             errors.push(e);
@@ -211,56 +209,75 @@ fn compile_leaf(leaf: &RawLeaf, extra: &[String], errors: &mut Vec<String>) -> C
         }
     };
     let mut ops = Vec::new();
-    if let Some(v) = &leaf.eq {
-        ops.push(Op::Eq(yaml_to_json(v)));
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or("?");
+        let number = |errors: &mut Vec<String>| -> Option<f64> {
+            let n = v.as_f64();
+            if n.is_none() {
+                errors.push(format!("`{key}` on {field_name:?} takes a number, got {}", yaml_kind(v)));
+            }
+            n
+        };
+        let list = |errors: &mut Vec<String>| -> Option<Vec<Value>> {
+            match v {
+                Yaml::Sequence(items) => Some(items.iter().map(yaml_to_json).collect()),
+                _ => {
+                    errors.push(format!("`{key}` on {field_name:?} takes a list, got {}", yaml_kind(v)));
+                    None
+                }
+            }
+        };
+        let op = match key {
+            "field" => continue,
+            "eq" => Some(Op::Eq(yaml_to_json(v))),
+            "ne" => Some(Op::Ne(yaml_to_json(v))),
+            "in" => list(errors).map(Op::In),
+            "not_in" => list(errors).map(Op::NotIn),
+            "gt" => number(errors).map(Op::Gt),
+            "gte" => number(errors).map(Op::Gte),
+            "lt" => number(errors).map(Op::Lt),
+            "lte" => number(errors).map(Op::Lte),
+            "contains" => Some(Op::Contains(yaml_to_json(v))),
+            "starts_with" => match v.as_str() {
+                Some(p) => Some(Op::StartsWith(p.to_string())),
+                None => {
+                    errors.push(format!("`starts_with` on {field_name:?} takes text, got {}", yaml_kind(v)));
+                    None
+                }
+            },
+            "exists" => match v.as_bool() {
+                Some(b) => Some(Op::Exists(b)),
+                None => {
+                    errors.push(format!("`exists` on {field_name:?} takes true or false, got {}", yaml_kind(v)));
+                    None
+                }
+            },
+            other => {
+                errors.push(format!("unknown operator `{other}` on {field_name:?}; operators: {OPERATORS}"));
+                None
+            }
+        };
+        ops.extend(op);
     }
-    if let Some(v) = &leaf.ne {
-        ops.push(Op::Ne(yaml_to_json(v)));
-    }
-    if let Some(v) = &leaf.in_ {
-        ops.push(Op::In(v.iter().map(yaml_to_json).collect()));
-    }
-    if let Some(v) = &leaf.not_in {
-        ops.push(Op::NotIn(v.iter().map(yaml_to_json).collect()));
-    }
-    if let Some(v) = leaf.gt {
-        ops.push(Op::Gt(v));
-    }
-    if let Some(v) = leaf.gte {
-        ops.push(Op::Gte(v));
-    }
-    if let Some(v) = leaf.lt {
-        ops.push(Op::Lt(v));
-    }
-    if let Some(v) = leaf.lte {
-        ops.push(Op::Lte(v));
-    }
-    if let Some(v) = &leaf.contains {
-        ops.push(Op::Contains(yaml_to_json(v)));
-    }
-    if let Some(v) = &leaf.starts_with {
-        ops.push(Op::StartsWith(v.clone()));
-    }
-    if let Some(v) = leaf.exists {
-        ops.push(Op::Exists(v));
-    }
+    let had_errors = map.len() - 1 != ops.len();
     if ops.len() != 1 {
-        errors.push(format!(
-            "condition on {:?} must have exactly one operator (eq, ne, in, not_in, gt, gte, lt, lte, contains, \
-             starts_with, exists); found {}",
-            leaf.field,
-            ops.len()
-        ));
+        if !had_errors {
+            errors.push(format!(
+                "condition on {field_name:?} must have exactly one operator ({OPERATORS}); found {}",
+                ops.len()
+            ));
+        }
         return Condition::Always;
     }
+    let leaf = field_name;
     let op = ops.remove(0);
     let op = match (&field, op) {
-        (Field::AlertType, op) => enum_mask(&leaf.field, op, errors, |s| {
+        (Field::AlertType, op) => enum_mask(leaf, op, errors, |s| {
             AlertType::parse(s).map(|t| 1u8 << AlertType::ALL.iter().position(|x| *x == t).unwrap_or(0))
         })
         .map(Op::TypeMask),
         (Field::Severity, op) => {
-            enum_mask(&leaf.field, op, errors, |s| Severity::parse(s).map(|t| 1u8 << t.rank())).map(Op::SeverityMask)
+            enum_mask(leaf, op, errors, |s| Severity::parse(s).map(|t| 1u8 << t.rank())).map(Op::SeverityMask)
         }
         (Field::RiskScore, op @ (Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_) | Op::Eq(_) | Op::Ne(_))) => Some(op),
         (Field::RiskScore, _) => {
@@ -276,7 +293,7 @@ fn compile_leaf(leaf: &RawLeaf, extra: &[String], errors: &mut Vec<String>) -> C
             Field::Department | Field::RuleId | Field::RuleName,
             op @ (Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_)),
         ) => {
-            errors.push(format!("{} is text; numeric comparison {op:?} is not allowed", leaf.field));
+            errors.push(format!("{leaf} is text; numeric comparison {op:?} is not allowed"));
             None
         }
         (_, op) => Some(op),
@@ -415,7 +432,7 @@ mod tests {
     }
 
     fn cond(yaml: &str) -> Condition {
-        let raw: RawCondition = serde_yaml_ng::from_str(yaml).unwrap();
+        let raw: Yaml = serde_yaml_ng::from_str(yaml).unwrap();
         let mut errors = vec![];
         let c = Condition::compile(&raw, &["ticket.queue".to_string()], &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
@@ -423,7 +440,7 @@ mod tests {
     }
 
     fn errors(yaml: &str) -> Vec<String> {
-        let raw: RawCondition = serde_yaml_ng::from_str(yaml).unwrap();
+        let raw: Yaml = serde_yaml_ng::from_str(yaml).unwrap();
         let mut errors = vec![];
         Condition::compile(&raw, &[], &mut errors);
         errors
@@ -505,6 +522,13 @@ mod tests {
         assert!(errors("{field: test, eq: yes}")[0].contains("test supports"));
         assert!(errors("{all: []}")[0].contains("at least one"));
         assert!(errors("{any: []}")[0].contains("at least one"));
+        assert!(errors("{field: severity, equals: high}")[0].contains("unknown operator `equals`"));
+        assert!(errors("{all: [{field: severity, eq: high}], any: []}")[0].contains("must stand alone"));
+        assert!(errors("{all: {field: severity, eq: high}}")[0].contains("takes a list"));
+        assert!(errors("{field: risk_score, gt: high}")[0].contains("takes a number"));
+        assert!(errors("{field: details.channel, exists: maybe}")[0].contains("true or false"));
+        assert!(errors("{colour: red}")[0].contains("needs `field`"));
+        assert!(errors("[1, 2]")[0].contains("must be a mapping"));
     }
 
     #[test]

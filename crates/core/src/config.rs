@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alert::{AlertType, Severity};
-use crate::condition::{Condition, RawCondition};
+use crate::condition::Condition;
 
 /// The config compiled into the binaries and used when none is given.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../../config/relay.yaml");
@@ -129,6 +129,7 @@ impl DeliveryMode {
 
 /// Impact and urgency (1 = high … 3 = low): what ServiceNow's priority lookup computes priority from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImpactUrgency {
     pub impact: u8,
     pub urgency: u8,
@@ -154,16 +155,22 @@ pub enum GroupSpec {
     /// A group's display name (sent with `sysparm_input_display_value=true`) or a 32-hex sys_id.
     Name(String),
     /// The group is chosen by the employee's department (e.g. each department's HR partner group).
-    ByDepartment { by_department: BTreeMap<String, String>, default: String },
+    ByDepartment(DepartmentGroups),
+}
+
+/// `{by_department: {Department: Group, …}, default: Group}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentGroups {
+    pub by_department: BTreeMap<String, String>,
+    pub default: String,
 }
 
 impl GroupSpec {
     pub fn resolve(&self, department: &str) -> &str {
         match self {
             GroupSpec::Name(n) => n,
-            GroupSpec::ByDepartment { by_department, default } => {
-                by_department.get(department).map(String::as_str).unwrap_or(default)
-            }
+            GroupSpec::ByDepartment(g) => g.by_department.get(department).map(String::as_str).unwrap_or(&g.default),
         }
     }
 }
@@ -346,7 +353,7 @@ struct RawRule {
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
-    when: Option<RawCondition>,
+    when: Option<serde_yaml_ng::Value>,
     #[serde(flatten)]
     target: RawTarget,
 }
@@ -556,6 +563,14 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
             None => p.add("defaults.priority_by_severity", format!("unknown severity {k:?}")),
         }
     }
+    for (i, name) in priority_by_severity.iter().enumerate() {
+        if !priorities.contains_key(name) && d.priority_by_severity.len() < 4 {
+            p.add(
+                "defaults.priority_by_severity",
+                format!("{}: priority {name:?} is not defined under defaults.priorities", Severity::ALL[i]),
+            );
+        }
+    }
     if !d.correlation_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         || d.correlation_prefix.is_empty()
         || d.correlation_prefix.len() > 16
@@ -605,7 +620,12 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
         p.add("batch", "max_batch_bytes must be at least 65536");
     }
 
-    let ctx = TargetContext { known_tables: &known_tables, priorities: &priorities };
+    // A rule may name a priority that the defaults or any alert type defines.
+    let mut all_priorities = priorities.clone();
+    for t in raw.alert_types.values() {
+        all_priorities.extend(t.priorities.clone());
+    }
+    let ctx = TargetContext { known_tables: &known_tables, priorities: &all_priorities };
 
     // alert types
     let mut alert_types = BTreeMap::new();
@@ -619,7 +639,7 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
         check_priorities(&mut p, &format!("{loc}.priorities"), &raw_t.priorities);
         type_priorities.extend(raw_t.priorities.clone());
         let target = compile_target(&mut p, &loc, raw_t, &TargetContext { priorities: &type_priorities, ..ctx });
-        if target.record_type.is_none() {
+        if raw_t.record_type.is_none() {
             p.add(&loc, "needs a record_type (the route taken when no rule matches)");
         }
         if target.assignment_group.is_none() {
@@ -635,6 +655,7 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
 
     // rules
     let mut names = HashSet::new();
+    let mut broken_rules = HashSet::new();
     let mut rules: Vec<Rule> = Vec::new();
     for r in &raw.rules {
         let loc = format!("rule {:?}", r.name);
@@ -649,11 +670,22 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
             Some(c) => Condition::compile(c, &raw.custom_detail_fields, &mut errors),
             None => Condition::Always,
         };
+        let broken = !errors.is_empty();
         for e in errors {
             p.add(&loc, format!("when: {e}"));
         }
+        if !r.target.priorities.is_empty() {
+            p.add(
+                &loc,
+                "priorities (impact/urgency per priority) can be set under defaults or per alert type, not per rule",
+            );
+        }
         let target = compile_target(&mut p, &loc, &r.target, &ctx);
-        if let Some(earlier) = rules.iter().find(|e| shadows(&e.when, &when)) {
+        if broken {
+            broken_rules.insert(r.name.clone());
+        } else if let Some(earlier) =
+            rules.iter().filter(|e| !broken_rules.contains(&e.name)).find(|e| shadows(&e.when, &when))
+        {
             p.add(
                 &loc,
                 format!(
@@ -734,10 +766,14 @@ fn compile_target(p: &mut Problems, loc: &str, raw: &RawTarget, ctx: &TargetCont
             ),
         );
     }
-    if let Some(GroupSpec::Name(n) | GroupSpec::ByDepartment { default: n, .. }) = &raw.assignment_group
-        && n.trim().is_empty()
-    {
-        p.add(loc, "assignment_group must not be empty");
+    match &raw.assignment_group {
+        Some(GroupSpec::Name(n)) if n.trim().is_empty() => p.add(loc, "assignment_group must not be empty"),
+        Some(GroupSpec::ByDepartment(g))
+            if g.default.trim().is_empty() || g.by_department.values().any(|v| v.trim().is_empty()) =>
+        {
+            p.add(loc, "assignment_group: group names must not be empty")
+        }
+        _ => {}
     }
     let delivery = raw.delivery.as_deref().and_then(|s| {
         let m = DeliveryMode::parse(s);
@@ -955,6 +991,61 @@ alert_types:
     }
 
     #[test]
+    fn rule_priorities_missing_priority_names_and_unknown_nested_keys_are_reported() {
+        let yaml = format!(
+            r#"{MINIMAL}
+rules:
+  - name: own-matrix
+    when: {{field: severity, eq: low}}
+    priorities: {{P1: {{impact: 1, urgency: 1}}}}
+"#
+        );
+        assert!(has(&problems(&yaml), "not per rule"));
+        let yaml =
+            MINIMAL.replace("version: 1\n", "version: 1\ndefaults:\n  priorities: {P1: {impact: 1, urgency: 1}}\n");
+        let p = problems(&yaml);
+        assert!(has(&p, "low: unknown priority \"P4\""), "{p:#?}");
+        let yaml = MINIMAL.replace(
+            "version: 1\n",
+            "version: 1\ndefaults:\n  priorities: {P1: {impact: 1, urgency: 1}}\n  priority_by_severity: {critical: P1}\n",
+        );
+        assert!(has(&problems(&yaml), "low: priority \"P4\" is not defined"));
+        let yaml =
+            MINIMAL.replace("version: 1\n", "version: 1\ndefaults:\n  priorities: {P1: {impact: 1, urgncy: 1}}\n");
+        assert!(has(&problems(&yaml), "urgncy"));
+        let yaml = MINIMAL.replace(
+            "assignment_group: HR Partners}",
+            "assignment_group: {by_department: {Sales: S}, default: D, fallback: X}}",
+        );
+        assert!(Config::from_yaml(&yaml).is_err());
+    }
+
+    #[test]
+    fn a_broken_condition_does_not_make_later_rules_unreachable() {
+        let yaml = format!(
+            r#"{MINIMAL}
+rules:
+  - name: broken
+    when: {{field: severity, equals: high}}
+  - name: fine
+    when: {{field: severity, eq: low}}
+"#
+        );
+        let p = problems(&yaml);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].contains(r#"rule "broken": when: unknown operator `equals`"#), "{p:#?}");
+    }
+
+    #[test]
+    fn a_rule_may_use_a_priority_an_alert_type_defines() {
+        let yaml = MINIMAL.replace(
+            "custom: {record_type: incident, assignment_group: Service Desk}",
+            "custom: {record_type: incident, assignment_group: Service Desk, priorities: {P0: {impact: 1, urgency: 1}}}",
+        ) + "rules:\n  - name: zero\n    when: {field: alert_type, eq: custom}\n    priority: P0\n";
+        assert!(Config::from_yaml(&yaml).is_ok(), "{:?}", Config::from_yaml(&yaml).err());
+    }
+
+    #[test]
     fn yaml_syntax_and_unknown_keys_are_reported() {
         assert!(problems("version: [")[0].starts_with("file:"));
         let p = problems(&format!("{MINIMAL}\nrules:\n  - name: x\n    colour: red\n"));
@@ -980,10 +1071,10 @@ alert_types:
 
     #[test]
     fn groups_resolve_by_department_with_a_default() {
-        let g = GroupSpec::ByDepartment {
+        let g = GroupSpec::ByDepartment(DepartmentGroups {
             by_department: [("Engineering".to_string(), "HR Partners - Engineering".to_string())].into(),
             default: "HR Partners".into(),
-        };
+        });
         assert_eq!(g.resolve("Engineering"), "HR Partners - Engineering");
         assert_eq!(g.resolve("Legal"), "HR Partners");
         assert_eq!(GroupSpec::Name("IT Security".into()).resolve("x"), "IT Security");

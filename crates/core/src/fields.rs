@@ -146,6 +146,10 @@ pub(crate) fn build(
     let s = |v: &str| Value::String(v.to_string());
 
     if d.record_type == RecordType::ItomEvent {
+        // operator fields first: the Event Management keys below always win
+        for (k, v) in extra {
+            f.insert(k.clone(), s(v));
+        }
         let info = serde_json::json!({
             "alert_id": d.alert_id,
             "risk_score": d.summary.risk_score,
@@ -164,9 +168,6 @@ pub(crate) fn build(
         f.insert("description".into(), s(&format!("{short}\n\n{description}")));
         f.insert("additional_info".into(), s(&info.to_string()));
         f.insert("time_of_event".into(), s(&event_time(&d.summary.occurred_at)));
-        for (k, v) in extra {
-            f.insert(k.clone(), s(v));
-        }
         return f;
     }
 
