@@ -107,7 +107,38 @@ pub fn open_writer(path: &Path, busy_timeout: Duration, durability: Durability) 
     }
     configure(&conn, busy_timeout, durability)?;
     migrate(&conn, path)?;
+    // Checkpoints (copying the WAL back into the database file, with an fsync) run on the checkpointer
+    // thread, not inside the commits of the callers.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
     Ok(conn)
+}
+
+/// How often the checkpointer folds the WAL back into the database file.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Start the checkpointer thread: a `PASSIVE` checkpoint (never blocks the writer or readers) every
+/// [`CHECKPOINT_INTERVAL`], until the returned sender is dropped.
+pub fn start_checkpointer(
+    path: &Path,
+    busy_timeout: Duration,
+    durability: Durability,
+) -> Result<mpsc::Sender<()>, LocalError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| LocalError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+    configure(&conn, busy_timeout, durability)?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("relay-sqlite-checkpointer".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "wal checkpoint skipped");
+                }
+            }
+        })
+        .map_err(|e| LocalError::Transaction(format!("cannot start the checkpointer thread: {e}")))?;
+    Ok(stop)
 }
 
 /// Bring the schema to [`SCHEMA_VERSION`] inside one write transaction (so two processes opening a new

@@ -148,6 +148,8 @@ pub(crate) struct StoreInner {
     pub(crate) writer: db::Writer,
     pub(crate) readers: Arc<db::Readers>,
     pub(crate) options: StoreOptions,
+    /// Dropping it stops the checkpointer thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
     /// One wake-up signal per queue name, shared by every handle of that queue in this process.
     signals: Mutex<HashMap<String, Arc<Notify>>>,
 }
@@ -197,8 +199,16 @@ impl LocalStore {
         let conn = db::open_writer(&path, options.busy_timeout, options.durability)?;
         let writer = db::Writer::start(conn, &path)?;
         let readers = db::Readers::new(path.clone(), options.busy_timeout, options.durability);
+        let checkpointer = db::start_checkpointer(&path, options.busy_timeout, options.durability)?;
         Ok(LocalStore {
-            inner: Arc::new(StoreInner { path, writer, readers, options, signals: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(StoreInner {
+                path,
+                writer,
+                readers,
+                options,
+                _checkpointer: checkpointer,
+                signals: Mutex::new(HashMap::new()),
+            }),
         })
     }
 
