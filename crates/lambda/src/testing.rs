@@ -1,0 +1,291 @@
+//! In-memory ports (feature `testing`): a queue and a ledger that live in the process, for benchmarks of
+//! the handlers without AWS and for wiring tests. Both pass the ports' conformance suite.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use relay_ports::{
+    Accept, AlertQueue, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, ReceivedMessage, RecordRef,
+    SystemClock,
+};
+
+struct Message {
+    id: String,
+    body: String,
+    sent_at_ms: i64,
+    visible_at_ms: i64,
+    receipt: Option<String>,
+}
+
+/// A queue in memory with SQS's visibility semantics (no persistence, no size limit beyond SQS's).
+pub struct MemoryQueue {
+    visibility: Duration,
+    messages: Mutex<VecDeque<Message>>,
+    next: AtomicU64,
+}
+
+impl MemoryQueue {
+    /// An empty queue whose received messages stay invisible for `visibility`.
+    pub fn new(visibility: Duration) -> Self {
+        MemoryQueue { visibility, messages: Mutex::new(VecDeque::new()), next: AtomicU64::new(1) }
+    }
+
+    /// Every body on the queue (visible or not), oldest first.
+    pub fn bodies(&self) -> Vec<String> {
+        self.messages.lock().expect("queue lock").iter().map(|m| m.body.clone()).collect()
+    }
+
+    /// Forget every message (benchmarks keep memory flat this way).
+    pub fn clear(&self) {
+        self.messages.lock().expect("queue lock").clear();
+    }
+
+    fn now() -> i64 {
+        SystemClock.now_ms()
+    }
+}
+
+#[async_trait]
+impl AlertQueue for MemoryQueue {
+    async fn send(&self, body: &str, delay: Duration) -> Result<String, PortError> {
+        if body.is_empty() || body.len() > 262_144 {
+            return Err(PortError::Rejected(format!("message body of {} bytes", body.len())));
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("mem-{n}");
+        let now = Self::now();
+        self.messages.lock().expect("queue lock").push_back(Message {
+            id: id.clone(),
+            body: body.to_owned(),
+            sent_at_ms: now,
+            visible_at_ms: now + delay.as_millis() as i64,
+            receipt: None,
+        });
+        Ok(id)
+    }
+
+    async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError> {
+        let until = Self::now() + wait.as_millis() as i64;
+        loop {
+            let now = Self::now();
+            let mut out = Vec::new();
+            {
+                let mut messages = self.messages.lock().expect("queue lock");
+                for m in messages.iter_mut().filter(|m| m.visible_at_ms <= now).take(max as usize) {
+                    let receipt = format!("{}#{}", m.id, self.next.fetch_add(1, Ordering::Relaxed));
+                    m.receipt = Some(receipt.clone());
+                    m.visible_at_ms = now + self.visibility.as_millis() as i64;
+                    out.push(ReceivedMessage {
+                        message_id: m.id.clone(),
+                        receipt,
+                        body: m.body.clone(),
+                        sent_at_ms: m.sent_at_ms,
+                    });
+                }
+            }
+            if !out.is_empty() || now >= until {
+                return Ok(out);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
+        let mut messages = self.messages.lock().expect("queue lock");
+        let before = messages.len();
+        messages.retain(|m| m.receipt.as_deref() != Some(receipt));
+        if messages.len() == before {
+            return Err(PortError::Rejected(format!("unknown receipt {receipt:?}")));
+        }
+        Ok(())
+    }
+
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {
+        let mut messages = self.messages.lock().expect("queue lock");
+        let m = messages
+            .iter_mut()
+            .find(|m| m.receipt.as_deref() == Some(receipt))
+            .ok_or_else(|| PortError::Rejected(format!("unknown receipt {receipt:?}")))?;
+        m.visible_at_ms = Self::now() + delay.as_millis() as i64;
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<u64, PortError> {
+        Ok(self.messages.lock().expect("queue lock").len() as u64)
+    }
+}
+
+/// A ledger in memory with the same conditional semantics as the DynamoDB and SQLite ledgers.
+#[derive(Default)]
+pub struct MemoryLedger {
+    entries: Mutex<HashMap<String, LedgerEntry>>,
+}
+
+impl MemoryLedger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many entries are held (expired ones included).
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("ledger lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget every entry.
+    pub fn clear(&self) {
+        self.entries.lock().expect("ledger lock").clear();
+    }
+
+    fn live<'a>(map: &'a mut HashMap<String, LedgerEntry>, id: &str) -> Option<&'a mut LedgerEntry> {
+        let now_s = SystemClock.now_ms() / 1000;
+        map.get_mut(id).filter(|e| e.expires_at_s >= now_s)
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut LedgerEntry) -> Result<(), PortError>) -> Result<(), PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        let e = Self::live(&mut map, id).ok_or_else(|| PortError::NotFound(format!("no ledger entry {id:?}")))?;
+        f(e)
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn accept(&self, entry: &LedgerEntry) -> Result<Accept, PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        if let Some(existing) = Self::live(&mut map, &entry.alert_id) {
+            return Ok(Accept::Duplicate(existing.clone()));
+        }
+        map.insert(entry.alert_id.clone(), entry.clone());
+        Ok(Accept::New)
+    }
+
+    async fn mark_queued(&self, alert_id: &str, now_ms: i64) -> Result<(), PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        if let Some(e) = Self::live(&mut map, alert_id)
+            && e.state == DeliveryState::Accepted
+        {
+            e.state = DeliveryState::Queued;
+            e.updated_at_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, alert_id: &str) -> Result<(), PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        if map.get(alert_id).is_some_and(|e| e.state == DeliveryState::Accepted) {
+            map.remove(alert_id);
+        }
+        Ok(())
+    }
+
+    async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        let Some(e) = Self::live(&mut map, alert_id) else { return Ok(Claim::Missing) };
+        match e.state {
+            DeliveryState::Completed => return Ok(Claim::Completed(e.clone())),
+            DeliveryState::Failed => return Ok(Claim::Failed(e.clone())),
+            DeliveryState::InProgress => {
+                let lease = e.lease_until_ms.unwrap_or(0);
+                if lease >= now_ms {
+                    return Ok(Claim::Busy { lease_until_ms: lease });
+                }
+            }
+            DeliveryState::Accepted | DeliveryState::Queued | DeliveryState::Retrying => {}
+        }
+        e.state = DeliveryState::InProgress;
+        e.attempts += 1;
+        e.lease_until_ms = Some(now_ms + lease_ms);
+        e.updated_at_ms = now_ms;
+        Ok(Claim::Claimed(e.clone()))
+    }
+
+    async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
+        self.update(alert_id, |e| {
+            if e.state != DeliveryState::Completed {
+                e.state = DeliveryState::Completed;
+                e.record = Some(record.clone());
+                e.lease_until_ms = None;
+                e.updated_at_ms = now_ms;
+            }
+            Ok(())
+        })
+    }
+
+    async fn retry_later(
+        &self,
+        alert_id: &str,
+        error_class: &str,
+        error: &str,
+        needs_lookup: bool,
+        now_ms: i64,
+    ) -> Result<(), PortError> {
+        self.update(alert_id, |e| {
+            if !e.state.is_final() {
+                e.state = DeliveryState::Retrying;
+                e.last_error_class = Some(error_class.into());
+                e.last_error = Some(error.into());
+                e.needs_lookup |= needs_lookup;
+                e.lease_until_ms = None;
+                e.updated_at_ms = now_ms;
+            }
+            Ok(())
+        })
+    }
+
+    async fn fail(&self, alert_id: &str, error_class: &str, error: &str, now_ms: i64) -> Result<(), PortError> {
+        self.update(alert_id, |e| {
+            if e.state != DeliveryState::Completed {
+                e.state = DeliveryState::Failed;
+                e.last_error_class = Some(error_class.into());
+                e.last_error = Some(error.into());
+                e.lease_until_ms = None;
+                e.updated_at_ms = now_ms;
+            }
+            Ok(())
+        })
+    }
+
+    async fn reopen(&self, alert_id: &str, now_ms: i64) -> Result<bool, PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        match Self::live(&mut map, alert_id) {
+            Some(e) if e.state == DeliveryState::Failed => {
+                e.state = DeliveryState::Queued;
+                e.first_received_at_ms = now_ms;
+                e.attempts = 0;
+                e.updated_at_ms = now_ms;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        Ok(Self::live(&mut map, alert_id).map(|e| e.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_ledger_conforms() {
+        relay_ports::conformance::run_ledger_suite(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_queue_conforms() {
+        relay_ports::conformance::run_queue_suite(|| async {
+            Box::new(MemoryQueue::new(relay_ports::conformance::MIN_QUEUE_VISIBILITY)) as Box<dyn AlertQueue>
+        })
+        .await;
+    }
+}
