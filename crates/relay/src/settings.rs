@@ -1,0 +1,201 @@
+//! Where the local mode and the operator commands find their settings: the routing config, the webhook
+//! signing secret and the ServiceNow instance (file or environment), shared by every command.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use relay_core::Config;
+use relay_pipeline::ServiceNowSettings;
+use relay_pipeline::WebhookSecrets;
+use relay_pipeline::signature::generate_secret;
+
+/// The default database file of the local mode.
+pub const DEFAULT_DB: &str = "relay-data/relay.db";
+/// The signing secret file kept next to the database when none is configured.
+pub const SECRET_FILE_NAME: &str = "webhook-secret.json";
+
+/// Why a command could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Config(String),
+    #[error("signing secret: {0}")]
+    Secret(String),
+    #[error("ServiceNow settings: {0}")]
+    ServiceNow(String),
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// The routing config and a human name for where it came from.
+pub fn load_config(path: Option<&PathBuf>) -> Result<(Config, String), SettingsError> {
+    let config = crate::route::load_config(path).map_err(SettingsError::Config)?;
+    let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in config/relay.yaml".into());
+    Ok((config, name))
+}
+
+/// The signing secret file next to `db`.
+pub fn secret_file_next_to(db: &Path) -> PathBuf {
+    db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(SECRET_FILE_NAME)
+}
+
+/// Parse a signing secret file: the JSON document `{"secrets": ["whsec_…", …]}` or one bare `whsec_…` line.
+pub fn parse_secret_text(text: &str) -> Result<WebhookSecrets, String> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('{') {
+        WebhookSecrets::from_document(trimmed).map_err(|e| e.to_string())
+    } else {
+        let list: Vec<&str> = trimmed.split([',', '\n', ' ']).filter(|s| !s.is_empty()).collect();
+        WebhookSecrets::parse(&list).map_err(|e| e.to_string())
+    }
+}
+
+pub fn read_secret_file(path: &Path) -> Result<WebhookSecrets, SettingsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SettingsError::File { path: path.to_path_buf(), reason: format!("cannot read: {e}") })?;
+    parse_secret_text(&text).map_err(|reason| SettingsError::File { path: path.to_path_buf(), reason })
+}
+
+/// Where the signing secrets came from.
+pub enum SecretSource {
+    File(PathBuf),
+    Env,
+    /// Generated on this start and stored in the file (the value is printed once).
+    Generated(PathBuf, String),
+}
+
+/// The signing secrets: `--secret-file`, else `RELAY_WEBHOOK_SECRET`, else the file next to the database,
+/// created with a fresh secret (mode 0600) when it does not exist.
+pub fn signing_secrets(
+    secret_file: Option<&Path>,
+    db: &Path,
+    create: bool,
+) -> Result<(WebhookSecrets, SecretSource), SettingsError> {
+    if let Some(path) = secret_file {
+        return Ok((read_secret_file(path)?, SecretSource::File(path.to_path_buf())));
+    }
+    if let Ok(value) = std::env::var("RELAY_WEBHOOK_SECRET")
+        && !value.trim().is_empty()
+    {
+        let keys =
+            parse_secret_text(&value).map_err(|e| SettingsError::Secret(format!("RELAY_WEBHOOK_SECRET: {e}")))?;
+        return Ok((keys, SecretSource::Env));
+    }
+    let path = secret_file_next_to(db);
+    if path.exists() || !create {
+        return Ok((read_secret_file(&path)?, SecretSource::File(path)));
+    }
+    let secret = generate_secret();
+    let doc = serde_json::json!({ "secrets": [secret] }).to_string();
+    write_private(&path, doc.as_bytes())?;
+    let keys = parse_secret_text(&doc).map_err(SettingsError::Secret)?;
+    Ok((keys, SecretSource::Generated(path, secret)))
+}
+
+/// Create `path` readable by its owner only (0600) and write `bytes`; never overwrites.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SettingsError> {
+    let err =
+        |e: std::io::Error| SettingsError::File { path: path.to_path_buf(), reason: format!("cannot create: {e}") };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+/// The ServiceNow instance: `--servicenow-file` (the ServiceNow secret JSON), else the `SERVICENOW_*`
+/// environment variables, else `None` (the built-in simulator).
+pub fn servicenow_settings(file: Option<&Path>) -> Result<Option<ServiceNowSettings>, SettingsError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SettingsError::File { path: path.to_path_buf(), reason: format!("cannot read: {e}") })?;
+        return ServiceNowSettings::from_document(&text)
+            .map(Some)
+            .map_err(|reason| SettingsError::File { path: path.to_path_buf(), reason });
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let Some(url) = var("SERVICENOW_INSTANCE_URL") else {
+        return Ok(None);
+    };
+    let mut doc = serde_json::Map::new();
+    doc.insert("instance_url".into(), url.into());
+    doc.insert("auth".into(), var("SERVICENOW_AUTH").unwrap_or_else(|| "basic".into()).into());
+    for (env, key) in [
+        ("SERVICENOW_USERNAME", "username"),
+        ("SERVICENOW_PASSWORD", "password"),
+        ("SERVICENOW_CLIENT_ID", "client_id"),
+        ("SERVICENOW_CLIENT_SECRET", "client_secret"),
+    ] {
+        if let Some(v) = var(env) {
+            doc.insert(key.into(), v.into());
+        }
+    }
+    ServiceNowSettings::from_document(&serde_json::Value::Object(doc).to_string())
+        .map(Some)
+        .map_err(|e| SettingsError::ServiceNow(format!("from the SERVICENOW_* environment variables: {e}")))
+}
+
+/// Every table the routing config can send records to (Event Management's `em_event` excluded: events
+/// are not records one creates and deletes).
+pub fn mapped_tables(config: &Config) -> Vec<String> {
+    let mut tables: std::collections::BTreeSet<String> = config.tables.values().cloned().collect();
+    for rule in &config.rules {
+        if let Some(t) = &rule.target.table {
+            tables.insert(t.clone());
+        }
+        if let Some(rt) = rule.target.record_type
+            && let Some(t) = config.tables.get(&rt)
+        {
+            tables.insert(t.clone());
+        }
+    }
+    for defaults in config.alert_types.values() {
+        if let Some(t) = &defaults.target.table {
+            tables.insert(t.clone());
+        }
+    }
+    tables.remove("em_event");
+    tables.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_parse_from_a_document_or_a_bare_line() {
+        let s = generate_secret();
+        assert_eq!(parse_secret_text(&format!("{s}\n")).unwrap().len(), 1);
+        assert_eq!(parse_secret_text(&format!("{{\"secrets\":[\"{s}\",\"{s}\"]}}")).unwrap().len(), 2);
+        assert!(parse_secret_text("nope").is_err());
+    }
+
+    #[test]
+    fn a_generated_secret_is_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("relay.db");
+        let (_, src) = signing_secrets(None, &db, true).unwrap();
+        let SecretSource::Generated(path, _) = src else { panic!("expected a generated secret") };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let (_, again) = signing_secrets(None, &db, true).unwrap();
+        assert!(matches!(again, SecretSource::File(p) if p == path));
+    }
+
+    #[test]
+    fn the_default_config_maps_the_security_and_hr_tables() {
+        let tables = mapped_tables(&Config::default_config());
+        for t in ["sn_si_incident", "task", "sn_hr_core_case"] {
+            assert!(tables.iter().any(|x| x == t), "{t} in {tables:?}");
+        }
+        assert!(!tables.iter().any(|x| x == "em_event"));
+    }
+}
