@@ -224,13 +224,16 @@ pub struct TestConnectionArgs {
 pub fn verdict(outcome: &Outcome) -> (bool, String) {
     match outcome {
         Outcome::Created(_) => (true, "OK".into()),
-        Outcome::Permanent { status: 403, message, .. } => {
-            (false, format!("missing role: the integration user may not create here (403 ACL: {message})"))
-        }
         Outcome::Permanent { message, detail, status } => {
             let text = format!("{message} {}", detail.as_deref().unwrap_or(""));
-            if text.to_ascii_lowercase().contains("data policy") || text.to_ascii_lowercase().contains("mandatory") {
-                (false, format!("data-policy fields required: {}", text.trim()))
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("data policy") || lower.contains("mandatory") {
+                (
+                    false,
+                    format!("data-policy fields required: {}", text.split_whitespace().collect::<Vec<_>>().join(" ")),
+                )
+            } else if *status == 403 {
+                (false, format!("missing role: the integration user may not do this here (403 ACL: {})", text.trim()))
             } else if *status == 400 && text.to_ascii_lowercase().contains("invalid table") {
                 (false, format!("table does not exist: {}", text.trim()))
             } else {

@@ -1,0 +1,565 @@
+//! End to end: the real `relay` binary. `relay serve` runs as a child process on 127.0.0.1 port 0 with a
+//! fresh SQLite file; alerts are signed and POSTed over HTTP; records are read from the ServiceNow
+//! simulator (the one built into `relay serve`, or one this test runs and points `relay serve` at, when the
+//! records must outlive a relay process). Every test stops what it started.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use relay_pipeline::WebhookSecrets;
+use serde_json::{Value, json};
+use servicenow_sim::{Fault, FaultKind, RunningSim, SimConfig, Simulator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_relay");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("events/alerts").join(name)).unwrap()
+}
+
+fn sample_with_id(name: &str, id: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&sample(name)).unwrap();
+    v["alert_id"] = json!(id);
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// A running `relay serve`; killed when dropped.
+struct Relay {
+    child: Child,
+    url: String,
+    sim_url: Option<String>,
+    out: Arc<Mutex<Vec<String>>>,
+}
+
+fn relay_cmd(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .env("RELAY_LOG", "warn")
+        .env_remove("RELAY_WEBHOOK_SECRET")
+        .env_remove("RELAY_WEBHOOK_SECRET_FILE")
+        .env_remove("RELAY_SERVICENOW_FILE")
+        .env_remove("SERVICENOW_INSTANCE_URL")
+        .env_remove("RELAY_CONFIG_PATH")
+        .env_remove("RELAY_DB")
+        .env_remove("RELAY_URL");
+    c
+}
+
+fn start_relay(dir: &Path, extra: &[&str]) -> Relay {
+    let mut child = relay_cmd(dir)
+        .args(["serve", "--port", "0", "--db"])
+        .arg(dir.join("relay.db"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay serve starts");
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == "ready" {
+                let _ = tx.send(());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        panic!("relay serve did not become ready: {:?}", out.lock().unwrap());
+    }
+    let lines = out.lock().unwrap().clone();
+    let url_in = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+            .map(str::to_owned)
+    };
+    let url = url_in("listening").expect("banner names the address");
+    assert!(url.starts_with("http://127.0.0.1:"), "loopback by default: {url}");
+    Relay { child, url, sim_url: url_in("built-in simulator at"), out }
+}
+
+impl Relay {
+    fn banner(&self) -> String {
+        self.out.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM and wait (graceful shutdown).
+    fn stop(mut self) -> (ExitStatus, String) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.banner());
+            }
+            assert!(Instant::now() < deadline, "relay serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn secrets(dir: &Path) -> WebhookSecrets {
+    WebhookSecrets::from_document(&std::fs::read_to_string(dir.join("webhook-secret.json")).unwrap()).unwrap()
+}
+
+async fn post(url: &str, keys: &WebhookSecrets, body: &[u8], webhook_id: &str) -> (u16, Value) {
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/alerts"))
+        .header("content-type", "application/json")
+        .header("webhook-id", webhook_id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", keys.sign(webhook_id, ts, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn sim_records(sim_url: &str, table: &str) -> Vec<Value> {
+    let (status, v) = get_json(&format!("{sim_url}/sim/records/{table}")).await;
+    assert_eq!(status, 200);
+    v["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// Poll until `check` holds (at most `secs`).
+async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn state_of(url: &str, id: &str) -> Value {
+    get_json(&format!("{url}/v1/alerts/{id}")).await.1
+}
+
+fn servicenow_file(dir: &Path, url: &str, user: &str, password: &str) -> PathBuf {
+    let path = dir.join(format!("servicenow-{user}.json"));
+    std::fs::write(
+        &path,
+        json!({"instance_url": url, "auth": "basic", "username": user, "password": password}).to_string(),
+    )
+    .unwrap();
+    path
+}
+
+fn run_relay(dir: &Path, args: &[&str]) -> Output {
+    relay_cmd(dir).args(args).output().expect("relay runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_scenarios_become_records_through_the_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path(), &["--batch-window-seconds", "2"]);
+    let banner = relay.banner();
+    for needle in ["config ", "database ", "signing secret  generated: whsec_", "mode 0600", "/sim/records/"] {
+        assert!(banner.contains(needle), "banner lacks {needle:?}:\n{banner}");
+    }
+    let sim = relay.sim_url.clone().expect("built-in simulator URL in the banner");
+    let keys = secrets(dir.path());
+    for (file, id) in [
+        ("seed-usb-copy-847-files.json", "usb"),
+        ("seed-after-hours-prod-db-admin.json", "db"),
+        ("seed-productivity-non-work-browsing.json", "hr"),
+    ] {
+        let (status, body) = post(&relay.url, &keys, &sample(file), &format!("msg_{id}")).await;
+        assert_eq!(status, 202, "{file}: {body}");
+        assert_eq!(body["duplicate"], false);
+    }
+    eventually(20, "the three records", || async {
+        sim_records(&sim, "sn_si_incident").await.len() == 1
+            && sim_records(&sim, "task").await.len() == 1
+            && sim_records(&sim, "sn_hr_core_case").await.len() == 1
+    })
+    .await;
+    let sir = &sim_records(&sim, "sn_si_incident").await[0];
+    assert_eq!((sir["impact"].as_str(), sir["urgency"].as_str()), (Some("1"), Some("1")));
+    assert_eq!(sir["assignment_group.display_value"], "Security Operations");
+    let task = &sim_records(&sim, "task").await[0];
+    assert_eq!(task["assignment_group.display_value"], "IT Security");
+    let hr = &sim_records(&sim, "sn_hr_core_case").await[0];
+    assert_eq!(hr["assignment_group.display_value"], "HR Partners - Engineering");
+
+    // the status API carries the ServiceNow number
+    let status = state_of(&relay.url, "emon-20261120-7f3a9c").await;
+    assert_eq!(status["state"], "COMPLETED");
+    assert_eq!(status["servicenow"]["number"], sir["number"]);
+    // a re-sent webhook is a duplicate and creates nothing
+    let (s, body) = post(&relay.url, &keys, &sample("seed-usb-copy-847-files.json"), "msg_usb").await;
+    assert_eq!((s, body["duplicate"].as_bool()), (202, Some(true)));
+    let (s, health) = get_json(&format!("{}/healthz", relay.url)).await;
+    assert_eq!((s, health["status"].as_str()), (200, Some("ok")));
+    assert_eq!(health["servicenow"]["simulator"], true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sim_records(&sim, "sn_si_incident").await.len(), 1);
+
+    let (exit, out) = relay.stop();
+    assert!(exit.success(), "graceful stop on SIGTERM: {exit:?}");
+    assert!(out.contains("stopped"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_alerts_are_aggregated_on_the_compressed_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path(), &["--batch-window-seconds", "4"]);
+    let sim = relay.sim_url.clone().unwrap();
+    let keys = secrets(dir.path());
+    let ids: Vec<String> = (0..4).map(|i| format!("batch-agg-{i}")).collect();
+    // sent together (the flush timer runs on its own schedule: a tick between sequential sends would split them)
+    let bodies: Vec<Vec<u8>> = ids.iter().map(|id| sample_with_id("productivity-low.json", id)).collect();
+    let sends = ids.iter().zip(&bodies).map(|(id, body)| {
+        let (url, keys) = (relay.url.clone(), &keys);
+        async move { post(&url, keys, body, &format!("m-{id}")).await }
+    });
+    for (s, body) in futures::future::join_all(sends).await {
+        assert_eq!((s, body["delivery"].as_str()), (202, Some("batch")), "{body}");
+    }
+    eventually(20, "all four alerts completed", || async {
+        let mut done = true;
+        for id in &ids {
+            done &= state_of(&relay.url, id).await["state"] == "COMPLETED";
+        }
+        done
+    })
+    .await;
+    let first = state_of(&relay.url, &ids[0]).await;
+    let table = first["servicenow"]["table"].as_str().unwrap().to_string();
+    let records = sim_records(&sim, &table).await;
+    assert_eq!(records.len(), 1, "four alerts, one aggregated record: {records:?}");
+    let description = records[0]["description"].as_str().unwrap();
+    for id in &ids {
+        assert!(description.contains(id.as_str()), "the record lists {id}");
+        assert_eq!(state_of(&relay.url, id).await["servicenow"]["sys_id"], records[0]["sys_id"]);
+    }
+    let (exit, _) = relay.stop();
+    assert!(exit.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_delivery_then_restart_delivers_every_alert_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // the simulator outlives the relay processes, so records created before the kill are still there
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    sim.inject(Fault { kind: FaultKind::Latency { ms: 400 }, count: 10_000, table: None, method: Some("POST".into()) });
+    let sn = servicenow_file(dir.path(), &sim.base_url(), "relay", "relay-password");
+    let sn = sn.to_str().unwrap();
+    let args = ["--servicenow-file", sn, "--lease-seconds", "3", "--workers", "1"];
+    let relay = start_relay(dir.path(), &args);
+    assert!(relay.banner().contains(&format!("ServiceNow      {}", sim.base_url())));
+    let keys = secrets(dir.path());
+    let ids: Vec<String> = (0..25).map(|i| format!("kill-{i}")).collect();
+    for id in &ids {
+        let (s, _) = post(&relay.url, &keys, &sample_with_id("dlp-critical.json", id), &format!("m-{id}")).await;
+        assert_eq!(s, 202);
+    }
+    // kill while deliveries are in flight: some records exist, others are mid-call or still queued
+    eventually(20, "the first records", || async { !sim.records("sn_si_incident").is_empty() }).await;
+    relay.kill9();
+    let before = sim.records("sn_si_incident").len();
+    assert!(before < ids.len(), "killed mid-delivery ({before} of {} records existed)", ids.len());
+
+    let relay = start_relay(dir.path(), &args);
+    eventually(60, "every alert delivered after the restart", || async {
+        let mut done = true;
+        for id in &ids {
+            done &= state_of(&relay.url, id).await["state"] == "COMPLETED";
+        }
+        done
+    })
+    .await;
+    let records = sim.records("sn_si_incident");
+    let mut correlation: Vec<&str> = records.iter().map(|r| r["correlation_id"].as_str().unwrap()).collect();
+    correlation.sort_unstable();
+    correlation.dedup();
+    assert_eq!(records.len(), ids.len(), "exactly one record per alert");
+    assert_eq!(correlation.len(), ids.len());
+    for id in &ids {
+        let s = state_of(&relay.url, id).await;
+        let sys_id = s["servicenow"]["sys_id"].as_str().unwrap();
+        assert!(records.iter().any(|r| r["sys_id"] == sys_id), "{id}: the ledger points at an existing record");
+    }
+    let (exit, _) = relay.stop();
+    assert!(exit.success());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_and_status_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path(), &["--batch-window-seconds", "2"]);
+    let db = dir.path().join("relay.db");
+    let url_owned = relay.url.clone();
+    let (db_s, url) = (db.to_str().unwrap(), url_owned.as_str());
+    let seed = repo().join("events/alerts/seed-usb-copy-847-files.json");
+
+    let o = run_relay(dir.path(), &["send", seed.to_str().unwrap(), "--url", url, "--db", db_s, "--wait", "20"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("HTTP 202"), "{}", text(&o));
+    assert!(text(&o).contains("delivered: sn_si_incident SIR"), "{}", text(&o));
+
+    let o = run_relay(dir.path(), &["status", "emon-20261120-7f3a9c", "--url", url]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "COMPLETED");
+    let o = run_relay(dir.path(), &["status", "emon-20261120-7f3a9c", "--db", db_s]);
+    let local: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(local["servicenow"]["number"], v["servicenow"]["number"]);
+    // unknown id: exit 3, over HTTP and locally
+    assert_eq!(run_relay(dir.path(), &["status", "nope", "--url", url]).status.code(), Some(3));
+    assert_eq!(run_relay(dir.path(), &["status", "nope", "--db", db_s]).status.code(), Some(3));
+    // no database: exit 2
+    let o = run_relay(dir.path(), &["status", "x", "--db", "/nonexistent/relay.db"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no database at /nonexistent/relay.db"));
+
+    // an invalid alert: the 400 body is printed, exit 1
+    let bad = repo().join("events/invalid/bad-values.json");
+    let o = run_relay(dir.path(), &["send", bad.to_str().unwrap(), "--url", url, "--db", db_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("HTTP 400") && text(&o).contains("problems"), "{}", text(&o));
+    // the wrong secret: 401
+    let wrong = dir.path().join("wrong.txt");
+    std::fs::write(&wrong, relay_pipeline::signature::generate_secret()).unwrap();
+    let o = run_relay(
+        dir.path(),
+        &["send", seed.to_str().unwrap(), "--url", url, "--secret-file", wrong.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("HTTP 401") && text(&o).contains("signature rejected"), "{}", text(&o));
+    // an unreadable secret file / alert file: exit 2 naming it
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{\"secrets\": 5}").unwrap();
+    let o = run_relay(
+        dir.path(),
+        &["send", seed.to_str().unwrap(), "--url", url, "--secret-file", garbage.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("garbage.json"), "{}", text(&o));
+    let o = run_relay(dir.path(), &["send", "/nonexistent.json", "--url", url, "--db", db_s]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("/nonexistent.json"));
+    let (exit, _) = relay.stop();
+    assert!(exit.success());
+    // nobody listening: exit 1
+    let o = run_relay(dir.path(), &["send", seed.to_str().unwrap(), "--url", url, "--db", db_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("cannot reach"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_and_bad_settings_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path(), &[]);
+    let http = reqwest::Client::new();
+    let body = sample("dlp-critical.json");
+    let r = http
+        .post(format!("{}/v1/alerts", relay.url))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.text().await.unwrap().contains("missing header"));
+    let keys = secrets(dir.path());
+    let r = http
+        .post(format!("{}/v1/alerts", relay.url))
+        .header("content-type", "text/plain")
+        .header("webhook-id", "m")
+        .header("webhook-timestamp", "1")
+        .header("webhook-signature", keys.sign("m", 1, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let (s, big) = post(&relay.url, &keys, &vec![b' '; 300 * 1024], "m-big").await;
+    assert_eq!(s, 413, "{big}");
+    let (s, v) = get_json(&format!("{}/v1/alerts/unknown", relay.url)).await;
+    assert_eq!(s, 404);
+    assert!(v["error"].as_str().unwrap().contains("unknown"));
+    assert_eq!(get_json(&format!("{}/nothing-here", relay.url)).await.0, 404);
+    drop(relay);
+
+    // settings that cannot work stop the server before it listens, naming the problem
+    let bad_config = dir.path().join("bad.yaml");
+    std::fs::write(&bad_config, "version: 7\n").unwrap();
+    let http_url = servicenow_file(dir.path(), "http://instance.example.com", "relay", "x");
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["--config", bad_config.to_str().unwrap()], "bad.yaml: invalid config"),
+        (vec!["--servicenow-file", http_url.to_str().unwrap()], "https"),
+        (vec!["--servicenow-file", "/nonexistent-sn.json"], "/nonexistent-sn.json"),
+        (vec!["--secret-file", "/nonexistent-secret.json"], "/nonexistent-secret.json"),
+    ];
+    for (args, needle) in cases {
+        let o = run_relay(dir.path(), &[&["serve", "--port", "0", "--db", "x.db"][..], &args].concat());
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+    }
+}
+
+fn sim_config_requiring(table: &str, field: &str) -> SimConfig {
+    let mut c = SimConfig::default();
+    let t = c.tables.iter_mut().find(|t| t.name == table).unwrap();
+    t.mandatory.push(field.into());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_connection_reports_every_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tc =
+        |file: &Path| run_relay(d, &["test-connection", "--servicenow-file", file.to_str().unwrap(), "--timeout", "3"]);
+
+    // all good: every table OK, and the test records are gone again
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "relay-password"));
+    assert!(o.status.success(), "{}", text(&o));
+    for table in ["sn_si_incident", "task", "sn_hr_core_case", "incident"] {
+        let line = text(&o).lines().find(|l| l.starts_with(table)).map(str::to_owned).unwrap_or_default();
+        assert!(line.contains("OK (created and deleted"), "{table}: {}", text(&o));
+        assert!(sim.records(table).is_empty(), "{table}: test record deleted");
+    }
+    // hibernating
+    sim.set_hibernating(true);
+    let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "relay-password"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("hibernating"), "{}", text(&o));
+    sim.set_hibernating(false);
+    // wrong password
+    let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "wrong"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("auth failed"), "{}", text(&o));
+    // a user without the roles
+    let o = tc(&servicenow_file(d, &sim.base_url(), "readonly", "readonly-password"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("missing role"), "{}", text(&o));
+    let url = sim.base_url();
+    sim.shutdown().await;
+    // nobody listening
+    let o = tc(&servicenow_file(d, &url, "relay", "relay-password"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("unreachable"), "{}", text(&o));
+
+    // a data policy on one table: only that table fails
+    let sim = Simulator::start(sim_config_requiring("sn_hr_core_case", "u_hr_service")).await.unwrap();
+    let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "relay-password"));
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    let hr = out.lines().find(|l| l.starts_with("sn_hr_core_case")).unwrap();
+    assert!(hr.contains("data-policy fields required") && hr.contains("u_hr_service"), "{out}");
+    assert!(out.lines().find(|l| l.starts_with("sn_si_incident")).unwrap().contains("OK"), "{out}");
+    assert!(out.contains("1 of"), "{out}");
+    sim.shutdown().await;
+
+    // no instance configured
+    let o = run_relay(d, &["test-connection"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no ServiceNow instance configured"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_dlq_redelivers_after_the_cause_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("relay.db");
+    let db_s = db.to_str().unwrap();
+    // an instance whose data policy the mapping does not satisfy: permanent error → dead-lettered
+    let broken: RunningSim = Simulator::start(sim_config_requiring("sn_si_incident", "u_case_owner")).await.unwrap();
+    let sn = servicenow_file(d, &broken.base_url(), "relay", "relay-password");
+    let relay = start_relay(d, &["--servicenow-file", sn.to_str().unwrap()]);
+    let keys = secrets(d);
+    assert_eq!(post(&relay.url, &keys, &sample("seed-usb-copy-847-files.json"), "m1").await.0, 202);
+    eventually(20, "the alert to fail", || async {
+        state_of(&relay.url, "emon-20261120-7f3a9c").await["state"] == "FAILED"
+    })
+    .await;
+    let (_, health) = get_json(&format!("{}/healthz", relay.url)).await;
+    assert_eq!(health["queues"]["dlq"], 1);
+    let (exit, _) = relay.stop();
+    assert!(exit.success());
+    broken.shutdown().await;
+
+    // dry run: lists, changes nothing
+    let o = run_relay(d, &["replay-dlq", "--local", "--db", db_s, "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("would replay emon-20261120-7f3a9c") && text(&o).contains("u_case_owner"),
+        "{}",
+        text(&o)
+    );
+    let o = run_relay(d, &["status", "emon-20261120-7f3a9c", "--db", db_s]);
+    assert_eq!(serde_json::from_slice::<Value>(&o.stdout).unwrap()["state"], "FAILED");
+
+    // replay: the ledger entry reopens, the message goes back to the realtime queue
+    let o = run_relay(d, &["replay-dlq", "--db", db_s]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("replayed 1 of 1 messages (1 ledger entries reopened)"), "{}", text(&o));
+    let o = run_relay(d, &["status", "emon-20261120-7f3a9c", "--db", db_s]);
+    assert_eq!(serde_json::from_slice::<Value>(&o.stdout).unwrap()["state"], "QUEUED");
+    let o = run_relay(d, &["replay-dlq", "--db", db_s]);
+    assert!(text(&o).contains("empty"), "{}", text(&o));
+
+    // the fixed instance: the alert is delivered
+    let fixed = Simulator::start(SimConfig::default()).await.unwrap();
+    let sn = servicenow_file(d, &fixed.base_url(), "relay", "relay-password");
+    let relay = start_relay(d, &["--servicenow-file", sn.to_str().unwrap()]);
+    eventually(30, "the replayed alert delivered", || async {
+        state_of(&relay.url, "emon-20261120-7f3a9c").await["state"] == "COMPLETED"
+    })
+    .await;
+    assert_eq!(fixed.records("sn_si_incident").len(), 1);
+    let (exit, _) = relay.stop();
+    assert!(exit.success());
+    fixed.shutdown().await;
+
+    // --aws is not available: a clear error; a missing database: exit 2
+    let o = run_relay(d, &["replay-dlq", "--aws"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("--aws is not available"));
+    let o = run_relay(d, &["replay-dlq", "--db", "/nonexistent/x.db"]);
+    assert_eq!(o.status.code(), Some(2));
+}
