@@ -1,1 +1,4 @@
+//! Cross-crate end-to-end tests (relay-e2e). [`lambda`] runs the three Lambda handlers over real AWS APIs
+//! (moto_server) and the in-process ServiceNow simulator, invoked with the events Lambda would send.
 
+pub mod lambda;
