@@ -1,1 +1,175 @@
-fn main() {}
+//! Ingest handler throughput in-process: the Lambda HTTP request → signature check (secret from the cached
+//! secret document) → parse → validate → route → ledger → enqueue → JSON reply, over the in-memory queue
+//! and ledger, on a current_thread runtime (one core).
+//!
+//! `cargo bench -p relay-lambda --bench ingest_handler`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Body, Request, Service};
+use relay_lambda::ingest::IngestHandler;
+use relay_lambda::testing::{MemoryLedger, MemoryNotifier, MemoryQueue, MemorySecrets};
+use relay_lambda::{Adapters, Settings};
+use relay_pipeline::{Metrics, WebhookSecrets};
+use relay_ports::{Clock, SystemClock};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const CHUNK: u64 = 2_000;
+
+struct Bench {
+    handler: Arc<IngestHandler>,
+    ledger: Arc<MemoryLedger>,
+    realtime: Arc<MemoryQueue>,
+    batch: Arc<MemoryQueue>,
+    keys: WebhookSecrets,
+    template: serde_json::Value,
+    next: u64,
+}
+
+fn alert(i: u64) -> Vec<u8> {
+    let severity = ["critical", "high", "medium", "low"][(i % 4) as usize];
+    serde_json::to_vec(&serde_json::json!({
+        "alert_id": format!("bench-{i}"), "alert_type": "data_exfiltration", "severity": severity,
+        "occurred_at": "2026-11-20T14:03:00Z",
+        "employee": {"id": format!("E{}", i % 500), "department": "Engineering", "email": "j.doe@example.com"},
+        "description": "Copied 847 files to a USB mass-storage device", "risk_score": 87,
+        "evidence_url": format!("https://monitor.example.com/alerts/bench-{i}"),
+        "details": {"device": "USB", "file_count": 847, "bytes": 1_234_567_890u64}
+    }))
+    .unwrap()
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let env = |k: &str| Some(format!("bench-{k}"));
+        let settings = Settings::from_lookup(env).unwrap();
+        let ledger = Arc::new(MemoryLedger::new());
+        let realtime = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+        let batch = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+        let secrets = MemorySecrets::new([(
+            settings.webhook_secret_arn.clone(),
+            serde_json::json!({"secrets": [SECRET]}).to_string(),
+        )]);
+        let adapters = Adapters {
+            ledger: ledger.clone(),
+            realtime: realtime.clone(),
+            batch: batch.clone(),
+            dlq: Arc::new(MemoryQueue::new(Duration::from_secs(30))),
+            secrets: Arc::new(secrets),
+            notifier: Arc::new(MemoryNotifier::default()),
+            clock: Arc::new(SystemClock),
+        };
+        let handler = IngestHandler::new(&settings, &adapters, Metrics::off()).await.unwrap();
+        let template: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/lambda/apigw-post-alert.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        Bench {
+            handler: Arc::new(handler),
+            ledger,
+            realtime,
+            batch,
+            keys: WebhookSecrets::parse(&[SECRET]).unwrap(),
+            template,
+            next: 0,
+        }
+    }
+
+    /// The API Gateway v2 event for the next alert, signed now.
+    fn event(&mut self) -> serde_json::Value {
+        self.next += 1;
+        let body = alert(self.next);
+        let id = format!("msg_{}", self.next);
+        let ts = SystemClock.now_ms() / 1000;
+        let mut e = self.template.clone();
+        e["headers"]["webhook-id"] = id.clone().into();
+        e["headers"]["webhook-timestamp"] = ts.to_string().into();
+        e["headers"]["webhook-signature"] = self.keys.sign(&id, ts, &body).into();
+        e["body"] = String::from_utf8(body).unwrap().into();
+        e
+    }
+
+    fn reset(&self) {
+        self.ledger.clear();
+        self.realtime.clear();
+        self.batch.clear();
+    }
+}
+
+fn to_request(event: serde_json::Value) -> Request {
+    let lr: LambdaRequest = serde_json::from_value(event).unwrap();
+    lr.into()
+}
+
+fn ingest(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut b = rt.block_on(Bench::new());
+    let mut group = c.benchmark_group("ingest_handler");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(8));
+
+    // The handler proper: lambda_http::Request in, Response out.
+    group.bench_function("request_to_202", |bencher| {
+        bencher.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                b.reset();
+                let requests: Vec<Request> = (0..n).map(|_| to_request(b.event())).collect();
+                let handler = b.handler.clone();
+                let started = Instant::now();
+                rt.block_on(async {
+                    for r in requests {
+                        let resp = handler.handle(r).await.unwrap();
+                        assert_eq!(resp.status(), 202);
+                    }
+                });
+                total += started.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
+
+    // As Lambda hands it over: the API Gateway JSON event deserialized, adapted and answered, the response
+    // serialized back to JSON.
+    group.bench_function("event_json_to_response_json", |bencher| {
+        bencher.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                b.reset();
+                let events: Vec<String> = (0..n).map(|_| b.event().to_string()).collect();
+                let handler = b.handler.clone();
+                let mut adapter = lambda_http::Adapter::from(lambda_http::service_fn(move |r: Request| {
+                    let handler = handler.clone();
+                    async move { handler.handle(r).await }
+                }));
+                let started = Instant::now();
+                rt.block_on(async {
+                    for e in events {
+                        let lr: LambdaRequest = serde_json::from_str(&e).unwrap();
+                        let ev = lambda_runtime::LambdaEvent::new(lr, lambda_runtime::Context::default());
+                        let resp = adapter.call(ev).await.unwrap();
+                        let out = serde_json::to_string(&resp).unwrap();
+                        assert!(out.contains("202"));
+                    }
+                });
+                total += started.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
+    group.finish();
+    let _ = Body::Empty;
+}
+
+criterion_group!(benches, ingest);
+criterion_main!(benches);

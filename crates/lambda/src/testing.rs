@@ -1,5 +1,6 @@
-//! In-memory ports (feature `testing`): a queue and a ledger that live in the process, for benchmarks of
-//! the handlers without AWS and for wiring tests. Both pass the ports' conformance suite.
+//! In-memory ports (feature `testing`): a queue, a ledger, secrets and a notifier that live in the process,
+//! for benchmarks of the handlers without AWS and for wiring tests. The queue and the ledger pass the ports'
+//! conformance suite.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -287,5 +288,38 @@ mod tests {
             Box::new(MemoryQueue::new(relay_ports::conformance::MIN_QUEUE_VISIBILITY)) as Box<dyn AlertQueue>
         })
         .await;
+    }
+}
+
+/// Secrets held in memory, by id.
+#[derive(Default)]
+pub struct MemorySecrets {
+    values: Mutex<HashMap<String, String>>,
+}
+
+impl MemorySecrets {
+    pub fn new(values: impl IntoIterator<Item = (String, String)>) -> Self {
+        MemorySecrets { values: Mutex::new(values.into_iter().collect()) }
+    }
+}
+
+#[async_trait]
+impl relay_ports::SecretStore for MemorySecrets {
+    async fn fetch(&self, id: &str) -> Result<String, PortError> {
+        self.values.lock().expect("secrets lock").get(id).cloned().ok_or_else(|| PortError::NotFound(id.into()))
+    }
+}
+
+/// Failure notices kept in memory.
+#[derive(Default)]
+pub struct MemoryNotifier {
+    pub notices: Mutex<Vec<relay_ports::FailureNotice>>,
+}
+
+#[async_trait]
+impl relay_ports::Notifier for MemoryNotifier {
+    async fn delivery_failed(&self, notice: &relay_ports::FailureNotice) -> Result<(), PortError> {
+        self.notices.lock().expect("notices lock").push(notice.clone());
+        Ok(())
     }
 }
