@@ -295,6 +295,13 @@ impl Delivery {
     }
 }
 
+/// Whether an attempt must look the record up before creating it: after an ambiguous outcome, and on every
+/// later attempt, because an earlier attempt may have died mid-call (process killed, Lambda timeout) and left
+/// no outcome in the ledger at all. A first attempt never pays for the lookup.
+pub fn must_look_up(entry: &LedgerEntry) -> bool {
+    entry.needs_lookup || entry.attempts > 1
+}
+
 /// The realtime deliverer: one message at a time, many concurrently.
 #[derive(Clone)]
 pub struct Deliverer {
@@ -331,7 +338,7 @@ impl Deliverer {
                 return Disposition::RetryLater;
             }
         };
-        let (outcome, found) = d.create(&env, entry.needs_lookup).await;
+        let (outcome, found) = d.create(&env, must_look_up(&entry)).await;
         match outcome {
             Outcome::Created(rec) => match d.succeeded(&env, &entry, record_ref(rec), found).await {
                 Ok(()) => Disposition::Done,

@@ -178,7 +178,9 @@ impl Flusher {
         // Records whose members had an ambiguous attempt: look them up before creating again.
         let client = d.servicenow.client().await;
         for (i, r) in plan.records.iter().enumerate() {
-            if r.record_type == RecordType::ItomEvent || !r.members.iter().any(|m| alerts[*m].entry.needs_lookup) {
+            if r.record_type == RecordType::ItomEvent
+                || !r.members.iter().any(|m| crate::deliver::must_look_up(&alerts[*m].entry))
+            {
                 continue;
             }
             match &client {

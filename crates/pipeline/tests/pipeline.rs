@@ -528,3 +528,29 @@ async fn an_unreadable_message_is_dead_lettered_not_retried_forever() {
     let dead = h.dlq.receive(1, Duration::ZERO).await.unwrap();
     assert_eq!(dead[0].body, "{not an envelope");
 }
+
+#[tokio::test]
+async fn a_deliverer_that_died_mid_call_is_taken_over_without_a_second_record() {
+    let h = harness(Options::default()).await;
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    let msg = h.realtime.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    let env = relay_pipeline::Envelope::from_json(&msg.body).unwrap();
+    // the first deliverer claims, creates the record, and is killed before it records anything
+    let now = SystemClock.now_ms();
+    assert!(matches!(
+        h.ingest.ledger.claim("emon-20261120-7f3a9c", now, 1).await.unwrap(),
+        relay_ports::Claim::Claimed(_)
+    ));
+    let client = ServiceNowClient::new(
+        ClientConfig::new(h.sim.base_url()),
+        Arc::new(StaticCredentials(Credentials::Basic { username: "relay".into(), password: "relay-password".into() })),
+    )
+    .unwrap();
+    assert_eq!(client.create_record(env.table(), env.fields()).await.class(), "created");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // the message comes back; the lease has expired; the takeover looks the record up first
+    assert_eq!(h.deliverer.handle(&msg).await, relay_pipeline::Disposition::Done);
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1);
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!((e.state, e.attempts), (DeliveryState::Completed, 2));
+}
