@@ -201,7 +201,7 @@ async fn one_message_delivered_twice_concurrently_creates_one_record() {
     s.sim.inject(Fault::new(FaultKind::Latency { ms: 300 }).on_table("sn_si_incident"));
     let (a, b) = tokio::join!(
         s.invoke_deliver(s.sqs_event(&s.realtime, std::slice::from_ref(&msg))),
-        s.invoke_deliver(s.sqs_event(&s.realtime, &[copy.clone()])),
+        s.invoke_deliver(s.sqs_event(&s.realtime, std::slice::from_ref(&copy))),
     );
     let failed = a.batch_item_failures.len() + b.batch_item_failures.len();
     assert_eq!(failed, 1, "one invocation delivered, the other reports its copy for retry: {a:?} {b:?}");
@@ -244,7 +244,7 @@ async fn every_simulator_fault_class_ends_in_exactly_one_record() {
     for (kind, count, class, lookup) in cases {
         runs.spawn(async move {
             let name = kind.name();
-            let Some((s, e)) = through_fault(kind, count).await else { return None };
+            let (s, e) = through_fault(kind, count).await?;
             let records = s.sim.records("sn_si_incident");
             assert_eq!(records.len(), 1, "{name}: exactly one record");
             assert_eq!(e.state, DeliveryState::Completed, "{name}: {e:?}");
