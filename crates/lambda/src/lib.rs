@@ -80,8 +80,27 @@ impl Adapters {
 
 /// JSON (or text) logs as Lambda's advanced logging controls ask: honours `AWS_LAMBDA_LOG_FORMAT` and
 /// `AWS_LAMBDA_LOG_LEVEL` (`RUST_LOG` when those are unset).
+///
+/// Unlike the runtime's default subscriber, JSON lines carry the event's fields at the top level
+/// (`{"level":…,"target":"audit","event":"routed","alert_id":…}`), which is what the stack's Logs Insights
+/// queries, metric filters and dashboard widgets read.
 pub fn init_logging() {
-    lambda_runtime::tracing::init_default_subscriber();
+    use tracing_subscriber::EnvFilter;
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_ascii_lowercase());
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_target(true);
+    let result = if json {
+        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init()
+    } else {
+        builder.without_time().try_init()
+    };
+    if let Err(e) = result {
+        eprintln!("logging already initialised: {e}");
+    }
 }
 
 /// The routing config: `RELAY_CONFIG_PATH` when set, the compiled-in default otherwise.
