@@ -87,12 +87,16 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
             (pending[*a].received_at_ms, &pending[*a].decision.alert_id)
                 .cmp(&(pending[*b].received_at_ms, &pending[*b].decision.alert_id))
         });
-        for (part, chunk) in members.chunks(settings.max_alerts_per_record.max(1)).enumerate() {
+        for chunk in members.chunks(settings.max_alerts_per_record.max(1)) {
             if chunk.len() == 1 {
                 records.push(single(pending[chunk[0]].decision, chunk[0]));
             } else {
+                // The earliest member names the record: a flush that is retried after an interruption
+                // drains the same earliest alert and finds the record by its correlation id, while a
+                // window drained by two flushes gets two different ids.
                 let decisions: Vec<&Decision> = chunk.iter().map(|i| pending[*i].decision).collect();
-                records.push(aggregate(&decisions, chunk.to_vec(), &format!("{key}\u{1f}{part}")));
+                let id_key = format!("{key}\u{1f}{}", decisions[0].alert_id);
+                records.push(aggregate(&decisions, chunk.to_vec(), &id_key));
             }
         }
     }
@@ -264,6 +268,17 @@ mod tests {
         let p2 = plan(&pend(&reversed, 5), &BatchSettings::default(), 300_000);
         assert_eq!(p2.records[0].correlation_id, r.correlation_id);
         assert_eq!(p2.records[0].alert_ids, r.alert_ids);
+    }
+
+    #[test]
+    fn one_window_drained_by_two_flushes_gets_two_correlation_ids() {
+        let ds: Vec<Decision> = (0..4).map(|i| decision(i, "E1", "policy_violation", "low")).collect();
+        let first = plan(&pend(&ds[..2], 10), &BatchSettings::default(), 300_000);
+        let second = plan(&pend(&ds[2..], 20), &BatchSettings::default(), 300_000);
+        assert_ne!(first.records[0].correlation_id, second.records[0].correlation_id);
+        // an interrupted flush re-drains the same alerts (plus later ones): same earliest member, same id
+        let again = plan(&pend(&ds[..3], 10), &BatchSettings::default(), 300_000);
+        assert_eq!(again.records[0].correlation_id, first.records[0].correlation_id);
     }
 
     #[test]

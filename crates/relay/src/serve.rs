@@ -22,7 +22,7 @@ use relay_pipeline::{
     Deliverer, Delivery, DeliverySettings, FlushSettings, Flusher, Ingest, IngestSettings, Metrics, Reply,
     ServiceNowTarget, SigningKeys, WebhookRequest, random_jitter,
 };
-use relay_ports::{Accept, AlertQueue, Claim, Clock, Ledger, LedgerEntry, PortError, RecordRef, SystemClock};
+use relay_ports::{AlertQueue, Clock, Ledger, SystemClock};
 use serde_json::json;
 use servicenow_client::{ClientConfig, ServiceNowClient, StaticCredentials};
 use servicenow_sim::{RunningSim, SimConfig, Simulator};
@@ -72,57 +72,6 @@ pub struct ServeArgs {
     /// Fsync every commit (survives power loss, slower). Default: survives a killed process.
     #[arg(long)]
     pub fsync: bool,
-}
-
-/// The SQLite ledger, with one addition for crash safety: an alert claimed for its second (or later)
-/// attempt is looked up by correlation id before it is created again. An attempt whose process died
-/// mid-call (kill -9, power cut) left the alert `InProgress` with no outcome recorded, so its `needs_lookup`
-/// was never set; the takeover after the lease expired must not create blindly. (Retries after an
-/// outcome that was recorded pay one extra lookup; first attempts pay nothing.)
-struct ResumingLedger(Arc<dyn Ledger>);
-
-#[async_trait::async_trait]
-impl Ledger for ResumingLedger {
-    async fn accept(&self, entry: &LedgerEntry) -> Result<Accept, PortError> {
-        self.0.accept(entry).await
-    }
-    async fn mark_queued(&self, alert_id: &str, now_ms: i64) -> Result<(), PortError> {
-        self.0.mark_queued(alert_id, now_ms).await
-    }
-    async fn forget(&self, alert_id: &str) -> Result<(), PortError> {
-        self.0.forget(alert_id).await
-    }
-    async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError> {
-        match self.0.claim(alert_id, now_ms, lease_ms).await? {
-            Claim::Claimed(mut e) => {
-                e.needs_lookup |= e.attempts > 1;
-                Ok(Claim::Claimed(e))
-            }
-            other => Ok(other),
-        }
-    }
-    async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
-        self.0.complete(alert_id, record, now_ms).await
-    }
-    async fn retry_later(
-        &self,
-        alert_id: &str,
-        error_class: &str,
-        error: &str,
-        needs_lookup: bool,
-        now_ms: i64,
-    ) -> Result<(), PortError> {
-        self.0.retry_later(alert_id, error_class, error, needs_lookup, now_ms).await
-    }
-    async fn fail(&self, alert_id: &str, error_class: &str, error: &str, now_ms: i64) -> Result<(), PortError> {
-        self.0.fail(alert_id, error_class, error, now_ms).await
-    }
-    async fn reopen(&self, alert_id: &str, now_ms: i64) -> Result<bool, PortError> {
-        self.0.reopen(alert_id, now_ms).await
-    }
-    async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
-        self.0.get(alert_id).await
-    }
 }
 
 /// What the server shares with its request handlers.
@@ -316,7 +265,7 @@ async fn run(args: ServeArgs) -> ExitCode {
 
     // the pipelines over the SQLite adapters
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ledger: Arc<dyn Ledger> = Arc::new(ResumingLedger(Arc::new(store.ledger())));
+    let ledger: Arc<dyn Ledger> = Arc::new(store.ledger());
     let realtime: Arc<dyn AlertQueue> = Arc::new(store.queue("realtime"));
     let batch_queue = store.queue("batch").with_visibility_timeout(Duration::from_secs(300).max(window));
     let batch: Arc<dyn AlertQueue> = Arc::new(batch_queue);
