@@ -38,6 +38,13 @@ fn bench(c: &mut Criterion) {
             black_box(router.route(&alert))
         })
     });
+    c.bench_function("json parse only (serde_json::Value)", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap()))
+    });
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    c.bench_function("validate only (from parsed JSON)", |b| {
+        b.iter(|| black_box(Alert::from_value(black_box(&value)).unwrap()))
+    });
     let alert = Alert::from_slice(&body).unwrap();
     c.bench_function("route+fields only (50 rules)", |b| b.iter(|| black_box(router.route(black_box(&alert)))));
 }

@@ -353,33 +353,43 @@ fn forbidden_control(ch: char, allow_newlines: bool) -> bool {
     ch.is_control()
 }
 
+/// `at.key`, formatted only when a problem is reported.
+struct Joined<'a>(&'a str, &'a str);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
 }
 
 impl Checker {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem { path: path.into(), message: message.into() });
+    fn problem(&mut self, path: impl fmt::Display, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.to_string(), message: message.into() });
     }
 
     fn finish(self) -> InvalidAlert {
         InvalidAlert { problems: self.problems }
     }
 
-    fn checked_str(&mut self, path: &str, s: &str, max: usize, allow_newlines: bool) -> Option<String> {
+    /// `path` is formatted only when there is a problem to report (the valid path allocates nothing).
+    fn checked_str(&mut self, path: &dyn fmt::Display, s: &str, max: usize, allow_newlines: bool) -> Option<String> {
         let mut ok = true;
         if s.trim().is_empty() {
-            self.problem(path, "must not be empty");
+            self.problem(path.to_string(), "must not be empty");
             ok = false;
         }
-        let n = s.chars().count();
+        let n = if s.len() <= max { s.len() } else { s.chars().count() };
         if n > max {
-            self.problem(path, format!("is {n} characters long; the limit is {max}"));
+            self.problem(path.to_string(), format!("is {n} characters long; the limit is {max}"));
             ok = false;
         }
         if let Some(pos) = s.chars().position(|ch| forbidden_control(ch, allow_newlines)) {
-            self.problem(path, format!("contains a control character at position {pos}"));
+            self.problem(path.to_string(), format!("contains a control character at position {pos}"));
             ok = false;
         }
         ok.then(|| s.to_owned())
@@ -388,7 +398,7 @@ impl Checker {
     fn string_at(
         &mut self,
         v: Option<&Value>,
-        path: &str,
+        path: &dyn fmt::Display,
         max: usize,
         required: bool,
         newlines: bool,
@@ -396,24 +406,24 @@ impl Checker {
         match v {
             None | Some(Value::Null) => {
                 if required {
-                    self.problem(path, "is required");
+                    self.problem(path.to_string(), "is required");
                 }
                 None
             }
             Some(Value::String(s)) => self.checked_str(path, s, max, newlines),
             Some(other) => {
-                self.problem(path, format!("must be a string, got {}", kind(other)));
+                self.problem(path.to_string(), format!("must be a string, got {}", kind(other)));
                 None
             }
         }
     }
 
     fn string(&mut self, obj: &Map<String, Value>, at: &str, key: &str, max: usize, required: bool) -> Option<String> {
-        self.string_at(obj.get(key), &format!("{at}.{key}"), max, required, false)
+        self.string_at(obj.get(key), &Joined(at, key), max, required, false)
     }
 
     fn text(&mut self, obj: &Map<String, Value>, at: &str, key: &str, max: usize) -> Option<String> {
-        self.string_at(obj.get(key), &format!("{at}.{key}"), max, true, true)
+        self.string_at(obj.get(key), &Joined(at, key), max, true, true)
     }
 
     fn enumerated<T>(
@@ -424,7 +434,7 @@ impl Checker {
         parse: fn(&str) -> Option<T>,
         allowed: &[&str],
     ) -> Option<T> {
-        let path = format!("{at}.{key}");
+        let path = Joined(at, key);
         match obj.get(key) {
             None | Some(Value::Null) => {
                 self.problem(path, format!("is required (one of: {})", allowed.join(", ")));
@@ -501,7 +511,7 @@ impl Checker {
 
     fn evidence_url(&mut self, v: Option<&Value>) -> Option<String> {
         let path = "$.evidence_url";
-        let s = self.string_at(v, path, MAX_URL, true, false)?;
+        let s = self.string_at(v, &path, MAX_URL, true, false)?;
         match url::Url::parse(&s) {
             Err(e) => {
                 self.problem(path, format!("is not a valid URL: {e}"));
@@ -545,7 +555,7 @@ impl Checker {
     }
 
     fn u64_at(&mut self, obj: &Map<String, Value>, key: &str) -> Option<u64> {
-        let path = format!("$.details.{key}");
+        let path = Joined("$.details", key);
         match obj.get(key) {
             None | Some(Value::Null) => {
                 self.problem(path, "is required");
@@ -586,7 +596,7 @@ impl Checker {
     }
 
     fn string_list(&mut self, obj: &Map<String, Value>, key: &str) -> Option<Vec<String>> {
-        let path = format!("$.details.{key}");
+        let path = Joined("$.details", key);
         match obj.get(key) {
             None | Some(Value::Null) => {
                 self.problem(path, "is required (a list of strings)");
@@ -599,7 +609,7 @@ impl Checker {
                 }
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
-                    out.push(self.string_at(Some(item), &format!("{path}[{i}]"), MAX_NAME, true, false));
+                    out.push(self.string_at(Some(item), &format_args!("{path}[{i}]"), MAX_NAME, true, false));
                 }
                 out.into_iter().collect()
             }
@@ -730,7 +740,7 @@ impl Checker {
             Some(AlertType::Custom) => {
                 for (k, v) in obj {
                     if let Value::String(s) = v {
-                        self.checked_str(&format!("$.details.{k}"), s, MAX_DESCRIPTION, true);
+                        self.checked_str(&Joined("$.details", k), s, MAX_DESCRIPTION, true);
                     }
                 }
                 Details::Custom(obj.clone())
@@ -749,7 +759,7 @@ impl Checker {
     }
 
     fn history_count(&mut self, h: &Map<String, Value>, key: &str) -> Option<u64> {
-        let path = format!("$.details.history_30d.{key}");
+        let path = Joined("$.details.history_30d", key);
         match h.get(key).and_then(|v| v.as_number()).and_then(whole) {
             Some(n) => Some(n),
             None => {
