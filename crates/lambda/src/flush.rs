@@ -52,18 +52,8 @@ impl FlushHandler {
             "flush started"
         );
         let flusher = Flusher { delivery: self.delivery.clone(), batch_queue: self.batch_queue.clone(), settings };
-        let report = flusher.flush().await;
-        tracing::info!(
-            messages = report.messages,
-            records = report.records,
-            batch_calls = report.batch_calls,
-            created = report.created,
-            retried = report.retried,
-            dead_lettered = report.dead_lettered,
-            left = report.left,
-            "flush finished"
-        );
-        Ok(report)
+        // the pipeline logs the "flush finished" summary itself
+        Ok(flusher.flush().await)
     }
 }
 
