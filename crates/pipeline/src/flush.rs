@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use relay_core::RecordType;
 use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_core::config::BatchSettings;
-use relay_core::{NextAttempt, RecordType};
 use relay_ports::{AlertQueue, Claim, LedgerEntry, ReceivedMessage, RecordRef};
 use serde::Serialize;
 use servicenow_client::{BatchItem, Outcome};
@@ -384,6 +384,5 @@ impl Flusher {
             }
             Settled::Created(_) => {}
         }
-        let _ = NextAttempt::GiveUp;
     }
 }
