@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod load;
 mod ops;
+mod replay_aws;
 mod route;
 mod serve;
 mod settings;

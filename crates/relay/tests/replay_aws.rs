@@ -1,0 +1,406 @@
+//! `relay replay-dlq --aws` over moto_server: the real binary, real SQS and DynamoDB calls.
+//!
+//! Needs AWS_ENDPOINT_URL (+ dummy credentials and AWS_REGION), as scripts/test.sh exports; skips loudly
+//! otherwise (panics when RELAY_REQUIRE_MOTO=1). Every test creates its own queues and ledger table.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use relay_aws::testing::{create_ledger_table, create_queue, moto_endpoint, unique_name};
+use relay_aws::{DynamoLedger, SqsQueue};
+use relay_core::batch::PlannedRecord;
+use relay_core::{Alert, Config, Router};
+use relay_pipeline::envelope::{DeadLetter, Envelope};
+use relay_pipeline::ingest::new_entry;
+use relay_ports::{AlertQueue, Claim, Clock, DeliveryState, Ledger, SystemClock};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+/// Run the real `relay` binary; the replay settings come only from `args` (and `env`).
+fn relay(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay"));
+    cmd.args(args).env_remove("DLQ_URL").env_remove("REALTIME_QUEUE_URL").env_remove("LEDGER_TABLE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the relay binary runs")
+}
+
+fn out(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn sample_alert(name: &str) -> Alert {
+    let path = format!("{}/../../events/alerts/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    Alert::from_slice(&bytes).unwrap_or_else(|e| panic!("{path} is not a valid alert: {e:?}"))
+}
+
+fn router() -> Router {
+    Router::new(Config::default_config(), Some(vec![7; 32])).expect("the default config routes")
+}
+
+/// The envelope ingest writes for a sample alert, with its alert id made unique.
+fn alert_envelope(name: &str) -> Envelope {
+    let mut alert = sample_alert(name);
+    alert.alert_id = format!("{}-{}", alert.alert_id, uuid::Uuid::new_v4().simple());
+    Envelope::alert(router().route(&alert), Some(format!("msg_{}", uuid::Uuid::new_v4().simple())), now_ms())
+}
+
+/// A batch aggregate covering two alerts (what flush dead-letters when it gives up on a batch record).
+fn aggregate_envelope() -> Envelope {
+    let members = [alert_envelope("productivity-low.json"), alert_envelope("productivity-medium.json")];
+    let correlation_id = format!("relay:b:{}", uuid::Uuid::new_v4().simple());
+    let first = &members[0];
+    Envelope::aggregate(
+        PlannedRecord {
+            correlation_id,
+            record_type: first.record_type(),
+            table: first.table().to_string(),
+            fields: first.fields().clone(),
+            alert_ids: members.iter().map(Envelope::ledger_key).collect(),
+            members: vec![0, 1],
+        },
+        now_ms(),
+    )
+}
+
+/// The stack in miniature: a DLQ, a realtime queue and a ledger table, all new.
+struct Stack {
+    config: aws_config::SdkConfig,
+    dlq: SqsQueue,
+    realtime: SqsQueue,
+    ledger: DynamoLedger,
+}
+
+impl Stack {
+    async fn new() -> Stack {
+        let config = relay_aws::sdk_config().await;
+        let dlq = create_queue(&config, "replay-dlq", 30).await.adapter(&config);
+        let realtime = create_queue(&config, "replay-rt", 30).await.adapter(&config);
+        let ledger = DynamoLedger::new(&config, create_ledger_table(&config, "replay-ledger").await);
+        Stack { config, dlq, realtime, ledger }
+    }
+
+    fn flags(&self) -> Vec<String> {
+        vec![
+            "--dlq-url".into(),
+            self.dlq.url().into(),
+            "--realtime-queue-url".into(),
+            self.realtime.url().into(),
+            "--ledger-table".into(),
+            self.ledger.table().into(),
+        ]
+    }
+
+    fn replay(&self, extra: &[&str]) -> Output {
+        let flags = self.flags();
+        let mut args = vec!["replay-dlq", "--aws"];
+        args.extend(flags.iter().map(String::as_str));
+        args.extend(extra);
+        relay(&args, &[])
+    }
+
+    /// What deliver does when it gives up: the ledger entries FAILED, the envelope on the DLQ.
+    /// Returns the message body.
+    async fn dead_letter(&self, env: &Envelope) -> String {
+        let mut keys = vec![env.ledger_key()];
+        if matches!(env.item, relay_pipeline::envelope::Item::Aggregate { .. }) {
+            keys.extend(env.alert_ids());
+        }
+        for key in &keys {
+            let mut entry = new_entry(env, None, DAY);
+            entry.alert_id = key.clone();
+            self.ledger.accept(&entry).await.unwrap();
+            self.ledger.fail(key, "permanent", "data policy: u_case_owner is mandatory", now_ms()).await.unwrap();
+        }
+        let mut dead = env.clone();
+        dead.dead_letter = Some(DeadLetter {
+            error_class: "permanent".into(),
+            error: "data policy: u_case_owner is mandatory".into(),
+            failed_at_ms: now_ms(),
+            attempts: 1,
+        });
+        let body = dead.to_json();
+        self.dlq.send(&body, Duration::ZERO).await.unwrap();
+        body
+    }
+
+    /// (visible, in flight) messages on a queue.
+    async fn counts(&self, queue: &SqsQueue) -> (u64, u64) {
+        let out = aws_sdk_sqs::Client::new(&self.config)
+            .get_queue_attributes()
+            .queue_url(queue.url())
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |n: &QueueAttributeName| attrs.get(n).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (
+            get(&QueueAttributeName::ApproximateNumberOfMessages),
+            get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    /// Every body on `queue` (received, then deleted).
+    async fn drain(&self, queue: &SqsQueue) -> Vec<String> {
+        let mut bodies = Vec::new();
+        loop {
+            let batch = queue.receive(10, Duration::from_millis(200)).await.unwrap();
+            if batch.is_empty() {
+                return bodies;
+            }
+            for m in batch {
+                queue.delete(&m.receipt).await.unwrap();
+                bodies.push(m.body);
+            }
+        }
+    }
+
+    async fn state(&self, key: &str) -> DeliveryState {
+        self.ledger.get(key).await.unwrap().unwrap_or_else(|| panic!("no ledger entry {key}")).state
+    }
+}
+
+fn all_keys(envs: &[Envelope]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for env in envs {
+        keys.push(env.ledger_key());
+        if matches!(env.item, relay_pipeline::envelope::Item::Aggregate { .. }) {
+            keys.extend(env.alert_ids());
+        }
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_then_replay_moves_messages_and_reopens_the_ledger() {
+    let Some(_endpoint) = moto_endpoint() else { return };
+    let stack = Stack::new().await;
+    let envs =
+        vec![alert_envelope("seed-usb-copy-847-files.json"), alert_envelope("dlp-critical.json"), aggregate_envelope()];
+    let mut bodies = BTreeSet::new();
+    for env in &envs {
+        bodies.insert(stack.dead_letter(env).await);
+    }
+    stack.dlq.send("this is not an envelope", Duration::ZERO).await.unwrap();
+    let keys = all_keys(&envs);
+    assert_eq!(keys.len(), 5);
+
+    // dry run (settings from the environment this time): lists, changes nothing
+    let o = relay(
+        &["replay-dlq", "--aws", "--dry-run"],
+        &[
+            ("DLQ_URL", stack.dlq.url()),
+            ("REALTIME_QUEUE_URL", stack.realtime.url()),
+            ("LEDGER_TABLE", stack.ledger.table()),
+        ],
+    );
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    for env in &envs {
+        assert!(text.contains(&format!("would replay {}", env.ledger_key())), "{text}");
+    }
+    assert!(text.contains("permanent: data policy: u_case_owner is mandatory"), "{text}");
+    assert!(text.contains("unreadable message left in the DLQ"), "{text}");
+    assert!(text.contains("dry run: 3 of 4 dead-lettered messages would be replayed; 1 unreadable"), "{text}");
+    // every message visible again at once, nothing sent, nothing reopened
+    assert_eq!(stack.counts(&stack.dlq).await, (4, 0), "{text}");
+    assert_eq!(stack.counts(&stack.realtime).await, (0, 0));
+    for key in &keys {
+        assert_eq!(stack.state(key).await, DeliveryState::Failed, "{key}");
+    }
+
+    // the replay
+    let o = stack.replay(&[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("replayed 3 of 4 messages (5 ledger entries reopened); 1 unreadable left in the DLQ; 0 errors"),
+        "{text}"
+    );
+    assert!(text.contains("unreadable message left in the DLQ"), "{text}");
+    // the unreadable message stays, visible again right away
+    assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
+    // the same bodies on the realtime queue
+    let moved: BTreeSet<String> = stack.drain(&stack.realtime).await.into_iter().collect();
+    assert_eq!(moved, bodies);
+    // every covered ledger entry reopened: QUEUED, attempts and window restarted, claimable
+    let before = now_ms() - 60_000;
+    for key in &keys {
+        let entry = stack.ledger.get(key).await.unwrap().unwrap();
+        assert_eq!(entry.state, DeliveryState::Queued, "{key}");
+        assert_eq!(entry.attempts, 0, "{key}");
+        assert!(entry.first_received_at_ms > before, "{key}: window restarted");
+        assert!(matches!(stack.ledger.claim(key, now_ms(), 30_000).await.unwrap(), Claim::Claimed(_)), "{key}");
+    }
+
+    // a second run: only the unreadable message is left
+    let o = stack.replay(&[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("replayed 0 of 1 messages (0 ledger entries reopened); 1 unreadable left in the DLQ; 0 errors"),
+        "{text}"
+    );
+    let left = stack.drain(&stack.dlq).await;
+    assert_eq!(left, vec!["this is not an envelope".to_string()]);
+
+    // empty now
+    let o = stack.replay(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("the dead-letter queue is empty: nothing to replay"), "{}", out(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_more_than_one_receive_batch() {
+    let Some(_endpoint) = moto_endpoint() else { return };
+    let stack = Stack::new().await;
+    let mut bodies = BTreeSet::new();
+    for _ in 0..55 {
+        bodies.insert(stack.dead_letter(&alert_envelope("dlp-high.json")).await);
+    }
+    let o = stack.replay(&[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "replayed 55 of 55 messages (55 ledger entries reopened); 0 unreadable left in the DLQ; 0 errors"
+        ),
+        "{text}"
+    );
+    assert_eq!(stack.counts(&stack.dlq).await, (0, 0));
+    let moved: BTreeSet<String> = stack.drain(&stack.realtime).await.into_iter().collect();
+    assert_eq!(moved, bodies);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_whose_send_fails_stays_on_the_dlq() {
+    let Some(_endpoint) = moto_endpoint() else { return };
+    let stack = Stack::new().await;
+    // a FIFO queue as the "realtime" queue: it exists, but refuses a send without a message group
+    let fifo_name = format!("{}.fifo", unique_name("replay-fifo").chars().take(70).collect::<String>());
+    let fifo_url = aws_sdk_sqs::Client::new(&stack.config)
+        .create_queue()
+        .queue_name(&fifo_name)
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let env = alert_envelope("seed-usb-copy-847-files.json");
+    let body = stack.dead_letter(&env).await;
+    let o = relay(
+        &[
+            "replay-dlq",
+            "--aws",
+            "--dlq-url",
+            stack.dlq.url(),
+            "--realtime-queue-url",
+            &fifo_url,
+            "--ledger-table",
+            stack.ledger.table(),
+        ],
+        &[],
+    );
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("could not send to the realtime queue"), "{text}");
+    assert!(text.contains(&fifo_url), "{text}");
+    assert!(
+        text.contains("replayed 0 of 1 messages (1 ledger entries reopened); 0 unreadable left in the DLQ; 1 errors"),
+        "{text}"
+    );
+    // still on the DLQ, visible again; a later replay (once the target is right) still works
+    assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
+    let o = stack.replay(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("replayed 1 of 1 messages (0 ledger entries reopened)"), "{}", out(&o));
+    assert_eq!(stack.drain(&stack.realtime).await, vec![body]);
+    assert_eq!(stack.state(&env.ledger_key()).await, DeliveryState::Queued);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ledger_entry_that_cannot_be_reopened_keeps_its_message_on_the_dlq() {
+    let Some(_endpoint) = moto_endpoint() else { return };
+    let stack = Stack::new().await;
+    let env = alert_envelope("dlp-critical.json");
+    let mut dead = env.clone();
+    dead.dead_letter =
+        Some(DeadLetter { error_class: "permanent".into(), error: "x".into(), failed_at_ms: now_ms(), attempts: 1 });
+    stack.dlq.send(&dead.to_json(), Duration::ZERO).await.unwrap();
+    // a FAILED item the ledger cannot read back (no routing attributes): reopen reports an error
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    aws_sdk_dynamodb::Client::new(&stack.config)
+        .put_item()
+        .table_name(stack.ledger.table())
+        .item("alert_id", V::S(env.ledger_key()))
+        .item("state", V::S("FAILED".into()))
+        .item("expires_at", V::N((now_ms() / 1000 + 86_400).to_string()))
+        .send()
+        .await
+        .unwrap();
+    let o = stack.replay(&[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("could not reopen the ledger entry {}", env.ledger_key())), "{text}");
+    assert!(text.contains("left in the DLQ"), "{text}");
+    assert!(text.contains("replayed 0 of 1 messages"), "{text}");
+    assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
+    assert_eq!(stack.counts(&stack.realtime).await, (0, 0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_settings_and_missing_resources_are_named() {
+    let Some(endpoint) = moto_endpoint() else { return };
+    // nothing given: every missing setting named, exit 2, before any AWS call
+    let o = relay(&["replay-dlq", "--aws"], &[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    for name in ["--dlq-url (or DLQ_URL)", "--realtime-queue-url (or REALTIME_QUEUE_URL)", "--ledger-table"] {
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    assert!(text.contains("sam list stack-outputs"), "{text}");
+    // one given (as an environment variable): the other two named
+    let o = relay(&["replay-dlq", "--aws", "--dry-run"], &[("DLQ_URL", "http://x")]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(!text.contains("--dlq-url") && text.contains("--realtime-queue-url") && text.contains("--ledger-table"));
+
+    let stack = Stack::new().await;
+    stack.dead_letter(&alert_envelope("dlp-critical.json")).await;
+    let missing_queue = format!("{}/123456789012/{}", endpoint.trim_end_matches('/'), unique_name("no-such-queue"));
+    let run = |dlq: &str, realtime: &str, table: &str| {
+        relay(
+            &["replay-dlq", "--aws", "--dlq-url", dlq, "--realtime-queue-url", realtime, "--ledger-table", table],
+            &[],
+        )
+    };
+    // no such DLQ
+    let o = run(&missing_queue, stack.realtime.url(), stack.ledger.table());
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("cannot read the dead-letter queue {missing_queue}")), "{text}");
+    // no such realtime queue
+    let o = run(stack.dlq.url(), &missing_queue, stack.ledger.table());
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("cannot reach the realtime queue {missing_queue}")), "{text}");
+    // no such ledger table
+    let o = run(stack.dlq.url(), stack.realtime.url(), "relay-no-such-table");
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("cannot read the ledger table relay-no-such-table"), "{text}");
+    // nothing was touched by any of them
+    assert_eq!(stack.counts(&stack.dlq).await, (1, 0));
+    assert_eq!(stack.counts(&stack.realtime).await, (0, 0));
+}
