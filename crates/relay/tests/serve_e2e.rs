@@ -556,10 +556,10 @@ async fn replay_dlq_redelivers_after_the_cause_is_fixed() {
     assert!(exit.success());
     fixed.shutdown().await;
 
-    // --aws is not available: a clear error; a missing database: exit 2
+    // --aws without its settings: a clear error naming them, exit 2; a missing database: exit 2
     let o = run_relay(d, &["replay-dlq", "--aws"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("--aws is not available"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--dlq-url"));
     let o = run_relay(d, &["replay-dlq", "--db", "/nonexistent/x.db"]);
     assert_eq!(o.status.code(), Some(2));
 }
