@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::json::{self, Node, Object};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -32,6 +34,11 @@ pub enum AlertType {
 }
 
 impl AlertType {
+    /// This type's bit in a set of alert types (one bit per variant, in `ALL` order).
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
     pub const ALL: [AlertType; 5] = [
         AlertType::PolicyViolation,
         AlertType::Dlp,
@@ -246,8 +253,8 @@ const KNOWN_FIELDS: [&str; 12] = [
 impl Alert {
     /// Parse and validate a webhook body.
     pub fn from_slice(body: &[u8]) -> Result<Alert, InvalidAlert> {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(v) => Alert::from_value(&v),
+        match json::parse(body) {
+            Ok(v) => Alert::from_node(&v),
             Err(e) => Err(InvalidAlert {
                 problems: vec![Problem { path: "$".into(), message: format!("body is not valid JSON: {e}") }],
             }),
@@ -256,6 +263,11 @@ impl Alert {
 
     /// Validate an already-parsed body.
     pub fn from_value(v: &Value) -> Result<Alert, InvalidAlert> {
+        Alert::from_node(&Node::from_value(v))
+    }
+
+    /// The one validation, over a borrowed tree (see [`crate::json`]).
+    pub fn from_node(v: &Node<'_>) -> Result<Alert, InvalidAlert> {
         let mut c = Checker::default();
         let Some(obj) = v.as_object() else {
             c.problem("$", "the alert must be a JSON object");
@@ -263,7 +275,8 @@ impl Alert {
         };
 
         if let Some(ver) = obj.get("schema_version") {
-            let ok = ver.as_str() == Some(SCHEMA_VERSION) || ver.as_u64() == Some(1);
+            let ok =
+                ver.as_str() == Some(SCHEMA_VERSION) || ver.as_number().and_then(serde_json::Number::as_u64) == Some(1);
             if !ok {
                 c.problem(
                     "$.schema_version",
@@ -289,15 +302,17 @@ impl Alert {
         let evidence_url = c.evidence_url(obj.get("evidence_url"));
         let rule = c.custom_rule(obj.get("rule"), alert_type);
         let test = match obj.get("test") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
+            None | Some(Node::Null) => false,
+            Some(Node::Bool(b)) => *b,
             Some(other) => {
-                c.problem("$.test", format!("must be true or false, got {}", kind(other)));
+                c.problem("$.test", format!("must be true or false, got {}", other.kind()));
                 false
             }
         };
         let (details, raw_details) = c.details(obj.get("details"), alert_type);
-        let ignored_fields = obj.keys().filter(|k| !KNOWN_FIELDS.contains(&k.as_str())).cloned().collect();
+        let mut ignored_fields: Vec<String> =
+            obj.keys().filter(|k| !KNOWN_FIELDS.contains(k)).map(str::to_owned).collect();
+        ignored_fields.sort_unstable();
 
         if !c.problems.is_empty() {
             return Err(c.finish());
@@ -331,17 +346,6 @@ impl Alert {
 /// A non-negative whole number, written as an integer or as a float without fraction (`847` or `847.0`).
 fn whole(n: &serde_json::Number) -> Option<u64> {
     n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15).map(|f| f as u64))
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// True for characters that must never reach a ticket: C0/C1 controls (and DEL), except the line breaks and
@@ -388,7 +392,10 @@ impl Checker {
             self.problem(path.to_string(), format!("is {n} characters long; the limit is {max}"));
             ok = false;
         }
-        if let Some(pos) = s.chars().position(|ch| forbidden_control(ch, allow_newlines)) {
+        // a control character is a byte below 0x20, DEL, or a C1 control (UTF-8 lead byte 0xC2): scan bytes
+        // first and count characters only to report where
+        let suspect = s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2);
+        if let Some(pos) = suspect.then(|| s.chars().position(|ch| forbidden_control(ch, allow_newlines))).flatten() {
             self.problem(path.to_string(), format!("contains a control character at position {pos}"));
             ok = false;
         }
@@ -397,38 +404,38 @@ impl Checker {
 
     fn string_at(
         &mut self,
-        v: Option<&Value>,
+        v: Option<&Node<'_>>,
         path: &dyn fmt::Display,
         max: usize,
         required: bool,
         newlines: bool,
     ) -> Option<String> {
         match v {
-            None | Some(Value::Null) => {
+            None | Some(Node::Null) => {
                 if required {
                     self.problem(path.to_string(), "is required");
                 }
                 None
             }
-            Some(Value::String(s)) => self.checked_str(path, s, max, newlines),
+            Some(Node::String(s)) => self.checked_str(path, s, max, newlines),
             Some(other) => {
-                self.problem(path.to_string(), format!("must be a string, got {}", kind(other)));
+                self.problem(path.to_string(), format!("must be a string, got {}", other.kind()));
                 None
             }
         }
     }
 
-    fn string(&mut self, obj: &Map<String, Value>, at: &str, key: &str, max: usize, required: bool) -> Option<String> {
+    fn string(&mut self, obj: &Object<'_>, at: &str, key: &str, max: usize, required: bool) -> Option<String> {
         self.string_at(obj.get(key), &Joined(at, key), max, required, false)
     }
 
-    fn text(&mut self, obj: &Map<String, Value>, at: &str, key: &str, max: usize) -> Option<String> {
+    fn text(&mut self, obj: &Object<'_>, at: &str, key: &str, max: usize) -> Option<String> {
         self.string_at(obj.get(key), &Joined(at, key), max, true, true)
     }
 
     fn enumerated<T>(
         &mut self,
-        obj: &Map<String, Value>,
+        obj: &Object<'_>,
         at: &str,
         key: &str,
         parse: fn(&str) -> Option<T>,
@@ -436,11 +443,11 @@ impl Checker {
     ) -> Option<T> {
         let path = Joined(at, key);
         match obj.get(key) {
-            None | Some(Value::Null) => {
+            None | Some(Node::Null) => {
                 self.problem(path, format!("is required (one of: {})", allowed.join(", ")));
                 None
             }
-            Some(Value::String(s)) => {
+            Some(Node::String(s)) => {
                 let parsed = parse(s);
                 if parsed.is_none() {
                     self.problem(path, format!("unknown value {s:?}; expected one of: {}", allowed.join(", ")));
@@ -448,21 +455,21 @@ impl Checker {
                 parsed
             }
             Some(other) => {
-                self.problem(path, format!("must be a string, got {}", kind(other)));
+                self.problem(path, format!("must be a string, got {}", other.kind()));
                 None
             }
         }
     }
 
-    fn employee(&mut self, v: Option<&Value>) -> Option<Employee> {
+    fn employee(&mut self, v: Option<&Node<'_>>) -> Option<Employee> {
         let obj = match v {
-            None | Some(Value::Null) => {
+            None | Some(Node::Null) => {
                 self.problem("$.employee", "is required");
                 return None;
             }
-            Some(Value::Object(o)) => o,
+            Some(Node::Object(o)) => o,
             Some(other) => {
-                self.problem("$.employee", format!("must be an object, got {}", kind(other)));
+                self.problem("$.employee", format!("must be an object, got {}", other.kind()));
                 return None;
             }
         };
@@ -481,14 +488,14 @@ impl Checker {
         Some(Employee { id: id?, display_name, email, department: department?, manager })
     }
 
-    fn risk_score(&mut self, v: Option<&Value>) -> Option<u8> {
+    fn risk_score(&mut self, v: Option<&Node<'_>>) -> Option<u8> {
         let path = "$.risk_score";
         match v {
-            None | Some(Value::Null) => {
+            None | Some(Node::Null) => {
                 self.problem(path, "is required (an integer from 0 to 100)");
                 None
             }
-            Some(Value::Number(n)) => match n.as_i64() {
+            Some(Node::Number(n)) => match n.as_i64() {
                 Some(i) if (0..=100).contains(&i) => Some(i as u8),
                 Some(i) => {
                     self.problem(path, format!("{i} is out of range; must be 0 to 100"));
@@ -503,13 +510,13 @@ impl Checker {
                 },
             },
             Some(other) => {
-                self.problem(path, format!("must be an integer from 0 to 100, got {}", kind(other)));
+                self.problem(path, format!("must be an integer from 0 to 100, got {}", other.kind()));
                 None
             }
         }
     }
 
-    fn evidence_url(&mut self, v: Option<&Value>) -> Option<String> {
+    fn evidence_url(&mut self, v: Option<&Node<'_>>) -> Option<String> {
         let path = "$.evidence_url";
         let s = self.string_at(v, &path, MAX_URL, true, false)?;
         match url::Url::parse(&s) {
@@ -530,38 +537,38 @@ impl Checker {
                 None
             }
             // forwarded in its normalised form
-            Ok(u) => Some(u.to_string()),
+            Ok(u) => Some(String::from(u)),
         }
     }
 
-    fn custom_rule(&mut self, v: Option<&Value>, alert_type: Option<AlertType>) -> Option<CustomRule> {
+    fn custom_rule(&mut self, v: Option<&Node<'_>>, alert_type: Option<AlertType>) -> Option<CustomRule> {
         match v {
-            None | Some(Value::Null) => {
+            None | Some(Node::Null) => {
                 if alert_type == Some(AlertType::Custom) {
                     self.problem("$.rule", "is required for alert_type \"custom\" ({\"id\": …, \"name\": …})");
                 }
                 None
             }
-            Some(Value::Object(o)) => {
+            Some(Node::Object(o)) => {
                 let id = self.string(o, "$.rule", "id", MAX_ALERT_ID, true);
                 let name = self.string(o, "$.rule", "name", MAX_NAME, true);
                 Some(CustomRule { id: id?, name: name? })
             }
             Some(other) => {
-                self.problem("$.rule", format!("must be an object, got {}", kind(other)));
+                self.problem("$.rule", format!("must be an object, got {}", other.kind()));
                 None
             }
         }
     }
 
-    fn u64_at(&mut self, obj: &Map<String, Value>, key: &str) -> Option<u64> {
+    fn u64_at(&mut self, obj: &Object<'_>, key: &str) -> Option<u64> {
         let path = Joined("$.details", key);
         match obj.get(key) {
-            None | Some(Value::Null) => {
+            None | Some(Node::Null) => {
                 self.problem(path, "is required");
                 None
             }
-            Some(Value::Number(n)) => {
+            Some(Node::Number(n)) => {
                 let r = whole(n);
                 if r.is_none() {
                     self.problem(path, format!("{n} must be a non-negative integer"));
@@ -569,19 +576,19 @@ impl Checker {
                 r
             }
             Some(other) => {
-                self.problem(path, format!("must be a non-negative integer, got {}", kind(other)));
+                self.problem(path, format!("must be a non-negative integer, got {}", other.kind()));
                 None
             }
         }
     }
 
-    fn f64_at(&mut self, v: Option<&Value>, path: &str, max: f64) -> Option<f64> {
+    fn f64_at(&mut self, v: Option<&Node<'_>>, path: &str, max: f64) -> Option<f64> {
         match v {
-            None | Some(Value::Null) => {
+            None | Some(Node::Null) => {
                 self.problem(path, "is required");
                 None
             }
-            Some(Value::Number(n)) => match n.as_f64() {
+            Some(Node::Number(n)) => match n.as_f64() {
                 Some(f) if (0.0..=max).contains(&f) => Some(f),
                 _ => {
                     self.problem(path, format!("{n} is out of range; must be 0 to {max}"));
@@ -589,20 +596,20 @@ impl Checker {
                 }
             },
             Some(other) => {
-                self.problem(path, format!("must be a number, got {}", kind(other)));
+                self.problem(path, format!("must be a number, got {}", other.kind()));
                 None
             }
         }
     }
 
-    fn string_list(&mut self, obj: &Map<String, Value>, key: &str) -> Option<Vec<String>> {
+    fn string_list(&mut self, obj: &Object<'_>, key: &str) -> Option<Vec<String>> {
         let path = Joined("$.details", key);
         match obj.get(key) {
-            None | Some(Value::Null) => {
+            None | Some(Node::Null) => {
                 self.problem(path, "is required (a list of strings)");
                 None
             }
-            Some(Value::Array(items)) => {
+            Some(Node::Array(items)) => {
                 if items.len() > MAX_LIST_ITEMS {
                     self.problem(&path, format!("has {} items; the limit is {MAX_LIST_ITEMS}", items.len()));
                     return None;
@@ -614,18 +621,18 @@ impl Checker {
                 out.into_iter().collect()
             }
             Some(other) => {
-                self.problem(path, format!("must be a list of strings, got {}", kind(other)));
+                self.problem(path, format!("must be a list of strings, got {}", other.kind()));
                 None
             }
         }
     }
 
-    fn details(&mut self, v: Option<&Value>, alert_type: Option<AlertType>) -> (Details, Map<String, Value>) {
+    fn details(&mut self, v: Option<&Node<'_>>, alert_type: Option<AlertType>) -> (Details, Map<String, Value>) {
         let obj = match v {
-            None | Some(Value::Null) => return (Details::None, Map::new()),
-            Some(Value::Object(o)) => o,
+            None | Some(Node::Null) => return (Details::None, Map::new()),
+            Some(Node::Object(o)) => o,
             Some(other) => {
-                self.problem("$.details", format!("must be an object, got {}", kind(other)));
+                self.problem("$.details", format!("must be an object, got {}", other.kind()));
                 return (Details::None, Map::new());
             }
         };
@@ -635,7 +642,7 @@ impl Checker {
                 let file_count = self.u64_at(obj, "file_count");
                 let bytes = self.u64_at(obj, "bytes");
                 let channel = match obj.get("channel") {
-                    Some(Value::String(s)) => {
+                    Some(Node::String(s)) => {
                         let c = DlpChannel::ALL.iter().find(|(n, _)| n == s).map(|(_, c)| *c);
                         if c.is_none() {
                             let names: Vec<_> = DlpChannel::ALL.iter().map(|(n, _)| *n).collect();
@@ -646,12 +653,12 @@ impl Checker {
                         }
                         c
                     }
-                    None | Some(Value::Null) => {
+                    None | Some(Node::Null) => {
                         self.problem("$.details.channel", "is required");
                         None
                     }
                     Some(other) => {
-                        self.problem("$.details.channel", format!("must be a string, got {}", kind(other)));
+                        self.problem("$.details.channel", format!("must be a string, got {}", other.kind()));
                         None
                     }
                 };
@@ -680,25 +687,25 @@ impl Checker {
                 let hours = self.f64_at(obj.get("hours_per_day"), "$.details.hours_per_day", 24.0);
                 let categories = self.string_list(obj, "categories");
                 let trend = match obj.get("weekly_trend") {
-                    Some(Value::Array(items)) if items.len() <= 52 => {
+                    Some(Node::Array(items)) if items.len() <= 52 => {
                         let mut out = Vec::new();
                         for (i, item) in items.iter().enumerate() {
                             out.push(self.f64_at(Some(item), &format!("$.details.weekly_trend[{i}]"), 168.0));
                         }
                         out.into_iter().collect::<Option<Vec<_>>>()
                     }
-                    Some(Value::Array(items)) => {
+                    Some(Node::Array(items)) => {
                         self.problem("$.details.weekly_trend", format!("has {} weeks; the limit is 52", items.len()));
                         None
                     }
-                    None | Some(Value::Null) => {
+                    None | Some(Node::Null) => {
                         self.problem("$.details.weekly_trend", "is required (hours per week, oldest first)");
                         None
                     }
                     Some(other) => {
                         self.problem(
                             "$.details.weekly_trend",
-                            format!("must be a list of numbers, got {}", kind(other)),
+                            format!("must be a list of numbers, got {}", other.kind()),
                         );
                         None
                     }
@@ -713,14 +720,14 @@ impl Checker {
             Some(AlertType::PolicyViolation) => {
                 let policy = self.string(obj, "$.details", "policy", MAX_NAME, true);
                 let history = match obj.get("history_30d") {
-                    Some(Value::Object(h)) => {
+                    Some(Node::Object(h)) => {
                         let violations = self.history_count(h, "violations");
                         let warnings = self.history_count(h, "warnings");
                         violations
                             .zip(warnings)
                             .map(|(violations, warnings)| ComplianceHistory { violations, warnings })
                     }
-                    None | Some(Value::Null) => {
+                    None | Some(Node::Null) => {
                         self.problem(
                             "$.details.history_30d",
                             "is required ({\"violations\": n, \"warnings\": n} over the last 30 days)",
@@ -728,7 +735,7 @@ impl Checker {
                         None
                     }
                     Some(other) => {
-                        self.problem("$.details.history_30d", format!("must be an object, got {}", kind(other)));
+                        self.problem("$.details.history_30d", format!("must be an object, got {}", other.kind()));
                         None
                     }
                 };
@@ -738,27 +745,28 @@ impl Checker {
                 }
             }
             Some(AlertType::Custom) => {
-                for (k, v) in obj {
+                let map = obj.to_map();
+                for (k, v) in &map {
                     if let Value::String(s) = v {
                         self.checked_str(&Joined("$.details", k), s, MAX_DESCRIPTION, true);
                     }
                 }
-                Details::Custom(obj.clone())
+                return (Details::Custom(map.clone()), map);
             }
         };
-        (details, obj.clone())
+        (details, obj.to_map())
     }
 
-    fn optional_bool(&mut self, obj: &Map<String, Value>, key: &str) {
+    fn optional_bool(&mut self, obj: &Object<'_>, key: &str) {
         match obj.get(key) {
-            None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+            None | Some(Node::Null) | Some(Node::Bool(_)) => {}
             Some(other) => {
-                self.problem(format!("$.details.{key}"), format!("must be true or false, got {}", kind(other)))
+                self.problem(format!("$.details.{key}"), format!("must be true or false, got {}", other.kind()))
             }
         }
     }
 
-    fn history_count(&mut self, h: &Map<String, Value>, key: &str) -> Option<u64> {
+    fn history_count(&mut self, h: &Object<'_>, key: &str) -> Option<u64> {
         let path = Joined("$.details.history_30d", key);
         match h.get(key).and_then(|v| v.as_number()).and_then(whole) {
             Some(n) => Some(n),
@@ -798,6 +806,13 @@ mod tests {
 
     fn has(problems: &[Problem], path: &str, needle: &str) -> bool {
         problems.iter().any(|p| p.path == path && p.message.contains(needle))
+    }
+
+    #[test]
+    fn alert_type_bits_follow_the_all_order() {
+        for (i, t) in AlertType::ALL.iter().enumerate() {
+            assert_eq!(t.bit(), 1 << i, "{t}");
+        }
     }
 
     #[test]

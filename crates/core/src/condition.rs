@@ -62,6 +62,47 @@ pub enum Condition {
     Leaf { field: Field, op: Op },
 }
 
+/// A cheap pre-check implied by a condition: the alert types, severities and department its top-level
+/// conjunction requires. A rule whose guard does not admit an alert cannot match it, so routing skips the
+/// full evaluation; when the guard admits it, the condition decides. An index over the rule list, nothing more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    types: u8,
+    severities: u8,
+    department: Option<Box<str>>,
+}
+
+impl Guard {
+    /// The guard of `condition`: the direct leaves of its top-level `all` (or the condition itself when it
+    /// is a leaf) on alert type, severity, or department equality narrow it; anything else admits all.
+    pub fn of(condition: &Condition) -> Guard {
+        let mut g = Guard { types: u8::MAX, severities: u8::MAX, department: None };
+        let leaves: &[Condition] = match condition {
+            Condition::All(cs) => cs,
+            leaf @ Condition::Leaf { .. } => std::slice::from_ref(leaf),
+            _ => &[],
+        };
+        for leaf in leaves {
+            match leaf {
+                Condition::Leaf { field: Field::AlertType, op: Op::TypeMask(m) } => g.types &= m,
+                Condition::Leaf { field: Field::Severity, op: Op::SeverityMask(m) } => g.severities &= m,
+                Condition::Leaf { field: Field::Department, op: Op::Eq(Value::String(d)) } => {
+                    g.department = Some(d.as_str().into())
+                }
+                _ => {}
+            }
+        }
+        g
+    }
+
+    #[inline]
+    pub fn admits(&self, alert: &Alert) -> bool {
+        self.types & alert.alert_type.bit() != 0
+            && self.severities & (1 << alert.severity.rank()) != 0
+            && self.department.as_deref().is_none_or(|d| d == alert.employee.department)
+    }
+}
+
 /// Detail fields the alert schema defines, per alert type (see docs/alert-schema.md).
 pub const KNOWN_DETAIL_FIELDS: &[&str] = &[
     "file_count",
@@ -272,10 +313,9 @@ fn compile_leaf(map: &serde_yaml_ng::Mapping, extra: &[String], errors: &mut Vec
     let leaf = field_name;
     let op = ops.remove(0);
     let op = match (&field, op) {
-        (Field::AlertType, op) => enum_mask(leaf, op, errors, |s| {
-            AlertType::parse(s).map(|t| 1u8 << AlertType::ALL.iter().position(|x| *x == t).unwrap_or(0))
-        })
-        .map(Op::TypeMask),
+        (Field::AlertType, op) => {
+            enum_mask(leaf, op, errors, |s| AlertType::parse(s).map(AlertType::bit)).map(Op::TypeMask)
+        }
         (Field::Severity, op) => {
             enum_mask(leaf, op, errors, |s| Severity::parse(s).map(|t| 1u8 << t.rank())).map(Op::SeverityMask)
         }
@@ -343,10 +383,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 
 fn leaf_matches(field: &Field, op: &Op, alert: &Alert) -> bool {
     match (field, op) {
-        (Field::AlertType, Op::TypeMask(m)) => {
-            let i = AlertType::ALL.iter().position(|t| *t == alert.alert_type).unwrap_or(0);
-            m & (1 << i) != 0
-        }
+        (Field::AlertType, Op::TypeMask(m)) => m & alert.alert_type.bit() != 0,
         (Field::Severity, Op::SeverityMask(m)) => m & (1 << alert.severity.rank()) != 0,
         (Field::RiskScore, op) => num_matches(f64::from(alert.risk_score), op),
         (Field::Test, op) => value_matches(Some(&Value::Bool(alert.test)), op),
@@ -449,6 +486,32 @@ mod tests {
     fn anomaly() -> Alert {
         alert(json!({"systems": ["prod-db-01", "bastion"], "duration_minutes": 47,
                      "applications": ["psql"], "after_hours": true, "ticket": {"queue": "ops"}}))
+    }
+
+    #[test]
+    fn a_guard_admits_everything_its_condition_matches_and_rejects_what_its_conjunction_excludes() {
+        let a = anomaly();
+        let cases = [
+            ("{field: alert_type, eq: behavioral_anomaly}", true),
+            ("{field: alert_type, eq: dlp}", false),
+            ("{all: [{field: alert_type, in: [dlp, behavioral_anomaly]}, {field: severity, eq: high}]}", true),
+            ("{all: [{field: severity, in: [critical, low]}, {field: risk_score, gte: 1}]}", false),
+            ("{all: [{field: department, eq: Platform Engineering}, {field: risk_score, gte: 99}]}", true),
+            ("{all: [{field: department, eq: Finance}, {field: risk_score, gte: 1}]}", false),
+            ("{field: employee.department, eq: Finance}", false),
+            // only the top-level conjunction narrows: anything under any/not admits every alert
+            ("{any: [{field: alert_type, eq: dlp}, {field: severity, eq: low}]}", true),
+            ("{not: {field: alert_type, eq: behavioral_anomaly}}", true),
+            ("{all: [{any: [{field: department, eq: Finance}]}, {not: {field: severity, eq: high}}]}", true),
+            ("{field: department, ne: Platform Engineering}", true),
+        ];
+        for (yaml, admitted) in cases {
+            let c = cond(yaml);
+            let g = Guard::of(&c);
+            assert_eq!(g.admits(&a), admitted, "{yaml}");
+            // the guard is implied by the condition: a match is always admitted
+            assert!(!c.matches(&a) || g.admits(&a), "{yaml}");
+        }
     }
 
     #[test]

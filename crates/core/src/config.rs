@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alert::{AlertType, Severity};
-use crate::condition::Condition;
+use crate::condition::{Condition, Guard};
 
 /// The config compiled into the binaries and used when none is given.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../../config/relay.yaml");
@@ -381,6 +381,8 @@ pub struct Rule {
     pub name: String,
     pub description: Option<String>,
     pub when: Condition,
+    /// What `when` requires of alert type, severity and department (checked first while routing).
+    pub guard: Guard,
     pub target: Target,
 }
 
@@ -694,7 +696,8 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
                 ),
             );
         }
-        rules.push(Rule { name: r.name.clone(), description: r.description.clone(), when, target });
+        let guard = Guard::of(&when);
+        rules.push(Rule { name: r.name.clone(), description: r.description.clone(), when, guard, target });
     }
 
     if !p.0.is_empty() {

@@ -34,7 +34,7 @@ pub const MANAGED_FIELDS: [&str; 14] = [
 
 /// Cut `s` to at most `max` characters, ending with an ellipsis when cut.
 pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
+    if s.len() <= max || s.chars().count() <= max {
         return s.to_string();
     }
     let mut out: String = s.chars().take(max - 1).collect();
@@ -44,7 +44,19 @@ pub fn truncate(s: &str, max: usize) -> String {
 
 /// The first line of a free-text description, whitespace collapsed (for one-line summaries).
 pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(s.len());
+    push_one_line(&mut out, s);
+    out
+}
+
+/// Appends `s` with its whitespace runs collapsed to single spaces and trimmed at both ends.
+fn push_one_line(out: &mut String, s: &str) {
+    for (i, word) in s.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
 }
 
 pub(crate) fn render(t: &Template, d: &Decision, custom_rule_name: Option<&str>) -> String {
@@ -58,7 +70,7 @@ pub(crate) fn render(t: &Template, d: &Decision, custom_rule_name: Option<&str>)
                 Placeholder::Severity => out.push_str(d.severity.as_str()),
                 Placeholder::SeverityLabel => out.push_str(d.severity.label()),
                 Placeholder::Employee => out.push_str(&d.employee_ref),
-                Placeholder::Description => out.push_str(&one_line(&d.summary.description)),
+                Placeholder::Description => push_one_line(&mut out, &d.summary.description),
                 Placeholder::RiskScore => {
                     let _ = write!(out, "{}", d.summary.risk_score);
                 }
@@ -140,7 +152,9 @@ pub(crate) fn build(
     if d.test {
         short.insert_str(0, "[TEST] ");
     }
-    let short = truncate(&short, MAX_SHORT_DESCRIPTION);
+    if short.len() > MAX_SHORT_DESCRIPTION {
+        short = truncate(&short, MAX_SHORT_DESCRIPTION);
+    }
     let description = description(d, &c.hash);
     let mut f = Map::new();
     let s = |v: &str| Value::String(v.to_string());
@@ -171,8 +185,8 @@ pub(crate) fn build(
         return f;
     }
 
-    f.insert("short_description".into(), s(&short));
-    f.insert("description".into(), s(&description));
+    f.insert("short_description".into(), Value::String(short));
+    f.insert("description".into(), Value::String(description));
     f.insert("impact".into(), s(&d.impact.to_string()));
     f.insert("urgency".into(), s(&d.urgency.to_string()));
     if !d.assignment_group.is_empty() {

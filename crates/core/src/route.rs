@@ -118,7 +118,7 @@ impl Router {
     pub fn route(&self, alert: &Alert) -> Decision {
         let c = &self.config;
         let defaults = &c.alert_types[&alert.alert_type];
-        let rule = c.rules.iter().find(|r| r.when.matches(alert));
+        let rule = c.rules.iter().find(|r| r.guard.admits(alert) && r.when.matches(alert));
         let rt = rule.and_then(|r| r.target.record_type);
         let record_type = rt.or(defaults.target.record_type).unwrap_or(RecordType::Incident);
 
