@@ -357,6 +357,28 @@ fn forbidden_control(ch: char, allow_newlines: bool) -> bool {
     ch.is_control()
 }
 
+/// True for an `https://host/path` link that the URL parser would accept unchanged with a host and no
+/// credentials: a lowercase DNS host name (no port, no IP address, no punycode) and a path of characters that
+/// need no escaping, without dot segments. Such links skip the full parse; anything else takes it.
+fn already_normal_https(s: &str) -> bool {
+    let Some((host, path)) = s.strip_prefix("https://").and_then(|rest| rest.split_once('/')) else {
+        return false;
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && !l.starts_with("xn--")
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let host_ok = host.split('.').all(label_ok)
+        && host.rsplit('.').next().is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()));
+    let path_ok = !path.starts_with('.')
+        && !path.contains("/.")
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/!$&()*+,;=:?".contains(&b));
+    host_ok && path_ok
+}
+
 /// `at.key`, formatted only when a problem is reported.
 struct Joined<'a>(&'a str, &'a str);
 
@@ -519,6 +541,9 @@ impl Checker {
     fn evidence_url(&mut self, v: Option<&Node<'_>>) -> Option<String> {
         let path = "$.evidence_url";
         let s = self.string_at(v, &path, MAX_URL, true, false)?;
+        if already_normal_https(&s) {
+            return Some(s);
+        }
         match url::Url::parse(&s) {
             Err(e) => {
                 self.problem(path, format!("is not a valid URL: {e}"));
@@ -1008,6 +1033,46 @@ mod tests {
         let mut v = usb_copy();
         v["evidence_url"] = json!("https://Monitor.Example.com/a/../b");
         assert_eq!(Alert::from_value(&v).unwrap().evidence_url, "https://monitor.example.com/b");
+    }
+
+    proptest::proptest! {
+        /// The fast path never admits a link the URL parser would change or reject.
+        #[test]
+        fn links_that_skip_the_url_parser_are_exactly_what_it_would_keep(
+            host in "[a-z0-9.-]{1,24}",
+            path in "[a-zA-Z0-9._~!$&()*+,;=:?/-]{0,40}",
+        ) {
+            let s = format!("https://{host}/{path}");
+            if already_normal_https(&s) {
+                let u = url::Url::parse(&s).unwrap();
+                proptest::prop_assert_eq!(u.as_str(), s.as_str());
+                proptest::prop_assert!(u.host_str().is_some_and(|h| !h.is_empty()));
+                proptest::prop_assert!(u.username().is_empty() && u.password().is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn common_links_take_the_fast_path_and_odd_ones_the_parser() {
+        for fast in
+            ["https://monitor.example.com/alerts/emon-20261120-7f3a9c", "https://a.b-c.example/x?id=42&tab=evidence"]
+        {
+            assert!(already_normal_https(fast), "{fast}");
+        }
+        for slow in [
+            "https://Monitor.example.com/a",
+            "https://monitor.example.com",
+            "https://monitor.example.com:443/a",
+            "https://10.0.0.1/a",
+            "https://xn--bcher-kva.example/a",
+            "https://monitor.example.com/a/../b",
+            "https://monitor.example.com/a b",
+            "https://monitor.example.com/a#frag",
+            "https://user@monitor.example.com/a",
+            "http://monitor.example.com/a",
+        ] {
+            assert!(!already_normal_https(slow), "{slow}");
+        }
     }
 
     #[test]
