@@ -64,16 +64,26 @@ impl CachedSecret {
 #[derive(Debug)]
 pub struct WebhookKeys {
     secret: CachedSecret,
+    /// The last document parsed and its keys: a request re-parses only when the document changed.
+    parsed: std::sync::Mutex<Option<(String, Arc<WebhookSecrets>)>>,
 }
 
 impl WebhookKeys {
     pub fn new(secret: CachedSecret) -> Self {
-        WebhookKeys { secret }
+        WebhookKeys { secret, parsed: std::sync::Mutex::new(None) }
     }
 
-    pub async fn current(&self) -> Result<WebhookSecrets, String> {
+    pub async fn current(&self) -> Result<Arc<WebhookSecrets>, String> {
         let doc = self.secret.get().await.map_err(|e| format!("webhook signing secret unavailable: {e}"))?;
-        WebhookSecrets::from_document(&doc).map_err(|e| e.to_string())
+        let mut parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, keys)) = parsed.as_ref()
+            && *seen == doc
+        {
+            return Ok(keys.clone());
+        }
+        let keys = Arc::new(WebhookSecrets::from_document(&doc).map_err(|e| e.to_string())?);
+        *parsed = Some((doc, keys.clone()));
+        Ok(keys)
     }
 
     /// After a signature mismatch: refetch when the cached copy is older than `min_age` (rotation), and
@@ -259,6 +269,35 @@ mod tests {
         let missing = CachedSecret::new(store, "missing", Duration::from_secs(1), clock);
         assert!(matches!(missing.get().await, Err(PortError::NotFound(_))));
         assert!(!format!("{missing:?}").contains("three"));
+    }
+
+    #[tokio::test]
+    async fn webhook_keys_are_parsed_once_per_document_and_follow_a_rotation() {
+        let a = crate::signature::generate_secret();
+        let b = crate::signature::generate_secret();
+        let doc = |list: &[&str]| serde_json::json!({ "secrets": list }).to_string();
+        let store = Arc::new(CountingStore { value: doc(&[&a]).into(), fetches: AtomicUsize::new(0) });
+        let clock = Arc::new(ManualClock::new(0));
+        let keys = WebhookKeys::new(CachedSecret::new(store.clone(), "wh", Duration::from_secs(60), clock.clone()));
+        let first = keys.current().await.unwrap();
+        assert!(Arc::ptr_eq(&first, &keys.current().await.unwrap()), "an unchanged document is not parsed again");
+        let signed_a = WebhookSecrets::parse(&[&a]).unwrap().sign("msg_1", 100, b"{}");
+        assert!(first.verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100).is_ok());
+
+        // rotation: the store now holds the new secret beside the old one
+        *store.value.lock().unwrap() = doc(&[&b, &a]);
+        clock.advance(Duration::from_secs(61));
+        let rotated = keys.current().await.unwrap();
+        assert_eq!(rotated.len(), 2);
+        let signed_b = WebhookSecrets::parse(&[&b]).unwrap().sign("msg_2", 100, b"{}");
+        assert!(rotated.verify(Some("msg_2"), Some("100"), Some(&signed_b), b"{}", 100).is_ok());
+        assert!(rotated.verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100).is_ok());
+        assert!(first.verify(Some("msg_2"), Some("100"), Some(&signed_b), b"{}", 100).is_err());
+
+        // a broken document is an error, not a silently kept old key set
+        *store.value.lock().unwrap() = "{\"secrets\": [\"short\"]}".into();
+        clock.advance(Duration::from_secs(61));
+        assert!(keys.current().await.unwrap_err().contains("shorter than 16 bytes"));
     }
 
     #[test]

@@ -41,7 +41,9 @@ pub struct SecretFormatError {
 /// The active signing secrets (raw key bytes). `Debug` shows only how many there are.
 #[derive(Clone)]
 pub struct WebhookSecrets {
-    keys: Vec<Vec<u8>>,
+    /// One HMAC-SHA256 state per secret, already keyed: each verification clones it instead of running the
+    /// key schedule again.
+    keys: Vec<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for WebhookSecrets {
@@ -66,7 +68,7 @@ impl WebhookSecrets {
             if key.len() < 16 {
                 return Err(SecretFormatError { index, reason: "shorter than 16 bytes".into() });
             }
-            keys.push(key);
+            keys.push(<Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length"));
         }
         Ok(WebhookSecrets { keys })
     }
@@ -143,8 +145,8 @@ impl WebhookSecrets {
     }
 }
 
-fn signer(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+fn signer(key: &Hmac<Sha256>, id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = key.clone();
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.as_bytes());
