@@ -146,7 +146,8 @@ fn json_response(
     if let Some(a) = allow {
         builder = builder.header("allow", a);
     }
-    builder.body(Body::Text(body.to_string())).expect("a valid status and headers")
+    let text = serde_json::to_string(body).expect("a JSON value always serialises");
+    builder.body(Body::Text(text)).expect("a valid status and headers")
 }
 
 /// Serve API Gateway requests until the runtime stops.

@@ -11,6 +11,10 @@ mod route;
 mod serve;
 mod settings;
 
+// mimalloc: the pipeline allocates many small strings per alert; see BENCHMARKS.md (Routing core)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "relay", version, about = "Employee-monitoring alerts → ServiceNow records")]
 struct Cli {
