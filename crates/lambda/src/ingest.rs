@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::request::RequestContext;
+use lambda_http::http::HeaderName;
 use lambda_http::{Body, Request, RequestExt, Response};
 use relay_pipeline::{CachedSecret, Ingest, IngestSettings, Metrics, Reply, SigningKeys, WebhookKeys, WebhookRequest};
 use serde_json::json;
@@ -55,15 +56,16 @@ impl IngestHandler {
             if method != http::Method::POST {
                 return Ok(not_allowed(&method, "POST"));
             }
-            let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+            // typed header names: a lookup by `&str` would parse the name on every request
+            let header = |name: &HeaderName| request.headers().get(name).and_then(|v| v.to_str().ok());
             let reply = self
                 .ingest
                 .accept(
                     WebhookRequest {
-                        content_type: header("content-type"),
-                        webhook_id: header("webhook-id"),
-                        webhook_timestamp: header("webhook-timestamp"),
-                        webhook_signature: header("webhook-signature"),
+                        content_type: header(&http::header::CONTENT_TYPE),
+                        webhook_id: header(&WEBHOOK_ID),
+                        webhook_timestamp: header(&WEBHOOK_TIMESTAMP),
+                        webhook_signature: header(&WEBHOOK_SIGNATURE),
                         body: request.body().as_ref(),
                     },
                     &status_base(&request),
@@ -80,6 +82,10 @@ impl IngestHandler {
         Ok(json_response(404, &json!({"error": format!("no route for {method} {path}")}), None, None))
     }
 }
+
+static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
 /// The `{alert_id}` of a status request: the route's path parameter, else the path after `/v1/alerts/`.
 fn alert_id(request: &Request, path: &str) -> Option<String> {
@@ -119,7 +125,7 @@ fn status_base(request: &Request) -> String {
             _ => format!("https://{domain}"),
         };
     }
-    match request.headers().get("host").and_then(|h| h.to_str().ok()) {
+    match request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()) {
         Some(host) => format!("https://{host}"),
         None => String::new(),
     }
