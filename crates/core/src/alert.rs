@@ -235,20 +235,24 @@ pub struct InvalidAlert {
     pub problems: Vec<Problem>,
 }
 
-const KNOWN_FIELDS: [&str; 12] = [
-    "schema_version",
-    "alert_id",
-    "alert_type",
-    "severity",
-    "occurred_at",
-    "employee",
-    "description",
-    "risk_score",
-    "evidence_url",
-    "details",
-    "rule",
-    "test",
-];
+/// The top-level keys schema v1 defines (a `match`, which compiles to a switch on length and bytes).
+fn is_known_field(key: &str) -> bool {
+    matches!(
+        key,
+        "schema_version"
+            | "alert_id"
+            | "alert_type"
+            | "severity"
+            | "occurred_at"
+            | "employee"
+            | "description"
+            | "risk_score"
+            | "evidence_url"
+            | "details"
+            | "rule"
+            | "test"
+    )
+}
 
 impl Alert {
     /// Parse and validate a webhook body.
@@ -310,8 +314,12 @@ impl Alert {
             }
         };
         let (details, raw_details) = c.details(obj.get("details"), alert_type);
-        let mut ignored_fields: Vec<String> =
-            obj.keys().filter(|k| !KNOWN_FIELDS.contains(k)).map(str::to_owned).collect();
+        let mut ignored_fields: Vec<String> = Vec::new();
+        for key in obj.keys().filter(|k| !is_known_field(k)) {
+            if !ignored_fields.iter().any(|seen| seen == key) {
+                ignored_fields.push(key.to_owned());
+            }
+        }
         ignored_fields.sort_unstable();
 
         if !c.problems.is_empty() {
@@ -357,6 +365,20 @@ fn forbidden_control(ch: char, allow_newlines: bool) -> bool {
     ch.is_control()
 }
 
+/// Bytes a URL path or query keeps as they are: letters, digits and `-._~/!$&()*+,;=:?`.
+const PATH_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'/' | b'!' | b'$' | b'&')
+            || matches!(c, b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'?');
+        b += 1;
+    }
+    t
+};
+
 /// True for an `https://host/path` link that the URL parser would accept unchanged with a host and no
 /// credentials: a lowercase DNS host name (no port, no IP address, no punycode) and a path of characters that
 /// need no escaping, without dot segments. Such links skip the full parse; anything else takes it.
@@ -373,10 +395,17 @@ fn already_normal_https(s: &str) -> bool {
     };
     let host_ok = host.split('.').all(label_ok)
         && host.rsplit('.').next().is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()));
-    let path_ok = !path.starts_with('.')
-        && !path.contains("/.")
-        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/!$&()*+,;=:?".contains(&b));
+    let path_ok = !path.starts_with('.') && !path.contains("/.") && path.bytes().all(|b| PATH_BYTE[usize::from(b)]);
     host_ok && path_ok
+}
+
+/// False when `s` certainly holds no control character: none of its bytes is below 0x20, DEL, or 0xC2 (the
+/// UTF-8 lead byte of the C1 controls U+0080–U+009F). A cheap scan before the per-character check.
+fn may_hold_control(s: &str) -> bool {
+    s.as_bytes().chunks(32).any(|chunk| {
+        // no early exit inside a chunk, so the compiler can compare 32 bytes at a time
+        chunk.iter().fold(false, |found, &b| found | (b < 0x20) | (b == 0x7f) | (b == 0xc2))
+    })
 }
 
 /// `at.key`, formatted only when a problem is reported.
@@ -416,8 +445,9 @@ impl Checker {
         }
         // a control character is a byte below 0x20, DEL, or a C1 control (UTF-8 lead byte 0xC2): scan bytes
         // first and count characters only to report where
-        let suspect = s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2);
-        if let Some(pos) = suspect.then(|| s.chars().position(|ch| forbidden_control(ch, allow_newlines))).flatten() {
+        if let Some(pos) =
+            may_hold_control(s).then(|| s.chars().position(|ch| forbidden_control(ch, allow_newlines))).flatten()
+        {
             self.problem(path.to_string(), format!("contains a control character at position {pos}"));
             ok = false;
         }
@@ -858,6 +888,14 @@ mod tests {
         v["tenant"] = json!("acme");
         let a = Alert::from_value(&v).unwrap();
         assert_eq!(a.ignored_fields, vec!["screenshot".to_string(), "tenant".to_string()]);
+
+        // from raw bytes with repeated keys: the last value counts, an unknown key is listed once
+        let mut text = serde_json::to_string(&usb_copy()).unwrap();
+        text.pop();
+        text.push_str(r#","zeta":1,"risk_score":12,"zeta":2,"alpha":true}"#);
+        let a = Alert::from_slice(text.as_bytes()).unwrap();
+        assert_eq!(a.risk_score, 12);
+        assert_eq!(a.ignored_fields, ["alpha", "zeta"]);
     }
 
     #[test]
@@ -1036,6 +1074,14 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The byte pre-scan never clears a string that holds a control character.
+        #[test]
+        fn the_control_prescan_misses_nothing(s in "(\\PC|\\p{Cc}){0,80}") {
+            if s.chars().any(char::is_control) {
+                proptest::prop_assert!(may_hold_control(&s), "{:?}", s);
+            }
+        }
+
         /// The fast path never admits a link the URL parser would change or reject.
         #[test]
         fn links_that_skip_the_url_parser_are_exactly_what_it_would_keep(

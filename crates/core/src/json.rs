@@ -37,13 +37,9 @@ impl<'a> Object<'a> {
         self.members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    /// Each distinct key once, in order of first appearance.
+    /// Every key in document order (a repeated key appears each time it was written).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.members
-            .iter()
-            .enumerate()
-            .filter(|(i, (k, _))| !self.members[..*i].iter().any(|(earlier, _)| earlier == k))
-            .map(|(_, (k, _))| k.as_ref())
+        self.members.iter().map(|(k, _)| k.as_ref())
     }
 
     /// An owned `serde_json` map with the same content (the last value of a repeated key).
@@ -252,7 +248,7 @@ mod tests {
         let node = parse(text).unwrap();
         let Node::Object(o) = &node else { panic!("not an object") };
         assert_eq!(o.get("k").and_then(Node::as_number).and_then(Number::as_u64), Some(2));
-        assert_eq!(o.keys().collect::<Vec<_>>(), ["k", "x"]);
+        assert_eq!(o.keys().collect::<Vec<_>>(), ["k", "x", "k"]);
         assert_eq!(node.to_value(), serde_json::from_slice::<Value>(text).unwrap());
         assert_eq!(node.to_value(), json!({"k": 2, "x": 0}));
     }
