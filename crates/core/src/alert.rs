@@ -314,13 +314,9 @@ impl Alert {
             }
         };
         let (details, raw_details) = c.details(obj.get("details"), alert_type);
-        let mut ignored_fields: Vec<String> = Vec::new();
-        for key in obj.keys().filter(|k| !is_known_field(k)) {
-            if !ignored_fields.iter().any(|seen| seen == key) {
-                ignored_fields.push(key.to_owned());
-            }
-        }
+        let mut ignored_fields: Vec<String> = obj.keys().filter(|k| !is_known_field(k)).map(str::to_owned).collect();
         ignored_fields.sort_unstable();
+        ignored_fields.dedup();
 
         if !c.problems.is_empty() {
             return Err(c.finish());

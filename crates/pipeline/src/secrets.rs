@@ -61,11 +61,17 @@ impl CachedSecret {
 }
 
 /// The webhook signing secrets, from a cached secret document (`{"secrets": ["whsec_…", …]}`).
-#[derive(Debug)]
 pub struct WebhookKeys {
     secret: CachedSecret,
     /// The last document parsed and its keys: a request re-parses only when the document changed.
     parsed: std::sync::Mutex<Option<(String, Arc<WebhookSecrets>)>>,
+}
+
+impl std::fmt::Debug for WebhookKeys {
+    /// Redacted: the parse cache holds the secret document.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookKeys({}, value redacted)", self.secret.id())
+    }
 }
 
 impl WebhookKeys {
@@ -280,6 +286,8 @@ mod tests {
         let clock = Arc::new(ManualClock::new(0));
         let keys = WebhookKeys::new(CachedSecret::new(store.clone(), "wh", Duration::from_secs(60), clock.clone()));
         let first = keys.current().await.unwrap();
+        let shown = format!("{keys:?}");
+        assert!(!shown.contains(&a[6..12]) && shown.contains("redacted"), "{shown}");
         assert!(Arc::ptr_eq(&first, &keys.current().await.unwrap()), "an unchanged document is not parsed again");
         let signed_a = WebhookSecrets::parse(&[&a]).unwrap().sign("msg_1", 100, b"{}");
         assert!(first.verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100).is_ok());
