@@ -9,8 +9,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use lambda_http::request::RequestContext;
 use lambda_http::http::HeaderName;
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use relay_pipeline::{CachedSecret, Ingest, IngestSettings, Metrics, Reply, SigningKeys, WebhookKeys, WebhookRequest};
 use serde_json::json;
