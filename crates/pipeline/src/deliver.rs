@@ -134,8 +134,29 @@ impl Delivery {
         (outcome, false)
     }
 
-    /// Record a created record in the ledger for the envelope's key and every alert it covers.
+    /// Record a created record in the ledger for the envelope's key and every alert it covers, and count
+    /// it (`RecordsCreated`).
     pub async fn succeeded(
+        &self,
+        env: &Envelope,
+        entry: &LedgerEntry,
+        record: RecordRef,
+        found: bool,
+    ) -> Result<(), PortError> {
+        self.settled(env, entry, record, found).await?;
+        self.count_record(env);
+        Ok(())
+    }
+
+    /// One `RecordsCreated` for a record `env` describes.
+    pub fn count_record(&self, env: &Envelope) {
+        let rt = env.record_type();
+        self.metrics.count("RecordsCreated", &[("RecordType", rt.as_str()), ("Severity", severity_of(env))]);
+    }
+
+    /// The ledger, latency metric and audit line for a created record, without counting the record: a batch
+    /// aggregate settles each member alert this way and is counted once.
+    pub async fn settled(
         &self,
         env: &Envelope,
         entry: &LedgerEntry,
@@ -151,8 +172,6 @@ impl Delivery {
                 self.ledger.complete(id, &record, now).await?;
             }
         }
-        let rt = env.record_type();
-        self.metrics.count("RecordsCreated", &[("RecordType", rt.as_str()), ("Severity", severity_of(env))]);
         self.metrics.put(
             "DeliveryLatencyMs",
             (now - env.received_at_ms).max(0) as f64,

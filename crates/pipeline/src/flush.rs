@@ -273,7 +273,7 @@ impl Flusher {
                     let mut ok = true;
                     for m in &members {
                         let single = Envelope { item: m.env.item.clone(), ..env.clone() };
-                        if let Err(e) = d.succeeded(&single, &m.entry, rec.clone(), found).await {
+                        if let Err(e) = d.settled(&single, &m.entry, rec.clone(), found).await {
                             tracing::error!(alert_id = %m.entry.alert_id, error = %e, "record created but ledger not updated");
                             ok = false;
                         }
@@ -282,6 +282,7 @@ impl Flusher {
                         for m in &members {
                             self.delete(&m.msg).await;
                         }
+                        d.count_record(&env);
                         report.created += 1;
                     } else {
                         // Leave the messages: they come back, are claimed, and the lookup finds the record.

@@ -62,6 +62,8 @@ struct Harness {
     deliverer: Deliverer,
     flusher: Flusher,
     keys: WebhookSecrets,
+    /// The deliverer's and flusher's EMF lines.
+    metrics: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 struct Options {
@@ -117,6 +119,7 @@ async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
         metrics: Metrics::off(),
         settings: IngestSettings::default(),
     };
+    let (delivery_metrics, metric_lines) = Metrics::memory("AlertRelay", "deliver");
     let delivery = Arc::new(Delivery {
         servicenow: Arc::new(ServiceNowTarget::ready(client)),
         ledger,
@@ -124,7 +127,7 @@ async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
         dlq: Arc::new(dlq.clone()),
         notifier: Arc::new(store.notifier()),
         clock,
-        metrics: Metrics::off(),
+        metrics: delivery_metrics,
         settings: DeliverySettings {
             backoff: BackoffPolicy {
                 base: Duration::from_millis(20),
@@ -149,7 +152,7 @@ async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
             receive_wait: Duration::from_millis(50),
         },
     };
-    Harness { _dir: dir, sim, store, realtime, batch, dlq, ingest, deliverer, flusher, keys }
+    Harness { _dir: dir, sim, store, realtime, batch, dlq, ingest, deliverer, flusher, keys, metrics: metric_lines }
 }
 
 fn now_s() -> i64 {
@@ -244,6 +247,21 @@ async fn seed_scenarios_become_the_right_records() {
     assert_eq!(status.body["state"], "COMPLETED");
     assert_eq!(status.body["servicenow"]["number"], sir[0]["number"]);
     assert_eq!(h.ingest.status("nope").await.status, 404);
+
+    // one RecordsCreated per record, by record type: two realtime records and the one batch aggregate
+    let created: Vec<String> = h
+        .metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("RecordsCreated").is_some())
+        .map(|v| v["RecordType"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(created.len(), 3, "{created:?}");
+    for rt in ["security_incident", "task", "hr_case"] {
+        assert!(created.iter().any(|c| c == rt), "{rt} in {created:?}");
+    }
 }
 
 #[tokio::test]
@@ -471,6 +489,12 @@ async fn five_hundred_low_alerts_become_few_records_in_few_batch_calls() {
     }
     let listed: usize = records.iter().map(|r| r["description"].as_str().unwrap().matches("\n- ").count()).sum();
     assert_eq!(listed, 500, "every alert is listed in its record");
+    // one RecordsCreated per aggregate record (not per alert it lists), one latency sample per alert
+    let lines = h.metrics.lock().unwrap().clone();
+    let with =
+        |name: &str| lines.iter().filter(|l| serde_json::from_str::<Value>(l).unwrap().get(name).is_some()).count();
+    assert_eq!(with("RecordsCreated"), report.records, "{report:?}");
+    assert_eq!(with("DeliveryLatencyMs"), 500);
 }
 
 #[tokio::test]
