@@ -17,7 +17,7 @@ pub struct CachedSecret {
     id: String,
     ttl: Duration,
     clock: Arc<dyn Clock>,
-    cached: Mutex<Option<(String, i64)>>,
+    cached: Mutex<Option<(Arc<str>, i64)>>,
 }
 
 impl std::fmt::Debug for CachedSecret {
@@ -35,8 +35,8 @@ impl CachedSecret {
         &self.id
     }
 
-    /// The value, from the cache while fresh.
-    pub async fn get(&self) -> Result<String, PortError> {
+    /// The value, from the cache while fresh (the same `Arc` until it is fetched again).
+    pub async fn get(&self) -> Result<Arc<str>, PortError> {
         let now = self.clock.now_ms();
         let mut cached = self.cached.lock().await;
         if let Some((v, at)) = cached.as_ref()
@@ -44,7 +44,7 @@ impl CachedSecret {
         {
             return Ok(v.clone());
         }
-        let v = self.store.fetch(&self.id).await?;
+        let v: Arc<str> = self.store.fetch(&self.id).await?.into();
         *cached = Some((v.clone(), now));
         Ok(v)
     }
@@ -63,8 +63,8 @@ impl CachedSecret {
 /// The webhook signing secrets, from a cached secret document (`{"secrets": ["whsec_…", …]}`).
 pub struct WebhookKeys {
     secret: CachedSecret,
-    /// The last document parsed and its keys: a request re-parses only when the document changed.
-    parsed: std::sync::Mutex<Option<(String, Arc<WebhookSecrets>)>>,
+    /// The last document parsed and its keys: a request re-parses only when the cache fetched anew.
+    parsed: std::sync::Mutex<Option<(Arc<str>, Arc<WebhookSecrets>)>>,
 }
 
 impl std::fmt::Debug for WebhookKeys {
@@ -83,7 +83,7 @@ impl WebhookKeys {
         let doc = self.secret.get().await.map_err(|e| format!("webhook signing secret unavailable: {e}"))?;
         let mut parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((seen, keys)) = parsed.as_ref()
-            && *seen == doc
+            && Arc::ptr_eq(seen, &doc)
         {
             return Ok(keys.clone());
         }
@@ -263,14 +263,14 @@ mod tests {
         let store = Arc::new(CountingStore { value: "one".to_string().into(), fetches: AtomicUsize::new(0) });
         let clock = Arc::new(ManualClock::new(0));
         let s = CachedSecret::new(store.clone(), "id", Duration::from_secs(60), clock.clone());
-        assert_eq!(s.get().await.unwrap(), "one");
+        assert_eq!(&*s.get().await.unwrap(), "one");
         *store.value.lock().unwrap() = "two".into();
-        assert_eq!(s.get().await.unwrap(), "one");
+        assert_eq!(&*s.get().await.unwrap(), "one");
         clock.advance(Duration::from_secs(61));
-        assert_eq!(s.get().await.unwrap(), "two");
+        assert_eq!(&*s.get().await.unwrap(), "two");
         *store.value.lock().unwrap() = "three".into();
         s.invalidate().await;
-        assert_eq!(s.get().await.unwrap(), "three");
+        assert_eq!(&*s.get().await.unwrap(), "three");
         assert_eq!(store.fetches.load(Ordering::SeqCst), 3);
         let missing = CachedSecret::new(store, "missing", Duration::from_secs(1), clock);
         assert!(matches!(missing.get().await, Err(PortError::NotFound(_))));
