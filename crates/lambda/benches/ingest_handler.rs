@@ -16,10 +16,6 @@ use relay_lambda::{Adapters, Settings};
 use relay_pipeline::{Metrics, WebhookSecrets};
 use relay_ports::{Clock, SystemClock};
 
-// the allocator the Lambda binaries use (functions/*/src/main.rs)
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CHUNK: u64 = 2_000;
 

@@ -15,6 +15,12 @@ use relay_core::config::Config;
 use relay_pipeline::CachedSecret;
 use relay_ports::{AlertQueue, Clock, Ledger, Notifier, SecretStore, SystemClock};
 
+/// The allocator of every Lambda binary (and of this crate's tests and benchmarks): the pipeline allocates
+/// many small strings per alert, and mimalloc serves them markedly faster than the system allocator (see
+/// BENCHMARKS.md, "Routing core").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod deliver;
 pub mod flush;
 pub mod ingest;

@@ -3,10 +3,6 @@
 use relay_lambda::{Adapters, LambdaError, Settings, deliver};
 use relay_pipeline::Metrics;
 
-// mimalloc: the pipeline allocates many small strings per alert; see BENCHMARKS.md (Routing core)
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), LambdaError> {
     relay_lambda::init_logging();
