@@ -26,6 +26,8 @@ const MAX_BATCH: u32 = 10;
 pub struct SqsQueue {
     client: Client,
     url: String,
+    /// How long a received message stays invisible; `None` = the queue's own setting.
+    visibility_timeout: Option<Duration>,
 }
 
 impl SqsQueue {
@@ -36,7 +38,14 @@ impl SqsQueue {
 
     /// A queue adapter over an existing client (several queues may share one client).
     pub fn from_client(client: Client, queue_url: impl Into<String>) -> Self {
-        SqsQueue { client, url: queue_url.into() }
+        SqsQueue { client, url: queue_url.into(), visibility_timeout: None }
+    }
+
+    /// This handle with its own visibility timeout for received messages (capped at [`MAX_VISIBILITY`])
+    /// instead of the queue's setting.
+    pub fn with_visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = Some(timeout);
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -93,6 +102,7 @@ impl AlertQueue for SqsQueue {
             .queue_url(&self.url)
             .max_number_of_messages(max.min(MAX_BATCH) as i32)
             .wait_time_seconds(seconds_up(wait, MAX_WAIT))
+            .set_visibility_timeout(self.visibility_timeout.map(|v| seconds_up(v, MAX_VISIBILITY)))
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await

@@ -11,14 +11,13 @@
 //! Messages that stay on the DLQ (unreadable, or failed to move, or every message of a dry run) are kept
 //! hidden until the end of the run, so one run never sees them twice, and then made visible again at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
-use relay_aws::{DynamoLedger, SqsQueue, port_error};
-use relay_ports::{AlertQueue, Clock, Ledger, PortError, SystemClock};
+use relay_aws::{DynamoLedger, SqsQueue};
+use relay_ports::{AlertQueue, Clock, Ledger, SystemClock};
 
 use crate::ops::{EXIT_FAILED, ReplayArgs, ReplayTally, reopen_covered, replay_progress};
 
@@ -26,8 +25,8 @@ use crate::ops::{EXIT_FAILED, ReplayArgs, ReplayTally, reopen_covered, replay_pr
 pub const VISIBILITY: Duration = Duration::from_secs(120);
 /// Long-poll wait of each receive: long polling asks every SQS server, so an empty answer means empty.
 const RECEIVE_WAIT: Duration = Duration::from_secs(1);
-/// SQS receives and changes at most 10 messages per call.
-const BATCH: usize = 10;
+/// SQS receives at most 10 messages per call.
+const BATCH: u64 = 10;
 
 /// Where to replay: the stack outputs DeadLetterQueueUrl, RealtimeQueueUrl and LedgerTableName.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,94 +78,25 @@ impl AwsTarget {
     }
 }
 
-/// One message received from the DLQ.
-struct Received {
-    message_id: String,
-    receipt: String,
-    body: String,
-}
-
-/// The DLQ side of a run: receives with [`VISIBILITY`], remembers what must become visible again.
+/// The DLQ side of a run: remembers what must become visible again.
 struct DeadLetters {
+    /// The DLQ, receiving with [`VISIBILITY`].
     queue: SqsQueue,
     /// message id → latest receipt of messages that stay on the DLQ.
     kept: HashMap<String, String>,
     /// message ids already handled this run (SQS may hand a message out twice).
-    seen: std::collections::HashSet<String>,
+    seen: HashSet<String>,
 }
 
 impl DeadLetters {
-    async fn receive(&self, max: usize) -> Result<Vec<Received>, PortError> {
-        let url = self.queue.url();
-        let out = self
-            .queue
-            .client()
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(max.clamp(1, BATCH) as i32)
-            .visibility_timeout(VISIBILITY.as_secs() as i32)
-            .wait_time_seconds(RECEIVE_WAIT.as_secs() as i32)
-            .send()
-            .await
-            .map_err(|e| port_error(&format!("SQS ReceiveMessage from {url}"), e))?;
-        out.messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| match (m.message_id, m.receipt_handle) {
-                (Some(message_id), Some(receipt)) => {
-                    Ok(Received { message_id, receipt, body: m.body.unwrap_or_default() })
-                }
-                _ => Err(PortError::Unavailable(format!(
-                    "SQS ReceiveMessage from {url}: message without MessageId or ReceiptHandle"
-                ))),
-            })
-            .collect()
-    }
-
     /// Make every kept message visible again now; a failure only delays it by [`VISIBILITY`].
     async fn release_kept(&mut self) {
-        let url = self.queue.url().to_string();
-        let kept: Vec<(String, String)> = self.kept.drain().collect();
-        for chunk in kept.chunks(BATCH) {
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, receipt))| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(receipt)
-                        .visibility_timeout(0)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            let result = self
-                .queue
-                .client()
-                .change_message_visibility_batch()
-                .queue_url(&url)
-                .set_entries(Some(entries))
-                .send()
-                .await;
-            let late = |id: &str, why: &str| {
+        for (message_id, receipt) in self.kept.drain() {
+            if let Err(e) = self.queue.retry_after(&receipt, Duration::ZERO).await {
                 eprintln!(
-                    "  {id}: stays hidden on the DLQ for up to {} s (could not make it visible again: {why})",
+                    "  {message_id}: stays hidden on the DLQ for up to {} s (could not make it visible again: {e})",
                     VISIBILITY.as_secs()
-                )
-            };
-            match result {
-                Ok(out) => {
-                    for f in out.failed {
-                        let id = f.id.parse::<usize>().ok().and_then(|i| chunk.get(i)).map(|(m, _)| m.as_str());
-                        late(id.unwrap_or("a message"), &format!("{}: {}", f.code, f.message.unwrap_or_default()));
-                    }
-                }
-                Err(e) => {
-                    let why = port_error(&format!("SQS ChangeMessageVisibilityBatch on {url}"), e).to_string();
-                    for (m, _) in chunk {
-                        late(m, &why);
-                    }
-                }
+                );
             }
         }
     }
@@ -175,7 +105,7 @@ impl DeadLetters {
 /// Run the replay (or the dry run) against `target`, printing as `--local` does.
 pub async fn replay(target: &AwsTarget, dry_run: bool) -> ExitCode {
     let config = relay_aws::sdk_config().await;
-    let dlq = SqsQueue::new(&config, &target.dlq_url);
+    let dlq = SqsQueue::new(&config, &target.dlq_url).with_visibility_timeout(VISIBILITY);
     let realtime = SqsQueue::from_client(dlq.client().clone(), &target.realtime_queue_url);
     let ledger = DynamoLedger::new(&config, &target.ledger_table);
 
@@ -202,12 +132,12 @@ pub async fn replay(target: &AwsTarget, dry_run: bool) -> ExitCode {
 
     let bar = replay_progress(depth, dry_run);
     let mut tally = ReplayTally::new(dry_run);
-    let mut dead = DeadLetters { queue: dlq, kept: HashMap::new(), seen: Default::default() };
+    let mut dead = DeadLetters { queue: dlq, kept: HashMap::new(), seen: HashSet::new() };
     // Receives handed out, repeats included: at most the depth read at the start.
     let mut received = 0u64;
     let mut drained = false;
     while received < depth {
-        let batch = match dead.receive((depth - received).min(BATCH as u64) as usize).await {
+        let batch = match dead.queue.receive((depth - received).min(BATCH) as u32, RECEIVE_WAIT).await {
             Ok(b) => b,
             Err(e) => {
                 tally.errors += 1;
