@@ -5,7 +5,6 @@
 //! managers, departments, details and unknown extra fields never do.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
@@ -71,9 +70,7 @@ pub(crate) fn render(t: &Template, d: &Decision, custom_rule_name: Option<&str>)
                 Placeholder::SeverityLabel => out.push_str(d.severity.label()),
                 Placeholder::Employee => out.push_str(&d.employee_ref),
                 Placeholder::Description => push_one_line(&mut out, &d.summary.description),
-                Placeholder::RiskScore => {
-                    let _ = write!(out, "{}", d.summary.risk_score);
-                }
+                Placeholder::RiskScore => push_decimal(&mut out, d.summary.risk_score),
                 Placeholder::RuleName => out.push_str(custom_rule_name.unwrap_or(&d.rule)),
                 Placeholder::RecordLabel => out.push_str(d.record_type.label()),
                 Placeholder::OccurredAt => out.push_str(&d.summary.occurred_at),
@@ -85,29 +82,59 @@ pub(crate) fn render(t: &Template, d: &Decision, custom_rule_name: Option<&str>)
 
 /// The record's long description: everything a responder needs, and nothing more.
 pub fn description(d: &Decision, config_hash: &str) -> String {
-    format!(
-        "Triggering activity: {}\n\
-         Alert type: {} ({})\n\
-         Severity: {}\n\
-         Risk score: {}/100\n\
-         Employee: {}\n\
-         Occurred at: {}\n\
-         Evidence: {}\n\
-         \n\
-         Alert id: {}\n\
-         Routed by rule {} (config {})",
-        d.summary.description,
+    // written piece by piece into one buffer of the right size: this runs for every alert
+    let s = &d.summary;
+    let parts: [&str; 22] = [
+        "Triggering activity: ",
+        &s.description,
+        "\nAlert type: ",
         d.alert_type.label(),
-        d.alert_type,
+        " (",
+        d.alert_type.as_str(),
+        ")\nSeverity: ",
         d.severity.label(),
-        d.summary.risk_score,
-        d.employee_ref,
-        d.summary.occurred_at,
-        d.summary.evidence_url,
-        d.alert_id,
-        d.rule,
+        "\nRisk score: ",
+        "",
+        "/100\nEmployee: ",
+        &d.employee_ref,
+        "\nOccurred at: ",
+        &s.occurred_at,
+        "\nEvidence: ",
+        &s.evidence_url,
+        "\n\nAlert id: ",
+        &d.alert_id,
+        "\nRouted by rule ",
+        &d.rule,
+        " (config ",
         config_hash,
-    )
+    ];
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 4);
+    for (i, part) in parts.iter().enumerate() {
+        if i == 9 {
+            push_decimal(&mut out, s.risk_score);
+        }
+        out.push_str(part);
+    }
+    out.push(')');
+    out
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + n / 10 % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
+}
+
+/// `n` in decimal.
+fn decimal(n: u8) -> String {
+    let mut out = String::with_capacity(3);
+    push_decimal(&mut out, n);
+    out
 }
 
 /// ServiceNow Event Management severity: 1 Critical, 2 Major, 3 Minor, 4 Warning.
@@ -187,16 +214,16 @@ pub(crate) fn build(
 
     f.insert("short_description".into(), Value::String(short));
     f.insert("description".into(), Value::String(description));
-    f.insert("impact".into(), s(&d.impact.to_string()));
-    f.insert("urgency".into(), s(&d.urgency.to_string()));
+    f.insert("impact".into(), Value::String(decimal(d.impact)));
+    f.insert("urgency".into(), Value::String(decimal(d.urgency)));
     if !d.assignment_group.is_empty() {
         f.insert("assignment_group".into(), s(&d.assignment_group));
     }
     if let Some(cat) = category {
-        f.insert("category".into(), s(&cat));
+        f.insert("category".into(), Value::String(cat));
     }
     if let Some(sub) = subcategory {
-        f.insert("subcategory".into(), s(&sub));
+        f.insert("subcategory".into(), Value::String(sub));
     }
     if let Some(ct) = &c.contact_type {
         f.insert("contact_type".into(), s(ct));
@@ -219,6 +246,12 @@ mod tests {
         let t = truncate(&"é".repeat(200), 160);
         assert_eq!(t.chars().count(), 160);
         assert!(t.ends_with('…'));
+    }
+
+    #[test]
+    fn decimals() {
+        let all: Vec<String> = (0..=u8::MAX).map(decimal).collect();
+        assert_eq!(all, (0..=u8::MAX).map(|n| n.to_string()).collect::<Vec<_>>());
     }
 
     #[test]

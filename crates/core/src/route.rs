@@ -79,7 +79,10 @@ pub fn is_query_safe(s: &str) -> bool {
 /// A stable, query-safe correlation id for an alert id: `<prefix>:<alert_id>` when the alert id is already
 /// made of `[A-Za-z0-9._:-]` and fits; otherwise `<prefix>:h:<sha256 of the alert id, 40 hex>`.
 pub fn correlation_id(prefix: &str, alert_id: &str) -> String {
-    let plain = format!("{prefix}:{alert_id}");
+    let mut plain = String::with_capacity(prefix.len() + 1 + alert_id.len());
+    plain.push_str(prefix);
+    plain.push(':');
+    plain.push_str(alert_id);
     if is_query_safe(&plain) && !alert_id.starts_with("h:") && !alert_id.starts_with("b:") {
         return plain;
     }
@@ -269,6 +272,23 @@ rules:
         assert_eq!((d.impact, d.urgency), (2, 2));
         assert_eq!(d.delivery, DeliveryMode::Batch);
         assert_eq!(d.fields["category"], "DLP");
+    }
+
+    #[test]
+    fn the_long_description_has_the_documented_form() {
+        for score in [0, 7, 50, 100] {
+            let mut v = base("dlp", "medium", json!({"file_count": 3, "bytes": 1, "channel": "email"}));
+            v["risk_score"] = json!(score);
+            let d = router().route(&alert(v));
+            let expected = format!(
+                "Triggering activity: something happened\nAlert type: Data loss prevention (dlp)\nSeverity: \
+                 Medium\nRisk score: {score}/100\nEmployee: E1\nOccurred at: 2026-11-20T14:03:00Z\nEvidence: \
+                 https://monitor.example.com/a/100\n\nAlert id: a-100\nRouted by rule {} (config {})",
+                d.rule, d.config_hash
+            );
+            assert_eq!(d.fields["description"], expected.as_str());
+            assert_eq!((&d.fields["impact"], &d.fields["urgency"]), (&json!("2"), &json!("2")));
+        }
     }
 
     #[test]
