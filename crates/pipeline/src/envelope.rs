@@ -62,8 +62,8 @@ impl Envelope {
     pub fn to_json(&self) -> String {
         // an alert envelope is 1.5-3 KiB: one buffer of that size instead of growing from 128 bytes
         let mut out = Vec::with_capacity(4096);
-        serde_json::to_writer(&mut out, self).expect("envelopes always serialise");
-        String::from_utf8(out).expect("serde_json writes UTF-8")
+        sonic_rs::to_writer(&mut out, self).expect("envelopes always serialise");
+        String::from_utf8(out).expect("the serializer writes UTF-8")
     }
 
     pub fn from_json(body: &str) -> Result<Envelope, serde_json::Error> {
