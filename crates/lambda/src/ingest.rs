@@ -50,11 +50,11 @@ impl IngestHandler {
 
     /// Answer one HTTP request. Never fails: every problem is an HTTP status with a JSON body.
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Infallible> {
-        let path = request.uri().path().trim_end_matches('/').to_string();
-        let method = request.method().clone();
+        let path = request.uri().path().trim_end_matches('/');
+        let method = request.method();
         if path.ends_with(ALERTS) {
             if method != http::Method::POST {
-                return Ok(not_allowed(&method, "POST"));
+                return Ok(not_allowed(method, "POST"));
             }
             // typed header names: a lookup by `&str` would parse the name on every request
             let header = |name: &HeaderName| request.headers().get(name).and_then(|v| v.to_str().ok());
@@ -73,13 +73,13 @@ impl IngestHandler {
                 .await;
             return Ok(response(reply));
         }
-        if let Some(id) = alert_id(&request, &path) {
+        if let Some(id) = alert_id(&request, path) {
             if method != http::Method::GET && method != http::Method::HEAD {
-                return Ok(not_allowed(&method, "GET"));
+                return Ok(not_allowed(method, "GET"));
             }
             return Ok(response(self.ingest.status(&id).await));
         }
-        Ok(json_response(404, &json!({"error": format!("no route for {method} {path}")}), None, None))
+        Ok(json_response(404, json!({"error": format!("no route for {method} {path}")}).to_string(), None, None))
     }
 }
 
@@ -117,34 +117,41 @@ fn percent_decode(s: &str) -> String {
 
 /// `https://<domain>[/<stage>]` from the API Gateway request context (the Host header otherwise).
 fn status_base(request: &Request) -> String {
+    let https = |host: &str, stage: Option<&str>| {
+        let mut base = String::with_capacity(8 + host.len() + stage.map_or(0, |s| s.len() + 1));
+        base.push_str("https://");
+        base.push_str(host);
+        if let Some(stage) = stage {
+            base.push('/');
+            base.push_str(stage);
+        }
+        base
+    };
     if let Some(RequestContext::ApiGatewayV2(ctx)) = request.request_context_ref()
         && let Some(domain) = ctx.domain_name.as_deref().filter(|d| !d.is_empty())
     {
-        return match ctx.stage.as_deref() {
-            Some(stage) if !stage.is_empty() && stage != "$default" => format!("https://{domain}/{stage}"),
-            _ => format!("https://{domain}"),
-        };
+        return https(domain, ctx.stage.as_deref().filter(|s| !s.is_empty() && *s != "$default"));
     }
     match request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) => format!("https://{host}"),
+        Some(host) => https(host, None),
         None => String::new(),
     }
 }
 
 fn not_allowed(method: &http::Method, allow: &str) -> Response<Body> {
-    json_response(405, &json!({"error": format!("method {method} not allowed; use {allow}")}), None, Some(allow))
+    json_response(
+        405,
+        json!({"error": format!("method {method} not allowed; use {allow}")}).to_string(),
+        None,
+        Some(allow),
+    )
 }
 
 fn response(reply: Reply) -> Response<Body> {
-    json_response(reply.status, &reply.body, reply.retry_after, None)
+    json_response(reply.status, reply.body, reply.retry_after, None)
 }
 
-fn json_response(
-    status: u16,
-    body: &serde_json::Value,
-    retry_after: Option<u64>,
-    allow: Option<&str>,
-) -> Response<Body> {
+fn json_response(status: u16, text: String, retry_after: Option<u64>, allow: Option<&str>) -> Response<Body> {
     let mut builder = Response::builder().status(status).header("content-type", "application/json");
     if let Some(s) = retry_after {
         builder = builder.header("retry-after", s.to_string());
@@ -152,7 +159,6 @@ fn json_response(
     if let Some(a) = allow {
         builder = builder.header("allow", a);
     }
-    let text = serde_json::to_string(body).expect("a JSON value always serialises");
     builder.body(Body::Text(text)).expect("a valid status and headers")
 }
 
@@ -170,6 +176,27 @@ pub async fn run(handler: IngestHandler) -> Result<(), LambdaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(edit: impl FnOnce(&mut serde_json::Value)) -> Request {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/lambda/apigw-post-alert.json"))
+                .expect("the sample event is JSON");
+        edit(&mut event);
+        serde_json::from_value::<lambda_http::request::LambdaRequest>(event).expect("an API Gateway v2 event").into()
+    }
+
+    #[test]
+    fn status_links_use_the_api_domain_and_a_named_stage() {
+        let domain = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com";
+        assert_eq!(status_base(&request(|_| {})), format!("https://{domain}"), "$default stage: no path segment");
+        let staged = request(|e| e["requestContext"]["stage"] = "prod".into());
+        assert_eq!(status_base(&staged), format!("https://{domain}/prod"));
+        let no_domain = request(|e| {
+            e["requestContext"]["domainName"] = "".into();
+            e["headers"]["host"] = "relay.example.com".into();
+        });
+        assert_eq!(status_base(&no_domain), "https://relay.example.com", "the Host header otherwise");
+    }
 
     #[test]
     fn percent_decoding() {

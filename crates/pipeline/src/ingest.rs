@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use relay_core::{Alert, DeliveryMode, Router};
 use relay_ports::{Accept, AlertQueue, Clock, DeliveryState, Ledger, LedgerEntry};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::envelope::Envelope;
@@ -18,19 +19,39 @@ use crate::telemetry::{Metrics, audit_routed};
 /// SQS's message limit, and so the largest alert body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// An HTTP answer, independent of the web framework.
+/// An HTTP answer, independent of the web framework. The body is JSON text, written once here so that
+/// neither web framework re-serialises a `Value`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub status: u16,
-    pub body: Value,
+    /// The response body: one JSON document.
+    pub body: String,
     /// `Retry-After` seconds for 503s.
     pub retry_after: Option<u64>,
 }
 
 impl Reply {
-    fn new(status: u16, body: Value) -> Reply {
-        Reply { status, body, retry_after: None }
+    fn new(status: u16, body: &impl Serialize) -> Reply {
+        Reply { status, body: sonic_rs::to_string(body).expect("a reply body always serialises"), retry_after: None }
     }
+
+    fn retry_later(body: &impl Serialize, seconds: u64) -> Reply {
+        Reply { retry_after: Some(seconds), ..Reply::new(503, body) }
+    }
+
+    /// The body parsed back into a JSON value (for callers that inspect it).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("a reply body is one JSON document")
+    }
+}
+
+/// The 202 answer to an accepted (or already accepted) alert.
+#[derive(Serialize)]
+struct Accepted<'a> {
+    alert_id: &'a str,
+    status_url: &'a str,
+    duplicate: bool,
+    delivery: &'static str,
 }
 
 /// The parts of a webhook POST the pipeline reads.
@@ -80,9 +101,15 @@ pub struct Ingest {
 }
 
 fn is_json(content_type: Option<&str>) -> bool {
+    // compared case-insensitively in place: no lower-cased copy per request
+    const APPLICATION: &[u8] = b"application/";
+    const SUFFIX: &[u8] = b"+json";
     content_type.is_some_and(|ct| {
-        let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        base == "application/json" || (base.starts_with("application/") && base.ends_with("+json"))
+        let base = ct.split(';').next().unwrap_or("").trim().as_bytes();
+        base.eq_ignore_ascii_case(b"application/json")
+            || (base.len() > APPLICATION.len() + SUFFIX.len()
+                && base[..APPLICATION.len()].eq_ignore_ascii_case(APPLICATION)
+                && base[base.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX))
     })
 }
 
@@ -126,7 +153,7 @@ impl Ingest {
     fn reject(&self, status: u16, reason: &str, body: Value) -> Reply {
         self.metrics.count("AlertsRejected", &[("Reason", reason)]);
         tracing::info!(status, reason, "webhook rejected");
-        Reply::new(status, body)
+        Reply::new(status, &body)
     }
 
     async fn verify(&self, req: &WebhookRequest<'_>, now_s: i64) -> Result<(), SignatureError> {
@@ -172,11 +199,7 @@ impl Ingest {
         let now_ms = self.clock.now_ms();
         if let Err(e) = self.verify(&req, now_ms.div_euclid(1000)).await {
             if e == SignatureError::NoSecrets {
-                return Reply {
-                    status: 503,
-                    body: json!({"error": "signing secrets unavailable; retry later"}),
-                    retry_after: Some(30),
-                };
+                return Reply::retry_later(&json!({"error": "signing secrets unavailable; retry later"}), 30);
             }
             return self.reject(401, "signature", json!({"error": format!("signature rejected: {e}")}));
         }
@@ -191,18 +214,26 @@ impl Ingest {
         let Envelope { item: crate::envelope::Item::Alert { decision, .. }, .. } = &envelope else {
             unreachable!("built as an alert")
         };
-        let status_url = format!("{status_base}/v1/alerts/{}", urlencode(&decision.alert_id));
         let accepted = |duplicate: bool| {
+            let mut status_url = String::with_capacity(status_base.len() + ALERTS_PATH.len() + decision.alert_id.len());
+            status_url.push_str(status_base);
+            status_url.push_str(ALERTS_PATH);
+            push_urlencoded(&mut status_url, &decision.alert_id);
             Reply::new(
                 202,
-                json!({"alert_id": decision.alert_id, "status_url": status_url, "duplicate": duplicate,
-                       "delivery": decision.delivery.as_str()}),
+                &Accepted {
+                    alert_id: &decision.alert_id,
+                    status_url: &status_url,
+                    duplicate,
+                    delivery: decision.delivery.as_str(),
+                },
             )
         };
-        let unavailable = |what: &str| Reply {
-            status: 503,
-            body: json!({"error": format!("{what} is unavailable; the alert was NOT accepted, retry later")}),
-            retry_after: Some(5),
+        let unavailable = |what: &str| {
+            Reply::retry_later(
+                &json!({"error": format!("{what} is unavailable; the alert was NOT accepted, retry later")}),
+                5,
+            )
         };
 
         let entry = new_entry(&envelope, req.webhook_id, self.settings.ledger_retention);
@@ -248,15 +279,11 @@ impl Ingest {
     /// `GET /v1/alerts/{alert_id}`: the delivery status from the ledger.
     pub async fn status(&self, alert_id: &str) -> Reply {
         match self.ledger.get(alert_id).await {
-            Ok(Some(e)) => Reply::new(200, status_body(&e)),
-            Ok(None) => Reply::new(404, json!({"error": format!("no alert with id {alert_id:?} is known")})),
+            Ok(Some(e)) => Reply::new(200, &status_body(&e)),
+            Ok(None) => Reply::new(404, &json!({"error": format!("no alert with id {alert_id:?} is known")})),
             Err(e) => {
                 tracing::error!(error = %e, "ledger read failed");
-                Reply {
-                    status: 503,
-                    body: json!({"error": "the delivery ledger is unavailable"}),
-                    retry_after: Some(5),
-                }
+                Reply::retry_later(&json!({"error": "the delivery ledger is unavailable"}), 5)
             }
         }
     }
@@ -289,13 +316,21 @@ pub fn status_body(e: &LedgerEntry) -> Value {
     })
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// The status route's path, up to the alert id.
+const ALERTS_PATH: &str = "/v1/alerts/";
+
+/// Append `s` percent-encoded as one path segment (every byte but RFC 3986's unreserved ones escaped).
+fn push_urlencoded(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -309,11 +344,21 @@ mod tests {
         assert!(is_json(Some("application/vnd.emonitor+json")));
         assert!(!is_json(Some("text/plain")));
         assert!(!is_json(None));
+        assert!(!is_json(Some("application/+json")), "no subtype before +json");
+        assert!(!is_json(Some("text/json")));
+        assert!(!is_json(Some("application/jsonp")));
+        assert!(is_json(Some("  APPLICATION/X-Thing+JSON ; q=1")));
     }
 
     #[test]
     fn status_urls_are_encoded() {
-        assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
-        assert_eq!(urlencode("emon-1.x_y~"), "emon-1.x_y~");
+        let encoded = |s: &str| {
+            let mut out = String::new();
+            push_urlencoded(&mut out, s);
+            out
+        };
+        assert_eq!(encoded("a b/c"), "a%20b%2Fc");
+        assert_eq!(encoded("emon-1.x_y~"), "emon-1.x_y~");
+        assert_eq!(encoded("é?#%"), "%C3%A9%3F%23%25");
     }
 }

@@ -244,8 +244,8 @@ async fn seed_scenarios_become_the_right_records() {
     assert_eq!(rec.sys_id, sir[0]["sys_id"].as_str().unwrap());
     let status = h.ingest.status("emon-20261120-7f3a9c").await;
     assert_eq!(status.status, 200);
-    assert_eq!(status.body["state"], "COMPLETED");
-    assert_eq!(status.body["servicenow"]["number"], sir[0]["number"]);
+    assert_eq!(status.json()["state"], "COMPLETED");
+    assert_eq!(status.json()["servicenow"]["number"], sir[0]["number"]);
     assert_eq!(h.ingest.status("nope").await.status, 404);
 
     // one RecordsCreated per record, by record type: two realtime records and the one batch aggregate
@@ -271,11 +271,11 @@ async fn a_resent_webhook_is_accepted_again_but_queued_once() {
     let first = h.post(&body, "wh-1").await;
     let second = h.post(&body, "wh-1").await;
     assert_eq!((first.status, second.status), (202, 202));
-    assert_eq!((first.body["duplicate"].as_bool(), second.body["duplicate"].as_bool()), (Some(false), Some(true)));
-    assert_eq!(first.body["status_url"], "http://relay.test/v1/alerts/emon-20261120-7f3a9c");
+    assert_eq!((first.json()["duplicate"].as_bool(), second.json()["duplicate"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(first.json()["status_url"], "http://relay.test/v1/alerts/emon-20261120-7f3a9c");
     assert_eq!(h.realtime.depth().await.unwrap(), 1);
     h.deliver_all().await;
-    assert_eq!(h.post(&body, "wh-2").await.body["duplicate"], true, "same alert id, new webhook id");
+    assert_eq!(h.post(&body, "wh-2").await.json()["duplicate"], true, "same alert id, new webhook id");
     h.deliver_all().await;
     assert_eq!(h.sim.records("sn_si_incident").len(), 1);
 }
@@ -313,12 +313,12 @@ async fn rejected_webhooks_get_clear_errors_and_nothing_is_queued() {
             )
             .await;
         assert_eq!(r.status, status, "{needle}: {:?}", r.body);
-        assert!(r.body["error"].as_str().unwrap().contains(needle), "{:?}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains(needle), "{:?}", r.body);
     }
     let bad = std::fs::read(repo().join("events/invalid/bad-values.json")).unwrap();
     let r = h.post(&bad, "wh-bad").await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.body["problems"].as_array().unwrap().len(), 7, "{:?}", r.body);
+    assert_eq!(r.json()["problems"].as_array().unwrap().len(), 7, "{:?}", r.body);
     assert_eq!(h.realtime.depth().await.unwrap() + h.batch.depth().await.unwrap(), 0);
 }
 
@@ -333,7 +333,7 @@ async fn queue_down_answers_503_and_the_senders_retry_is_accepted_afresh() {
     assert!(h.ingest.ledger.get("emon-20261120-7f3a9c").await.unwrap().is_none(), "nothing half-accepted");
     h.ingest.realtime = working;
     let r = h.post(&body, "wh-1").await;
-    assert_eq!((r.status, r.body["duplicate"].as_bool()), (202, Some(false)));
+    assert_eq!((r.status, r.json()["duplicate"].as_bool()), (202, Some(false)));
     h.deliver_all().await;
     assert_eq!(h.sim.records("sn_si_incident").len(), 1);
 }

@@ -86,7 +86,7 @@ struct AppState {
 
 fn to_response(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (status, axum::Json(reply.body)).into_response();
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], reply.body).into_response();
     if let Some(s) = reply.retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, s.into());
     }
