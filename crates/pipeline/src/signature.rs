@@ -121,14 +121,20 @@ impl WebhookSecrets {
         if self.keys.is_empty() {
             return Err(SignatureError::NoSecrets);
         }
-        let candidates: Vec<Vec<u8>> =
-            signature.split(' ').filter_map(|s| s.strip_prefix("v1,")).filter_map(|b64| B64.decode(b64).ok()).collect();
+        // An HMAC-SHA256 signature is 32 bytes: each candidate is decoded into a fixed buffer (no allocation),
+        // and one whose decoding is longer cannot match and is skipped.
+        let candidates = || {
+            signature.split(' ').filter_map(|s| s.strip_prefix("v1,")).filter_map(|b64| {
+                let mut buf = [0u8; 32];
+                B64.decode_slice(b64, &mut buf).ok().map(|n| (buf, n))
+            })
+        };
         let mut matched = false;
         for key in &self.keys {
             let mac = signer(key, id, timestamp.trim(), body);
-            for c in &candidates {
+            for (buf, n) in candidates() {
                 // every comparison runs, and each is constant-time
-                matched |= mac.clone().verify_slice(c).is_ok();
+                matched |= mac.clone().verify_slice(&buf[..n]).is_ok();
             }
         }
         if matched { Ok(()) } else { Err(SignatureError::NoMatch) }
@@ -199,6 +205,17 @@ mod tests {
         );
         let other_ts = (NOW + 1).to_string();
         assert_eq!(s.verify(Some("wh-1"), Some(&other_ts), Some(&sig), b"{}", NOW), Err(SignatureError::NoMatch));
+        // the right MAC with bytes added or cut off is no match either
+        let mac = B64.decode(sig.strip_prefix("v1,").unwrap()).unwrap();
+        for wrong in [[mac.as_slice(), &[0]].concat(), mac[..31].to_vec(), mac[..16].to_vec(), Vec::new()] {
+            let header = format!("v1,{}", B64.encode(&wrong));
+            assert_eq!(
+                s.verify(Some("wh-1"), Some(&NOW.to_string()), Some(&header), b"{}", NOW),
+                Err(SignatureError::NoMatch),
+                "{} bytes",
+                wrong.len()
+            );
+        }
     }
 
     #[test]
