@@ -138,7 +138,7 @@ fn status_base(request: &Request) -> String {
     }
 }
 
-fn not_allowed(method: &http::Method, allow: &str) -> Response<Body> {
+fn not_allowed(method: &http::Method, allow: &'static str) -> Response<Body> {
     json_response(
         405,
         json!({"error": format!("method {method} not allowed; use {allow}")}).to_string(),
@@ -151,15 +151,19 @@ fn response(reply: Reply) -> Response<Body> {
     json_response(reply.status, reply.body, reply.retry_after, None)
 }
 
-fn json_response(status: u16, text: String, retry_after: Option<u64>, allow: Option<&str>) -> Response<Body> {
-    let mut builder = Response::builder().status(status).header("content-type", "application/json");
+fn json_response(status: u16, text: String, retry_after: Option<u64>, allow: Option<&'static str>) -> Response<Body> {
+    // typed header names and static values: nothing to parse or validate per response
+    let mut response = Response::new(Body::Text(text));
+    *response.status_mut() = http::StatusCode::from_u16(status).expect("the pipeline answers with valid statuses");
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     if let Some(s) = retry_after {
-        builder = builder.header("retry-after", s.to_string());
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
     }
     if let Some(a) = allow {
-        builder = builder.header("allow", a);
+        headers.insert(http::header::ALLOW, http::HeaderValue::from_static(a));
     }
-    builder.body(Body::Text(text)).expect("a valid status and headers")
+    response
 }
 
 /// Serve API Gateway requests until the runtime stops.
