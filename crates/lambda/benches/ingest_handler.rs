@@ -123,6 +123,19 @@ fn to_request(event: serde_json::Value) -> Request {
     lr.into()
 }
 
+/// Runs `iters` iterations as chunks of at most [`CHUNK`] (`chunk(n)` prepares and times `n` of them) and
+/// sums the times measured.
+fn in_chunks(iters: u64, mut chunk: impl FnMut(u64) -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        total += chunk(n);
+        left -= n;
+    }
+    total
+}
+
 fn ingest(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut b = rt.block_on(Bench::new());
@@ -133,10 +146,7 @@ fn ingest(c: &mut Criterion) {
     // The handler proper: lambda_http::Request in, Response out.
     group.bench_function("request_to_202", |bencher| {
         bencher.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
+            in_chunks(iters, |n| {
                 b.reset();
                 let requests: Vec<Request> = (0..n).map(|_| to_request(b.event())).collect();
                 let handler = b.handler.clone();
@@ -147,10 +157,8 @@ fn ingest(c: &mut Criterion) {
                         assert_eq!(resp.status(), 202, "{:?}", resp.body());
                     }
                 });
-                total += started.elapsed();
-                left -= n;
-            }
-            total
+                started.elapsed()
+            })
         })
     });
 
@@ -158,10 +166,7 @@ fn ingest(c: &mut Criterion) {
     // signature, parse, validate, route, ledger, enqueue — without lambda_http's request and response types.
     group.bench_function("accept_to_202", |bencher| {
         bencher.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
+            in_chunks(iters, |n| {
                 b.reset();
                 let webhooks: Vec<(String, String, String, Vec<u8>)> = (0..n).map(|_| b.webhook()).collect();
                 let handler = b.handler.clone();
@@ -184,11 +189,8 @@ fn ingest(c: &mut Criterion) {
                         assert_eq!(reply.status, 202, "{}", reply.body);
                     }
                 });
-                total += started.elapsed();
-                drop(webhooks);
-                left -= n;
-            }
-            total
+                started.elapsed()
+            })
         })
     });
 
@@ -220,10 +222,7 @@ fn ingest(c: &mut Criterion) {
     // serialized back to JSON.
     group.bench_function("event_json_to_response_json", |bencher| {
         bencher.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
+            in_chunks(iters, |n| {
                 b.reset();
                 let events: Vec<String> = (0..n).map(|_| b.event().to_string()).collect();
                 let handler = b.handler.clone();
@@ -241,10 +240,8 @@ fn ingest(c: &mut Criterion) {
                         assert!(out.contains("202"));
                     }
                 });
-                total += started.elapsed();
-                left -= n;
-            }
-            total
+                started.elapsed()
+            })
         })
     });
     group.finish();
