@@ -379,8 +379,10 @@ async fn five_hundred_low_alerts_become_grouped_records_in_few_batch_calls() {
     let report = s.invoke_flush().await;
     let n = |k: &str| report[k].as_u64().unwrap() as usize;
     assert_eq!(n("alerts"), 500, "{report}");
-    // grouped by employee + alert type: 20 records (40 if the run straddles a 5-minute window)
-    assert!(n("records") == 20 || n("records") == 40, "{report}");
+    // grouped by employee + alert type + 5-minute window: 20 records, or up to 40 when the posts straddle a
+    // window boundary (20 in the first window plus one per employee seen after it: fewer than 20 when the
+    // boundary falls within the last 20 posts)
+    assert!((20..=40).contains(&n("records")), "{report}");
     assert!(n("batch_calls") as f64 / 500.0 <= 0.05, "{report}");
     let batch_requests = s.sim.requests().iter().filter(|r| r.path.ends_with("/batch") && !r.via_batch).count();
     assert_eq!(batch_requests, n("batch_calls"), "the report counts real Batch API requests");

@@ -478,8 +478,9 @@ async fn five_hundred_low_alerts_become_few_records_in_few_batch_calls() {
     assert_eq!(h.batch.depth().await.unwrap(), 500);
     let report = h.flusher.flush().await;
     assert_eq!(report.alerts, 500, "{report:?}");
-    // grouped by employee + alert type: 20 records (or 40 if the run straddles a window boundary)
-    assert!(report.records == 20 || report.records == 40, "{report:?}");
+    // grouped by employee + alert type + window: 20 records, or up to 40 when the posts straddle a window
+    // boundary (one more record per employee seen after it)
+    assert!((20..=40).contains(&report.records), "{report:?}");
     assert!(report.batch_calls as f64 / 500.0 <= 0.05, "{report:?}");
     let records = h.sim.records("sn_compliance_policy_exception");
     assert_eq!(records.len(), report.records);
