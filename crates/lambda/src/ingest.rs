@@ -97,43 +97,21 @@ fn alert_id(request: &Request, path: &str) -> Option<String> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// `https://<domain>[/<stage>]` from the API Gateway request context (the Host header otherwise).
 fn status_base(request: &Request) -> String {
-    let https = |host: &str, stage: Option<&str>| {
-        let mut base = String::with_capacity(8 + host.len() + stage.map_or(0, |s| s.len() + 1));
-        base.push_str("https://");
-        base.push_str(host);
-        if let Some(stage) = stage {
-            base.push('/');
-            base.push_str(stage);
-        }
-        base
-    };
     if let Some(RequestContext::ApiGatewayV2(ctx)) = request.request_context_ref()
         && let Some(domain) = ctx.domain_name.as_deref().filter(|d| !d.is_empty())
     {
-        return https(domain, ctx.stage.as_deref().filter(|s| !s.is_empty() && *s != "$default"));
+        return match ctx.stage.as_deref() {
+            Some(stage) if !stage.is_empty() && stage != "$default" => format!("https://{domain}/{stage}"),
+            _ => format!("https://{domain}"),
+        };
     }
     match request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) => https(host, None),
+        Some(host) => format!("https://{host}"),
         None => String::new(),
     }
 }

@@ -2,7 +2,6 @@
 //! for benchmarks of the handlers without AWS and for wiring tests. The queue and the ledger pass the ports'
 //! conformance suite.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,19 +159,12 @@ impl MemoryLedger {
 #[async_trait]
 impl Ledger for MemoryLedger {
     async fn accept(&self, entry: &LedgerEntry) -> Result<Accept, PortError> {
-        let now_s = SystemClock.now_ms() / 1000;
         let mut map = self.entries.lock().expect("ledger lock");
-        match map.entry(entry.alert_id.clone()) {
-            Entry::Occupied(live) if live.get().expires_at_s >= now_s => Ok(Accept::Duplicate(live.get().clone())),
-            Entry::Occupied(mut expired) => {
-                expired.insert(entry.clone());
-                Ok(Accept::New)
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(entry.clone());
-                Ok(Accept::New)
-            }
+        if let Some(existing) = Self::live(&mut map, &entry.alert_id) {
+            return Ok(Accept::Duplicate(existing.clone()));
         }
+        map.insert(entry.alert_id.clone(), entry.clone());
+        Ok(Accept::New)
     }
 
     async fn mark_queued(&self, alert_id: &str, now_ms: i64) -> Result<(), PortError> {
