@@ -118,7 +118,9 @@ impl Stack {
     pub async fn start(opts: StackOptions) -> Option<Stack> {
         let endpoint = testing::moto_endpoint()?;
         let sdk = relay_aws::sdk_config().await;
-        let sim = Simulator::start(opts.sim).await.expect("start the ServiceNow simulator");
+        let sim = Simulator::start(opts.sim)
+            .await
+            .expect("start the ServiceNow simulator");
         let (realtime, batch, dlq, table, topic) = tokio::join!(
             testing::create_queue(&sdk, "realtime", 30),
             testing::create_queue(&sdk, "batch", 60),
@@ -137,7 +139,10 @@ impl Stack {
         )
         .await;
         let env: HashMap<&str, String> = HashMap::from([
-            ("REALTIME_QUEUE_URL", opts.realtime_queue_url.clone().unwrap_or_else(|| realtime.url.clone())),
+            (
+                "REALTIME_QUEUE_URL",
+                opts.realtime_queue_url.clone().unwrap_or_else(|| realtime.url.clone()),
+            ),
             ("BATCH_QUEUE_URL", batch.url.clone()),
             ("DLQ_URL", dlq.url.clone()),
             ("LEDGER_TABLE", table.clone()),
@@ -166,7 +171,9 @@ impl Stack {
         } else {
             None
         };
-        let ingest = IngestHandler::new(&settings, &adapters, Metrics::off()).await.expect("ingest handler");
+        let ingest = IngestHandler::new(&settings, &adapters, Metrics::off())
+            .await
+            .expect("ingest handler");
         let deliver = DeliverHandler::new(&settings, &adapters, Metrics::off());
         let flush = FlushHandler::new(&settings, &adapters, Metrics::off()).expect("flush handler");
         Some(Stack {
@@ -196,11 +203,18 @@ impl Stack {
             let handler = handler.clone();
             async move { handler.handle(req).await }
         }));
-        let response = adapter.call(LambdaEvent::new(request, Context::default())).await.expect("infallible");
+        let response = adapter
+            .call(LambdaEvent::new(request, Context::default()))
+            .await
+            .expect("infallible");
         let v = serde_json::to_value(&response).expect("the response serializes");
         let headers = v["headers"]
             .as_object()
-            .map(|h| h.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap_or("").to_string())).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         let text = v["body"].as_str().unwrap_or("");
         HttpReply {
@@ -297,7 +311,11 @@ impl Stack {
     /// Invoke the deliver function with an SQS batch; returns the partial batch response (checked to
     /// serialize as Lambda expects).
     pub async fn invoke_deliver(&self, event: SqsEvent) -> SqsBatchResponse {
-        let response = self.deliver.handle(LambdaEvent::new(event, Context::default())).await.expect("infallible");
+        let response = self
+            .deliver
+            .handle(LambdaEvent::new(event, Context::default()))
+            .await
+            .expect("infallible");
         let v = serde_json::to_value(&response).expect("serializes");
         assert!(v["batchItemFailures"].is_array(), "{v}");
         response
@@ -312,7 +330,11 @@ impl Stack {
             return (0, vec![]);
         }
         let response = self.invoke_deliver(self.sqs_event(&self.realtime, &messages)).await;
-        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
         for m in &messages {
             if !failed.contains(&m.message_id) {
                 queue.delete(&m.receipt).await.expect("delete a handled message");
@@ -336,7 +358,11 @@ impl Stack {
     pub async fn invoke_flush(&self) -> Value {
         let event: EventBridgeEvent =
             serde_json::from_value(envelope("scheduled-flush.json")).expect("scheduled event");
-        let report = self.flush.handle(LambdaEvent::new(event, Context::default())).await.expect("infallible");
+        let report = self
+            .flush
+            .handle(LambdaEvent::new(event, Context::default()))
+            .await
+            .expect("infallible");
         serde_json::to_value(&report).expect("the report serializes")
     }
 

@@ -31,7 +31,10 @@ async fn seed_scenarios_flow_through_ingest_deliver_and_flush() {
     ] {
         let r = s.post(&sample(file), wh).await;
         assert_eq!(r.status, 202, "{file}: {:?}", r.body);
-        assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/json"));
+        assert_eq!(
+            r.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
         let id = r.body["alert_id"].as_str().unwrap().to_string();
         assert_eq!(
             r.body["status_url"],
@@ -49,7 +52,11 @@ async fn seed_scenarios_flow_through_ingest_deliver_and_flush() {
 
     s.deliver_until_empty(Duration::from_secs(20)).await;
     let report = s.invoke_flush().await;
-    assert_eq!((report["alerts"].as_u64(), report["created"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(
+        (report["alerts"].as_u64(), report["created"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
 
     let sir = s.sim.records("sn_si_incident");
     assert_eq!(sir.len(), 1);
@@ -84,11 +91,19 @@ async fn other_routes_and_methods_get_json_404_and_405() {
     let mut get_list = s.signed_event(b"{}", "wh");
     get_list["requestContext"]["http"]["method"] = "GET".into();
     let r = s.invoke_ingest(get_list).await;
-    assert_eq!((r.status, r.headers.get("allow").map(String::as_str)), (405, Some("POST")), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.headers.get("allow").map(String::as_str)),
+        (405, Some("POST")),
+        "{:?}",
+        r.body
+    );
     let mut delete = relay_e2e::lambda::envelope("apigw-get-status.json");
     delete["requestContext"]["http"]["method"] = "DELETE".into();
     let r = s.invoke_ingest(delete).await;
-    assert_eq!((r.status, r.headers.get("allow").map(String::as_str)), (405, Some("GET")));
+    assert_eq!(
+        (r.status, r.headers.get("allow").map(String::as_str)),
+        (405, Some("GET"))
+    );
     let mut other = s.signed_event(b"{}", "wh");
     other["rawPath"] = "/v2/things".into();
     other["requestContext"]["http"]["path"] = "/v2/things".into();
@@ -104,7 +119,10 @@ async fn a_resent_webhook_is_answered_202_and_queued_once() {
     let first = s.post(&body, "wh-1").await;
     let again = s.post(&body, "wh-1").await;
     assert_eq!((first.status, again.status), (202, 202));
-    assert_eq!((first.body["duplicate"].as_bool(), again.body["duplicate"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (first.body["duplicate"].as_bool(), again.body["duplicate"].as_bool()),
+        (Some(false), Some(true))
+    );
     assert_eq!(s.depth(&s.realtime).await, 1, "enqueued once");
     s.deliver_until_empty(Duration::from_secs(20)).await;
     assert_eq!(s.sim.records("sn_si_incident").len(), 1);
@@ -129,14 +147,21 @@ async fn rejected_requests_get_clear_json_errors_and_nothing_is_queued_or_record
     };
     let stale = (relay_ports::SystemClock.now_ms() / 1000 - 600).to_string();
     let mut tampered = ok.clone();
-    tampered["body"] = String::from_utf8(body.clone()).unwrap().replace("critical", "low").into();
+    tampered["body"] = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("critical", "low")
+        .into();
     let cases: Vec<(Value, u16, &str)> = vec![
         (with(&[("webhook-signature", Some("v1,AAAA"))]), 401, "signature"),
         (with(&[("webhook-signature", None)]), 401, "webhook-signature"),
         (with(&[("webhook-timestamp", Some(&stale))]), 401, "replay window"),
         (tampered, 401, "signature"),
         (with(&[("content-type", Some("text/plain"))]), 415, "Content-Type"),
-        (s.signed_event(&vec![b' '; 300 * 1024], "wh-big"), 413, "limit is 262144"),
+        (
+            s.signed_event(&vec![b' '; 300 * 1024], "wh-big"),
+            413,
+            "limit is 262144",
+        ),
         (s.signed_event(b"{not json", "wh-nj"), 400, "invalid alert"),
         (
             s.signed_event(
@@ -150,17 +175,31 @@ async fn rejected_requests_get_clear_json_errors_and_nothing_is_queued_or_record
     for (event, status, needle) in cases {
         let r = s.invoke_ingest(event).await;
         assert_eq!(r.status, status, "{needle}: {:?}", r.body);
-        assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/json"));
-        assert!(r.body["error"].as_str().unwrap().contains(needle), "{needle}: {:?}", r.body);
+        assert_eq!(
+            r.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+        assert!(
+            r.body["error"].as_str().unwrap().contains(needle),
+            "{needle}: {:?}",
+            r.body
+        );
     }
     let bad = s.signed_event(
         &std::fs::read(relay_e2e::lambda::repo().join("events/invalid/bad-values.json")).unwrap(),
         "wh-bad2",
     );
     let r = s.invoke_ingest(bad).await;
-    assert!(r.body["problems"].as_array().unwrap().len() >= 2, "every problem is listed: {:?}", r.body);
+    assert!(
+        r.body["problems"].as_array().unwrap().len() >= 2,
+        "every problem is listed: {:?}",
+        r.body
+    );
     assert_eq!(s.depth(&s.realtime).await + s.depth(&s.batch).await, 0);
-    assert!(s.sim.requests().is_empty(), "ServiceNow is never called for a rejected webhook");
+    assert!(
+        s.sim.requests().is_empty(),
+        "ServiceNow is never called for a rejected webhook"
+    );
 }
 
 #[tokio::test]
@@ -179,33 +218,58 @@ async fn an_unwritable_queue_answers_503_with_retry_after_and_leaves_nothing_in_
         Some(e) => e,
         None => return,
     };
-    let missing =
-        format!("{}/123456789012/relay-test-no-such-queue-{}", endpoint.trim_end_matches('/'), std::process::id());
-    let s = stack!(StackOptions { realtime_queue_url: Some(missing), ..StackOptions::default() });
+    let missing = format!(
+        "{}/123456789012/relay-test-no-such-queue-{}",
+        endpoint.trim_end_matches('/'),
+        std::process::id()
+    );
+    let s = stack!(StackOptions {
+        realtime_queue_url: Some(missing),
+        ..StackOptions::default()
+    });
     let r = s.post(&sample("seed-usb-copy-847-files.json"), "wh-503").await;
     assert_eq!(r.status, 503, "{:?}", r.body);
     assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("5"));
-    assert!(r.body["error"].as_str().unwrap().contains("NOT accepted"), "{:?}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("NOT accepted"),
+        "{:?}",
+        r.body
+    );
     assert!(s.entry(USB).await.is_none(), "nothing half-accepted");
     assert_eq!(s.status(USB).await.status, 404);
 }
 
 #[tokio::test]
 async fn one_message_delivered_twice_concurrently_creates_one_record() {
-    let s = stack!(StackOptions { atomic_dynamo: true, ..StackOptions::default() });
+    let s = stack!(StackOptions {
+        atomic_dynamo: true,
+        ..StackOptions::default()
+    });
     assert_eq!(s.post(&sample("seed-usb-copy-847-files.json"), "wh").await.status, 202);
     let queue = s.realtime.adapter(&s.sdk);
     let msg = queue.receive(1, Duration::from_secs(2)).await.unwrap().remove(0);
     // SQS's at-least-once delivery: the same message handed to two concurrent invocations
-    let copy = ReceivedMessage { receipt: format!("{}-second-receive", msg.receipt), ..msg.clone() };
-    s.sim.inject(Fault::new(FaultKind::Latency { ms: 300 }).on_table("sn_si_incident"));
+    let copy = ReceivedMessage {
+        receipt: format!("{}-second-receive", msg.receipt),
+        ..msg.clone()
+    };
+    s.sim
+        .inject(Fault::new(FaultKind::Latency { ms: 300 }).on_table("sn_si_incident"));
     let (a, b) = tokio::join!(
         s.invoke_deliver(s.sqs_event(&s.realtime, std::slice::from_ref(&msg))),
         s.invoke_deliver(s.sqs_event(&s.realtime, std::slice::from_ref(&copy))),
     );
     let failed = a.batch_item_failures.len() + b.batch_item_failures.len();
-    assert_eq!(failed, 1, "one invocation delivered, the other reports its copy for retry: {a:?} {b:?}");
-    let retried = a.batch_item_failures.iter().chain(&b.batch_item_failures).next().unwrap();
+    assert_eq!(
+        failed, 1,
+        "one invocation delivered, the other reports its copy for retry: {a:?} {b:?}"
+    );
+    let retried = a
+        .batch_item_failures
+        .iter()
+        .chain(&b.batch_item_failures)
+        .next()
+        .unwrap();
     assert_eq!(retried.item_identifier, msg.message_id);
     assert_eq!(s.sim.records("sn_si_incident").len(), 1);
     let e = s.entry(USB).await.unwrap();
@@ -219,7 +283,12 @@ async fn one_message_delivered_twice_concurrently_creates_one_record() {
 
 async fn through_fault(kind: FaultKind, count: u32) -> Option<(Stack, relay_ports::LedgerEntry)> {
     let s = Stack::start(StackOptions::default()).await?;
-    s.sim.inject(Fault::new(kind).times(count).on_table("sn_si_incident").on_method("POST"));
+    s.sim.inject(
+        Fault::new(kind)
+            .times(count)
+            .on_table("sn_si_incident")
+            .on_method("POST"),
+    );
     assert_eq!(s.post(&sample("seed-usb-copy-847-files.json"), "wh").await.status, 202);
     s.deliver_until_empty(Duration::from_secs(30)).await;
     let e = s.entry(USB).await.unwrap();
@@ -248,7 +317,11 @@ async fn every_simulator_fault_class_ends_in_exactly_one_record() {
             let records = s.sim.records("sn_si_incident");
             assert_eq!(records.len(), 1, "{name}: exactly one record");
             assert_eq!(e.state, DeliveryState::Completed, "{name}: {e:?}");
-            assert_eq!(e.record.as_ref().unwrap().sys_id, records[0]["sys_id"].as_str().unwrap(), "{name}");
+            assert_eq!(
+                e.record.as_ref().unwrap().sys_id,
+                records[0]["sys_id"].as_str().unwrap(),
+                "{name}"
+            );
             if !class.is_empty() {
                 assert_eq!(e.last_error_class.as_deref(), Some(class), "{name}");
                 assert!(e.attempts >= 2, "{name}: retried ({})", e.attempts);
@@ -256,8 +329,12 @@ async fn every_simulator_fault_class_ends_in_exactly_one_record() {
             assert_eq!(e.needs_lookup, lookup, "{name}");
             if lookup {
                 // ambiguous then retried: the retry looked the record up by correlation id first
-                let lookups =
-                    s.sim.requests().iter().filter(|r| r.method == "GET" && r.query.contains("correlation_id")).count();
+                let lookups = s
+                    .sim
+                    .requests()
+                    .iter()
+                    .filter(|r| r.method == "GET" && r.query.contains("correlation_id"))
+                    .count();
                 assert!(lookups >= 1, "{name}: looked up before creating again");
             }
             assert_eq!(s.depth(&s.dlq).await, 0, "{name}");
@@ -277,23 +354,33 @@ async fn every_simulator_fault_class_ends_in_exactly_one_record() {
 #[tokio::test]
 async fn a_429_retry_after_sets_the_message_visibility() {
     let s = stack!(StackOptions::default());
-    s.sim.inject(Fault::new(FaultKind::RateLimited { retry_after_s: 3 }).on_table("sn_si_incident"));
+    s.sim
+        .inject(Fault::new(FaultKind::RateLimited { retry_after_s: 3 }).on_table("sn_si_incident"));
     s.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
     let started = Instant::now();
     let (n, failed) = s.poll_realtime(Duration::from_secs(2)).await;
     assert_eq!((n, failed.len()), (1, 1), "the message is reported for retry");
     let e = s.entry(USB).await.unwrap();
-    assert_eq!((e.state, e.last_error_class.as_deref()), (DeliveryState::Retrying, Some("retryable")));
+    assert_eq!(
+        (e.state, e.last_error_class.as_deref()),
+        (DeliveryState::Retrying, Some("retryable"))
+    );
     // ChangeMessageVisibility(3 s): invisible until then (the queue's own timeout is 30 s)
     let queue = s.realtime.adapter(&s.sdk);
-    assert!(queue.receive(10, Duration::from_millis(1500)).await.unwrap().is_empty(), "visible too early");
+    assert!(
+        queue.receive(10, Duration::from_millis(1500)).await.unwrap().is_empty(),
+        "visible too early"
+    );
     let mut back = Vec::new();
     while back.is_empty() && started.elapsed() < Duration::from_secs(10) {
         back = queue.receive(10, Duration::from_secs(1)).await.unwrap();
     }
     assert_eq!(back.len(), 1, "the message is visible again after the Retry-After");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(2900) && waited < Duration::from_secs(10), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
     let response = s.invoke_deliver(s.sqs_event(&s.realtime, &back)).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(s.sim.records("sn_si_incident").len(), 1);
@@ -301,13 +388,27 @@ async fn a_429_retry_after_sets_the_message_visibility() {
 
 #[tokio::test]
 async fn a_permanent_error_dead_letters_at_once_and_notifies() {
-    let s = stack!(StackOptions { username: "readonly", ..StackOptions::default() });
+    let s = stack!(StackOptions {
+        username: "readonly",
+        ..StackOptions::default()
+    });
     s.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
     let (n, failed) = s.poll_realtime(Duration::from_secs(2)).await;
-    assert_eq!((n, failed.len()), (1, 0), "acknowledged: no retry for a permanent error");
+    assert_eq!(
+        (n, failed.len()),
+        (1, 0),
+        "acknowledged: no retry for a permanent error"
+    );
     let e = s.entry(USB).await.unwrap();
-    assert_eq!((e.state, e.attempts, e.last_error_class.as_deref()), (DeliveryState::Failed, 1, Some("permanent")));
-    assert!(e.last_error.as_deref().unwrap().contains("403"), "ServiceNow's answer is kept: {:?}", e.last_error);
+    assert_eq!(
+        (e.state, e.attempts, e.last_error_class.as_deref()),
+        (DeliveryState::Failed, 1, Some("permanent"))
+    );
+    assert!(
+        e.last_error.as_deref().unwrap().contains("403"),
+        "ServiceNow's answer is kept: {:?}",
+        e.last_error
+    );
     let dead = s.drain(&s.dlq, Duration::from_secs(2)).await;
     assert_eq!(dead.len(), 1);
     let env: Value = serde_json::from_str(&dead[0].body).unwrap();
@@ -316,14 +417,20 @@ async fn a_permanent_error_dead_letters_at_once_and_notifies() {
     assert_eq!(notices.len(), 1);
     assert_eq!(notices[0].notice.alert_id, USB);
     assert_eq!(notices[0].notice.error_class, "permanent");
-    assert!(!notices[0].message.contains("847"), "no alert payload in the notification");
+    assert!(
+        !notices[0].message.contains("847"),
+        "no alert payload in the notification"
+    );
     assert_eq!(s.status(USB).await.body["state"], "FAILED");
     assert_eq!(s.depth(&s.realtime).await, 0);
 }
 
 #[tokio::test]
 async fn servicenow_down_for_the_whole_window_dead_letters_and_publishes_to_sns() {
-    let s = stack!(StackOptions { window: Duration::from_secs(4), ..StackOptions::default() });
+    let s = stack!(StackOptions {
+        window: Duration::from_secs(4),
+        ..StackOptions::default()
+    });
     s.sim.set_hibernating(true);
     s.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -335,7 +442,11 @@ async fn servicenow_down_for_the_whole_window_dead_letters_and_publishes_to_sns(
     let e = s.entry(USB).await.unwrap();
     assert_eq!(e.state, DeliveryState::Failed, "{e:?}");
     assert_eq!(e.last_error_class.as_deref(), Some("window_exhausted"));
-    assert!(e.attempts >= 2, "retried within the window: {} attempts, {polls} polls", e.attempts);
+    assert!(
+        e.attempts >= 2,
+        "retried within the window: {} attempts, {polls} polls",
+        e.attempts
+    );
     let dead = s.drain(&s.dlq, Duration::from_secs(2)).await;
     assert_eq!(dead.len(), 1);
     let notices = s.notices(Duration::from_secs(3)).await;
@@ -362,7 +473,10 @@ async fn an_unreadable_sqs_message_is_dead_lettered_not_failing_its_neighbours()
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     assert_eq!(s.sim.records("sn_si_incident").len(), 1);
     let dead = s.drain(&s.dlq, Duration::from_secs(2)).await;
-    assert_eq!(dead.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["{not an envelope"]);
+    assert_eq!(
+        dead.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["{not an envelope"]
+    );
 }
 
 #[tokio::test]
@@ -371,7 +485,12 @@ async fn five_hundred_low_alerts_become_grouped_records_in_few_batch_calls() {
     // sent one after another, as one webhook sender would (with ten concurrent senders against moto the
     // batch queue's depth once read 430 of 500 while every post was answered 202: not yet explained)
     for i in 0..500 {
-        let body = alert_body(&format!("low-{i:03}"), "policy_violation", "low", &format!("E{}", i % 20));
+        let body = alert_body(
+            &format!("low-{i:03}"),
+            "policy_violation",
+            "low",
+            &format!("E{}", i % 20),
+        );
         let r = s.post(&body, &format!("wh-{i}")).await;
         assert_eq!(r.status, 202, "{:?}", r.body);
     }
@@ -384,15 +503,28 @@ async fn five_hundred_low_alerts_become_grouped_records_in_few_batch_calls() {
     // boundary falls within the last 20 posts)
     assert!((20..=40).contains(&n("records")), "{report}");
     assert!(n("batch_calls") as f64 / 500.0 <= 0.05, "{report}");
-    let batch_requests = s.sim.requests().iter().filter(|r| r.path.ends_with("/batch") && !r.via_batch).count();
-    assert_eq!(batch_requests, n("batch_calls"), "the report counts real Batch API requests");
+    let batch_requests = s
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/batch") && !r.via_batch)
+        .count();
+    assert_eq!(
+        batch_requests,
+        n("batch_calls"),
+        "the report counts real Batch API requests"
+    );
     let records = s.sim.records("sn_compliance_policy_exception");
     assert_eq!(records.len(), n("records"));
     assert_eq!(s.depth(&s.batch).await, 0, "every flushed message deleted");
     for i in [0, 250, 499] {
         let st = s.status(&format!("low-{i:03}")).await;
         assert_eq!(st.body["state"], "COMPLETED", "{:?}", st.body);
-        assert!(st.body["servicenow"]["number"].as_str().unwrap().starts_with("PEX"), "{:?}", st.body);
+        assert!(
+            st.body["servicenow"]["number"].as_str().unwrap().starts_with("PEX"),
+            "{:?}",
+            st.body
+        );
     }
 }
 
@@ -400,7 +532,10 @@ async fn five_hundred_low_alerts_become_grouped_records_in_few_batch_calls() {
 async fn unserviced_batch_items_are_retried_through_deliver_and_delivered() {
     let mut sim = SimConfig::default();
     sim.batch.max_serviced_items = Some(3);
-    let s = stack!(StackOptions { sim, ..StackOptions::default() });
+    let s = stack!(StackOptions {
+        sim,
+        ..StackOptions::default()
+    });
     for i in 0..10 {
         let body = alert_body(&format!("u-{i}"), "policy_violation", "medium", &format!("E{i}"));
         assert_eq!(s.post(&body, &format!("wh-{i}")).await.status, 202);
@@ -409,10 +544,18 @@ async fn unserviced_batch_items_are_retried_through_deliver_and_delivered() {
     let n = |k: &str| report[k].as_u64().unwrap();
     assert_eq!((n("records"), n("created"), n("retried")), (10, 3, 7), "{report}");
     assert_eq!(s.depth(&s.batch).await, 0, "nothing left on the batch queue");
-    assert_eq!(s.depth(&s.realtime).await, 7, "unserviced items are on the realtime retry path");
+    assert_eq!(
+        s.depth(&s.realtime).await,
+        7,
+        "unserviced items are on the realtime retry path"
+    );
     s.deliver_until_empty(Duration::from_secs(30)).await;
     assert_eq!(s.sim.records("sn_compliance_policy_exception").len(), 10);
     for i in 0..10 {
-        assert_eq!(s.entry(&format!("u-{i}")).await.unwrap().state, DeliveryState::Completed, "u-{i}");
+        assert_eq!(
+            s.entry(&format!("u-{i}")).await.unwrap().state,
+            DeliveryState::Completed,
+            "u-{i}"
+        );
     }
 }

@@ -16,8 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 /// Actions whose APIs have no resource-level permissions, so `Resource: "*"` is the only option.
-const ACTIONS_WITHOUT_RESOURCE_LEVEL: &[&str] =
-    &["xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:PutMetricData"];
+const ACTIONS_WITHOUT_RESOURCE_LEVEL: &[&str] = &[
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "cloudwatch:PutMetricData",
+];
 
 const FUNCTION_TYPES: &[&str] = &["AWS::Serverless::Function", "AWS::Lambda::Function"];
 
@@ -68,8 +71,9 @@ fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
                 "GetAtt" => match inner {
                     // `!GetAtt Resource.Attribute` (attribute names may contain dots, e.g. Endpoint.Address)
                     Value::String(s) => {
-                        let (resource, attribute) =
-                            s.split_once('.').ok_or_else(|| format!("!GetAtt {s}: expected Resource.Attribute"))?;
+                        let (resource, attribute) = s
+                            .split_once('.')
+                            .ok_or_else(|| format!("!GetAtt {s}: expected Resource.Attribute"))?;
                         json!({ "Fn::GetAtt": [resource, attribute] })
                     }
                     other => json!({ "Fn::GetAtt": other }),
@@ -85,11 +89,15 @@ fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
 }
 
 fn resources(template: &Value) -> &Map<String, Value> {
-    template["Resources"].as_object().expect("template has a Resources mapping")
+    template["Resources"]
+        .as_object()
+        .expect("template has a Resources mapping")
 }
 
 fn resources_of_type<'a>(template: &'a Value, types: &'a [&str]) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
-    resources(template).iter().filter(move |(_, r)| types.contains(&r["Type"].as_str().unwrap_or_default()))
+    resources(template)
+        .iter()
+        .filter(move |(_, r)| types.contains(&r["Type"].as_str().unwrap_or_default()))
 }
 
 /// The logical id a `Ref`/`Fn::GetAtt` (or `Fn::Sub` of one) points at, if any.
@@ -179,8 +187,9 @@ fn check_wildcard_resources(template: &Value) -> Vec<String> {
         for action in as_list(&statement["Action"]) {
             let action = action.as_str().unwrap_or_default();
             if !ACTIONS_WITHOUT_RESOURCE_LEVEL.contains(&action) {
-                problems
-                    .push(format!("{path}: Resource \"*\" for {action:?}, which supports resource-level permissions"));
+                problems.push(format!(
+                    "{path}: Resource \"*\" for {action:?}, which supports resource-level permissions"
+                ));
             }
         }
     }
@@ -220,13 +229,17 @@ fn check_function_roles(template: &Value) -> Vec<String> {
             continue;
         }
         if functions.len() > 1 {
-            problems.push(format!("role {role_id} is shared by {functions:?}: each function needs its own role"));
+            problems.push(format!(
+                "role {role_id} is shared by {functions:?}: each function needs its own role"
+            ));
         }
         let inline = !as_list(&role["Properties"]["Policies"]).is_empty();
         let managed = !as_list(&role["Properties"]["ManagedPolicyArns"]).is_empty();
         let attached = all.values().any(|r| {
             matches!(r["Type"].as_str(), Some("AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy"))
-                && as_list(&r["Properties"]["Roles"]).iter().any(|v| referenced_id(v) == Some(role_id.as_str()))
+                && as_list(&r["Properties"]["Roles"])
+                    .iter()
+                    .any(|v| referenced_id(v) == Some(role_id.as_str()))
         });
         if !(inline || managed || attached) {
             problems.push(format!("role {role_id} of {functions:?} has no policies"));
@@ -265,7 +278,9 @@ fn check_queues(template: &Value) -> Vec<String> {
         let props = &queue["Properties"];
         let sse = props["SqsManagedSseEnabled"] == Value::Bool(true) || props.get("KmsMasterKeyId").is_some();
         if !sse {
-            problems.push(format!("{id}: no server-side encryption (SqsManagedSseEnabled: true or KmsMasterKeyId)"));
+            problems.push(format!(
+                "{id}: no server-side encryption (SqsManagedSseEnabled: true or KmsMasterKeyId)"
+            ));
         }
         if dlqs.contains(id) {
             continue;
@@ -298,7 +313,9 @@ fn alarm_metrics(alarm: &Value) -> Vec<(&Value, &Value, &Value)> {
 }
 
 fn check_dead_letter_alarms(template: &Value) -> Vec<String> {
-    let alarms: Vec<_> = resources_of_type(template, &["AWS::CloudWatch::Alarm"]).map(|(_, a)| a).collect();
+    let alarms: Vec<_> = resources_of_type(template, &["AWS::CloudWatch::Alarm"])
+        .map(|(_, a)| a)
+        .collect();
     let mut problems = Vec::new();
     for dlq in dead_letter_queues(template) {
         let watched = alarms.iter().any(|alarm| {
@@ -323,13 +340,16 @@ fn check_dead_letter_alarms(template: &Value) -> Vec<String> {
 
 fn check_event_sources(template: &Value) -> Vec<String> {
     fn reports_failures(props: &Value) -> bool {
-        as_list(&props["FunctionResponseTypes"]).iter().any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+        as_list(&props["FunctionResponseTypes"])
+            .iter()
+            .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
     }
     let mut problems = Vec::new();
     for (id, mapping) in resources_of_type(template, &["AWS::Lambda::EventSourceMapping"]) {
         if !reports_failures(&mapping["Properties"]) {
-            problems
-                .push(format!("{id}: event source mapping without FunctionResponseTypes [ReportBatchItemFailures]"));
+            problems.push(format!(
+                "{id}: event source mapping without FunctionResponseTypes [ReportBatchItemFailures]"
+            ));
         }
     }
     for (id, function) in resources_of_type(template, &["AWS::Serverless::Function"]) {
@@ -374,7 +394,11 @@ fn all_checks(template: &Value) -> Vec<String> {
 fn template_passes_every_policy_check() {
     let template = load_template();
     let problems = all_checks(&template);
-    assert!(problems.is_empty(), "template.yaml violates deploy policy:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "template.yaml violates deploy policy:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -388,7 +412,10 @@ fn template_has_what_the_checks_look_at() {
         BTreeSet::from(["BatchDeadLetterQueue".to_owned(), "DeadLetterQueue".to_owned()])
     );
     assert!(policy_statements(&template).len() >= 20);
-    assert_eq!(template["Resources"]["DeliverFunction"]["Properties"]["Events"]["RealtimeQueue"]["Type"], "SQS");
+    assert_eq!(
+        template["Resources"]["DeliverFunction"]["Properties"]["Events"]["RealtimeQueue"]["Type"],
+        "SQS"
+    );
 }
 
 #[test]
@@ -431,7 +458,10 @@ fn statements_of_role<'a>(t: &'a mut Value, role: &str) -> &'a mut Vec<Value> {
 }
 
 fn assert_caught(problems: Vec<String>, needle: &str) {
-    assert!(problems.iter().any(|p| p.contains(needle)), "expected a problem mentioning {needle:?}, got {problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.contains(needle)),
+        "expected a problem mentioning {needle:?}, got {problems:#?}"
+    );
 }
 
 #[test]
@@ -504,7 +534,10 @@ fn a_function_without_role_or_policies_is_caught() {
     assert_caught(check_function_roles(&t), "not a role defined in this template");
 
     let t = mutated(|t| {
-        t["Resources"]["DeliverRole"]["Properties"].as_object_mut().unwrap().remove("Policies");
+        t["Resources"]["DeliverRole"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("Policies");
     });
     assert_caught(check_function_roles(&t), "role DeliverRole of");
 }
@@ -512,7 +545,10 @@ fn a_function_without_role_or_policies_is_caught() {
 #[test]
 fn a_function_without_its_own_log_group_is_caught() {
     let t = mutated(|t| {
-        t["Resources"]["IngestFunction"]["Properties"]["LoggingConfig"].as_object_mut().unwrap().remove("LogGroup");
+        t["Resources"]["IngestFunction"]["Properties"]["LoggingConfig"]
+            .as_object_mut()
+            .unwrap()
+            .remove("LogGroup");
     });
     assert_caught(check_function_log_groups(&t), "IngestFunction");
 }
@@ -520,7 +556,10 @@ fn a_function_without_its_own_log_group_is_caught() {
 #[test]
 fn a_queue_without_dead_letter_queue_is_caught() {
     let t = mutated(|t| {
-        t["Resources"]["RealtimeQueue"]["Properties"].as_object_mut().unwrap().remove("RedrivePolicy");
+        t["Resources"]["RealtimeQueue"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("RedrivePolicy");
     });
     let problems = check_queues(&t);
     assert_caught(problems, "RealtimeQueue: no RedrivePolicy");
@@ -539,7 +578,10 @@ fn a_redrive_to_something_that_is_not_a_queue_is_caught() {
 fn a_queue_without_encryption_is_caught() {
     // A dead-letter queue needs no redrive of its own, but it does need SSE.
     let t = mutated(|t| {
-        t["Resources"]["DeadLetterQueue"]["Properties"].as_object_mut().unwrap().remove("SqsManagedSseEnabled");
+        t["Resources"]["DeadLetterQueue"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("SqsManagedSseEnabled");
     });
     let problems = check_queues(&t);
     assert_caught(problems.clone(), "DeadLetterQueue: no server-side encryption");
@@ -554,7 +596,10 @@ fn a_queue_without_encryption_is_caught() {
 #[test]
 fn a_dead_letter_queue_without_alarm_is_caught() {
     let t = mutated(|t| {
-        t["Resources"].as_object_mut().unwrap().remove("DeadLetterQueueNotEmptyAlarm");
+        t["Resources"]
+            .as_object_mut()
+            .unwrap()
+            .remove("DeadLetterQueueNotEmptyAlarm");
     });
     assert_caught(check_dead_letter_alarms(&t), "dead-letter queue DeadLetterQueue");
 
@@ -592,7 +637,10 @@ fn an_event_source_without_partial_batch_failures_is_caught() {
 #[test]
 fn a_log_group_without_retention_is_caught() {
     let t = mutated(|t| {
-        t["Resources"]["ApiAccessLogGroup"]["Properties"].as_object_mut().unwrap().remove("RetentionInDays");
+        t["Resources"]["ApiAccessLogGroup"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("RetentionInDays");
     });
     assert_caught(check_log_retention(&t), "ApiAccessLogGroup");
 }
@@ -602,8 +650,10 @@ fn a_log_group_without_retention_is_caught() {
 /// The dashboard body with every `${...}` of its `Fn::Sub` replaced by a placeholder, parsed as JSON.
 fn dashboard_body(template: &Value) -> Result<Value, String> {
     let sub = &template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"];
-    let text =
-        sub[0].as_str().or_else(|| sub.as_str()).ok_or("Dashboard.DashboardBody is not a Fn::Sub of a string")?;
+    let text = sub[0]
+        .as_str()
+        .or_else(|| sub.as_str())
+        .ok_or("Dashboard.DashboardBody is not a Fn::Sub of a string")?;
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {

@@ -76,7 +76,10 @@ impl DynamoLedger {
     }
 
     pub fn from_client(client: Client, table: impl Into<String>) -> Self {
-        DynamoLedger { client, table: table.into() }
+        DynamoLedger {
+            client,
+            table: table.into(),
+        }
     }
 
     pub fn table(&self) -> &str {
@@ -100,7 +103,10 @@ impl DynamoLedger {
             .map_err(|e| port_error(&self.op("GetItem", alert_id), e))?;
         let Some(item) = out.item else { return Ok(None) };
         let entry = from_item(&item).map_err(|what| {
-            PortError::Rejected(format!("ledger table {}: item {alert_id} is malformed: {what}", self.table))
+            PortError::Rejected(format!(
+                "ledger table {}: item {alert_id} is malformed: {what}",
+                self.table
+            ))
         })?;
         Ok((entry.expires_at_s > now_s()).then_some(entry))
     }
@@ -132,7 +138,10 @@ impl DynamoLedger {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
                 let entry = from_item(&item).map_err(|bad| {
-                    PortError::Rejected(format!("ledger table {}: item {alert_id} is malformed: {bad}", self.table))
+                    PortError::Rejected(format!(
+                        "ledger table {}: item {alert_id} is malformed: {bad}",
+                        self.table
+                    ))
                 })?;
                 Ok(Some(entry))
             }
@@ -234,7 +243,14 @@ impl Ledger for DynamoLedger {
                         "{LIVE} AND (#state IN (:accepted, :queued, :retrying) \
                          OR (#state = :in_progress AND #lease_until_ms < :now))"
                     ),
-                    &["alert_id", "expires_at", "state", "lease_until_ms", "updated_at_ms", "attempts"],
+                    &[
+                        "alert_id",
+                        "expires_at",
+                        "state",
+                        "lease_until_ms",
+                        "updated_at_ms",
+                        "attempts",
+                    ],
                     vec![
                         (":in_progress", state(DeliveryState::InProgress)),
                         (":accepted", state(DeliveryState::Accepted)),
@@ -254,9 +270,11 @@ impl Ledger for DynamoLedger {
                 None => return Ok(Claim::Missing),
                 Some(e) if e.state == DeliveryState::Completed => return Ok(Claim::Completed(e)),
                 Some(e) if e.state == DeliveryState::Failed => return Ok(Claim::Failed(e)),
-                Some(LedgerEntry { state: DeliveryState::InProgress, lease_until_ms: Some(until), .. })
-                    if until >= now_ms =>
-                {
+                Some(LedgerEntry {
+                    state: DeliveryState::InProgress,
+                    lease_until_ms: Some(until),
+                    ..
+                }) if until >= now_ms => {
                     return Ok(Claim::Busy { lease_until_ms: until });
                 }
                 // The entry changed between the write and the read (claimable again): try again.
@@ -276,7 +294,14 @@ impl Ledger for DynamoLedger {
                 alert_id,
                 "SET #state = :completed, #record = :record, #updated_at_ms = :now REMOVE #lease_until_ms",
                 &format!("{LIVE} AND #state IN (:accepted, :queued, :in_progress, :retrying)"),
-                &["alert_id", "expires_at", "state", "record", "updated_at_ms", "lease_until_ms"],
+                &[
+                    "alert_id",
+                    "expires_at",
+                    "state",
+                    "record",
+                    "updated_at_ms",
+                    "lease_until_ms",
+                ],
                 vec![
                     (":completed", state(DeliveryState::Completed)),
                     (":accepted", state(DeliveryState::Accepted)),
@@ -294,7 +319,10 @@ impl Ledger for DynamoLedger {
         }
         // Already final (Completed keeps its first record; Failed stays Failed) — or missing.
         match self.read(alert_id).await? {
-            None => Err(PortError::NotFound(format!("ledger table {}: no entry for {alert_id}", self.table))),
+            None => Err(PortError::NotFound(format!(
+                "ledger table {}: no entry for {alert_id}",
+                self.table
+            ))),
             Some(_) => Ok(()),
         }
     }
@@ -349,7 +377,10 @@ impl Ledger for DynamoLedger {
             return Ok(());
         }
         match self.read(alert_id).await? {
-            None => Err(PortError::NotFound(format!("ledger table {}: no entry for {alert_id}", self.table))),
+            None => Err(PortError::NotFound(format!(
+                "ledger table {}: no entry for {alert_id}",
+                self.table
+            ))),
             Some(_) => Ok(()), // Completed or Failed: left alone.
         }
     }
@@ -385,7 +416,10 @@ impl Ledger for DynamoLedger {
             return Ok(());
         }
         match self.read(alert_id).await? {
-            None => Err(PortError::NotFound(format!("ledger table {}: no entry for {alert_id}", self.table))),
+            None => Err(PortError::NotFound(format!(
+                "ledger table {}: no entry for {alert_id}",
+                self.table
+            ))),
             Some(_) => Ok(()), // Completed: left alone.
         }
     }
@@ -493,9 +527,10 @@ fn req_s(item: &Item, name: &str) -> Result<String, String> {
 fn opt_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<Option<T>, String> {
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::N(v)) => {
-            v.parse::<T>().map(Some).map_err(|_| format!("`{name}` is not a valid number: {v}"))
-        }
+        Some(AttributeValue::N(v)) => v
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| format!("`{name}` is not a valid number: {v}")),
         Some(other) => Err(format!("`{name}` should be a number, is {other:?}")),
     }
 }
@@ -566,7 +601,12 @@ mod tests {
             delivery: "realtime".into(),
             correlation_id: "relay:a-1".into(),
             config_hash: "h".into(),
-            record: Some(RecordRef { table: "incident".into(), sys_id: "s".into(), number: None, link: "l".into() }),
+            record: Some(RecordRef {
+                table: "incident".into(),
+                sys_id: "s".into(),
+                number: None,
+                link: "l".into(),
+            }),
             last_error_class: Some("retryable".into()),
             last_error: Some("503".into()),
             expires_at_s: 1_700_600_000,
@@ -577,7 +617,13 @@ mod tests {
     fn items_round_trip() {
         let e = entry();
         assert_eq!(from_item(&to_item(&e)).unwrap(), e);
-        let bare = LedgerEntry { webhook_id: None, lease_until_ms: None, record: None, last_error: None, ..entry() };
+        let bare = LedgerEntry {
+            webhook_id: None,
+            lease_until_ms: None,
+            record: None,
+            last_error: None,
+            ..entry()
+        };
         assert_eq!(from_item(&to_item(&bare)).unwrap(), bare);
     }
 

@@ -47,9 +47,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match &err {
-        SdkError::ConstructionFailure(_) => {
-            PortError::Rejected(format!("{operation}: request could not be built: {}", DisplayErrorContext(&err)))
-        }
+        SdkError::ConstructionFailure(_) => PortError::Rejected(format!(
+            "{operation}: request could not be built: {}",
+            DisplayErrorContext(&err)
+        )),
         SdkError::TimeoutError(_) => PortError::Unavailable(format!("{operation}: timed out")),
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             PortError::Unavailable(format!("{operation}: {}", DisplayErrorContext(&err)))
@@ -90,15 +91,39 @@ mod tests {
     #[test]
     fn codes_and_statuses_are_classified() {
         let t = || "x".to_string();
-        assert!(matches!(classify("ResourceNotFoundException", 400, t()), PortError::NotFound(_)));
-        assert!(matches!(classify("com.amazonaws.sqs#QueueDoesNotExist", 400, t()), PortError::NotFound(_)));
-        assert!(matches!(classify("AWS.SimpleQueueService.NonExistentQueue", 400, t()), PortError::NotFound(_)));
-        assert!(matches!(classify("ThrottlingException", 400, t()), PortError::Unavailable(_)));
-        assert!(matches!(classify("ProvisionedThroughputExceededException", 400, t()), PortError::Unavailable(_)));
+        assert!(matches!(
+            classify("ResourceNotFoundException", 400, t()),
+            PortError::NotFound(_)
+        ));
+        assert!(matches!(
+            classify("com.amazonaws.sqs#QueueDoesNotExist", 400, t()),
+            PortError::NotFound(_)
+        ));
+        assert!(matches!(
+            classify("AWS.SimpleQueueService.NonExistentQueue", 400, t()),
+            PortError::NotFound(_)
+        ));
+        assert!(matches!(
+            classify("ThrottlingException", 400, t()),
+            PortError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify("ProvisionedThroughputExceededException", 400, t()),
+            PortError::Unavailable(_)
+        ));
         assert!(matches!(classify("Whatever", 503, t()), PortError::Unavailable(_)));
         assert!(matches!(classify("", 429, t()), PortError::Unavailable(_)));
-        assert!(matches!(classify("ValidationException", 400, t()), PortError::Rejected(_)));
-        assert!(matches!(classify("AccessDeniedException", 403, t()), PortError::Rejected(_)));
-        assert!(matches!(classify("InvalidParameterValue", 400, t()), PortError::Rejected(_)));
+        assert!(matches!(
+            classify("ValidationException", 400, t()),
+            PortError::Rejected(_)
+        ));
+        assert!(matches!(
+            classify("AccessDeniedException", 403, t()),
+            PortError::Rejected(_)
+        ));
+        assert!(matches!(
+            classify("InvalidParameterValue", 400, t()),
+            PortError::Rejected(_)
+        ));
     }
 }

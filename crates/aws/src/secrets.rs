@@ -29,7 +29,9 @@ impl SecretStore for SecretsManagerStore {
     /// Errors name the secret, never its value.
     async fn fetch(&self, id: &str) -> Result<String, PortError> {
         if id.is_empty() {
-            return Err(PortError::Rejected("Secrets Manager GetSecretValue: secret id is empty".into()));
+            return Err(PortError::Rejected(
+                "Secrets Manager GetSecretValue: secret id is empty".into(),
+            ));
         }
         let out = self
             .client
@@ -43,9 +45,13 @@ impl SecretStore for SecretsManagerStore {
         }
         if let Some(blob) = out.secret_binary {
             return String::from_utf8(blob.into_inner()).map_err(|_| {
-                PortError::Rejected(format!("Secrets Manager GetSecretValue of {id}: binary secret is not UTF-8"))
+                PortError::Rejected(format!(
+                    "Secrets Manager GetSecretValue of {id}: binary secret is not UTF-8"
+                ))
             });
         }
-        Err(PortError::Rejected(format!("Secrets Manager GetSecretValue of {id}: the secret has no value")))
+        Err(PortError::Rejected(format!(
+            "Secrets Manager GetSecretValue of {id}: the secret has no value"
+        )))
     }
 }

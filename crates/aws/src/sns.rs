@@ -25,7 +25,10 @@ impl SnsNotifier {
     }
 
     pub fn from_client(client: Client, topic_arn: impl Into<String>) -> Self {
-        SnsNotifier { client, topic_arn: topic_arn.into() }
+        SnsNotifier {
+            client,
+            topic_arn: topic_arn.into(),
+        }
     }
 
     pub fn topic_arn(&self) -> &str {
@@ -40,8 +43,11 @@ pub fn notice_subject(notice: &FailureNotice) -> String {
         "Alert delivery failed ({} {}, {}): {}",
         notice.severity, notice.record_type, notice.error_class, notice.alert_id
     );
-    let mut subject: String =
-        text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).take(MAX_SUBJECT).collect();
+    let mut subject: String = text
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .take(MAX_SUBJECT)
+        .collect();
     subject.truncate(subject.trim_end().len());
     subject
 }
@@ -51,11 +57,17 @@ impl Notifier for SnsNotifier {
     async fn delivery_failed(&self, notice: &FailureNotice) -> Result<(), PortError> {
         let message = serde_json::to_string(notice)
             .map_err(|e| PortError::Rejected(format!("SNS Publish: notice is not serialisable: {e}")))?;
-        let mut publish =
-            self.client.publish().topic_arn(&self.topic_arn).subject(notice_subject(notice)).message(message);
-        for (name, value) in
-            [("severity", &notice.severity), ("record_type", &notice.record_type), ("error_class", &notice.error_class)]
-        {
+        let mut publish = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(notice_subject(notice))
+            .message(message);
+        for (name, value) in [
+            ("severity", &notice.severity),
+            ("record_type", &notice.record_type),
+            ("error_class", &notice.error_class),
+        ] {
             // SNS refuses empty attribute values.
             if value.is_empty() {
                 continue;
@@ -67,7 +79,10 @@ impl Notifier for SnsNotifier {
                 .map_err(|e| PortError::Rejected(format!("SNS Publish: attribute {name}: {e}")))?;
             publish = publish.message_attributes(name, attr);
         }
-        publish.send().await.map_err(|e| port_error(&format!("SNS Publish to {}", self.topic_arn), e))?;
+        publish
+            .send()
+            .await
+            .map_err(|e| port_error(&format!("SNS Publish to {}", self.topic_arn), e))?;
         Ok(())
     }
 }

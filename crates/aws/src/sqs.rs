@@ -38,7 +38,11 @@ impl SqsQueue {
 
     /// A queue adapter over an existing client (several queues may share one client).
     pub fn from_client(client: Client, queue_url: impl Into<String>) -> Self {
-        SqsQueue { client, url: queue_url.into(), visibility_timeout: None }
+        SqsQueue {
+            client,
+            url: queue_url.into(),
+            visibility_timeout: None,
+        }
     }
 
     /// This handle with its own visibility timeout for received messages (capped at [`MAX_VISIBILITY`])
@@ -76,7 +80,10 @@ impl AlertQueue for SqsQueue {
             )));
         }
         if body.is_empty() {
-            return Err(PortError::Rejected(format!("SQS SendMessage to {}: body is empty", self.url)));
+            return Err(PortError::Rejected(format!(
+                "SQS SendMessage to {}: body is empty",
+                self.url
+            )));
         }
         let out = self
             .client

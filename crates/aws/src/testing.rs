@@ -79,7 +79,12 @@ async fn queue_with(
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("get attributes of {name}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "get attributes of {name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        });
     let arn = attrs
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
@@ -150,7 +155,11 @@ pub async fn create_ledger_table(config: &aws_config::SdkConfig, prefix: &str) -
                 .expect("attribute definition"),
         )
         .key_schema(
-            KeySchemaElement::builder().attribute_name("alert_id").key_type(KeyType::Hash).build().expect("key schema"),
+            KeySchemaElement::builder()
+                .attribute_name("alert_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key schema"),
         )
         .send()
         .await
@@ -159,7 +168,11 @@ pub async fn create_ledger_table(config: &aws_config::SdkConfig, prefix: &str) -
         .update_time_to_live()
         .table_name(&name)
         .time_to_live_specification(
-            TimeToLiveSpecification::builder().enabled(true).attribute_name("expires_at").build().expect("ttl spec"),
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires_at")
+                .build()
+                .expect("ttl spec"),
         )
         .send()
         .await
@@ -171,9 +184,17 @@ pub async fn create_ledger_table(config: &aws_config::SdkConfig, prefix: &str) -
 pub async fn create_secret(config: &aws_config::SdkConfig, prefix: &str, value: &str) -> String {
     let client = aws_sdk_secretsmanager::Client::new(config);
     let name = unique_name(prefix);
-    let out =
-        client.create_secret().name(&name).secret_string(value).send().await.unwrap_or_else(|e| {
-            panic!("create secret {name}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))
+    let out = client
+        .create_secret()
+        .name(&name)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "create secret {name}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
         });
     out.arn.expect("CreateSecret answered without an ARN")
 }
@@ -187,7 +208,10 @@ pub async fn rotate_secret(config: &aws_config::SdkConfig, secret_id: &str, valu
         .send()
         .await
         .unwrap_or_else(|e| {
-            panic!("rotate secret {secret_id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))
+            panic!(
+                "rotate secret {secret_id}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
         });
 }
 
@@ -212,9 +236,19 @@ pub async fn create_topic(config: &aws_config::SdkConfig, prefix: &str) -> TestT
         .topic_arn
         .expect("CreateTopic answered without a TopicArn");
     let subscriber = create_queue(config, &format!("{prefix}-sub"), 30).await;
-    sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&subscriber.arn).send().await.unwrap_or_else(|e| {
-        panic!("subscribe {} to {topic_arn}: {}", subscriber.arn, aws_sdk_sns::error::DisplayErrorContext(e))
-    });
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&subscriber.arn)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "subscribe {} to {topic_arn}: {}",
+                subscriber.arn,
+                aws_sdk_sns::error::DisplayErrorContext(e)
+            )
+        });
     TestTopic { topic_arn, subscriber }
 }
 
@@ -241,7 +275,10 @@ pub async fn read_notices(
     let mut out = Vec::new();
     let mut wait = wait;
     loop {
-        let batch = queue.receive(10, wait).await.expect("receive from the topic's subscriber queue");
+        let batch = queue
+            .receive(10, wait)
+            .await
+            .expect("receive from the topic's subscriber queue");
         if batch.is_empty() {
             return out;
         }
@@ -257,14 +294,26 @@ pub async fn read_notices(
 pub fn parse_envelope(body: &str) -> PublishedNotice {
     let v: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("SNS envelope is not JSON ({e}): {body}"));
-    let message = v["Message"].as_str().unwrap_or_else(|| panic!("SNS envelope without Message: {body}")).to_string();
+    let message = v["Message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("SNS envelope without Message: {body}"))
+        .to_string();
     let notice =
         serde_json::from_str(&message).unwrap_or_else(|e| panic!("message is not a FailureNotice ({e}): {message}"));
     let attributes = v["MessageAttributes"]
         .as_object()
-        .map(|m| m.iter().filter_map(|(k, a)| a["Value"].as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, a)| a["Value"].as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
         .unwrap_or_default();
-    PublishedNotice { subject: v["Subject"].as_str().map(str::to_string), message, notice, attributes }
+    PublishedNotice {
+        subject: v["Subject"].as_str().map(str::to_string),
+        message,
+        notice,
+        attributes,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -301,7 +350,9 @@ impl AtomicDynamo {
             one_at_a_time: tokio::sync::Mutex::new(()),
         });
         let app = axum::Router::new().fallback(forward).with_state(upstream);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the DynamoDB proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the DynamoDB proxy");
         let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -311,13 +362,18 @@ impl AtomicDynamo {
                 })
                 .await;
         });
-        AtomicDynamo { endpoint, shutdown: Some(tx) }
+        AtomicDynamo {
+            endpoint,
+            shutdown: Some(tx),
+        }
     }
 
     /// A DynamoDB client that talks to moto through this proxy.
     pub fn client(&self, config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(config).endpoint_url(&self.endpoint).build(),
+            aws_sdk_dynamodb::config::Builder::from(config)
+                .endpoint_url(&self.endpoint)
+                .build(),
         )
     }
 }
@@ -341,7 +397,10 @@ async fn forward(
         Err(e) => return (axum::http::StatusCode::BAD_REQUEST, format!("proxy: body: {e}")).into_response(),
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut outgoing = upstream.http.request(parts.method, format!("{}{path}", upstream.url)).body(body);
+    let mut outgoing = upstream
+        .http
+        .request(parts.method, format!("{}{path}", upstream.url))
+        .body(body);
     for (name, value) in &parts.headers {
         if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
             outgoing = outgoing.header(name, value);

@@ -40,11 +40,19 @@ async fn secret_is_fetched_by_arn_and_by_name_and_rotation_is_seen() {
     let store = SecretsManagerStore::new(&config);
     assert_eq!(store.fetch(&arn).await.unwrap(), value);
     let name = arn.rsplit(':').next().unwrap().rsplit_once('-').unwrap().0.to_string();
-    assert_eq!(store.fetch(&name).await.unwrap(), value, "a secret name works as well as its ARN");
+    assert_eq!(
+        store.fetch(&name).await.unwrap(),
+        value,
+        "a secret name works as well as its ARN"
+    );
 
     let rotated = r#"{"secrets":["whsec_new","whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}"#;
     rotate_secret(&config, &arn, rotated).await;
-    assert_eq!(store.fetch(&arn).await.unwrap(), rotated, "fetch must return the current version");
+    assert_eq!(
+        store.fetch(&arn).await.unwrap(),
+        rotated,
+        "fetch must return the current version"
+    );
 }
 
 #[tokio::test]
@@ -80,14 +88,26 @@ async fn failure_notice_is_published_with_subject_and_attributes() {
     assert_eq!(n.notice, sent, "the message is the notice as JSON");
     assert_eq!(
         n.subject.as_deref(),
-        Some(format!("Alert delivery failed (critical security_incident, permanent): {}", sent.alert_id).as_str())
+        Some(
+            format!(
+                "Alert delivery failed (critical security_incident, permanent): {}",
+                sent.alert_id
+            )
+            .as_str()
+        )
     );
     assert_eq!(n.attributes.get("severity").map(String::as_str), Some("critical"));
     assert_eq!(n.attributes.get("error_class").map(String::as_str), Some("permanent"));
-    assert_eq!(n.attributes.get("record_type").map(String::as_str), Some("security_incident"));
+    assert_eq!(
+        n.attributes.get("record_type").map(String::as_str),
+        Some("security_incident")
+    );
     let json: serde_json::Value = serde_json::from_str(&n.message).unwrap();
     let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-    assert!(!keys.iter().any(|k| k.contains("payload")), "no payload in the notice: {keys:?}");
+    assert!(
+        !keys.iter().any(|k| k.contains("payload")),
+        "no payload in the notice: {keys:?}"
+    );
 }
 
 #[tokio::test]
@@ -97,7 +117,10 @@ async fn publishing_to_a_missing_topic_fails_clearly() {
     }
     let config = sdk_config().await;
     let arn = format!("arn:aws:sns:us-east-1:123456789012:{}", unique_name("no-topic"));
-    let err = SnsNotifier::new(&config, &arn).delivery_failed(&notice("a-1")).await.unwrap_err();
+    let err = SnsNotifier::new(&config, &arn)
+        .delivery_failed(&notice("a-1"))
+        .await
+        .unwrap_err();
     match err {
         PortError::NotFound(msg) => assert!(msg.contains(&arn), "the error names the topic: {msg}"),
         other => panic!("expected NotFound, got {other:?}"),
@@ -118,10 +141,20 @@ async fn oversized_and_empty_bodies_are_rejected_and_not_enqueued() {
         Err(PortError::Rejected(msg)) => assert!(msg.contains("262145 bytes"), "{msg}"),
         other => panic!("expected Rejected, got {other:?}"),
     }
-    assert!(matches!(queue.send("", Duration::ZERO).await, Err(PortError::Rejected(_))));
-    assert_eq!(queue.depth().await.unwrap(), 0, "a rejected send must leave nothing on the queue");
+    assert!(matches!(
+        queue.send("", Duration::ZERO).await,
+        Err(PortError::Rejected(_))
+    ));
+    assert_eq!(
+        queue.depth().await.unwrap(),
+        0,
+        "a rejected send must leave nothing on the queue"
+    );
     let exact = "y".repeat(relay_aws::MAX_MESSAGE_BYTES);
-    queue.send(&exact, Duration::ZERO).await.expect("a body of exactly 256 KiB is accepted");
+    queue
+        .send(&exact, Duration::ZERO)
+        .await
+        .expect("a body of exactly 256 KiB is accepted");
 }
 
 #[tokio::test]
@@ -131,15 +164,36 @@ async fn long_delays_are_capped_not_refused() {
     }
     let config = sdk_config().await;
     let queue = create_queue(&config, "caps", 30).await.adapter(&config);
-    queue.send("later", Duration::from_secs(3600)).await.expect("a delay over 900 s is capped");
+    queue
+        .send("later", Duration::from_secs(3600))
+        .await
+        .expect("a delay over 900 s is capped");
     assert_eq!(queue.depth().await.unwrap(), 1);
-    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty(), "still delayed");
+    assert!(
+        queue.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+        "still delayed"
+    );
 
     queue.send("now", Duration::ZERO).await.unwrap();
-    let m = queue.receive(1, Duration::from_secs(5)).await.unwrap().pop().expect("receive");
-    queue.retry_after(&m.receipt, Duration::from_secs(11 * 3600)).await.expect("an 11 h visibility is accepted");
-    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty(), "invisible for 11 h");
-    assert_eq!(queue.receive(0, Duration::ZERO).await.unwrap(), vec![], "max = 0 receives nothing");
+    let m = queue
+        .receive(1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .pop()
+        .expect("receive");
+    queue
+        .retry_after(&m.receipt, Duration::from_secs(11 * 3600))
+        .await
+        .expect("an 11 h visibility is accepted");
+    assert!(
+        queue.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+        "invisible for 11 h"
+    );
+    assert_eq!(
+        queue.receive(0, Duration::ZERO).await.unwrap(),
+        vec![],
+        "max = 0 receives nothing"
+    );
 }
 
 #[tokio::test]
@@ -170,10 +224,16 @@ async fn redrive_moves_a_message_to_the_dead_letter_queue() {
     let id = main.send("poison", Duration::ZERO).await.unwrap();
     assert_eq!(main.receive(1, Duration::from_secs(5)).await.unwrap()[0].message_id, id);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(main.receive(10, Duration::from_secs(1)).await.unwrap().is_empty(), "moved after 1 receive");
+    assert!(
+        main.receive(10, Duration::from_secs(1)).await.unwrap().is_empty(),
+        "moved after 1 receive"
+    );
     let dead = dlq.receive(10, Duration::from_secs(5)).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].message_id.as_str(), dead[0].body.as_str()), (id.as_str(), "poison"));
+    assert_eq!(
+        (dead[0].message_id.as_str(), dead[0].body.as_str()),
+        (id.as_str(), "poison")
+    );
 }
 
 // ---- Error mapping ---------------------------------------------------------------------------------------
@@ -227,23 +287,33 @@ async fn an_unreachable_endpoint_is_unavailable() {
         return;
     }
     // A loopback port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     // (AWS_ENDPOINT_URL from the environment overrides the SdkConfig's endpoint, so set it per client.)
     let config = sdk_config().await;
     let endpoint = format!("http://{closed}");
-    let sqs =
-        aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&config).endpoint_url(&endpoint).build());
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&config)
+            .endpoint_url(&endpoint)
+            .build(),
+    );
     let queue = SqsQueue::from_client(sqs, format!("{endpoint}/123456789012/q"));
     let sent = queue.send("x", Duration::ZERO).await;
     assert!(matches!(sent, Err(PortError::Unavailable(_))), "{sent:?}");
     let dynamo = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(&endpoint).build(),
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .endpoint_url(&endpoint)
+            .build(),
     );
     let ledger = DynamoLedger::from_client(dynamo, "t");
     let got = ledger.get("a").await;
     assert!(matches!(got, Err(PortError::Unavailable(_))), "{got:?}");
     let secrets = aws_sdk_secretsmanager::Client::from_conf(
-        aws_sdk_secretsmanager::config::Builder::from(&config).endpoint_url(&endpoint).build(),
+        aws_sdk_secretsmanager::config::Builder::from(&config)
+            .endpoint_url(&endpoint)
+            .build(),
     );
     let store = SecretsManagerStore::from_client(secrets);
     let fetched = store.fetch("s").await;
@@ -259,7 +329,12 @@ async fn ledger_table_has_ttl_on_expires_at() {
     }
     let config = sdk_config().await;
     let table = create_ledger_table(&config, "ttl").await;
-    let ttl = aws_sdk_dynamodb::Client::new(&config).describe_time_to_live().table_name(&table).send().await.unwrap();
+    let ttl = aws_sdk_dynamodb::Client::new(&config)
+        .describe_time_to_live()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
     let desc = ttl.time_to_live_description.unwrap();
     assert_eq!(desc.attribute_name.as_deref(), Some("expires_at"));
 
@@ -270,7 +345,10 @@ async fn ledger_table_has_ttl_on_expires_at() {
     let raw = aws_sdk_dynamodb::Client::new(&config)
         .get_item()
         .table_name(&table)
-        .key("alert_id", aws_sdk_dynamodb::types::AttributeValue::S(entry.alert_id.clone()))
+        .key(
+            "alert_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(entry.alert_id.clone()),
+        )
         .send()
         .await
         .unwrap()
@@ -306,14 +384,25 @@ async fn malformed_items_and_bad_arguments_are_rejected() {
     let now = SystemClock.now_ms();
     let entry = sample_entry(&unique_id("args"), now);
     ledger.accept(&entry).await.unwrap();
-    assert!(matches!(ledger.claim(&entry.alert_id, now, 0).await, Err(PortError::Rejected(_))));
+    assert!(matches!(
+        ledger.claim(&entry.alert_id, now, 0).await,
+        Err(PortError::Rejected(_))
+    ));
     let mut nameless = entry.clone();
     nameless.alert_id.clear();
     assert!(matches!(ledger.accept(&nameless).await, Err(PortError::Rejected(_))));
     // Nothing was changed by the refused calls.
     assert_eq!(ledger.get(&entry.alert_id).await.unwrap(), Some(entry.clone()));
-    assert!(matches!(ledger.claim(&entry.alert_id, now, 1_000).await.unwrap(), Claim::Claimed(_)));
-    let record = RecordRef { table: "incident".into(), sys_id: "abc".into(), number: None, link: "l".into() };
+    assert!(matches!(
+        ledger.claim(&entry.alert_id, now, 1_000).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    let record = RecordRef {
+        table: "incident".into(),
+        sys_id: "abc".into(),
+        number: None,
+        link: "l".into(),
+    };
     ledger.complete(&entry.alert_id, &record, now + 1).await.unwrap();
     assert_eq!(ledger.get(&entry.alert_id).await.unwrap().unwrap().record, Some(record));
 }

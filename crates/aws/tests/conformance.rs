@@ -92,14 +92,26 @@ async fn claims_from_separate_clients_grant_exactly_one() {
         tasks.push(tokio::spawn(async move {
             let config = sdk_config().await;
             let client = aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(endpoint).build(),
+                aws_sdk_dynamodb::config::Builder::from(&config)
+                    .endpoint_url(endpoint)
+                    .build(),
             );
             let ledger = DynamoLedger::from_client(client, table);
             relay_ports::Ledger::claim(&ledger, &id, t + 1, 30_000).await.unwrap()
         }));
     }
     let claims = futures::future::join_all(tasks).await;
-    let won = claims.iter().filter(|c| matches!(c, Ok(relay_ports::Claim::Claimed(_)))).count();
+    let won = claims
+        .iter()
+        .filter(|c| matches!(c, Ok(relay_ports::Claim::Claimed(_))))
+        .count();
     assert_eq!(won, 1, "exactly one deliverer may win: {claims:?}");
-    assert_eq!(relay_ports::Ledger::get(&first, &entry.alert_id).await.unwrap().unwrap().attempts, 1);
+    assert_eq!(
+        relay_ports::Ledger::get(&first, &entry.alert_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        1
+    );
 }

@@ -31,8 +31,11 @@ fn config_with_50_rules() -> Config {
 
 fn bench(c: &mut Criterion) {
     let router = Router::new(config_with_50_rules(), None).unwrap();
-    let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/alerts/seed-usb-copy-847-files.json"))
-        .unwrap();
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/alerts/seed-usb-copy-847-files.json"
+    ))
+    .unwrap();
     let d = router.route(&Alert::from_slice(&body).unwrap());
     assert_eq!(d.rule, "dlp-usb-mass-copy");
 
@@ -50,7 +53,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(Alert::from_node(black_box(&tree)).unwrap()))
     });
     let alert = Alert::from_slice(&body).unwrap();
-    c.bench_function("route+fields only (50 rules)", |b| b.iter(|| black_box(router.route(black_box(&alert)))));
+    c.bench_function("route+fields only (50 rules)", |b| {
+        b.iter(|| black_box(router.route(black_box(&alert))))
+    });
 }
 
 criterion_group!(benches, bench);

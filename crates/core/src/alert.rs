@@ -177,10 +177,25 @@ impl DlpChannel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Details {
-    Dlp { file_count: u64, bytes: u64, channel: DlpChannel },
-    BehavioralAnomaly { systems: Vec<String>, duration_minutes: u64, applications: Vec<String> },
-    Productivity { hours_per_day: f64, categories: Vec<String>, weekly_trend: Vec<f64> },
-    PolicyViolation { policy: String, history_30d: ComplianceHistory },
+    Dlp {
+        file_count: u64,
+        bytes: u64,
+        channel: DlpChannel,
+    },
+    BehavioralAnomaly {
+        systems: Vec<String>,
+        duration_minutes: u64,
+        applications: Vec<String>,
+    },
+    Productivity {
+        hours_per_day: f64,
+        categories: Vec<String>,
+        weekly_trend: Vec<f64>,
+    },
+    PolicyViolation {
+        policy: String,
+        history_30d: ComplianceHistory,
+    },
     Custom(Map<String, Value>),
     None,
 }
@@ -260,7 +275,10 @@ impl Alert {
         match json::parse(body) {
             Ok(v) => Alert::from_node(&v),
             Err(e) => Err(InvalidAlert {
-                problems: vec![Problem { path: "$".into(), message: format!("body is not valid JSON: {e}") }],
+                problems: vec![Problem {
+                    path: "$".into(),
+                    message: format!("body is not valid JSON: {e}"),
+                }],
             }),
         }
     }
@@ -290,16 +308,33 @@ impl Alert {
         }
 
         let alert_id = c.string(obj, "$", "alert_id", MAX_ALERT_ID, true);
-        let alert_type = c.enumerated(obj, "$", "alert_type", AlertType::parse, &AlertType::ALL.map(|t| t.as_str()));
-        let severity = c.enumerated(obj, "$", "severity", Severity::parse, &Severity::ALL.map(|s| s.as_str()));
+        let alert_type = c.enumerated(
+            obj,
+            "$",
+            "alert_type",
+            AlertType::parse,
+            &AlertType::ALL.map(|t| t.as_str()),
+        );
+        let severity = c.enumerated(
+            obj,
+            "$",
+            "severity",
+            Severity::parse,
+            &Severity::ALL.map(|s| s.as_str()),
+        );
         let occurred_at = c.string(obj, "$", "occurred_at", 64, true);
-        let occurred_at_unix = occurred_at.as_deref().and_then(|s| match OffsetDateTime::parse(s, &Rfc3339) {
-            Ok(t) => Some(t.unix_timestamp()),
-            Err(_) => {
-                c.problem("$.occurred_at", format!("{s:?} is not an RFC 3339 timestamp (e.g. 2026-11-20T14:03:00Z)"));
-                None
-            }
-        });
+        let occurred_at_unix = occurred_at
+            .as_deref()
+            .and_then(|s| match OffsetDateTime::parse(s, &Rfc3339) {
+                Ok(t) => Some(t.unix_timestamp()),
+                Err(_) => {
+                    c.problem(
+                        "$.occurred_at",
+                        format!("{s:?} is not an RFC 3339 timestamp (e.g. 2026-11-20T14:03:00Z)"),
+                    );
+                    None
+                }
+            });
         let employee = c.employee(obj.get("employee"));
         let description = c.text(obj, "$", "description", MAX_DESCRIPTION);
         let risk_score = c.risk_score(obj.get("risk_score"));
@@ -349,7 +384,11 @@ impl Alert {
 
 /// A non-negative whole number, written as an integer or as a float without fraction (`847` or `847.0`).
 fn whole(n: &serde_json::Number) -> Option<u64> {
-    n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15).map(|f| f as u64))
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15)
+            .map(|f| f as u64)
+    })
 }
 
 /// True for characters that must never reach a ticket: C0/C1 controls (and DEL), except the line breaks and
@@ -387,10 +426,14 @@ fn already_normal_https(s: &str) -> bool {
             && !l.starts_with('-')
             && !l.ends_with('-')
             && !l.starts_with("xn--")
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     let host_ok = host.split('.').all(label_ok)
-        && host.rsplit('.').next().is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()));
+        && host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()));
     let path_ok = !path.starts_with('.') && !path.contains("/.") && path.bytes().all(|b| PATH_BYTE[usize::from(b)]);
     host_ok && path_ok
 }
@@ -400,7 +443,9 @@ fn already_normal_https(s: &str) -> bool {
 fn may_hold_control(s: &str) -> bool {
     s.as_bytes().chunks(32).any(|chunk| {
         // no early exit inside a chunk, so the compiler can compare 32 bytes at a time
-        chunk.iter().fold(false, |found, &b| found | (b < 0x20) | (b == 0x7f) | (b == 0xc2))
+        chunk
+            .iter()
+            .fold(false, |found, &b| found | (b < 0x20) | (b == 0x7f) | (b == 0xc2))
     })
 }
 
@@ -420,11 +465,16 @@ struct Checker {
 
 impl Checker {
     fn problem(&mut self, path: impl fmt::Display, message: impl Into<String>) {
-        self.problems.push(Problem { path: path.to_string(), message: message.into() });
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+        });
     }
 
     fn finish(self) -> InvalidAlert {
-        InvalidAlert { problems: self.problems }
+        InvalidAlert {
+            problems: self.problems,
+        }
     }
 
     /// `path` is formatted only when there is a problem to report (the valid path allocates nothing).
@@ -441,10 +491,14 @@ impl Checker {
         }
         // a control character is a byte below 0x20, DEL, or a C1 control (UTF-8 lead byte 0xC2): scan bytes
         // first and count characters only to report where
-        if let Some(pos) =
-            may_hold_control(s).then(|| s.chars().position(|ch| forbidden_control(ch, allow_newlines))).flatten()
+        if let Some(pos) = may_hold_control(s)
+            .then(|| s.chars().position(|ch| forbidden_control(ch, allow_newlines)))
+            .flatten()
         {
-            self.problem(path.to_string(), format!("contains a control character at position {pos}"));
+            self.problem(
+                path.to_string(),
+                format!("contains a control character at position {pos}"),
+            );
             ok = false;
         }
         ok.then(|| s.to_owned())
@@ -498,7 +552,10 @@ impl Checker {
             Some(Node::String(s)) => {
                 let parsed = parse(s);
                 if parsed.is_none() {
-                    self.problem(path, format!("unknown value {s:?}; expected one of: {}", allowed.join(", ")));
+                    self.problem(
+                        path,
+                        format!("unknown value {s:?}; expected one of: {}", allowed.join(", ")),
+                    );
                 }
                 parsed
             }
@@ -526,14 +583,22 @@ impl Checker {
         let display_name = self.string(obj, at, "display_name", MAX_NAME, false);
         let email = self.string(obj, at, "email", MAX_EMPLOYEE_FIELD * 2, false);
         if let Some(e) = &email {
-            let valid = e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !e.contains(' '));
+            let valid = e
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !e.contains(' '));
             if !valid {
                 self.problem("$.employee.email", format!("{e:?} is not an e-mail address"));
             }
         }
         let department = self.string(obj, at, "department", MAX_DEPARTMENT, true);
         let manager = self.string(obj, at, "manager", MAX_NAME, false);
-        Some(Employee { id: id?, display_name, email, department: department?, manager })
+        Some(Employee {
+            id: id?,
+            display_name,
+            email,
+            department: department?,
+            manager,
+        })
     }
 
     fn risk_score(&mut self, v: Option<&Node<'_>>) -> Option<u8> {
@@ -596,7 +661,10 @@ impl Checker {
         match v {
             None | Some(Node::Null) => {
                 if alert_type == Some(AlertType::Custom) {
-                    self.problem("$.rule", "is required for alert_type \"custom\" ({\"id\": …, \"name\": …})");
+                    self.problem(
+                        "$.rule",
+                        "is required for alert_type \"custom\" ({\"id\": …, \"name\": …})",
+                    );
                 }
                 None
             }
@@ -662,7 +730,10 @@ impl Checker {
             }
             Some(Node::Array(items)) => {
                 if items.len() > MAX_LIST_ITEMS {
-                    self.problem(&path, format!("has {} items; the limit is {MAX_LIST_ITEMS}", items.len()));
+                    self.problem(
+                        &path,
+                        format!("has {} items; the limit is {MAX_LIST_ITEMS}", items.len()),
+                    );
                     return None;
                 }
                 let mut out = Vec::with_capacity(items.len());
@@ -714,7 +785,11 @@ impl Checker {
                     }
                 };
                 match (file_count, bytes, channel) {
-                    (Some(file_count), Some(bytes), Some(channel)) => Details::Dlp { file_count, bytes, channel },
+                    (Some(file_count), Some(bytes), Some(channel)) => Details::Dlp {
+                        file_count,
+                        bytes,
+                        channel,
+                    },
                     _ => Details::None,
                 }
             }
@@ -725,9 +800,11 @@ impl Checker {
                 let duration_minutes = self.u64_at(obj, "duration_minutes");
                 let applications = self.string_list(obj, "applications");
                 match (systems, duration_minutes, applications) {
-                    (Some(systems), Some(duration_minutes), Some(applications)) => {
-                        Details::BehavioralAnomaly { systems, duration_minutes, applications }
-                    }
+                    (Some(systems), Some(duration_minutes), Some(applications)) => Details::BehavioralAnomaly {
+                        systems,
+                        duration_minutes,
+                        applications,
+                    },
                     _ => Details::None,
                 }
             }
@@ -746,7 +823,10 @@ impl Checker {
                         out.into_iter().collect::<Option<Vec<_>>>()
                     }
                     Some(Node::Array(items)) => {
-                        self.problem("$.details.weekly_trend", format!("has {} weeks; the limit is 52", items.len()));
+                        self.problem(
+                            "$.details.weekly_trend",
+                            format!("has {} weeks; the limit is 52", items.len()),
+                        );
                         None
                     }
                     None | Some(Node::Null) => {
@@ -762,9 +842,11 @@ impl Checker {
                     }
                 };
                 match (hours, categories, trend) {
-                    (Some(hours_per_day), Some(categories), Some(weekly_trend)) => {
-                        Details::Productivity { hours_per_day, categories, weekly_trend }
-                    }
+                    (Some(hours_per_day), Some(categories), Some(weekly_trend)) => Details::Productivity {
+                        hours_per_day,
+                        categories,
+                        weekly_trend,
+                    },
                     _ => Details::None,
                 }
             }
@@ -786,7 +868,10 @@ impl Checker {
                         None
                     }
                     Some(other) => {
-                        self.problem("$.details.history_30d", format!("must be an object, got {}", other.kind()));
+                        self.problem(
+                            "$.details.history_30d",
+                            format!("must be an object, got {}", other.kind()),
+                        );
                         None
                     }
                 };
@@ -811,9 +896,10 @@ impl Checker {
     fn optional_bool(&mut self, obj: &Object<'_>, key: &str) {
         match obj.get(key) {
             None | Some(Node::Null) | Some(Node::Bool(_)) => {}
-            Some(other) => {
-                self.problem(format!("$.details.{key}"), format!("must be true or false, got {}", other.kind()))
-            }
+            Some(other) => self.problem(
+                format!("$.details.{key}"),
+                format!("must be true or false, got {}", other.kind()),
+            ),
         }
     }
 
@@ -872,7 +958,14 @@ mod tests {
         assert_eq!(a.alert_type, AlertType::Dlp);
         assert_eq!(a.severity, Severity::Critical);
         assert_eq!(a.risk_score, 92);
-        assert_eq!(a.details, Details::Dlp { file_count: 847, bytes: 2469606195, channel: DlpChannel::Usb });
+        assert_eq!(
+            a.details,
+            Details::Dlp {
+                file_count: 847,
+                bytes: 2469606195,
+                channel: DlpChannel::Usb
+            }
+        );
         assert_eq!(a.occurred_at_unix, 1_795_183_380);
         assert!(a.ignored_fields.is_empty());
     }
@@ -909,7 +1002,10 @@ mod tests {
         let p = problems(v);
         assert!(has(&p, "$.alert_id", "is required"), "{p:?}");
         assert!(has(&p, "$.alert_type", "unknown value \"keylogger\""), "{p:?}");
-        assert!(has(&p, "$.severity", "expected one of: critical, high, medium, low"), "{p:?}");
+        assert!(
+            has(&p, "$.severity", "expected one of: critical, high, medium, low"),
+            "{p:?}"
+        );
         assert!(has(&p, "$.occurred_at", "RFC 3339"), "{p:?}");
         assert!(has(&p, "$.employee.id", "must not be empty"), "{p:?}");
         assert!(has(&p, "$.employee.department", "the limit is 100"), "{p:?}");
@@ -1066,7 +1162,10 @@ mod tests {
         }
         let mut v = usb_copy();
         v["evidence_url"] = json!("https://Monitor.Example.com/a/../b");
-        assert_eq!(Alert::from_value(&v).unwrap().evidence_url, "https://monitor.example.com/b");
+        assert_eq!(
+            Alert::from_value(&v).unwrap().evidence_url,
+            "https://monitor.example.com/b"
+        );
     }
 
     proptest::proptest! {
@@ -1096,9 +1195,10 @@ mod tests {
 
     #[test]
     fn common_links_take_the_fast_path_and_odd_ones_the_parser() {
-        for fast in
-            ["https://monitor.example.com/alerts/emon-20261120-7f3a9c", "https://a.b-c.example/x?id=42&tab=evidence"]
-        {
+        for fast in [
+            "https://monitor.example.com/alerts/emon-20261120-7f3a9c",
+            "https://a.b-c.example/x?id=42&tab=evidence",
+        ] {
             assert!(already_normal_https(fast), "{fast}");
         }
         for slow in [
@@ -1126,7 +1226,11 @@ mod tests {
 
     #[test]
     fn non_json_and_non_object_bodies_are_rejected() {
-        assert!(Alert::from_slice(b"{not json").unwrap_err().problems[0].message.contains("not valid JSON"));
+        assert!(
+            Alert::from_slice(b"{not json").unwrap_err().problems[0]
+                .message
+                .contains("not valid JSON")
+        );
         assert!(has(&problems(json!([1, 2])), "$", "JSON object"));
     }
 }

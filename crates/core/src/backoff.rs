@@ -62,7 +62,11 @@ impl BackoffPolicy {
         retry_after: Option<Duration>,
         jitter: f64,
     ) -> NextAttempt {
-        let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let ceiling = self.ceiling(attempts);
         let mut delay = ceiling.mul_f64(jitter).min(ceiling);
         if let Some(ra) = retry_after {
@@ -97,19 +101,37 @@ mod tests {
     #[test]
     fn full_jitter_scales_the_ceiling() {
         let p = policy();
-        assert_eq!(p.next_attempt(3, Duration::ZERO, None, 0.0), NextAttempt::After(Duration::ZERO));
-        assert_eq!(p.next_attempt(3, Duration::ZERO, None, 0.5), NextAttempt::After(Duration::from_secs(4)));
-        assert_eq!(p.next_attempt(3, Duration::ZERO, None, 7.0), NextAttempt::After(Duration::from_secs(8)));
-        assert_eq!(p.next_attempt(3, Duration::ZERO, None, f64::NAN), NextAttempt::After(Duration::ZERO));
+        assert_eq!(
+            p.next_attempt(3, Duration::ZERO, None, 0.0),
+            NextAttempt::After(Duration::ZERO)
+        );
+        assert_eq!(
+            p.next_attempt(3, Duration::ZERO, None, 0.5),
+            NextAttempt::After(Duration::from_secs(4))
+        );
+        assert_eq!(
+            p.next_attempt(3, Duration::ZERO, None, 7.0),
+            NextAttempt::After(Duration::from_secs(8))
+        );
+        assert_eq!(
+            p.next_attempt(3, Duration::ZERO, None, f64::NAN),
+            NextAttempt::After(Duration::ZERO)
+        );
     }
 
     #[test]
     fn retry_after_is_a_lower_bound_up_to_twelve_hours() {
         let p = policy();
         let ra = Some(Duration::from_secs(120));
-        assert_eq!(p.next_attempt(1, Duration::ZERO, ra, 0.9), NextAttempt::After(Duration::from_secs(120)));
+        assert_eq!(
+            p.next_attempt(1, Duration::ZERO, ra, 0.9),
+            NextAttempt::After(Duration::from_secs(120))
+        );
         let huge = Some(Duration::from_secs(100 * 3600));
-        assert_eq!(p.next_attempt(1, Duration::ZERO, huge, 0.1), NextAttempt::After(Duration::from_secs(12 * 3600)));
+        assert_eq!(
+            p.next_attempt(1, Duration::ZERO, huge, 0.1),
+            NextAttempt::After(Duration::from_secs(12 * 3600))
+        );
     }
 
     #[test]
@@ -117,8 +139,14 @@ mod tests {
         let p = policy();
         let almost = Duration::from_secs(24 * 3600 - 10);
         assert_eq!(p.next_attempt(30, almost, None, 0.5), NextAttempt::GiveUp);
-        assert_eq!(p.next_attempt(30, almost, None, 0.0), NextAttempt::After(Duration::ZERO));
-        assert_eq!(p.next_attempt(1, Duration::from_secs(25 * 3600), None, 0.0), NextAttempt::GiveUp);
+        assert_eq!(
+            p.next_attempt(30, almost, None, 0.0),
+            NextAttempt::After(Duration::ZERO)
+        );
+        assert_eq!(
+            p.next_attempt(1, Duration::from_secs(25 * 3600), None, 0.0),
+            NextAttempt::GiveUp
+        );
     }
 
     proptest! {

@@ -75,7 +75,10 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
             continue;
         }
         let window = p.received_at_ms.div_euclid(window_ms);
-        let mut key = format!("{}\u{1f}{}\u{1f}{}\u{1f}{window}", d.table, d.assignment_group, d.record_type);
+        let mut key = format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{window}",
+            d.table, d.assignment_group, d.record_type
+        );
         for k in &settings.group_by {
             key.push('\u{1f}');
             key.push_str(group_value(k, d));
@@ -101,7 +104,11 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
         }
     }
     let chunks = chunk_requests(&records, settings);
-    BatchPlan { records, chunks, events }
+    BatchPlan {
+        records,
+        chunks,
+        events,
+    }
 }
 
 fn single(d: &Decision, i: usize) -> PlannedRecord {
@@ -126,7 +133,15 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
     let same_type = ds.iter().all(|d| d.alert_type == first.alert_type);
     let same_employee = ds.iter().all(|d| d.employee_ref == first.employee_ref);
 
-    let mut short = format!("{} {}", ds.len(), if same_type { first.alert_type.label() } else { "monitoring" });
+    let mut short = format!(
+        "{} {}",
+        ds.len(),
+        if same_type {
+            first.alert_type.label()
+        } else {
+            "monitoring"
+        }
+    );
     short.push_str(&format!(" alerts (up to {})", strongest.severity.label()));
     if same_employee {
         short.push_str(&format!(" for employee {}", first.employee_ref));
@@ -134,7 +149,10 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
     if ds.iter().any(|d| d.test) {
         short.insert_str(0, "[TEST] ");
     }
-    let mut description = format!("{} alerts aggregated by the relay's batch window. Every alert:\n", ds.len());
+    let mut description = format!(
+        "{} alerts aggregated by the relay's batch window. Every alert:\n",
+        ds.len()
+    );
     for d in ds {
         description.push_str(&format!(
             "\n- {} [{}] {} (risk {}/100, employee {}): {}\n  Evidence: {}",
@@ -147,7 +165,10 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
             d.summary.evidence_url,
         ));
     }
-    description.push_str(&format!("\n\nRouted by rule {} (config {})", first.rule, first.config_hash));
+    description.push_str(&format!(
+        "\n\nRouted by rule {} (config {})",
+        first.rule, first.config_hash
+    ));
 
     let mut fields = first.fields.clone();
     let s = |v: String| Value::String(v);
@@ -211,11 +232,18 @@ mod tests {
         if alert_type == "custom" {
             v["rule"] = json!({"id": "r", "name": "n"});
         }
-        Router::new(Config::default_config(), None).unwrap().route(&Alert::from_value(&v).unwrap())
+        Router::new(Config::default_config(), None)
+            .unwrap()
+            .route(&Alert::from_value(&v).unwrap())
     }
 
     fn pend(ds: &[Decision], at: i64) -> Vec<Pending<'_>> {
-        ds.iter().map(|d| Pending { decision: d, received_at_ms: at }).collect()
+        ds.iter()
+            .map(|d| Pending {
+                decision: d,
+                received_at_ms: at,
+            })
+            .collect()
     }
 
     #[test]
@@ -229,7 +257,12 @@ mod tests {
         for i in 0..5 {
             assert!(desc.contains(&format!("b-{i:04}")) && desc.contains(&format!("activity number {i}")));
         }
-        assert!(r.fields["short_description"].as_str().unwrap().starts_with("5 Policy violation alerts"));
+        assert!(
+            r.fields["short_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("5 Policy violation alerts")
+        );
         assert!(r.correlation_id.starts_with("emon:b:") && crate::route::is_query_safe(&r.correlation_id));
         assert_eq!(r.fields["correlation_id"], r.correlation_id.as_str());
         assert_eq!(plan.chunks, vec![vec![0]]);
@@ -249,21 +282,41 @@ mod tests {
         let lone = p.records.iter().find(|r| r.alert_ids == ["b-0002"]).unwrap();
         assert_eq!(lone.fields, ds[1].fields);
 
-        let same = [decision(1, "E1", "policy_violation", "low"), decision(2, "E1", "policy_violation", "low")];
+        let same = [
+            decision(1, "E1", "policy_violation", "low"),
+            decision(2, "E1", "policy_violation", "low"),
+        ];
         let pending = vec![
-            Pending { decision: &same[0], received_at_ms: 299_999 },
-            Pending { decision: &same[1], received_at_ms: 300_000 },
+            Pending {
+                decision: &same[0],
+                received_at_ms: 299_999,
+            },
+            Pending {
+                decision: &same[1],
+                received_at_ms: 300_000,
+            },
         ];
         assert_eq!(plan(&pending, &BatchSettings::default(), 300_000).records.len(), 2);
     }
 
     #[test]
     fn aggregates_take_the_most_urgent_member_and_are_deterministic() {
-        let ds = [decision(1, "E1", "policy_violation", "low"), decision(2, "E1", "policy_violation", "medium")];
+        let ds = [
+            decision(1, "E1", "policy_violation", "low"),
+            decision(2, "E1", "policy_violation", "medium"),
+        ];
         let p1 = plan(&pend(&ds, 5), &BatchSettings::default(), 300_000);
         let r = &p1.records[0];
-        assert_eq!((r.fields["impact"].as_str(), r.fields["urgency"].as_str()), (Some("2"), Some("2")));
-        assert!(r.fields["short_description"].as_str().unwrap().contains("(up to Medium)"));
+        assert_eq!(
+            (r.fields["impact"].as_str(), r.fields["urgency"].as_str()),
+            (Some("2"), Some("2"))
+        );
+        assert!(
+            r.fields["short_description"]
+                .as_str()
+                .unwrap()
+                .contains("(up to Medium)")
+        );
         let reversed = [ds[1].clone(), ds[0].clone()];
         let p2 = plan(&pend(&reversed, 5), &BatchSettings::default(), 300_000);
         assert_eq!(p2.records[0].correlation_id, r.correlation_id);
@@ -283,19 +336,34 @@ mod tests {
 
     #[test]
     fn group_keys_are_configurable() {
-        let ds = [decision(1, "E1", "policy_violation", "low"), decision(2, "E2", "policy_violation", "low")];
-        let settings = BatchSettings { group_by: vec!["alert_type".into()], ..BatchSettings::default() };
+        let ds = [
+            decision(1, "E1", "policy_violation", "low"),
+            decision(2, "E2", "policy_violation", "low"),
+        ];
+        let settings = BatchSettings {
+            group_by: vec!["alert_type".into()],
+            ..BatchSettings::default()
+        };
         let p = plan(&pend(&ds, 0), &settings, 300_000);
         assert_eq!(p.records.len(), 1);
-        assert!(!p.records[0].fields["short_description"].as_str().unwrap().contains("for employee"));
+        assert!(
+            !p.records[0].fields["short_description"]
+                .as_str()
+                .unwrap()
+                .contains("for employee")
+        );
     }
 
     #[test]
     fn big_groups_split_and_requests_are_chunked() {
-        let ds: Vec<Decision> =
-            (0..500).map(|i| decision(i, &format!("E{}", i % 50), "policy_violation", "low")).collect();
-        let settings =
-            BatchSettings { max_alerts_per_record: 4, max_requests_per_batch: 20, ..BatchSettings::default() };
+        let ds: Vec<Decision> = (0..500)
+            .map(|i| decision(i, &format!("E{}", i % 50), "policy_violation", "low"))
+            .collect();
+        let settings = BatchSettings {
+            max_alerts_per_record: 4,
+            max_requests_per_batch: 20,
+            ..BatchSettings::default()
+        };
         let p = plan(&pend(&ds, 0), &settings, 300_000);
         // 50 employees × 10 alerts, at most 4 per record → 3 records each
         assert_eq!(p.records.len(), 150);
@@ -315,9 +383,14 @@ mod tests {
 
     #[test]
     fn byte_limit_cuts_chunks() {
-        let ds: Vec<Decision> = (0..10).map(|i| decision(i, &format!("E{i}"), "policy_violation", "low")).collect();
+        let ds: Vec<Decision> = (0..10)
+            .map(|i| decision(i, &format!("E{i}"), "policy_violation", "low"))
+            .collect();
         let size = serde_json::to_vec(&ds[0].fields).unwrap().len();
-        let settings = BatchSettings { max_batch_bytes: size * 3 + 10, ..BatchSettings::default() };
+        let settings = BatchSettings {
+            max_batch_bytes: size * 3 + 10,
+            ..BatchSettings::default()
+        };
         let p = plan(&pend(&ds, 0), &settings, 300_000);
         assert!(p.chunks.iter().all(|c| c.len() <= 3), "{:?}", p.chunks);
         assert_eq!(p.chunks.concat().len(), 10);

@@ -76,7 +76,11 @@ impl Guard {
     /// The guard of `condition`: the direct leaves of its top-level `all` (or the condition itself when it
     /// is a leaf) on alert type, severity, or department equality narrow it; anything else admits all.
     pub fn of(condition: &Condition) -> Guard {
-        let mut g = Guard { types: u8::MAX, severities: u8::MAX, department: None };
+        let mut g = Guard {
+            types: u8::MAX,
+            severities: u8::MAX,
+            department: None,
+        };
         let leaves: &[Condition] = match condition {
             Condition::All(cs) => cs,
             leaf @ Condition::Leaf { .. } => std::slice::from_ref(leaf),
@@ -84,11 +88,18 @@ impl Guard {
         };
         for leaf in leaves {
             match leaf {
-                Condition::Leaf { field: Field::AlertType, op: Op::TypeMask(m) } => g.types &= m,
-                Condition::Leaf { field: Field::Severity, op: Op::SeverityMask(m) } => g.severities &= m,
-                Condition::Leaf { field: Field::Department, op: Op::Eq(Value::String(d)) } => {
-                    g.department = Some(d.as_str().into())
-                }
+                Condition::Leaf {
+                    field: Field::AlertType,
+                    op: Op::TypeMask(m),
+                } => g.types &= m,
+                Condition::Leaf {
+                    field: Field::Severity,
+                    op: Op::SeverityMask(m),
+                } => g.severities &= m,
+                Condition::Leaf {
+                    field: Field::Department,
+                    op: Op::Eq(Value::String(d)),
+                } => g.department = Some(d.as_str().into()),
                 _ => {}
             }
         }
@@ -99,7 +110,10 @@ impl Guard {
     pub fn admits(&self, alert: &Alert) -> bool {
         self.types & alert.alert_type.bit() != 0
             && self.severities & (1 << alert.severity.rank()) != 0
-            && self.department.as_deref().is_none_or(|d| d == alert.employee.department)
+            && self
+                .department
+                .as_deref()
+                .is_none_or(|d| d == alert.employee.department)
     }
 }
 
@@ -145,7 +159,11 @@ impl Condition {
             if keys.len() != 1 {
                 errors.push(format!(
                     "`{combinator}` must stand alone in its condition; found also: {}",
-                    keys.iter().filter(|k| *k != combinator).cloned().collect::<Vec<_>>().join(", ")
+                    keys.iter()
+                        .filter(|k| *k != combinator)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             if combinator == "not" {
@@ -158,8 +176,15 @@ impl Condition {
             if items.is_empty() {
                 errors.push(format!("`{combinator}` needs at least one condition"));
             }
-            let compiled = items.iter().map(|c| Condition::compile(c, extra_detail_fields, errors)).collect();
-            return if combinator == "all" { Condition::All(compiled) } else { Condition::Any(compiled) };
+            let compiled = items
+                .iter()
+                .map(|c| Condition::compile(c, extra_detail_fields, errors))
+                .collect();
+            return if combinator == "all" {
+                Condition::All(compiled)
+            } else {
+                Condition::Any(compiled)
+            };
         }
         compile_leaf(map, extra_detail_fields, errors)
     }
@@ -238,7 +263,10 @@ fn compile_leaf(map: &serde_yaml_ng::Mapping, extra: &[String], errors: &mut Vec
     let Some(field_name) = map.get("field").and_then(Yaml::as_str) else {
         errors.push(format!(
             "a condition needs `field` and one operator ({OPERATORS}), or all/any/not; got keys: {}",
-            map.keys().map(|k| k.as_str().unwrap_or("?")).collect::<Vec<_>>().join(", ")
+            map.keys()
+                .map(|k| k.as_str().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         return Condition::Always;
     };
@@ -255,7 +283,10 @@ fn compile_leaf(map: &serde_yaml_ng::Mapping, extra: &[String], errors: &mut Vec
         let number = |errors: &mut Vec<String>| -> Option<f64> {
             let n = v.as_f64();
             if n.is_none() {
-                errors.push(format!("`{key}` on {field_name:?} takes a number, got {}", yaml_kind(v)));
+                errors.push(format!(
+                    "`{key}` on {field_name:?} takes a number, got {}",
+                    yaml_kind(v)
+                ));
             }
             n
         };
@@ -282,19 +313,27 @@ fn compile_leaf(map: &serde_yaml_ng::Mapping, extra: &[String], errors: &mut Vec
             "starts_with" => match v.as_str() {
                 Some(p) => Some(Op::StartsWith(p.to_string())),
                 None => {
-                    errors.push(format!("`starts_with` on {field_name:?} takes text, got {}", yaml_kind(v)));
+                    errors.push(format!(
+                        "`starts_with` on {field_name:?} takes text, got {}",
+                        yaml_kind(v)
+                    ));
                     None
                 }
             },
             "exists" => match v.as_bool() {
                 Some(b) => Some(Op::Exists(b)),
                 None => {
-                    errors.push(format!("`exists` on {field_name:?} takes true or false, got {}", yaml_kind(v)));
+                    errors.push(format!(
+                        "`exists` on {field_name:?} takes true or false, got {}",
+                        yaml_kind(v)
+                    ));
                     None
                 }
             },
             other => {
-                errors.push(format!("unknown operator `{other}` on {field_name:?}; operators: {OPERATORS}"));
+                errors.push(format!(
+                    "unknown operator `{other}` on {field_name:?}; operators: {OPERATORS}"
+                ));
                 None
             }
         };
@@ -358,7 +397,11 @@ fn enum_mask(field: &str, op: Op, errors: &mut Vec<String>, bit: impl Fn(&str) -
         Op::Eq(v) => lookup(&v),
         Op::Ne(v) => lookup(&v).map(|b| all & !b),
         Op::In(vs) => vs.iter().map(&mut lookup).try_fold(0u8, |acc, b| b.map(|b| acc | b)),
-        Op::NotIn(vs) => vs.iter().map(&mut lookup).try_fold(0u8, |acc, b| b.map(|b| acc | b)).map(|m| all & !m),
+        Op::NotIn(vs) => vs
+            .iter()
+            .map(&mut lookup)
+            .try_fold(0u8, |acc, b| b.map(|b| acc | b))
+            .map(|m| all & !m),
         other => {
             errors.push(format!("{field} supports eq, ne, in, not_in; not {other:?}"));
             None
@@ -494,15 +537,33 @@ mod tests {
         let cases = [
             ("{field: alert_type, eq: behavioral_anomaly}", true),
             ("{field: alert_type, eq: dlp}", false),
-            ("{all: [{field: alert_type, in: [dlp, behavioral_anomaly]}, {field: severity, eq: high}]}", true),
-            ("{all: [{field: severity, in: [critical, low]}, {field: risk_score, gte: 1}]}", false),
-            ("{all: [{field: department, eq: Platform Engineering}, {field: risk_score, gte: 99}]}", true),
-            ("{all: [{field: department, eq: Finance}, {field: risk_score, gte: 1}]}", false),
+            (
+                "{all: [{field: alert_type, in: [dlp, behavioral_anomaly]}, {field: severity, eq: high}]}",
+                true,
+            ),
+            (
+                "{all: [{field: severity, in: [critical, low]}, {field: risk_score, gte: 1}]}",
+                false,
+            ),
+            (
+                "{all: [{field: department, eq: Platform Engineering}, {field: risk_score, gte: 99}]}",
+                true,
+            ),
+            (
+                "{all: [{field: department, eq: Finance}, {field: risk_score, gte: 1}]}",
+                false,
+            ),
             ("{field: employee.department, eq: Finance}", false),
             // only the top-level conjunction narrows: anything under any/not admits every alert
-            ("{any: [{field: alert_type, eq: dlp}, {field: severity, eq: low}]}", true),
+            (
+                "{any: [{field: alert_type, eq: dlp}, {field: severity, eq: low}]}",
+                true,
+            ),
             ("{not: {field: alert_type, eq: behavioral_anomaly}}", true),
-            ("{all: [{any: [{field: department, eq: Finance}]}, {not: {field: severity, eq: high}}]}", true),
+            (
+                "{all: [{any: [{field: department, eq: Finance}]}, {not: {field: severity, eq: high}}]}",
+                true,
+            ),
             ("{field: department, ne: Platform Engineering}", true),
         ];
         for (yaml, admitted) in cases {

@@ -170,7 +170,11 @@ impl GroupSpec {
     pub fn resolve(&self, department: &str) -> &str {
         match self {
             GroupSpec::Name(n) => n,
-            GroupSpec::ByDepartment(g) => g.by_department.get(department).map(String::as_str).unwrap_or(&g.default),
+            GroupSpec::ByDepartment(g) => g
+                .by_department
+                .get(department)
+                .map(String::as_str)
+                .unwrap_or(&g.default),
         }
     }
 }
@@ -235,10 +239,15 @@ impl Default for RawDefaults {
 }
 
 fn default_delivery() -> BTreeMap<String, String> {
-    [("critical", "realtime"), ("high", "realtime"), ("medium", "batch"), ("low", "batch")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    [
+        ("critical", "realtime"),
+        ("high", "realtime"),
+        ("medium", "batch"),
+        ("low", "batch"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 fn default_window() -> u64 {
     300
@@ -319,7 +328,14 @@ fn default_batch_bytes() -> usize {
     4 * 1024 * 1024
 }
 
-pub const GROUP_KEYS: [&str; 6] = ["employee", "alert_type", "severity", "rule", "table", "assignment_group"];
+pub const GROUP_KEYS: [&str; 6] = [
+    "employee",
+    "alert_type",
+    "severity",
+    "rule",
+    "table",
+    "assignment_group",
+];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -442,14 +458,24 @@ impl Template {
                 parts.push(TemplatePart::Text(rest[..open].to_string()));
             }
             let after = &rest[open + 1..];
-            let close = after.find('}').ok_or_else(|| format!("unclosed '{{' in template {s:?}"))?;
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed '{{' in template {s:?}"))?;
             let name = &after[..close];
-            let p = PLACEHOLDERS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).ok_or_else(|| {
-                format!(
-                    "unknown placeholder {{{name}}} in template {s:?}; known: {}",
-                    PLACEHOLDERS.iter().map(|(n, _)| format!("{{{n}}}")).collect::<Vec<_>>().join(" ")
-                )
-            })?;
+            let p = PLACEHOLDERS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, p)| *p)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown placeholder {{{name}}} in template {s:?}; known: {}",
+                        PLACEHOLDERS
+                            .iter()
+                            .map(|(n, _)| format!("{{{n}}}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                })?;
             parts.push(TemplatePart::Placeholder(p));
             rest = &after[close + 1..];
         }
@@ -509,14 +535,20 @@ fn is_table_name(s: &str) -> bool {
 }
 
 fn is_rule_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 struct Problems(Vec<ConfigProblem>);
 
 impl Problems {
     fn add(&mut self, location: &str, message: impl Into<String>) {
-        self.0.push(ConfigProblem { location: location.to_string(), message: message.into() });
+        self.0.push(ConfigProblem {
+            location: location.to_string(),
+            message: message.into(),
+        });
     }
 }
 
@@ -529,7 +561,10 @@ impl Config {
     /// Parse and validate a config file's text.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
-            problems: vec![ConfigProblem { location: "file".into(), message: e.to_string() }],
+            problems: vec![ConfigProblem {
+                location: "file".into(),
+                message: e.to_string(),
+            }],
         })?;
         let hash = hex::encode(Sha256::digest(text.as_bytes()))[..16].to_string();
         compile(raw, hash)
@@ -539,21 +574,35 @@ impl Config {
 fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
     let mut p = Problems(Vec::new());
     if raw.version != 1 {
-        p.add("file", format!("unsupported config version {}; this relay reads version 1", raw.version));
+        p.add(
+            "file",
+            format!("unsupported config version {}; this relay reads version 1", raw.version),
+        );
     }
 
     // defaults
     let d = &raw.defaults;
-    let mut delivery = [DeliveryMode::Realtime, DeliveryMode::Realtime, DeliveryMode::Batch, DeliveryMode::Batch];
+    let mut delivery = [
+        DeliveryMode::Realtime,
+        DeliveryMode::Realtime,
+        DeliveryMode::Batch,
+        DeliveryMode::Batch,
+    ];
     for (k, v) in &d.delivery {
         match (Severity::parse(k), DeliveryMode::parse(v)) {
             (Some(s), Some(m)) => delivery[s.rank() as usize] = m,
             (None, _) => p.add("defaults.delivery", format!("unknown severity {k:?}")),
-            (_, None) => p.add("defaults.delivery", format!("{k}: unknown delivery mode {v:?} (realtime or batch)")),
+            (_, None) => p.add(
+                "defaults.delivery",
+                format!("{k}: unknown delivery mode {v:?} (realtime or batch)"),
+            ),
         }
     }
     if d.batch_window_seconds == 0 || d.batch_window_seconds > 3600 {
-        p.add("defaults", format!("batch_window_seconds {} must be 1 to 3600", d.batch_window_seconds));
+        p.add(
+            "defaults",
+            format!("batch_window_seconds {} must be 1 to 3600", d.batch_window_seconds),
+        );
     }
     let priorities = d.priorities.clone();
     check_priorities(&mut p, "defaults.priorities", &priorities);
@@ -569,17 +618,26 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
         if !priorities.contains_key(name) && d.priority_by_severity.len() < 4 {
             p.add(
                 "defaults.priority_by_severity",
-                format!("{}: priority {name:?} is not defined under defaults.priorities", Severity::ALL[i]),
+                format!(
+                    "{}: priority {name:?} is not defined under defaults.priorities",
+                    Severity::ALL[i]
+                ),
             );
         }
     }
-    if !d.correlation_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    if !d
+        .correlation_prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         || d.correlation_prefix.is_empty()
         || d.correlation_prefix.len() > 16
     {
         p.add(
             "defaults",
-            format!("correlation_prefix {:?} must be 1-16 characters of [A-Za-z0-9.-]", d.correlation_prefix),
+            format!(
+                "correlation_prefix {:?} must be 1-16 characters of [A-Za-z0-9.-]",
+                d.correlation_prefix
+            ),
         );
     }
     let short_description = Template::parse(&d.short_description).unwrap_or_else(|e| {
@@ -588,11 +646,16 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
     });
 
     // tables
-    let mut tables: BTreeMap<RecordType, String> =
-        RecordType::ALL.iter().map(|t| (*t, t.default_table().to_string())).collect();
+    let mut tables: BTreeMap<RecordType, String> = RecordType::ALL
+        .iter()
+        .map(|t| (*t, t.default_table().to_string()))
+        .collect();
     for (k, v) in &raw.tables {
         match RecordType::parse(k) {
-            None => p.add("tables", format!("unknown record type {k:?}; known: {}", record_types())),
+            None => p.add(
+                "tables",
+                format!("unknown record type {k:?}; known: {}", record_types()),
+            ),
             Some(RecordType::ItomEvent) => p.add("tables", "itom_event always goes to Event Management (em_event)"),
             Some(_) if !is_table_name(v) => p.add("tables", format!("{k}: {v:?} is not a ServiceNow table name")),
             Some(t) => {
@@ -612,11 +675,17 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
     // batch
     for k in &raw.batch.group_by {
         if !GROUP_KEYS.contains(&k.as_str()) {
-            p.add("batch.group_by", format!("unknown key {k:?}; known: {}", GROUP_KEYS.join(", ")));
+            p.add(
+                "batch.group_by",
+                format!("unknown key {k:?}; known: {}", GROUP_KEYS.join(", ")),
+            );
         }
     }
     if raw.batch.max_alerts_per_record == 0 || raw.batch.max_requests_per_batch == 0 {
-        p.add("batch", "max_alerts_per_record and max_requests_per_batch must be at least 1");
+        p.add(
+            "batch",
+            "max_alerts_per_record and max_requests_per_batch must be at least 1",
+        );
     }
     if raw.batch.max_batch_bytes < 64 * 1024 {
         p.add("batch", "max_batch_bytes must be at least 65536");
@@ -627,31 +696,57 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
     for t in raw.alert_types.values() {
         all_priorities.extend(t.priorities.clone());
     }
-    let ctx = TargetContext { known_tables: &known_tables, priorities: &all_priorities };
+    let ctx = TargetContext {
+        known_tables: &known_tables,
+        priorities: &all_priorities,
+    };
 
     // alert types
     let mut alert_types = BTreeMap::new();
     for (k, raw_t) in &raw.alert_types {
         let loc = format!("alert_types.{k}");
         let Some(at) = AlertType::parse(k) else {
-            p.add(&loc, format!("unknown alert type; known: {}", AlertType::ALL.map(|t| t.as_str()).join(", ")));
+            p.add(
+                &loc,
+                format!(
+                    "unknown alert type; known: {}",
+                    AlertType::ALL.map(|t| t.as_str()).join(", ")
+                ),
+            );
             continue;
         };
         let mut type_priorities = priorities.clone();
         check_priorities(&mut p, &format!("{loc}.priorities"), &raw_t.priorities);
         type_priorities.extend(raw_t.priorities.clone());
-        let target = compile_target(&mut p, &loc, raw_t, &TargetContext { priorities: &type_priorities, ..ctx });
+        let target = compile_target(
+            &mut p,
+            &loc,
+            raw_t,
+            &TargetContext {
+                priorities: &type_priorities,
+                ..ctx
+            },
+        );
         if raw_t.record_type.is_none() {
             p.add(&loc, "needs a record_type (the route taken when no rule matches)");
         }
         if target.assignment_group.is_none() {
             p.add(&loc, "needs an assignment_group (the route taken when no rule matches)");
         }
-        alert_types.insert(at, TypeDefaults { target, priorities: type_priorities });
+        alert_types.insert(
+            at,
+            TypeDefaults {
+                target,
+                priorities: type_priorities,
+            },
+        );
     }
     for at in AlertType::ALL {
         if !raw.alert_types.contains_key(at.as_str()) {
-            p.add(&format!("alert_types.{at}"), "is missing: every alert type needs a default route");
+            p.add(
+                &format!("alert_types.{at}"),
+                "is missing: every alert type needs a default route",
+            );
         }
     }
 
@@ -685,8 +780,10 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
         let target = compile_target(&mut p, &loc, &r.target, &ctx);
         if broken {
             broken_rules.insert(r.name.clone());
-        } else if let Some(earlier) =
-            rules.iter().filter(|e| !broken_rules.contains(&e.name)).find(|e| shadows(&e.when, &when))
+        } else if let Some(earlier) = rules
+            .iter()
+            .filter(|e| !broken_rules.contains(&e.name))
+            .find(|e| shadows(&e.when, &when))
         {
             p.add(
                 &loc,
@@ -697,7 +794,13 @@ fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigError> {
             );
         }
         let guard = Guard::of(&when);
-        rules.push(Rule { name: r.name.clone(), description: r.description.clone(), when, guard, target });
+        rules.push(Rule {
+            name: r.name.clone(),
+            description: r.description.clone(),
+            when,
+            guard,
+            target,
+        });
     }
 
     if !p.0.is_empty() {
@@ -794,7 +897,10 @@ fn compile_target(p: &mut Problems, loc: &str, raw: &RawTarget, ctx: &TargetCont
     });
     for k in raw.fields.keys() {
         if crate::fields::MANAGED_FIELDS.contains(&k.as_str()) {
-            p.add(loc, format!("fields.{k} is set by the relay itself and cannot be overridden"));
+            p.add(
+                loc,
+                format!("fields.{k} is set by the relay itself and cannot be overridden"),
+            );
         } else if !is_table_name(k) {
             p.add(loc, format!("fields.{k} is not a ServiceNow field name"));
         }
@@ -839,7 +945,12 @@ alert_types:
 "#;
 
     fn problems(yaml: &str) -> Vec<String> {
-        Config::from_yaml(yaml).expect_err("should be invalid").problems.iter().map(|p| p.to_string()).collect()
+        Config::from_yaml(yaml)
+            .expect_err("should be invalid")
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 
     fn has(problems: &[String], needle: &str) -> bool {
@@ -858,7 +969,12 @@ alert_types:
         let c = Config::from_yaml(MINIMAL).unwrap();
         assert_eq!(
             c.delivery,
-            [DeliveryMode::Realtime, DeliveryMode::Realtime, DeliveryMode::Batch, DeliveryMode::Batch]
+            [
+                DeliveryMode::Realtime,
+                DeliveryMode::Realtime,
+                DeliveryMode::Batch,
+                DeliveryMode::Batch
+            ]
         );
         assert_eq!(c.batch_window_seconds, 300);
         assert_eq!(c.priorities["P1"], ImpactUrgency { impact: 1, urgency: 1 });
@@ -909,10 +1025,19 @@ rules:
         assert!(has(&p, r#"rule "one": duplicate rule name"#), "{p:#?}");
         assert!(has(&p, r#"rule "one": unknown table "u_not_there""#), "{p:#?}");
         assert!(has(&p, r#"rule "one": unknown priority "P9""#), "{p:#?}");
-        assert!(has(&p, r#"rule "bad-delivery": unknown delivery "sometimes""#), "{p:#?}");
+        assert!(
+            has(&p, r#"rule "bad-delivery": unknown delivery "sometimes""#),
+            "{p:#?}"
+        );
         assert!(has(&p, r#"rule "bad-delivery": unknown placeholder {nope}"#), "{p:#?}");
-        assert!(has(&p, r#"rule "managed": fields.correlation_id is set by the relay"#), "{p:#?}");
-        assert!(has(&p, r#"rule "managed": fields.Bad Name is not a ServiceNow field name"#), "{p:#?}");
+        assert!(
+            has(&p, r#"rule "managed": fields.correlation_id is set by the relay"#),
+            "{p:#?}"
+        );
+        assert!(
+            has(&p, r#"rule "managed": fields.Bad Name is not a ServiceNow field name"#),
+            "{p:#?}"
+        );
     }
 
     #[test]
@@ -935,7 +1060,10 @@ rules:
         );
         let p = problems(&yaml);
         assert!(has(&p, r#"rule "usb-dlp": is unreachable: rule "all-dlp""#), "{p:#?}");
-        assert!(has(&p, r#"rule "after-catch-all": is unreachable: rule "catch-all""#), "{p:#?}");
+        assert!(
+            has(&p, r#"rule "after-catch-all": is unreachable: rule "catch-all""#),
+            "{p:#?}"
+        );
         assert_eq!(p.len(), 2, "{p:#?}");
     }
 
@@ -1004,8 +1132,10 @@ rules:
 "#
         );
         assert!(has(&problems(&yaml), "not per rule"));
-        let yaml =
-            MINIMAL.replace("version: 1\n", "version: 1\ndefaults:\n  priorities: {P1: {impact: 1, urgency: 1}}\n");
+        let yaml = MINIMAL.replace(
+            "version: 1\n",
+            "version: 1\ndefaults:\n  priorities: {P1: {impact: 1, urgency: 1}}\n",
+        );
         let p = problems(&yaml);
         assert!(has(&p, "low: unknown priority \"P4\""), "{p:#?}");
         let yaml = MINIMAL.replace(
@@ -1013,8 +1143,10 @@ rules:
             "version: 1\ndefaults:\n  priorities: {P1: {impact: 1, urgency: 1}}\n  priority_by_severity: {critical: P1}\n",
         );
         assert!(has(&problems(&yaml), "low: priority \"P4\" is not defined"));
-        let yaml =
-            MINIMAL.replace("version: 1\n", "version: 1\ndefaults:\n  priorities: {P1: {impact: 1, urgncy: 1}}\n");
+        let yaml = MINIMAL.replace(
+            "version: 1\n",
+            "version: 1\ndefaults:\n  priorities: {P1: {impact: 1, urgncy: 1}}\n",
+        );
         assert!(has(&problems(&yaml), "urgncy"));
         let yaml = MINIMAL.replace(
             "assignment_group: HR Partners}",
@@ -1036,7 +1168,10 @@ rules:
         );
         let p = problems(&yaml);
         assert_eq!(p.len(), 1, "{p:#?}");
-        assert!(p[0].contains(r#"rule "broken": when: unknown operator `equals`"#), "{p:#?}");
+        assert!(
+            p[0].contains(r#"rule "broken": when: unknown operator `equals`"#),
+            "{p:#?}"
+        );
     }
 
     #[test]
@@ -1068,7 +1203,11 @@ rules:
     fn templates_parse_placeholders_and_reject_unknown_ones() {
         let t = Template::parse("Security Review: {description} ({risk_score})").unwrap();
         assert_eq!(t.parts.len(), 5);
-        assert!(Template::parse("{nope}").unwrap_err().contains("unknown placeholder {nope}"));
+        assert!(
+            Template::parse("{nope}")
+                .unwrap_err()
+                .contains("unknown placeholder {nope}")
+        );
         assert!(Template::parse("{description").unwrap_err().contains("unclosed"));
     }
 

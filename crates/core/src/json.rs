@@ -99,7 +99,10 @@ impl<'a> Node<'a> {
             Value::String(s) => Node::String(Cow::Borrowed(s)),
             Value::Array(items) => Node::Array(items.iter().map(Node::from_value).collect()),
             Value::Object(m) => Node::Object(Object {
-                members: m.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), Node::from_value(v))).collect(),
+                members: m
+                    .iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Node::from_value(v)))
+                    .collect(),
             }),
         }
     }
@@ -237,7 +240,9 @@ mod tests {
     #[test]
     fn strings_without_escapes_are_borrowed_and_escaped_ones_are_decoded() {
         let node = parse(br#"{"plain":"abc","escaped":"a\nb\u00e9"}"#).unwrap();
-        let Node::Object(o) = &node else { panic!("not an object") };
+        let Node::Object(o) = &node else {
+            panic!("not an object")
+        };
         assert!(matches!(o.get("plain"), Some(Node::String(Cow::Borrowed("abc")))));
         assert_eq!(o.get("escaped").and_then(Node::as_str), Some("a\nbé"));
     }
@@ -246,7 +251,9 @@ mod tests {
     fn a_repeated_key_keeps_its_last_value_like_serde_json() {
         let text = br#"{"k":1,"x":0,"k":2}"#;
         let node = parse(text).unwrap();
-        let Node::Object(o) = &node else { panic!("not an object") };
+        let Node::Object(o) = &node else {
+            panic!("not an object")
+        };
         assert_eq!(o.get("k").and_then(Node::as_number).and_then(Number::as_u64), Some(2));
         assert_eq!(o.keys().collect::<Vec<_>>(), ["k", "x", "k"]);
         assert_eq!(node.to_value(), serde_json::from_slice::<Value>(text).unwrap());
@@ -268,10 +275,15 @@ mod tests {
 
     #[test]
     fn kinds_are_named_for_messages() {
-        let kinds: Vec<_> = [Node::Null, Node::Bool(true), Node::Number(1.into()), Node::String("s".into())]
-            .iter()
-            .map(Node::kind)
-            .collect();
+        let kinds: Vec<_> = [
+            Node::Null,
+            Node::Bool(true),
+            Node::Number(1.into()),
+            Node::String("s".into()),
+        ]
+        .iter()
+        .map(Node::kind)
+        .collect();
         assert_eq!(kinds, ["null", "a boolean", "a number", "a string"]);
         assert_eq!(Node::Array(vec![]).kind(), "an array");
         assert_eq!(Node::Object(Object::default()).kind(), "an object");

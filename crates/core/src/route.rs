@@ -73,7 +73,8 @@ const MAX_CORRELATION_ID: usize = 100;
 pub fn is_query_safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_CORRELATION_ID
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// A stable, query-safe correlation id for an alert id: `<prefix>:<alert_id>` when the alert id is already
@@ -130,11 +131,21 @@ impl Router {
         };
         let table = rule
             .and_then(|r| r.target.table.clone())
-            .or_else(|| if rt.is_none() { defaults.target.table.clone() } else { None })
+            .or_else(|| {
+                if rt.is_none() {
+                    defaults.target.table.clone()
+                } else {
+                    None
+                }
+            })
             .unwrap_or_else(|| c.tables[&record_type].clone());
         let priority = pick(|t| t.priority.as_ref())
             .unwrap_or_else(|| c.priority_by_severity[alert.severity.rank() as usize].clone());
-        let iu = defaults.priorities.get(&priority).copied().unwrap_or(ImpactUrgency { impact: 2, urgency: 3 });
+        let iu = defaults
+            .priorities
+            .get(&priority)
+            .copied()
+            .unwrap_or(ImpactUrgency { impact: 2, urgency: 3 });
         let group = rule
             .and_then(|r| r.target.assignment_group.as_ref())
             .or(defaults.target.assignment_group.as_ref())
@@ -152,7 +163,9 @@ impl Router {
         if let Some(r) = rule {
             extra.extend(r.target.fields.clone());
         }
-        let rule_name = rule.map(|r| r.name.clone()).unwrap_or_else(|| format!("default:{}", alert.alert_type));
+        let rule_name = rule
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| format!("default:{}", alert.alert_type));
 
         let mut decision = Decision {
             alert_id: alert.alert_id.clone(),
@@ -249,11 +262,22 @@ rules:
     #[test]
     fn the_first_matching_rule_wins() {
         let r = router();
-        let d = r.route(&alert(base("dlp", "high", json!({"file_count": 900, "bytes": 1, "channel": "usb"}))));
+        let d = r.route(&alert(base(
+            "dlp",
+            "high",
+            json!({"file_count": 900, "bytes": 1, "channel": "usb"}),
+        )));
         assert_eq!(d.rule, "big-usb");
-        assert_eq!((d.record_type, d.table.as_str()), (RecordType::SecurityIncident, "sn_si_incident"));
+        assert_eq!(
+            (d.record_type, d.table.as_str()),
+            (RecordType::SecurityIncident, "sn_si_incident")
+        );
         assert_eq!((d.impact, d.urgency, d.servicenow_priority), (1, 1, 1));
-        let d = r.route(&alert(base("dlp", "high", json!({"file_count": 9, "bytes": 1, "channel": "usb"}))));
+        let d = r.route(&alert(base(
+            "dlp",
+            "high",
+            json!({"file_count": 9, "bytes": 1, "channel": "usb"}),
+        )));
         assert_eq!(d.rule, "any-usb");
         assert_eq!((d.record_type, d.table.as_str()), (RecordType::Incident, "incident"));
         assert_eq!(d.assignment_group, "Service Desk");
@@ -264,7 +288,11 @@ rules:
 
     #[test]
     fn no_matching_rule_takes_the_alert_type_default() {
-        let d = router().route(&alert(base("dlp", "medium", json!({"file_count": 3, "bytes": 1, "channel": "email"}))));
+        let d = router().route(&alert(base(
+            "dlp",
+            "medium",
+            json!({"file_count": 3, "bytes": 1, "channel": "email"}),
+        )));
         assert_eq!(d.rule, "default:dlp");
         assert_eq!(d.table, "sn_si_incident");
         assert_eq!(d.assignment_group, "Security Operations");
@@ -277,7 +305,11 @@ rules:
     #[test]
     fn the_long_description_has_the_documented_form() {
         for score in [0, 7, 50, 100] {
-            let mut v = base("dlp", "medium", json!({"file_count": 3, "bytes": 1, "channel": "email"}));
+            let mut v = base(
+                "dlp",
+                "medium",
+                json!({"file_count": 3, "bytes": 1, "channel": "email"}),
+            );
             v["risk_score"] = json!(score);
             let d = router().route(&alert(v));
             let expected = format!(
@@ -294,14 +326,20 @@ rules:
     #[test]
     fn priorities_follow_severity_and_per_type_overrides() {
         let r = router();
-        for (sev, p, iu) in
-            [("critical", "P1", (1, 1)), ("high", "P2", (1, 2)), ("medium", "P3", (2, 2)), ("low", "P4", (2, 3))]
-        {
+        for (sev, p, iu) in [
+            ("critical", "P1", (1, 1)),
+            ("high", "P2", (1, 2)),
+            ("medium", "P3", (2, 2)),
+            ("low", "P4", (2, 3)),
+        ] {
             let d = r.route(&alert(base("custom", sev, json!(null)).tap_rule()));
             assert_eq!((d.priority.as_str(), (d.impact, d.urgency)), (p, iu), "{sev}");
         }
         let d = r.route(&alert(base("policy_violation", "medium", json!(null))));
-        assert_eq!((d.priority.as_str(), d.impact, d.urgency, d.servicenow_priority), ("P3", 3, 1, 3));
+        assert_eq!(
+            (d.priority.as_str(), d.impact, d.urgency, d.servicenow_priority),
+            ("P3", 3, 1, 3)
+        );
     }
 
     #[test]
@@ -342,8 +380,14 @@ rules:
     fn pseudonymisation_needs_a_key_and_hides_the_id() {
         let yaml = format!("{CONFIG}\nprivacy: {{pseudonymise_employee: true}}\n");
         let c = Config::from_yaml(&yaml).unwrap();
-        assert_eq!(Router::new(c.clone(), None).unwrap_err(), RouterError::MissingPseudonymKey);
-        assert_eq!(Router::new(c.clone(), Some(b"short".to_vec())).unwrap_err(), RouterError::ShortPseudonymKey);
+        assert_eq!(
+            Router::new(c.clone(), None).unwrap_err(),
+            RouterError::MissingPseudonymKey
+        );
+        assert_eq!(
+            Router::new(c.clone(), Some(b"short".to_vec())).unwrap_err(),
+            RouterError::ShortPseudonymKey
+        );
         let r = Router::new(c.clone(), Some(b"0123456789abcdef-key".to_vec())).unwrap();
         let d = r.route(&alert(base("dlp", "low", json!(null))));
         assert!(d.employee_ref.starts_with("emp-") && d.employee_ref.len() == 24);

@@ -36,12 +36,24 @@ fn start_once(bin: &PathBuf, listener: &TcpListener, function: &str) -> Duration
         .env("AWS_ACCESS_KEY_ID", "dummy")
         .env("AWS_SECRET_ACCESS_KEY", "dummy")
         .env("AWS_SESSION_TOKEN", "dummy")
-        .env("REALTIME_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/relay-realtime")
-        .env("BATCH_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/relay-batch")
+        .env(
+            "REALTIME_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/relay-realtime",
+        )
+        .env(
+            "BATCH_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/relay-batch",
+        )
         .env("DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/relay-dlq")
         .env("LEDGER_TABLE", "relay-ledger")
-        .env("WEBHOOK_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:relay-webhook")
-        .env("SERVICENOW_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:relay-servicenow")
+        .env(
+            "WEBHOOK_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:relay-webhook",
+        )
+        .env(
+            "SERVICENOW_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:relay-servicenow",
+        )
         .env("FAILURE_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:relay-failures")
         .env("RETRY_WINDOW_SECONDS", "86400")
         .env("FLUSH_BUDGET_SECONDS", "60")
@@ -49,8 +61,9 @@ fn start_once(bin: &PathBuf, listener: &TcpListener, function: &str) -> Duration
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child =
-        cmd.spawn().unwrap_or_else(|e| panic!("{}: {e} (build it with cargo build --release)", bin.display()));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (build it with cargo build --release)", bin.display()));
     let elapsed = loop {
         match listener.accept() {
             Ok((mut conn, _)) => {
@@ -101,7 +114,10 @@ fn main() {
         );
         return;
     }
-    let runs: usize = std::env::var("COLD_START_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(25);
+    let runs: usize = std::env::var("COLD_START_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     println!("cold start: process start -> first {NEXT} ({runs} starts each)");

@@ -75,8 +75,11 @@ impl Bench {
         };
         let handler = IngestHandler::new(&settings, &adapters, Metrics::off()).await.unwrap();
         let template: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/lambda/apigw-post-alert.json"))
-                .unwrap(),
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../events/lambda/apigw-post-alert.json"
+            ))
+            .unwrap(),
         )
         .unwrap();
         Bench {
@@ -137,7 +140,10 @@ fn in_chunks(iters: u64, mut chunk: impl FnMut(u64) -> Duration) -> Duration {
 }
 
 fn ingest(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut b = rt.block_on(Bench::new());
     let mut group = c.benchmark_group("ingest_handler");
     group.throughput(Throughput::Elements(1));

@@ -59,13 +59,19 @@ pub fn received(message: &SqsMessage) -> Option<ReceivedMessage> {
         message_id: message.message_id.clone().filter(|s| !s.is_empty())?,
         receipt: message.receipt_handle.clone().filter(|s| !s.is_empty())?,
         body: message.body.clone().unwrap_or_default(),
-        sent_at_ms: message.attributes.get("SentTimestamp").and_then(|t| t.parse().ok()).unwrap_or(0),
+        sent_at_ms: message
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
     })
 }
 
 impl DeliverHandler {
     pub fn new(settings: &Settings, adapters: &Adapters, metrics: Metrics) -> Self {
-        DeliverHandler { deliverer: Deliverer::new(delivery(settings, adapters, metrics)) }
+        DeliverHandler {
+            deliverer: Deliverer::new(delivery(settings, adapters, metrics)),
+        }
     }
 
     /// Handle one SQS batch. Never fails the invocation: problems become per-message retries.

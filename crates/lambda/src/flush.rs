@@ -47,11 +47,21 @@ impl FlushHandler {
             settings.drain_budget = settings.drain_budget.min(Duration::from_millis(remaining / 2));
         }
         tracing::info!(
-            schedule = event.payload.resources.as_ref().and_then(|r| r.first()).map(String::as_str).unwrap_or(""),
+            schedule = event
+                .payload
+                .resources
+                .as_ref()
+                .and_then(|r| r.first())
+                .map(String::as_str)
+                .unwrap_or(""),
             budget_ms = settings.drain_budget.as_millis() as u64,
             "flush started"
         );
-        let flusher = Flusher { delivery: self.delivery.clone(), batch_queue: self.batch_queue.clone(), settings };
+        let flusher = Flusher {
+            delivery: self.delivery.clone(),
+            batch_queue: self.batch_queue.clone(),
+            settings,
+        };
         // the pipeline logs the "flush finished" summary itself
         Ok(flusher.flush().await)
     }
@@ -59,10 +69,12 @@ impl FlushHandler {
 
 /// Serve scheduled events until the runtime stops.
 pub async fn run(handler: FlushHandler) -> Result<(), LambdaError> {
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
-        let handler = handler.clone();
-        async move { handler.handle(event).await }
-    }))
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<EventBridgeEvent>| {
+            let handler = handler.clone();
+            async move { handler.handle(event).await }
+        },
+    ))
     .await
     .map_err(|e| LambdaError::Runtime(e.to_string()))
 }

@@ -43,7 +43,10 @@ impl IngestHandler {
                 batch: adapters.batch.clone(),
                 clock: adapters.clock.clone(),
                 metrics,
-                settings: IngestSettings { ledger_retention: settings.ledger_retention, ..IngestSettings::default() },
+                settings: IngestSettings {
+                    ledger_retention: settings.ledger_retention,
+                    ..IngestSettings::default()
+                },
             },
         })
     }
@@ -79,7 +82,12 @@ impl IngestHandler {
             }
             return Ok(response(self.ingest.status(&id).await));
         }
-        Ok(json_response(404, json!({"error": format!("no route for {method} {path}")}).to_string(), None, None))
+        Ok(json_response(
+            404,
+            json!({"error": format!("no route for {method} {path}")}).to_string(),
+            None,
+            None,
+        ))
     }
 }
 
@@ -90,7 +98,11 @@ static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signatur
 /// The `{alert_id}` of a status request: the route's path parameter, else the path after `/v1/alerts/`.
 fn alert_id(request: &Request, path: &str) -> Option<String> {
     let (_, rest) = path.rsplit_once("/v1/alerts/")?;
-    if let Some(id) = request.path_parameters_ref().and_then(|p| p.first("alert_id")).filter(|s| !s.is_empty()) {
+    if let Some(id) = request
+        .path_parameters_ref()
+        .and_then(|p| p.first("alert_id"))
+        .filter(|s| !s.is_empty())
+    {
         return Some(id.to_string());
     }
     (!rest.is_empty() && !rest.contains('/')).then(|| percent_decode(rest))
@@ -134,7 +146,10 @@ fn json_response(status: u16, text: String, retry_after: Option<u64>, allow: Opt
     let mut response = Response::new(Body::Text(text));
     *response.status_mut() = http::StatusCode::from_u16(status).expect("the pipeline answers with valid statuses");
     let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     if let Some(s) = retry_after {
         headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
     }
@@ -164,20 +179,30 @@ mod tests {
             serde_json::from_str(include_str!("../../../events/lambda/apigw-post-alert.json"))
                 .expect("the sample event is JSON");
         edit(&mut event);
-        serde_json::from_value::<lambda_http::request::LambdaRequest>(event).expect("an API Gateway v2 event").into()
+        serde_json::from_value::<lambda_http::request::LambdaRequest>(event)
+            .expect("an API Gateway v2 event")
+            .into()
     }
 
     #[test]
     fn status_links_use_the_api_domain_and_a_named_stage() {
         let domain = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com";
-        assert_eq!(status_base(&request(|_| {})), format!("https://{domain}"), "$default stage: no path segment");
+        assert_eq!(
+            status_base(&request(|_| {})),
+            format!("https://{domain}"),
+            "$default stage: no path segment"
+        );
         let staged = request(|e| e["requestContext"]["stage"] = "prod".into());
         assert_eq!(status_base(&staged), format!("https://{domain}/prod"));
         let no_domain = request(|e| {
             e["requestContext"]["domainName"] = "".into();
             e["headers"]["host"] = "relay.example.com".into();
         });
-        assert_eq!(status_base(&no_domain), "https://relay.example.com", "the Host header otherwise");
+        assert_eq!(
+            status_base(&no_domain),
+            "https://relay.example.com",
+            "the Host header otherwise"
+        );
     }
 
     #[test]

@@ -69,7 +69,10 @@ impl Adapters {
         let sqs = aws_sdk_sqs::Client::new(sdk);
         Adapters {
             ledger: Arc::new(relay_aws::DynamoLedger::new(sdk, &settings.ledger_table)),
-            realtime: Arc::new(relay_aws::SqsQueue::from_client(sqs.clone(), &settings.realtime_queue_url)),
+            realtime: Arc::new(relay_aws::SqsQueue::from_client(
+                sqs.clone(),
+                &settings.realtime_queue_url,
+            )),
             batch: Arc::new(relay_aws::SqsQueue::from_client(sqs.clone(), &settings.batch_queue_url)),
             dlq: Arc::new(relay_aws::SqsQueue::from_client(sqs, &settings.dlq_url)),
             secrets: Arc::new(relay_aws::SecretsManagerStore::new(sdk)),
@@ -80,7 +83,12 @@ impl Adapters {
 
     /// A secret from the store, cached for `settings.secret_ttl`.
     pub fn cached_secret(&self, settings: &Settings, id: &str) -> Arc<CachedSecret> {
-        Arc::new(CachedSecret::new(self.secrets.clone(), id, settings.secret_ttl, self.clock.clone()))
+        Arc::new(CachedSecret::new(
+            self.secrets.clone(),
+            id,
+            settings.secret_ttl,
+            self.clock.clone(),
+        ))
     }
 }
 
@@ -92,15 +100,25 @@ impl Adapters {
 /// queries, metric filters and dashboard widgets read.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_ascii_lowercase());
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .map(|l| l.to_ascii_lowercase());
     let filter = match level {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(true);
     let result = if json {
-        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.without_time().try_init()
     };
@@ -111,11 +129,18 @@ pub fn init_logging() {
 
 /// The routing config: `RELAY_CONFIG_PATH` when set, the compiled-in default otherwise.
 pub fn load_config(settings: &Settings) -> Result<Config, LambdaError> {
-    let Some(path) = &settings.config_path else { return Ok(Config::default_config()) };
+    let Some(path) = &settings.config_path else {
+        return Ok(Config::default_config());
+    };
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| LambdaError::Config { path: shown.clone(), message: format!("cannot read: {e}") })?;
-    Config::from_yaml(&text).map_err(|e| LambdaError::Config { path: shown, message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|e| LambdaError::Config {
+        path: shown.clone(),
+        message: format!("cannot read: {e}"),
+    })?;
+    Config::from_yaml(&text).map_err(|e| LambdaError::Config {
+        path: shown,
+        message: e.to_string(),
+    })
 }
 
 /// The router for `config`. When the config pseudonymises employees, the key is fetched from
@@ -127,10 +152,10 @@ pub async fn build_router(
 ) -> Result<Router, LambdaError> {
     let key = match (&settings.pseudonym_secret_arn, config.privacy.pseudonymise_employee) {
         (Some(arn), true) => {
-            let value = secrets
-                .fetch(arn)
-                .await
-                .map_err(|e| LambdaError::Secret { id: arn.clone(), message: e.to_string() })?;
+            let value = secrets.fetch(arn).await.map_err(|e| LambdaError::Secret {
+                id: arn.clone(),
+                message: e.to_string(),
+            })?;
             Some(value.trim().as_bytes().to_vec())
         }
         (None, true) => {
@@ -174,7 +199,10 @@ mod tests {
         let mut s = settings();
         s.config_path = Some("/nonexistent/relay.yaml".into());
         let e = load_config(&s).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/relay.yaml") && e.contains("cannot read"), "{e}");
+        assert!(
+            e.contains("/nonexistent/relay.yaml") && e.contains("cannot read"),
+            "{e}"
+        );
 
         let dir = std::env::temp_dir().join(format!("relay-lambda-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -187,7 +215,10 @@ mod tests {
         let mut config = Config::default_config();
         config.privacy.pseudonymise_employee = true;
         let none = MemorySecrets::default();
-        let e = build_router(&settings(), config.clone(), &none).await.unwrap_err().to_string();
+        let e = build_router(&settings(), config.clone(), &none)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PSEUDONYM_SECRET_ARN"), "{e}");
         let mut s = settings();
         s.pseudonym_secret_arn = Some("pseudo".into());
@@ -203,7 +234,11 @@ mod tests {
         // an empty secret store: init must not ask it for anything
         let a = adapters(MemorySecrets::default());
         let s = settings();
-        assert!(ingest::IngestHandler::new(&s, &a, relay_pipeline::Metrics::off()).await.is_ok());
+        assert!(
+            ingest::IngestHandler::new(&s, &a, relay_pipeline::Metrics::off())
+                .await
+                .is_ok()
+        );
         let _ = deliver::DeliverHandler::new(&s, &a, relay_pipeline::Metrics::off());
         let f = flush::FlushHandler::new(&s, &a, relay_pipeline::Metrics::off()).unwrap();
         assert_eq!(f.settings.drain_budget, s.flush_budget);

@@ -102,7 +102,10 @@ impl Settings {
             pseudonym_secret_arn: get("PSEUDONYM_SECRET_ARN"),
             flush_budget,
             metrics_namespace: get("METRICS_NAMESPACE").unwrap_or_else(|| "AlertRelay".into()),
-            backoff: BackoffPolicy { window, ..BackoffPolicy::default() },
+            backoff: BackoffPolicy {
+                window,
+                ..BackoffPolicy::default()
+            },
             lease: Duration::from_secs(120),
             secret_ttl: Duration::from_secs(300),
             servicenow_timeout: Duration::from_secs(20),

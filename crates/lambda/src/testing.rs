@@ -31,12 +31,21 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     /// An empty queue whose received messages stay invisible for `visibility`.
     pub fn new(visibility: Duration) -> Self {
-        MemoryQueue { visibility, messages: Mutex::new(VecDeque::new()), next: AtomicU64::new(1) }
+        MemoryQueue {
+            visibility,
+            messages: Mutex::new(VecDeque::new()),
+            next: AtomicU64::new(1),
+        }
     }
 
     /// Every body on the queue (visible or not), oldest first.
     pub fn bodies(&self) -> Vec<String> {
-        self.messages.lock().expect("queue lock").iter().map(|m| m.body.clone()).collect()
+        self.messages
+            .lock()
+            .expect("queue lock")
+            .iter()
+            .map(|m| m.body.clone())
+            .collect()
     }
 
     /// Forget every message (benchmarks keep memory flat this way).
@@ -75,7 +84,11 @@ impl AlertQueue for MemoryQueue {
             let mut out = Vec::new();
             {
                 let mut messages = self.messages.lock().expect("queue lock");
-                for m in messages.iter_mut().filter(|m| m.visible_at_ms <= now).take(max as usize) {
+                for m in messages
+                    .iter_mut()
+                    .filter(|m| m.visible_at_ms <= now)
+                    .take(max as usize)
+                {
                     let receipt = format!("{}#{}", m.id, self.next.fetch_add(1, Ordering::Relaxed));
                     m.receipt = Some(receipt.clone());
                     m.visible_at_ms = now + self.visibility.as_millis() as i64;
@@ -188,7 +201,9 @@ impl Ledger for MemoryLedger {
 
     async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError> {
         let mut map = self.entries.lock().expect("ledger lock");
-        let Some(e) = Self::live(&mut map, alert_id) else { return Ok(Claim::Missing) };
+        let Some(e) = Self::live(&mut map, alert_id) else {
+            return Ok(Claim::Missing);
+        };
         match e.state {
             DeliveryState::Completed => return Ok(Claim::Completed(e.clone())),
             DeliveryState::Failed => return Ok(Claim::Failed(e.clone())),
@@ -299,14 +314,21 @@ pub struct MemorySecrets {
 
 impl MemorySecrets {
     pub fn new(values: impl IntoIterator<Item = (String, String)>) -> Self {
-        MemorySecrets { values: Mutex::new(values.into_iter().collect()) }
+        MemorySecrets {
+            values: Mutex::new(values.into_iter().collect()),
+        }
     }
 }
 
 #[async_trait]
 impl relay_ports::SecretStore for MemorySecrets {
     async fn fetch(&self, id: &str) -> Result<String, PortError> {
-        self.values.lock().expect("secrets lock").get(id).cloned().ok_or_else(|| PortError::NotFound(id.into()))
+        self.values
+            .lock()
+            .expect("secrets lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| PortError::NotFound(id.into()))
     }
 }
 

@@ -19,15 +19,27 @@ use relay_ports::{AlertQueue, Claim, Clock, Ledger, RecordRef, SystemClock};
 use tokio::runtime::Runtime;
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn record(id: &str) -> RecordRef {
-    RecordRef { table: "incident".into(), sys_id: format!("sys-{id}"), number: None, link: String::new() }
+    RecordRef {
+        table: "incident".into(),
+        sys_id: format!("sys-{id}"),
+        number: None,
+        link: String::new(),
+    }
 }
 
 fn open(dir: &tempfile::TempDir, durability: Durability) -> LocalStore {
-    let options = StoreOptions { durability, ..StoreOptions::default() };
+    let options = StoreOptions {
+        durability,
+        ..StoreOptions::default()
+    };
     LocalStore::open_with(dir.path().join("bench.db"), options).unwrap()
 }
 
@@ -41,7 +53,10 @@ fn single_caller(c: &mut Criterion) {
     c.bench_function("queue/send_receive_delete", |b| {
         b.iter(|| {
             rt.block_on(async {
-                queue.send(r#"{"alert_id":"x","severity":"critical"}"#, Duration::ZERO).await.unwrap();
+                queue
+                    .send(r#"{"alert_id":"x","severity":"critical"}"#, Duration::ZERO)
+                    .await
+                    .unwrap();
                 let m = queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
                 queue.delete(&m.receipt).await.unwrap();
             })
@@ -56,7 +71,10 @@ fn single_caller(c: &mut Criterion) {
             rt.block_on(async {
                 let now = SystemClock.now_ms();
                 ledger.accept(&sample_entry(&id, now)).await.unwrap();
-                assert!(matches!(ledger.claim(&id, now, 60_000).await.unwrap(), Claim::Claimed(_)));
+                assert!(matches!(
+                    ledger.claim(&id, now, 60_000).await.unwrap(),
+                    Claim::Claimed(_)
+                ));
                 ledger.complete(&id, &record(&id), now).await.unwrap();
             })
         })
@@ -105,7 +123,10 @@ fn concurrent(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("alert_lifecycle");
     group.sample_size(10);
-    for (name, durability) in [("process_crash", Durability::ProcessCrash), ("power_loss", Durability::PowerLoss)] {
+    for (name, durability) in [
+        ("process_crash", Durability::ProcessCrash),
+        ("power_loss", Durability::PowerLoss),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir, durability);
         let mut round = 0u64;

@@ -94,7 +94,10 @@ pub fn open_writer(path: &Path, busy_timeout: Duration, durability: Durability) 
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| LocalError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+    .map_err(|e| LocalError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     conn.busy_timeout(busy_timeout)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -123,8 +126,14 @@ pub fn start_checkpointer(
     busy_timeout: Duration,
     durability: Durability,
 ) -> Result<mpsc::Sender<()>, LocalError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| LocalError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| LocalError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     configure(&conn, busy_timeout, durability)?;
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
     let (stop, stopped) = mpsc::channel::<()>();
@@ -207,7 +216,9 @@ where
 
     fn finish(self: Box<Self>, commit: Result<(), String>) {
         let answer = match commit {
-            Ok(()) => self.outcome.unwrap_or_else(|| Err(LocalError::Transaction("the job did not run".into()))),
+            Ok(()) => self
+                .outcome
+                .unwrap_or_else(|| Err(LocalError::Transaction("the job did not run".into()))),
             Err(e) => Err(LocalError::Transaction(e)),
         };
         // The caller may have given up waiting (a cancelled future); the write stands regardless.
@@ -226,7 +237,10 @@ impl Writer {
     pub fn start(conn: Connection, path: &Path) -> Result<Writer, LocalError> {
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
         std::thread::Builder::new()
-            .name(format!("relay-sqlite-writer:{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("db")))
+            .name(format!(
+                "relay-sqlite-writer:{}",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
+            ))
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| LocalError::Transaction(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { jobs: tx })
@@ -239,7 +253,11 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, LocalError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(TypedJob { work: Some(work), outcome: None, reply });
+        let job = Box::new(TypedJob {
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
         self.jobs.send(job).map_err(|_| LocalError::Closed)?;
         answer.await.map_err(|_| LocalError::Closed)?
     }
@@ -314,16 +332,26 @@ const MAX_IDLE_READERS: usize = 8;
 
 impl Readers {
     pub fn new(path: PathBuf, busy_timeout: Duration, durability: Durability) -> Arc<Readers> {
-        Arc::new(Readers { path, busy_timeout, durability, idle: Mutex::new(Vec::new()) })
+        Arc::new(Readers {
+            path,
+            busy_timeout,
+            durability,
+            idle: Mutex::new(Vec::new()),
+        })
     }
 
     fn take(&self) -> Result<Connection, LocalError> {
         if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(conn);
         }
-        let conn =
-            Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| LocalError::Open { path: self.path.clone(), reason: e.to_string() })?;
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| LocalError::Open {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         configure(&conn, self.busy_timeout, self.durability)?;
         Ok(conn)
     }

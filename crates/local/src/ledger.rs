@@ -33,12 +33,16 @@ fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, LocalError>> 
     let state: String = r.get(2)?;
     let record_json: Option<String> = r.get(15)?;
     let Some(state) = DeliveryState::parse(&state) else {
-        return Ok(Err(LocalError::Corrupt(format!("ledger entry {alert_id} has unknown state {state:?}"))));
+        return Ok(Err(LocalError::Corrupt(format!(
+            "ledger entry {alert_id} has unknown state {state:?}"
+        ))));
     };
     let record = match record_json.map(|j| serde_json::from_str::<RecordRef>(&j)).transpose() {
         Ok(r) => r,
         Err(e) => {
-            return Ok(Err(LocalError::Corrupt(format!("ledger entry {alert_id} has a bad record: {e}"))));
+            return Ok(Err(LocalError::Corrupt(format!(
+                "ledger entry {alert_id} has a bad record: {e}"
+            ))));
         }
     };
     Ok(Ok(LedgerEntry {
@@ -75,9 +79,17 @@ fn load(conn: &Connection, alert_id: &str) -> Result<Option<LedgerEntry>, LocalE
 
 /// Write `e` (insert or replace the whole row).
 fn store(conn: &Connection, e: &LedgerEntry) -> Result<(), LocalError> {
-    let record = e.record.as_ref().map(serde_json::to_string).transpose().map_err(|err| {
-        LocalError::Rejected(format!("ledger entry {} has a record that cannot be stored: {err}", e.alert_id))
-    })?;
+    let record = e
+        .record
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| {
+            LocalError::Rejected(format!(
+                "ledger entry {} has a record that cannot be stored: {err}",
+                e.alert_id
+            ))
+        })?;
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO ledger ({COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
@@ -166,7 +178,9 @@ impl SqliteLedger {
         self.store
             .writer
             .run(move |conn| {
-                let n = conn.prepare_cached("DELETE FROM ledger WHERE expires_at_s < ?1")?.execute(params![now_s])?;
+                let n = conn
+                    .prepare_cached("DELETE FROM ledger WHERE expires_at_s < ?1")?
+                    .execute(params![now_s])?;
                 Ok(n as u64)
             })
             .await
@@ -318,6 +332,10 @@ impl Ledger for SqliteLedger {
     async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
         let id = alert_id.to_string();
         let now = self.store.now_ms();
-        Ok(self.store.readers.run(move |conn| Ok(load(conn, &id)?.filter(|e| !is_expired(e, now)))).await?)
+        Ok(self
+            .store
+            .readers
+            .run(move |conn| Ok(load(conn, &id)?.filter(|e| !is_expired(e, now))))
+            .await?)
     }
 }

@@ -175,7 +175,9 @@ pub struct LocalStore {
 
 impl std::fmt::Debug for LocalStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalStore").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("LocalStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 

@@ -81,7 +81,11 @@ fn decode(rows: Vec<(i64, i64, String)>) -> Result<Vec<StoredNotification>, Loca
         .map(|(id, created_at_ms, json)| {
             let notice = serde_json::from_str(&json)
                 .map_err(|e| LocalError::Corrupt(format!("notification {id} cannot be read: {e}")))?;
-            Ok(StoredNotification { id, created_at_ms, notice })
+            Ok(StoredNotification {
+                id,
+                created_at_ms,
+                notice,
+            })
         })
         .collect()
 }

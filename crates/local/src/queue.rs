@@ -73,7 +73,12 @@ fn receipt_row(receipt: &str) -> Option<i64> {
 
 impl SqliteQueue {
     pub(crate) fn new(store: Arc<StoreInner>, name: String, signal: Arc<Notify>, visibility_timeout: Duration) -> Self {
-        SqliteQueue { store, name: name.into(), signal, visibility_timeout }
+        SqliteQueue {
+            store,
+            name: name.into(),
+            signal,
+            visibility_timeout,
+        }
     }
 
     /// This handle with another visibility timeout (how long a received message stays invisible).
@@ -148,7 +153,9 @@ impl SqliteQueue {
     /// the message was not on this queue. This is what `relay replay-dlq --local` uses.
     pub async fn move_to(&self, message_id: &str, to: &SqliteQueue) -> Result<Option<String>, LocalError> {
         if !Arc::ptr_eq(&self.store, &to.store) {
-            return Err(LocalError::Rejected("move_to needs two queues of the same store".into()));
+            return Err(LocalError::Rejected(
+                "move_to needs two queues of the same store".into(),
+            ));
         }
         let from = Arc::clone(&self.name);
         let dest = Arc::clone(&to.name);
@@ -223,7 +230,9 @@ impl SqliteQueue {
 
     async fn receive_inner(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, LocalError> {
         if max == 0 || max > MAX_RECEIVE {
-            return Err(LocalError::Rejected(format!("receive max must be 1..={MAX_RECEIVE}, got {max}")));
+            return Err(LocalError::Rejected(format!(
+                "receive max must be 1..={MAX_RECEIVE}, got {max}"
+            )));
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {

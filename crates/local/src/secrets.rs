@@ -52,9 +52,14 @@ impl LocalSecretStore {
     /// Load the JSON file at `path` (format in the module docs).
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, LocalError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LocalError::SecretsFile { path: path.to_path_buf(), reason: e.to_string() })?;
-        Self::from_json_str(&text).map_err(|reason| LocalError::SecretsFile { path: path.to_path_buf(), reason })
+        let text = std::fs::read_to_string(path).map_err(|e| LocalError::SecretsFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json_str(&text).map_err(|reason| LocalError::SecretsFile {
+            path: path.to_path_buf(),
+            reason,
+        })
     }
 
     /// Parse the JSON document `text` (format in the module docs). The error names what is wrong.
@@ -74,7 +79,10 @@ impl LocalSecretStore {
             };
             values.insert(id, text);
         }
-        Ok(LocalSecretStore { values, env_prefix: None })
+        Ok(LocalSecretStore {
+            values,
+            env_prefix: None,
+        })
     }
 
     /// Add (or replace) one secret.
@@ -92,8 +100,16 @@ impl LocalSecretStore {
     /// The environment variable that holds `id` (when a prefix is set).
     pub fn env_var_name(&self, id: &str) -> Option<String> {
         let prefix = self.env_prefix.as_ref()?;
-        let suffix: String =
-            id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let suffix: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         Some(format!("{prefix}{suffix}"))
     }
 

@@ -60,8 +60,11 @@ async fn the_queue_suite_passes_with_a_fresh_queue_per_check() {
         let store = Arc::clone(&store);
         let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
-            Box::new(store.queue(&format!("conformance-{n}")).with_visibility_timeout(suite::MIN_QUEUE_VISIBILITY))
-                as Box<dyn AlertQueue>
+            Box::new(
+                store
+                    .queue(&format!("conformance-{n}"))
+                    .with_visibility_timeout(suite::MIN_QUEUE_VISIBILITY),
+            ) as Box<dyn AlertQueue>
         }
     })
     .await;

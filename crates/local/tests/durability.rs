@@ -99,7 +99,13 @@ fn run_child_and_kill(
     min_done: usize,
 ) -> (Vec<String>, Vec<String>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "crash_child_writes_until_killed", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child_writes_until_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DB_VAR, path)
         .env(ROUND_VAR, round.to_string())
         .stdout(Stdio::piped())
@@ -121,7 +127,11 @@ fn run_child_and_kill(
     }
     child.kill().expect("SIGKILL the child"); // std's kill is SIGKILL on Unix: no clean shutdown
     child.wait().unwrap();
-    assert!(acks.len() >= min_acks && done.len() >= min_done, "the child stopped early: {} acks", acks.len());
+    assert!(
+        acks.len() >= min_acks && done.len() >= min_done,
+        "the child stopped early: {} acks",
+        acks.len()
+    );
     (acks, done)
 }
 
@@ -152,14 +162,25 @@ async fn kill_9_mid_write_loses_nothing_acknowledged() {
     }
     assert!(on_queue.values().all(|n| *n == 1), "a message was stored twice");
     for id in &acked {
-        let e = ledger.get(id).await.unwrap().unwrap_or_else(|| panic!("acknowledged alert {id} was lost"));
+        let e = ledger
+            .get(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged alert {id} was lost"));
         if delivered.contains(id) {
             assert_eq!(e.state, DeliveryState::Completed, "{id} was completed before the kill");
             assert_eq!(e.attempts, 1, "{id} was claimed once");
             assert_eq!(e.record.unwrap().sys_id, format!("sys-{id}"));
-            assert!(!on_queue.contains_key(id), "{id} was deleted from the queue before the kill");
+            assert!(
+                !on_queue.contains_key(id),
+                "{id} was deleted from the queue before the kill"
+            );
         } else {
-            assert_ne!(e.state, DeliveryState::Accepted, "{id} was marked queued before the kill");
+            assert_ne!(
+                e.state,
+                DeliveryState::Accepted,
+                "{id} was marked queued before the kill"
+            );
             // Either still on the queue, or delivered by a child that was killed before printing DONE.
             assert!(
                 on_queue.contains_key(id)
@@ -175,7 +196,10 @@ async fn kill_9_mid_write_loses_nothing_acknowledged() {
         if let Some(e) = ledger.get(&m.body).await.unwrap()
             && e.state == DeliveryState::Completed
         {
-            assert!(matches!(ledger.claim(&m.body, SystemClock.now_ms(), 1000).await.unwrap(), Claim::Completed(_)));
+            assert!(matches!(
+                ledger.claim(&m.body, SystemClock.now_ms(), 1000).await.unwrap(),
+                Claim::Completed(_)
+            ));
         }
     }
 }

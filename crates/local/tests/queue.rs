@@ -14,7 +14,10 @@ const T0: i64 = 1_750_000_000_000;
 fn store_with_clock() -> (TempDir, LocalStore, Arc<ManualClock>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::new(T0));
-    let options = StoreOptions { clock: Arc::clone(&clock) as Arc<dyn Clock>, ..StoreOptions::default() };
+    let options = StoreOptions {
+        clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        ..StoreOptions::default()
+    };
     let store = LocalStore::open_with(dir.path().join("q.db"), options).expect("open");
     (dir, store, clock)
 }
@@ -27,7 +30,10 @@ async fn a_received_message_reappears_after_the_visibility_timeout_unless_delete
     let first = q.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(first.len(), 1);
     clock.advance(Duration::from_secs(29));
-    assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "invisible before the timeout");
+    assert!(
+        q.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+        "invisible before the timeout"
+    );
     clock.advance(Duration::from_secs(2));
     let again = q.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(again.len(), 1, "visible again after the timeout");
@@ -49,12 +55,25 @@ async fn a_stale_receipt_neither_deletes_nor_delays_the_new_lease() {
         Err(PortError::NotFound(m)) => assert!(m.contains("stale"), "{m}"),
         other => panic!("stale delete must be NotFound, got {other:?}"),
     }
-    assert!(matches!(q.retry_after(&old.receipt, Duration::ZERO).await, Err(PortError::NotFound(_))));
-    assert_eq!(q.depth().await.unwrap(), 1, "the stale receipt must not delete the message");
-    assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty(), "the new lease still holds");
+    assert!(matches!(
+        q.retry_after(&old.receipt, Duration::ZERO).await,
+        Err(PortError::NotFound(_))
+    ));
+    assert_eq!(
+        q.depth().await.unwrap(),
+        1,
+        "the stale receipt must not delete the message"
+    );
+    assert!(
+        q.receive(1, Duration::ZERO).await.unwrap().is_empty(),
+        "the new lease still holds"
+    );
     q.delete(&new.receipt).await.expect("the current receipt deletes");
     assert_eq!(q.depth().await.unwrap(), 0);
-    assert!(matches!(q.delete(&new.receipt).await, Err(PortError::NotFound(_))), "second delete is an error");
+    assert!(
+        matches!(q.delete(&new.receipt).await, Err(PortError::NotFound(_))),
+        "second delete is an error"
+    );
 }
 
 #[tokio::test]
@@ -80,7 +99,10 @@ async fn delays_and_retry_after_follow_the_clock() {
     let m = q.receive(10, Duration::ZERO).await.unwrap().remove(0);
     q.retry_after(&m.receipt, Duration::from_secs(3600)).await.unwrap();
     clock.advance(Duration::from_secs(3599));
-    assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "retry_after(1 h) hides it for an hour");
+    assert!(
+        q.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+        "retry_after(1 h) hides it for an hour"
+    );
     clock.advance(Duration::from_secs(1));
     let again = q.receive(10, Duration::ZERO).await.unwrap().remove(0);
     assert_eq!(again.sent_at_ms, T0, "sent_at_ms is the send time");
@@ -144,33 +166,59 @@ async fn list_reads_without_receiving_and_move_to_replays_atomically() {
         dlq.send(&format!("dead-{i}"), Duration::ZERO).await.unwrap();
     }
     let listed = dlq.list(3).await.unwrap();
-    assert_eq!(listed.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["dead-0", "dead-1", "dead-2"]);
+    assert_eq!(
+        listed.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["dead-0", "dead-1", "dead-2"]
+    );
     let rest = dlq.list_after(Some(&listed[2].message_id), 10).await.unwrap();
     assert_eq!(rest.len(), 2);
     assert!(listed.iter().all(|m| m.receive_count == 0), "list must not receive");
-    assert_eq!(dlq.receive(10, Duration::ZERO).await.unwrap().len(), 5, "listed messages stay visible");
+    assert_eq!(
+        dlq.receive(10, Duration::ZERO).await.unwrap().len(),
+        5,
+        "listed messages stay visible"
+    );
 
-    let moved = dlq.move_to(&listed[0].message_id, &realtime).await.unwrap().expect("moved");
+    let moved = dlq
+        .move_to(&listed[0].message_id, &realtime)
+        .await
+        .unwrap()
+        .expect("moved");
     assert_ne!(moved, listed[0].message_id);
-    assert_eq!(dlq.move_to(&listed[0].message_id, &realtime).await.unwrap(), None, "already moved");
+    assert_eq!(
+        dlq.move_to(&listed[0].message_id, &realtime).await.unwrap(),
+        None,
+        "already moved"
+    );
     let m = realtime.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!((m.len(), m[0].body.as_str()), (1, "dead-0"));
     assert_eq!(dlq.depth().await.unwrap(), 4);
     assert!(dlq.remove(&listed[1].message_id).await.unwrap());
     assert!(!dlq.remove(&listed[1].message_id).await.unwrap());
     assert_eq!(dlq.depth().await.unwrap(), 3);
-    assert!(dlq.list_after(Some("no-such-id"), 1).await.is_err(), "paging after an unknown id is an error");
+    assert!(
+        dlq.list_after(Some("no-such-id"), 1).await.is_err(),
+        "paging after an unknown id is an error"
+    );
 
     let other_dir = tempfile::tempdir().unwrap();
     let other = LocalStore::open(other_dir.path().join("other.db")).unwrap();
-    assert!(dlq.move_to(&listed[2].message_id, &other.queue("realtime")).await.is_err(), "across files");
+    assert!(
+        dlq.move_to(&listed[2].message_id, &other.queue("realtime"))
+            .await
+            .is_err(),
+        "across files"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_receiver_is_woken_by_a_send() {
     let dir = tempfile::tempdir().unwrap();
     // A long poll interval: only the in-process signal can deliver the message before the wait ends.
-    let options = StoreOptions { poll_interval: Duration::from_secs(30), ..StoreOptions::default() };
+    let options = StoreOptions {
+        poll_interval: Duration::from_secs(30),
+        ..StoreOptions::default()
+    };
     let store = LocalStore::open_with(dir.path().join("w.db"), options).unwrap();
     let q = store.queue("realtime");
     let receiver = {
@@ -182,7 +230,10 @@ async fn a_waiting_receiver_is_woken_by_a_send() {
     let id = q.send("wake", Duration::ZERO).await.unwrap();
     let got = receiver.await.unwrap().unwrap();
     assert_eq!(got[0].message_id, id);
-    assert!(sent.elapsed() < Duration::from_secs(10), "woken by the send, not by the 20 s wait ending");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "woken by the send, not by the 20 s wait ending"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

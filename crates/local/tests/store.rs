@@ -28,7 +28,10 @@ fn a_file_from_a_newer_build_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("future.db");
     drop(LocalStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
     match LocalStore::open(&path) {
         Err(e @ LocalError::SchemaTooNew { found: 99, .. }) => {
             assert!(e.to_string().contains("schema version 99"), "{e}")
@@ -45,7 +48,11 @@ fn a_missing_directory_or_a_non_database_file_is_a_clear_error() {
         other => panic!("{other:?}"),
     }
     let junk = dir.path().join("junk.db");
-    std::fs::write(&junk, b"this is not a database, just some text that is long enough to matter..........").unwrap();
+    std::fs::write(
+        &junk,
+        b"this is not a database, just some text that is long enough to matter..........",
+    )
+    .unwrap();
     assert!(LocalStore::open(&junk).is_err(), "a non-database file must not open");
 }
 
@@ -82,7 +89,10 @@ async fn expired_entries_are_listed_nowhere_and_purged() {
     ledger.accept(&old).await.unwrap();
     ledger.accept(&sample_entry("fresh", now)).await.unwrap();
     let accepted = ledger.list_in_state(DeliveryState::Accepted, 10).await.unwrap();
-    assert_eq!(accepted.iter().map(|e| e.alert_id.as_str()).collect::<Vec<_>>(), ["fresh"]);
+    assert_eq!(
+        accepted.iter().map(|e| e.alert_id.as_str()).collect::<Vec<_>>(),
+        ["fresh"]
+    );
     assert_eq!(ledger.purge_expired().await.unwrap(), 1);
     assert_eq!(ledger.purge_expired().await.unwrap(), 0);
 }
@@ -91,7 +101,10 @@ async fn expired_entries_are_listed_nowhere_and_purged() {
 async fn a_write_lock_held_past_the_busy_timeout_is_unavailable_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("locked.db");
-    let options = StoreOptions { busy_timeout: Duration::from_millis(100), ..StoreOptions::default() };
+    let options = StoreOptions {
+        busy_timeout: Duration::from_millis(100),
+        ..StoreOptions::default()
+    };
     let store = LocalStore::open_with(&path, options).unwrap();
     let (ledger, queue) = (store.ledger(), store.queue("realtime"));
     // Another process holds the write lock.
@@ -101,12 +114,22 @@ async fn a_write_lock_held_past_the_busy_timeout_is_unavailable_and_nothing_is_w
         Err(PortError::Unavailable(m)) => assert!(m.contains("locked") || m.contains("busy"), "{m}"),
         other => panic!("a write blocked past busy_timeout must be Unavailable, got {other:?}"),
     }
-    assert!(matches!(queue.send("x", Duration::ZERO).await, Err(PortError::Unavailable(_))));
+    assert!(matches!(
+        queue.send("x", Duration::ZERO).await,
+        Err(PortError::Unavailable(_))
+    ));
     other.execute_batch("COMMIT").unwrap();
-    assert_eq!(ledger.get("locked-out").await.unwrap(), None, "a failed accept wrote nothing");
+    assert_eq!(
+        ledger.get("locked-out").await.unwrap(),
+        None,
+        "a failed accept wrote nothing"
+    );
     assert_eq!(queue.depth().await.unwrap(), 0, "a failed send wrote nothing");
     assert_eq!(
-        ledger.accept(&sample_entry("locked-out", SystemClock.now_ms())).await.unwrap(),
+        ledger
+            .accept(&sample_entry("locked-out", SystemClock.now_ms()))
+            .await
+            .unwrap(),
         relay_ports::Accept::New,
         "the retry after the lock is released succeeds"
     );
@@ -154,23 +177,45 @@ async fn secrets_come_from_the_file_or_the_environment_and_unknown_ids_are_not_f
             "password": "relay-password"}, "plain": "value-1", "relay-local-env-test": "from-file"}"#,
     )
     .unwrap();
-    let secrets = LocalSecretStore::from_json_file(&file).unwrap().with_env_prefix("RELAY_LOCAL_TEST_SECRET_");
+    let secrets = LocalSecretStore::from_json_file(&file)
+        .unwrap()
+        .with_env_prefix("RELAY_LOCAL_TEST_SECRET_");
     let sn: serde_json::Value = serde_json::from_str(&secrets.fetch("servicenow").await.unwrap()).unwrap();
     assert_eq!(sn["username"], "relay");
     assert_eq!(secrets.fetch("plain").await.unwrap(), "value-1");
 
-    assert_eq!(secrets.env_var_name("relay-local-env-test").unwrap(), "RELAY_LOCAL_TEST_SECRET_RELAY_LOCAL_ENV_TEST");
+    assert_eq!(
+        secrets.env_var_name("relay-local-env-test").unwrap(),
+        "RELAY_LOCAL_TEST_SECRET_RELAY_LOCAL_ENV_TEST"
+    );
     // SAFETY: no other test in this binary reads or writes this variable.
-    unsafe { std::env::set_var("RELAY_LOCAL_TEST_SECRET_RELAY_LOCAL_ENV_TEST", "from-env") };
-    assert_eq!(secrets.fetch("relay-local-env-test").await.unwrap(), "from-env", "the environment wins");
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("RELAY_LOCAL_TEST_SECRET_RELAY_LOCAL_ENV_TEST", "from-env")
+    };
+    assert_eq!(
+        secrets.fetch("relay-local-env-test").await.unwrap(),
+        "from-env",
+        "the environment wins"
+    );
 
     match secrets.fetch("missing").await {
         Err(PortError::NotFound(m)) => assert!(m.contains("RELAY_LOCAL_TEST_SECRET_MISSING"), "{m}"),
         other => panic!("{other:?}"),
     }
     let debug = format!("{secrets:?}");
-    assert!(!debug.contains("relay-password") && !debug.contains("value-1"), "Debug must redact: {debug}");
-    assert!(matches!(LocalSecretStore::new().with_secret("k", "v").fetch("k").await.as_deref(), Ok("v")));
+    assert!(
+        !debug.contains("relay-password") && !debug.contains("value-1"),
+        "Debug must redact: {debug}"
+    );
+    assert!(matches!(
+        LocalSecretStore::new()
+            .with_secret("k", "v")
+            .fetch("k")
+            .await
+            .as_deref(),
+        Ok("v")
+    ));
 }
 
 #[test]
@@ -178,9 +223,21 @@ fn a_bad_secrets_file_names_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let missing = LocalSecretStore::from_json_file(dir.path().join("none.json")).unwrap_err();
     assert!(missing.to_string().contains("none.json"), "{missing}");
-    assert!(LocalSecretStore::from_json_str("[1,2]").unwrap_err().contains("top level must be a JSON object"));
-    assert!(LocalSecretStore::from_json_str("{").unwrap_err().contains("not valid JSON"));
-    assert!(LocalSecretStore::from_json_str(r#"{"a": null}"#).unwrap_err().contains("secret \"a\" is null"));
+    assert!(
+        LocalSecretStore::from_json_str("[1,2]")
+            .unwrap_err()
+            .contains("top level must be a JSON object")
+    );
+    assert!(
+        LocalSecretStore::from_json_str("{")
+            .unwrap_err()
+            .contains("not valid JSON")
+    );
+    assert!(
+        LocalSecretStore::from_json_str(r#"{"a": null}"#)
+            .unwrap_err()
+            .contains("secret \"a\" is null")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,13 +249,18 @@ async fn a_store_on_a_hand_moved_clock_judges_expiry_by_it() {
         poll_interval: Duration::from_millis(5),
         ..StoreOptions::default()
     };
-    let ledger = LocalStore::open_with(dir.path().join("c.db"), options).unwrap().ledger();
+    let ledger = LocalStore::open_with(dir.path().join("c.db"), options)
+        .unwrap()
+        .ledger();
     let e = sample_entry("clocked", clock.now_ms()); // expires in 7 days
     ledger.accept(&e).await.unwrap();
     clock.advance(Duration::from_secs(6 * 86_400));
     assert!(ledger.get("clocked").await.unwrap().is_some());
     clock.advance(Duration::from_secs(2 * 86_400));
-    assert!(ledger.get("clocked").await.unwrap().is_none(), "expired by the store's clock");
+    assert!(
+        ledger.get("clocked").await.unwrap().is_none(),
+        "expired by the store's clock"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +282,10 @@ async fn a_failing_call_sharing_a_transaction_does_not_undo_the_others() {
     for (i, r) in results.iter().enumerate() {
         if i % 2 == 0 {
             assert!(r.is_ok(), "{r:?}");
-            assert!(ledger.get(&format!("ok-{i}")).await.unwrap().is_some(), "ok-{i} must be stored");
+            assert!(
+                ledger.get(&format!("ok-{i}")).await.unwrap().is_some(),
+                "ok-{i} must be stored"
+            );
         } else {
             assert!(matches!(r, Err(PortError::NotFound(_))), "{r:?}");
         }

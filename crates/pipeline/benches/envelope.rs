@@ -15,14 +15,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn envelope() -> Envelope {
     let alert = Alert::from_slice(include_bytes!("../../../events/alerts/seed-usb-copy-847-files.json")).unwrap();
     let decision = Router::new(Config::default_config(), None).unwrap().route(&alert);
-    Envelope::alert(decision, Some("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W".into()), 1_795_000_000_000)
+    Envelope::alert(
+        decision,
+        Some("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W".into()),
+        1_795_000_000_000,
+    )
 }
 
 fn serialize(c: &mut Criterion) {
     let envelope = envelope();
     let text = envelope.to_json();
-    assert_eq!(Envelope::from_json(&text).unwrap(), envelope, "what is written reads back the same");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), serde_json::to_value(&envelope).unwrap());
+    assert_eq!(
+        Envelope::from_json(&text).unwrap(),
+        envelope,
+        "what is written reads back the same"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        serde_json::to_value(&envelope).unwrap()
+    );
     let mut group = c.benchmark_group("envelope");
     group.throughput(Throughput::Bytes(text.len() as u64));
     group.bench_function("to_json", |b| b.iter(|| black_box(black_box(&envelope).to_json())));
@@ -34,7 +45,9 @@ fn serialize(c: &mut Criterion) {
             black_box(String::from_utf8(out).unwrap())
         })
     });
-    group.bench_function("from_json", |b| b.iter(|| black_box(Envelope::from_json(black_box(&text)).unwrap())));
+    group.bench_function("from_json", |b| {
+        b.iter(|| black_box(Envelope::from_json(black_box(&text)).unwrap()))
+    });
     group.finish();
 }
 

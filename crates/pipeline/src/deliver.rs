@@ -76,7 +76,12 @@ pub enum Settled {
 }
 
 fn record_ref(r: CreatedRecord) -> RecordRef {
-    RecordRef { table: r.table, sys_id: r.sys_id, number: r.number, link: r.link }
+    RecordRef {
+        table: r.table,
+        sys_id: r.sys_id,
+        number: r.number,
+        link: r.link,
+    }
 }
 
 fn event_ref(client: &ServiceNowClient, correlation_id: &str) -> RecordRef {
@@ -84,7 +89,10 @@ fn event_ref(client: &ServiceNowClient, correlation_id: &str) -> RecordRef {
         table: "em_event".into(),
         sys_id: String::new(),
         number: None,
-        link: format!("{}/em_event_list.do?sysparm_query=message_key%3D{correlation_id}", client.instance_url()),
+        link: format!(
+            "{}/em_event_list.do?sysparm_query=message_key%3D{correlation_id}",
+            client.instance_url()
+        ),
     }
 }
 
@@ -106,7 +114,10 @@ impl Delivery {
         let started = Instant::now();
         let outcome = if env.record_type() == RecordType::ItomEvent {
             // Event Management de-duplicates on message_key: resending is safe, no lookup needed.
-            match client.send_events(&[serde_json::Value::Object(env.fields().clone())]).await {
+            match client
+                .send_events(&[serde_json::Value::Object(env.fields().clone())])
+                .await
+            {
                 Ok(_) => Outcome::Created(CreatedRecord {
                     table: "em_event".into(),
                     sys_id: String::new(),
@@ -151,7 +162,10 @@ impl Delivery {
     /// One `RecordsCreated` for a record `env` describes.
     pub fn count_record(&self, env: &Envelope) {
         let rt = env.record_type();
-        self.metrics.count("RecordsCreated", &[("RecordType", rt.as_str()), ("Severity", severity_of(env))]);
+        self.metrics.count(
+            "RecordsCreated",
+            &[("RecordType", rt.as_str()), ("Severity", severity_of(env))],
+        );
     }
 
     /// The ledger, latency metric and audit line for a created record, without counting the record: a batch
@@ -196,7 +210,11 @@ impl Delivery {
         let now = self.clock.now_ms();
         let key = env.ledger_key();
         let (class, reason, retry_after) = match &outcome {
-            Outcome::Permanent { message, detail, status } => {
+            Outcome::Permanent {
+                message,
+                detail,
+                status,
+            } => {
                 let msg = match detail {
                     Some(d) => format!("HTTP {status}: {message}: {d}"),
                     None => format!("HTTP {status}: {message}"),
@@ -209,7 +227,11 @@ impl Delivery {
             Outcome::Created(_) => unreachable!("not a failure"),
         };
         let elapsed = Duration::from_millis((now - entry.first_received_at_ms).max(0) as u64);
-        match self.settings.backoff.next_attempt(entry.attempts.max(1), elapsed, retry_after, (self.jitter)()) {
+        match self
+            .settings
+            .backoff
+            .next_attempt(entry.attempts.max(1), elapsed, retry_after, (self.jitter)())
+        {
             NextAttempt::After(delay) => {
                 let ambiguous = matches!(outcome, Outcome::Ambiguous { .. });
                 if let Err(e) = self.ledger.retry_later(&key, class, &reason, ambiguous, now).await {
@@ -302,8 +324,10 @@ impl Delivery {
                     Item::Alert { webhook_id, .. } => webhook_id.as_deref(),
                     Item::Aggregate { .. } => None,
                 };
-                if let Accept::New =
-                    self.ledger.accept(&new_entry(env, webhook_id, self.settings.ledger_retention)).await?
+                if let Accept::New = self
+                    .ledger
+                    .accept(&new_entry(env, webhook_id, self.settings.ledger_retention))
+                    .await?
                 {
                     tracing::info!(alert_id = %key, "ledger entry was missing; recreated from the message");
                 }
@@ -329,7 +353,9 @@ pub struct Deliverer {
 
 impl Deliverer {
     pub fn new(delivery: Delivery) -> Self {
-        Deliverer { delivery: Arc::new(delivery) }
+        Deliverer {
+            delivery: Arc::new(delivery),
+        }
     }
 
     /// Handle one message from the realtime queue.
@@ -366,7 +392,13 @@ impl Deliverer {
                     tracing::error!(alert_id = %env.ledger_key(), error = %e, "record created but ledger not updated");
                     let _ = d
                         .ledger
-                        .retry_later(&env.ledger_key(), "ambiguous", "ledger update failed", true, d.clock.now_ms())
+                        .retry_later(
+                            &env.ledger_key(),
+                            "ambiguous",
+                            "ledger update failed",
+                            true,
+                            d.clock.now_ms(),
+                        )
                         .await;
                     Disposition::RetryLater
                 }

@@ -45,7 +45,10 @@ impl Envelope {
         Envelope {
             v: ENVELOPE_VERSION,
             received_at_ms,
-            item: Item::Alert { decision: Box::new(decision), webhook_id },
+            item: Item::Alert {
+                decision: Box::new(decision),
+                webhook_id,
+            },
             dead_letter: None,
         }
     }
@@ -54,7 +57,9 @@ impl Envelope {
         Envelope {
             v: ENVELOPE_VERSION,
             received_at_ms,
-            item: Item::Aggregate { record: Box::new(record) },
+            item: Item::Aggregate {
+                record: Box::new(record),
+            },
             dead_letter: None,
         }
     }

@@ -126,7 +126,10 @@ impl Flusher {
         for (msg, env, claim) in claims {
             match (env, claim) {
                 (Err(why), _) => {
-                    if d.poison(&msg.body, &format!("not an alert envelope: {why}")).await.is_ok() {
+                    if d.poison(&msg.body, &format!("not an alert envelope: {why}"))
+                        .await
+                        .is_ok()
+                    {
                         self.delete(&msg).await;
                     } else {
                         report.left += 1;
@@ -142,13 +145,17 @@ impl Flusher {
         }
 
         // Aggregates that reached the batch queue go straight back to the realtime path.
-        let (alerts, others): (Vec<Claimed>, Vec<Claimed>) =
-            claimed.into_iter().partition(|c| matches!(c.env.item, Item::Alert { .. }));
+        let (alerts, others): (Vec<Claimed>, Vec<Claimed>) = claimed
+            .into_iter()
+            .partition(|c| matches!(c.env.item, Item::Alert { .. }));
         for c in others {
             self.retry_via_realtime(
                 &[&c],
                 c.env.clone(),
-                Outcome::Retryable { retry_after: None, reason: "aggregate on the batch queue".into() },
+                Outcome::Retryable {
+                    retry_after: None,
+                    reason: "aggregate on the batch queue".into(),
+                },
                 &mut report,
             )
             .await;
@@ -168,7 +175,10 @@ impl Flusher {
         let pending: Vec<Pending<'_>> = alerts
             .iter()
             .zip(&decisions)
-            .map(|(c, decision)| Pending { decision, received_at_ms: c.env.received_at_ms })
+            .map(|(c, decision)| Pending {
+                decision,
+                received_at_ms: c.env.received_at_ms,
+            })
             .collect();
         let plan = batch::plan(&pending, &self.settings.batch, self.settings.window.as_millis() as i64);
         report.records = plan.records.len();
@@ -179,7 +189,10 @@ impl Flusher {
         let client = d.servicenow.client().await;
         for (i, r) in plan.records.iter().enumerate() {
             if r.record_type == RecordType::ItomEvent
-                || !r.members.iter().any(|m| crate::deliver::must_look_up(&alerts[*m].entry))
+                || !r
+                    .members
+                    .iter()
+                    .any(|m| crate::deliver::must_look_up(&alerts[*m].entry))
             {
                 continue;
             }
@@ -265,14 +278,26 @@ impl Flusher {
         for (i, record) in plan.records.iter().enumerate() {
             let members: Vec<&Claimed> = record.members.iter().map(|m| &alerts[*m]).collect();
             let env = self.envelope_for(record, &alerts);
-            let (outcome, found) =
-                outcomes.remove(&i).unwrap_or((Outcome::Ambiguous { reason: "record was not sent".into() }, false));
+            let (outcome, found) = outcomes.remove(&i).unwrap_or((
+                Outcome::Ambiguous {
+                    reason: "record was not sent".into(),
+                },
+                false,
+            ));
             match outcome {
                 Outcome::Created(rec) => {
-                    let rec = RecordRef { table: rec.table, sys_id: rec.sys_id, number: rec.number, link: rec.link };
+                    let rec = RecordRef {
+                        table: rec.table,
+                        sys_id: rec.sys_id,
+                        number: rec.number,
+                        link: rec.link,
+                    };
                     let mut ok = true;
                     for m in &members {
-                        let single = Envelope { item: m.env.item.clone(), ..env.clone() };
+                        let single = Envelope {
+                            item: m.env.item.clone(),
+                            ..env.clone()
+                        };
                         if let Err(e) = d.settled(&single, &m.entry, rec.clone(), found).await {
                             tracing::error!(alert_id = %m.entry.alert_id, error = %e, "record created but ledger not updated");
                             ok = false;
@@ -325,8 +350,12 @@ impl Flusher {
         if record.members.len() == 1 {
             return first.env.clone();
         }
-        let received =
-            record.members.iter().map(|m| alerts[*m].env.received_at_ms).min().unwrap_or(first.env.received_at_ms);
+        let received = record
+            .members
+            .iter()
+            .map(|m| alerts[*m].env.received_at_ms)
+            .min()
+            .unwrap_or(first.env.received_at_ms);
         Envelope::aggregate(record.clone(), received)
     }
 
@@ -366,7 +395,10 @@ impl Flusher {
                 }
                 if members.len() > 1 {
                     for m in members {
-                        let _ = d.ledger.retry_later(&m.entry.alert_id, &class, &reason, ambiguous, now).await;
+                        let _ = d
+                            .ledger
+                            .retry_later(&m.entry.alert_id, &class, &reason, ambiguous, now)
+                            .await;
                     }
                 }
                 for m in members {

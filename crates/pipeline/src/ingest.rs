@@ -33,11 +33,18 @@ pub struct Reply {
 
 impl Reply {
     fn new(status: u16, body: &impl Serialize) -> Reply {
-        Reply { status, body: sonic_rs::to_string(body).expect("a reply body always serialises"), retry_after: None }
+        Reply {
+            status,
+            body: sonic_rs::to_string(body).expect("a reply body always serialises"),
+            retry_after: None,
+        }
     }
 
     fn retry_later(body: &impl Serialize, seconds: u64) -> Reply {
-        Reply { retry_after: Some(seconds), ..Reply::new(503, body) }
+        Reply {
+            retry_after: Some(seconds),
+            ..Reply::new(503, body)
+        }
     }
 
     /// The body parsed back into a JSON value (for callers that inspect it).
@@ -117,12 +124,16 @@ fn is_json(content_type: Option<&str>) -> bool {
 /// The ledger entry an accepted alert starts with.
 pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Duration) -> LedgerEntry {
     let (rule, severity, delivery) = match &envelope.item {
-        crate::envelope::Item::Alert { decision, .. } => {
-            (decision.rule.clone(), decision.severity.as_str().to_string(), decision.delivery.as_str().to_string())
-        }
-        crate::envelope::Item::Aggregate { record } => {
-            ("batch".to_string(), String::new(), format!("batch of {}", record.alert_ids.len()))
-        }
+        crate::envelope::Item::Alert { decision, .. } => (
+            decision.rule.clone(),
+            decision.severity.as_str().to_string(),
+            decision.delivery.as_str().to_string(),
+        ),
+        crate::envelope::Item::Aggregate { record } => (
+            "batch".to_string(),
+            String::new(),
+            format!("batch of {}", record.alert_ids.len()),
+        ),
     };
     LedgerEntry {
         alert_id: envelope.ledger_key(),
@@ -159,7 +170,13 @@ impl Ingest {
 
     async fn verify(&self, req: &WebhookRequest<'_>, now_s: i64) -> Result<(), SignatureError> {
         let check = |keys: &WebhookSecrets| {
-            keys.verify(req.webhook_id, req.webhook_timestamp, req.webhook_signature, req.body, now_s)
+            keys.verify(
+                req.webhook_id,
+                req.webhook_timestamp,
+                req.webhook_signature,
+                req.body,
+                now_s,
+            )
         };
         match &self.keys {
             SigningKeys::Fixed(keys) => check(keys),
@@ -207,12 +224,20 @@ impl Ingest {
         let alert = match Alert::from_slice(req.body) {
             Ok(a) => a,
             Err(invalid) => {
-                return self.reject(400, "invalid", json!({"error": "invalid alert", "problems": invalid.problems}));
+                return self.reject(
+                    400,
+                    "invalid",
+                    json!({"error": "invalid alert", "problems": invalid.problems}),
+                );
             }
         };
         let decision = self.router.route(&alert);
         let envelope = Envelope::alert(decision, req.webhook_id.map(str::to_owned), now_ms);
-        let Envelope { item: crate::envelope::Item::Alert { decision, .. }, .. } = &envelope else {
+        let Envelope {
+            item: crate::envelope::Item::Alert { decision, .. },
+            ..
+        } = &envelope
+        else {
             unreachable!("built as an alert")
         };
         let accepted = |duplicate: bool| {
@@ -246,7 +271,8 @@ impl Ingest {
             }
             Ok(Accept::Duplicate(existing)) if existing.state != DeliveryState::Accepted => {
                 audit_routed(decision, true);
-                self.metrics.count("AlertsDuplicate", &[("Severity", decision.severity.as_str())]);
+                self.metrics
+                    .count("AlertsDuplicate", &[("Severity", decision.severity.as_str())]);
                 return accepted(true);
             }
             // New, or a duplicate whose first enqueue was never confirmed: (re-)enqueue. A second copy on
@@ -272,7 +298,10 @@ impl Ingest {
         }
         self.metrics.count(
             "AlertsAccepted",
-            &[("Severity", decision.severity.as_str()), ("AlertType", decision.alert_type.as_str())],
+            &[
+                ("Severity", decision.severity.as_str()),
+                ("AlertType", decision.alert_type.as_str()),
+            ],
         );
         accepted(false)
     }
@@ -281,7 +310,10 @@ impl Ingest {
     pub async fn status(&self, alert_id: &str) -> Reply {
         match self.ledger.get(alert_id).await {
             Ok(Some(e)) => Reply::new(200, &status_body(&e)),
-            Ok(None) => Reply::new(404, &json!({"error": format!("no alert with id {alert_id:?} is known")})),
+            Ok(None) => Reply::new(
+                404,
+                &json!({"error": format!("no alert with id {alert_id:?} is known")}),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "ledger read failed");
                 Reply::retry_later(&json!({"error": "the delivery ledger is unavailable"}), 5)

@@ -28,7 +28,13 @@ impl std::fmt::Debug for CachedSecret {
 
 impl CachedSecret {
     pub fn new(store: Arc<dyn SecretStore>, id: impl Into<String>, ttl: Duration, clock: Arc<dyn Clock>) -> Self {
-        CachedSecret { store, id: id.into(), ttl, clock, cached: Mutex::new(None) }
+        CachedSecret {
+            store,
+            id: id.into(),
+            ttl,
+            clock,
+            cached: Mutex::new(None),
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -51,7 +57,11 @@ impl CachedSecret {
 
     /// Age of the cached value in ms (None when nothing is cached).
     pub async fn age_ms(&self) -> Option<i64> {
-        self.cached.lock().await.as_ref().map(|(_, at)| self.clock.now_ms() - at)
+        self.cached
+            .lock()
+            .await
+            .as_ref()
+            .map(|(_, at)| self.clock.now_ms() - at)
     }
 
     /// Forget the cached value: the next `get` fetches afresh.
@@ -76,11 +86,18 @@ impl std::fmt::Debug for WebhookKeys {
 
 impl WebhookKeys {
     pub fn new(secret: CachedSecret) -> Self {
-        WebhookKeys { secret, parsed: std::sync::Mutex::new(None) }
+        WebhookKeys {
+            secret,
+            parsed: std::sync::Mutex::new(None),
+        }
     }
 
     pub async fn current(&self) -> Result<Arc<WebhookSecrets>, String> {
-        let doc = self.secret.get().await.map_err(|e| format!("webhook signing secret unavailable: {e}"))?;
+        let doc = self
+            .secret
+            .get()
+            .await
+            .map_err(|e| format!("webhook signing secret unavailable: {e}"))?;
         let mut parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((seen, keys)) = parsed.as_ref()
             && Arc::ptr_eq(seen, &doc)
@@ -137,7 +154,10 @@ impl ServiceNowSettings {
         let instance_url = field("instance_url")?;
         let auth = v.get("auth").and_then(|x| x.as_str()).unwrap_or("basic");
         let credentials = match auth {
-            "basic" => Credentials::Basic { username: field("username")?, password: field("password")? },
+            "basic" => Credentials::Basic {
+                username: field("username")?,
+                password: field("password")?,
+            },
             "oauth_password" => Credentials::OAuthPassword {
                 client_id: field("client_id")?,
                 client_secret: field("client_secret")?,
@@ -154,7 +174,10 @@ impl ServiceNowSettings {
                 ));
             }
         };
-        Ok(ServiceNowSettings { instance_url, credentials })
+        Ok(ServiceNowSettings {
+            instance_url,
+            credentials,
+        })
     }
 }
 
@@ -172,8 +195,14 @@ impl SecretCredentials {
 #[async_trait]
 impl CredentialSource for SecretCredentials {
     async fn credentials(&self) -> Result<Credentials, ClientError> {
-        let doc = self.secret.get().await.map_err(|e| ClientError::CredentialsUnavailable(e.to_string()))?;
-        ServiceNowSettings::from_document(&doc).map(|s| s.credentials).map_err(ClientError::InvalidCredentials)
+        let doc = self
+            .secret
+            .get()
+            .await
+            .map_err(|e| ClientError::CredentialsUnavailable(e.to_string()))?;
+        ServiceNowSettings::from_document(&doc)
+            .map(|s| s.credentials)
+            .map_err(ClientError::InvalidCredentials)
     }
 
     async fn invalidate(&self) {
@@ -205,7 +234,11 @@ impl ServiceNowTarget {
         secret: Arc<CachedSecret>,
         config: impl Fn(&str) -> ClientConfig + Send + Sync + 'static,
     ) -> Self {
-        ServiceNowTarget { secret: Some(secret), config: Box::new(config), client: OnceCell::new() }
+        ServiceNowTarget {
+            secret: Some(secret),
+            config: Box::new(config),
+            client: OnceCell::new(),
+        }
     }
 
     /// The client, or the outcome to treat this attempt as (retryable while the secret is unreachable or
@@ -223,12 +256,18 @@ impl ServiceNowTarget {
                 })?;
                 let settings = ServiceNowSettings::from_document(&doc).map_err(|e| {
                     tracing::error!(secret = %secret.id(), error = %e, "ServiceNow secret is malformed");
-                    Outcome::Retryable { retry_after: None, reason: e }
+                    Outcome::Retryable {
+                        retry_after: None,
+                        reason: e,
+                    }
                 })?;
                 let creds: Arc<dyn CredentialSource> = Arc::new(SecretCredentials::new(secret.clone()));
                 ServiceNowClient::new((self.config)(&settings.instance_url), creds).map_err(|e| {
                     tracing::error!(error = %e, "cannot build the ServiceNow client");
-                    Outcome::Retryable { retry_after: None, reason: e.to_string() }
+                    Outcome::Retryable {
+                        retry_after: None,
+                        reason: e.to_string(),
+                    }
                 })
             })
             .await
@@ -260,7 +299,10 @@ mod tests {
 
     #[tokio::test]
     async fn cached_secrets_expire_and_can_be_invalidated() {
-        let store = Arc::new(CountingStore { value: "one".to_string().into(), fetches: AtomicUsize::new(0) });
+        let store = Arc::new(CountingStore {
+            value: "one".to_string().into(),
+            fetches: AtomicUsize::new(0),
+        });
         let clock = Arc::new(ManualClock::new(0));
         let s = CachedSecret::new(store.clone(), "id", Duration::from_secs(60), clock.clone());
         assert_eq!(&*s.get().await.unwrap(), "one");
@@ -282,15 +324,30 @@ mod tests {
         let a = crate::signature::generate_secret();
         let b = crate::signature::generate_secret();
         let doc = |list: &[&str]| serde_json::json!({ "secrets": list }).to_string();
-        let store = Arc::new(CountingStore { value: doc(&[&a]).into(), fetches: AtomicUsize::new(0) });
+        let store = Arc::new(CountingStore {
+            value: doc(&[&a]).into(),
+            fetches: AtomicUsize::new(0),
+        });
         let clock = Arc::new(ManualClock::new(0));
-        let keys = WebhookKeys::new(CachedSecret::new(store.clone(), "wh", Duration::from_secs(60), clock.clone()));
+        let keys = WebhookKeys::new(CachedSecret::new(
+            store.clone(),
+            "wh",
+            Duration::from_secs(60),
+            clock.clone(),
+        ));
         let first = keys.current().await.unwrap();
         let shown = format!("{keys:?}");
         assert!(!shown.contains(&a[6..12]) && shown.contains("redacted"), "{shown}");
-        assert!(Arc::ptr_eq(&first, &keys.current().await.unwrap()), "an unchanged document is not parsed again");
+        assert!(
+            Arc::ptr_eq(&first, &keys.current().await.unwrap()),
+            "an unchanged document is not parsed again"
+        );
         let signed_a = WebhookSecrets::parse(&[&a]).unwrap().sign("msg_1", 100, b"{}");
-        assert!(first.verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100).is_ok());
+        assert!(
+            first
+                .verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100)
+                .is_ok()
+        );
 
         // rotation: the store now holds the new secret beside the old one
         *store.value.lock().unwrap() = doc(&[&b, &a]);
@@ -298,9 +355,21 @@ mod tests {
         let rotated = keys.current().await.unwrap();
         assert_eq!(rotated.len(), 2);
         let signed_b = WebhookSecrets::parse(&[&b]).unwrap().sign("msg_2", 100, b"{}");
-        assert!(rotated.verify(Some("msg_2"), Some("100"), Some(&signed_b), b"{}", 100).is_ok());
-        assert!(rotated.verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100).is_ok());
-        assert!(first.verify(Some("msg_2"), Some("100"), Some(&signed_b), b"{}", 100).is_err());
+        assert!(
+            rotated
+                .verify(Some("msg_2"), Some("100"), Some(&signed_b), b"{}", 100)
+                .is_ok()
+        );
+        assert!(
+            rotated
+                .verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100)
+                .is_ok()
+        );
+        assert!(
+            first
+                .verify(Some("msg_2"), Some("100"), Some(&signed_b), b"{}", 100)
+                .is_err()
+        );
 
         // a broken document is an error, not a silently kept old key set
         *store.value.lock().unwrap() = "{\"secrets\": [\"short\"]}".into();
@@ -331,13 +400,24 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown auth")
         );
-        assert!(ServiceNowSettings::from_document("nope").unwrap_err().contains("not a JSON object"));
-        assert!(ServiceNowSettings::from_document("{}").unwrap_err().contains("instance_url"));
+        assert!(
+            ServiceNowSettings::from_document("nope")
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            ServiceNowSettings::from_document("{}")
+                .unwrap_err()
+                .contains("instance_url")
+        );
     }
 
     #[tokio::test]
     async fn a_target_without_a_usable_secret_is_retryable() {
-        let store = Arc::new(CountingStore { value: "{}".to_string().into(), fetches: AtomicUsize::new(0) });
+        let store = Arc::new(CountingStore {
+            value: "{}".to_string().into(),
+            fetches: AtomicUsize::new(0),
+        });
         let clock = Arc::new(ManualClock::new(0));
         let t = ServiceNowTarget::from_secret(
             Arc::new(CachedSecret::new(store, "sn", Duration::from_secs(60), clock)),

@@ -60,13 +60,17 @@ impl WebhookSecrets {
         for (index, s) in secrets.iter().enumerate() {
             let s = s.as_ref().trim();
             let key = match s.strip_prefix("whsec_") {
-                Some(b64) => B64
-                    .decode(b64)
-                    .map_err(|e| SecretFormatError { index, reason: format!("whsec_ value is not base64: {e}") })?,
+                Some(b64) => B64.decode(b64).map_err(|e| SecretFormatError {
+                    index,
+                    reason: format!("whsec_ value is not base64: {e}"),
+                })?,
                 None => s.as_bytes().to_vec(),
             };
             if key.len() < 16 {
-                return Err(SecretFormatError { index, reason: "shorter than 16 bytes".into() });
+                return Err(SecretFormatError {
+                    index,
+                    reason: "shorter than 16 bytes".into(),
+                });
             }
             keys.push(<Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length"));
         }
@@ -124,10 +128,13 @@ impl WebhookSecrets {
         // An HMAC-SHA256 signature is 32 bytes: each candidate is decoded into a fixed buffer (no allocation),
         // and one whose decoding is longer cannot match and is skipped.
         let candidates = || {
-            signature.split(' ').filter_map(|s| s.strip_prefix("v1,")).filter_map(|b64| {
-                let mut buf = [0u8; 32];
-                B64.decode_slice(b64, &mut buf).ok().map(|n| (buf, n))
-            })
+            signature
+                .split(' ')
+                .filter_map(|s| s.strip_prefix("v1,"))
+                .filter_map(|b64| {
+                    let mut buf = [0u8; 32];
+                    B64.decode_slice(b64, &mut buf).ok().map(|n| (buf, n))
+                })
         };
         let mut matched = false;
         for key in &self.keys {
@@ -186,7 +193,14 @@ mod tests {
         let sig = s.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         assert!(
-            s.verify(Some("msg_p5jXN8AQM9LWM0D4loKWxJek"), Some("1614265330"), Some(&sig), body, 1614265330).is_ok()
+            s.verify(
+                Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                Some("1614265330"),
+                Some(&sig),
+                body,
+                1614265330
+            )
+            .is_ok()
         );
     }
 
@@ -194,7 +208,10 @@ mod tests {
     fn a_signed_body_verifies_and_any_change_fails() {
         let s = secrets(&[SECRET]);
         let sig = s.sign("wh-1", NOW, b"{}");
-        assert_eq!(s.verify(Some("wh-1"), Some(&NOW.to_string()), Some(&sig), b"{}", NOW), Ok(()));
+        assert_eq!(
+            s.verify(Some("wh-1"), Some(&NOW.to_string()), Some(&sig), b"{}", NOW),
+            Ok(())
+        );
         assert_eq!(
             s.verify(Some("wh-1"), Some(&NOW.to_string()), Some(&sig), b"{ }", NOW),
             Err(SignatureError::NoMatch)
@@ -204,10 +221,18 @@ mod tests {
             Err(SignatureError::NoMatch)
         );
         let other_ts = (NOW + 1).to_string();
-        assert_eq!(s.verify(Some("wh-1"), Some(&other_ts), Some(&sig), b"{}", NOW), Err(SignatureError::NoMatch));
+        assert_eq!(
+            s.verify(Some("wh-1"), Some(&other_ts), Some(&sig), b"{}", NOW),
+            Err(SignatureError::NoMatch)
+        );
         // the right MAC with bytes added or cut off is no match either
         let mac = B64.decode(sig.strip_prefix("v1,").unwrap()).unwrap();
-        for wrong in [[mac.as_slice(), &[0]].concat(), mac[..31].to_vec(), mac[..16].to_vec(), Vec::new()] {
+        for wrong in [
+            [mac.as_slice(), &[0]].concat(),
+            mac[..31].to_vec(),
+            mac[..16].to_vec(),
+            Vec::new(),
+        ] {
             let header = format!("v1,{}", B64.encode(&wrong));
             assert_eq!(
                 s.verify(Some("wh-1"), Some(&NOW.to_string()), Some(&header), b"{}", NOW),
@@ -237,7 +262,12 @@ mod tests {
     #[test]
     fn replay_window_is_five_minutes_each_way() {
         let s = secrets(&[SECRET]);
-        for (ts, ok) in [(NOW - 300, true), (NOW + 300, true), (NOW - 301, false), (NOW + 301, false)] {
+        for (ts, ok) in [
+            (NOW - 300, true),
+            (NOW + 300, true),
+            (NOW - 301, false),
+            (NOW + 301, false),
+        ] {
             let sig = s.sign("id", ts, b"x");
             let r = s.verify(Some("id"), Some(&ts.to_string()), Some(&sig), b"x", NOW);
             assert_eq!(r.is_ok(), ok, "{ts}");
@@ -251,7 +281,10 @@ mod tests {
     fn malformed_headers_are_named() {
         let s = secrets(&[SECRET]);
         let ts = NOW.to_string();
-        assert_eq!(s.verify(None, Some(&ts), Some("v1,x"), b"", NOW), Err(SignatureError::MissingHeader("webhook-id")));
+        assert_eq!(
+            s.verify(None, Some(&ts), Some("v1,x"), b"", NOW),
+            Err(SignatureError::MissingHeader("webhook-id"))
+        );
         assert_eq!(
             s.verify(Some("i"), None, Some("v1,x"), b"", NOW),
             Err(SignatureError::MissingHeader("webhook-timestamp"))
@@ -260,25 +293,57 @@ mod tests {
             s.verify(Some("i"), Some(&ts), None, b"", NOW),
             Err(SignatureError::MissingHeader("webhook-signature"))
         );
-        assert_eq!(s.verify(Some("i"), Some("soon"), Some("v1,x"), b"", NOW), Err(SignatureError::BadTimestamp));
-        assert_eq!(s.verify(Some("a\nb"), Some(&ts), Some("v1,x"), b"", NOW), Err(SignatureError::BadId));
+        assert_eq!(
+            s.verify(Some("i"), Some("soon"), Some("v1,x"), b"", NOW),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            s.verify(Some("a\nb"), Some(&ts), Some("v1,x"), b"", NOW),
+            Err(SignatureError::BadId)
+        );
         assert_eq!(
             s.verify(Some("i"), Some(&ts), Some("v2,abc v1,!!notbase64"), b"", NOW),
             Err(SignatureError::NoMatch)
         );
         let none = WebhookSecrets::parse::<&str>(&[]).unwrap();
-        assert_eq!(none.verify(Some("i"), Some(&ts), Some("v1,x"), b"", NOW), Err(SignatureError::NoSecrets));
+        assert_eq!(
+            none.verify(Some("i"), Some(&ts), Some("v1,x"), b"", NOW),
+            Err(SignatureError::NoSecrets)
+        );
     }
 
     #[test]
     fn secret_documents_and_bad_secrets() {
-        assert_eq!(WebhookSecrets::from_document(&format!(r#"{{"secrets": ["{SECRET}"]}}"#)).unwrap().len(), 1);
+        assert_eq!(
+            WebhookSecrets::from_document(&format!(r#"{{"secrets": ["{SECRET}"]}}"#))
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(WebhookSecrets::from_document(SECRET).unwrap().len(), 1);
-        assert!(WebhookSecrets::from_document("short").unwrap_err().reason.contains("16 bytes"));
-        assert!(WebhookSecrets::from_document("whsec_***").unwrap_err().reason.contains("base64"));
-        assert!(WebhookSecrets::from_document(r#"{"secret": "x"}"#).unwrap_err().reason.contains("expected"));
+        assert!(
+            WebhookSecrets::from_document("short")
+                .unwrap_err()
+                .reason
+                .contains("16 bytes")
+        );
+        assert!(
+            WebhookSecrets::from_document("whsec_***")
+                .unwrap_err()
+                .reason
+                .contains("base64")
+        );
+        assert!(
+            WebhookSecrets::from_document(r#"{"secret": "x"}"#)
+                .unwrap_err()
+                .reason
+                .contains("expected")
+        );
         let g = generate_secret();
         assert!(g.starts_with("whsec_") && WebhookSecrets::parse(&[g.as_str()]).is_ok());
-        assert_eq!(format!("{:?}", secrets(&[SECRET])), "WebhookSecrets(1 active, redacted)");
+        assert_eq!(
+            format!("{:?}", secrets(&[SECRET])),
+            "WebhookSecrets(1 active, redacted)"
+        );
     }
 }

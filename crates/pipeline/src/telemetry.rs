@@ -126,18 +126,33 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// EMF lines on stdout.
     pub fn emf(namespace: impl Into<String>, service: impl Into<String>) -> Metrics {
-        Metrics { namespace: namespace.into(), service: service.into(), sink: Sink::Stdout }
+        Metrics {
+            namespace: namespace.into(),
+            service: service.into(),
+            sink: Sink::Stdout,
+        }
     }
 
     /// No metrics (local mode without CloudWatch).
     pub fn off() -> Metrics {
-        Metrics { namespace: String::new(), service: String::new(), sink: Sink::Off }
+        Metrics {
+            namespace: String::new(),
+            service: String::new(),
+            sink: Sink::Off,
+        }
     }
 
     /// Lines kept in memory (tests read them).
     pub fn memory(namespace: &str, service: &str) -> (Metrics, Arc<Mutex<Vec<String>>>) {
         let buf = Arc::new(Mutex::new(Vec::new()));
-        (Metrics { namespace: namespace.into(), service: service.into(), sink: Sink::Memory(buf.clone()) }, buf)
+        (
+            Metrics {
+                namespace: namespace.into(),
+                service: service.into(),
+                sink: Sink::Memory(buf.clone()),
+            },
+            buf,
+        )
     }
 
     /// Record `value` of metric `name` with dimensions (always also `Service`).
@@ -192,7 +207,12 @@ mod tests {
     #[test]
     fn emf_lines_name_every_dimension_and_metric_at_the_root() {
         let (m, buf) = Metrics::memory("AlertRelay", "deliver");
-        m.put("DeliveryLatencyMs", 42.0, Unit::Milliseconds, &[("Severity", "critical"), ("RecordType", "incident")]);
+        m.put(
+            "DeliveryLatencyMs",
+            42.0,
+            Unit::Milliseconds,
+            &[("Severity", "critical"), ("RecordType", "incident")],
+        );
         let line: Value = serde_json::from_str(&buf.lock().unwrap()[0]).unwrap();
         assert_eq!(line["Service"], "deliver");
         assert_eq!(line["Severity"], "critical");
@@ -201,7 +221,10 @@ mod tests {
         let cw = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(cw["Namespace"], "AlertRelay");
         assert_eq!(cw["Dimensions"][0], json!(["Service", "Severity", "RecordType"]));
-        assert_eq!(cw["Metrics"][0], json!({"Name": "DeliveryLatencyMs", "Unit": "Milliseconds"}));
+        assert_eq!(
+            cw["Metrics"][0],
+            json!({"Name": "DeliveryLatencyMs", "Unit": "Milliseconds"})
+        );
         assert!(line["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
         Metrics::off().count("Nothing", &[]);
     }

@@ -101,7 +101,10 @@ async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
     let password = format!("{}-password", opts.username);
     let client = ServiceNowClient::new(
         cc,
-        Arc::new(StaticCredentials(Credentials::Basic { username: opts.username.into(), password })),
+        Arc::new(StaticCredentials(Credentials::Basic {
+            username: opts.username.into(),
+            password,
+        })),
     )
     .unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -140,7 +143,9 @@ async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
         },
         jitter: Arc::new(|| 0.5),
     });
-    let deliverer = Deliverer { delivery: delivery.clone() };
+    let deliverer = Deliverer {
+        delivery: delivery.clone(),
+    };
     let flusher = Flusher {
         delivery,
         batch_queue: Arc::new(batch.clone()),
@@ -152,7 +157,19 @@ async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
             receive_wait: Duration::from_millis(50),
         },
     };
-    Harness { _dir: dir, sim, store, realtime, batch, dlq, ingest, deliverer, flusher, keys, metrics: metric_lines }
+    Harness {
+        _dir: dir,
+        sim,
+        store,
+        realtime,
+        batch,
+        dlq,
+        ingest,
+        deliverer,
+        flusher,
+        keys,
+        metrics: metric_lines,
+    }
 }
 
 fn now_s() -> i64 {
@@ -218,22 +235,40 @@ async fn seed_scenarios_become_the_right_records() {
     }
     h.deliver_all().await;
     let report = h.flusher.flush().await;
-    assert_eq!((report.alerts, report.created, report.batch_calls), (1, 1, 1), "{report:?}");
+    assert_eq!(
+        (report.alerts, report.created, report.batch_calls),
+        (1, 1, 1),
+        "{report:?}"
+    );
 
     let sir = h.sim.records("sn_si_incident");
     assert_eq!(sir.len(), 1);
     // impact × urgency as sent; ServiceNow's priority lookup turns 1/1 into P1
-    assert_eq!((sir[0]["impact"].as_str(), sir[0]["urgency"].as_str()), (Some("1"), Some("1")));
+    assert_eq!(
+        (sir[0]["impact"].as_str(), sir[0]["urgency"].as_str()),
+        (Some("1"), Some("1"))
+    );
     assert_eq!(sir[0]["assignment_group.display_value"], "Security Operations");
     assert!(sir[0]["number"].as_str().unwrap().starts_with("SIR"));
     let task = h.sim.records("task");
     assert_eq!(task.len(), 1);
-    assert_eq!((task[0]["impact"].as_str(), task[0]["urgency"].as_str()), (Some("1"), Some("2")));
+    assert_eq!(
+        (task[0]["impact"].as_str(), task[0]["urgency"].as_str()),
+        (Some("1"), Some("2"))
+    );
     assert_eq!(task[0]["assignment_group.display_value"], "IT Security");
-    assert!(task[0]["short_description"].as_str().unwrap().starts_with("Security Review:"));
+    assert!(
+        task[0]["short_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Security Review:")
+    );
     let hr = h.sim.records("sn_hr_core_case");
     assert_eq!(hr.len(), 1);
-    assert_eq!((hr[0]["impact"].as_str(), hr[0]["urgency"].as_str()), (Some("2"), Some("2")));
+    assert_eq!(
+        (hr[0]["impact"].as_str(), hr[0]["urgency"].as_str()),
+        (Some("2"), Some("2"))
+    );
     assert_eq!(hr[0]["assignment_group.display_value"], "HR Partners - Engineering");
 
     // the ledger holds the cross-system reference
@@ -271,11 +306,24 @@ async fn a_resent_webhook_is_accepted_again_but_queued_once() {
     let first = h.post(&body, "wh-1").await;
     let second = h.post(&body, "wh-1").await;
     assert_eq!((first.status, second.status), (202, 202));
-    assert_eq!((first.json()["duplicate"].as_bool(), second.json()["duplicate"].as_bool()), (Some(false), Some(true)));
-    assert_eq!(first.json()["status_url"], "http://relay.test/v1/alerts/emon-20261120-7f3a9c");
+    assert_eq!(
+        (
+            first.json()["duplicate"].as_bool(),
+            second.json()["duplicate"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    assert_eq!(
+        first.json()["status_url"],
+        "http://relay.test/v1/alerts/emon-20261120-7f3a9c"
+    );
     assert_eq!(h.realtime.depth().await.unwrap(), 1);
     h.deliver_all().await;
-    assert_eq!(h.post(&body, "wh-2").await.json()["duplicate"], true, "same alert id, new webhook id");
+    assert_eq!(
+        h.post(&body, "wh-2").await.json()["duplicate"],
+        true,
+        "same alert id, new webhook id"
+    );
     h.deliver_all().await;
     assert_eq!(h.sim.records("sn_si_incident").len(), 1);
 }
@@ -288,15 +336,41 @@ async fn rejected_webhooks_get_clear_errors_and_nothing_is_queued() {
     let sig = h.keys.sign("wh", now_s(), &body);
     let req = |ct: Option<&'static str>, sig: Option<String>, body: Vec<u8>, ts: String| (ct, sig, body, ts);
     let cases = [
-        (req(Some("application/json"), Some("v1,AAAA".into()), body.clone(), ts.clone()), 401, "no signature matches"),
-        (req(Some("application/json"), None, body.clone(), ts.clone()), 401, "missing header webhook-signature"),
         (
-            req(Some("application/json"), Some(sig.clone()), body.clone(), (now_s() - 600).to_string()),
+            req(
+                Some("application/json"),
+                Some("v1,AAAA".into()),
+                body.clone(),
+                ts.clone(),
+            ),
+            401,
+            "no signature matches",
+        ),
+        (
+            req(Some("application/json"), None, body.clone(), ts.clone()),
+            401,
+            "missing header webhook-signature",
+        ),
+        (
+            req(
+                Some("application/json"),
+                Some(sig.clone()),
+                body.clone(),
+                (now_s() - 600).to_string(),
+            ),
             401,
             "replay window",
         ),
-        (req(Some("text/plain"), Some(sig.clone()), body.clone(), ts.clone()), 415, "Content-Type"),
-        (req(Some("application/json"), Some(sig), vec![b' '; 300 * 1024], ts.clone()), 413, "limit is 262144"),
+        (
+            req(Some("text/plain"), Some(sig.clone()), body.clone(), ts.clone()),
+            415,
+            "Content-Type",
+        ),
+        (
+            req(Some("application/json"), Some(sig), vec![b' '; 300 * 1024], ts.clone()),
+            413,
+            "limit is 262144",
+        ),
     ];
     for ((ct, sig, body, ts), status, needle) in cases {
         let r = h
@@ -330,7 +404,10 @@ async fn queue_down_answers_503_and_the_senders_retry_is_accepted_afresh() {
     let r = h.post(&body, "wh-1").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.retry_after, Some(5));
-    assert!(h.ingest.ledger.get("emon-20261120-7f3a9c").await.unwrap().is_none(), "nothing half-accepted");
+    assert!(
+        h.ingest.ledger.get("emon-20261120-7f3a9c").await.unwrap().is_none(),
+        "nothing half-accepted"
+    );
     h.ingest.realtime = working;
     let r = h.post(&body, "wh-1").await;
     assert_eq!((r.status, r.json()["duplicate"].as_bool()), (202, Some(false)));
@@ -344,7 +421,10 @@ async fn two_deliverers_racing_on_one_message_create_one_record() {
     h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
     let msg = h.realtime.receive(1, Duration::ZERO).await.unwrap().remove(0);
     // the same message delivered twice (SQS at-least-once), handled concurrently
-    let copy = ReceivedMessage { receipt: "stale".into(), ..msg.clone() };
+    let copy = ReceivedMessage {
+        receipt: "stale".into(),
+        ..msg.clone()
+    };
     h.sim.inject(Fault {
         kind: FaultKind::Latency { ms: 200 },
         count: 1,
@@ -352,7 +432,10 @@ async fn two_deliverers_racing_on_one_message_create_one_record() {
         method: None,
     });
     let (a, b) = tokio::join!(h.deliverer.handle(&msg), h.deliverer.handle(&copy));
-    let done = [a, b].iter().filter(|d| **d == relay_pipeline::Disposition::Done).count();
+    let done = [a, b]
+        .iter()
+        .filter(|d| **d == relay_pipeline::Disposition::Done)
+        .count();
     assert_eq!(done, 1, "one finished, the other waits for the lease: {a:?} {b:?}");
     assert_eq!(h.sim.records("sn_si_incident").len(), 1);
     // when the waiting copy comes back, the ledger says COMPLETED and ServiceNow is not called again
@@ -363,7 +446,12 @@ async fn two_deliverers_racing_on_one_message_create_one_record() {
 
 async fn deliver_through_fault(kind: FaultKind, count: u32) -> (Harness, relay_ports::LedgerEntry) {
     let h = harness(Options::default()).await;
-    h.sim.inject(Fault { kind, count, table: Some("sn_si_incident".into()), method: Some("POST".into()) });
+    h.sim.inject(Fault {
+        kind,
+        count,
+        table: Some("sn_si_incident".into()),
+        method: Some("POST".into()),
+    });
     assert_eq!(h.post(&sample("seed-usb-copy-847-files.json"), "wh").await.status, 202);
     h.deliver_all().await;
     let e = h.state("emon-20261120-7f3a9c").await;
@@ -391,15 +479,23 @@ async fn every_fault_class_ends_in_exactly_one_record() {
         let records = h.sim.records("sn_si_incident");
         assert_eq!(records.len(), 1, "{name}: exactly one record");
         assert_eq!(e.state, DeliveryState::Completed, "{name}");
-        assert_eq!(e.record.as_ref().unwrap().sys_id, records[0]["sys_id"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            e.record.as_ref().unwrap().sys_id,
+            records[0]["sys_id"].as_str().unwrap(),
+            "{name}"
+        );
         if !class.is_empty() {
             assert_eq!(e.last_error_class.as_deref(), Some(class), "{name}");
             assert!(e.attempts >= 2, "{name}: retried");
         }
         assert_eq!(e.needs_lookup, lookup, "{name}");
         if lookup {
-            let gets =
-                h.sim.requests().iter().filter(|r| r.method == "GET" && r.query.contains("correlation_id")).count();
+            let gets = h
+                .sim
+                .requests()
+                .iter()
+                .filter(|r| r.method == "GET" && r.query.contains("correlation_id"))
+                .count();
             assert!(gets >= 1, "{name}: looked the record up before creating again");
         }
         assert_eq!(h.dlq.depth().await.unwrap(), 0, "{name}");
@@ -419,9 +515,18 @@ async fn retry_after_from_a_429_is_respected() {
     let started = std::time::Instant::now();
     h.deliverer.poll_once(10, Duration::from_millis(50)).await.unwrap();
     let e = h.state("emon-20261120-7f3a9c").await;
-    assert_eq!((e.state, e.last_error_class.as_deref()), (DeliveryState::Retrying, Some("retryable")));
+    assert_eq!(
+        (e.state, e.last_error_class.as_deref()),
+        (DeliveryState::Retrying, Some("retryable"))
+    );
     // not visible again before the server's Retry-After
-    assert!(h.realtime.receive(10, Duration::from_millis(1500)).await.unwrap().is_empty());
+    assert!(
+        h.realtime
+            .receive(10, Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let msgs = h.realtime.receive(10, Duration::from_secs(2)).await.unwrap();
     assert_eq!(msgs.len(), 1);
     assert!(started.elapsed() >= Duration::from_secs(2));
@@ -432,7 +537,11 @@ async fn retry_after_from_a_429_is_respected() {
 #[tokio::test]
 async fn a_permanent_error_dead_letters_at_once_with_a_notification() {
     // the integration user without rights: 403 ACL
-    let h = harness(Options { username: "readonly", ..Options::default() }).await;
+    let h = harness(Options {
+        username: "readonly",
+        ..Options::default()
+    })
+    .await;
     h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
     h.deliver_all().await;
     let e = h.state("emon-20261120-7f3a9c").await;
@@ -452,7 +561,11 @@ async fn a_permanent_error_dead_letters_at_once_with_a_notification() {
 
 #[tokio::test]
 async fn servicenow_down_for_the_whole_window_dead_letters_and_notifies() {
-    let h = harness(Options { window: Duration::from_millis(600), ..Options::default() }).await;
+    let h = harness(Options {
+        window: Duration::from_millis(600),
+        ..Options::default()
+    })
+    .await;
     h.sim.set_hibernating(true);
     h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -463,8 +576,15 @@ async fn servicenow_down_for_the_whole_window_dead_letters_and_notifies() {
     assert_eq!(e.state, DeliveryState::Failed);
     assert_eq!(e.last_error_class.as_deref(), Some("window_exhausted"));
     assert!(e.attempts >= 3, "retried within the window: {}", e.attempts);
-    assert!(e.last_error.as_deref().unwrap().contains("hibernat"), "{:?}", e.last_error);
-    assert_eq!(h.store.notifications_for("emon-20261120-7f3a9c").await.unwrap().len(), 1);
+    assert!(
+        e.last_error.as_deref().unwrap().contains("hibernat"),
+        "{:?}",
+        e.last_error
+    );
+    assert_eq!(
+        h.store.notifications_for("emon-20261120-7f3a9c").await.unwrap().len(),
+        1
+    );
     assert_eq!(h.realtime.depth().await.unwrap(), 0, "acknowledged, not looping");
 }
 
@@ -472,7 +592,12 @@ async fn servicenow_down_for_the_whole_window_dead_letters_and_notifies() {
 async fn five_hundred_low_alerts_become_few_records_in_few_batch_calls() {
     let h = harness(Options::default()).await;
     for i in 0..500 {
-        let body = alert_body(&format!("low-{i:03}"), "policy_violation", "low", &format!("E{}", i % 20));
+        let body = alert_body(
+            &format!("low-{i:03}"),
+            "policy_violation",
+            "low",
+            &format!("E{}", i % 20),
+        );
         assert_eq!(h.post(&body, &format!("wh-{i}")).await.status, 202);
     }
     assert_eq!(h.batch.depth().await.unwrap(), 500);
@@ -488,12 +613,19 @@ async fn five_hundred_low_alerts_become_few_records_in_few_batch_calls() {
     for i in [0, 250, 499] {
         assert_eq!(h.state(&format!("low-{i:03}")).await.state, DeliveryState::Completed);
     }
-    let listed: usize = records.iter().map(|r| r["description"].as_str().unwrap().matches("\n- ").count()).sum();
+    let listed: usize = records
+        .iter()
+        .map(|r| r["description"].as_str().unwrap().matches("\n- ").count())
+        .sum();
     assert_eq!(listed, 500, "every alert is listed in its record");
     // one RecordsCreated per aggregate record (not per alert it lists), one latency sample per alert
     let lines = h.metrics.lock().unwrap().clone();
-    let with =
-        |name: &str| lines.iter().filter(|l| serde_json::from_str::<Value>(l).unwrap().get(name).is_some()).count();
+    let with = |name: &str| {
+        lines
+            .iter()
+            .filter(|l| serde_json::from_str::<Value>(l).unwrap().get(name).is_some())
+            .count()
+    };
     assert_eq!(with("RecordsCreated"), report.records, "{report:?}");
     assert_eq!(with("DeliveryLatencyMs"), 500);
 }
@@ -505,11 +637,18 @@ async fn unserviced_batch_items_go_through_the_retry_path_and_are_delivered() {
     let h = harness_with(Options::default(), sim).await;
     for i in 0..10 {
         // ten different employees: ten records
-        h.post(&alert_body(&format!("u-{i}"), "policy_violation", "medium", &format!("E{i}")), &format!("wh-{i}"))
-            .await;
+        h.post(
+            &alert_body(&format!("u-{i}"), "policy_violation", "medium", &format!("E{i}")),
+            &format!("wh-{i}"),
+        )
+        .await;
     }
     let report = h.flusher.flush().await;
-    assert_eq!((report.records, report.created, report.retried), (10, 3, 7), "{report:?}");
+    assert_eq!(
+        (report.records, report.created, report.retried),
+        (10, 3, 7),
+        "{report:?}"
+    );
     assert_eq!(h.batch.depth().await.unwrap(), 0);
     h.deliver_all().await;
     let records = h.sim.records("sn_compliance_policy_exception");
@@ -523,7 +662,11 @@ async fn unserviced_batch_items_go_through_the_retry_path_and_are_delivered() {
 async fn a_failed_aggregate_is_retried_as_one_record_covering_every_alert() {
     let h = harness(Options::default()).await;
     for i in 0..4 {
-        h.post(&alert_body(&format!("g-{i}"), "policy_violation", "low", "E1"), &format!("wh-{i}")).await;
+        h.post(
+            &alert_body(&format!("g-{i}"), "policy_violation", "low", "E1"),
+            &format!("wh-{i}"),
+        )
+        .await;
     }
     h.sim.inject(Fault {
         kind: FaultKind::ServerError { status: 503 },
@@ -532,11 +675,20 @@ async fn a_failed_aggregate_is_retried_as_one_record_covering_every_alert() {
         method: Some("POST".into()),
     });
     let report = h.flusher.flush().await;
-    assert_eq!((report.records, report.created, report.retried), (1, 0, 1), "{report:?}");
+    assert_eq!(
+        (report.records, report.created, report.retried),
+        (1, 0, 1),
+        "{report:?}"
+    );
     h.deliver_all().await;
     let records = h.sim.records("sn_compliance_policy_exception");
     assert_eq!(records.len(), 1);
-    assert!(records[0]["short_description"].as_str().unwrap().starts_with("4 Policy violation alerts"));
+    assert!(
+        records[0]["short_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 Policy violation alerts")
+    );
     for i in 0..4 {
         let e = h.state(&format!("g-{i}")).await;
         assert_eq!(e.state, DeliveryState::Completed);
@@ -568,7 +720,10 @@ async fn a_deliverer_that_died_mid_call_is_taken_over_without_a_second_record() 
     ));
     let client = ServiceNowClient::new(
         ClientConfig::new(h.sim.base_url()),
-        Arc::new(StaticCredentials(Credentials::Basic { username: "relay".into(), password: "relay-password".into() })),
+        Arc::new(StaticCredentials(Credentials::Basic {
+            username: "relay".into(),
+            password: "relay-password".into(),
+        })),
     )
     .unwrap();
     assert_eq!(client.create_record(env.table(), env.fields()).await.class(), "created");

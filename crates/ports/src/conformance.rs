@@ -64,7 +64,12 @@ pub const CONCURRENT_CALLERS: usize = 12;
 /// A process-unique id with a readable prefix (`conf-claim-1718000000000-42-7`).
 pub fn unique_id(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("conf-{prefix}-{}-{}-{}", SystemClock.now_ms(), std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "conf-{prefix}-{}-{}-{}",
+        SystemClock.now_ms(),
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A fully populated `Accepted` entry for `alert_id`, received at `now_ms`, expiring in 7 days.
@@ -145,16 +150,31 @@ pub async fn ledger_get_round_trips_every_field(ledger: &dyn Ledger) {
     entry.lease_until_ms = Some(t + 5);
     entry.record = Some(sample_record(7));
     assert_eq!(ledger.accept(&entry).await.expect("accept"), Accept::New);
-    assert_eq!(must_get(ledger, &entry.alert_id).await, entry, "get must return the entry as accepted");
+    assert_eq!(
+        must_get(ledger, &entry.alert_id).await,
+        entry,
+        "get must return the entry as accepted"
+    );
 
     let mut bare = sample_entry(&unique_id("roundtrip-bare"), t);
     bare.webhook_id = None;
-    bare.record = Some(RecordRef { number: None, ..sample_record(8) });
+    bare.record = Some(RecordRef {
+        number: None,
+        ..sample_record(8)
+    });
     assert_eq!(ledger.accept(&bare).await.expect("accept"), Accept::New);
-    assert_eq!(must_get(ledger, &bare.alert_id).await, bare, "None fields must stay None");
+    assert_eq!(
+        must_get(ledger, &bare.alert_id).await,
+        bare,
+        "None fields must stay None"
+    );
 
     let missing = unique_id("missing");
-    assert_eq!(ledger.get(&missing).await.expect("get missing"), None, "get of an unknown id must be None");
+    assert_eq!(
+        ledger.get(&missing).await.expect("get missing"),
+        None,
+        "get of an unknown id must be None"
+    );
 }
 
 /// `accept` answers `New` once, then `Duplicate` carrying the stored entry (the second write is dropped).
@@ -168,7 +188,11 @@ pub async fn ledger_accept_new_then_duplicate(ledger: &dyn Ledger) {
         Accept::Duplicate(existing) => assert_eq!(existing, first, "Duplicate must carry the first entry"),
         Accept::New => panic!("second accept of the same alert id must be Duplicate"),
     }
-    assert_eq!(must_get(ledger, &first.alert_id).await, first, "the duplicate must not overwrite anything");
+    assert_eq!(
+        must_get(ledger, &first.alert_id).await,
+        first,
+        "the duplicate must not overwrite anything"
+    );
 
     // A duplicate of an entry that moved on reports its current state.
     claimed(ledger, &first.alert_id, t + 2000).await;
@@ -184,7 +208,11 @@ pub async fn ledger_expired_entries_are_absent(ledger: &dyn Ledger) {
     let mut old = sample_entry(&unique_id("expired"), t - 10 * 86_400_000);
     old.expires_at_s = t / 1000 - 60;
     assert_eq!(ledger.accept(&old).await.expect("accept expired"), Accept::New);
-    assert_eq!(ledger.get(&old.alert_id).await.expect("get"), None, "get must filter out expired entries");
+    assert_eq!(
+        ledger.get(&old.alert_id).await.expect("get"),
+        None,
+        "get must filter out expired entries"
+    );
     let fresh = sample_entry(&old.alert_id, t);
     assert_eq!(
         ledger.accept(&fresh).await.expect("accept over expired"),
@@ -200,24 +228,59 @@ pub async fn ledger_mark_queued(ledger: &dyn Ledger) {
     let e = accepted(ledger, "queued", t).await;
     ledger.mark_queued(&e.alert_id, t + 10).await.expect("mark_queued");
     let got = must_get(ledger, &e.alert_id).await;
-    assert_eq!(got.state, DeliveryState::Queued, "mark_queued must move Accepted to Queued");
+    assert_eq!(
+        got.state,
+        DeliveryState::Queued,
+        "mark_queued must move Accepted to Queued"
+    );
     assert_eq!(got.updated_at_ms, t + 10, "mark_queued must set updated_at_ms");
     assert_eq!(got.attempts, 0);
-    ledger.mark_queued(&e.alert_id, t + 20).await.expect("second mark_queued");
-    assert_eq!(must_get(ledger, &e.alert_id).await, got, "mark_queued on Queued must change nothing");
+    ledger
+        .mark_queued(&e.alert_id, t + 20)
+        .await
+        .expect("second mark_queued");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        got,
+        "mark_queued on Queued must change nothing"
+    );
 
     // A claimed (or later) entry must not be moved back.
     let held = claimed(ledger, &e.alert_id, t + 30).await;
-    ledger.mark_queued(&e.alert_id, t + 40).await.expect("mark_queued on InProgress");
-    assert_eq!(must_get(ledger, &e.alert_id).await, held, "mark_queued on InProgress must change nothing");
-    ledger.complete(&e.alert_id, &sample_record(1), t + 50).await.expect("complete");
+    ledger
+        .mark_queued(&e.alert_id, t + 40)
+        .await
+        .expect("mark_queued on InProgress");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        held,
+        "mark_queued on InProgress must change nothing"
+    );
+    ledger
+        .complete(&e.alert_id, &sample_record(1), t + 50)
+        .await
+        .expect("complete");
     let done = must_get(ledger, &e.alert_id).await;
-    ledger.mark_queued(&e.alert_id, t + 60).await.expect("mark_queued on Completed");
-    assert_eq!(must_get(ledger, &e.alert_id).await, done, "mark_queued on Completed must change nothing");
+    ledger
+        .mark_queued(&e.alert_id, t + 60)
+        .await
+        .expect("mark_queued on Completed");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        done,
+        "mark_queued on Completed must change nothing"
+    );
 
     let missing = unique_id("queued-missing");
-    ledger.mark_queued(&missing, t).await.expect("mark_queued of a missing id is Ok");
-    assert_eq!(ledger.get(&missing).await.expect("get"), None, "mark_queued must not create entries");
+    ledger
+        .mark_queued(&missing, t)
+        .await
+        .expect("mark_queued of a missing id is Ok");
+    assert_eq!(
+        ledger.get(&missing).await.expect("get"),
+        None,
+        "mark_queued must not create entries"
+    );
 }
 
 /// `forget` deletes an `Accepted` entry (a later accept is `New`), leaves other states alone, and is
@@ -226,21 +289,43 @@ pub async fn ledger_forget(ledger: &dyn Ledger) {
     let t = now();
     let e = accepted(ledger, "forget", t).await;
     ledger.forget(&e.alert_id).await.expect("forget");
-    assert_eq!(ledger.get(&e.alert_id).await.expect("get"), None, "forget must delete an Accepted entry");
-    assert_eq!(ledger.accept(&e).await.expect("re-accept"), Accept::New, "re-accept after forget must be New");
+    assert_eq!(
+        ledger.get(&e.alert_id).await.expect("get"),
+        None,
+        "forget must delete an Accepted entry"
+    );
+    assert_eq!(
+        ledger.accept(&e).await.expect("re-accept"),
+        Accept::New,
+        "re-accept after forget must be New"
+    );
 
     ledger.mark_queued(&e.alert_id, t + 1).await.expect("mark_queued");
     let queued = must_get(ledger, &e.alert_id).await;
     ledger.forget(&e.alert_id).await.expect("forget of a Queued entry");
-    assert_eq!(must_get(ledger, &e.alert_id).await, queued, "forget must not delete a Queued entry");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        queued,
+        "forget must not delete a Queued entry"
+    );
 
     claimed(ledger, &e.alert_id, t + 2).await;
-    ledger.complete(&e.alert_id, &sample_record(2), t + 3).await.expect("complete");
+    ledger
+        .complete(&e.alert_id, &sample_record(2), t + 3)
+        .await
+        .expect("complete");
     let done = must_get(ledger, &e.alert_id).await;
     ledger.forget(&e.alert_id).await.expect("forget of a Completed entry");
-    assert_eq!(must_get(ledger, &e.alert_id).await, done, "forget must not delete a Completed entry");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        done,
+        "forget must not delete a Completed entry"
+    );
 
-    ledger.forget(&unique_id("forget-missing")).await.expect("forget of a missing id is Ok");
+    ledger
+        .forget(&unique_id("forget-missing"))
+        .await
+        .expect("forget of a missing id is Ok");
 }
 
 /// `claim` is granted from `Accepted`, `Queued` and `Retrying`: `InProgress`, attempts + 1, lease set.
@@ -251,11 +336,25 @@ pub async fn ledger_claim_from_each_claimable_state(ledger: &dyn Ledger) {
     let got = claimed(ledger, &a.alert_id, t + 5).await;
     assert_eq!(got.state, DeliveryState::InProgress);
     assert_eq!(got.attempts, 1, "the first claim must count attempt 1");
-    assert_eq!(got.lease_until_ms, Some(t + 5 + LEASE_MS), "lease_until_ms = now_ms + lease_ms");
+    assert_eq!(
+        got.lease_until_ms,
+        Some(t + 5 + LEASE_MS),
+        "lease_until_ms = now_ms + lease_ms"
+    );
     assert_eq!(got.updated_at_ms, t + 5);
-    assert_eq!(got.first_received_at_ms, a.first_received_at_ms, "claim must keep first_received_at_ms");
-    assert_eq!(got.correlation_id, a.correlation_id, "claim must keep the routing fields");
-    assert_eq!(must_get(ledger, &a.alert_id).await, got, "Claimed must carry the stored entry");
+    assert_eq!(
+        got.first_received_at_ms, a.first_received_at_ms,
+        "claim must keep first_received_at_ms"
+    );
+    assert_eq!(
+        got.correlation_id, a.correlation_id,
+        "claim must keep the routing fields"
+    );
+    assert_eq!(
+        must_get(ledger, &a.alert_id).await,
+        got,
+        "Claimed must carry the stored entry"
+    );
 
     // Queued
     let q = accepted(ledger, "claim-queued", t).await;
@@ -264,7 +363,10 @@ pub async fn ledger_claim_from_each_claimable_state(ledger: &dyn Ledger) {
     assert_eq!((got.state, got.attempts), (DeliveryState::InProgress, 1));
 
     // Retrying: the claim clears nothing it should keep (needs_lookup, last error).
-    ledger.retry_later(&q.alert_id, "ambiguous", "timed out", true, t + 7).await.expect("retry_later");
+    ledger
+        .retry_later(&q.alert_id, "ambiguous", "timed out", true, t + 7)
+        .await
+        .expect("retry_later");
     let got = claimed(ledger, &q.alert_id, t + 8).await;
     assert_eq!(got.state, DeliveryState::InProgress);
     assert_eq!(got.attempts, 2, "a claim from Retrying must increment attempts");
@@ -273,8 +375,15 @@ pub async fn ledger_claim_from_each_claimable_state(ledger: &dyn Ledger) {
 
     // Missing
     let missing = unique_id("claim-missing");
-    assert_eq!(ledger.claim(&missing, t, LEASE_MS).await.expect("claim missing"), Claim::Missing);
-    assert_eq!(ledger.get(&missing).await.expect("get"), None, "claim must not create entries");
+    assert_eq!(
+        ledger.claim(&missing, t, LEASE_MS).await.expect("claim missing"),
+        Claim::Missing
+    );
+    assert_eq!(
+        ledger.get(&missing).await.expect("get"),
+        None,
+        "claim must not create entries"
+    );
 }
 
 /// While a lease is held other claims are `Busy { lease_until_ms }` (also at exactly `lease_until_ms`);
@@ -287,12 +396,19 @@ pub async fn ledger_claim_busy_then_takeover(ledger: &dyn Ledger) {
     assert_eq!(held.lease_until_ms, Some(until));
     for at in [t, t + 1, until - 1, until] {
         assert_eq!(
-            ledger.claim(&e.alert_id, at, LEASE_MS).await.expect("claim while leased"),
+            ledger
+                .claim(&e.alert_id, at, LEASE_MS)
+                .await
+                .expect("claim while leased"),
             Claim::Busy { lease_until_ms: until },
             "a claim at {at} (lease until {until}) must be Busy"
         );
     }
-    assert_eq!(must_get(ledger, &e.alert_id).await, held, "a Busy claim must change nothing");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        held,
+        "a Busy claim must change nothing"
+    );
     let taken = claimed(ledger, &e.alert_id, until + 1).await;
     assert_eq!(taken.attempts, 2, "a takeover must count a new attempt");
     assert_eq!(taken.lease_until_ms, Some(until + 1 + LEASE_MS));
@@ -305,23 +421,41 @@ pub async fn ledger_claim_final_states(ledger: &dyn Ledger) {
     let t = now();
     let c = accepted(ledger, "claim-completed", t).await;
     claimed(ledger, &c.alert_id, t + 1).await;
-    ledger.complete(&c.alert_id, &sample_record(3), t + 2).await.expect("complete");
+    ledger
+        .complete(&c.alert_id, &sample_record(3), t + 2)
+        .await
+        .expect("complete");
     let done = must_get(ledger, &c.alert_id).await;
-    match ledger.claim(&c.alert_id, t + 3, LEASE_MS).await.expect("claim completed") {
+    match ledger
+        .claim(&c.alert_id, t + 3, LEASE_MS)
+        .await
+        .expect("claim completed")
+    {
         Claim::Completed(e) => assert_eq!(e, done, "Completed must carry the stored entry"),
         other => panic!("claim of a Completed entry must be Completed, got {other:?}"),
     }
-    assert_eq!(must_get(ledger, &c.alert_id).await, done, "claiming a Completed entry must change nothing");
+    assert_eq!(
+        must_get(ledger, &c.alert_id).await,
+        done,
+        "claiming a Completed entry must change nothing"
+    );
 
     let f = accepted(ledger, "claim-failed", t).await;
     claimed(ledger, &f.alert_id, t + 1).await;
-    ledger.fail(&f.alert_id, "permanent", "ACL denied", t + 2).await.expect("fail");
+    ledger
+        .fail(&f.alert_id, "permanent", "ACL denied", t + 2)
+        .await
+        .expect("fail");
     let failed = must_get(ledger, &f.alert_id).await;
     match ledger.claim(&f.alert_id, t + 3, LEASE_MS).await.expect("claim failed") {
         Claim::Failed(e) => assert_eq!(e, failed, "Failed must carry the stored entry"),
         other => panic!("claim of a Failed entry must be Failed, got {other:?}"),
     }
-    assert_eq!(must_get(ledger, &f.alert_id).await, failed, "claiming a Failed entry must change nothing");
+    assert_eq!(
+        must_get(ledger, &f.alert_id).await,
+        failed,
+        "claiming a Failed entry must change nothing"
+    );
 }
 
 /// `complete` stores the record, is idempotent (the first record is kept) and works from any non-final
@@ -330,7 +464,10 @@ pub async fn ledger_complete(ledger: &dyn Ledger) {
     let t = now();
     let e = accepted(ledger, "complete", t).await;
     claimed(ledger, &e.alert_id, t + 1).await;
-    ledger.complete(&e.alert_id, &sample_record(10), t + 2).await.expect("complete");
+    ledger
+        .complete(&e.alert_id, &sample_record(10), t + 2)
+        .await
+        .expect("complete");
     let done = must_get(ledger, &e.alert_id).await;
     assert_eq!(done.state, DeliveryState::Completed);
     assert_eq!(done.record, Some(sample_record(10)));
@@ -339,21 +476,40 @@ pub async fn ledger_complete(ledger: &dyn Ledger) {
     assert_eq!(done.lease_until_ms, None, "complete must clear the lease");
     assert_eq!(done.first_received_at_ms, e.first_received_at_ms);
 
-    ledger.complete(&e.alert_id, &sample_record(11), t + 3).await.expect("second complete is Ok");
-    assert_eq!(must_get(ledger, &e.alert_id).await, done, "a second complete must keep the first record");
+    ledger
+        .complete(&e.alert_id, &sample_record(11), t + 3)
+        .await
+        .expect("second complete is Ok");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        done,
+        "a second complete must keep the first record"
+    );
 
     // From Retrying (an ambiguous attempt whose record the lookup found) and straight from Queued.
     let r = accepted(ledger, "complete-retrying", t).await;
     claimed(ledger, &r.alert_id, t + 1).await;
-    ledger.retry_later(&r.alert_id, "ambiguous", "timeout", true, t + 2).await.expect("retry_later");
-    ledger.complete(&r.alert_id, &sample_record(12), t + 3).await.expect("complete from Retrying");
+    ledger
+        .retry_later(&r.alert_id, "ambiguous", "timeout", true, t + 2)
+        .await
+        .expect("retry_later");
+    ledger
+        .complete(&r.alert_id, &sample_record(12), t + 3)
+        .await
+        .expect("complete from Retrying");
     let got = must_get(ledger, &r.alert_id).await;
-    assert_eq!((got.state, got.record), (DeliveryState::Completed, Some(sample_record(12))));
+    assert_eq!(
+        (got.state, got.record),
+        (DeliveryState::Completed, Some(sample_record(12)))
+    );
     assert!(got.needs_lookup, "complete must keep needs_lookup");
 
     let q = accepted(ledger, "complete-queued", t).await;
     ledger.mark_queued(&q.alert_id, t + 1).await.expect("mark_queued");
-    ledger.complete(&q.alert_id, &sample_record(13), t + 2).await.expect("complete from Queued");
+    ledger
+        .complete(&q.alert_id, &sample_record(13), t + 2)
+        .await
+        .expect("complete from Queued");
     assert_eq!(must_get(ledger, &q.alert_id).await.state, DeliveryState::Completed);
 
     let missing = unique_id("complete-missing");
@@ -361,7 +517,11 @@ pub async fn ledger_complete(ledger: &dyn Ledger) {
         Err(PortError::NotFound(_)) => {}
         other => panic!("complete of a missing id must be NotFound, got {other:?}"),
     }
-    assert_eq!(ledger.get(&missing).await.expect("get"), None, "complete must not create entries");
+    assert_eq!(
+        ledger.get(&missing).await.expect("get"),
+        None,
+        "complete must not create entries"
+    );
 }
 
 /// `retry_later`: non-final → `Retrying` with the error, lease cleared, `needs_lookup` OR-ed in (never
@@ -370,7 +530,10 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
     let t = now();
     let e = accepted(ledger, "retry", t).await;
     claimed(ledger, &e.alert_id, t + 1).await;
-    ledger.retry_later(&e.alert_id, "ambiguous", "read timed out", true, t + 2).await.expect("retry_later");
+    ledger
+        .retry_later(&e.alert_id, "ambiguous", "read timed out", true, t + 2)
+        .await
+        .expect("retry_later");
     let got = must_get(ledger, &e.alert_id).await;
     assert_eq!(got.state, DeliveryState::Retrying);
     assert_eq!(got.lease_until_ms, None, "retry_later must clear the lease");
@@ -381,39 +544,76 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
     assert_eq!(got.updated_at_ms, t + 2);
 
     claimed(ledger, &e.alert_id, t + 3).await;
-    ledger.retry_later(&e.alert_id, "retryable", "HTTP 503", false, t + 4).await.expect("retry_later");
+    ledger
+        .retry_later(&e.alert_id, "retryable", "HTTP 503", false, t + 4)
+        .await
+        .expect("retry_later");
     let got = must_get(ledger, &e.alert_id).await;
-    assert!(got.needs_lookup, "retry_later(needs_lookup = false) must not clear needs_lookup");
-    assert_eq!(got.last_error_class.as_deref(), Some("retryable"), "the last error replaces the previous one");
+    assert!(
+        got.needs_lookup,
+        "retry_later(needs_lookup = false) must not clear needs_lookup"
+    );
+    assert_eq!(
+        got.last_error_class.as_deref(),
+        Some("retryable"),
+        "the last error replaces the previous one"
+    );
     assert_eq!(got.last_error.as_deref(), Some("HTTP 503"));
     assert_eq!(got.attempts, 2);
 
     // needs_lookup stays false when never set.
     let plain = accepted(ledger, "retry-plain", t).await;
     claimed(ledger, &plain.alert_id, t + 1).await;
-    ledger.retry_later(&plain.alert_id, "retryable", "HTTP 429", false, t + 2).await.expect("retry_later");
+    ledger
+        .retry_later(&plain.alert_id, "retryable", "HTTP 429", false, t + 2)
+        .await
+        .expect("retry_later");
     assert!(!must_get(ledger, &plain.alert_id).await.needs_lookup);
 
     // Final states are untouched.
     let c = accepted(ledger, "retry-completed", t).await;
     claimed(ledger, &c.alert_id, t + 1).await;
-    ledger.complete(&c.alert_id, &sample_record(20), t + 2).await.expect("complete");
+    ledger
+        .complete(&c.alert_id, &sample_record(20), t + 2)
+        .await
+        .expect("complete");
     let done = must_get(ledger, &c.alert_id).await;
-    ledger.retry_later(&c.alert_id, "ambiguous", "late", true, t + 3).await.expect("retry_later on Completed");
-    assert_eq!(must_get(ledger, &c.alert_id).await, done, "retry_later must not touch a Completed entry");
+    ledger
+        .retry_later(&c.alert_id, "ambiguous", "late", true, t + 3)
+        .await
+        .expect("retry_later on Completed");
+    assert_eq!(
+        must_get(ledger, &c.alert_id).await,
+        done,
+        "retry_later must not touch a Completed entry"
+    );
 
     let f = accepted(ledger, "retry-failed", t).await;
-    ledger.fail(&f.alert_id, "permanent", "bad table", t + 1).await.expect("fail");
+    ledger
+        .fail(&f.alert_id, "permanent", "bad table", t + 1)
+        .await
+        .expect("fail");
     let failed = must_get(ledger, &f.alert_id).await;
-    ledger.retry_later(&f.alert_id, "ambiguous", "late", true, t + 2).await.expect("retry_later on Failed");
-    assert_eq!(must_get(ledger, &f.alert_id).await, failed, "retry_later must not touch a Failed entry");
+    ledger
+        .retry_later(&f.alert_id, "ambiguous", "late", true, t + 2)
+        .await
+        .expect("retry_later on Failed");
+    assert_eq!(
+        must_get(ledger, &f.alert_id).await,
+        failed,
+        "retry_later must not touch a Failed entry"
+    );
 
     let missing = unique_id("retry-missing");
     match ledger.retry_later(&missing, "retryable", "x", false, t).await {
         Err(PortError::NotFound(_)) => {}
         other => panic!("retry_later of a missing id must be NotFound, got {other:?}"),
     }
-    assert_eq!(ledger.get(&missing).await.expect("get"), None, "retry_later must not create entries");
+    assert_eq!(
+        ledger.get(&missing).await.expect("get"),
+        None,
+        "retry_later must not create entries"
+    );
 }
 
 /// `fail`: non-final → `Failed` with the error (lease cleared); a `Completed` entry is left alone; a
@@ -422,7 +622,10 @@ pub async fn ledger_fail(ledger: &dyn Ledger) {
     let t = now();
     let e = accepted(ledger, "fail", t).await;
     claimed(ledger, &e.alert_id, t + 1).await;
-    ledger.fail(&e.alert_id, "window_exhausted", "24 h retry window exhausted", t + 2).await.expect("fail");
+    ledger
+        .fail(&e.alert_id, "window_exhausted", "24 h retry window exhausted", t + 2)
+        .await
+        .expect("fail");
     let got = must_get(ledger, &e.alert_id).await;
     assert_eq!(got.state, DeliveryState::Failed);
     assert_eq!(got.last_error_class.as_deref(), Some("window_exhausted"));
@@ -435,28 +638,51 @@ pub async fn ledger_fail(ledger: &dyn Ledger) {
     // From Queued and Retrying as well.
     let q = accepted(ledger, "fail-queued", t).await;
     ledger.mark_queued(&q.alert_id, t + 1).await.expect("mark_queued");
-    ledger.fail(&q.alert_id, "permanent", "ACL", t + 2).await.expect("fail from Queued");
+    ledger
+        .fail(&q.alert_id, "permanent", "ACL", t + 2)
+        .await
+        .expect("fail from Queued");
     assert_eq!(must_get(ledger, &q.alert_id).await.state, DeliveryState::Failed);
     let r = accepted(ledger, "fail-retrying", t).await;
     claimed(ledger, &r.alert_id, t + 1).await;
-    ledger.retry_later(&r.alert_id, "retryable", "503", false, t + 2).await.expect("retry_later");
-    ledger.fail(&r.alert_id, "auth", "401", t + 3).await.expect("fail from Retrying");
+    ledger
+        .retry_later(&r.alert_id, "retryable", "503", false, t + 2)
+        .await
+        .expect("retry_later");
+    ledger
+        .fail(&r.alert_id, "auth", "401", t + 3)
+        .await
+        .expect("fail from Retrying");
     assert_eq!(must_get(ledger, &r.alert_id).await.state, DeliveryState::Failed);
 
     // Completed is final.
     let c = accepted(ledger, "fail-completed", t).await;
     claimed(ledger, &c.alert_id, t + 1).await;
-    ledger.complete(&c.alert_id, &sample_record(30), t + 2).await.expect("complete");
+    ledger
+        .complete(&c.alert_id, &sample_record(30), t + 2)
+        .await
+        .expect("complete");
     let done = must_get(ledger, &c.alert_id).await;
-    ledger.fail(&c.alert_id, "permanent", "late failure", t + 3).await.expect("fail on Completed is Ok");
-    assert_eq!(must_get(ledger, &c.alert_id).await, done, "fail must not touch a Completed entry");
+    ledger
+        .fail(&c.alert_id, "permanent", "late failure", t + 3)
+        .await
+        .expect("fail on Completed is Ok");
+    assert_eq!(
+        must_get(ledger, &c.alert_id).await,
+        done,
+        "fail must not touch a Completed entry"
+    );
 
     let missing = unique_id("fail-missing");
     match ledger.fail(&missing, "permanent", "x", t).await {
         Err(PortError::NotFound(_)) => {}
         other => panic!("fail of a missing id must be NotFound, got {other:?}"),
     }
-    assert_eq!(ledger.get(&missing).await.expect("get"), None, "fail must not create entries");
+    assert_eq!(
+        ledger.get(&missing).await.expect("get"),
+        None,
+        "fail must not create entries"
+    );
 }
 
 /// `reopen`: only `Failed` → `Queued` (attempts 0, retry window restarted, true); false otherwise.
@@ -465,9 +691,15 @@ pub async fn ledger_reopen(ledger: &dyn Ledger) {
     let e = accepted(ledger, "reopen", t).await;
     claimed(ledger, &e.alert_id, t + 1).await;
     claimed(ledger, &e.alert_id, t + 2 + LEASE_MS).await;
-    ledger.fail(&e.alert_id, "window_exhausted", "gave up", t + 3 + LEASE_MS).await.expect("fail");
+    ledger
+        .fail(&e.alert_id, "window_exhausted", "gave up", t + 3 + LEASE_MS)
+        .await
+        .expect("fail");
     let later = t + 3_600_000;
-    assert!(ledger.reopen(&e.alert_id, later).await.expect("reopen"), "reopen of a Failed entry is true");
+    assert!(
+        ledger.reopen(&e.alert_id, later).await.expect("reopen"),
+        "reopen of a Failed entry is true"
+    );
     let got = must_get(ledger, &e.alert_id).await;
     assert_eq!(got.state, DeliveryState::Queued);
     assert_eq!(got.attempts, 0, "reopen must reset attempts");
@@ -480,19 +712,39 @@ pub async fn ledger_reopen(ledger: &dyn Ledger) {
 
     // Not Failed → false, nothing changed.
     assert!(!ledger.reopen(&e.alert_id, later + 2).await.expect("reopen InProgress"));
-    assert_eq!(must_get(ledger, &e.alert_id).await, again, "reopen must not touch an InProgress entry");
-    ledger.complete(&e.alert_id, &sample_record(40), later + 3).await.expect("complete");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        again,
+        "reopen must not touch an InProgress entry"
+    );
+    ledger
+        .complete(&e.alert_id, &sample_record(40), later + 3)
+        .await
+        .expect("complete");
     let done = must_get(ledger, &e.alert_id).await;
     assert!(!ledger.reopen(&e.alert_id, later + 4).await.expect("reopen Completed"));
-    assert_eq!(must_get(ledger, &e.alert_id).await, done, "reopen must not touch a Completed entry");
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        done,
+        "reopen must not touch a Completed entry"
+    );
 
     let a = accepted(ledger, "reopen-accepted", t).await;
     assert!(!ledger.reopen(&a.alert_id, t + 1).await.expect("reopen Accepted"));
     assert_eq!(must_get(ledger, &a.alert_id).await, a);
 
     let missing = unique_id("reopen-missing");
-    assert!(!ledger.reopen(&missing, t).await.expect("reopen of a missing id is Ok(false)"));
-    assert_eq!(ledger.get(&missing).await.expect("get"), None, "reopen must not create entries");
+    assert!(
+        !ledger
+            .reopen(&missing, t)
+            .await
+            .expect("reopen of a missing id is Ok(false)")
+    );
+    assert_eq!(
+        ledger.get(&missing).await.expect("get"),
+        None,
+        "reopen must not create entries"
+    );
 }
 
 /// Many concurrent claims of one alert: exactly one `Claimed`, every other one `Busy`; attempts = 1.
@@ -510,15 +762,28 @@ pub async fn ledger_concurrent_claims_grant_exactly_one(ledger: &dyn Ledger) {
             other => panic!("a concurrent claim must be Claimed or Busy, got {other:?}"),
         }
     }
-    assert_eq!(winners, 1, "exactly one of {CONCURRENT_CALLERS} concurrent claims must win");
-    assert_eq!(must_get(ledger, &e.alert_id).await.attempts, 1, "losing claims must not count attempts");
+    assert_eq!(
+        winners, 1,
+        "exactly one of {CONCURRENT_CALLERS} concurrent claims must win"
+    );
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await.attempts,
+        1,
+        "losing claims must not count attempts"
+    );
 
     // The same race after the lease expired: still exactly one takes over.
     let after = t + 2 + LEASE_MS;
     let results =
         futures::future::join_all((0..CONCURRENT_CALLERS).map(|_| ledger.claim(&e.alert_id, after, LEASE_MS))).await;
-    let winners = results.into_iter().filter(|r| matches!(r, Ok(Claim::Claimed(_)))).count();
-    assert_eq!(winners, 1, "exactly one concurrent takeover of an expired lease must win");
+    let winners = results
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Claim::Claimed(_))))
+        .count();
+    assert_eq!(
+        winners, 1,
+        "exactly one concurrent takeover of an expired lease must win"
+    );
     assert_eq!(must_get(ledger, &e.alert_id).await.attempts, 2);
 }
 
@@ -541,9 +806,15 @@ pub async fn ledger_concurrent_accepts_write_once(ledger: &dyn Ledger) {
             Accept::Duplicate(existing) => assert_eq!(existing.alert_id, id),
         }
     }
-    assert_eq!(new, 1, "exactly one of {CONCURRENT_CALLERS} concurrent accepts must be New");
+    assert_eq!(
+        new, 1,
+        "exactly one of {CONCURRENT_CALLERS} concurrent accepts must be New"
+    );
     let stored = must_get(ledger, &id).await;
-    assert!(entries.contains(&stored), "the stored entry must be one of the accepted ones, intact");
+    assert!(
+        entries.contains(&stored),
+        "the stored entry must be one of the accepted ones, intact"
+    );
 }
 
 /// Every ledger check, in order, against one ledger.
@@ -581,7 +852,11 @@ async fn receive_all(queue: &dyn AlertQueue, want: usize, deadline: Duration) ->
     let mut out = Vec::new();
     while out.len() < want && start.elapsed() < deadline {
         for m in queue.receive(10, Duration::from_secs(1)).await.expect("receive") {
-            assert!(seen.insert(m.message_id.clone()), "message {} received twice while invisible", m.message_id);
+            assert!(
+                seen.insert(m.message_id.clone()),
+                "message {} received twice while invisible",
+                m.message_id
+            );
             out.push(m);
         }
     }
@@ -606,13 +881,22 @@ async fn assert_depth(queue: &dyn AlertQueue, want: u64, why: &str) {
 /// `send` then `receive`: same id and body, `sent_at_ms` near the send time; `delete` removes it for good.
 pub async fn queue_send_receive_delete(queue: &dyn AlertQueue) {
     assert_depth(queue, 0, "a fresh queue").await;
-    assert!(queue.receive(10, Duration::ZERO).await.expect("receive empty").is_empty(), "fresh queue not empty");
+    assert!(
+        queue
+            .receive(10, Duration::ZERO)
+            .await
+            .expect("receive empty")
+            .is_empty(),
+        "fresh queue not empty"
+    );
     let body = r#"{"alert_id":"a-1","text":"ünïcode ✓ \"quoted\" <tag> & more"}"#;
     let before = SystemClock.now_ms();
     let id = queue.send(body, Duration::ZERO).await.expect("send");
     let after = SystemClock.now_ms();
     assert!(!id.is_empty(), "send must return a message id");
-    let m = receive_one(queue, Duration::from_secs(5)).await.expect("the sent message must be received");
+    let m = receive_one(queue, Duration::from_secs(5))
+        .await
+        .expect("the sent message must be received");
     assert_eq!(m.message_id, id, "receive must report the id send returned");
     assert_eq!(m.body, body, "the body must arrive unchanged");
     assert!(!m.receipt.is_empty(), "a received message must carry a receipt");
@@ -623,14 +907,27 @@ pub async fn queue_send_receive_delete(queue: &dyn AlertQueue) {
     );
     queue.delete(&m.receipt).await.expect("delete");
     assert_depth(queue, 0, "after delete").await;
-    assert!(queue.receive(10, Duration::from_secs(1)).await.expect("receive").is_empty(), "deleted message came back");
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "deleted message came back"
+    );
 }
 
 /// A delayed message is invisible until its delay passed (and counted by `depth` meanwhile).
 pub async fn queue_delay_is_respected(queue: &dyn AlertQueue) {
     let start = Instant::now();
-    let id = queue.send("delayed", Duration::from_secs(2)).await.expect("send delayed");
-    assert!(receive_one(queue, Duration::ZERO).await.is_none(), "a delayed message must not be received at once");
+    let id = queue
+        .send("delayed", Duration::from_secs(2))
+        .await
+        .expect("send delayed");
+    assert!(
+        receive_one(queue, Duration::ZERO).await.is_none(),
+        "a delayed message must not be received at once"
+    );
     assert_depth(queue, 1, "a delayed message counts").await;
     let mut got = None;
     while got.is_none() && start.elapsed() < Duration::from_secs(10) {
@@ -651,26 +948,53 @@ pub async fn queue_delay_is_respected(queue: &dyn AlertQueue) {
 pub async fn queue_visibility_and_retry_after(queue: &dyn AlertQueue) {
     let id = queue.send("visibility", Duration::ZERO).await.expect("send");
     let first = receive_one(queue, Duration::from_secs(5)).await.expect("receive");
-    assert!(receive_one(queue, Duration::from_secs(1)).await.is_none(), "a received message must be invisible");
+    assert!(
+        receive_one(queue, Duration::from_secs(1)).await.is_none(),
+        "a received message must be invisible"
+    );
     assert_depth(queue, 1, "an in-flight message counts").await;
 
     let start = Instant::now();
-    queue.retry_after(&first.receipt, Duration::from_secs(2)).await.expect("retry_after");
-    assert!(receive_one(queue, Duration::ZERO).await.is_none(), "retry_after(2 s) must not show it at once");
+    queue
+        .retry_after(&first.receipt, Duration::from_secs(2))
+        .await
+        .expect("retry_after");
+    assert!(
+        receive_one(queue, Duration::ZERO).await.is_none(),
+        "retry_after(2 s) must not show it at once"
+    );
     let mut again = None;
     while again.is_none() && start.elapsed() < Duration::from_secs(10) {
         again = receive_one(queue, Duration::from_secs(1)).await;
     }
     let again = again.expect("the message must reappear after the retry_after delay");
-    assert!(start.elapsed() >= Duration::from_millis(1_900), "reappeared after {:?}, before 2 s", start.elapsed());
-    assert_eq!((again.message_id.as_str(), again.body.as_str()), (id.as_str(), "visibility"));
-    assert_eq!(again.sent_at_ms, first.sent_at_ms, "sent_at_ms is the first send time, not the receive time");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1_900),
+        "reappeared after {:?}, before 2 s",
+        start.elapsed()
+    );
+    assert_eq!(
+        (again.message_id.as_str(), again.body.as_str()),
+        (id.as_str(), "visibility")
+    );
+    assert_eq!(
+        again.sent_at_ms, first.sent_at_ms,
+        "sent_at_ms is the first send time, not the receive time"
+    );
 
     // retry_after(0) shows it at once.
-    queue.retry_after(&again.receipt, Duration::ZERO).await.expect("retry_after(0)");
-    let third = receive_one(queue, Duration::from_secs(3)).await.expect("retry_after(0) must show it at once");
+    queue
+        .retry_after(&again.receipt, Duration::ZERO)
+        .await
+        .expect("retry_after(0)");
+    let third = receive_one(queue, Duration::from_secs(3))
+        .await
+        .expect("retry_after(0) must show it at once");
     assert_eq!(third.message_id, id);
-    queue.delete(&third.receipt).await.expect("delete with the latest receipt");
+    queue
+        .delete(&third.receipt)
+        .await
+        .expect("delete with the latest receipt");
     assert_depth(queue, 0, "after delete").await;
 }
 
@@ -684,7 +1008,11 @@ pub async fn queue_receive_many_and_depth(queue: &dyn AlertQueue) {
     assert_eq!(ids.len(), 5, "message ids must be distinct");
     assert_depth(queue, 5, "five sent").await;
     let two = queue.receive(2, Duration::from_secs(2)).await.expect("receive 2");
-    assert!(!two.is_empty() && two.len() <= 2, "receive(max = 2) returned {}", two.len());
+    assert!(
+        !two.is_empty() && two.len() <= 2,
+        "receive(max = 2) returned {}",
+        two.len()
+    );
     let mut got = two;
     let rest = receive_all(queue, 5 - got.len(), Duration::from_secs(10)).await;
     got.extend(rest);

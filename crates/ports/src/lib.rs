@@ -259,7 +259,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
     }
 }
 
@@ -300,7 +303,10 @@ mod tests {
             DeliveryState::Failed,
         ] {
             assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
-            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.as_str().into()));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::String(s.as_str().into())
+            );
         }
         assert_eq!(DeliveryState::parse("DONE"), None);
         assert!(DeliveryState::Completed.is_final() && !DeliveryState::Retrying.is_final());

@@ -45,21 +45,63 @@ const SAMPLES: [(&str, &str); 20] = [
     ("dlp-high", include_str!("../../../events/alerts/dlp-high.json")),
     ("dlp-medium", include_str!("../../../events/alerts/dlp-medium.json")),
     ("dlp-low", include_str!("../../../events/alerts/dlp-low.json")),
-    ("policy-violation-critical", include_str!("../../../events/alerts/policy-violation-critical.json")),
-    ("policy-violation-high", include_str!("../../../events/alerts/policy-violation-high.json")),
-    ("policy-violation-medium", include_str!("../../../events/alerts/policy-violation-medium.json")),
-    ("policy-violation-low", include_str!("../../../events/alerts/policy-violation-low.json")),
-    ("behavioral-anomaly-critical", include_str!("../../../events/alerts/behavioral-anomaly-critical.json")),
-    ("behavioral-anomaly-high", include_str!("../../../events/alerts/behavioral-anomaly-high.json")),
-    ("behavioral-anomaly-medium", include_str!("../../../events/alerts/behavioral-anomaly-medium.json")),
-    ("behavioral-anomaly-low", include_str!("../../../events/alerts/behavioral-anomaly-low.json")),
-    ("productivity-critical", include_str!("../../../events/alerts/productivity-critical.json")),
-    ("productivity-high", include_str!("../../../events/alerts/productivity-high.json")),
-    ("productivity-medium", include_str!("../../../events/alerts/productivity-medium.json")),
-    ("productivity-low", include_str!("../../../events/alerts/productivity-low.json")),
-    ("custom-critical", include_str!("../../../events/alerts/custom-critical.json")),
+    (
+        "policy-violation-critical",
+        include_str!("../../../events/alerts/policy-violation-critical.json"),
+    ),
+    (
+        "policy-violation-high",
+        include_str!("../../../events/alerts/policy-violation-high.json"),
+    ),
+    (
+        "policy-violation-medium",
+        include_str!("../../../events/alerts/policy-violation-medium.json"),
+    ),
+    (
+        "policy-violation-low",
+        include_str!("../../../events/alerts/policy-violation-low.json"),
+    ),
+    (
+        "behavioral-anomaly-critical",
+        include_str!("../../../events/alerts/behavioral-anomaly-critical.json"),
+    ),
+    (
+        "behavioral-anomaly-high",
+        include_str!("../../../events/alerts/behavioral-anomaly-high.json"),
+    ),
+    (
+        "behavioral-anomaly-medium",
+        include_str!("../../../events/alerts/behavioral-anomaly-medium.json"),
+    ),
+    (
+        "behavioral-anomaly-low",
+        include_str!("../../../events/alerts/behavioral-anomaly-low.json"),
+    ),
+    (
+        "productivity-critical",
+        include_str!("../../../events/alerts/productivity-critical.json"),
+    ),
+    (
+        "productivity-high",
+        include_str!("../../../events/alerts/productivity-high.json"),
+    ),
+    (
+        "productivity-medium",
+        include_str!("../../../events/alerts/productivity-medium.json"),
+    ),
+    (
+        "productivity-low",
+        include_str!("../../../events/alerts/productivity-low.json"),
+    ),
+    (
+        "custom-critical",
+        include_str!("../../../events/alerts/custom-critical.json"),
+    ),
     ("custom-high", include_str!("../../../events/alerts/custom-high.json")),
-    ("custom-medium", include_str!("../../../events/alerts/custom-medium.json")),
+    (
+        "custom-medium",
+        include_str!("../../../events/alerts/custom-medium.json"),
+    ),
     ("custom-low", include_str!("../../../events/alerts/custom-low.json")),
 ];
 
@@ -73,7 +115,13 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Stops the server (SIGTERM, then SIGKILL) when dropped.
@@ -141,7 +189,11 @@ fn run(args: &LoadArgs) -> Result<(), String> {
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line.map_err(|e| e.to_string())?;
-        let find_url = |l: &str| l.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_owned);
+        let find_url = |l: &str| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(str::to_owned)
+        };
         if line.trim_start().starts_with("listening") {
             url = find_url(&line).unwrap_or_default();
         }
@@ -159,7 +211,10 @@ fn run(args: &LoadArgs) -> Result<(), String> {
     let (keys, _) = settings::signing_secrets(None, &db, false).map_err(|e| e.to_string())?;
     let keys = Arc::new(keys);
     let total = args.rate * args.duration;
-    println!("load: {total} alerts at {}/s for {} s, mix {}, against {url}", args.rate, args.duration, args.mix);
+    println!(
+        "load: {total} alerts at {}/s for {} s, mix {}, against {url}",
+        args.rate, args.duration, args.mix
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -288,7 +343,11 @@ fn run(args: &LoadArgs) -> Result<(), String> {
     println!("{row}");
     if let Some(path) = &args.append {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).map_err(|e| e.to_string())?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| e.to_string())?;
         writeln!(f, "{row}").map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -23,7 +23,10 @@ pub const EXIT_NOT_FOUND: u8 = 3;
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime starts")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts")
 }
 
 fn now_ms() -> i64 {
@@ -124,7 +127,11 @@ pub fn send(args: &SendArgs) -> ExitCode {
                 }
             }
         }
-        if all_ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+        if all_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FAILED)
+        }
     })
 }
 
@@ -187,7 +194,10 @@ pub fn status(args: &StatusArgs) -> ExitCode {
             };
             match store.ledger().get(&args.alert_id).await {
                 Ok(Some(e)) => (200, status_body(&e)),
-                Ok(None) => (404, json!({"error": format!("no alert with id {:?} is known", args.alert_id)})),
+                Ok(None) => (
+                    404,
+                    json!({"error": format!("no alert with id {:?} is known", args.alert_id)}),
+                ),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(EXIT_FAILED);
@@ -224,16 +234,29 @@ pub struct TestConnectionArgs {
 pub fn verdict(outcome: &Outcome) -> (bool, String) {
     match outcome {
         Outcome::Created(_) => (true, "OK".into()),
-        Outcome::Permanent { message, detail, status } => {
+        Outcome::Permanent {
+            message,
+            detail,
+            status,
+        } => {
             let text = format!("{message} {}", detail.as_deref().unwrap_or(""));
             let lower = text.to_ascii_lowercase();
             if lower.contains("data policy") || lower.contains("mandatory") {
                 (
                     false,
-                    format!("data-policy fields required: {}", text.split_whitespace().collect::<Vec<_>>().join(" ")),
+                    format!(
+                        "data-policy fields required: {}",
+                        text.split_whitespace().collect::<Vec<_>>().join(" ")
+                    ),
                 )
             } else if *status == 403 {
-                (false, format!("missing role: the integration user may not do this here (403 ACL: {})", text.trim()))
+                (
+                    false,
+                    format!(
+                        "missing role: the integration user may not do this here (403 ACL: {})",
+                        text.trim()
+                    ),
+                )
             } else if *status == 400 && text.to_ascii_lowercase().contains("invalid table") {
                 (false, format!("table does not exist: {}", text.trim()))
             } else {
@@ -284,7 +307,12 @@ pub fn test_connection(args: &TestConnectionArgs) -> ExitCode {
         }
     };
     let tables = settings::mapped_tables(&config);
-    println!("ServiceNow {} — {} tables mapped by config {}", sn.instance_url, tables.len(), config.hash);
+    println!(
+        "ServiceNow {} — {} tables mapped by config {}",
+        sn.instance_url,
+        tables.len(),
+        config.hash
+    );
     let rows = runtime().block_on(async {
         let mut rows = Vec::new();
         for table in &tables {
@@ -294,8 +322,10 @@ pub fn test_connection(args: &TestConnectionArgs) -> ExitCode {
                 "short_description".into(),
                 "[Alert Relay connection test] safe to delete — created and deleted by `relay test-connection`".into(),
             );
-            fields
-                .insert("description".into(), "A connection test record. It should have been deleted already.".into());
+            fields.insert(
+                "description".into(),
+                "A connection test record. It should have been deleted already.".into(),
+            );
             fields.insert("correlation_id".into(), marker.into());
             fields.insert("correlation_display".into(), "AlertRelayTest".into());
             fields.insert("impact".into(), "3".into());
@@ -308,8 +338,10 @@ pub fn test_connection(args: &TestConnectionArgs) -> ExitCode {
                     Ok(()) => text = format!("OK (created and deleted {shown})"),
                     Err(o) => {
                         ok = false;
-                        text =
-                            format!("created {shown} but could not delete it (delete it by hand): {}", verdict(&o).1);
+                        text = format!(
+                            "created {shown} but could not delete it (delete it by hand): {}",
+                            verdict(&o).1
+                        );
                     }
                 }
             }
@@ -413,7 +445,10 @@ pub(crate) struct ReplayTally {
 
 impl ReplayTally {
     pub fn new(dry_run: bool) -> Self {
-        ReplayTally { dry_run, ..Default::default() }
+        ReplayTally {
+            dry_run,
+            ..Default::default()
+        }
     }
 
     /// Parse one message body; an unreadable one is counted and reported (it stays on the DLQ).
@@ -431,8 +466,17 @@ impl ReplayTally {
 
     /// Dry run: what would be replayed.
     pub fn would_replay(&mut self, env: &Envelope) {
-        let why = env.dead_letter.as_ref().map(|d| format!("{}: {}", d.error_class, d.error)).unwrap_or_default();
-        println!("  would replay {} ({} → {}) {why}", env.ledger_key(), env.record_type().as_str(), env.table());
+        let why = env
+            .dead_letter
+            .as_ref()
+            .map(|d| format!("{}: {}", d.error_class, d.error))
+            .unwrap_or_default();
+        println!(
+            "  would replay {} ({} → {}) {why}",
+            env.ledger_key(),
+            env.record_type().as_str(),
+            env.table()
+        );
         self.replayed += 1;
     }
 
@@ -459,7 +503,11 @@ impl ReplayTally {
     }
 
     pub fn exit_code(&self) -> ExitCode {
-        if self.errors > 0 { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
+        if self.errors > 0 {
+            ExitCode::from(EXIT_FAILED)
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -513,7 +561,9 @@ pub fn replay_dlq(args: &ReplayArgs) -> ExitCode {
         let mut tally = ReplayTally::new(args.dry_run);
         for m in &messages {
             bar.inc(1);
-            let Some(env) = tally.read(&m.message_id, &m.body) else { continue };
+            let Some(env) = tally.read(&m.message_id, &m.body) else {
+                continue;
+            };
             if args.dry_run {
                 tally.would_replay(&env);
                 continue;

@@ -57,8 +57,17 @@ impl AwsTarget {
     /// The target from `--dlq-url` / `DLQ_URL`, `--realtime-queue-url` / `REALTIME_QUEUE_URL` and
     /// `--ledger-table` / `LEDGER_TABLE`; every missing (or blank) one is named.
     pub fn from_args(args: &ReplayArgs) -> Result<AwsTarget, MissingSettings> {
-        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-        let (dlq, realtime, table) = (given(&args.dlq_url), given(&args.realtime_queue_url), given(&args.ledger_table));
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let (dlq, realtime, table) = (
+            given(&args.dlq_url),
+            given(&args.realtime_queue_url),
+            given(&args.ledger_table),
+        );
         let mut missing = Vec::new();
         if dlq.is_none() {
             missing.push("--dlq-url (or DLQ_URL)");
@@ -70,9 +79,11 @@ impl AwsTarget {
             missing.push("--ledger-table (or LEDGER_TABLE)");
         }
         match (dlq, realtime, table) {
-            (Some(dlq_url), Some(realtime_queue_url), Some(ledger_table)) => {
-                Ok(AwsTarget { dlq_url, realtime_queue_url, ledger_table })
-            }
+            (Some(dlq_url), Some(realtime_queue_url), Some(ledger_table)) => Ok(AwsTarget {
+                dlq_url,
+                realtime_queue_url,
+                ledger_table,
+            }),
             _ => Err(MissingSettings(missing)),
         }
     }
@@ -118,7 +129,10 @@ pub async fn replay(target: &AwsTarget, dry_run: bool) -> ExitCode {
         }
     };
     if let Err(e) = realtime.depth().await {
-        eprintln!("error: cannot reach the realtime queue {}: {e}", target.realtime_queue_url);
+        eprintln!(
+            "error: cannot reach the realtime queue {}: {e}",
+            target.realtime_queue_url
+        );
         return ExitCode::from(EXIT_FAILED);
     }
     if let Err(e) = ledger.get("replay-dlq:check").await {
@@ -132,16 +146,27 @@ pub async fn replay(target: &AwsTarget, dry_run: bool) -> ExitCode {
 
     let bar = replay_progress(depth, dry_run);
     let mut tally = ReplayTally::new(dry_run);
-    let mut dead = DeadLetters { queue: dlq, kept: HashMap::new(), seen: HashSet::new() };
+    let mut dead = DeadLetters {
+        queue: dlq,
+        kept: HashMap::new(),
+        seen: HashSet::new(),
+    };
     // Receives handed out, repeats included: at most the depth read at the start.
     let mut received = 0u64;
     let mut drained = false;
     while received < depth {
-        let batch = match dead.queue.receive((depth - received).min(BATCH) as u32, RECEIVE_WAIT).await {
+        let batch = match dead
+            .queue
+            .receive((depth - received).min(BATCH) as u32, RECEIVE_WAIT)
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tally.errors += 1;
-                eprintln!("error: cannot receive from the dead-letter queue {}: {e}", target.dlq_url);
+                eprintln!(
+                    "error: cannot receive from the dead-letter queue {}: {e}",
+                    target.dlq_url
+                );
                 break;
             }
         };
@@ -177,7 +202,10 @@ pub async fn replay(target: &AwsTarget, dry_run: bool) -> ExitCode {
                 }
             }
             if let Err(e) = realtime.send(&m.body, Duration::ZERO).await {
-                tally.failed(&env, &format!("could not send to the realtime queue ({e}); left in the DLQ"));
+                tally.failed(
+                    &env,
+                    &format!("could not send to the realtime queue ({e}); left in the DLQ"),
+                );
                 dead.kept.insert(m.message_id, m.receipt);
                 continue;
             }

@@ -39,13 +39,18 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
 
 /// The pseudonymisation key from RELAY_PSEUDONYM_KEY, when set.
 pub fn pseudonym_key() -> Option<Vec<u8>> {
-    std::env::var("RELAY_PSEUDONYM_KEY").ok().filter(|k| !k.is_empty()).map(String::into_bytes)
+    std::env::var("RELAY_PSEUDONYM_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(String::into_bytes)
 }
 
 fn read_input(path: &PathBuf) -> Result<Vec<u8>, String> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("cannot read standard input: {e}"))?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
         return Ok(buf);
     }
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -111,7 +116,11 @@ pub fn route(args: &RouteArgs) -> ExitCode {
 pub fn check(args: &CheckArgs) -> ExitCode {
     match load_config(args.file.as_ref()) {
         Ok(c) => {
-            let name = args.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in config".into());
+            let name = args
+                .file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in config".into());
             println!("{name}: OK ({} rules, config hash {})", c.rules.len(), c.hash);
             ExitCode::SUCCESS
         }

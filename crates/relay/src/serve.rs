@@ -243,7 +243,12 @@ async fn run(args: ServeArgs) -> ExitCode {
             };
             let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.simulator_port)).await {
                 Ok(l) => l,
-                Err(e) => return fail(format!("cannot start the simulator on 127.0.0.1:{}: {e}", args.simulator_port)),
+                Err(e) => {
+                    return fail(format!(
+                        "cannot start the simulator on 127.0.0.1:{}: {e}",
+                        args.simulator_port
+                    ));
+                }
             };
             let running = match Simulator::serve(listener, sim_config) {
                 Ok(s) => s,
@@ -251,7 +256,13 @@ async fn run(args: ServeArgs) -> ExitCode {
             };
             let url = running.base_url();
             sim = Some(running);
-            (url, servicenow_client::Credentials::Basic { username: "relay".into(), password: "relay-password".into() })
+            (
+                url,
+                servicenow_client::Credentials::Basic {
+                    username: "relay".into(),
+                    password: "relay-password".into(),
+                },
+            )
         }
     };
     let mut cc = ClientConfig::new(instance_url.clone());
@@ -267,7 +278,9 @@ async fn run(args: ServeArgs) -> ExitCode {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ledger: Arc<dyn Ledger> = Arc::new(store.ledger());
     let realtime: Arc<dyn AlertQueue> = Arc::new(store.queue("realtime"));
-    let batch_queue = store.queue("batch").with_visibility_timeout(Duration::from_secs(300).max(window));
+    let batch_queue = store
+        .queue("batch")
+        .with_visibility_timeout(Duration::from_secs(300).max(window));
     let batch: Arc<dyn AlertQueue> = Arc::new(batch_queue);
     let dlq: Arc<dyn AlertQueue> = Arc::new(store.queue("dlq"));
     let retention = Duration::from_secs(30 * 24 * 3600);
@@ -279,7 +292,10 @@ async fn run(args: ServeArgs) -> ExitCode {
         batch: batch.clone(),
         clock: clock.clone(),
         metrics: Metrics::off(),
-        settings: IngestSettings { ledger_retention: retention, ..IngestSettings::default() },
+        settings: IngestSettings {
+            ledger_retention: retention,
+            ..IngestSettings::default()
+        },
     };
     let delivery = Arc::new(Delivery {
         servicenow: Arc::new(ServiceNowTarget::ready(client)),
@@ -299,7 +315,9 @@ async fn run(args: ServeArgs) -> ExitCode {
         },
         jitter: random_jitter(),
     });
-    let deliverer = Deliverer { delivery: delivery.clone() };
+    let deliverer = Deliverer {
+        delivery: delivery.clone(),
+    };
     let flusher = Flusher {
         delivery,
         batch_queue: batch,
@@ -355,7 +373,10 @@ async fn run(args: ServeArgs) -> ExitCode {
     match &sim {
         Some(s) => {
             println!("  ServiceNow      built-in simulator at {}  (user relay)", s.base_url());
-            println!("                  see the records: curl {}/sim/records/sn_si_incident", s.base_url());
+            println!(
+                "                  see the records: curl {}/sim/records/sn_si_incident",
+                s.base_url()
+            );
         }
         None => println!("  ServiceNow      {instance_url}"),
     }
@@ -364,7 +385,10 @@ async fn run(args: ServeArgs) -> ExitCode {
         SecretSource::Env => println!("  signing secret  from RELAY_WEBHOOK_SECRET"),
         SecretSource::Generated(p, secret) => {
             println!("  signing secret  generated: {secret}");
-            println!("                  stored in {} (mode 0600); configure it in the monitoring tool", p.display());
+            println!(
+                "                  stored in {} (mode 0600); configure it in the monitoring tool",
+                p.display()
+            );
         }
     }
     println!(
@@ -420,7 +444,9 @@ async fn run(args: ServeArgs) -> ExitCode {
         }
     });
 
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
     println!("shutting down: finishing deliveries in progress");
     stopping.store(true, Ordering::Relaxed);
     flush_task.abort();

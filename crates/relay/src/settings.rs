@@ -30,13 +30,18 @@ pub enum SettingsError {
 /// The routing config and a human name for where it came from.
 pub fn load_config(path: Option<&PathBuf>) -> Result<(Config, String), SettingsError> {
     let config = crate::route::load_config(path).map_err(SettingsError::Config)?;
-    let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in config/relay.yaml".into());
+    let name = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "built-in config/relay.yaml".into());
     Ok((config, name))
 }
 
 /// The signing secret file next to `db`.
 pub fn secret_file_next_to(db: &Path) -> PathBuf {
-    db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(SECRET_FILE_NAME)
+    db.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(SECRET_FILE_NAME)
 }
 
 /// Parse a signing secret file: the JSON document `{"secrets": ["whsec_…", …]}` or one bare `whsec_…` line.
@@ -51,9 +56,14 @@ pub fn parse_secret_text(text: &str) -> Result<WebhookSecrets, String> {
 }
 
 pub fn read_secret_file(path: &Path) -> Result<WebhookSecrets, SettingsError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SettingsError::File { path: path.to_path_buf(), reason: format!("cannot read: {e}") })?;
-    parse_secret_text(&text).map_err(|reason| SettingsError::File { path: path.to_path_buf(), reason })
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
+        path: path.to_path_buf(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse_secret_text(&text).map_err(|reason| SettingsError::File {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// Where the signing secrets came from.
@@ -94,8 +104,10 @@ pub fn signing_secrets(
 
 /// Create `path` readable by its owner only (0600) and write `bytes`; never overwrites.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SettingsError> {
-    let err =
-        |e: std::io::Error| SettingsError::File { path: path.to_path_buf(), reason: format!("cannot create: {e}") };
+    let err = |e: std::io::Error| SettingsError::File {
+        path: path.to_path_buf(),
+        reason: format!("cannot create: {e}"),
+    };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -112,11 +124,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SettingsError> {
 /// environment variables, else `None` (the built-in simulator).
 pub fn servicenow_settings(file: Option<&Path>) -> Result<Option<ServiceNowSettings>, SettingsError> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SettingsError::File { path: path.to_path_buf(), reason: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
+            path: path.to_path_buf(),
+            reason: format!("cannot read: {e}"),
+        })?;
         return ServiceNowSettings::from_document(&text)
             .map(Some)
-            .map_err(|reason| SettingsError::File { path: path.to_path_buf(), reason });
+            .map_err(|reason| SettingsError::File {
+                path: path.to_path_buf(),
+                reason,
+            });
     }
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let Some(url) = var("SERVICENOW_INSTANCE_URL") else {
@@ -124,7 +141,10 @@ pub fn servicenow_settings(file: Option<&Path>) -> Result<Option<ServiceNowSetti
     };
     let mut doc = serde_json::Map::new();
     doc.insert("instance_url".into(), url.into());
-    doc.insert("auth".into(), var("SERVICENOW_AUTH").unwrap_or_else(|| "basic".into()).into());
+    doc.insert(
+        "auth".into(),
+        var("SERVICENOW_AUTH").unwrap_or_else(|| "basic".into()).into(),
+    );
     for (env, key) in [
         ("SERVICENOW_USERNAME", "username"),
         ("SERVICENOW_PASSWORD", "password"),
@@ -171,7 +191,12 @@ mod tests {
     fn secrets_parse_from_a_document_or_a_bare_line() {
         let s = generate_secret();
         assert_eq!(parse_secret_text(&format!("{s}\n")).unwrap().len(), 1);
-        assert_eq!(parse_secret_text(&format!("{{\"secrets\":[\"{s}\",\"{s}\"]}}")).unwrap().len(), 2);
+        assert_eq!(
+            parse_secret_text(&format!("{{\"secrets\":[\"{s}\",\"{s}\"]}}"))
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(parse_secret_text("nope").is_err());
     }
 
@@ -180,7 +205,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("relay.db");
         let (_, src) = signing_secrets(None, &db, true).unwrap();
-        let SecretSource::Generated(path, _) = src else { panic!("expected a generated secret") };
+        let SecretSource::Generated(path, _) = src else {
+            panic!("expected a generated secret")
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -25,7 +25,10 @@ fn now_ms() -> i64 {
 /// Run the real `relay` binary; the replay settings come only from `args` (and `env`).
 fn relay(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay"));
-    cmd.args(args).env_remove("DLQ_URL").env_remove("REALTIME_QUEUE_URL").env_remove("LEDGER_TABLE");
+    cmd.args(args)
+        .env_remove("DLQ_URL")
+        .env_remove("REALTIME_QUEUE_URL")
+        .env_remove("LEDGER_TABLE");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -33,7 +36,11 @@ fn relay(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn out(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn sample_alert(name: &str) -> Alert {
@@ -50,12 +57,19 @@ fn router() -> Router {
 fn alert_envelope(name: &str) -> Envelope {
     let mut alert = sample_alert(name);
     alert.alert_id = format!("{}-{}", alert.alert_id, uuid::Uuid::new_v4().simple());
-    Envelope::alert(router().route(&alert), Some(format!("msg_{}", uuid::Uuid::new_v4().simple())), now_ms())
+    Envelope::alert(
+        router().route(&alert),
+        Some(format!("msg_{}", uuid::Uuid::new_v4().simple())),
+        now_ms(),
+    )
 }
 
 /// A batch aggregate covering two alerts (what flush dead-letters when it gives up on a batch record).
 fn aggregate_envelope() -> Envelope {
-    let members = [alert_envelope("productivity-low.json"), alert_envelope("productivity-medium.json")];
+    let members = [
+        alert_envelope("productivity-low.json"),
+        alert_envelope("productivity-medium.json"),
+    ];
     let correlation_id = format!("relay:b:{}", uuid::Uuid::new_v4().simple());
     let first = &members[0];
     Envelope::aggregate(
@@ -85,7 +99,12 @@ impl Stack {
         let dlq = create_queue(&config, "replay-dlq", 30).await.adapter(&config);
         let realtime = create_queue(&config, "replay-rt", 30).await.adapter(&config);
         let ledger = DynamoLedger::new(&config, create_ledger_table(&config, "replay-ledger").await);
-        Stack { config, dlq, realtime, ledger }
+        Stack {
+            config,
+            dlq,
+            realtime,
+            ledger,
+        }
     }
 
     fn flags(&self) -> Vec<String> {
@@ -118,7 +137,10 @@ impl Stack {
             let mut entry = new_entry(env, None, DAY);
             entry.alert_id = key.clone();
             self.ledger.accept(&entry).await.unwrap();
-            self.ledger.fail(key, "permanent", "data policy: u_case_owner is mandatory", now_ms()).await.unwrap();
+            self.ledger
+                .fail(key, "permanent", "data policy: u_case_owner is mandatory", now_ms())
+                .await
+                .unwrap();
         }
         let mut dead = env.clone();
         dead.dead_letter = Some(DeadLetter {
@@ -166,7 +188,12 @@ impl Stack {
     }
 
     async fn state(&self, key: &str) -> DeliveryState {
-        self.ledger.get(key).await.unwrap().unwrap_or_else(|| panic!("no ledger entry {key}")).state
+        self.ledger
+            .get(key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no ledger entry {key}"))
+            .state
     }
 }
 
@@ -185,8 +212,11 @@ fn all_keys(envs: &[Envelope]) -> Vec<String> {
 async fn dry_run_then_replay_moves_messages_and_reopens_the_ledger() {
     let Some(_endpoint) = moto_endpoint() else { return };
     let stack = Stack::new().await;
-    let envs =
-        vec![alert_envelope("seed-usb-copy-847-files.json"), alert_envelope("dlp-critical.json"), aggregate_envelope()];
+    let envs = vec![
+        alert_envelope("seed-usb-copy-847-files.json"),
+        alert_envelope("dlp-critical.json"),
+        aggregate_envelope(),
+    ];
     let mut bodies = BTreeSet::new();
     for env in &envs {
         bodies.insert(stack.dead_letter(env).await);
@@ -209,9 +239,15 @@ async fn dry_run_then_replay_moves_messages_and_reopens_the_ledger() {
     for env in &envs {
         assert!(text.contains(&format!("would replay {}", env.ledger_key())), "{text}");
     }
-    assert!(text.contains("permanent: data policy: u_case_owner is mandatory"), "{text}");
+    assert!(
+        text.contains("permanent: data policy: u_case_owner is mandatory"),
+        "{text}"
+    );
     assert!(text.contains("unreadable message left in the DLQ"), "{text}");
-    assert!(text.contains("dry run: 3 of 4 dead-lettered messages would be replayed; 1 unreadable"), "{text}");
+    assert!(
+        text.contains("dry run: 3 of 4 dead-lettered messages would be replayed; 1 unreadable"),
+        "{text}"
+    );
     // every message visible again at once, nothing sent, nothing reopened
     assert_eq!(stack.counts(&stack.dlq).await, (4, 0), "{text}");
     assert_eq!(stack.counts(&stack.realtime).await, (0, 0));
@@ -240,7 +276,13 @@ async fn dry_run_then_replay_moves_messages_and_reopens_the_ledger() {
         assert_eq!(entry.state, DeliveryState::Queued, "{key}");
         assert_eq!(entry.attempts, 0, "{key}");
         assert!(entry.first_received_at_ms > before, "{key}: window restarted");
-        assert!(matches!(stack.ledger.claim(key, now_ms(), 30_000).await.unwrap(), Claim::Claimed(_)), "{key}");
+        assert!(
+            matches!(
+                stack.ledger.claim(key, now_ms(), 30_000).await.unwrap(),
+                Claim::Claimed(_)
+            ),
+            "{key}"
+        );
     }
 
     // a second run: only the unreadable message is left
@@ -257,7 +299,11 @@ async fn dry_run_then_replay_moves_messages_and_reopens_the_ledger() {
     // empty now
     let o = stack.replay(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert!(out(&o).contains("the dead-letter queue is empty: nothing to replay"), "{}", out(&o));
+    assert!(
+        out(&o).contains("the dead-letter queue is empty: nothing to replay"),
+        "{}",
+        out(&o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,7 +333,10 @@ async fn a_message_whose_send_fails_stays_on_the_dlq() {
     let Some(_endpoint) = moto_endpoint() else { return };
     let stack = Stack::new().await;
     // a FIFO queue as the "realtime" queue: it exists, but refuses a send without a message group
-    let fifo_name = format!("{}.fifo", unique_name("replay-fifo").chars().take(70).collect::<String>());
+    let fifo_name = format!(
+        "{}.fifo",
+        unique_name("replay-fifo").chars().take(70).collect::<String>()
+    );
     let fifo_url = aws_sdk_sqs::Client::new(&stack.config)
         .create_queue()
         .queue_name(&fifo_name)
@@ -324,7 +373,11 @@ async fn a_message_whose_send_fails_stays_on_the_dlq() {
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
     let o = stack.replay(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert!(out(&o).contains("replayed 1 of 1 messages (0 ledger entries reopened)"), "{}", out(&o));
+    assert!(
+        out(&o).contains("replayed 1 of 1 messages (0 ledger entries reopened)"),
+        "{}",
+        out(&o)
+    );
     assert_eq!(stack.drain(&stack.realtime).await, vec![body]);
     assert_eq!(stack.state(&env.ledger_key()).await, DeliveryState::Queued);
 }
@@ -335,8 +388,12 @@ async fn a_ledger_entry_that_cannot_be_reopened_keeps_its_message_on_the_dlq() {
     let stack = Stack::new().await;
     let env = alert_envelope("dlp-critical.json");
     let mut dead = env.clone();
-    dead.dead_letter =
-        Some(DeadLetter { error_class: "permanent".into(), error: "x".into(), failed_at_ms: now_ms(), attempts: 1 });
+    dead.dead_letter = Some(DeadLetter {
+        error_class: "permanent".into(),
+        error: "x".into(),
+        failed_at_ms: now_ms(),
+        attempts: 1,
+    });
     stack.dlq.send(&dead.to_json(), Duration::ZERO).await.unwrap();
     // a FAILED item the ledger cannot read back (no routing attributes): reopen reports an error
     use aws_sdk_dynamodb::types::AttributeValue as V;
@@ -352,7 +409,10 @@ async fn a_ledger_entry_that_cannot_be_reopened_keeps_its_message_on_the_dlq() {
     let o = stack.replay(&[]);
     let text = out(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains(&format!("could not reopen the ledger entry {}", env.ledger_key())), "{text}");
+    assert!(
+        text.contains(&format!("could not reopen the ledger entry {}", env.ledger_key())),
+        "{text}"
+    );
     assert!(text.contains("left in the DLQ"), "{text}");
     assert!(text.contains("replayed 0 of 1 messages"), "{text}");
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
@@ -366,7 +426,11 @@ async fn missing_settings_and_missing_resources_are_named() {
     let o = relay(&["replay-dlq", "--aws"], &[]);
     let text = out(&o);
     assert_eq!(o.status.code(), Some(2), "{text}");
-    for name in ["--dlq-url (or DLQ_URL)", "--realtime-queue-url (or REALTIME_QUEUE_URL)", "--ledger-table"] {
+    for name in [
+        "--dlq-url (or DLQ_URL)",
+        "--realtime-queue-url (or REALTIME_QUEUE_URL)",
+        "--ledger-table",
+    ] {
         assert!(text.contains(name), "{name}: {text}");
     }
     assert!(text.contains("sam list stack-outputs"), "{text}");
@@ -378,10 +442,23 @@ async fn missing_settings_and_missing_resources_are_named() {
 
     let stack = Stack::new().await;
     stack.dead_letter(&alert_envelope("dlp-critical.json")).await;
-    let missing_queue = format!("{}/123456789012/{}", endpoint.trim_end_matches('/'), unique_name("no-such-queue"));
+    let missing_queue = format!(
+        "{}/123456789012/{}",
+        endpoint.trim_end_matches('/'),
+        unique_name("no-such-queue")
+    );
     let run = |dlq: &str, realtime: &str, table: &str| {
         relay(
-            &["replay-dlq", "--aws", "--dlq-url", dlq, "--realtime-queue-url", realtime, "--ledger-table", table],
+            &[
+                "replay-dlq",
+                "--aws",
+                "--dlq-url",
+                dlq,
+                "--realtime-queue-url",
+                realtime,
+                "--ledger-table",
+                table,
+            ],
             &[],
         )
     };
@@ -389,17 +466,26 @@ async fn missing_settings_and_missing_resources_are_named() {
     let o = run(&missing_queue, stack.realtime.url(), stack.ledger.table());
     let text = out(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains(&format!("cannot read the dead-letter queue {missing_queue}")), "{text}");
+    assert!(
+        text.contains(&format!("cannot read the dead-letter queue {missing_queue}")),
+        "{text}"
+    );
     // no such realtime queue
     let o = run(stack.dlq.url(), &missing_queue, stack.ledger.table());
     let text = out(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains(&format!("cannot reach the realtime queue {missing_queue}")), "{text}");
+    assert!(
+        text.contains(&format!("cannot reach the realtime queue {missing_queue}")),
+        "{text}"
+    );
     // no such ledger table
     let o = run(stack.dlq.url(), stack.realtime.url(), "relay-no-such-table");
     let text = out(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains("cannot read the ledger table relay-no-such-table"), "{text}");
+    assert!(
+        text.contains("cannot read the ledger table relay-no-such-table"),
+        "{text}"
+    );
     // nothing was touched by any of them
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0));
     assert_eq!(stack.counts(&stack.realtime).await, (0, 0));

@@ -21,7 +21,12 @@ fn relay(args: &[&str]) -> Output {
 
 fn route(file: &str) -> Value {
     let out = relay(&["route", file]);
-    assert_eq!(out.status.code(), Some(0), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("route prints JSON")
 }
 
@@ -46,7 +51,10 @@ fn expect(
     assert_eq!(d["fields"]["impact"], iu.0.to_string());
     assert_eq!(d["fields"]["urgency"], iu.1.to_string());
     assert_eq!(d["fields"]["assignment_group"], group);
-    assert!(d["fields"].get("priority").is_none(), "priority is computed by ServiceNow, never written");
+    assert!(
+        d["fields"].get("priority").is_none(),
+        "priority is computed by ServiceNow, never written"
+    );
     assert_eq!(d["config_hash"].as_str().unwrap().len(), 16);
 }
 
@@ -87,9 +95,23 @@ fn seed_usb_copy_of_847_files_is_a_p1_security_incident_for_security_operations(
 #[test]
 fn seed_after_hours_production_database_access_is_a_high_security_review_task_for_it_security() {
     let d = route("events/alerts/seed-after-hours-prod-db-admin.json");
-    expect(&d, "after-hours-privileged-access", "task", "task", "P2", (1, 2), "IT Security", "realtime");
+    expect(
+        &d,
+        "after-hours-privileged-access",
+        "task",
+        "task",
+        "P2",
+        (1, 2),
+        "IT Security",
+        "realtime",
+    );
     assert_eq!(d["servicenow_priority"], 2);
-    assert!(d["fields"]["short_description"].as_str().unwrap().starts_with("Security Review: "));
+    assert!(
+        d["fields"]["short_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Security Review: ")
+    );
 }
 
 #[test]
@@ -118,7 +140,10 @@ fn every_sample_alert_routes_and_every_invalid_one_exits_2_listing_all_problems(
         assert!(!short.is_empty() && short.chars().count() <= 160);
         routed += 1;
     }
-    assert!(routed >= 23, "one sample per alert type and severity plus the seed's three");
+    assert!(
+        routed >= 23,
+        "one sample per alert type and severity plus the seed's three"
+    );
 
     let cases: [(&str, &[&str]); 4] = [
         (
@@ -156,7 +181,12 @@ fn every_sample_alert_routes_and_every_invalid_one_exits_2_listing_all_problems(
         assert_eq!(out.status.code(), Some(2), "{file}");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["error"], "invalid alert");
-        let got: Vec<&str> = v["problems"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+        let got: Vec<&str> = v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["path"].as_str().unwrap())
+            .collect();
         for p in paths {
             assert!(got.contains(p), "{file}: {p} missing from {got:?}");
         }
@@ -202,7 +232,12 @@ fn pseudonymised_routes_never_show_the_employee_id() {
         .replace("pseudonymise_employee: false", "pseudonymise_employee: true");
     std::fs::write(&cfg, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["route", "events/alerts/seed-usb-copy-847-files.json", "--config", cfg.to_str().unwrap()])
+        .args([
+            "route",
+            "events/alerts/seed-usb-copy-847-files.json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .current_dir(repo())
         .env("RELAY_PSEUDONYM_KEY", "a-long-enough-test-key")
         .output()
@@ -213,7 +248,12 @@ fn pseudonymised_routes_never_show_the_employee_id() {
     assert!(d["fields"]["description"].as_str().unwrap().contains("Employee: emp-"));
 
     let out = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["route", "events/alerts/seed-usb-copy-847-files.json", "--config", cfg.to_str().unwrap()])
+        .args([
+            "route",
+            "events/alerts/seed-usb-copy-847-files.json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .current_dir(repo())
         .env_remove("RELAY_PSEUDONYM_KEY")
         .output()

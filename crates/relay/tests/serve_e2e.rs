@@ -86,7 +86,12 @@ fn start_relay(dir: &Path, extra: &[&str]) -> Relay {
     };
     let url = url_in("listening").expect("banner names the address");
     assert!(url.starts_with("http://127.0.0.1:"), "loopback by default: {url}");
-    Relay { child, url, sim_url: url_in("built-in simulator at"), out }
+    Relay {
+        child,
+        url,
+        sim_url: url_in("built-in simulator at"),
+        out,
+    }
 }
 
 impl Relay {
@@ -96,7 +101,9 @@ impl Relay {
 
     /// SIGTERM and wait (graceful shutdown).
     fn stop(mut self) -> (ExitStatus, String) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -127,7 +134,10 @@ fn secrets(dir: &Path) -> WebhookSecrets {
 }
 
 async fn post(url: &str, keys: &WebhookSecrets, body: &[u8], webhook_id: &str) -> (u16, Value) {
-    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let r = reqwest::Client::new()
         .post(format!("{url}/v1/alerts"))
         .header("content-type", "application/json")
@@ -184,7 +194,11 @@ fn run_relay(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -194,7 +208,13 @@ async fn the_seed_scenarios_become_records_through_the_real_server() {
     let dir = tempfile::tempdir().unwrap();
     let relay = start_relay(dir.path(), &["--batch-window-seconds", "2"]);
     let banner = relay.banner();
-    for needle in ["config ", "database ", "signing secret  generated: whsec_", "mode 0600", "/sim/records/"] {
+    for needle in [
+        "config ",
+        "database ",
+        "signing secret  generated: whsec_",
+        "mode 0600",
+        "/sim/records/",
+    ] {
         assert!(banner.contains(needle), "banner lacks {needle:?}:\n{banner}");
     }
     let sim = relay.sim_url.clone().expect("built-in simulator URL in the banner");
@@ -215,7 +235,10 @@ async fn the_seed_scenarios_become_records_through_the_real_server() {
     })
     .await;
     let sir = &sim_records(&sim, "sn_si_incident").await[0];
-    assert_eq!((sir["impact"].as_str(), sir["urgency"].as_str()), (Some("1"), Some("1")));
+    assert_eq!(
+        (sir["impact"].as_str(), sir["urgency"].as_str()),
+        (Some("1"), Some("1"))
+    );
     assert_eq!(sir["assignment_group.display_value"], "Security Operations");
     let task = &sim_records(&sim, "task").await[0];
     assert_eq!(task["assignment_group.display_value"], "IT Security");
@@ -248,7 +271,10 @@ async fn batched_alerts_are_aggregated_on_the_compressed_window() {
     let keys = secrets(dir.path());
     let ids: Vec<String> = (0..4).map(|i| format!("batch-agg-{i}")).collect();
     // sent together (the flush timer runs on its own schedule: a tick between sequential sends would split them)
-    let bodies: Vec<Vec<u8>> = ids.iter().map(|id| sample_with_id("productivity-low.json", id)).collect();
+    let bodies: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| sample_with_id("productivity-low.json", id))
+        .collect();
     let sends = ids.iter().zip(&bodies).map(|(id, body)| {
         let (url, keys) = (relay.url.clone(), &keys);
         async move { post(&url, keys, body, &format!("m-{id}")).await }
@@ -271,7 +297,10 @@ async fn batched_alerts_are_aggregated_on_the_compressed_window() {
     let description = records[0]["description"].as_str().unwrap();
     for id in &ids {
         assert!(description.contains(id.as_str()), "the record lists {id}");
-        assert_eq!(state_of(&relay.url, id).await["servicenow"]["sys_id"], records[0]["sys_id"]);
+        assert_eq!(
+            state_of(&relay.url, id).await["servicenow"]["sys_id"],
+            records[0]["sys_id"]
+        );
     }
     let (exit, _) = relay.stop();
     assert!(exit.success());
@@ -282,7 +311,12 @@ async fn kill_9_during_delivery_then_restart_delivers_every_alert_exactly_once()
     let dir = tempfile::tempdir().unwrap();
     // the simulator outlives the relay processes, so records created before the kill are still there
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    sim.inject(Fault { kind: FaultKind::Latency { ms: 400 }, count: 10_000, table: None, method: Some("POST".into()) });
+    sim.inject(Fault {
+        kind: FaultKind::Latency { ms: 400 },
+        count: 10_000,
+        table: None,
+        method: Some("POST".into()),
+    });
     let sn = servicenow_file(dir.path(), &sim.base_url(), "relay", "relay-password");
     let sn = sn.to_str().unwrap();
     let args = ["--servicenow-file", sn, "--lease-seconds", "3", "--workers", "1"];
@@ -291,14 +325,27 @@ async fn kill_9_during_delivery_then_restart_delivers_every_alert_exactly_once()
     let keys = secrets(dir.path());
     let ids: Vec<String> = (0..25).map(|i| format!("kill-{i}")).collect();
     for id in &ids {
-        let (s, _) = post(&relay.url, &keys, &sample_with_id("dlp-critical.json", id), &format!("m-{id}")).await;
+        let (s, _) = post(
+            &relay.url,
+            &keys,
+            &sample_with_id("dlp-critical.json", id),
+            &format!("m-{id}"),
+        )
+        .await;
         assert_eq!(s, 202);
     }
     // kill while deliveries are in flight: some records exist, others are mid-call or still queued
-    eventually(20, "the first records", || async { !sim.records("sn_si_incident").is_empty() }).await;
+    eventually(20, "the first records", || async {
+        !sim.records("sn_si_incident").is_empty()
+    })
+    .await;
     relay.kill9();
     let before = sim.records("sn_si_incident").len();
-    assert!(before < ids.len(), "killed mid-delivery ({before} of {} records existed)", ids.len());
+    assert!(
+        before < ids.len(),
+        "killed mid-delivery ({before} of {} records existed)",
+        ids.len()
+    );
 
     let relay = start_relay(dir.path(), &args);
     eventually(60, "every alert delivered after the restart", || async {
@@ -318,7 +365,10 @@ async fn kill_9_during_delivery_then_restart_delivers_every_alert_exactly_once()
     for id in &ids {
         let s = state_of(&relay.url, id).await;
         let sys_id = s["servicenow"]["sys_id"].as_str().unwrap();
-        assert!(records.iter().any(|r| r["sys_id"] == sys_id), "{id}: the ledger points at an existing record");
+        assert!(
+            records.iter().any(|r| r["sys_id"] == sys_id),
+            "{id}: the ledger points at an existing record"
+        );
     }
     let (exit, _) = relay.stop();
     assert!(exit.success());
@@ -334,7 +384,19 @@ async fn send_and_status_commands() {
     let (db_s, url) = (db.to_str().unwrap(), url_owned.as_str());
     let seed = repo().join("events/alerts/seed-usb-copy-847-files.json");
 
-    let o = run_relay(dir.path(), &["send", seed.to_str().unwrap(), "--url", url, "--db", db_s, "--wait", "20"]);
+    let o = run_relay(
+        dir.path(),
+        &[
+            "send",
+            seed.to_str().unwrap(),
+            "--url",
+            url,
+            "--db",
+            db_s,
+            "--wait",
+            "20",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("HTTP 202"), "{}", text(&o));
     assert!(text(&o).contains("delivered: sn_si_incident SIR"), "{}", text(&o));
@@ -347,8 +409,14 @@ async fn send_and_status_commands() {
     let local: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(local["servicenow"]["number"], v["servicenow"]["number"]);
     // unknown id: exit 3, over HTTP and locally
-    assert_eq!(run_relay(dir.path(), &["status", "nope", "--url", url]).status.code(), Some(3));
-    assert_eq!(run_relay(dir.path(), &["status", "nope", "--db", db_s]).status.code(), Some(3));
+    assert_eq!(
+        run_relay(dir.path(), &["status", "nope", "--url", url]).status.code(),
+        Some(3)
+    );
+    assert_eq!(
+        run_relay(dir.path(), &["status", "nope", "--db", db_s]).status.code(),
+        Some(3)
+    );
     // no database: exit 2
     let o = run_relay(dir.path(), &["status", "x", "--db", "/nonexistent/relay.db"]);
     assert_eq!(o.status.code(), Some(2));
@@ -358,22 +426,44 @@ async fn send_and_status_commands() {
     let bad = repo().join("events/invalid/bad-values.json");
     let o = run_relay(dir.path(), &["send", bad.to_str().unwrap(), "--url", url, "--db", db_s]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("HTTP 400") && text(&o).contains("problems"), "{}", text(&o));
+    assert!(
+        text(&o).contains("HTTP 400") && text(&o).contains("problems"),
+        "{}",
+        text(&o)
+    );
     // the wrong secret: 401
     let wrong = dir.path().join("wrong.txt");
     std::fs::write(&wrong, relay_pipeline::signature::generate_secret()).unwrap();
     let o = run_relay(
         dir.path(),
-        &["send", seed.to_str().unwrap(), "--url", url, "--secret-file", wrong.to_str().unwrap()],
+        &[
+            "send",
+            seed.to_str().unwrap(),
+            "--url",
+            url,
+            "--secret-file",
+            wrong.to_str().unwrap(),
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("HTTP 401") && text(&o).contains("signature rejected"), "{}", text(&o));
+    assert!(
+        text(&o).contains("HTTP 401") && text(&o).contains("signature rejected"),
+        "{}",
+        text(&o)
+    );
     // an unreadable secret file / alert file: exit 2 naming it
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, "{\"secrets\": 5}").unwrap();
     let o = run_relay(
         dir.path(),
-        &["send", seed.to_str().unwrap(), "--url", url, "--secret-file", garbage.to_str().unwrap()],
+        &[
+            "send",
+            seed.to_str().unwrap(),
+            "--url",
+            url,
+            "--secret-file",
+            garbage.to_str().unwrap(),
+        ],
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("garbage.json"), "{}", text(&o));
@@ -383,7 +473,10 @@ async fn send_and_status_commands() {
     let (exit, _) = relay.stop();
     assert!(exit.success());
     // nobody listening: exit 1
-    let o = run_relay(dir.path(), &["send", seed.to_str().unwrap(), "--url", url, "--db", db_s]);
+    let o = run_relay(
+        dir.path(),
+        &["send", seed.to_str().unwrap(), "--url", url, "--db", db_s],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("cannot reach"), "{}", text(&o));
 }
@@ -428,13 +521,25 @@ async fn bad_requests_and_bad_settings_get_clear_errors() {
     std::fs::write(&bad_config, "version: 7\n").unwrap();
     let http_url = servicenow_file(dir.path(), "http://instance.example.com", "relay", "x");
     let cases: [(Vec<&str>, &str); 4] = [
-        (vec!["--config", bad_config.to_str().unwrap()], "bad.yaml: invalid config"),
+        (
+            vec!["--config", bad_config.to_str().unwrap()],
+            "bad.yaml: invalid config",
+        ),
         (vec!["--servicenow-file", http_url.to_str().unwrap()], "https"),
-        (vec!["--servicenow-file", "/nonexistent-sn.json"], "/nonexistent-sn.json"),
-        (vec!["--secret-file", "/nonexistent-secret.json"], "/nonexistent-secret.json"),
+        (
+            vec!["--servicenow-file", "/nonexistent-sn.json"],
+            "/nonexistent-sn.json",
+        ),
+        (
+            vec!["--secret-file", "/nonexistent-secret.json"],
+            "/nonexistent-secret.json",
+        ),
     ];
     for (args, needle) in cases {
-        let o = run_relay(dir.path(), &[&["serve", "--port", "0", "--db", "x.db"][..], &args].concat());
+        let o = run_relay(
+            dir.path(),
+            &[&["serve", "--port", "0", "--db", "x.db"][..], &args].concat(),
+        );
         assert!(!o.status.success(), "{args:?}");
         assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
     }
@@ -451,15 +556,29 @@ fn sim_config_requiring(table: &str, field: &str) -> SimConfig {
 async fn test_connection_reports_every_table() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let tc =
-        |file: &Path| run_relay(d, &["test-connection", "--servicenow-file", file.to_str().unwrap(), "--timeout", "3"]);
+    let tc = |file: &Path| {
+        run_relay(
+            d,
+            &[
+                "test-connection",
+                "--servicenow-file",
+                file.to_str().unwrap(),
+                "--timeout",
+                "3",
+            ],
+        )
+    };
 
     // all good: every table OK, and the test records are gone again
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "relay-password"));
     assert!(o.status.success(), "{}", text(&o));
     for table in ["sn_si_incident", "task", "sn_hr_core_case", "incident"] {
-        let line = text(&o).lines().find(|l| l.starts_with(table)).map(str::to_owned).unwrap_or_default();
+        let line = text(&o)
+            .lines()
+            .find(|l| l.starts_with(table))
+            .map(str::to_owned)
+            .unwrap_or_default();
         assert!(line.contains("OK (created and deleted"), "{table}: {}", text(&o));
         assert!(sim.records(table).is_empty(), "{table}: test record deleted");
     }
@@ -485,13 +604,24 @@ async fn test_connection_reports_every_table() {
     assert!(text(&o).contains("unreachable"), "{}", text(&o));
 
     // a data policy on one table: only that table fails
-    let sim = Simulator::start(sim_config_requiring("sn_hr_core_case", "u_hr_service")).await.unwrap();
+    let sim = Simulator::start(sim_config_requiring("sn_hr_core_case", "u_hr_service"))
+        .await
+        .unwrap();
     let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "relay-password"));
     assert_eq!(o.status.code(), Some(1));
     let out = text(&o);
     let hr = out.lines().find(|l| l.starts_with("sn_hr_core_case")).unwrap();
-    assert!(hr.contains("data-policy fields required") && hr.contains("u_hr_service"), "{out}");
-    assert!(out.lines().find(|l| l.starts_with("sn_si_incident")).unwrap().contains("OK"), "{out}");
+    assert!(
+        hr.contains("data-policy fields required") && hr.contains("u_hr_service"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .find(|l| l.starts_with("sn_si_incident"))
+            .unwrap()
+            .contains("OK"),
+        "{out}"
+    );
     assert!(out.contains("1 of"), "{out}");
     sim.shutdown().await;
 
@@ -508,11 +638,18 @@ async fn replay_dlq_redelivers_after_the_cause_is_fixed() {
     let db = d.join("relay.db");
     let db_s = db.to_str().unwrap();
     // an instance whose data policy the mapping does not satisfy: permanent error → dead-lettered
-    let broken: RunningSim = Simulator::start(sim_config_requiring("sn_si_incident", "u_case_owner")).await.unwrap();
+    let broken: RunningSim = Simulator::start(sim_config_requiring("sn_si_incident", "u_case_owner"))
+        .await
+        .unwrap();
     let sn = servicenow_file(d, &broken.base_url(), "relay", "relay-password");
     let relay = start_relay(d, &["--servicenow-file", sn.to_str().unwrap()]);
     let keys = secrets(d);
-    assert_eq!(post(&relay.url, &keys, &sample("seed-usb-copy-847-files.json"), "m1").await.0, 202);
+    assert_eq!(
+        post(&relay.url, &keys, &sample("seed-usb-copy-847-files.json"), "m1")
+            .await
+            .0,
+        202
+    );
     eventually(20, "the alert to fail", || async {
         state_of(&relay.url, "emon-20261120-7f3a9c").await["state"] == "FAILED"
     })
@@ -537,7 +674,11 @@ async fn replay_dlq_redelivers_after_the_cause_is_fixed() {
     // replay: the ledger entry reopens, the message goes back to the realtime queue
     let o = run_relay(d, &["replay-dlq", "--db", db_s]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("replayed 1 of 1 messages (1 ledger entries reopened)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("replayed 1 of 1 messages (1 ledger entries reopened)"),
+        "{}",
+        text(&o)
+    );
     let o = run_relay(d, &["status", "emon-20261120-7f3a9c", "--db", db_s]);
     assert_eq!(serde_json::from_slice::<Value>(&o.stdout).unwrap()["state"], "QUEUED");
     let o = run_relay(d, &["replay-dlq", "--db", db_s]);

@@ -8,10 +8,18 @@ const CREATES_PER_ITER: usize = 400;
 const CONCURRENCY: usize = 16;
 
 fn creates(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let sim = rt.block_on(Simulator::start(SimConfig::default())).expect("simulator starts");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sim = rt
+        .block_on(Simulator::start(SimConfig::default()))
+        .expect("simulator starts");
     let url = format!("{}/api/now/table/incident?sysparm_fields=sys_id,number", sim.base_url());
-    let client = reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .expect("client");
     let body = serde_json::json!({
         "short_description": "Possible data exfiltration by user 4711",
         "description": "Bulk download of 1,204 files to removable media within 10 minutes",

@@ -53,16 +53,29 @@ pub fn json_reply(status: StatusCode, value: &Value) -> Reply {
 }
 
 pub fn empty_reply(status: StatusCode) -> Reply {
-    Reply { status, headers: Vec::new(), body: Bytes::new(), content_type: JSON, user: None }
+    Reply {
+        status,
+        headers: Vec::new(),
+        body: Bytes::new(),
+        content_type: JSON,
+        user: None,
+    }
 }
 
 pub fn error_reply(status: StatusCode, message: &str, detail: Option<&str>) -> Reply {
-    json_reply(status, &json!({"error": {"message": message, "detail": detail}, "status": "failure"}))
+    json_reply(
+        status,
+        &json!({"error": {"message": message, "detail": detail}, "status": "failure"}),
+    )
 }
 
 pub fn unauthenticated_reply() -> Reply {
-    error_reply(StatusCode::UNAUTHORIZED, "User Not Authenticated", Some("Required to provide Auth information"))
-        .header("www-authenticate", "BASIC realm=\"Service-now\"")
+    error_reply(
+        StatusCode::UNAUTHORIZED,
+        "User Not Authenticated",
+        Some("Required to provide Auth information"),
+    )
+    .header("www-authenticate", "BASIC realm=\"Service-now\"")
 }
 
 pub fn server_error_reply(status: u16) -> Reply {
@@ -82,7 +95,9 @@ pub fn rate_limited_reply(
     error_reply(
         StatusCode::TOO_MANY_REQUESTS,
         "Rate limit exceeded",
-        Some(&format!("Rate limit of {limit} requests per hour for {api_label} exceeded")),
+        Some(&format!(
+            "Rate limit of {limit} requests per hour for {api_label} exceeded"
+        )),
     )
     .header("x-ratelimit-limit", limit)
     .header("x-ratelimit-reset", reset_unix)
@@ -200,7 +215,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> 
 }
 
 fn base_url(req: &Req) -> String {
-    format!("http://{}", header_str(&req.headers, &header::HOST).unwrap_or("127.0.0.1"))
+    format!(
+        "http://{}",
+        header_str(&req.headers, &header::HOST).unwrap_or("127.0.0.1")
+    )
 }
 
 pub fn handle(shared: &Shared, req: &Req) -> Reply {
@@ -210,15 +228,21 @@ pub fn handle(shared: &Shared, req: &Req) -> Reply {
     if req.path == "/api/global/em/jsonv2" {
         return with_api(shared, req, ApiKind::Event, events);
     }
-    let Some((versioned, segs)) = now_segments(&req.path) else { return unknown_resource() };
+    let Some((versioned, segs)) = now_segments(&req.path) else {
+        return unknown_resource();
+    };
     match segs.as_slice() {
         ["table", table] => {
             let table = table.to_string();
-            with_api(shared, req, ApiKind::Table, move |s, r, u| table_collection(s, r, u, &table))
+            with_api(shared, req, ApiKind::Table, move |s, r, u| {
+                table_collection(s, r, u, &table)
+            })
         }
         ["table", table, sys_id] => {
             let (table, sys_id) = (table.to_string(), sys_id.to_string());
-            with_api(shared, req, ApiKind::Table, move |s, r, u| table_record(s, r, u, &table, &sys_id))
+            with_api(shared, req, ApiKind::Table, move |s, r, u| {
+                table_record(s, r, u, &table, &sys_id)
+            })
         }
         ["batch"] if versioned && req.method == Method::POST => {
             if req.via_batch {
@@ -228,20 +252,28 @@ pub fn handle(shared: &Shared, req: &Req) -> Reply {
         }
         ["import", staging] if req.method == Method::POST => {
             let staging = staging.to_string();
-            with_api(shared, req, ApiKind::Import, move |s, r, u| import(s, r, u, &staging, false))
+            with_api(shared, req, ApiKind::Import, move |s, r, u| {
+                import(s, r, u, &staging, false)
+            })
         }
         ["import", staging, "insertMultiple"] if req.method == Method::POST => {
             let staging = staging.to_string();
-            with_api(shared, req, ApiKind::Import, move |s, r, u| import(s, r, u, &staging, true))
+            with_api(shared, req, ApiKind::Import, move |s, r, u| {
+                import(s, r, u, &staging, true)
+            })
         }
         ["attachment", "file"] if req.method == Method::POST => with_api(shared, req, ApiKind::Attachment, attach),
         ["attachment", sys_id] => {
             let id = sys_id.to_string();
-            with_api(shared, req, ApiKind::Attachment, move |s, r, u| attachment(s, r, u, &id, false))
+            with_api(shared, req, ApiKind::Attachment, move |s, r, u| {
+                attachment(s, r, u, &id, false)
+            })
         }
         ["attachment", sys_id, "file"] if req.method == Method::GET => {
             let id = sys_id.to_string();
-            with_api(shared, req, ApiKind::Attachment, move |s, r, u| attachment(s, r, u, &id, true))
+            with_api(shared, req, ApiKind::Attachment, move |s, r, u| {
+                attachment(s, r, u, &id, true)
+            })
         }
         _ => unknown_resource(),
     }
@@ -277,7 +309,9 @@ fn with_api(shared: &Shared, req: &Req, api: ApiKind, f: impl FnOnce(&Shared, &R
 }
 
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
-    let Some(auth) = header_str(headers, &header::AUTHORIZATION) else { return Err(unauthenticated_reply()) };
+    let Some(auth) = header_str(headers, &header::AUTHORIZATION) else {
+        return Err(unauthenticated_reply());
+    };
     if let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) {
         let decoded = B64.decode(b64.trim()).map_err(|_| unauthenticated_reply())?;
         let text = String::from_utf8(decoded).map_err(|_| unauthenticated_reply())?;
@@ -316,7 +350,14 @@ fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind) -> Result<(), Rep
         if *count >= rule.per_hour {
             let reset = hour + 3600;
             let retry = (reset - now).max(1) as u64;
-            return Err(rate_limited_reply(shared, &rule.name, rule.per_hour, reset, retry, rule.api.label()));
+            return Err(rate_limited_reply(
+                shared,
+                &rule.name,
+                rule.per_hour,
+                reset,
+                retry,
+                rule.api.label(),
+            ));
         }
         *count += 1;
     }
@@ -327,7 +368,10 @@ fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind) -> Result<(), Rep
 
 fn oauth(shared: &Shared, req: &Req) -> Reply {
     let denied = || {
-        json_reply(StatusCode::UNAUTHORIZED, &json!({"error_description": "access_denied", "error": "server_error"}))
+        json_reply(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error_description": "access_denied", "error": "server_error"}),
+        )
     };
     if req.method != Method::POST {
         return denied();
@@ -371,7 +415,11 @@ fn oauth(shared: &Shared, req: &Req) -> Reply {
     let mut store = shared.store.lock().expect("store lock");
     store.access_tokens.insert(
         access.clone(),
-        Token { user: user.clone(), client_id: client.client_id.clone(), expires_at: now + lifetime as i64 },
+        Token {
+            user: user.clone(),
+            client_id: client.client_id.clone(),
+            expires_at: now + lifetime as i64,
+        },
     );
     let refresh = if get("grant_type") == "refresh_token" {
         get("refresh_token").to_string()
@@ -423,7 +471,12 @@ fn random_token() -> String {
 
 fn require_json_body(req: &Req) -> Result<Map<String, Value>, Reply> {
     match header_str(&req.headers, &header::CONTENT_TYPE) {
-        None => return Err(bad_request("Missing Content-Type header", Some("Set Content-Type: application/json"))),
+        None => {
+            return Err(bad_request(
+                "Missing Content-Type header",
+                Some("Set Content-Type: application/json"),
+            ));
+        }
         Some(c) if !c.contains("json") => {
             return Err(error_reply(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -435,10 +488,14 @@ fn require_json_body(req: &Req) -> Result<Map<String, Value>, Reply> {
     }
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(bad_request("Exception while reading request", Some("The payload is not a JSON object."))),
-        Err(e) => {
-            Err(bad_request("Exception while reading request", Some(&format!("The payload is not valid JSON: {e}"))))
-        }
+        Ok(_) => Err(bad_request(
+            "Exception while reading request",
+            Some("The payload is not a JSON object."),
+        )),
+        Err(e) => Err(bad_request(
+            "Exception while reading request",
+            Some(&format!("The payload is not valid JSON: {e}")),
+        )),
     }
 }
 
@@ -470,7 +527,12 @@ fn prepare_fields(shared: &Shared, table: &str, input: &Map<String, Value>, by_d
         {
             s = s.chars().take(*max).collect();
         }
-        if shared.config.reference_fields.get(k).is_some_and(|t| t == "sys_user_group") {
+        if shared
+            .config
+            .reference_fields
+            .get(k)
+            .is_some_and(|t| t == "sys_user_group")
+        {
             s = shared
                 .resolve_group(k, &s, by_display)
                 .map_err(|detail| bad_request("Invalid reference", Some(&detail)))?;
@@ -481,16 +543,25 @@ fn prepare_fields(shared: &Shared, table: &str, input: &Map<String, Value>, by_d
 }
 
 fn data_policy_check(shared: &Shared, table: &str, row: &Fields) -> Result<(), Reply> {
-    let Some(cfg) = shared.table_config(table) else { return Ok(()) };
-    let missing: Vec<&str> =
-        cfg.mandatory.iter().filter(|f| row.get(*f).is_none_or(|v| v.trim().is_empty())).map(String::as_str).collect();
+    let Some(cfg) = shared.table_config(table) else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = cfg
+        .mandatory
+        .iter()
+        .filter(|f| row.get(*f).is_none_or(|v| v.trim().is_empty()))
+        .map(String::as_str)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     Err(error_reply(
         StatusCode::FORBIDDEN,
         "Operation Failed",
-        Some(&format!("Data Policy Exception: \n\tThe following fields are mandatory: {}", missing.join(", "))),
+        Some(&format!(
+            "Data Policy Exception: \n\tThe following fields are mandatory: {}",
+            missing.join(", ")
+        )),
     ))
 }
 
@@ -548,9 +619,16 @@ impl OutputOptions {
         OutputOptions {
             fields: param(params, "sysparm_fields")
                 .filter(|f| !f.trim().is_empty())
-                .map(|f| f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+                .map(|f| {
+                    f.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                }),
             exclude_reference_link: flag(params, "sysparm_exclude_reference_link"),
-            display_value: param(params, "sysparm_display_value").unwrap_or("false").to_ascii_lowercase(),
+            display_value: param(params, "sysparm_display_value")
+                .unwrap_or("false")
+                .to_ascii_lowercase(),
             base: base_url(req),
         }
     }
@@ -619,25 +697,40 @@ fn table_collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Repl
         }
         Method::GET => {
             let query = EncodedQuery::parse(param(&params, "sysparm_query").unwrap_or(""));
-            let limit: usize = param(&params, "sysparm_limit").and_then(|l| l.parse().ok()).unwrap_or(10_000);
-            let offset: usize = param(&params, "sysparm_offset").and_then(|l| l.parse().ok()).unwrap_or(0);
+            let limit: usize = param(&params, "sysparm_limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(10_000);
+            let offset: usize = param(&params, "sysparm_offset")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
             let store = shared.store.lock().expect("store lock");
             let no_rows = query.dropped_terms > 0 && shared.config.invalid_query_returns_no_rows;
             let mut rows: Vec<&Fields> = match store.tables.get(table) {
-                Some(data) if !no_rows => {
-                    data.rows.iter().filter(|r| shared.can_read(user, table, r) && query.matches(r)).collect()
-                }
+                Some(data) if !no_rows => data
+                    .rows
+                    .iter()
+                    .filter(|r| shared.can_read(user, table, r) && query.matches(r))
+                    .collect(),
                 _ => Vec::new(),
             };
             if !query.order_by.is_empty() {
                 rows.sort_by(|a, b| query.compare(a, b));
             }
             let total = rows.len();
-            let page: Vec<Value> = rows.iter().skip(offset).take(limit).map(|r| render(shared, r, &opts)).collect();
+            let page: Vec<Value> = rows
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|r| render(shared, r, &opts))
+                .collect();
             drop(store);
             json_reply(StatusCode::OK, &json!({"result": page})).header("x-total-count", total)
         }
-        _ => error_reply(StatusCode::METHOD_NOT_ALLOWED, "Method not Supported", Some(req.method.as_str())),
+        _ => error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not Supported",
+            Some(req.method.as_str()),
+        ),
     }
 }
 
@@ -648,8 +741,12 @@ fn table_record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &st
     let params = params(&req.query);
     let opts = OutputOptions::from(req, &params);
     let mut store = shared.store.lock().expect("store lock");
-    let Some(data) = store.tables.get_mut(table) else { return not_found() };
-    let Some(existing) = data.get(sys_id) else { return not_found() };
+    let Some(data) = store.tables.get_mut(table) else {
+        return not_found();
+    };
+    let Some(existing) = data.get(sys_id) else {
+        return not_found();
+    };
     if !shared.can_read(user, table, existing) {
         return not_found();
     }
@@ -680,7 +777,9 @@ fn table_record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &st
             };
             let mut store = shared.store.lock().expect("store lock");
             let now = format_glide_time(shared.now());
-            let Some(row) = store.tables.get_mut(table).and_then(|d| d.get_mut(sys_id)) else { return not_found() };
+            let Some(row) = store.tables.get_mut(table).and_then(|d| d.get_mut(sys_id)) else {
+                return not_found();
+            };
             let mut updated = row.clone();
             updated.extend(changes);
             apply_priority(shared, table, &mut updated);
@@ -695,7 +794,11 @@ fn table_record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &st
             drop(store);
             json_reply(StatusCode::OK, &json!({"result": render(shared, &updated, &opts)}))
         }
-        _ => error_reply(StatusCode::METHOD_NOT_ALLOWED, "Method not Supported", Some(req.method.as_str())),
+        _ => error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not Supported",
+            Some(req.method.as_str()),
+        ),
     }
 }
 
@@ -708,7 +811,10 @@ fn batch(shared: &Shared, req: &Req, _user: &str) -> Reply {
     };
     let batch_id = body.get("batch_request_id").map(value_to_string).unwrap_or_default();
     let Some(items) = body.get("rest_requests").and_then(Value::as_array) else {
-        return bad_request("Invalid batch request", Some("rest_requests is missing or not an array"));
+        return bad_request(
+            "Invalid batch request",
+            Some("rest_requests is missing or not an array"),
+        );
     };
     let outer_auth = req.headers.get(header::AUTHORIZATION).cloned();
     let cfg = &shared.config.batch;
@@ -725,7 +831,10 @@ fn batch(shared: &Shared, req: &Req, _user: &str) -> Reply {
         let started = std::time::Instant::now();
         let (status, headers, body_b64) = batch_item(shared, req, item, outer_auth.as_ref());
         elapsed_ms += cfg.item_execution_ms + started.elapsed().as_millis() as u64;
-        let exclude_headers = item.get("exclude_response_headers").and_then(Value::as_bool).unwrap_or(false);
+        let exclude_headers = item
+            .get("exclude_response_headers")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         serviced.push(json!({
             "id": id,
             "body": body_b64,
@@ -852,7 +961,11 @@ fn import(shared: &Shared, req: &Req, user: &str, staging: &str, multiple: bool)
         let _ = insert_record(shared, &mut store, staging, user, staging_row.clone());
         let mut mapped = Map::new();
         for (k, v) in &staged {
-            let target = set.field_map.get(k).cloned().unwrap_or_else(|| k.strip_prefix("u_").unwrap_or(k).to_string());
+            let target = set
+                .field_map
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| k.strip_prefix("u_").unwrap_or(k).to_string());
             mapped.insert(target, v.clone());
         }
         let result = transform_row(shared, &mut store, set, user, &mapped, by_display, &base);
@@ -882,14 +995,27 @@ fn transform_row(
         Ok(f) => f,
         Err(reply) => return error(reply_detail(&reply)),
     };
-    let key = set.coalesce_field.as_ref().and_then(|f| fields.get(f).filter(|v| !v.is_empty()).map(|v| (f, v.clone())));
+    let key = set
+        .coalesce_field
+        .as_ref()
+        .and_then(|f| fields.get(f).filter(|v| !v.is_empty()).map(|v| (f, v.clone())));
     let existing = key.and_then(|(f, v)| {
-        store.tables.get(table)?.rows.iter().find(|r| r.get(f) == Some(&v)).and_then(|r| r.get("sys_id").cloned())
+        store
+            .tables
+            .get(table)?
+            .rows
+            .iter()
+            .find(|r| r.get(f) == Some(&v))
+            .and_then(|r| r.get("sys_id").cloned())
     });
     let (status, row) = match existing {
         Some(sys_id) => {
             let now = format_glide_time(shared.now());
-            let row = store.tables.get_mut(table).and_then(|d| d.get_mut(&sys_id)).expect("row found above");
+            let row = store
+                .tables
+                .get_mut(table)
+                .and_then(|d| d.get_mut(&sys_id))
+                .expect("row found above");
             let mut updated = row.clone();
             updated.extend(fields);
             apply_priority(shared, table, &mut updated);
@@ -930,7 +1056,11 @@ fn reply_detail(reply: &Reply) -> String {
 
 fn events(shared: &Shared, req: &Req, user: &str) -> Reply {
     if req.method != Method::POST {
-        return error_reply(StatusCode::METHOD_NOT_ALLOWED, "Method not Supported", Some(req.method.as_str()));
+        return error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not Supported",
+            Some(req.method.as_str()),
+        );
     }
     if !(shared.is_admin(user) || shared.roles_of(user).contains(&shared.config.event_role)) {
         return acl_denied("Insert");
@@ -981,7 +1111,15 @@ fn events(shared: &Shared, req: &Req, user: &str) -> Reply {
             }
             None => {
                 let mut alert = Fields::new();
-                for f in ["source", "node", "type", "resource", "metric_name", "description", "additional_info"] {
+                for f in [
+                    "source",
+                    "node",
+                    "type",
+                    "resource",
+                    "metric_name",
+                    "description",
+                    "additional_info",
+                ] {
                     if let Some(v) = event.get(f) {
                         alert.insert(f.to_string(), v.clone());
                     }
@@ -1012,22 +1150,35 @@ fn events(shared: &Shared, req: &Req, user: &str) -> Reply {
 
 fn attach(shared: &Shared, req: &Req, user: &str) -> Reply {
     let params = params(&req.query);
-    let (Some(table), Some(table_sys_id), Some(file_name)) =
-        (param(&params, "table_name"), param(&params, "table_sys_id"), param(&params, "file_name"))
-    else {
-        return bad_request("Missing parameters", Some("table_name, table_sys_id and file_name are required"));
+    let (Some(table), Some(table_sys_id), Some(file_name)) = (
+        param(&params, "table_name"),
+        param(&params, "table_sys_id"),
+        param(&params, "file_name"),
+    ) else {
+        return bad_request(
+            "Missing parameters",
+            Some("table_name, table_sys_id and file_name are required"),
+        );
     };
     let Some(content_type) = header_str(&req.headers, &header::CONTENT_TYPE) else {
-        return bad_request("Missing Content-Type header", Some("Content-Type must be the file's MIME type"));
+        return bad_request(
+            "Missing Content-Type header",
+            Some("Content-Type must be the file's MIME type"),
+        );
     };
     let mut store = shared.store.lock().expect("store lock");
-    let visible =
-        store.tables.get(table).and_then(|t| t.get(table_sys_id)).is_some_and(|row| shared.can_read(user, table, row));
+    let visible = store
+        .tables
+        .get(table)
+        .and_then(|t| t.get(table_sys_id))
+        .is_some_and(|row| shared.can_read(user, table, row));
     if !visible {
         return error_reply(
             StatusCode::NOT_FOUND,
             "Invalid table name or sys_id",
-            Some(&format!("Record {table}/{table_sys_id} doesn't exist or ACL restricts the record retrieval")),
+            Some(&format!(
+                "Record {table}/{table_sys_id} doesn't exist or ACL restricts the record retrieval"
+            )),
         );
     }
     let base = base_url(req);
@@ -1093,7 +1244,11 @@ fn attachment(shared: &Shared, req: &Req, user: &str, sys_id: &str, content: boo
             store.attachments.remove(sys_id);
             empty_reply(StatusCode::NO_CONTENT)
         }
-        _ => error_reply(StatusCode::METHOD_NOT_ALLOWED, "Method not Supported", Some(req.method.as_str())),
+        _ => error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not Supported",
+            Some(req.method.as_str()),
+        ),
     }
 }
 
@@ -1111,9 +1266,18 @@ mod tests {
     #[test]
     fn table_of_path() {
         assert_eq!(target_table("/api/now/table/incident").as_deref(), Some("incident"));
-        assert_eq!(target_table("/api/now/v2/table/incident/abc").as_deref(), Some("incident"));
-        assert_eq!(target_table("/api/now/import/u_incident_import").as_deref(), Some("u_incident_import"));
-        assert_eq!(target_table("/api/now/attachment/file").as_deref(), Some("sys_attachment"));
+        assert_eq!(
+            target_table("/api/now/v2/table/incident/abc").as_deref(),
+            Some("incident")
+        );
+        assert_eq!(
+            target_table("/api/now/import/u_incident_import").as_deref(),
+            Some("u_incident_import")
+        );
+        assert_eq!(
+            target_table("/api/now/attachment/file").as_deref(),
+            Some("sys_attachment")
+        );
         assert_eq!(target_table("/api/global/em/jsonv2").as_deref(), Some("em_event"));
         assert_eq!(target_table("/api/now/v1/batch"), None);
     }

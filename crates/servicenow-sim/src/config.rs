@@ -70,7 +70,10 @@ pub struct OAuthConfig {
 
 impl Default for OAuthConfig {
     fn default() -> Self {
-        OAuthConfig { access_token_lifetime_s: 1800, refresh_token_lifetime_s: 100 * 24 * 3600 }
+        OAuthConfig {
+            access_token_lifetime_s: 1800,
+            refresh_token_lifetime_s: 100 * 24 * 3600,
+        }
     }
 }
 
@@ -245,13 +248,21 @@ fn table(name: &str, prefix: Option<&str>, create_roles: &[&str], mandatory: &[&
 
 impl Default for SimConfig {
     fn default() -> Self {
-        let task_lengths: BTreeMap<String, usize> =
-            [("correlation_id".to_string(), 100), ("short_description".to_string(), 160)].into();
+        let task_lengths: BTreeMap<String, usize> = [
+            ("correlation_id".to_string(), 100),
+            ("short_description".to_string(), 160),
+        ]
+        .into();
         let mut tables = vec![
             table("incident", Some("INC"), &["itil"], &["short_description"]),
             table("task", Some("TASK"), &["itil"], &["short_description"]),
             table("problem", Some("PRB"), &["itil"], &["short_description"]),
-            table("sn_si_incident", Some("SIR"), &["sn_si.analyst", "sn_si.integration_user"], &["short_description"]),
+            table(
+                "sn_si_incident",
+                Some("SIR"),
+                &["sn_si.analyst", "sn_si.integration_user"],
+                &["short_description"],
+            ),
             table("sn_ti_observable", None, &["sn_ti.integration_user"], &[]),
             table("sn_compliance_policy_exception", Some("PEX"), &["sn_grc.user"], &[]),
             table("sn_risk_risk", Some("RSK"), &["sn_grc.user"], &[]),
@@ -294,8 +305,16 @@ impl Default for SimConfig {
         ]);
         SimConfig {
             users: vec![
-                UserConfig { name: "relay".into(), password: "relay-password".into(), roles: relay_roles },
-                UserConfig { name: "admin".into(), password: "admin-password".into(), roles: strings(&[ADMIN_ROLE]) },
+                UserConfig {
+                    name: "relay".into(),
+                    password: "relay-password".into(),
+                    roles: relay_roles,
+                },
+                UserConfig {
+                    name: "admin".into(),
+                    password: "admin-password".into(),
+                    roles: strings(&[ADMIN_ROLE]),
+                },
                 UserConfig {
                     name: "readonly".into(),
                     password: "readonly-password".into(),
@@ -372,7 +391,10 @@ impl SimConfig {
             if let Some(user) = &client.client_credentials_user
                 && !self.users.iter().any(|u| &u.name == user)
             {
-                return Err(SimError::Config(format!("OAuth client {} acts as unknown user {user}", client.client_id)));
+                return Err(SimError::Config(format!(
+                    "OAuth client {} acts as unknown user {user}",
+                    client.client_id
+                )));
             }
         }
         Ok(())

@@ -63,7 +63,12 @@ fn one() -> u32 {
 
 impl Fault {
     pub fn new(kind: FaultKind) -> Fault {
-        Fault { kind, count: 1, table: None, method: None }
+        Fault {
+            kind,
+            count: 1,
+            table: None,
+            method: None,
+        }
     }
 
     pub fn times(mut self, count: u32) -> Fault {

@@ -42,7 +42,9 @@ impl Simulator {
     /// Serve on an already bound listener (the local mode chooses its address). Must be called inside a
     /// Tokio runtime.
     pub fn serve(listener: tokio::net::TcpListener, config: SimConfig) -> std::io::Result<RunningSim> {
-        config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(store::Shared::new(config));
         let task = tokio::spawn(server::accept_loop(listener, shared.clone()));
@@ -73,7 +75,14 @@ impl RunningSim {
     }
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.shared.store.lock().expect("store lock").log.iter().cloned().collect()
+        self.shared
+            .store
+            .lock()
+            .expect("store lock")
+            .log
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn inject(&self, fault: Fault) {

@@ -6,7 +6,10 @@ use clap::Parser;
 use servicenow_sim::{SimConfig, Simulator};
 
 #[derive(Parser, Debug)]
-#[command(name = "servicenow-sim", about = "Stateful ServiceNow REST simulator with fault injection")]
+#[command(
+    name = "servicenow-sim",
+    about = "Stateful ServiceNow REST simulator with fault injection"
+)]
 struct Args {
     /// Port to listen on (0 = any free port).
     #[arg(long, default_value_t = 0)]
@@ -21,7 +24,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let config = match &args.config {
         Some(path) => SimConfig::from_yaml_file(path)?,

@@ -104,7 +104,10 @@ fn parse_condition(term: &str) -> Option<Condition> {
                     ">" => Operator::Greater(v),
                     _ => continue,
                 };
-                return Some(Condition { field: field.to_string(), op: parsed });
+                return Some(Condition {
+                    field: field.to_string(),
+                    op: parsed,
+                });
             }
         }
     }
@@ -159,7 +162,9 @@ impl EncodedQuery {
         if self.groups.iter().all(|g| g.is_empty()) {
             return true;
         }
-        self.groups.iter().any(|group| group.iter().all(|clause| clause.iter().any(|c| c.matches(record))))
+        self.groups
+            .iter()
+            .any(|group| group.iter().all(|clause| clause.iter().any(|c| c.matches(record))))
     }
 
     pub fn compare(&self, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Ordering {
@@ -224,7 +229,13 @@ mod tests {
         assert_eq!(g[0][0].op, Operator::Equals("abc".into()));
         assert_eq!(g[1][0].op, Operator::In(vec!["1".into(), "2".into()]));
         assert_eq!(g[2][0].op, Operator::Like("disk".into()));
-        assert_eq!(g[3][0], Condition { field: "number".into(), op: Operator::StartsWith("INC".into()) });
+        assert_eq!(
+            g[3][0],
+            Condition {
+                field: "number".into(),
+                op: Operator::StartsWith("INC".into())
+            }
+        );
         assert_eq!(g[4][0].op, Operator::IsEmpty);
         assert_eq!(g[5][0].op, Operator::NotEquals("1".into()));
     }

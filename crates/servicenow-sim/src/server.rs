@@ -84,7 +84,10 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let reset = Arc::new(AtomicBool::new(false));
-            let io = TokioIo::new(ResettableStream { inner: stream, reset: reset.clone() });
+            let io = TokioIo::new(ResettableStream {
+                inner: stream,
+                reset: reset.clone(),
+            });
             let mut shutdown = shared.shutdown.subscribe();
             let svc_shared = shared.clone();
             let service = hyper::service::service_fn(move |req| {
@@ -92,7 +95,9 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let reset = reset.clone();
                 async move { handle_connection_request(shared, peer, req, reset).await }
             });
-            let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, service);
             tokio::select! {
                 _ = conn => {}
                 _ = shutdown.wait_for(|v| *v) => {}
@@ -117,9 +122,20 @@ async fn handle_connection_request(
             let reply = api::error_reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request entity too large",
-                Some(&format!("The payload exceeds glide.rest.max_content_length ({limit} bytes)")),
+                Some(&format!(
+                    "The payload exceeds glide.rest.max_content_length ({limit} bytes)"
+                )),
             );
-            log(&shared, &parts.method, &path, &query, reply.status.as_u16(), None, None, None);
+            log(
+                &shared,
+                &parts.method,
+                &path,
+                &query,
+                reply.status.as_u16(),
+                None,
+                None,
+                None,
+            );
             return Ok(into_response(reply));
         }
     };
@@ -128,7 +144,14 @@ async fn handle_connection_request(
         return Ok(into_response(control(&shared, peer, &parts.method, &path, &body)));
     }
 
-    let req = Req { method: parts.method, path, query, headers: parts.headers, body, via_batch: false };
+    let req = Req {
+        method: parts.method,
+        path,
+        query,
+        headers: parts.headers,
+        body,
+        via_batch: false,
+    };
     let table = api::target_table(&req.path);
     let fault = {
         let mut store = shared.store.lock().expect("store lock");
@@ -169,7 +192,16 @@ async fn handle_connection_request(
         _ => None,
     };
     if let Some(reply) = early {
-        log(&shared, &req.method, &req.path, &req.query, reply.status.as_u16(), None, table, fault_name);
+        log(
+            &shared,
+            &req.method,
+            &req.path,
+            &req.query,
+            reply.status.as_u16(),
+            None,
+            table,
+            fault_name,
+        );
         return Ok(into_response(reply));
     }
 
@@ -178,13 +210,31 @@ async fn handle_connection_request(
     // Faults that act after the request was handled (and committed).
     match &fault {
         Some(FaultKind::TimeoutAfterWrite) => {
-            log(&shared, &req.method, &req.path, &req.query, 0, reply.user.clone(), table, fault_name);
+            log(
+                &shared,
+                &req.method,
+                &req.path,
+                &req.query,
+                0,
+                reply.user.clone(),
+                table,
+                fault_name,
+            );
             let mut shutdown = shared.shutdown.subscribe();
             let _ = shutdown.wait_for(|v| *v).await;
             return Err(DropConnection);
         }
         Some(FaultKind::ConnectionReset { after_commit: true }) => {
-            log(&shared, &req.method, &req.path, &req.query, 0, reply.user.clone(), table, fault_name);
+            log(
+                &shared,
+                &req.method,
+                &req.path,
+                &req.query,
+                0,
+                reply.user.clone(),
+                table,
+                fault_name,
+            );
             reset.store(true, Ordering::SeqCst);
             return Err(DropConnection);
         }
@@ -208,7 +258,16 @@ async fn handle_connection_request(
         }
         _ => {}
     }
-    log(&shared, &req.method, &req.path, &req.query, reply.status.as_u16(), reply.user.clone(), table, fault_name);
+    log(
+        &shared,
+        &req.method,
+        &req.path,
+        &req.query,
+        reply.status.as_u16(),
+        reply.user.clone(),
+        table,
+        fault_name,
+    );
     Ok(into_response(reply))
 }
 
@@ -261,7 +320,10 @@ fn control(shared: &Shared, peer: SocketAddr, method: &Method, path: &str, body:
     match (method, rest) {
         (&Method::GET, r) if r.starts_with("/records/") => {
             let table = &r["/records/".len()..];
-            api::json_reply(StatusCode::OK, &serde_json::json!({ "result": shared.records_json(table) }))
+            api::json_reply(
+                StatusCode::OK,
+                &serde_json::json!({ "result": shared.records_json(table) }),
+            )
         }
         (&Method::GET, "/requests") => {
             let log: Vec<LoggedRequest> = shared.store.lock().expect("store lock").log.iter().cloned().collect();
@@ -286,7 +348,11 @@ fn control(shared: &Shared, peer: SocketAddr, method: &Method, path: &str, body:
                 shared.store.lock().expect("store lock").hibernating = on;
                 api::empty_reply(StatusCode::NO_CONTENT)
             }
-            None => api::error_reply(StatusCode::BAD_REQUEST, "Invalid body", Some("expected {\"on\": true|false}")),
+            None => api::error_reply(
+                StatusCode::BAD_REQUEST,
+                "Invalid body",
+                Some("expected {\"on\": true|false}"),
+            ),
         },
         (&Method::POST, "/clock") => match serde_json::from_slice::<serde_json::Value>(body)
             .ok()
@@ -296,7 +362,11 @@ fn control(shared: &Shared, peer: SocketAddr, method: &Method, path: &str, body:
                 shared.advance_clock(std::time::Duration::from_secs(secs));
                 api::empty_reply(StatusCode::NO_CONTENT)
             }
-            None => api::error_reply(StatusCode::BAD_REQUEST, "Invalid body", Some("expected {\"advance_s\": N}")),
+            None => api::error_reply(
+                StatusCode::BAD_REQUEST,
+                "Invalid body",
+                Some("expected {\"advance_s\": N}"),
+            ),
         },
         _ => api::error_reply(StatusCode::NOT_FOUND, "Unknown control endpoint", Some(path)),
     }

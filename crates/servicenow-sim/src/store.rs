@@ -139,7 +139,10 @@ impl Shared {
         for t in &self.config.tables {
             store.tables.insert(
                 t.name.clone(),
-                TableData { counter: t.first_number.saturating_sub(1), ..TableData::default() },
+                TableData {
+                    counter: t.first_number.saturating_sub(1),
+                    ..TableData::default()
+                },
             );
         }
         let mut groups = TableData::default();
@@ -200,12 +203,16 @@ impl Shared {
         if table == "sys_user_group" {
             return true;
         }
-        let Some(t) = self.table_config(table) else { return self.is_admin(user) };
+        let Some(t) = self.table_config(table) else {
+            return self.is_admin(user);
+        };
         self.has_any(user, &t.read_roles) || self.has_any(user, &t.write_roles) || self.owns(user, t, row)
     }
 
     pub fn can_write(&self, user: &str, table: &str, row: &Fields) -> bool {
-        let Some(t) = self.table_config(table) else { return self.is_admin(user) };
+        let Some(t) = self.table_config(table) else {
+            return self.is_admin(user);
+        };
         self.has_any(user, &t.write_roles) || self.owns(user, t, row)
     }
 
@@ -221,7 +228,11 @@ impl Shared {
             return Ok(value.to_string());
         }
         let matches: Vec<&String> = if by_display {
-            self.groups.iter().filter(|(_, n)| n == value).map(|(id, _)| id).collect()
+            self.groups
+                .iter()
+                .filter(|(_, n)| n == value)
+                .map(|(id, _)| id)
+                .collect()
         } else {
             vec![]
         };
@@ -250,7 +261,9 @@ impl Shared {
 
     pub fn records_json(&self, table: &str) -> Vec<serde_json::Value> {
         let store = self.store.lock().expect("store lock");
-        let Some(data) = store.tables.get(table) else { return Vec::new() };
+        let Some(data) = store.tables.get(table) else {
+            return Vec::new();
+        };
         data.rows
             .iter()
             .map(|row| {

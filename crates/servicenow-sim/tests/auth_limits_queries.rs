@@ -11,7 +11,12 @@ use servicenow_sim::SimConfig;
 use servicenow_sim::config::{ApiKind, RateLimitRule};
 
 async fn token(sim: &servicenow_sim::RunningSim, form: &[(&str, &str)]) -> (u16, Value) {
-    let resp = client().post(format!("{}/oauth_token.do", sim.base_url())).form(form).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/oauth_token.do", sim.base_url()))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
@@ -34,7 +39,13 @@ async fn oauth_grants_refresh_and_expiry() {
     let secret = ("client_secret", "relay-client-secret");
     let (s, t) = token(
         &sim,
-        &[("grant_type", "password"), client_id, secret, ("username", "relay"), ("password", "relay-password")],
+        &[
+            ("grant_type", "password"),
+            client_id,
+            secret,
+            ("username", "relay"),
+            ("password", "relay-password"),
+        ],
     )
     .await;
     assert_eq!(s, 200);
@@ -52,25 +63,68 @@ async fn oauth_grants_refresh_and_expiry() {
     assert_eq!(body["error"]["message"], "User Not Authenticated");
 
     // refresh_token grant
-    let (s, t2) = token(&sim, &[("grant_type", "refresh_token"), client_id, secret, ("refresh_token", &refresh)]).await;
+    let (s, t2) = token(
+        &sim,
+        &[
+            ("grant_type", "refresh_token"),
+            client_id,
+            secret,
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await;
     assert_eq!(s, 200);
-    assert_eq!(bearer_create(&sim, t2["access_token"].as_str().unwrap()).await.status().as_u16(), 201);
+    assert_eq!(
+        bearer_create(&sim, t2["access_token"].as_str().unwrap())
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
 
     // client_credentials acts as relay
     let (s, t3) = token(&sim, &[("grant_type", "client_credentials"), client_id, secret]).await;
     assert_eq!(s, 200);
     assert!(t3.get("refresh_token").is_none());
-    assert_eq!(bearer_create(&sim, t3["access_token"].as_str().unwrap()).await.status().as_u16(), 201);
+    assert_eq!(
+        bearer_create(&sim, t3["access_token"].as_str().unwrap())
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
     assert!(sim.records("incident").iter().all(|r| r["sys_created_by"] == "relay"));
 
     // failures: wrong secret, wrong password, JSON body, unknown grant, bad refresh token
     let denied = json!({"error_description": "access_denied", "error": "server_error"});
-    let (s, b) = token(&sim, &[("grant_type", "client_credentials"), client_id, ("client_secret", "x")]).await;
+    let (s, b) = token(
+        &sim,
+        &[("grant_type", "client_credentials"), client_id, ("client_secret", "x")],
+    )
+    .await;
     assert_eq!((s, b), (401, denied.clone()));
-    let (s, _) =
-        token(&sim, &[("grant_type", "password"), client_id, secret, ("username", "relay"), ("password", "x")]).await;
+    let (s, _) = token(
+        &sim,
+        &[
+            ("grant_type", "password"),
+            client_id,
+            secret,
+            ("username", "relay"),
+            ("password", "x"),
+        ],
+    )
+    .await;
     assert_eq!(s, 401);
-    let (s, _) = token(&sim, &[("grant_type", "refresh_token"), client_id, secret, ("refresh_token", "nope")]).await;
+    let (s, _) = token(
+        &sim,
+        &[
+            ("grant_type", "refresh_token"),
+            client_id,
+            secret,
+            ("refresh_token", "nope"),
+        ],
+    )
+    .await;
     assert_eq!(s, 401);
     let (s, _) = token(&sim, &[("grant_type", "implicit"), client_id, secret]).await;
     assert_eq!(s, 401);
@@ -80,7 +134,11 @@ async fn oauth_grants_refresh_and_expiry() {
         .send()
         .await
         .unwrap();
-    assert_eq!(json_body.status().as_u16(), 401, "JSON bodies fail, form-urlencoded only");
+    assert_eq!(
+        json_body.status().as_u16(),
+        401,
+        "JSON bodies fail, form-urlencoded only"
+    );
     sim.shutdown().await;
 }
 
@@ -100,7 +158,13 @@ async fn oauth_lifetime_is_configurable() {
     .await;
     assert_eq!(t["expires_in"], 59);
     sim.advance_clock(Duration::from_secs(61));
-    assert_eq!(bearer_create(&sim, t["access_token"].as_str().unwrap()).await.status().as_u16(), 401);
+    assert_eq!(
+        bearer_create(&sim, t["access_token"].as_str().unwrap())
+            .await
+            .status()
+            .as_u16(),
+        401
+    );
     sim.shutdown().await;
 }
 
@@ -129,7 +193,10 @@ async fn rate_limit_per_user_per_hour() {
     assert!((1..=3600).contains(&retry));
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["error"]["message"], "Rate limit exceeded");
-    assert_eq!(error_detail(&body), "Rate limit of 3 requests per hour for Table API exceeded");
+    assert_eq!(
+        error_detail(&body),
+        "Rate limit of 3 requests per hour for Table API exceeded"
+    );
     assert_eq!(sim.records("incident").len(), 3, "the limited request was not executed");
     // other users are not limited; the next hour is a new window
     create_ok(&sim, "incident", "admin", incident("a")).await;
@@ -150,8 +217,12 @@ async fn query(sim: &servicenow_sim::RunningSim, q: &str) -> (Vec<String>, Strin
     assert_eq!(resp.status().as_u16(), 200);
     let total = resp.headers()["x-total-count"].to_str().unwrap().to_string();
     let v: Value = resp.json().await.unwrap();
-    let ids =
-        v["result"].as_array().unwrap().iter().map(|r| r["correlation_id"].as_str().unwrap().to_string()).collect();
+    let ids = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["correlation_id"].as_str().unwrap().to_string())
+        .collect();
     (ids, total)
 }
 
@@ -174,11 +245,22 @@ async fn encoded_queries() {
     }
     assert_eq!(query(&sim, "correlation_id=alert-2").await.0, ["alert-2"]);
     assert_eq!(query(&sim, "correlation_id!=alert-2").await.0.len(), 3);
-    assert_eq!(query(&sim, "correlation_id=alert-1^ORcorrelation_id=alert-3").await.0, ["alert-1", "alert-3"]);
-    assert_eq!(query(&sim, "urgency=1^correlation_idSTARTSWITHalert").await.0, ["alert-1"]);
-    assert_eq!(query(&sim, "correlation_id=alert-1^NQurgency=3").await.0, ["alert-1", "alert-3"]);
     assert_eq!(
-        query(&sim, "correlation_idSTARTSWITHalert^ORDERBYDESCcorrelation_id").await.0,
+        query(&sim, "correlation_id=alert-1^ORcorrelation_id=alert-3").await.0,
+        ["alert-1", "alert-3"]
+    );
+    assert_eq!(
+        query(&sim, "urgency=1^correlation_idSTARTSWITHalert").await.0,
+        ["alert-1"]
+    );
+    assert_eq!(
+        query(&sim, "correlation_id=alert-1^NQurgency=3").await.0,
+        ["alert-1", "alert-3"]
+    );
+    assert_eq!(
+        query(&sim, "correlation_idSTARTSWITHalert^ORDERBYDESCcorrelation_id")
+            .await
+            .0,
         ["alert-3", "alert-2", "alert-1"]
     );
     assert_eq!(
@@ -188,7 +270,10 @@ async fn encoded_queries() {
     assert_eq!(query(&sim, "descriptionISEMPTY").await.0, ["alert-3"]);
     assert_eq!(query(&sim, "descriptionISNOTEMPTY").await.0.len(), 3);
     assert_eq!(query(&sim, "descriptionLIKEexfil").await.0, ["alert-2"]);
-    assert_eq!(query(&sim, "correlation_idINalert-1,other-4").await.0, ["alert-1", "other-4"]);
+    assert_eq!(
+        query(&sim, "correlation_idINalert-1,other-4").await.0,
+        ["alert-1", "other-4"]
+    );
     assert_eq!(query(&sim, "correlation_id=nothing").await, (vec![], "0".to_string()));
 
     // injection: a "value" carrying ^OR widens the lookup to every record
@@ -201,7 +286,10 @@ async fn encoded_queries() {
     assert_eq!(query(&sim, "%%bogus").await.0.len(), 4);
 
     // sysparm_limit and X-Total-Count
-    let resp = req(&sim, Method::GET, "/api/now/table/incident?sysparm_limit=2", "admin").send().await.unwrap();
+    let resp = req(&sim, Method::GET, "/api/now/table/incident?sysparm_limit=2", "admin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["x-total-count"], "4");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["result"].as_array().unwrap().len(), 2);
@@ -210,7 +298,13 @@ async fn encoded_queries() {
     let mut config = SimConfig::default();
     config.invalid_query_returns_no_rows = true;
     let sim = start_with(config).await;
-    create_ok(&sim, "incident", "relay", json!({"short_description": "s", "correlation_id": "a"})).await;
+    create_ok(
+        &sim,
+        "incident",
+        "relay",
+        json!({"short_description": "s", "correlation_id": "a"}),
+    )
+    .await;
     assert!(query(&sim, "%%bogus").await.0.is_empty());
     sim.shutdown().await;
 }

@@ -23,7 +23,12 @@ async fn try_create(sim: &servicenow_sim::RunningSim, timeout: Duration) -> Resu
 #[tokio::test]
 async fn server_errors_then_success_and_filters() {
     let sim = start().await;
-    sim.inject(Fault::new(FaultKind::ServerError { status: 503 }).times(2).on_table("incident").on_method("POST"));
+    sim.inject(
+        Fault::new(FaultKind::ServerError { status: 503 })
+            .times(2)
+            .on_table("incident")
+            .on_method("POST"),
+    );
     sim.inject(Fault::new(FaultKind::ServerError { status: 502 }).on_table("problem"));
     // a GET does not consume the POST fault
     let (s, _) = get_json(&sim, "/api/now/table/incident", "relay").await;
@@ -86,7 +91,11 @@ async fn revoke_tokens_once() {
     let old = get_token().await;
     sim.inject(Fault::new(FaultKind::RevokeTokens).on_table("incident"));
     assert_eq!(send(old.clone()).await.unwrap().status().as_u16(), 401);
-    assert_eq!(send(old).await.unwrap().status().as_u16(), 401, "the old token stays revoked");
+    assert_eq!(
+        send(old).await.unwrap().status().as_u16(),
+        401,
+        "the old token stays revoked"
+    );
     let fresh = get_token().await;
     assert_eq!(send(fresh).await.unwrap().status().as_u16(), 201);
     assert_eq!(sim.records("incident").len(), 1);
@@ -113,10 +122,21 @@ async fn timeout_after_write_commits_but_never_answers() {
     let recs = sim.records("incident");
     assert_eq!(recs.len(), 1, "the record was committed");
     assert_eq!(recs[0]["correlation_id"], "alert-f");
-    let logged = sim.requests().into_iter().find(|r| r.fault.as_deref() == Some("timeout_after_write")).unwrap();
+    let logged = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.fault.as_deref() == Some("timeout_after_write"))
+        .unwrap();
     assert_eq!(logged.status, 0);
     // the simulator keeps serving
-    assert_eq!(try_create(&sim, Duration::from_secs(5)).await.unwrap().status().as_u16(), 201);
+    assert_eq!(
+        try_create(&sim, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        201
+    );
     sim.shutdown().await;
 }
 
@@ -126,7 +146,10 @@ async fn connection_reset_before_and_after_commit() {
     sim.inject(Fault::new(FaultKind::ConnectionReset { after_commit: false }));
     let err = try_create(&sim, Duration::from_secs(5)).await.unwrap_err();
     assert!(!err.is_timeout(), "{err:?}");
-    assert!(sim.records("incident").is_empty(), "reset before commit: nothing stored");
+    assert!(
+        sim.records("incident").is_empty(),
+        "reset before commit: nothing stored"
+    );
     sim.inject(Fault::new(FaultKind::ConnectionReset { after_commit: true }));
     let err = try_create(&sim, Duration::from_secs(5)).await.unwrap_err();
     assert!(!err.is_timeout(), "{err:?}");
@@ -142,7 +165,10 @@ async fn malformed_and_truncated_bodies_after_commit() {
         let r = try_create(&sim, Duration::from_secs(5)).await.unwrap();
         assert_eq!(r.status().as_u16(), 201, "{kind:?}");
         let text = r.text().await.unwrap();
-        assert!(serde_json::from_str::<Value>(&text).is_err(), "{kind:?} body parsed: {text}");
+        assert!(
+            serde_json::from_str::<Value>(&text).is_err(),
+            "{kind:?} body parsed: {text}"
+        );
     }
     assert_eq!(sim.records("incident").len(), 2);
     sim.shutdown().await;
@@ -155,7 +181,10 @@ async fn transaction_cancelled_after_commit() {
     let r = try_create(&sim, Duration::from_secs(5)).await.unwrap();
     assert_eq!(r.status().as_u16(), 500);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["message"], "Transaction cancelled: maximum execution time exceeded");
+    assert_eq!(
+        body["error"]["message"],
+        "Transaction cancelled: maximum execution time exceeded"
+    );
     assert_eq!(sim.records("incident").len(), 1);
     sim.shutdown().await;
 }
@@ -166,22 +195,67 @@ async fn control_api_over_http() {
     let base = sim.base_url();
     let c = client();
     let fault = json!({"kind": {"type": "server_error", "status": 500}, "table": "incident"});
-    assert_eq!(c.post(format!("{base}/sim/faults")).json(&fault).send().await.unwrap().status().as_u16(), 204);
-    let bad = c.post(format!("{base}/sim/faults")).json(&json!({"kind": {"type": "nope"}})).send().await.unwrap();
+    assert_eq!(
+        c.post(format!("{base}/sim/faults"))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        204
+    );
+    let bad = c
+        .post(format!("{base}/sim/faults"))
+        .json(&json!({"kind": {"type": "nope"}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
-    assert_eq!(create(&sim, "incident", "relay", incident("x")).await.status().as_u16(), 500);
+    assert_eq!(
+        create(&sim, "incident", "relay", incident("x")).await.status().as_u16(),
+        500
+    );
     create_ok(&sim, "incident", "relay", incident("x")).await;
-    let recs: Value = c.get(format!("{base}/sim/records/incident")).send().await.unwrap().json().await.unwrap();
+    let recs: Value = c
+        .get(format!("{base}/sim/records/incident"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(recs["result"].as_array().unwrap().len(), 1);
-    let log: Value = c.get(format!("{base}/sim/requests")).send().await.unwrap().json().await.unwrap();
+    let log: Value = c
+        .get(format!("{base}/sim/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let log = log["result"].as_array().unwrap();
     assert!(log.iter().any(|r| r["status"] == 500 && r["fault"] == "server_error"));
     assert!(log.iter().any(|r| r["status"] == 201 && r["user"] == "relay"));
     assert_eq!(
-        c.post(format!("{base}/sim/clock")).json(&json!({"advance_s": 10})).send().await.unwrap().status().as_u16(),
+        c.post(format!("{base}/sim/clock"))
+            .json(&json!({"advance_s": 10}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
         204
     );
-    assert_eq!(c.post(format!("{base}/sim/reset")).send().await.unwrap().status().as_u16(), 204);
+    assert_eq!(
+        c.post(format!("{base}/sim/reset"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        204
+    );
     assert!(sim.records("incident").is_empty());
     assert!(sim.requests().is_empty());
     sim.shutdown().await;

@@ -81,7 +81,11 @@ async fn batch_unserviced_when_quota_is_hit() {
     let sim = start_with(config).await;
     let items = (1..=5).map(|i| item(&i.to_string(), &incident("q"), None)).collect();
     let (_, body) = send_batch(&sim, "/api/now/v1/batch", items).await;
-    assert_eq!(body["unserviced_requests"], json!(["4", "5"]), "3 × 12 s reach the 30 s quota");
+    assert_eq!(
+        body["unserviced_requests"],
+        json!(["4", "5"]),
+        "3 × 12 s reach the 30 s quota"
+    );
     assert_eq!(sim.records("incident").len(), 3);
     sim.shutdown().await;
 }
@@ -90,7 +94,9 @@ async fn batch_unserviced_when_quota_is_hit() {
 async fn import_set_coalesce_inserts_then_updates() {
     let sim = start().await;
     let post = |body: Value| {
-        req(&sim, Method::POST, "/api/now/import/u_incident_import", "relay").body(body.to_string()).send()
+        req(&sim, Method::POST, "/api/now/import/u_incident_import", "relay")
+            .body(body.to_string())
+            .send()
     };
     let first: Value =
         post(json!({"u_short_description": "first", "u_correlation_id": "alert-9", "u_urgency": "1", "u_impact": "1"}))
@@ -105,13 +111,19 @@ async fn import_set_coalesce_inserts_then_updates() {
     assert_eq!(r["status"], "inserted");
     assert_eq!(r["table"], "incident");
     assert_eq!(r["display_value"], "INC0010001");
-    let resp = post(json!({"u_short_description": "second", "u_correlation_id": "alert-9"})).await.unwrap();
+    let resp = post(json!({"u_short_description": "second", "u_correlation_id": "alert-9"}))
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let second: Value = resp.json().await.unwrap();
     assert_eq!(second["result"][0]["status"], "updated");
     assert_eq!(second["result"][0]["sys_id"], r["sys_id"]);
-    let other: Value =
-        post(json!({"u_short_description": "x", "u_correlation_id": "alert-10"})).await.unwrap().json().await.unwrap();
+    let other: Value = post(json!({"u_short_description": "x", "u_correlation_id": "alert-10"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(other["result"][0]["status"], "inserted");
     let recs = sim.records("incident");
     assert_eq!(recs.len(), 2);
@@ -123,11 +135,24 @@ async fn import_set_coalesce_inserts_then_updates() {
     assert_eq!(resp.status().as_u16(), 201);
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["result"][0]["status"], "error");
-    assert!(err["result"][0]["error_message"].as_str().unwrap().contains("short_description"));
+    assert!(
+        err["result"][0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("short_description")
+    );
     // unknown staging table, readonly user
-    let bad = req(&sim, Method::POST, "/api/now/import/u_nothing", "relay").body("{}").send().await.unwrap();
+    let bad = req(&sim, Method::POST, "/api/now/import/u_nothing", "relay")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
-    let ro = req(&sim, Method::POST, "/api/now/import/u_incident_import", "readonly").body("{}").send().await.unwrap();
+    let ro = req(&sim, Method::POST, "/api/now/import/u_incident_import", "readonly")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ro.status().as_u16(), 403);
     sim.shutdown().await;
 }
@@ -141,7 +166,9 @@ async fn event_management_deduplicates_by_message_key() {
                "time_of_event": "2024-01-01 10:00:00"})
     };
     let send = |records: Vec<Value>, user: &'static str| {
-        req(&sim, Method::POST, "/api/global/em/jsonv2", user).body(json!({"records": records}).to_string()).send()
+        req(&sim, Method::POST, "/api/global/em/jsonv2", user)
+            .body(json!({"records": records}).to_string())
+            .send()
     };
     let resp = send(vec![event("k1", "2"), event("k1", "1")], "relay").await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
@@ -160,7 +187,11 @@ async fn event_management_deduplicates_by_message_key() {
     assert_eq!(sim.records("em_alert")[0]["state"], "Closed");
     let denied = send(vec![event("k3", "1")], "readonly").await.unwrap();
     assert_eq!(denied.status().as_u16(), 403);
-    let bad = req(&sim, Method::POST, "/api/global/em/jsonv2", "relay").body("{}").send().await.unwrap();
+    let bad = req(&sim, Method::POST, "/api/global/em/jsonv2", "relay")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
     sim.shutdown().await;
 }
@@ -173,7 +204,11 @@ async fn attachments() {
     let upload = |table_sys_id: String, user: &'static str| {
         client()
             .post(format!("{}/api/now/attachment/file", sim.base_url()))
-            .query(&[("table_name", "incident"), ("table_sys_id", table_sys_id.as_str()), ("file_name", "trend.png")])
+            .query(&[
+                ("table_name", "incident"),
+                ("table_sys_id", table_sys_id.as_str()),
+                ("file_name", "trend.png"),
+            ])
             .basic_auth(user, Some(password(user)))
             .header("Accept", "application/json")
             .header("Content-Type", "image/png")
@@ -205,7 +240,9 @@ async fn attachments() {
     assert_eq!(missing.status().as_u16(), 404);
     // a record the user cannot see counts as missing
     let other = create_ok(&sim, "incident", "admin", incident("admin's")).await;
-    let hidden = upload(other["sys_id"].as_str().unwrap().to_string(), "relay").await.unwrap();
+    let hidden = upload(other["sys_id"].as_str().unwrap().to_string(), "relay")
+        .await
+        .unwrap();
     assert_eq!(hidden.status().as_u16(), 404);
     assert_eq!(sim.records("sys_attachment").len(), 1);
     sim.shutdown().await;
@@ -217,7 +254,12 @@ async fn hibernation_answers_html_everywhere() {
     sim.set_hibernating(true);
     let resp = create(&sim, "incident", "relay", incident("h")).await;
     assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(resp.text().await.unwrap().contains("hibernating"));
     let oauth = client()
         .post(format!("{}/oauth_token.do", sim.base_url()))
@@ -229,8 +271,12 @@ async fn hibernation_answers_html_everywhere() {
     assert!(oauth.text().await.unwrap().contains("hibernating"));
     assert!(sim.records("incident").is_empty());
     // woken through the control API
-    let wake =
-        client().post(format!("{}/sim/hibernate", sim.base_url())).json(&json!({"on": false})).send().await.unwrap();
+    let wake = client()
+        .post(format!("{}/sim/hibernate", sim.base_url()))
+        .json(&json!({"on": false}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wake.status().as_u16(), 204);
     create_ok(&sim, "incident", "relay", incident("awake")).await;
     sim.shutdown().await;

@@ -11,10 +11,22 @@ use servicenow_sim::config::ReferencePolicy;
 #[tokio::test]
 async fn numbering_sys_ids_and_string_values() {
     let sim = start().await;
-    let a = create_ok(&sim, "incident", "relay", json!({"short_description": "a", "impact": 2, "urgency": 1})).await;
+    let a = create_ok(
+        &sim,
+        "incident",
+        "relay",
+        json!({"short_description": "a", "impact": 2, "urgency": 1}),
+    )
+    .await;
     let b = create_ok(&sim, "incident", "relay", incident("b")).await;
     let t = create_ok(&sim, "task", "relay", json!({"short_description": "t"})).await;
-    let o = create_ok(&sim, "sn_ti_observable", "relay", json!({"type": "ip", "value": "10.0.0.1"})).await;
+    let o = create_ok(
+        &sim,
+        "sn_ti_observable",
+        "relay",
+        json!({"type": "ip", "value": "10.0.0.1"}),
+    )
+    .await;
     assert_eq!(a["number"], "INC0010001");
     assert_eq!(b["number"], "INC0010002");
     assert_eq!(t["number"], "TASK0010001");
@@ -35,19 +47,34 @@ async fn numbering_sys_ids_and_string_values() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
-    assert!(resp.headers()["location"].to_str().unwrap().contains("/api/now/table/incident/"));
+    assert!(
+        resp.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("/api/now/table/incident/")
+    );
     assert_eq!(sim.records("incident").len(), 4);
     // reset restarts the counters
     sim.reset();
     assert!(sim.records("incident").is_empty());
-    assert_eq!(create_ok(&sim, "incident", "relay", incident("e")).await["number"], "INC0010001");
+    assert_eq!(
+        create_ok(&sim, "incident", "relay", incident("e")).await["number"],
+        "INC0010001"
+    );
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn priority_comes_from_impact_and_urgency() {
     let sim = start().await;
-    let cases = [("1", "1", "1"), ("1", "2", "2"), ("2", "1", "2"), ("2", "2", "3"), ("2", "3", "4"), ("3", "3", "5")];
+    let cases = [
+        ("1", "1", "1"),
+        ("1", "2", "2"),
+        ("2", "1", "2"),
+        ("2", "2", "3"),
+        ("2", "3", "4"),
+        ("3", "3", "5"),
+    ];
     for (impact, urgency, expected) in cases {
         let r = create_ok(
             &sim,
@@ -58,9 +85,24 @@ async fn priority_comes_from_impact_and_urgency() {
         .await;
         assert_eq!(r["priority"], expected, "impact {impact} urgency {urgency}");
     }
-    let default = create_ok(&sim, "incident", "relay", json!({"short_description": "d", "priority": "1"})).await;
-    assert_eq!(default["priority"], "5", "defaults impact 3 urgency 3, written priority ignored");
-    let p = create_ok(&sim, "problem", "relay", json!({"short_description": "p", "impact": "1", "urgency": "1"})).await;
+    let default = create_ok(
+        &sim,
+        "incident",
+        "relay",
+        json!({"short_description": "d", "priority": "1"}),
+    )
+    .await;
+    assert_eq!(
+        default["priority"], "5",
+        "defaults impact 3 urgency 3, written priority ignored"
+    );
+    let p = create_ok(
+        &sim,
+        "problem",
+        "relay",
+        json!({"short_description": "p", "impact": "1", "urgency": "1"}),
+    )
+    .await;
     assert_eq!(p["number"], "PRB0010001");
     assert_eq!(p["priority"], "1");
     // updating urgency recomputes
@@ -91,8 +133,16 @@ async fn reference_fields_by_display_value_and_sys_id() {
     let group = &r["result"]["assignment_group"];
     let gid = group["value"].as_str().unwrap().to_string();
     assert_eq!(gid.len(), 32);
-    assert!(group["link"].as_str().unwrap().ends_with(&format!("/api/now/table/sys_user_group/{gid}")));
-    assert_eq!(sim.records("incident")[0]["assignment_group.display_value"], "Security Operations");
+    assert!(
+        group["link"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/api/now/table/sys_user_group/{gid}"))
+    );
+    assert_eq!(
+        sim.records("incident")[0]["assignment_group.display_value"],
+        "Security Operations"
+    );
 
     // by sys_id, without links, limited fields
     let resp = req(
@@ -116,10 +166,18 @@ async fn reference_fields_by_display_value_and_sys_id() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert!(error_detail(&body).contains("No Such Team") && error_detail(&body).contains("assignment_group"), "{body}");
+    assert!(
+        error_detail(&body).contains("No Such Team") && error_detail(&body).contains("assignment_group"),
+        "{body}"
+    );
     // a name is not accepted without sysparm_input_display_value
-    let resp =
-        create(&sim, "incident", "relay", json!({"short_description": "z", "assignment_group": "Compliance"})).await;
+    let resp = create(
+        &sim,
+        "incident",
+        "relay",
+        json!({"short_description": "z", "assignment_group": "Compliance"}),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 400);
     assert_eq!(sim.records("incident").len(), 2);
     sim.shutdown().await;
@@ -170,9 +228,13 @@ async fn header_checks_and_invalid_table() {
         body.len()
     );
     let mut stream = tokio::net::TcpStream::connect(sim.local_addr()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stream, raw.as_bytes()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, raw.as_bytes())
+        .await
+        .unwrap();
     let mut answer = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer).await.unwrap();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     let html_only = client()
         .post(&url)
@@ -203,19 +265,34 @@ async fn header_checks_and_invalid_table() {
         .await
         .unwrap();
     assert_eq!(text.status().as_u16(), 415);
-    let bad_json = req(&sim, Method::POST, "/api/now/table/incident", "relay").body("{not json").send().await.unwrap();
+    let bad_json = req(&sim, Method::POST, "/api/now/table/incident", "relay")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_json.status().as_u16(), 400);
     let invalid = create(&sim, "u_nope", "admin", incident("x")).await;
     assert_eq!(invalid.status().as_u16(), 400);
     let v: Value = invalid.json().await.unwrap();
     assert_eq!(v["error"]["message"], "Invalid table u_nope");
     assert_eq!(v["status"], "failure");
-    let unauth = client().post(&url).header("Accept", "application/json").body(body).send().await.unwrap();
+    let unauth = client()
+        .post(&url)
+        .header("Accept", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauth.status().as_u16(), 401);
     let v: Value = unauth.json().await.unwrap();
     assert_eq!(v["error"]["message"], "User Not Authenticated");
-    let wrong =
-        client().get(&url).basic_auth("relay", Some("nope")).header("Accept", "application/json").send().await.unwrap();
+    let wrong = client()
+        .get(&url)
+        .basic_auth("relay", Some("nope"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status().as_u16(), 401);
     assert!(sim.records("incident").is_empty());
     sim.shutdown().await;
@@ -228,7 +305,10 @@ async fn acl_create_only_user_sees_only_its_records() {
     assert_eq!(denied.status().as_u16(), 403);
     let body: Value = denied.json().await.unwrap();
     assert_eq!(body["error"]["message"], "Operation Failed");
-    assert_eq!(error_detail(&body), "ACL Exception Insert Failed due to security constraints");
+    assert_eq!(
+        error_detail(&body),
+        "ACL Exception Insert Failed due to security constraints"
+    );
 
     let mine = create_ok(&sim, "incident", "relay", incident("mine")).await;
     let theirs = create_ok(&sim, "incident", "admin", incident("theirs")).await;
@@ -240,16 +320,47 @@ async fn acl_create_only_user_sees_only_its_records() {
     assert_eq!(s, 404);
     assert_eq!(body["error"]["message"], "No Record found");
     let (_, list) = get_json(&sim, "/api/now/table/incident", "relay").await;
-    assert_eq!(list["result"].as_array().unwrap().len(), 1, "query hides others' records");
+    assert_eq!(
+        list["result"].as_array().unwrap().len(),
+        1,
+        "query hides others' records"
+    );
     let (_, list) = get_json(&sim, "/api/now/table/incident", "readonly").await;
-    assert_eq!(list["result"].as_array().unwrap().len(), 2, "itil_read reads everything");
+    assert_eq!(
+        list["result"].as_array().unwrap().len(),
+        2,
+        "itil_read reads everything"
+    );
 
-    let del = req(&sim, Method::DELETE, &format!("/api/now/table/incident/{theirs_id}"), "relay").send().await.unwrap();
+    let del = req(
+        &sim,
+        Method::DELETE,
+        &format!("/api/now/table/incident/{theirs_id}"),
+        "relay",
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(del.status().as_u16(), 404);
-    let del =
-        req(&sim, Method::DELETE, &format!("/api/now/table/incident/{mine_id}"), "readonly").send().await.unwrap();
+    let del = req(
+        &sim,
+        Method::DELETE,
+        &format!("/api/now/table/incident/{mine_id}"),
+        "readonly",
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(del.status().as_u16(), 403);
-    let del = req(&sim, Method::DELETE, &format!("/api/now/table/incident/{mine_id}"), "relay").send().await.unwrap();
+    let del = req(
+        &sim,
+        Method::DELETE,
+        &format!("/api/now/table/incident/{mine_id}"),
+        "relay",
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(del.status().as_u16(), 204);
     let recs = sim.records("incident");
     assert_eq!(recs.len(), 1);
@@ -260,21 +371,39 @@ async fn acl_create_only_user_sees_only_its_records() {
 #[tokio::test]
 async fn data_policy_lists_mandatory_fields() {
     let sim = start().await;
-    let resp = create(&sim, "incident", "relay", json!({"description": "no short description"})).await;
+    let resp = create(
+        &sim,
+        "incident",
+        "relay",
+        json!({"description": "no short description"}),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 403);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["message"], "Operation Failed");
-    assert_eq!(error_detail(&body), "Data Policy Exception: \n\tThe following fields are mandatory: short_description");
+    assert_eq!(
+        error_detail(&body),
+        "Data Policy Exception: \n\tThe following fields are mandatory: short_description"
+    );
     sim.shutdown().await;
 
     let mut config = SimConfig::default();
     let hr = config.tables.iter_mut().find(|t| t.name == "sn_hr_core_case").unwrap();
     hr.mandatory = vec!["short_description".into(), "hr_service".into(), "opened_for".into()];
     let sim = start_with(config).await;
-    let resp = create(&sim, "sn_hr_core_case", "relay", json!({"short_description": "x", "opened_for": ""})).await;
+    let resp = create(
+        &sim,
+        "sn_hr_core_case",
+        "relay",
+        json!({"short_description": "x", "opened_for": ""}),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 403);
     let body: Value = resp.json().await.unwrap();
-    assert!(error_detail(&body).ends_with("mandatory: hr_service, opened_for"), "{body}");
+    assert!(
+        error_detail(&body).ends_with("mandatory: hr_service, opened_for"),
+        "{body}"
+    );
     let ok = create_ok(
         &sim,
         "sn_hr_core_case",
@@ -291,7 +420,13 @@ async fn data_policy_lists_mandatory_fields() {
 async fn long_values_are_truncated() {
     let sim = start().await;
     let long = "x".repeat(300);
-    let r = create_ok(&sim, "incident", "relay", json!({"short_description": long, "correlation_id": long})).await;
+    let r = create_ok(
+        &sim,
+        "incident",
+        "relay",
+        json!({"short_description": long, "correlation_id": long}),
+    )
+    .await;
     assert_eq!(r["short_description"].as_str().unwrap().len(), 160);
     assert_eq!(r["correlation_id"].as_str().unwrap().len(), 100);
     sim.shutdown().await;
@@ -302,8 +437,13 @@ async fn payload_limit() {
     let mut config = SimConfig::default();
     config.max_content_length = 1000;
     let sim = start_with(config).await;
-    let resp =
-        create(&sim, "incident", "relay", json!({"short_description": "x", "description": "y".repeat(2000)})).await;
+    let resp = create(
+        &sim,
+        "incident",
+        "relay",
+        json!({"short_description": "x", "description": "y".repeat(2000)}),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 413);
     assert!(sim.records("incident").is_empty());
     sim.shutdown().await;

@@ -13,7 +13,11 @@ use servicenow_client::{ClientConfig, Credentials, Outcome, ServiceNowClient, St
 use servicenow_sim::{SimConfig, Simulator};
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let sim = rt.block_on(Simulator::start(SimConfig::default())).unwrap();
     let fields = json!({
         "short_description": "Data exfiltration alert",
@@ -26,7 +30,13 @@ fn main() {
     .clone();
     let mut results = Vec::new();
     for (label, creds) in [
-        ("basic", Credentials::Basic { username: "relay".into(), password: "relay-password".into() }),
+        (
+            "basic",
+            Credentials::Basic {
+                username: "relay".into(),
+                password: "relay-password".into(),
+            },
+        ),
         (
             "oauth",
             Credentials::OAuthPassword {
@@ -43,8 +53,10 @@ fn main() {
             let outcome = rt.block_on(client.create_record("incident", &fields));
             assert!(matches!(outcome, Outcome::Created(_)), "{outcome:?}");
         };
-        let mut criterion =
-            Criterion::default().configure_from_args().sample_size(50).measurement_time(Duration::from_secs(5));
+        let mut criterion = Criterion::default()
+            .configure_from_args()
+            .sample_size(50)
+            .measurement_time(Duration::from_secs(5));
         criterion.bench_function(&format!("client_create_round_trip/{label}"), |b| b.iter(create));
         sim.reset();
 

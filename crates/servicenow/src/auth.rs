@@ -34,13 +34,16 @@ pub(crate) struct Authenticator {
 fn credentials_outcome(e: ClientError) -> Outcome {
     match e {
         ClientError::CredentialsUnavailable(m) => Outcome::retryable(format!("credentials unavailable: {m}")),
-        other => Outcome::Auth { message: other.to_string() },
+        other => Outcome::Auth {
+            message: other.to_string(),
+        },
     }
 }
 
 fn sensitive(v: String) -> Result<HeaderValue, Outcome> {
-    let mut h = HeaderValue::from_str(&v)
-        .map_err(|_| Outcome::Auth { message: "credentials contain characters not allowed in a header".into() })?;
+    let mut h = HeaderValue::from_str(&v).map_err(|_| Outcome::Auth {
+        message: "credentials contain characters not allowed in a header".into(),
+    })?;
     h.set_sensitive(true);
     Ok(h)
 }
@@ -60,7 +63,10 @@ impl Authenticator {
         match &creds {
             Credentials::Basic { username, password } => {
                 let raw = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-                Ok(Authorization { value: sensitive(format!("Basic {raw}"))?, generation: None })
+                Ok(Authorization {
+                    value: sensitive(format!("Basic {raw}"))?,
+                    generation: None,
+                })
             }
             _ => {
                 // Holding the lock across the fetch makes concurrent callers wait for (and share) one fetch.
@@ -94,7 +100,10 @@ impl Authenticator {
                 if refresh.is_some() {
                     cache.refresh = refresh;
                 }
-                Ok(Authorization { value: sensitive(format!("Bearer {token}"))?, generation: Some(cache.generation) })
+                Ok(Authorization {
+                    value: sensitive(format!("Bearer {token}"))?,
+                    generation: Some(cache.generation),
+                })
             }
         }
     }
@@ -124,8 +133,21 @@ impl Authenticator {
     ) -> Result<(String, Duration, Option<String>), Outcome> {
         let mut form: Vec<(&str, &str)> = Vec::with_capacity(5);
         match (creds, refresh) {
-            (Credentials::OAuthPassword { client_id, client_secret, .. }, Some(rt))
-            | (Credentials::OAuthClientCredentials { client_id, client_secret }, Some(rt)) => {
+            (
+                Credentials::OAuthPassword {
+                    client_id,
+                    client_secret,
+                    ..
+                },
+                Some(rt),
+            )
+            | (
+                Credentials::OAuthClientCredentials {
+                    client_id,
+                    client_secret,
+                },
+                Some(rt),
+            ) => {
                 form.extend([
                     ("grant_type", "refresh_token"),
                     ("client_id", client_id.as_str()),
@@ -133,7 +155,15 @@ impl Authenticator {
                     ("refresh_token", rt),
                 ]);
             }
-            (Credentials::OAuthPassword { client_id, client_secret, username, password }, None) => {
+            (
+                Credentials::OAuthPassword {
+                    client_id,
+                    client_secret,
+                    username,
+                    password,
+                },
+                None,
+            ) => {
                 form.extend([
                     ("grant_type", "password"),
                     ("client_id", client_id.as_str()),
@@ -142,7 +172,13 @@ impl Authenticator {
                     ("password", password.as_str()),
                 ]);
             }
-            (Credentials::OAuthClientCredentials { client_id, client_secret }, None) => {
+            (
+                Credentials::OAuthClientCredentials {
+                    client_id,
+                    client_secret,
+                },
+                None,
+            ) => {
                 form.extend([
                     ("grant_type", "client_credentials"),
                     ("client_id", client_id.as_str()),
@@ -179,7 +215,9 @@ impl Authenticator {
                     None => m,
                 })
                 .unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(Outcome::Auth { message: format!("token request refused: {why}") });
+            return Err(Outcome::Auth {
+                message: format!("token request refused: {why}"),
+            });
         }
         if !(200..300).contains(&status) {
             // Same classification as any other call (429/5xx retryable); a token request changes nothing.
@@ -189,7 +227,9 @@ impl Authenticator {
             });
         }
         let v: Value = serde_json::from_slice(&raw.body).map_err(|_| {
-            Outcome::retryable(format!("token endpoint answered HTTP {status} without JSON: instance unavailable"))
+            Outcome::retryable(format!(
+                "token endpoint answered HTTP {status} without JSON: instance unavailable"
+            ))
         })?;
         let token = v
             .get("access_token")
@@ -202,7 +242,11 @@ impl Authenticator {
             _ => None,
         }
         .unwrap_or(1799);
-        let refresh = v.get("refresh_token").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string);
+        let refresh = v
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
         Ok((token.to_string(), Duration::from_secs(lifetime.max(1)), refresh))
     }
 }

@@ -44,12 +44,17 @@ struct Inner {
 
 impl std::fmt::Debug for ServiceNowClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceNowClient").field("instance_url", &self.inner.instance_url).finish_non_exhaustive()
+        f.debug_struct("ServiceNowClient")
+            .field("instance_url", &self.inner.instance_url)
+            .finish_non_exhaustive()
     }
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A transport error in words, without URLs (they could carry query values).
@@ -69,7 +74,11 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
         root = s.to_string();
         src = s.source();
     }
-    if root.is_empty() { kind.to_string() } else { format!("{kind}: {root}") }
+    if root.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {root}")
+    }
 }
 
 /// What a transport failure means: nothing sent (connect) → retryable; otherwise the answer was lost.
@@ -86,10 +95,14 @@ impl ServiceNowClient {
     pub fn new(config: ClientConfig, credentials: Arc<dyn CredentialSource>) -> Result<Self, ClientError> {
         let instance_url = validate_instance_url(&config.instance_url)?;
         if config.connect_timeout.is_zero() || config.total_timeout.is_zero() {
-            return Err(ClientError::InvalidConfig("connect_timeout and total_timeout must be above zero".into()));
+            return Err(ClientError::InvalidConfig(
+                "connect_timeout and total_timeout must be above zero".into(),
+            ));
         }
         if config.connect_timeout > config.total_timeout {
-            return Err(ClientError::InvalidConfig("connect_timeout must not exceed total_timeout".into()));
+            return Err(ClientError::InvalidConfig(
+                "connect_timeout must not exceed total_timeout".into(),
+            ));
         }
         let user_agent = HeaderValue::from_str(&config.user_agent)
             .map_err(|_| ClientError::InvalidConfig("user_agent contains characters not allowed in a header".into()))?;
@@ -132,7 +145,11 @@ impl ServiceNowClient {
         };
         let sent = self
             .execute("create", table, Effect::Write, || {
-                self.inner.http.post(&url).header(CONTENT_TYPE, "application/json").body(body.clone())
+                self.inner
+                    .http
+                    .post(&url)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone())
             })
             .await;
         match sent {
@@ -180,15 +197,21 @@ impl ServiceNowClient {
         if let Err(m) = check_table(staging_table) {
             return Outcome::permanent_local(m);
         }
-        let url =
-            format!("{}/api/now/import/{staging_table}?sysparm_input_display_value=true", self.inner.instance_url);
+        let url = format!(
+            "{}/api/now/import/{staging_table}?sysparm_input_display_value=true",
+            self.inner.instance_url
+        );
         let body = match serde_json::to_vec(fields) {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => return Outcome::permanent_local(format!("fields cannot be encoded: {e}")),
         };
         let resp = match self
             .execute("import", staging_table, Effect::Write, || {
-                self.inner.http.post(&url).header(CONTENT_TYPE, "application/json").body(body.clone())
+                self.inner
+                    .http
+                    .post(&url)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone())
             })
             .await
         {
@@ -205,7 +228,9 @@ impl ServiceNowClient {
             _ => None,
         };
         let Some(row) = row else {
-            return Outcome::Ambiguous { reason: "import answer has no result row: the record may exist".into() };
+            return Outcome::Ambiguous {
+                reason: "import answer has no result row: the record may exist".into(),
+            };
         };
         let status = row.get("status").and_then(Value::as_str).unwrap_or_default();
         match status {
@@ -222,10 +247,16 @@ impl ServiceNowClient {
             }
             "error" | "ignored" => Outcome::Permanent {
                 message: format!("import row {status}"),
-                detail: row.get("error_message").and_then(Value::as_str).filter(|m| !m.is_empty()).map(str::to_string),
+                detail: row
+                    .get("error_message")
+                    .and_then(Value::as_str)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string),
                 status: resp.status,
             },
-            other => Outcome::Ambiguous { reason: format!("import row has unknown status {other:?}") },
+            other => Outcome::Ambiguous {
+                reason: format!("import row has unknown status {other:?}"),
+            },
         }
     }
 
@@ -262,7 +293,11 @@ impl ServiceNowClient {
                 "exclude_response_headers": false,
             }));
         }
-        let batch_id = format!("relay-{}-{}", unix_now(), self.inner.batch_counter.fetch_add(1, Ordering::Relaxed));
+        let batch_id = format!(
+            "relay-{}-{}",
+            unix_now(),
+            self.inner.batch_counter.fetch_add(1, Ordering::Relaxed)
+        );
         let body = bytes::Bytes::from(
             serde_json::to_vec(&json!({"batch_request_id": batch_id, "rest_requests": rest_requests}))
                 .map_err(|e| Outcome::permanent_local(format!("batch cannot be encoded: {e}")))?,
@@ -270,18 +305,26 @@ impl ServiceNowClient {
         let url = format!("{}/api/now/v1/batch", self.inner.instance_url);
         let resp = self
             .execute("batch", "batch", Effect::Write, || {
-                self.inner.http.post(&url).header(CONTENT_TYPE, "application/json").body(body.clone())
+                self.inner
+                    .http
+                    .post(&url)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone())
             })
             .await?;
         if !(200..300).contains(&resp.status) {
             return Err(result_of(&resp, Effect::Write, unix_now())
                 .err()
-                .unwrap_or_else(|| Outcome::Ambiguous { reason: format!("batch answered HTTP {}", resp.status) }));
+                .unwrap_or_else(|| Outcome::Ambiguous {
+                    reason: format!("batch answered HTTP {}", resp.status),
+                }));
         }
         let answer: Value = serde_json::from_slice(&resp.body).map_err(|e| {
             let looks_json = resp.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
             if looks_json {
-                Outcome::Ambiguous { reason: format!("batch answer is unreadable JSON ({e})") }
+                Outcome::Ambiguous {
+                    reason: format!("batch answer is unreadable JSON ({e})"),
+                }
             } else {
                 Outcome::retryable(format!(
                     "batch answered HTTP {} with a non-JSON page: instance unavailable",
@@ -300,21 +343,28 @@ impl ServiceNowClient {
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string).or_else(|| v.get("id").and_then(field_str)))
+                    .filter_map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .or_else(|| v.get("id").and_then(field_str))
+                    })
                     .collect()
             })
             .unwrap_or_default();
         let now = unix_now();
         let mut results = Vec::with_capacity(items.len());
         for item in items {
-            let outcome = if let Some(s) =
-                serviced.iter().find(|s| s.get("id").and_then(field_str).as_deref() == Some(&item.id))
+            let outcome = if let Some(s) = serviced
+                .iter()
+                .find(|s| s.get("id").and_then(field_str).as_deref() == Some(&item.id))
             {
                 self.batch_item_outcome(&item.table, s, now)
             } else if unserviced.contains(&item.id) {
                 Outcome::retryable("not serviced within the batch quota (not executed)")
             } else {
-                Outcome::Ambiguous { reason: "item missing from the batch answer".into() }
+                Outcome::Ambiguous {
+                    reason: "item missing from the batch answer".into(),
+                }
             };
             results.push((item.id.clone(), outcome));
         }
@@ -322,15 +372,21 @@ impl ServiceNowClient {
     }
 
     fn batch_item_outcome(&self, table: &str, serviced: &Value, now: u64) -> Outcome {
-        let Some(status) = serviced.get("status_code").and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+        let Some(status) = serviced
+            .get("status_code")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
         else {
-            return Outcome::Ambiguous { reason: "batch item without status_code".into() };
+            return Outcome::Ambiguous {
+                reason: "batch item without status_code".into(),
+            };
         };
         let body = match serviced.get("body").and_then(Value::as_str) {
             Some(b64) => match base64::engine::general_purpose::STANDARD.decode(b64) {
                 Ok(b) => b,
                 Err(_) => {
-                    return Outcome::Ambiguous { reason: "batch item body is not base64".into() };
+                    return Outcome::Ambiguous {
+                        reason: "batch item body is not base64".into(),
+                    };
                 }
             },
             None => Vec::new(),
@@ -338,15 +394,20 @@ impl ServiceNowClient {
         let mut headers = HeaderMap::new();
         if let Some(hs) = serviced.get("headers").and_then(Value::as_array) {
             for h in hs {
-                if let (Some(n), Some(v)) =
-                    (h.get("name").and_then(Value::as_str), h.get("value").and_then(Value::as_str))
-                    && let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v))
+                if let (Some(n), Some(v)) = (
+                    h.get("name").and_then(Value::as_str),
+                    h.get("value").and_then(Value::as_str),
+                ) && let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v))
                 {
                     headers.insert(n, v);
                 }
             }
         }
-        let raw = RawResponse { status: status as u16, headers, body: body.into() };
+        let raw = RawResponse {
+            status: status as u16,
+            headers,
+            body: body.into(),
+        };
         created_from(&raw, &self.inner.instance_url, table, now)
     }
 
@@ -363,7 +424,11 @@ impl ServiceNowClient {
         );
         let resp = self
             .execute("events", "em_event", Effect::Write, || {
-                self.inner.http.post(&url).header(CONTENT_TYPE, "application/json").body(body.clone())
+                self.inner
+                    .http
+                    .post(&url)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone())
             })
             .await?;
         let result = result_of(&resp, Effect::Write, unix_now())?;
@@ -404,7 +469,11 @@ impl ServiceNowClient {
                 self.inner
                     .http
                     .post(&url)
-                    .query(&[("table_name", table), ("table_sys_id", sys_id), ("file_name", file_name)])
+                    .query(&[
+                        ("table_name", table),
+                        ("table_sys_id", sys_id),
+                        ("file_name", file_name),
+                    ])
                     .header(CONTENT_TYPE, ct.clone())
                     .body(body.clone())
             })
@@ -414,7 +483,9 @@ impl ServiceNowClient {
             .get("sys_id")
             .and_then(field_str)
             .filter(|s| check_sys_id(s).is_ok())
-            .ok_or_else(|| Outcome::Ambiguous { reason: "attachment answer has no sys_id: it may exist".into() })
+            .ok_or_else(|| Outcome::Ambiguous {
+                reason: "attachment answer has no sys_id: it may exist".into(),
+            })
     }
 
     /// Delete a record (used by the connection test to clean up after itself).
@@ -422,7 +493,9 @@ impl ServiceNowClient {
         check_table(table).map_err(Outcome::permanent_local)?;
         check_sys_id(sys_id).map_err(Outcome::permanent_local)?;
         let url = format!("{}/api/now/table/{table}/{sys_id}", self.inner.instance_url);
-        let resp = self.execute("delete", table, Effect::Write, || self.inner.http.delete(&url)).await?;
+        let resp = self
+            .execute("delete", table, Effect::Write, || self.inner.http.delete(&url))
+            .await?;
         match resp.status {
             200..=299 => Ok(()),
             _ => Err(result_of(&resp, Effect::Write, unix_now())
@@ -474,7 +547,12 @@ impl ServiceNowClient {
             };
             let status = resp.status().as_u16();
             if status == 401 && attempt == 1 {
-                tracing::debug!(op, table, status, "servicenow answered 401: retrying with fresh credentials");
+                tracing::debug!(
+                    op,
+                    table,
+                    status,
+                    "servicenow answered 401: retrying with fresh credentials"
+                );
                 self.inner.auth.rejected(&auth).await;
                 continue;
             }
@@ -506,12 +584,22 @@ impl ServiceNowClient {
                     }
                 }
             }
-            tracing::debug!(op, table, status, latency_ms = started.elapsed().as_millis() as u64, "servicenow call");
-            let raw = RawResponse { status, headers, body: body.into() };
+            tracing::debug!(
+                op,
+                table,
+                status,
+                latency_ms = started.elapsed().as_millis() as u64,
+                "servicenow call"
+            );
+            let raw = RawResponse {
+                status,
+                headers,
+                body: body.into(),
+            };
             if status == 401 {
-                return Err(result_of(&raw, effect, unix_now())
-                    .err()
-                    .unwrap_or(Outcome::Auth { message: "HTTP 401".into() }));
+                return Err(result_of(&raw, effect, unix_now()).err().unwrap_or(Outcome::Auth {
+                    message: "HTTP 401".into(),
+                }));
             }
             return Ok(raw);
         }

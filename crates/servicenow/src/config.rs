@@ -62,17 +62,23 @@ pub fn validate_instance_url(raw: &str) -> Result<String, ClientError> {
         "https" => {}
         "http" if loopback => {}
         "http" => {
-            return Err(bad("instance_url must use https:// (plain http is allowed only for a loopback host)"));
+            return Err(bad(
+                "instance_url must use https:// (plain http is allowed only for a loopback host)",
+            ));
         }
         other => {
             return Err(bad(&format!("instance_url scheme must be https, not {other:?}")));
         }
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("instance_url must not contain user info (put credentials in the secret)"));
+        return Err(bad(
+            "instance_url must not contain user info (put credentials in the secret)",
+        ));
     }
     if url.path() != "/" && !url.path().is_empty() {
-        return Err(bad("instance_url must not have a path: use https://<instance>.service-now.com"));
+        return Err(bad(
+            "instance_url must not have a path: use https://<instance>.service-now.com",
+        ));
     }
     if url.query().is_some() || raw.contains('?') {
         return Err(bad("instance_url must not have a query string"));
@@ -86,7 +92,9 @@ pub fn validate_instance_url(raw: &str) -> Result<String, ClientError> {
     if let Some(slash) = after_scheme.find('/')
         && &after_scheme[slash..] != "/"
     {
-        return Err(bad("instance_url must not have a path: use https://<instance>.service-now.com"));
+        return Err(bad(
+            "instance_url must not have a path: use https://<instance>.service-now.com",
+        ));
     }
     let host = url.host_str().unwrap_or_default();
     Ok(match url.port() {
@@ -100,11 +108,15 @@ pub(crate) fn check_table(table: &str) -> Result<(), String> {
     let ok = !table.is_empty()
         && table.len() <= 80
         && table.as_bytes()[0].is_ascii_lowercase()
-        && table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid table name {table:?}: use lower-case letters, digits and '_' (e.g. incident)"))
+        Err(format!(
+            "invalid table name {table:?}: use lower-case letters, digits and '_' (e.g. incident)"
+        ))
     }
 }
 
@@ -134,9 +146,13 @@ pub fn correlation_query(correlation_id: &str) -> Result<String, String> {
             correlation_id.len()
         ));
     }
-    if let Some(c) = correlation_id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    if let Some(c) = correlation_id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
     {
-        return Err(format!("correlation id contains {c:?}; only letters, digits and . _ : - are allowed in a query"));
+        return Err(format!(
+            "correlation id contains {c:?}; only letters, digits and . _ : - are allowed in a query"
+        ));
     }
     if correlation_id.to_ascii_lowercase().contains("javascript:") {
         return Err("correlation id must not contain \"javascript:\"".into());
@@ -158,16 +174,33 @@ mod tests {
             validate_instance_url("https://dev12345.service-now.com/").unwrap(),
             "https://dev12345.service-now.com"
         );
-        assert_eq!(validate_instance_url("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
-        assert_eq!(validate_instance_url("http://127.9.9.9:1").unwrap(), "http://127.9.9.9:1");
-        assert_eq!(validate_instance_url("http://localhost:99/").unwrap(), "http://localhost:99");
+        assert_eq!(
+            validate_instance_url("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            validate_instance_url("http://127.9.9.9:1").unwrap(),
+            "http://127.9.9.9:1"
+        );
+        assert_eq!(
+            validate_instance_url("http://localhost:99/").unwrap(),
+            "http://localhost:99"
+        );
         assert_eq!(validate_instance_url("http://[::1]:8080").unwrap(), "http://[::1]:8080");
-        assert_eq!(validate_instance_url("https://x.service-now.com:8443").unwrap(), "https://x.service-now.com:8443");
+        assert_eq!(
+            validate_instance_url("https://x.service-now.com:8443").unwrap(),
+            "https://x.service-now.com:8443"
+        );
     }
 
     #[test]
     fn rejects_plain_http_to_remote_hosts() {
-        for u in ["http://dev1.service-now.com", "http://10.0.0.1", "http://128.0.0.1", "http://localhost.evil.com"] {
+        for u in [
+            "http://dev1.service-now.com",
+            "http://10.0.0.1",
+            "http://128.0.0.1",
+            "http://localhost.evil.com",
+        ] {
             let e = validate_instance_url(u).unwrap_err().to_string();
             assert!(e.contains("https"), "{u}: {e}");
         }
@@ -226,14 +259,26 @@ mod tests {
             assert!(correlation_query(a).is_err(), "{a:?} must be refused");
         }
         assert!(correlation_query(&"a".repeat(100)).is_ok());
-        assert!(correlation_query(&"a".repeat(101)).unwrap_err().contains("maximum is 100"));
+        assert!(
+            correlation_query(&"a".repeat(101))
+                .unwrap_err()
+                .contains("maximum is 100")
+        );
     }
 
     #[test]
     fn table_and_sys_id_checks() {
         assert!(check_table("incident").is_ok());
         assert!(check_table("sn_hr_core_case").is_ok());
-        for t in ["", "Incident", "incident/../sys_user", "incident?x=1", "1abc", "inc ident", "inc%2f"] {
+        for t in [
+            "",
+            "Incident",
+            "incident/../sys_user",
+            "incident?x=1",
+            "1abc",
+            "inc ident",
+            "inc%2f",
+        ] {
             assert!(check_table(t).is_err(), "{t:?}");
         }
         assert!(check_sys_id("0123456789abcdef0123456789abcdef").is_ok());

@@ -10,7 +10,12 @@ pub enum Credentials {
     /// HTTP Basic with an integration user.
     Basic { username: String, password: String },
     /// OAuth `password` grant: the token acts as `username`.
-    OAuthPassword { client_id: String, client_secret: String, username: String, password: String },
+    OAuthPassword {
+        client_id: String,
+        client_secret: String,
+        username: String,
+        password: String,
+    },
     /// OAuth `client_credentials` grant: the token acts as the OAuth application's user.
     OAuthClientCredentials { client_id: String, client_secret: String },
 }
@@ -30,10 +35,14 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         const HIDDEN: &str = "<redacted>";
         match self {
-            Credentials::Basic { username, .. } => {
-                f.debug_struct("Basic").field("username", username).field("password", &HIDDEN).finish()
-            }
-            Credentials::OAuthPassword { client_id, username, .. } => f
+            Credentials::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &HIDDEN)
+                .finish(),
+            Credentials::OAuthPassword {
+                client_id, username, ..
+            } => f
                 .debug_struct("OAuthPassword")
                 .field("client_id", client_id)
                 .field("client_secret", &HIDDEN)
@@ -78,14 +87,20 @@ mod tests {
     #[test]
     fn debug_redacts_secrets() {
         let all = [
-            Credentials::Basic { username: "relay".into(), password: "pw-SECRET-1".into() },
+            Credentials::Basic {
+                username: "relay".into(),
+                password: "pw-SECRET-1".into(),
+            },
             Credentials::OAuthPassword {
                 client_id: "cid".into(),
                 client_secret: "cs-SECRET-2".into(),
                 username: "relay".into(),
                 password: "pw-SECRET-3".into(),
             },
-            Credentials::OAuthClientCredentials { client_id: "cid".into(), client_secret: "cs-SECRET-4".into() },
+            Credentials::OAuthClientCredentials {
+                client_id: "cid".into(),
+                client_secret: "cs-SECRET-4".into(),
+            },
         ];
         for c in all {
             let shown = format!("{c:?} {:?}", StaticCredentials(c.clone()));

@@ -33,14 +33,21 @@ pub enum Outcome {
     /// The record exists.
     Created(CreatedRecord),
     /// Nothing happened (or nothing harmful): try again later, not before `retry_after` when given.
-    Retryable { retry_after: Option<Duration>, reason: String },
+    Retryable {
+        retry_after: Option<Duration>,
+        reason: String,
+    },
     /// The request was sent but no usable answer came back: the write may or may not have happened.
     /// Look the record up (by correlation id) before trying again.
     Ambiguous { reason: String },
     /// Authentication failed even with fresh credentials/token.
     Auth { message: String },
     /// ServiceNow refused the request; repeating it will not help. `message`/`detail` are ServiceNow's.
-    Permanent { message: String, detail: Option<String>, status: u16 },
+    Permanent {
+        message: String,
+        detail: Option<String>,
+        status: u16,
+    },
 }
 
 impl Outcome {
@@ -56,11 +63,18 @@ impl Outcome {
     }
 
     pub(crate) fn retryable(reason: impl Into<String>) -> Self {
-        Outcome::Retryable { retry_after: None, reason: reason.into() }
+        Outcome::Retryable {
+            retry_after: None,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn permanent_local(message: impl Into<String>) -> Self {
-        Outcome::Permanent { message: message.into(), detail: None, status: 0 }
+        Outcome::Permanent {
+            message: message.into(),
+            detail: None,
+            status: 0,
+        }
     }
 }
 
@@ -70,16 +84,30 @@ impl std::fmt::Display for Outcome {
             Outcome::Created(r) => {
                 write!(f, "created {} {}", r.table, r.number.as_deref().unwrap_or(&r.sys_id))
             }
-            Outcome::Retryable { retry_after: Some(d), reason } => {
+            Outcome::Retryable {
+                retry_after: Some(d),
+                reason,
+            } => {
                 write!(f, "retryable (after {}s): {reason}", d.as_secs())
             }
-            Outcome::Retryable { retry_after: None, reason } => write!(f, "retryable: {reason}"),
+            Outcome::Retryable {
+                retry_after: None,
+                reason,
+            } => write!(f, "retryable: {reason}"),
             Outcome::Ambiguous { reason } => write!(f, "ambiguous: {reason}"),
             Outcome::Auth { message } => write!(f, "authentication failed: {message}"),
-            Outcome::Permanent { message, detail: Some(d), status } => {
+            Outcome::Permanent {
+                message,
+                detail: Some(d),
+                status,
+            } => {
                 write!(f, "rejected (HTTP {status}): {message}: {d}")
             }
-            Outcome::Permanent { message, detail: None, status } => {
+            Outcome::Permanent {
+                message,
+                detail: None,
+                status,
+            } => {
                 write!(f, "rejected (HTTP {status}): {message}")
             }
         }
@@ -118,7 +146,11 @@ pub(crate) fn error_envelope(body: &[u8]) -> Option<(String, Option<String>)> {
     match err {
         Value::Object(o) => {
             let message = o.get("message").and_then(Value::as_str).unwrap_or_default().to_string();
-            let detail = o.get("detail").and_then(Value::as_str).map(str::to_string).filter(|d| !d.is_empty());
+            let detail = o
+                .get("detail")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .filter(|d| !d.is_empty());
             Some((message, detail))
         }
         // OAuth style: {"error":"server_error","error_description":"access_denied"}
@@ -142,8 +174,10 @@ pub(crate) fn retry_after(headers: &HeaderMap, now_unix: u64) -> Option<Duration
             return Some(Duration::from_secs(at.saturating_sub(now_unix)));
         }
     }
-    if let Some(reset) =
-        headers.get("x-ratelimit-reset").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
+    if let Some(reset) = headers
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
     {
         return Some(Duration::from_secs(reset.saturating_sub(now_unix)));
     }
@@ -170,7 +204,9 @@ pub(crate) fn result_of(resp: &RawResponse, effect: Effect, now_unix: u64) -> Re
                 None if status == 201 => {
                     Err(effect.lost_answer(format!("HTTP {status} without a JSON result: the record may exist")))
                 }
-                None => Err(Outcome::retryable(format!("HTTP {status} without a JSON result: instance unavailable"))),
+                None => Err(Outcome::retryable(format!(
+                    "HTTP {status} without a JSON result: instance unavailable"
+                ))),
             },
             Err(e) if looks_like_json(resp) || status == 201 => {
                 Err(effect.lost_answer(format!("HTTP {status} with an unreadable JSON body ({e})")))
@@ -190,21 +226,32 @@ pub(crate) fn result_of(resp: &RawResponse, effect: Effect, now_unix: u64) -> Re
         }),
         408 | 429 => Err(Outcome::Retryable {
             retry_after: wait,
-            reason: envelope.map(|(m, d)| join(&m, d.as_deref())).unwrap_or_else(|| format!("HTTP {status}")),
+            reason: envelope
+                .map(|(m, d)| join(&m, d.as_deref()))
+                .unwrap_or_else(|| format!("HTTP {status}")),
         }),
         500..=599 => {
-            let text = envelope.as_ref().map(|(m, d)| join(m, d.as_deref())).unwrap_or_default();
+            let text = envelope
+                .as_ref()
+                .map(|(m, d)| join(m, d.as_deref()))
+                .unwrap_or_default();
             if text.to_ascii_lowercase().contains("transaction cancelled") {
                 Err(effect.lost_answer(format!("HTTP {status} {text}: the write may have committed")))
             } else if text.is_empty() {
-                Err(Outcome::Retryable { retry_after: wait, reason: format!("HTTP {status}") })
+                Err(Outcome::Retryable {
+                    retry_after: wait,
+                    reason: format!("HTTP {status}"),
+                })
             } else {
-                Err(Outcome::Retryable { retry_after: wait, reason: format!("HTTP {status} {text}") })
+                Err(Outcome::Retryable {
+                    retry_after: wait,
+                    reason: format!("HTTP {status} {text}"),
+                })
             }
         }
-        300..=399 => {
-            Err(Outcome::retryable(format!("HTTP {status} redirect: instance unavailable or instance_url wrong")))
-        }
+        300..=399 => Err(Outcome::retryable(format!(
+            "HTTP {status} redirect: instance unavailable or instance_url wrong"
+        ))),
         _ => {
             let (message, detail) = envelope.unwrap_or_else(|| {
                 (
@@ -216,7 +263,11 @@ pub(crate) fn result_of(resp: &RawResponse, effect: Effect, now_unix: u64) -> Re
                     None,
                 )
             });
-            Err(Outcome::Permanent { message, detail, status })
+            Err(Outcome::Permanent {
+                message,
+                detail,
+                status,
+            })
         }
     }
 }
@@ -237,9 +288,9 @@ pub(crate) fn created_from(resp: &RawResponse, instance_url: &str, table: &str, 
     };
     match record_from(&result, instance_url, table) {
         Some(r) => Outcome::Created(r),
-        None => {
-            Outcome::Ambiguous { reason: format!("HTTP {} result has no sys_id: the record may exist", resp.status) }
-        }
+        None => Outcome::Ambiguous {
+            reason: format!("HTTP {} result has no sys_id: the record may exist", resp.status),
+        },
     }
 }
 
@@ -277,7 +328,11 @@ mod tests {
         for (k, v) in extra {
             headers.insert(*k, HeaderValue::from_str(v).unwrap());
         }
-        RawResponse { status, headers, body: bytes::Bytes::from(body.to_string()) }
+        RawResponse {
+            status,
+            headers,
+            body: bytes::Bytes::from(body.to_string()),
+        }
     }
 
     fn create(r: &RawResponse) -> Outcome {
@@ -286,18 +341,36 @@ mod tests {
 
     #[test]
     fn created_201_with_result() {
-        let r = resp(201, "application/json", r#"{"result":{"sys_id":"abc123","number":"INC0010001"}}"#, &[]);
+        let r = resp(
+            201,
+            "application/json",
+            r#"{"result":{"sys_id":"abc123","number":"INC0010001"}}"#,
+            &[],
+        );
         let Outcome::Created(rec) = create(&r) else { panic!() };
         assert_eq!(rec.number.as_deref(), Some("INC0010001"));
-        assert_eq!(rec.link, "https://x.service-now.com/nav_to.do?uri=incident.do?sys_id=abc123");
-        let r = resp(201, "application/json", r#"{"result":{"sys_id":"abc123","number":""}}"#, &[]);
+        assert_eq!(
+            rec.link,
+            "https://x.service-now.com/nav_to.do?uri=incident.do?sys_id=abc123"
+        );
+        let r = resp(
+            201,
+            "application/json",
+            r#"{"result":{"sys_id":"abc123","number":""}}"#,
+            &[],
+        );
         let Outcome::Created(rec) = create(&r) else { panic!() };
         assert_eq!(rec.number, None);
     }
 
     #[test]
     fn hibernating_html_200_is_retryable() {
-        let r = resp(200, "text/html", "<html><body>Your instance is hibernating</body></html>", &[]);
+        let r = resp(
+            200,
+            "text/html",
+            "<html><body>Your instance is hibernating</body></html>",
+            &[],
+        );
         assert_eq!(create(&r).class(), "retryable");
         let r = resp(200, "application/json", r#"{"status":"ok"}"#, &[]);
         assert_eq!(create(&r).class(), "retryable");
@@ -333,7 +406,10 @@ mod tests {
         let r = resp(503, "text/html", "<html>down</html>", &[("retry-after", "7")]);
         assert_eq!(
             create(&r),
-            Outcome::Retryable { retry_after: Some(Duration::from_secs(7)), reason: "HTTP 503".into() }
+            Outcome::Retryable {
+                retry_after: Some(Duration::from_secs(7)),
+                reason: "HTTP 503".into()
+            }
         );
         let r = resp(
             429,
@@ -341,18 +417,25 @@ mod tests {
             r#"{"error":{"message":"Rate limit exceeded","detail":"Rate limit of 10 requests per hour for Table API exceeded"},"status":"failure"}"#,
             &[("retry-after", "30"), ("x-ratelimit-reset", "5000")],
         );
-        let Outcome::Retryable { retry_after, reason } = create(&r) else { panic!() };
+        let Outcome::Retryable { retry_after, reason } = create(&r) else {
+            panic!()
+        };
         assert_eq!(retry_after, Some(Duration::from_secs(30)));
         assert!(reason.contains("Rate limit exceeded"));
         // Only the reset header: wait until then.
         let r = resp(429, "", "", &[("x-ratelimit-reset", "1045")]);
         assert_eq!(
             create(&r),
-            Outcome::Retryable { retry_after: Some(Duration::from_secs(45)), reason: "HTTP 429".into() }
+            Outcome::Retryable {
+                retry_after: Some(Duration::from_secs(45)),
+                reason: "HTTP 429".into()
+            }
         );
         // HTTP date form.
         let r = resp(503, "", "", &[("retry-after", "Thu, 01 Jan 1970 00:17:00 GMT")]);
-        let Outcome::Retryable { retry_after, .. } = create(&r) else { panic!() };
+        let Outcome::Retryable { retry_after, .. } = create(&r) else {
+            panic!()
+        };
         assert_eq!(retry_after, Some(Duration::from_secs(20)));
         let r = resp(
             500,
@@ -362,7 +445,13 @@ mod tests {
         );
         assert_eq!(create(&r).class(), "retryable");
         let r = resp(502, "", "", &[]);
-        assert_eq!(create(&r), Outcome::Retryable { retry_after: None, reason: "HTTP 502".into() });
+        assert_eq!(
+            create(&r),
+            Outcome::Retryable {
+                retry_after: None,
+                reason: "HTTP 502".into()
+            }
+        );
     }
 
     #[test]
@@ -387,9 +476,23 @@ mod tests {
             r#"{"error":{"message":"Invalid table nope","detail":null},"status":"failure"}"#,
             &[],
         );
-        assert_eq!(create(&r), Outcome::Permanent { message: "Invalid table nope".into(), detail: None, status: 400 });
+        assert_eq!(
+            create(&r),
+            Outcome::Permanent {
+                message: "Invalid table nope".into(),
+                detail: None,
+                status: 400
+            }
+        );
         let r = resp(404, "text/html", "<html>", &[]);
-        assert_eq!(create(&r), Outcome::Permanent { message: "Not Found".into(), detail: None, status: 404 });
+        assert_eq!(
+            create(&r),
+            Outcome::Permanent {
+                message: "Not Found".into(),
+                detail: None,
+                status: 404
+            }
+        );
         let r = resp(
             401,
             "application/json",
@@ -398,7 +501,9 @@ mod tests {
         );
         assert_eq!(
             create(&r),
-            Outcome::Auth { message: "User Not Authenticated: Required to provide Auth information".into() }
+            Outcome::Auth {
+                message: "User Not Authenticated: Required to provide Auth information".into()
+            }
         );
         let r = resp(302, "", "", &[]);
         assert_eq!(create(&r).class(), "retryable");

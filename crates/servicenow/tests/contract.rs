@@ -13,7 +13,10 @@ use servicenow_client::{
 use servicenow_sim::{Fault, FaultKind, RunningSim, SimConfig, Simulator};
 
 fn basic(user: &str, password: &str) -> Credentials {
-    Credentials::Basic { username: user.into(), password: password.into() }
+    Credentials::Basic {
+        username: user.into(),
+        password: password.into(),
+    }
 }
 
 fn relay() -> Credentials {
@@ -61,7 +64,10 @@ fn incident(correlation_id: &str) -> Map<String, Value> {
 }
 
 fn with_correlation<'a>(records: &'a [Value], correlation_id: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["correlation_id"] == correlation_id).collect()
+    records
+        .iter()
+        .filter(|r| r["correlation_id"] == correlation_id)
+        .collect()
 }
 
 fn created(o: Outcome) -> servicenow_client::CreatedRecord {
@@ -72,11 +78,19 @@ fn created(o: Outcome) -> servicenow_client::CreatedRecord {
 }
 
 fn fault(kind: FaultKind, table: Option<&str>, method: Option<&str>) -> Fault {
-    Fault { kind, count: 1, table: table.map(str::to_string), method: method.map(str::to_string) }
+    Fault {
+        kind,
+        count: 1,
+        table: table.map(str::to_string),
+        method: method.map(str::to_string),
+    }
 }
 
 fn count_requests(sim: &RunningSim, method: &str, path_prefix: &str) -> usize {
-    sim.requests().iter().filter(|r| r.method == method && r.path.starts_with(path_prefix)).count()
+    sim.requests()
+        .iter()
+        .filter(|r| r.method == method && r.path.starts_with(path_prefix))
+        .count()
 }
 
 /// A credential source that counts calls and can hand out different credentials after `invalidate()`.
@@ -89,7 +103,11 @@ struct RotatingSource {
 #[async_trait]
 impl CredentialSource for RotatingSource {
     async fn credentials(&self) -> Result<Credentials, ClientError> {
-        Ok(if self.invalidated.load(Ordering::SeqCst) == 0 { self.before.clone() } else { self.after.clone() })
+        Ok(if self.invalidated.load(Ordering::SeqCst) == 0 {
+            self.before.clone()
+        } else {
+            self.after.clone()
+        })
     }
     async fn invalidate(&self) {
         self.invalidated.fetch_add(1, Ordering::SeqCst);
@@ -115,7 +133,10 @@ async fn create_returns_number_and_link_and_the_record_exists() {
     let c = client(&sim, relay());
     let rec = created(c.create_record("incident", &incident("c-create-1")).await);
     assert!(rec.number.as_deref().unwrap().starts_with("INC"), "{rec:?}");
-    assert_eq!(rec.link, format!("{}/nav_to.do?uri=incident.do?sys_id={}", sim.base_url(), rec.sys_id));
+    assert_eq!(
+        rec.link,
+        format!("{}/nav_to.do?uri=incident.do?sys_id={}", sim.base_url(), rec.sys_id)
+    );
     let records = sim.records("incident");
     assert_eq!(records.len(), 1);
     let r = &records[0];
@@ -165,7 +186,11 @@ async fn server_errors_are_retryable_and_commit_nothing() {
 async fn rate_limited_fault_returns_retry_after() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
-    sim.inject(fault(FaultKind::RateLimited { retry_after_s: 42 }, Some("incident"), None));
+    sim.inject(fault(
+        FaultKind::RateLimited { retry_after_s: 42 },
+        Some("incident"),
+        None,
+    ));
     match c.create_record("incident", &incident("c-429")).await {
         Outcome::Retryable { retry_after, reason } => {
             assert_eq!(retry_after, Some(Duration::from_secs(42)));
@@ -191,7 +216,10 @@ async fn rate_limit_rule_bites_with_retry_after() {
     created(c.create_record("incident", &incident("rl-1")).await);
     created(c.create_record("incident", &incident("rl-2")).await);
     match c.create_record("incident", &incident("rl-3")).await {
-        Outcome::Retryable { retry_after: Some(wait), .. } => assert!(wait <= Duration::from_secs(3600)),
+        Outcome::Retryable {
+            retry_after: Some(wait),
+            ..
+        } => assert!(wait <= Duration::from_secs(3600)),
         other => panic!("{other:?}"),
     }
     assert_eq!(sim.records("incident").len(), 2);
@@ -207,7 +235,11 @@ async fn timeout_after_write_is_ambiguous_and_lookup_finds_the_single_record() {
     assert_eq!(o.class(), "ambiguous", "{o:?}");
     let records = sim.records("incident");
     assert_eq!(with_correlation(&records, "c-taw").len(), 1);
-    let found = c.find_by_correlation_id("incident", "c-taw").await.unwrap().expect("found");
+    let found = c
+        .find_by_correlation_id("incident", "c-taw")
+        .await
+        .unwrap()
+        .expect("found");
     assert_eq!(found.sys_id, records[0]["sys_id"]);
     assert_eq!(found.number.as_deref(), records[0]["number"].as_str());
     sim.shutdown().await;
@@ -217,7 +249,10 @@ async fn timeout_after_write_is_ambiguous_and_lookup_finds_the_single_record() {
 async fn malformed_and_truncated_json_after_commit_are_ambiguous() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
-    for (kind, id) in [(FaultKind::MalformedJson, "c-malformed"), (FaultKind::TruncatedJson, "c-truncated")] {
+    for (kind, id) in [
+        (FaultKind::MalformedJson, "c-malformed"),
+        (FaultKind::TruncatedJson, "c-truncated"),
+    ] {
         sim.inject(fault(kind, Some("incident"), Some("POST")));
         let o = c.create_record("incident", &incident(id)).await;
         assert_eq!(o.class(), "ambiguous", "{id}: {o:?}");
@@ -231,17 +266,33 @@ async fn malformed_and_truncated_json_after_commit_are_ambiguous() {
 async fn connection_reset_is_ambiguous_before_and_after_commit() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
-    sim.inject(fault(FaultKind::ConnectionReset { after_commit: false }, Some("incident"), Some("POST")));
+    sim.inject(fault(
+        FaultKind::ConnectionReset { after_commit: false },
+        Some("incident"),
+        Some("POST"),
+    ));
     let o = c.create_record("incident", &incident("c-reset-before")).await;
     assert_eq!(o.class(), "ambiguous", "{o:?}");
     assert!(sim.records("incident").is_empty());
-    assert_eq!(c.find_by_correlation_id("incident", "c-reset-before").await.unwrap(), None);
+    assert_eq!(
+        c.find_by_correlation_id("incident", "c-reset-before").await.unwrap(),
+        None
+    );
 
-    sim.inject(fault(FaultKind::ConnectionReset { after_commit: true }, Some("incident"), Some("POST")));
+    sim.inject(fault(
+        FaultKind::ConnectionReset { after_commit: true },
+        Some("incident"),
+        Some("POST"),
+    ));
     let o = c.create_record("incident", &incident("c-reset-after")).await;
     assert_eq!(o.class(), "ambiguous", "{o:?}");
     assert_eq!(with_correlation(&sim.records("incident"), "c-reset-after").len(), 1);
-    assert!(c.find_by_correlation_id("incident", "c-reset-after").await.unwrap().is_some());
+    assert!(
+        c.find_by_correlation_id("incident", "c-reset-after")
+            .await
+            .unwrap()
+            .is_some()
+    );
     sim.shutdown().await;
 }
 
@@ -256,7 +307,12 @@ async fn transaction_cancelled_is_ambiguous_and_the_record_exists() {
         other => panic!("{other:?}"),
     }
     assert_eq!(with_correlation(&sim.records("incident"), "c-cancel").len(), 1);
-    assert!(c.find_by_correlation_id("incident", "c-cancel").await.unwrap().is_some());
+    assert!(
+        c.find_by_correlation_id("incident", "c-cancel")
+            .await
+            .unwrap()
+            .is_some()
+    );
     sim.shutdown().await;
 }
 
@@ -284,13 +340,29 @@ async fn hibernating_instance_is_retryable_for_every_operation() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
     sim.set_hibernating(true);
-    assert_eq!(c.create_record("incident", &incident("c-hib")).await.class(), "retryable");
-    assert_eq!(c.import_record("u_incident_import", &incident("c-hib")).await.class(), "retryable");
-    assert_eq!(c.find_by_correlation_id("incident", "c-hib").await.unwrap_err().class(), "retryable");
-    let item = BatchItem { id: "1".into(), table: "incident".into(), fields: incident("c-hib") };
+    assert_eq!(
+        c.create_record("incident", &incident("c-hib")).await.class(),
+        "retryable"
+    );
+    assert_eq!(
+        c.import_record("u_incident_import", &incident("c-hib")).await.class(),
+        "retryable"
+    );
+    assert_eq!(
+        c.find_by_correlation_id("incident", "c-hib").await.unwrap_err().class(),
+        "retryable"
+    );
+    let item = BatchItem {
+        id: "1".into(),
+        table: "incident".into(),
+        fields: incident("c-hib"),
+    };
     assert_eq!(c.send_batch(&[item]).await.unwrap_err().class(), "retryable");
     assert_eq!(
-        c.send_events(&[json!({"source": "relay", "message_key": "k"})]).await.unwrap_err().class(),
+        c.send_events(&[json!({"source": "relay", "message_key": "k"})])
+            .await
+            .unwrap_err()
+            .class(),
         "retryable"
     );
     assert!(sim.records("incident").is_empty());
@@ -312,7 +384,13 @@ async fn connection_refused_is_retryable() {
     .unwrap();
     let o = c.create_record("incident", &incident("c-refused")).await;
     assert_eq!(o.class(), "retryable", "{o:?}");
-    assert_eq!(c.find_by_correlation_id("incident", "c-refused").await.unwrap_err().class(), "retryable");
+    assert_eq!(
+        c.find_by_correlation_id("incident", "c-refused")
+            .await
+            .unwrap_err()
+            .class(),
+        "retryable"
+    );
 }
 
 #[tokio::test]
@@ -320,7 +398,11 @@ async fn acl_data_policy_and_bad_table_are_permanent_with_servicenow_message() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let ro = client(&sim, basic("readonly", "readonly-password"));
     match ro.create_record("incident", &incident("c-acl")).await {
-        Outcome::Permanent { status, message, detail } => {
+        Outcome::Permanent {
+            status,
+            message,
+            detail,
+        } => {
             assert_eq!(status, 403);
             assert_eq!(message, "Operation Failed");
             assert!(detail.unwrap().contains("ACL"));
@@ -357,9 +439,21 @@ async fn acl_data_policy_and_bad_table_are_permanent_with_servicenow_message() {
 async fn invalid_names_are_refused_without_sending() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
-    assert_eq!(c.create_record("incident/../sys_user", &incident("x")).await.class(), "permanent");
-    assert_eq!(c.delete_record("incident", "../x").await.unwrap_err().class(), "permanent");
-    assert_eq!(c.attach("incident", "abc", "a/b.txt", "text/plain", vec![1u8]).await.unwrap_err().class(), "permanent");
+    assert_eq!(
+        c.create_record("incident/../sys_user", &incident("x")).await.class(),
+        "permanent"
+    );
+    assert_eq!(
+        c.delete_record("incident", "../x").await.unwrap_err().class(),
+        "permanent"
+    );
+    assert_eq!(
+        c.attach("incident", "abc", "a/b.txt", "text/plain", vec![1u8])
+            .await
+            .unwrap_err()
+            .class(),
+        "permanent"
+    );
     assert!(sim.requests().is_empty());
     sim.shutdown().await;
 }
@@ -390,8 +484,11 @@ async fn wrong_basic_password_is_auth_after_exactly_one_retry() {
 #[tokio::test]
 async fn rotated_basic_password_is_picked_up_after_a_401() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let source =
-        Arc::new(RotatingSource { before: basic("relay", "old"), after: relay(), invalidated: AtomicUsize::new(0) });
+    let source = Arc::new(RotatingSource {
+        before: basic("relay", "old"),
+        after: relay(),
+        invalidated: AtomicUsize::new(0),
+    });
     let c = client_with(&sim, source.clone(), Duration::from_secs(5));
     created(c.create_record("incident", &incident("c-rotate")).await);
     assert_eq!(source.invalidated.load(Ordering::SeqCst), 1);
@@ -406,13 +503,20 @@ async fn credential_source_failures_are_classified() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let down = client_with(
         &sim,
-        Arc::new(FailingSource(ClientError::CredentialsUnavailable("secrets store timed out".into()))),
+        Arc::new(FailingSource(ClientError::CredentialsUnavailable(
+            "secrets store timed out".into(),
+        ))),
         Duration::from_secs(5),
     );
-    assert_eq!(down.create_record("incident", &incident("x")).await.class(), "retryable");
+    assert_eq!(
+        down.create_record("incident", &incident("x")).await.class(),
+        "retryable"
+    );
     let broken = client_with(
         &sim,
-        Arc::new(FailingSource(ClientError::InvalidCredentials("missing password".into()))),
+        Arc::new(FailingSource(ClientError::InvalidCredentials(
+            "missing password".into(),
+        ))),
         Duration::from_secs(5),
     );
     assert_eq!(broken.create_record("incident", &incident("x")).await.class(), "auth");
@@ -423,13 +527,20 @@ async fn credential_source_failures_are_classified() {
 #[tokio::test]
 async fn oauth_password_and_client_credentials_grants_create_as_relay() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    for (creds, id) in [(oauth_password(), "c-oauth-pw"), (oauth_client_credentials(), "c-oauth-cc")] {
+    for (creds, id) in [
+        (oauth_password(), "c-oauth-pw"),
+        (oauth_client_credentials(), "c-oauth-cc"),
+    ] {
         let c = client(&sim, creds);
         created(c.create_record("incident", &incident(id)).await);
         created(c.create_record("incident", &incident(id)).await);
     }
     let log = sim.requests();
-    assert_eq!(log.iter().filter(|l| l.path == "/oauth_token.do").count(), 2, "one token per client");
+    assert_eq!(
+        log.iter().filter(|l| l.path == "/oauth_token.do").count(),
+        2,
+        "one token per client"
+    );
     assert!(
         log.iter()
             .filter(|l| l.method == "POST" && l.path.starts_with("/api/now/table"))
@@ -446,7 +557,9 @@ async fn concurrent_callers_share_one_token_fetch() {
     let mut tasks = Vec::new();
     for i in 0..20 {
         let c = c.clone();
-        tasks.push(tokio::spawn(async move { c.create_record("incident", &incident(&format!("sf-{i}"))).await }));
+        tasks.push(tokio::spawn(async move {
+            c.create_record("incident", &incident(&format!("sf-{i}"))).await
+        }));
     }
     for t in tasks {
         created(t.await.unwrap());
@@ -484,7 +597,12 @@ async fn expired_token_on_the_instance_clock_is_refreshed_after_401() {
     sim.advance_clock(Duration::from_secs(1801));
     created(c.create_record("incident", &incident("c-2")).await);
     let log = sim.requests();
-    assert_eq!(log.iter().filter(|l| l.path == "/oauth_token.do" && l.status == 200).count(), 2);
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.path == "/oauth_token.do" && l.status == 200)
+            .count(),
+        2
+    );
     assert_eq!(log.iter().filter(|l| l.status == 401).count(), 1);
     assert_eq!(sim.records("incident").len(), 2);
     sim.shutdown().await;
@@ -500,8 +618,17 @@ async fn token_is_refreshed_before_it_expires() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     created(c.create_record("incident", &incident("c-2")).await);
     let log = sim.requests();
-    assert_eq!(log.iter().filter(|l| l.path == "/oauth_token.do" && l.status == 200).count(), 2);
-    assert_eq!(log.iter().filter(|l| l.status == 401).count(), 0, "refreshed before expiry, no 401");
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.path == "/oauth_token.do" && l.status == 200)
+            .count(),
+        2
+    );
+    assert_eq!(
+        log.iter().filter(|l| l.status == 401).count(),
+        0,
+        "refreshed before expiry, no 401"
+    );
     sim.shutdown().await;
 }
 
@@ -510,12 +637,19 @@ async fn wrong_client_secret_is_auth_and_no_table_call_is_made() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(
         &sim,
-        Credentials::OAuthClientCredentials { client_id: "relay-client".into(), client_secret: "nope".into() },
+        Credentials::OAuthClientCredentials {
+            client_id: "relay-client".into(),
+            client_secret: "nope".into(),
+        },
     );
     let o = c.create_record("incident", &incident("c-bad-secret")).await;
     assert_eq!(o.class(), "auth", "{o:?}");
     assert_eq!(count_requests(&sim, "POST", "/api/now/table"), 0);
-    assert_eq!(count_requests(&sim, "POST", "/oauth_token.do"), 2, "one retry with refetched credentials");
+    assert_eq!(
+        count_requests(&sim, "POST", "/oauth_token.do"),
+        2,
+        "one retry with refetched credentials"
+    );
     assert!(sim.records("incident").is_empty());
     sim.shutdown().await;
 }
@@ -524,15 +658,22 @@ async fn wrong_client_secret_is_auth_and_no_table_call_is_made() {
 async fn rotated_client_secret_is_picked_up_after_a_refused_token_request() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let source = Arc::new(RotatingSource {
-        before: Credentials::OAuthClientCredentials { client_id: "relay-client".into(), client_secret: "old".into() },
+        before: Credentials::OAuthClientCredentials {
+            client_id: "relay-client".into(),
+            client_secret: "old".into(),
+        },
         after: oauth_client_credentials(),
         invalidated: AtomicUsize::new(0),
     });
     let c = client_with(&sim, source.clone(), Duration::from_secs(5));
     created(c.create_record("incident", &incident("c-rotated-secret")).await);
     assert_eq!(source.invalidated.load(Ordering::SeqCst), 1);
-    let token_statuses: Vec<u16> =
-        sim.requests().iter().filter(|l| l.path == "/oauth_token.do").map(|l| l.status).collect();
+    let token_statuses: Vec<u16> = sim
+        .requests()
+        .iter()
+        .filter(|l| l.path == "/oauth_token.do")
+        .map(|l| l.status)
+        .collect();
     assert_eq!(token_statuses, vec![401, 200]);
     assert_eq!(sim.records("incident").len(), 1);
     sim.shutdown().await;
@@ -564,9 +705,13 @@ async fn lookup_finds_only_the_exact_correlation_id_and_refuses_injection() {
     assert_eq!(c.find_by_correlation_id("incident", "corr").await.unwrap(), None);
     assert_eq!(c.find_by_correlation_id("incident", "corr-c").await.unwrap(), None);
     let before = sim.requests().len();
-    for attack in
-        ["corr-c^ORcorrelation_id!=x", "x^NQsys_id!=x", "javascript:gs.getUser()", "corr a", "x&sysparm_limit=9"]
-    {
+    for attack in [
+        "corr-c^ORcorrelation_id!=x",
+        "x^NQsys_id!=x",
+        "javascript:gs.getUser()",
+        "corr a",
+        "x&sysparm_limit=9",
+    ] {
         let e = c.find_by_correlation_id("incident", attack).await.unwrap_err();
         assert_eq!(e.class(), "permanent", "{attack}");
     }
@@ -578,10 +723,20 @@ async fn lookup_finds_only_the_exact_correlation_id_and_refuses_injection() {
 async fn lookup_server_errors_are_retryable_not_ambiguous() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
-    sim.inject(fault(FaultKind::ServerError { status: 503 }, Some("incident"), Some("GET")));
-    assert_eq!(c.find_by_correlation_id("incident", "x").await.unwrap_err().class(), "retryable");
+    sim.inject(fault(
+        FaultKind::ServerError { status: 503 },
+        Some("incident"),
+        Some("GET"),
+    ));
+    assert_eq!(
+        c.find_by_correlation_id("incident", "x").await.unwrap_err().class(),
+        "retryable"
+    );
     sim.inject(fault(FaultKind::TruncatedJson, Some("incident"), Some("GET")));
-    assert_eq!(c.find_by_correlation_id("incident", "x").await.unwrap_err().class(), "retryable");
+    assert_eq!(
+        c.find_by_correlation_id("incident", "x").await.unwrap_err().class(),
+        "retryable"
+    );
     sim.shutdown().await;
 }
 
@@ -618,13 +773,26 @@ async fn import_row_error_is_permanent_and_faults_classify() {
     assert!(sim.records("incident").is_empty());
     sim.inject(fault(FaultKind::TimeoutAfterWrite, Some("u_incident_import"), None));
     let c_short = client_with(&sim, Arc::new(StaticCredentials(relay())), Duration::from_millis(500));
-    assert_eq!(c_short.import_record("u_incident_import", &incident("imp-taw")).await.class(), "ambiguous");
+    assert_eq!(
+        c_short
+            .import_record("u_incident_import", &incident("imp-taw"))
+            .await
+            .class(),
+        "ambiguous"
+    );
     assert_eq!(with_correlation(&sim.records("incident"), "imp-taw").len(), 1);
     // Re-importing after the ambiguous outcome coalesces instead of duplicating.
     created(c.import_record("u_incident_import", &incident("imp-taw")).await);
     assert_eq!(with_correlation(&sim.records("incident"), "imp-taw").len(), 1);
-    sim.inject(fault(FaultKind::ServerError { status: 503 }, Some("u_incident_import"), None));
-    assert_eq!(c.import_record("u_incident_import", &incident("imp-5xx")).await.class(), "retryable");
+    sim.inject(fault(
+        FaultKind::ServerError { status: 503 },
+        Some("u_incident_import"),
+        None,
+    ));
+    assert_eq!(
+        c.import_record("u_incident_import", &incident("imp-5xx")).await.class(),
+        "retryable"
+    );
     assert_eq!(with_correlation(&sim.records("incident"), "imp-5xx").len(), 0);
     sim.shutdown().await;
 }
@@ -648,22 +816,40 @@ async fn batch_maps_every_item_back_and_classifies_each() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
     let mut batch = items(3, "b");
-    batch.push(BatchItem { id: "bad-table".into(), table: "no_such_table".into(), fields: incident("bad") });
+    batch.push(BatchItem {
+        id: "bad-table".into(),
+        table: "no_such_table".into(),
+        fields: incident("bad"),
+    });
     let mut no_desc = incident("b-nodesc");
     no_desc.remove("short_description");
-    batch.push(BatchItem { id: "no-desc".into(), table: "incident".into(), fields: no_desc });
+    batch.push(BatchItem {
+        id: "no-desc".into(),
+        table: "incident".into(),
+        fields: no_desc,
+    });
     let results = c.send_batch(&batch).await.unwrap();
     let ids: Vec<&str> = results.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, vec!["b-0", "b-1", "b-2", "bad-table", "no-desc"]);
     let records = sim.records("incident");
     for (id, o) in &results[..3] {
-        let Outcome::Created(rec) = o else { panic!("{id}: {o:?}") };
+        let Outcome::Created(rec) = o else {
+            panic!("{id}: {o:?}")
+        };
         let stored = with_correlation(&records, id);
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0]["sys_id"], rec.sys_id.as_str());
     }
-    assert!(matches!(&results[3].1, Outcome::Permanent { status: 400, .. }), "{:?}", results[3].1);
-    assert!(matches!(&results[4].1, Outcome::Permanent { status: 403, .. }), "{:?}", results[4].1);
+    assert!(
+        matches!(&results[3].1, Outcome::Permanent { status: 400, .. }),
+        "{:?}",
+        results[3].1
+    );
+    assert!(
+        matches!(&results[4].1, Outcome::Permanent { status: 403, .. }),
+        "{:?}",
+        results[4].1
+    );
     assert_eq!(records.len(), 3);
     sim.shutdown().await;
 }
@@ -688,7 +874,12 @@ async fn batch_items_are_authorised_separately() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let ro = client(&sim, basic("readonly", "readonly-password"));
     let results = ro.send_batch(&items(2, "ro")).await.unwrap();
-    assert!(results.iter().all(|(_, o)| matches!(o, Outcome::Permanent { status: 403, .. })), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Permanent { status: 403, .. })),
+        "{results:?}"
+    );
     assert!(sim.records("incident").is_empty());
     sim.shutdown().await;
 }
@@ -697,18 +888,42 @@ async fn batch_items_are_authorised_separately() {
 async fn batch_request_faults_classify_the_whole_batch() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client_with(&sim, Arc::new(StaticCredentials(relay())), Duration::from_millis(500));
-    sim.inject(Fault { kind: FaultKind::ServerError { status: 503 }, count: 1, table: None, method: None });
+    sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: None,
+        method: None,
+    });
     assert_eq!(c.send_batch(&items(2, "f5")).await.unwrap_err().class(), "retryable");
     assert!(sim.records("incident").is_empty());
-    sim.inject(Fault { kind: FaultKind::RateLimited { retry_after_s: 9 }, count: 1, table: None, method: None });
+    sim.inject(Fault {
+        kind: FaultKind::RateLimited { retry_after_s: 9 },
+        count: 1,
+        table: None,
+        method: None,
+    });
     match c.send_batch(&items(2, "f429")).await.unwrap_err() {
         Outcome::Retryable { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_secs(9))),
         other => panic!("{other:?}"),
     }
-    sim.inject(Fault { kind: FaultKind::TimeoutAfterWrite, count: 1, table: None, method: None });
+    sim.inject(Fault {
+        kind: FaultKind::TimeoutAfterWrite,
+        count: 1,
+        table: None,
+        method: None,
+    });
     assert_eq!(c.send_batch(&items(2, "ftaw")).await.unwrap_err().class(), "ambiguous");
-    assert_eq!(sim.records("incident").len(), 2, "items executed before the answer was lost");
-    sim.inject(Fault { kind: FaultKind::TruncatedJson, count: 1, table: None, method: None });
+    assert_eq!(
+        sim.records("incident").len(),
+        2,
+        "items executed before the answer was lost"
+    );
+    sim.inject(Fault {
+        kind: FaultKind::TruncatedJson,
+        count: 1,
+        table: None,
+        method: None,
+    });
     assert_eq!(c.send_batch(&items(1, "ftr")).await.unwrap_err().class(), "ambiguous");
     assert_eq!(sim.records("incident").len(), 3);
     sim.shutdown().await;
@@ -755,7 +970,11 @@ async fn events_are_inserted_and_deduplicated_by_message_key() {
     assert_eq!(c.send_events(&[]).await.unwrap_err().class(), "permanent");
     let ro = client(&sim, basic("readonly", "readonly-password"));
     assert_eq!(ro.send_events(&[event("k4")]).await.unwrap_err().class(), "permanent");
-    assert!(!sim.records("em_event").iter().any(|r| r["message_key"] == "k3" || r["message_key"] == "k4"));
+    assert!(
+        !sim.records("em_event")
+            .iter()
+            .any(|r| r["message_key"] == "k3" || r["message_key"] == "k4")
+    );
     sim.shutdown().await;
 }
 
@@ -764,14 +983,32 @@ async fn attachment_is_stored_on_the_record() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
     let rec = created(c.create_record("incident", &incident("c-att")).await);
-    let id = c.attach("incident", &rec.sys_id, "trend.png", "image/png", vec![0x89u8, b'P', b'N', b'G']).await.unwrap();
+    let id = c
+        .attach(
+            "incident",
+            &rec.sys_id,
+            "trend.png",
+            "image/png",
+            vec![0x89u8, b'P', b'N', b'G'],
+        )
+        .await
+        .unwrap();
     let atts = sim.records("sys_attachment");
     assert_eq!(atts.len(), 1);
     assert_eq!(atts[0]["sys_id"], id.as_str());
     assert_eq!(atts[0]["table_sys_id"], rec.sys_id.as_str());
     assert_eq!(atts[0]["file_name"], "trend.png");
     // Missing target record → 404 permanent.
-    match c.attach("incident", "0123456789abcdef0123456789abcdef", "x.txt", "text/plain", b"x".to_vec()).await {
+    match c
+        .attach(
+            "incident",
+            "0123456789abcdef0123456789abcdef",
+            "x.txt",
+            "text/plain",
+            b"x".to_vec(),
+        )
+        .await
+    {
         Err(Outcome::Permanent { status: 404, .. }) => {}
         other => panic!("{other:?}"),
     }
@@ -784,8 +1021,15 @@ async fn delete_removes_own_record_and_classifies_failures() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let c = client(&sim, relay());
     let rec = created(c.create_record("incident", &incident("c-del")).await);
-    sim.inject(fault(FaultKind::ServerError { status: 502 }, Some("incident"), Some("DELETE")));
-    assert_eq!(c.delete_record("incident", &rec.sys_id).await.unwrap_err().class(), "retryable");
+    sim.inject(fault(
+        FaultKind::ServerError { status: 502 },
+        Some("incident"),
+        Some("DELETE"),
+    ));
+    assert_eq!(
+        c.delete_record("incident", &rec.sys_id).await.unwrap_err().class(),
+        "retryable"
+    );
     assert_eq!(sim.records("incident").len(), 1);
     c.delete_record("incident", &rec.sys_id).await.unwrap();
     assert!(sim.records("incident").is_empty());
@@ -796,7 +1040,10 @@ async fn delete_removes_own_record_and_classifies_failures() {
     // A record the integration user did not create is not its to delete.
     let admin = client(&sim, basic("admin", "admin-password"));
     let other = created(admin.create_record("incident", &incident("c-admin")).await);
-    assert_eq!(c.delete_record("incident", &other.sys_id).await.unwrap_err().class(), "permanent");
+    assert_eq!(
+        c.delete_record("incident", &other.sys_id).await.unwrap_err().class(),
+        "permanent"
+    );
     assert_eq!(sim.records("incident").len(), 1);
     sim.shutdown().await;
 }

@@ -21,13 +21,19 @@ struct Instance {
 }
 
 fn instance(test: &str) -> Option<Instance> {
-    let (Ok(url), Ok(username), Ok(password)) =
-        (std::env::var("SERVICENOW_URL"), std::env::var("SERVICENOW_USERNAME"), std::env::var("SERVICENOW_PASSWORD"))
-    else {
+    let (Ok(url), Ok(username), Ok(password)) = (
+        std::env::var("SERVICENOW_URL"),
+        std::env::var("SERVICENOW_USERNAME"),
+        std::env::var("SERVICENOW_PASSWORD"),
+    ) else {
         println!("skipped: SERVICENOW_URL not set (also needs SERVICENOW_USERNAME, SERVICENOW_PASSWORD) [{test}]");
         return None;
     };
-    Some(Instance { url, username, password })
+    Some(Instance {
+        url,
+        username,
+        password,
+    })
 }
 
 fn client(url: &str, creds: Credentials) -> ServiceNowClient {
@@ -35,7 +41,13 @@ fn client(url: &str, creds: Credentials) -> ServiceNowClient {
 }
 
 fn basic(i: &Instance) -> ServiceNowClient {
-    client(&i.url, Credentials::Basic { username: i.username.clone(), password: i.password.clone() })
+    client(
+        &i.url,
+        Credentials::Basic {
+            username: i.username.clone(),
+            password: i.password.clone(),
+        },
+    )
 }
 
 fn unique(prefix: &str) -> String {
@@ -57,7 +69,9 @@ fn incident(correlation_id: &str) -> Map<String, Value> {
 
 #[tokio::test]
 async fn create_lookup_attach_delete_round_trip() {
-    let Some(i) = instance("create_lookup_attach_delete_round_trip") else { return };
+    let Some(i) = instance("create_lookup_attach_delete_round_trip") else {
+        return;
+    };
     let c = basic(&i);
     let corr = unique("create");
     let rec = match c.create_record("incident", &incident(&corr)).await {
@@ -65,8 +79,13 @@ async fn create_lookup_attach_delete_round_trip() {
         other => panic!("create failed: {other}"),
     };
     assert!(rec.number.as_deref().unwrap_or_default().starts_with("INC"), "{rec:?}");
-    assert_eq!(c.find_by_correlation_id("incident", &corr).await.unwrap(), Some(rec.clone()));
-    let attachment = c.attach("incident", &rec.sys_id, "contract.txt", "text/plain", b"hello".to_vec()).await;
+    assert_eq!(
+        c.find_by_correlation_id("incident", &corr).await.unwrap(),
+        Some(rec.clone())
+    );
+    let attachment = c
+        .attach("incident", &rec.sys_id, "contract.txt", "text/plain", b"hello".to_vec())
+        .await;
     assert!(attachment.is_ok(), "attach failed: {attachment:?}");
     c.delete_record("incident", &rec.sys_id).await.expect("delete");
     assert_eq!(c.find_by_correlation_id("incident", &corr).await.unwrap(), None);
@@ -78,34 +97,67 @@ async fn create_lookup_attach_delete_round_trip() {
 
 #[tokio::test]
 async fn errors_are_classified_like_the_simulator() {
-    let Some(i) = instance("errors_are_classified_like_the_simulator") else { return };
+    let Some(i) = instance("errors_are_classified_like_the_simulator") else {
+        return;
+    };
     let c = basic(&i);
-    match c.create_record("relay_no_such_table", &incident(&unique("bad-table"))).await {
-        Outcome::Permanent { status: 400, message, .. } => assert!(message.contains("Invalid table"), "{message}"),
+    match c
+        .create_record("relay_no_such_table", &incident(&unique("bad-table")))
+        .await
+    {
+        Outcome::Permanent {
+            status: 400, message, ..
+        } => assert!(message.contains("Invalid table"), "{message}"),
         other => panic!("expected 400 Invalid table, got {other:?}"),
     }
-    let wrong = client(&i.url, Credentials::Basic { username: i.username.clone(), password: "wrong-password".into() });
-    assert_eq!(wrong.create_record("incident", &incident(&unique("auth"))).await.class(), "auth");
-    let attack = c.find_by_correlation_id("incident", "x^ORcorrelation_id!=x").await.unwrap_err();
+    let wrong = client(
+        &i.url,
+        Credentials::Basic {
+            username: i.username.clone(),
+            password: "wrong-password".into(),
+        },
+    );
+    assert_eq!(
+        wrong
+            .create_record("incident", &incident(&unique("auth")))
+            .await
+            .class(),
+        "auth"
+    );
+    let attack = c
+        .find_by_correlation_id("incident", "x^ORcorrelation_id!=x")
+        .await
+        .unwrap_err();
     assert_eq!(attack.class(), "permanent");
 }
 
 #[tokio::test]
 async fn batch_creates_and_maps_items_back() {
-    let Some(i) = instance("batch_creates_and_maps_items_back") else { return };
+    let Some(i) = instance("batch_creates_and_maps_items_back") else {
+        return;
+    };
     let c = basic(&i);
     let items: Vec<BatchItem> = (0..2)
         .map(|n| {
             let corr = unique(&format!("batch{n}"));
-            BatchItem { id: corr.clone(), table: "incident".into(), fields: incident(&corr) }
+            BatchItem {
+                id: corr.clone(),
+                table: "incident".into(),
+                fields: incident(&corr),
+            }
         })
         .collect();
     let results = c.send_batch(&items).await.expect("batch");
     assert_eq!(results.len(), 2);
     for (id, outcome) in results {
-        let Outcome::Created(rec) = outcome else { panic!("{id}: {outcome:?}") };
+        let Outcome::Created(rec) = outcome else {
+            panic!("{id}: {outcome:?}")
+        };
         assert_eq!(
-            c.find_by_correlation_id("incident", &id).await.unwrap().map(|r| r.sys_id),
+            c.find_by_correlation_id("incident", &id)
+                .await
+                .unwrap()
+                .map(|r| r.sys_id),
             Some(rec.sys_id.clone())
         );
         c.delete_record("incident", &rec.sys_id).await.expect("cleanup");
@@ -114,10 +166,13 @@ async fn batch_creates_and_maps_items_back() {
 
 #[tokio::test]
 async fn oauth_password_grant_creates() {
-    let Some(i) = instance("oauth_password_grant_creates") else { return };
-    let (Ok(client_id), Ok(client_secret)) =
-        (std::env::var("SERVICENOW_CLIENT_ID"), std::env::var("SERVICENOW_CLIENT_SECRET"))
-    else {
+    let Some(i) = instance("oauth_password_grant_creates") else {
+        return;
+    };
+    let (Ok(client_id), Ok(client_secret)) = (
+        std::env::var("SERVICENOW_CLIENT_ID"),
+        std::env::var("SERVICENOW_CLIENT_SECRET"),
+    ) else {
         println!("skipped: SERVICENOW_CLIENT_ID/SERVICENOW_CLIENT_SECRET not set [oauth_password_grant_creates]");
         return;
     };
