@@ -16,16 +16,13 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use lambda_http::Service;
 use lambda_http::request::LambdaRequest;
-use lambda_http::{Service, service_fn};
 use lambda_runtime::{Context, LambdaEvent};
 use relay_aws::testing::{self, AtomicDynamo, PublishedNotice, TestQueue, TestTopic};
 use relay_core::BackoffPolicy;
-use relay_lambda::deliver::DeliverHandler;
-use relay_lambda::flush::FlushHandler;
-use relay_lambda::ingest::IngestHandler;
-use relay_lambda::{Adapters, Settings};
-use relay_pipeline::{Metrics, WebhookSecrets};
+use relay_lambda::{Settings, aws_ports, deliver, flush, ingest};
+use relay_pipeline::{Deliverer, Flusher, Ingest, Ports, WebhookSecrets};
 use relay_ports::{AlertQueue, Clock, LedgerEntry, ReceivedMessage, SystemClock};
 use serde_json::{Value, json};
 use servicenow_sim::{RunningSim, SimConfig, Simulator};
@@ -100,14 +97,14 @@ pub struct Stack {
     pub sdk: aws_config::SdkConfig,
     pub sim: RunningSim,
     pub settings: Settings,
-    pub adapters: Adapters,
+    pub ports: Ports,
     pub realtime: TestQueue,
     pub batch: TestQueue,
     pub dlq: TestQueue,
     pub topic: TestTopic,
-    pub ingest: Arc<IngestHandler>,
-    pub deliver: DeliverHandler,
-    pub flush: FlushHandler,
+    pub ingest: Arc<Ingest>,
+    pub deliverer: Deliverer,
+    pub flusher: Flusher,
     pub signing: WebhookSecrets,
     _atomic: Option<AtomicDynamo>,
 }
@@ -163,31 +160,29 @@ impl Stack {
         settings.servicenow_timeout = Duration::from_millis(1500);
         settings.ledger_retention = Duration::from_secs(3600);
 
-        let mut adapters = Adapters::aws(&settings, &sdk);
+        let mut ports = aws_ports(&settings, &sdk);
         let atomic = if opts.atomic_dynamo {
             let proxy = AtomicDynamo::start(&endpoint).await;
-            adapters.ledger = Arc::new(relay_aws::DynamoLedger::from_client(proxy.client(&sdk), &table));
+            ports.ledger = Arc::new(relay_aws::DynamoLedger::from_client(proxy.client(&sdk), &table));
             Some(proxy)
         } else {
             None
         };
-        let ingest = IngestHandler::new(&settings, &adapters, Metrics::off())
-            .await
-            .expect("ingest handler");
-        let deliver = DeliverHandler::new(&settings, &adapters, Metrics::off());
-        let flush = FlushHandler::new(&settings, &adapters, Metrics::off()).expect("flush handler");
+        let ingest = ingest::ingest(&settings, &ports).await.expect("ingest pipeline");
+        let deliverer = Deliverer::new(Arc::new(deliver::delivery(&settings, &ports)));
+        let flusher = flush::flusher(&settings, &ports).expect("flush pipeline");
         Some(Stack {
             sdk,
             sim,
             settings,
-            adapters,
+            ports,
             realtime,
             batch,
             dlq,
             topic,
             ingest: Arc::new(ingest),
-            deliver,
-            flush,
+            deliverer,
+            flusher,
             signing: WebhookSecrets::parse(&[SIGNING_SECRET]).expect("signing secret"),
             _atomic: atomic,
         })
@@ -198,11 +193,14 @@ impl Stack {
     /// Invoke the ingest function with an API Gateway v2 event (JSON), as Lambda does.
     pub async fn invoke_ingest(&self, event: Value) -> HttpReply {
         let request: LambdaRequest = serde_json::from_value(event).expect("an API Gateway v2 event");
-        let handler = self.ingest.clone();
-        let mut adapter = lambda_http::Adapter::from(service_fn(move |req: lambda_http::Request| {
-            let handler = handler.clone();
-            async move { handler.handle(req).await }
-        }));
+        // the router's answer turned into a Lambda response inside the service, as lambda_http does, so
+        // this future stays `Send` (lambda_http's adapter is not, over an axum body)
+        let app = tower::ServiceBuilder::new()
+            .and_then(|r: axum::response::Response| async move {
+                Ok::<_, std::convert::Infallible>(lambda_http::IntoResponse::into_response(r).await)
+            })
+            .service(ingest::app(self.ingest.clone()));
+        let mut adapter = lambda_http::Adapter::from(app);
         let response = adapter
             .call(LambdaEvent::new(request, Context::default()))
             .await
@@ -285,7 +283,7 @@ impl Stack {
 
     /// The ledger entry of `alert_id`.
     pub async fn entry(&self, alert_id: &str) -> Option<LedgerEntry> {
-        self.adapters.ledger.get(alert_id).await.expect("ledger get")
+        self.ports.ledger.get(alert_id).await.expect("ledger get")
     }
 
     // ----- deliver ------------------------------------------------------------------------------------
@@ -311,9 +309,7 @@ impl Stack {
     /// Invoke the deliver function with an SQS batch; returns the partial batch response (checked to
     /// serialize as Lambda expects).
     pub async fn invoke_deliver(&self, event: SqsEvent) -> SqsBatchResponse {
-        let response = self
-            .deliver
-            .handle(LambdaEvent::new(event, Context::default()))
+        let response = deliver::handle(&self.deliverer, LambdaEvent::new(event, Context::default()))
             .await
             .expect("infallible");
         let v = serde_json::to_value(&response).expect("serializes");
@@ -358,9 +354,7 @@ impl Stack {
     pub async fn invoke_flush(&self) -> Value {
         let event: EventBridgeEvent =
             serde_json::from_value(envelope("scheduled-flush.json")).expect("scheduled event");
-        let report = self
-            .flush
-            .handle(LambdaEvent::new(event, Context::default()))
+        let report = flush::handle(&self.flusher, LambdaEvent::new(event, Context::default()))
             .await
             .expect("infallible");
         serde_json::to_value(&report).expect("the report serializes")

@@ -102,7 +102,7 @@ async fn other_routes_and_methods_get_json_404_and_405() {
     let r = s.invoke_ingest(delete).await;
     assert_eq!(
         (r.status, r.headers.get("allow").map(String::as_str)),
-        (405, Some("GET"))
+        (405, Some("GET,HEAD"))
     );
     let mut other = s.signed_event(b"{}", "wh");
     other["rawPath"] = "/v2/things".into();

@@ -10,9 +10,9 @@ use relay_ports::{AlertQueue, PortError, ReceivedMessage};
 use crate::error::port_error;
 
 /// The longest `DelaySeconds` SQS accepts (15 minutes). Longer `send` delays are capped to it: a message
-/// that must wait longer is received and put back with [`AlertQueue::retry_after`] (visibility, up to 12 h).
+/// that must wait longer is received and put back with [`AlertQueue::change_visibility`] (visibility, up to 12 h).
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
-/// The longest visibility timeout SQS accepts (12 hours); longer `retry_after` delays are capped to it.
+/// The longest visibility timeout SQS accepts (12 hours); longer `change_visibility` delays are capped to it.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 /// The longest long-poll wait SQS accepts; longer `receive` waits are capped to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
@@ -149,7 +149,7 @@ impl AlertQueue for SqsQueue {
     }
 
     /// `ChangeMessageVisibility`; `delay` is capped at [`MAX_VISIBILITY`].
-    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {
+    async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {
         self.client
             .change_message_visibility()
             .queue_url(&self.url)

@@ -182,7 +182,7 @@ async fn long_delays_are_capped_not_refused() {
         .pop()
         .expect("receive");
     queue
-        .retry_after(&m.receipt, Duration::from_secs(11 * 3600))
+        .change_visibility(&m.receipt, Duration::from_secs(11 * 3600))
         .await
         .expect("an 11 h visibility is accepted");
     assert!(
@@ -203,7 +203,7 @@ async fn bad_receipts_are_rejected() {
     }
     let config = sdk_config().await;
     let queue = create_queue(&config, "receipts", 30).await.adapter(&config);
-    match queue.retry_after("not-a-receipt", Duration::from_secs(5)).await {
+    match queue.change_visibility("not-a-receipt", Duration::from_secs(5)).await {
         Err(PortError::Rejected(msg)) => assert!(msg.contains("ChangeMessageVisibility"), "{msg}"),
         other => panic!("expected Rejected, got {other:?}"),
     }

@@ -64,7 +64,7 @@ ledger_checks!(
 queue_checks!(
     queue_send_receive_delete,
     queue_delay_is_respected,
-    queue_visibility_and_retry_after,
+    queue_visibility_and_change_visibility,
     queue_receive_many_and_depth,
     queue_delete_with_unknown_receipt_fails,
 );

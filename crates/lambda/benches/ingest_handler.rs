@@ -15,12 +15,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lambda_http::request::LambdaRequest;
-use lambda_http::{Body, Request, Service};
-use relay_lambda::ingest::IngestHandler;
-use relay_lambda::testing::{MemoryLedger, MemoryNotifier, MemoryQueue, MemorySecrets};
-use relay_lambda::{Adapters, Settings};
-use relay_pipeline::{Metrics, WebhookRequest, WebhookSecrets};
+use lambda_http::{Request, Service};
+use relay_lambda::{Settings, ingest};
+use relay_pipeline::{Ingest, Ports, WebhookRequest, WebhookSecrets};
+use relay_ports::memory::{MemoryLedger, MemoryNotifier, MemoryQueue, MemorySecrets};
 use relay_ports::{Clock, SystemClock};
+use tower::ServiceExt;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CHUNK: u64 = 2_000;
@@ -28,7 +31,7 @@ const CHUNK: u64 = 2_000;
 const STATUS_BASE: &str = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com";
 
 struct Bench {
-    handler: Arc<IngestHandler>,
+    ingest: Arc<Ingest>,
     ledger: Arc<MemoryLedger>,
     realtime: Arc<MemoryQueue>,
     batch: Arc<MemoryQueue>,
@@ -64,7 +67,7 @@ impl Bench {
             settings.webhook_secret_arn.clone(),
             serde_json::json!({"secrets": [SECRET]}).to_string(),
         )]);
-        let adapters = Adapters {
+        let ports = Ports {
             ledger: ledger.clone(),
             realtime: realtime.clone(),
             batch: batch.clone(),
@@ -73,7 +76,7 @@ impl Bench {
             notifier: Arc::new(MemoryNotifier::default()),
             clock: Arc::new(SystemClock),
         };
-        let handler = IngestHandler::new(&settings, &adapters, Metrics::off()).await.unwrap();
+        let ingest = ingest::ingest(&settings, &ports).await.unwrap();
         let template: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -83,7 +86,7 @@ impl Bench {
         )
         .unwrap();
         Bench {
-            handler: Arc::new(handler),
+            ingest: Arc::new(ingest),
             ledger,
             realtime,
             batch,
@@ -155,12 +158,12 @@ fn ingest(c: &mut Criterion) {
             in_chunks(iters, |n| {
                 b.reset();
                 let requests: Vec<Request> = (0..n).map(|_| to_request(b.event())).collect();
-                let handler = b.handler.clone();
+                let app = ingest::app(b.ingest.clone());
                 let started = Instant::now();
                 rt.block_on(async {
                     for r in requests {
-                        let resp = handler.handle(r).await.unwrap();
-                        assert_eq!(resp.status(), 202, "{:?}", resp.body());
+                        let resp = app.clone().oneshot(r).await.unwrap();
+                        assert_eq!(resp.status(), 202);
                     }
                 });
                 started.elapsed()
@@ -175,12 +178,11 @@ fn ingest(c: &mut Criterion) {
             in_chunks(iters, |n| {
                 b.reset();
                 let webhooks: Vec<(String, String, String, Vec<u8>)> = (0..n).map(|_| b.webhook()).collect();
-                let handler = b.handler.clone();
+                let ingest = b.ingest.clone();
                 let started = Instant::now();
                 rt.block_on(async {
                     for (id, ts, signature, body) in &webhooks {
-                        let reply = handler
-                            .ingest
+                        let reply = ingest
                             .accept(
                                 WebhookRequest {
                                     content_type: Some("application/json"),
@@ -206,7 +208,7 @@ fn ingest(c: &mut Criterion) {
     group.bench_function("fresh_request_to_202", |bencher| {
         bencher.iter_custom(|iters| {
             let mut total = Duration::ZERO;
-            let handler = b.handler.clone();
+            let app = ingest::app(b.ingest.clone());
             for i in 0..iters {
                 if i % CHUNK == 0 {
                     b.reset();
@@ -214,8 +216,8 @@ fn ingest(c: &mut Criterion) {
                 let request = to_request(b.event());
                 rt.block_on(async {
                     let started = Instant::now();
-                    let resp = handler.handle(request).await.unwrap();
-                    assert_eq!(resp.status(), 202, "{:?}", resp.body());
+                    let resp = app.clone().oneshot(request).await.unwrap();
+                    assert_eq!(resp.status(), 202);
                     drop(resp);
                     total += started.elapsed();
                 });
@@ -231,11 +233,7 @@ fn ingest(c: &mut Criterion) {
             in_chunks(iters, |n| {
                 b.reset();
                 let events: Vec<String> = (0..n).map(|_| b.event().to_string()).collect();
-                let handler = b.handler.clone();
-                let mut adapter = lambda_http::Adapter::from(lambda_http::service_fn(move |r: Request| {
-                    let handler = handler.clone();
-                    async move { handler.handle(r).await }
-                }));
+                let mut adapter = lambda_http::Adapter::from(ingest::app(b.ingest.clone()));
                 let started = Instant::now();
                 rt.block_on(async {
                     for e in events {
@@ -251,7 +249,6 @@ fn ingest(c: &mut Criterion) {
         })
     });
     group.finish();
-    let _ = Body::Empty;
 }
 
 criterion_group!(benches, ingest);

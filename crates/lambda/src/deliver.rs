@@ -10,24 +10,19 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
-use relay_pipeline::{Deliverer, Delivery, DeliverySettings, Disposition, Metrics, ServiceNowTarget, random_jitter};
+use metrics_cloudwatch_embedded::Collector;
+use relay_pipeline::{Deliverer, Delivery, DeliverySettings, Disposition, Ports, ServiceNowTarget};
 use relay_ports::ReceivedMessage;
 use servicenow_client::ClientConfig;
 
-use crate::{Adapters, LambdaError, Settings};
-
-/// The deliver handler: one per function instance.
-#[derive(Clone)]
-pub struct DeliverHandler {
-    pub deliverer: Deliverer,
-}
+use crate::{LambdaError, Settings, cached_secret};
 
 /// The delivery pipeline shared by deliver and flush: ServiceNow from its secret (fetched on first use,
-/// cached, refetched after a 401), the ledger, the realtime queue (retries) and the DLQ.
-pub fn delivery(settings: &Settings, adapters: &Adapters, metrics: Metrics) -> Delivery {
+/// cached, refetched after a 401), over the ports.
+pub fn delivery(settings: &Settings, ports: &Ports) -> Delivery {
     let timeout = settings.servicenow_timeout;
     let target = ServiceNowTarget::from_secret(
-        adapters.cached_secret(settings, &settings.servicenow_secret_arn),
+        cached_secret(settings, ports, &settings.servicenow_secret_arn),
         move |url: &str| {
             let mut config = ClientConfig::new(url);
             config.total_timeout = timeout;
@@ -35,21 +30,15 @@ pub fn delivery(settings: &Settings, adapters: &Adapters, metrics: Metrics) -> D
             config
         },
     );
-    Delivery {
-        servicenow: Arc::new(target),
-        ledger: adapters.ledger.clone(),
-        realtime: adapters.realtime.clone(),
-        dlq: adapters.dlq.clone(),
-        notifier: adapters.notifier.clone(),
-        clock: adapters.clock.clone(),
-        metrics,
-        settings: DeliverySettings {
+    Delivery::new(
+        ports,
+        target,
+        DeliverySettings {
             backoff: settings.backoff,
             lease: settings.lease,
             ledger_retention: settings.ledger_retention,
         },
-        jitter: random_jitter(),
-    }
+    )
 }
 
 /// An SQS record as the pipeline sees it. `None` when the record has no message id or receipt handle
@@ -67,40 +56,34 @@ pub fn received(message: &SqsMessage) -> Option<ReceivedMessage> {
     })
 }
 
-impl DeliverHandler {
-    pub fn new(settings: &Settings, adapters: &Adapters, metrics: Metrics) -> Self {
-        DeliverHandler {
-            deliverer: Deliverer::new(delivery(settings, adapters, metrics)),
+/// Handle one SQS batch. Never fails the invocation: problems become per-message retries.
+pub async fn handle(deliverer: &Deliverer, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Infallible> {
+    let mut messages = Vec::with_capacity(event.payload.records.len());
+    for record in &event.payload.records {
+        match received(record) {
+            Some(m) => messages.push(m),
+            None => tracing::error!("SQS record without a message id or receipt handle; skipped"),
         }
     }
-
-    /// Handle one SQS batch. Never fails the invocation: problems become per-message retries.
-    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Infallible> {
-        let mut messages = Vec::with_capacity(event.payload.records.len());
-        for record in &event.payload.records {
-            match received(record) {
-                Some(m) => messages.push(m),
-                None => tracing::error!("SQS record without a message id or receipt handle; skipped"),
-            }
+    let mut response = SqsBatchResponse::default();
+    for (message, disposition) in deliverer.handle_all(messages).await {
+        if disposition == Disposition::RetryLater {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message.message_id;
+            response.batch_item_failures.push(failure);
         }
-        let mut response = SqsBatchResponse::default();
-        for (message, disposition) in self.deliverer.handle_all(messages).await {
-            if disposition == Disposition::RetryLater {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = message.message_id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        Ok(response)
     }
+    Ok(response)
 }
 
-/// Serve SQS batches until the runtime stops.
-pub async fn run(handler: DeliverHandler) -> Result<(), LambdaError> {
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let handler = handler.clone();
-        async move { handler.handle(event).await }
-    }))
-    .await
-    .map_err(|e| LambdaError::Runtime(e.to_string()))
+/// Serve SQS batches until the runtime stops, flushing the metrics after each one.
+pub async fn run(deliverer: Deliverer, metrics: &'static Collector) -> Result<(), LambdaError> {
+    let deliverer = Arc::new(deliverer);
+    let service = lambda_runtime::service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let deliverer = deliverer.clone();
+        async move { handle(&deliverer, event).await }
+    });
+    metrics_cloudwatch_embedded::lambda::service::run(metrics, service)
+        .await
+        .map_err(|e| LambdaError::Runtime(e.to_string()))
 }

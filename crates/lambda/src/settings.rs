@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use relay_core::BackoffPolicy;
+use relay_pipeline::defaults;
 
 use crate::LambdaError;
 
@@ -85,7 +86,7 @@ impl Settings {
             }
         };
         let window = seconds("RETRY_WINDOW_SECONDS", 86_400, 1);
-        let flush_budget = seconds("FLUSH_BUDGET_SECONDS", 60, 1);
+        let flush_budget = seconds("FLUSH_BUDGET_SECONDS", defaults::FLUSH_DRAIN_BUDGET.as_secs(), 1);
         if !problems.is_empty() {
             return Err(LambdaError::Settings(problems.join("; ")));
         }
@@ -101,15 +102,15 @@ impl Settings {
             config_path: get("RELAY_CONFIG_PATH").map(PathBuf::from),
             pseudonym_secret_arn: get("PSEUDONYM_SECRET_ARN"),
             flush_budget,
-            metrics_namespace: get("METRICS_NAMESPACE").unwrap_or_else(|| "AlertRelay".into()),
+            metrics_namespace: get("METRICS_NAMESPACE").unwrap_or_else(|| defaults::METRICS_NAMESPACE.into()),
             backoff: BackoffPolicy {
                 window,
                 ..BackoffPolicy::default()
             },
-            lease: Duration::from_secs(120),
-            secret_ttl: Duration::from_secs(300),
-            servicenow_timeout: Duration::from_secs(20),
-            ledger_retention: Duration::from_secs(30 * 24 * 3600),
+            lease: defaults::LEASE,
+            secret_ttl: defaults::SECRET_TTL,
+            servicenow_timeout: defaults::SERVICENOW_TIMEOUT,
+            ledger_retention: defaults::LEDGER_RETENTION,
         })
     }
 }

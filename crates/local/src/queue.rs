@@ -15,7 +15,7 @@ use crate::{LocalError, StoreInner};
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Longest `send` delay (as SQS `DelaySeconds`: 15 minutes).
 pub const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
-/// Longest `retry_after` delay (as SQS `ChangeMessageVisibility`: 12 hours).
+/// Longest `change_visibility` delay (as SQS `ChangeMessageVisibility`: 12 hours).
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
 /// Most messages one `receive` returns (as SQS).
 pub const MAX_RECEIVE: u32 = 10;
@@ -266,7 +266,7 @@ impl SqliteQueue {
         }
         if delay > MAX_SEND_DELAY {
             return Err(LocalError::Rejected(format!(
-                "send delay {delay:?} exceeds the maximum of {MAX_SEND_DELAY:?}; use retry_after for longer"
+                "send delay {delay:?} exceeds the maximum of {MAX_SEND_DELAY:?}; use change_visibility for longer"
             )));
         }
         let name = Arc::clone(&self.name);
@@ -315,10 +315,10 @@ impl SqliteQueue {
             .await
     }
 
-    async fn retry_after_inner(&self, receipt: &str, delay: Duration) -> Result<(), LocalError> {
+    async fn change_visibility_inner(&self, receipt: &str, delay: Duration) -> Result<(), LocalError> {
         if delay > MAX_RETRY_DELAY {
             return Err(LocalError::Rejected(format!(
-                "retry_after delay {delay:?} exceeds the maximum of {MAX_RETRY_DELAY:?}"
+                "change_visibility delay {delay:?} exceeds the maximum of {MAX_RETRY_DELAY:?}"
             )));
         }
         let row = self.parse_receipt(receipt)?;
@@ -375,8 +375,8 @@ impl AlertQueue for SqliteQueue {
         Ok(self.delete_inner(receipt).await?)
     }
 
-    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {
-        Ok(self.retry_after_inner(receipt, delay).await?)
+    async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {
+        Ok(self.change_visibility_inner(receipt, delay).await?)
     }
 
     async fn depth(&self) -> Result<u64, PortError> {

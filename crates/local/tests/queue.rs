@@ -56,7 +56,7 @@ async fn a_stale_receipt_neither_deletes_nor_delays_the_new_lease() {
         other => panic!("stale delete must be NotFound, got {other:?}"),
     }
     assert!(matches!(
-        q.retry_after(&old.receipt, Duration::ZERO).await,
+        q.change_visibility(&old.receipt, Duration::ZERO).await,
         Err(PortError::NotFound(_))
     ));
     assert_eq!(
@@ -97,7 +97,9 @@ async fn delays_and_retry_after_follow_the_clock() {
     assert_eq!(q.list(10).await.unwrap()[0].visible_at_ms, T0 + 60_000);
     clock.advance(Duration::from_secs(60));
     let m = q.receive(10, Duration::ZERO).await.unwrap().remove(0);
-    q.retry_after(&m.receipt, Duration::from_secs(3600)).await.unwrap();
+    q.change_visibility(&m.receipt, Duration::from_secs(3600))
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(3599));
     assert!(
         q.receive(10, Duration::ZERO).await.unwrap().is_empty(),
@@ -129,8 +131,11 @@ async fn out_of_range_requests_are_rejected_with_the_limit_named() {
     }
     q.send("x", Duration::ZERO).await.unwrap();
     let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
-    match q.retry_after(&m.receipt, Duration::from_secs(12 * 3600 + 1)).await {
-        Err(PortError::Rejected(m)) => assert!(m.contains("retry_after delay"), "{m}"),
+    match q
+        .change_visibility(&m.receipt, Duration::from_secs(12 * 3600 + 1))
+        .await
+    {
+        Err(PortError::Rejected(m)) => assert!(m.contains("change_visibility delay"), "{m}"),
         other => panic!("{other:?}"),
     }
     assert!(matches!(q.delete("garbage").await, Err(PortError::NotFound(_))));

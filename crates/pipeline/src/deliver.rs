@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use relay_core::{BackoffPolicy, NextAttempt, RecordType};
-use relay_ports::{
-    Accept, AlertQueue, Claim, Clock, FailureNotice, Ledger, LedgerEntry, Notifier, PortError, ReceivedMessage,
-    RecordRef,
-};
+use relay_ports::{Accept, Claim, FailureNotice, LedgerEntry, PortError, ReceivedMessage, RecordRef};
 use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
 
+use crate::Ports;
 use crate::envelope::{DeadLetter, Envelope, Item};
 use crate::ingest::new_entry;
 use crate::secrets::ServiceNowTarget;
-use crate::telemetry::{Metrics, Unit, audit_delivered, audit_failed, audit_retrying};
+use crate::telemetry::{
+    DeliveryFailed, DeliveryRetrying, MessageUnreadable, RecordCreated, RecordDelivered, ServiceNowCalled,
+    TelemetryEvent,
+};
 
 /// What to do with a message after handling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +40,8 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
             backoff: BackoffPolicy::default(),
-            lease: Duration::from_secs(120),
-            ledger_retention: Duration::from_secs(30 * 24 * 3600),
+            lease: crate::defaults::LEASE,
+            ledger_retention: crate::defaults::LEDGER_RETENTION,
         }
     }
 }
@@ -55,23 +56,18 @@ pub fn random_jitter() -> Jitter {
 
 /// Everything a delivery needs; shared by [`Deliverer`] and the flush.
 pub struct Delivery {
+    pub ports: Ports,
     pub servicenow: Arc<ServiceNowTarget>,
-    pub ledger: Arc<dyn Ledger>,
-    /// Where retries wait (the realtime queue).
-    pub realtime: Arc<dyn AlertQueue>,
-    pub dlq: Arc<dyn AlertQueue>,
-    pub notifier: Arc<dyn Notifier>,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Metrics,
     pub settings: DeliverySettings,
     pub jitter: Jitter,
 }
 
-/// How an envelope's record ended up, for the caller's bookkeeping.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Settled {
-    Created(RecordRef),
-    Retrying(Duration),
+/// What became of a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Another attempt is due after this delay (the caller delays or re-sends the message).
+    RetryIn(Duration),
+    /// Given up: the envelope is in the dead-letter queue and the on-call was notified.
     DeadLettered,
 }
 
@@ -84,19 +80,14 @@ fn record_ref(r: CreatedRecord) -> RecordRef {
     }
 }
 
-fn event_ref(client: &ServiceNowClient, correlation_id: &str) -> RecordRef {
-    RecordRef {
-        table: "em_event".into(),
-        sys_id: String::new(),
-        number: None,
-        link: format!(
-            "{}/em_event_list.do?sysparm_query=message_key%3D{correlation_id}",
-            client.instance_url()
-        ),
-    }
+fn event_link(client: &ServiceNowClient, correlation_id: &str) -> String {
+    format!(
+        "{}/em_event_list.do?sysparm_query=message_key%3D{correlation_id}",
+        client.instance_url()
+    )
 }
 
-fn severity_of(env: &Envelope) -> &str {
+fn severity_of(env: &Envelope) -> &'static str {
     match &env.item {
         Item::Alert { decision, .. } => decision.severity.as_str(),
         Item::Aggregate { .. } => "batch",
@@ -104,8 +95,23 @@ fn severity_of(env: &Envelope) -> &str {
 }
 
 impl Delivery {
-    /// Create (or, after an ambiguous attempt, find) the record for `env`; `None` = the client could not be
-    /// had, with the outcome to treat the attempt as.
+    /// A delivery over `ports`, with random jitter.
+    pub fn new(ports: &Ports, servicenow: ServiceNowTarget, settings: DeliverySettings) -> Delivery {
+        Delivery {
+            ports: ports.clone(),
+            servicenow: Arc::new(servicenow),
+            settings,
+            jitter: random_jitter(),
+        }
+    }
+
+    /// The same delivery with a fixed jitter source (tests).
+    pub fn with_jitter(self, jitter: Jitter) -> Delivery {
+        Delivery { jitter, ..self }
+    }
+
+    /// Create (or, after an ambiguous attempt, find) the record for `env`. Returns the outcome and whether
+    /// the record was found rather than created.
     pub async fn create(&self, env: &Envelope, lookup_first: bool) -> (Outcome, bool) {
         let client = match self.servicenow.client().await {
             Ok(c) => c,
@@ -122,7 +128,7 @@ impl Delivery {
                     table: "em_event".into(),
                     sys_id: String::new(),
                     number: None,
-                    link: event_ref(&client, env.correlation_id()).link,
+                    link: event_link(&client, env.correlation_id()),
                 }),
                 Err(o) => o,
             }
@@ -136,17 +142,16 @@ impl Delivery {
             }
             client.create_record(env.table(), env.fields()).await
         };
-        self.metrics.put(
-            "ServiceNowCallMs",
-            started.elapsed().as_secs_f64() * 1000.0,
-            Unit::Milliseconds,
-            &[("Outcome", outcome.class())],
-        );
+        ServiceNowCalled {
+            outcome: outcome.class(),
+            elapsed: started.elapsed(),
+        }
+        .emit();
         (outcome, false)
     }
 
     /// Record a created record in the ledger for the envelope's key and every alert it covers, and count
-    /// it (`RecordsCreated`).
+    /// the record.
     pub async fn succeeded(
         &self,
         env: &Envelope,
@@ -159,13 +164,13 @@ impl Delivery {
         Ok(())
     }
 
-    /// One `RecordsCreated` for a record `env` describes.
+    /// One record `env` describes was made.
     pub fn count_record(&self, env: &Envelope) {
-        let rt = env.record_type();
-        self.metrics.count(
-            "RecordsCreated",
-            &[("RecordType", rt.as_str()), ("Severity", severity_of(env))],
-        );
+        RecordCreated {
+            record_type: env.record_type().as_str(),
+            severity: severity_of(env),
+        }
+        .emit();
     }
 
     /// The ledger, latency metric and audit line for a created record, without counting the record: a batch
@@ -177,37 +182,27 @@ impl Delivery {
         record: RecordRef,
         found: bool,
     ) -> Result<(), PortError> {
-        let now = self.clock.now_ms();
-        let key = env.ledger_key();
-        self.ledger.complete(&key, &record, now).await?;
-        let alert_ids = env.alert_ids();
-        if matches!(env.item, Item::Aggregate { .. }) {
-            for id in &alert_ids {
-                self.ledger.complete(id, &record, now).await?;
-            }
+        let now = self.ports.clock.now_ms();
+        for key in env.covered_keys() {
+            self.ports.ledger.complete(&key, &record, now).await?;
         }
-        self.metrics.put(
-            "DeliveryLatencyMs",
-            (now - env.received_at_ms).max(0) as f64,
-            Unit::Milliseconds,
-            &[("Severity", severity_of(env))],
-        );
-        audit_delivered(
-            &key,
-            &alert_ids,
-            &record.table,
-            record.number.as_deref().unwrap_or(""),
-            &record.sys_id,
-            entry.attempts,
-            found,
-        );
+        RecordDelivered {
+            key: &env.ledger_key(),
+            alert_ids: &env.alert_ids(),
+            record: &record,
+            attempts: entry.attempts,
+            found_existing: found,
+            severity: severity_of(env),
+            latency: Duration::from_millis((now - env.received_at_ms).max(0) as u64),
+        }
+        .emit();
         Ok(())
     }
 
-    /// After a failed attempt: schedule the next one, or give up. `receipt` is the message to delay on the
-    /// realtime queue; `None` means the caller must enqueue the envelope itself with the returned delay.
-    pub async fn failed(&self, env: &Envelope, entry: &LedgerEntry, outcome: Outcome) -> Settled {
-        let now = self.clock.now_ms();
+    /// After a failed attempt: schedule the next one, or give up. On [`AfterFailure::RetryIn`] the caller
+    /// delays its message (or re-sends the envelope) by the returned delay.
+    pub async fn failed(&self, env: &Envelope, entry: &LedgerEntry, outcome: Outcome) -> AfterFailure {
+        let now = self.ports.clock.now_ms();
         let key = env.ledger_key();
         let (class, reason, retry_after) = match &outcome {
             Outcome::Permanent {
@@ -234,12 +229,24 @@ impl Delivery {
         {
             NextAttempt::After(delay) => {
                 let ambiguous = matches!(outcome, Outcome::Ambiguous { .. });
-                if let Err(e) = self.ledger.retry_later(&key, class, &reason, ambiguous, now).await {
+                if let Err(e) = self
+                    .ports
+                    .ledger
+                    .retry_later(&key, class, &reason, ambiguous, now)
+                    .await
+                {
                     tracing::error!(alert_id = %key, error = %e, "could not record the retry in the ledger");
                 }
-                self.metrics.count("DeliveryRetries", &[("ErrorClass", class)]);
-                audit_retrying(&key, env.table(), class, &reason, entry.attempts, delay.as_secs());
-                Settled::Retrying(delay)
+                DeliveryRetrying {
+                    key: &key,
+                    table: env.table(),
+                    error_class: class,
+                    error: &reason,
+                    attempts: entry.attempts,
+                    delay,
+                }
+                .emit();
+                AfterFailure::RetryIn(delay)
             }
             NextAttempt::GiveUp => {
                 let msg = format!(
@@ -252,19 +259,25 @@ impl Delivery {
         }
     }
 
-    async fn settle_give_up(&self, env: &Envelope, entry: &LedgerEntry, class: &str, error: &str) -> Settled {
+    async fn settle_give_up(
+        &self,
+        env: &Envelope,
+        entry: &LedgerEntry,
+        class: &'static str,
+        error: &str,
+    ) -> AfterFailure {
         if self.give_up(env, entry, class, error).await {
-            Settled::DeadLettered
+            AfterFailure::DeadLettered
         } else {
             // the dead-letter queue is down: keep the alert and try to dead-letter it again later
-            Settled::Retrying(Duration::from_secs(60))
+            AfterFailure::RetryIn(Duration::from_secs(60))
         }
     }
 
     /// Dead-letter the envelope, mark every covered alert failed, notify. If the dead-letter queue cannot
     /// be written, the alert stays retryable (nothing is lost): the caller keeps the message.
-    async fn give_up(&self, env: &Envelope, entry: &LedgerEntry, class: &str, error: &str) -> bool {
-        let now = self.clock.now_ms();
+    async fn give_up(&self, env: &Envelope, entry: &LedgerEntry, class: &'static str, error: &str) -> bool {
+        let now = self.ports.clock.now_ms();
         let key = env.ledger_key();
         let mut dead = env.clone();
         dead.dead_letter = Some(DeadLetter {
@@ -273,17 +286,13 @@ impl Delivery {
             failed_at_ms: now,
             attempts: entry.attempts,
         });
-        if let Err(e) = self.dlq.send(&dead.to_json(), Duration::ZERO).await {
+        if let Err(e) = self.ports.dlq.send(&dead.to_json(), Duration::ZERO).await {
             tracing::error!(alert_id = %key, error = %e, "dead-letter queue unavailable; keeping the alert for retry");
-            let _ = self.ledger.retry_later(&key, class, error, false, now).await;
+            let _ = self.ports.ledger.retry_later(&key, class, error, false, now).await;
             return false;
         }
-        for id in std::iter::once(key.clone()).chain(if matches!(env.item, Item::Aggregate { .. }) {
-            env.alert_ids()
-        } else {
-            vec![]
-        }) {
-            if let Err(e) = self.ledger.fail(&id, class, error, now).await {
+        for id in env.covered_keys() {
+            if let Err(e) = self.ports.ledger.fail(&id, class, error, now).await {
                 tracing::error!(alert_id = %id, error = %e, "could not mark the alert failed");
             }
         }
@@ -299,39 +308,45 @@ impl Delivery {
             attempts: entry.attempts,
             first_received_at_ms: entry.first_received_at_ms,
         };
-        if let Err(e) = self.notifier.delivery_failed(&notice).await {
+        if let Err(e) = self.ports.notifier.delivery_failed(&notice).await {
             tracing::error!(alert_id = %key, error = %e, "failure notification not sent (the alert is in the DLQ)");
         }
-        self.metrics.count("DeliveryFailed", &[("ErrorClass", class)]);
-        audit_failed(&key, env.table(), class, error, entry.attempts);
+        DeliveryFailed {
+            key: &key,
+            table: env.table(),
+            error_class: class,
+            error,
+            attempts: entry.attempts,
+        }
+        .emit();
         true
     }
 
     /// Dead-letter a message whose body cannot be read at all (it can never be delivered).
     pub async fn poison(&self, body: &str, why: &str) -> Result<(), PortError> {
-        tracing::error!(error = %why, bytes = body.len(), "unreadable queue message; dead-lettering it");
-        self.metrics.count("DeliveryFailed", &[("ErrorClass", "unreadable")]);
-        self.dlq.send(body, Duration::ZERO).await.map(|_| ())
+        self.ports.dlq.send(body, Duration::ZERO).await?;
+        MessageUnreadable { bytes: body.len(), why }.emit();
+        Ok(())
     }
 
     /// Claim `key`, creating its ledger entry from the envelope when it is missing.
     pub async fn claim(&self, env: &Envelope) -> Result<Claim, PortError> {
         let key = env.ledger_key();
         let lease = self.settings.lease.as_millis() as i64;
-        match self.ledger.claim(&key, self.clock.now_ms(), lease).await? {
+        let ledger = &self.ports.ledger;
+        match ledger.claim(&key, self.ports.clock.now_ms(), lease).await? {
             Claim::Missing => {
                 let webhook_id = match &env.item {
                     Item::Alert { webhook_id, .. } => webhook_id.as_deref(),
                     Item::Aggregate { .. } => None,
                 };
-                if let Accept::New = self
-                    .ledger
+                if let Accept::New = ledger
                     .accept(&new_entry(env, webhook_id, self.settings.ledger_retention))
                     .await?
                 {
                     tracing::info!(alert_id = %key, "ledger entry was missing; recreated from the message");
                 }
-                self.ledger.claim(&key, self.clock.now_ms(), lease).await
+                ledger.claim(&key, self.ports.clock.now_ms(), lease).await
             }
             other => Ok(other),
         }
@@ -352,10 +367,8 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(delivery: Delivery) -> Self {
-        Deliverer {
-            delivery: Arc::new(delivery),
-        }
+    pub fn new(delivery: Arc<Delivery>) -> Self {
+        Deliverer { delivery }
     }
 
     /// Handle one message from the realtime queue.
@@ -374,7 +387,7 @@ impl Deliverer {
             Ok(Claim::Claimed(entry)) => entry,
             Ok(Claim::Completed(_) | Claim::Failed(_)) => return Disposition::Done,
             Ok(Claim::Busy { lease_until_ms }) => {
-                let wait = Duration::from_millis((lease_until_ms - d.clock.now_ms()).max(1000) as u64);
+                let wait = Duration::from_millis((lease_until_ms - d.ports.clock.now_ms()).max(1000) as u64);
                 self.delay(msg, wait).await;
                 return Disposition::RetryLater;
             }
@@ -390,32 +403,33 @@ impl Deliverer {
                 Err(e) => {
                     // The record exists but the ledger did not take it: the next attempt looks it up.
                     tracing::error!(alert_id = %env.ledger_key(), error = %e, "record created but ledger not updated");
+                    let now = d.ports.clock.now_ms();
                     let _ = d
+                        .ports
                         .ledger
-                        .retry_later(
-                            &env.ledger_key(),
-                            "ambiguous",
-                            "ledger update failed",
-                            true,
-                            d.clock.now_ms(),
-                        )
+                        .retry_later(&env.ledger_key(), "ambiguous", "ledger update failed", true, now)
                         .await;
                     Disposition::RetryLater
                 }
             },
             failure => match d.failed(&env, &entry, failure).await {
-                Settled::Retrying(delay) => {
+                AfterFailure::RetryIn(delay) => {
                     self.delay(msg, delay).await;
                     Disposition::RetryLater
                 }
-                Settled::DeadLettered => Disposition::Done,
-                Settled::Created(_) => Disposition::Done,
+                AfterFailure::DeadLettered => Disposition::Done,
             },
         }
     }
 
     async fn delay(&self, msg: &ReceivedMessage, delay: Duration) {
-        if let Err(e) = self.delivery.realtime.retry_after(&msg.receipt, delay).await {
+        if let Err(e) = self
+            .delivery
+            .ports
+            .realtime
+            .change_visibility(&msg.receipt, delay)
+            .await
+        {
             tracing::warn!(message_id = %msg.message_id, error = %e, "could not delay the message; it returns after the visibility timeout");
         }
     }
@@ -423,7 +437,7 @@ impl Deliverer {
     /// One round of the local worker: receive up to `max` messages from the realtime queue (waiting up to
     /// `wait`), handle them, delete the finished ones. Returns how many were received.
     pub async fn poll_once(&self, max: u32, wait: Duration) -> Result<usize, PortError> {
-        let queue = &self.delivery.realtime;
+        let queue = &self.delivery.ports.realtime;
         let messages = queue.receive(max, wait).await?;
         let n = messages.len();
         for (m, disposition) in self.handle_all(messages).await {
@@ -437,7 +451,7 @@ impl Deliverer {
     }
 
     /// Handle a batch of messages concurrently; a failure or panic in one never affects the others.
-    /// Returns the ids of the messages to keep (report as batch item failures).
+    /// Returns each message with what to do with it.
     pub async fn handle_all(&self, messages: Vec<ReceivedMessage>) -> Vec<(ReceivedMessage, Disposition)> {
         let tasks: Vec<_> = messages
             .into_iter()

@@ -10,7 +10,9 @@ pub const ENVELOPE_VERSION: u8 = 1;
 /// One queue message body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
-    pub v: u8,
+    /// The message format's version ([`ENVELOPE_VERSION`]); `v` on the wire.
+    #[serde(rename = "v")]
+    pub version: u8,
     /// When ingest accepted the (first) alert, epoch ms: the retry window counts from here.
     pub received_at_ms: i64,
     pub item: Item,
@@ -43,7 +45,7 @@ pub struct DeadLetter {
 impl Envelope {
     pub fn alert(decision: Decision, webhook_id: Option<String>, received_at_ms: i64) -> Envelope {
         Envelope {
-            v: ENVELOPE_VERSION,
+            version: ENVELOPE_VERSION,
             received_at_ms,
             item: Item::Alert {
                 decision: Box::new(decision),
@@ -55,7 +57,7 @@ impl Envelope {
 
     pub fn aggregate(record: PlannedRecord, received_at_ms: i64) -> Envelope {
         Envelope {
-            v: ENVELOPE_VERSION,
+            version: ENVELOPE_VERSION,
             received_at_ms,
             item: Item::Aggregate {
                 record: Box::new(record),
@@ -65,10 +67,7 @@ impl Envelope {
     }
 
     pub fn to_json(&self) -> String {
-        // an alert envelope is 1.5-3 KiB: one buffer of that size instead of growing from 128 bytes
-        let mut out = Vec::with_capacity(4096);
-        sonic_rs::to_writer(&mut out, self).expect("envelopes always serialise");
-        String::from_utf8(out).expect("the serializer writes UTF-8")
+        serde_json::to_string(self).expect("envelopes always serialise")
     }
 
     pub fn from_json(body: &str) -> Result<Envelope, serde_json::Error> {
@@ -109,6 +108,15 @@ impl Envelope {
             Item::Alert { decision, .. } => &decision.fields,
             Item::Aggregate { record } => &record.fields,
         }
+    }
+
+    /// The ledger keys this message settles: its own key and, for an aggregate, each member alert's.
+    pub fn covered_keys(&self) -> Vec<String> {
+        let mut keys = vec![self.ledger_key()];
+        if let Item::Aggregate { record } = &self.item {
+            keys.extend(record.alert_ids.iter().cloned());
+        }
+        keys
     }
 
     /// Alert ids covered by this message.

@@ -8,17 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use relay_core::RecordType;
 use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_core::config::BatchSettings;
-use relay_ports::{AlertQueue, Claim, LedgerEntry, ReceivedMessage, RecordRef};
+use relay_core::{Config, RecordType};
+use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RecordRef};
 use serde::Serialize;
 use servicenow_client::{BatchItem, Outcome};
 
-use crate::deliver::{Delivery, Settled};
+use crate::deliver::{AfterFailure, Delivery};
 use crate::envelope::{Envelope, Item};
 use crate::ingest::new_entry;
-use crate::telemetry::Unit;
+use crate::telemetry::{BatchSent, FlushFinished, TelemetryEvent};
 
 /// Flush settings.
 #[derive(Debug, Clone)]
@@ -34,11 +34,23 @@ pub struct FlushSettings {
     pub receive_wait: Duration,
 }
 
+impl FlushSettings {
+    /// The flush of the routing config: its aggregation window (`batch_window_seconds`) and batch settings,
+    /// with the default drain budget.
+    pub fn from_config(config: &Config) -> FlushSettings {
+        FlushSettings {
+            window: Duration::from_secs(config.batch_window_seconds.max(1)),
+            batch: config.batch.clone(),
+            ..FlushSettings::default()
+        }
+    }
+}
+
 impl Default for FlushSettings {
     fn default() -> Self {
         FlushSettings {
-            drain_budget: Duration::from_secs(60),
-            max_messages: 10_000,
+            drain_budget: crate::defaults::FLUSH_DRAIN_BUDGET,
+            max_messages: crate::defaults::FLUSH_MAX_MESSAGES,
             window: Duration::from_secs(300),
             batch: BatchSettings::default(),
             receive_wait: Duration::from_secs(1),
@@ -61,10 +73,9 @@ pub struct FlushReport {
     pub left: usize,
 }
 
-/// The flush pipeline.
+/// The flush pipeline: drains the batch queue of the delivery's ports.
 pub struct Flusher {
     pub delivery: Arc<Delivery>,
-    pub batch_queue: Arc<dyn AlertQueue>,
     pub settings: FlushSettings,
 }
 
@@ -75,13 +86,23 @@ struct Claimed {
 }
 
 impl Flusher {
+    pub fn new(delivery: Arc<Delivery>, settings: FlushSettings) -> Flusher {
+        Flusher { delivery, settings }
+    }
+
     async fn drain(&self, report: &mut FlushReport) -> Vec<ReceivedMessage> {
         let d = &self.delivery;
-        let deadline = d.clock.now_ms() + self.settings.drain_budget.as_millis() as i64;
+        let deadline = d.ports.clock.now_ms() + self.settings.drain_budget.as_millis() as i64;
         let mut out = Vec::new();
-        while out.len() < self.settings.max_messages && d.clock.now_ms() < deadline {
+        while out.len() < self.settings.max_messages && d.ports.clock.now_ms() < deadline {
             let want = (self.settings.max_messages - out.len()).min(10) as u32;
-            match self.batch_queue.receive(want, self.settings.receive_wait).await {
+            match self
+                .delivery
+                .ports
+                .batch
+                .receive(want, self.settings.receive_wait)
+                .await
+            {
                 Ok(msgs) if msgs.is_empty() => break,
                 Ok(msgs) => out.extend(msgs),
                 Err(e) => {
@@ -95,7 +116,7 @@ impl Flusher {
     }
 
     async fn delete(&self, msg: &ReceivedMessage) {
-        if let Err(e) = self.batch_queue.delete(&msg.receipt).await {
+        if let Err(e) = self.delivery.ports.batch.delete(&msg.receipt).await {
             // It comes back; its ledger entry is final, so it will be dropped as a duplicate then.
             tracing::warn!(message_id = %msg.message_id, error = %e, "could not delete a flushed message");
         }
@@ -234,7 +255,7 @@ impl Flusher {
                 continue;
             }
             report.batch_calls += 1;
-            d.metrics.put("BatchSize", items.len() as f64, Unit::Count, &[]);
+            BatchSent { items: items.len() }.emit();
             match &client {
                 Err(o) => {
                     for it in &items {
@@ -313,13 +334,14 @@ impl Flusher {
                         // Leave the messages: they come back, are claimed, and the lookup finds the record.
                         for m in &members {
                             let _ = d
+                                .ports
                                 .ledger
                                 .retry_later(
                                     &m.entry.alert_id,
                                     "ambiguous",
                                     "ledger update failed",
                                     true,
-                                    d.clock.now_ms(),
+                                    d.ports.clock.now_ms(),
                                 )
                                 .await;
                         }
@@ -329,18 +351,7 @@ impl Flusher {
                 failure => self.retry_via_realtime(&members, env, failure, &mut report).await,
             }
         }
-        tracing::info!(
-            messages = report.messages,
-            alerts = report.alerts,
-            records = report.records,
-            batch_calls = report.batch_calls,
-            created = report.created,
-            retried = report.retried,
-            dead_lettered = report.dead_lettered,
-            duplicates = report.duplicates,
-            left = report.left,
-            "flush finished"
-        );
+        FlushFinished { report: &report }.emit();
         report
     }
 
@@ -369,7 +380,7 @@ impl Flusher {
         report: &mut FlushReport,
     ) {
         let d = &self.delivery;
-        let now = d.clock.now_ms();
+        let now = d.ports.clock.now_ms();
         // The ledger entry the realtime deliverer will claim: the alert's own, or the aggregate's.
         let entry = if members.len() == 1 {
             members[0].entry.clone()
@@ -377,7 +388,7 @@ impl Flusher {
             let mut e = new_entry(&env, None, d.settings.ledger_retention);
             e.attempts = members.iter().map(|m| m.entry.attempts).max().unwrap_or(1);
             e.needs_lookup = members.iter().any(|m| m.entry.needs_lookup);
-            if let Err(err) = d.ledger.accept(&e).await {
+            if let Err(err) = d.ports.ledger.accept(&e).await {
                 tracing::error!(error = %err, "cannot record the aggregate; its alerts stay on the batch queue");
                 report.left += members.len();
                 return;
@@ -387,8 +398,8 @@ impl Flusher {
         let ambiguous = matches!(failure, Outcome::Ambiguous { .. });
         let (class, reason) = (failure.class().to_string(), failure.to_string());
         match d.failed(&env, &entry, failure).await {
-            Settled::Retrying(delay) => {
-                if let Err(e) = d.realtime.send(&env.to_json(), delay).await {
+            AfterFailure::RetryIn(delay) => {
+                if let Err(e) = d.ports.realtime.send(&env.to_json(), delay).await {
                     tracing::error!(error = %e, "realtime queue unavailable; alerts stay on the batch queue");
                     report.left += members.len();
                     return;
@@ -396,6 +407,7 @@ impl Flusher {
                 if members.len() > 1 {
                     for m in members {
                         let _ = d
+                            .ports
                             .ledger
                             .retry_later(&m.entry.alert_id, &class, &reason, ambiguous, now)
                             .await;
@@ -406,16 +418,15 @@ impl Flusher {
                 }
                 report.retried += 1;
             }
-            Settled::DeadLettered => {
+            AfterFailure::DeadLettered => {
                 for m in members {
                     if members.len() > 1 {
-                        let _ = d.ledger.fail(&m.entry.alert_id, &class, &reason, now).await;
+                        let _ = d.ports.ledger.fail(&m.entry.alert_id, &class, &reason, now).await;
                     }
                     self.delete(&m.msg).await;
                 }
                 report.dead_lettered += 1;
             }
-            Settled::Created(_) => {}
         }
     }
 }

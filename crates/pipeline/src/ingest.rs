@@ -8,20 +8,20 @@ use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relay_core::{Alert, DeliveryMode, Router};
-use relay_ports::{Accept, AlertQueue, Clock, DeliveryState, Ledger, LedgerEntry};
+use relay_ports::{Accept, DeliveryState, LedgerEntry};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::envelope::Envelope;
+use crate::Ports;
+use crate::envelope::{Envelope, Item};
 use crate::secrets::WebhookKeys;
 use crate::signature::{SignatureError, WebhookSecrets};
-use crate::telemetry::{Metrics, audit_routed};
+use crate::telemetry::{AlertAccepted, AlertRouted, TelemetryEvent, WebhookRejected};
 
 /// SQS's message limit, and so the largest alert body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// An HTTP answer, independent of the web framework. The body is JSON text, written once here so that
-/// neither web framework re-serialises a `Value`.
+/// An HTTP answer, independent of the web framework: a status and one JSON document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub status: u16,
@@ -35,7 +35,7 @@ impl Reply {
     fn new(status: u16, body: &impl Serialize) -> Reply {
         Reply {
             status,
-            body: sonic_rs::to_string(body).expect("a reply body always serialises"),
+            body: serde_json::to_string(body).expect("a reply body always serialises"),
             retry_after: None,
         }
     }
@@ -75,7 +75,7 @@ pub struct WebhookRequest<'a> {
 /// Where signing secrets come from: fixed (tests, benchmarks) or a cached secret (rotation-aware).
 pub enum SigningKeys {
     Fixed(WebhookSecrets),
-    Secret(WebhookKeys),
+    Secret(Arc<WebhookKeys>),
 }
 
 /// Ingest settings.
@@ -90,46 +90,38 @@ pub struct IngestSettings {
 impl Default for IngestSettings {
     fn default() -> Self {
         IngestSettings {
-            ledger_retention: Duration::from_secs(30 * 24 * 3600),
-            secret_refresh_after: Duration::from_secs(60),
+            ledger_retention: crate::defaults::LEDGER_RETENTION,
+            secret_refresh_after: crate::defaults::SECRET_REFRESH_AFTER,
         }
     }
 }
 
 /// The ingest pipeline.
 pub struct Ingest {
-    pub router: Arc<Router>,
-    pub keys: SigningKeys,
-    pub ledger: Arc<dyn Ledger>,
-    pub realtime: Arc<dyn AlertQueue>,
-    pub batch: Arc<dyn AlertQueue>,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Metrics,
-    pub settings: IngestSettings,
+    router: Arc<Router>,
+    keys: SigningKeys,
+    ports: Ports,
+    settings: IngestSettings,
 }
 
+/// `application/json`, or any `application/<subtype>+json` type. Parameters are not looked at (RFC 9110
+/// allows whitespace before their `;`, which the `mime` parser does not).
 fn is_json(content_type: Option<&str>) -> bool {
-    // compared case-insensitively in place: no lower-cased copy per request
-    const APPLICATION: &[u8] = b"application/";
-    const SUFFIX: &[u8] = b"+json";
-    content_type.is_some_and(|ct| {
-        let base = ct.split(';').next().unwrap_or("").trim().as_bytes();
-        base.eq_ignore_ascii_case(b"application/json")
-            || (base.len() > APPLICATION.len() + SUFFIX.len()
-                && base[..APPLICATION.len()].eq_ignore_ascii_case(APPLICATION)
-                && base[base.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX))
-    })
+    let essence = content_type.and_then(|ct| ct.split(';').next()).unwrap_or("").trim();
+    essence
+        .parse::<mime::Mime>()
+        .is_ok_and(|m| m.type_() == mime::APPLICATION && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON)))
 }
 
 /// The ledger entry an accepted alert starts with.
 pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Duration) -> LedgerEntry {
     let (rule, severity, delivery) = match &envelope.item {
-        crate::envelope::Item::Alert { decision, .. } => (
+        Item::Alert { decision, .. } => (
             decision.rule.clone(),
             decision.severity.as_str().to_string(),
             decision.delivery.as_str().to_string(),
         ),
-        crate::envelope::Item::Aggregate { record } => (
+        Item::Aggregate { record } => (
             "batch".to_string(),
             String::new(),
             format!("batch of {}", record.alert_ids.len()),
@@ -151,8 +143,8 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
         delivery,
         correlation_id: envelope.correlation_id().to_string(),
         config_hash: match &envelope.item {
-            crate::envelope::Item::Alert { decision, .. } => decision.config_hash.clone(),
-            crate::envelope::Item::Aggregate { .. } => String::new(),
+            Item::Alert { decision, .. } => decision.config_hash.clone(),
+            Item::Aggregate { .. } => String::new(),
         },
         record: None,
         last_error_class: None,
@@ -162,9 +154,21 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
 }
 
 impl Ingest {
-    fn reject(&self, status: u16, reason: &str, body: Value) -> Reply {
-        self.metrics.count("AlertsRejected", &[("Reason", reason)]);
-        tracing::info!(status, reason, "webhook rejected");
+    pub fn new(ports: &Ports, router: Arc<Router>, keys: SigningKeys, settings: IngestSettings) -> Ingest {
+        Ingest {
+            router,
+            keys,
+            ports: ports.clone(),
+            settings,
+        }
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn reject(&self, status: u16, reason: &'static str, body: Value) -> Reply {
+        WebhookRejected { status, reason }.emit();
         Reply::new(status, &body)
     }
 
@@ -181,7 +185,7 @@ impl Ingest {
         match &self.keys {
             SigningKeys::Fixed(keys) => check(keys),
             SigningKeys::Secret(source) => {
-                let keys = source.current().await.map_err(|e| {
+                let keys = source.get().await.map_err(|e| {
                     tracing::error!(error = %e, "cannot load webhook signing secrets");
                     SignatureError::NoSecrets
                 })?;
@@ -189,7 +193,7 @@ impl Ingest {
                     Err(SignatureError::NoMatch)
                         if source.refresh_if_older_than(self.settings.secret_refresh_after).await =>
                     {
-                        let keys = source.current().await.map_err(|_| SignatureError::NoSecrets)?;
+                        let keys = source.get().await.map_err(|_| SignatureError::NoSecrets)?;
                         check(&keys)
                     }
                     other => other,
@@ -214,7 +218,7 @@ impl Ingest {
                 json!({"error": format!("Content-Type must be application/json, got {:?}", req.content_type.unwrap_or(""))}),
             );
         }
-        let now_ms = self.clock.now_ms();
+        let now_ms = self.ports.clock.now_ms();
         if let Err(e) = self.verify(&req, now_ms.div_euclid(1000)).await {
             if e == SignatureError::NoSecrets {
                 return Reply::retry_later(&json!({"error": "signing secrets unavailable; retry later"}), 30);
@@ -234,17 +238,17 @@ impl Ingest {
         let decision = self.router.route(&alert);
         let envelope = Envelope::alert(decision, req.webhook_id.map(str::to_owned), now_ms);
         let Envelope {
-            item: crate::envelope::Item::Alert { decision, .. },
+            item: Item::Alert { decision, .. },
             ..
         } = &envelope
         else {
             unreachable!("built as an alert")
         };
         let accepted = |duplicate: bool| {
-            let mut status_url = String::with_capacity(status_base.len() + ALERTS_PATH.len() + decision.alert_id.len());
-            status_url.push_str(status_base);
-            status_url.push_str(ALERTS_PATH);
-            status_url.extend(utf8_percent_encode(&decision.alert_id, PATH_SEGMENT));
+            let status_url = format!(
+                "{status_base}{ALERTS_PATH}{}",
+                utf8_percent_encode(&decision.alert_id, PATH_SEGMENT)
+            );
             Reply::new(
                 202,
                 &Accepted {
@@ -263,52 +267,60 @@ impl Ingest {
         };
 
         let entry = new_entry(&envelope, req.webhook_id, self.settings.ledger_retention);
-        match self.ledger.accept(&entry).await {
+        match self.ports.ledger.accept(&entry).await {
             Err(e) => {
                 tracing::error!(alert_id = %decision.alert_id, error = %e, "ledger write failed");
-                self.metrics.count("AlertsRejected", &[("Reason", "unavailable")]);
+                WebhookRejected {
+                    status: 503,
+                    reason: "unavailable",
+                }
+                .emit();
                 return unavailable("the delivery ledger");
             }
             Ok(Accept::Duplicate(existing)) if existing.state != DeliveryState::Accepted => {
-                audit_routed(decision, true);
-                self.metrics
-                    .count("AlertsDuplicate", &[("Severity", decision.severity.as_str())]);
+                AlertRouted {
+                    decision,
+                    duplicate: true,
+                }
+                .emit();
                 return accepted(true);
             }
             // New, or a duplicate whose first enqueue was never confirmed: (re-)enqueue. A second copy on
             // the queue is harmless: delivery claims the alert in the ledger first.
             Ok(_) => {}
         }
-        audit_routed(decision, false);
+        AlertRouted {
+            decision,
+            duplicate: false,
+        }
+        .emit();
         let queue = match decision.delivery {
-            DeliveryMode::Realtime => &self.realtime,
-            DeliveryMode::Batch => &self.batch,
+            DeliveryMode::Realtime => &self.ports.realtime,
+            DeliveryMode::Batch => &self.ports.batch,
         };
         if let Err(e) = queue.send(&envelope.to_json(), Duration::ZERO).await {
             tracing::error!(alert_id = %decision.alert_id, error = %e, "enqueue failed");
-            if let Err(e) = self.ledger.forget(&decision.alert_id).await {
+            if let Err(e) = self.ports.ledger.forget(&decision.alert_id).await {
                 tracing::error!(alert_id = %decision.alert_id, error = %e, "could not undo the ledger entry");
             }
-            self.metrics.count("AlertsRejected", &[("Reason", "unavailable")]);
+            WebhookRejected {
+                status: 503,
+                reason: "unavailable",
+            }
+            .emit();
             return unavailable("the queue");
         }
-        if let Err(e) = self.ledger.mark_queued(&decision.alert_id, now_ms).await {
+        if let Err(e) = self.ports.ledger.mark_queued(&decision.alert_id, now_ms).await {
             // The alert is on the queue; only its status lags. Delivery moves it on regardless.
             tracing::warn!(alert_id = %decision.alert_id, error = %e, "could not mark the alert queued");
         }
-        self.metrics.count(
-            "AlertsAccepted",
-            &[
-                ("Severity", decision.severity.as_str()),
-                ("AlertType", decision.alert_type.as_str()),
-            ],
-        );
+        AlertAccepted { decision }.emit();
         accepted(false)
     }
 
     /// `GET /v1/alerts/{alert_id}`: the delivery status from the ledger.
     pub async fn status(&self, alert_id: &str) -> Reply {
-        match self.ledger.get(alert_id).await {
+        match self.ports.ledger.get(alert_id).await {
             Ok(Some(e)) => Reply::new(200, &status_body(&e)),
             Ok(None) => Reply::new(
                 404,

@@ -1,19 +1,43 @@
-//! The three pipelines — ingest, deliver, flush — as plain async code over the ports in `relay-ports`.
+//! The three pipelines — ingest, deliver, flush — as plain async code over the ports in `relay-ports`, and
+//! the one HTTP front end both modes serve.
 //!
-//! The Lambda functions and the local mode build different adapters and call exactly this code.
+//! The Lambda functions and the local mode build different adapters, bundle them as [`Ports`], and call
+//! exactly this code through the constructors [`Ingest::new`], [`Delivery::new`] and [`Flusher::new`].
 
+use std::sync::Arc;
+
+use relay_ports::{AlertQueue, Clock, Ledger, Notifier, SecretStore};
+
+pub mod defaults;
 pub mod deliver;
 pub mod envelope;
 pub mod flush;
+pub mod http;
 pub mod ingest;
+pub mod replay;
 pub mod secrets;
 pub mod signature;
 pub mod telemetry;
 
-pub use deliver::{Deliverer, Delivery, DeliverySettings, Disposition, Jitter, random_jitter};
+pub use deliver::{AfterFailure, Deliverer, Delivery, DeliverySettings, Disposition, Jitter, random_jitter};
 pub use envelope::{Envelope, Item};
 pub use flush::{FlushReport, FlushSettings, Flusher};
 pub use ingest::{Ingest, IngestSettings, Reply, SigningKeys, WebhookRequest};
-pub use secrets::{CachedSecret, ServiceNowSettings, ServiceNowTarget, WebhookKeys};
+pub use secrets::{CachedSecret, SecretDocument, ServiceNowSettings, ServiceNowTarget, WebhookKeys};
 pub use signature::WebhookSecrets;
-pub use telemetry::Metrics;
+
+/// The adapters the pipelines run over: SQS, DynamoDB, Secrets Manager and SNS on AWS; one SQLite file,
+/// a secrets file and the log locally; in-memory ones in benchmarks.
+#[derive(Clone)]
+pub struct Ports {
+    pub ledger: Arc<dyn Ledger>,
+    /// Realtime alerts, and every retry (batch records that could not be created come here too).
+    pub realtime: Arc<dyn AlertQueue>,
+    /// Medium and low alerts waiting for the next flush.
+    pub batch: Arc<dyn AlertQueue>,
+    /// Where delivery puts what it gave up on.
+    pub dlq: Arc<dyn AlertQueue>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub notifier: Arc<dyn Notifier>,
+    pub clock: Arc<dyn Clock>,
+}

@@ -1,39 +1,83 @@
-//! Secrets as the pipeline uses them: cached in memory with a TTL, refetched after a rejection (so a
-//! rotated secret is picked up without a restart), and parsed into webhook keys or ServiceNow settings.
+//! Secrets as the pipeline uses them: fetched from the [`SecretStore`], parsed once, and the parsed value
+//! cached with a TTL. A rejection (a signature mismatch, a 401) may ask for a refetch, so a rotated secret is
+//! picked up without a restart; while the store cannot be reached the last good value keeps being served.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use relay_ports::{Clock, PortError, SecretStore};
+use secrecy::SecretString;
+use serde::Deserialize;
 use servicenow_client::{ClientConfig, ClientError, CredentialSource, Credentials, Outcome, ServiceNowClient};
 use tokio::sync::{Mutex, OnceCell};
 
-use crate::signature::WebhookSecrets;
+use crate::signature::{SecretFormatError, WebhookSecrets};
 
-/// One secret, cached for `ttl`.
-pub struct CachedSecret {
+/// A secret's text as a typed value.
+pub trait SecretDocument: Sized + Send + Sync + 'static {
+    type Error: std::error::Error + Send + Sync + 'static;
+    fn parse(text: &str) -> Result<Self, Self::Error>;
+}
+
+impl SecretDocument for WebhookSecrets {
+    type Error = SecretFormatError;
+    fn parse(text: &str) -> Result<Self, SecretFormatError> {
+        WebhookSecrets::from_document(text)
+    }
+}
+
+/// Why a secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {id} is unavailable: {source}")]
+    Unavailable {
+        id: String,
+        #[source]
+        source: PortError,
+    },
+    #[error("secret {id} is malformed: {source}")]
+    Malformed {
+        id: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A failed fetch is not repeated for this long (waiters get the last good value, or the same error).
+const FAILED_FETCH_HOLD: Duration = Duration::from_secs(1);
+
+struct Cache<T> {
+    value: Option<(Arc<T>, i64)>,
+    /// A rejection asked for a fresh copy.
+    stale: bool,
+    last_failure_ms: Option<i64>,
+}
+
+/// One secret, parsed, cached for `ttl`. Concurrent callers share one fetch.
+pub struct CachedSecret<T> {
     store: Arc<dyn SecretStore>,
     id: String,
     ttl: Duration,
     clock: Arc<dyn Clock>,
-    cached: Mutex<Option<(Arc<str>, i64)>>,
+    cache: Mutex<Cache<T>>,
 }
 
-impl std::fmt::Debug for CachedSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CachedSecret({}, value redacted)", self.id)
-    }
-}
+/// The webhook signing secrets (`{"secrets": ["whsec_…", …]}`).
+pub type WebhookKeys = CachedSecret<WebhookSecrets>;
 
-impl CachedSecret {
+impl<T: SecretDocument> CachedSecret<T> {
     pub fn new(store: Arc<dyn SecretStore>, id: impl Into<String>, ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         CachedSecret {
             store,
             id: id.into(),
             ttl,
             clock,
-            cached: Mutex::new(None),
+            cache: Mutex::new(Cache {
+                value: None,
+                stale: false,
+                last_failure_ms: None,
+            }),
         }
     }
 
@@ -41,141 +85,163 @@ impl CachedSecret {
         &self.id
     }
 
-    /// The value, from the cache while fresh (the same `Arc` until it is fetched again).
-    pub async fn get(&self) -> Result<Arc<str>, PortError> {
+    /// The parsed value: from the cache while fresh, else fetched and parsed. When the fetch or the parse
+    /// fails but an earlier value exists, that value is served (and the failure logged).
+    pub async fn get(&self) -> Result<Arc<T>, SecretError> {
         let now = self.clock.now_ms();
-        let mut cached = self.cached.lock().await;
-        if let Some((v, at)) = cached.as_ref()
+        let mut cache = self.cache.lock().await;
+        if let Some((v, at)) = &cache.value
+            && !cache.stale
             && now - at < self.ttl.as_millis() as i64
         {
             return Ok(v.clone());
         }
-        let v: Arc<str> = self.store.fetch(&self.id).await?.into();
-        *cached = Some((v.clone(), now));
-        Ok(v)
-    }
-
-    /// Age of the cached value in ms (None when nothing is cached).
-    pub async fn age_ms(&self) -> Option<i64> {
-        self.cached
-            .lock()
-            .await
-            .as_ref()
-            .map(|(_, at)| self.clock.now_ms() - at)
-    }
-
-    /// Forget the cached value: the next `get` fetches afresh.
-    pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
-    }
-}
-
-/// The webhook signing secrets, from a cached secret document (`{"secrets": ["whsec_…", …]}`).
-pub struct WebhookKeys {
-    secret: CachedSecret,
-    /// The last document parsed and its keys: a request re-parses only when the cache fetched anew.
-    parsed: std::sync::Mutex<Option<(Arc<str>, Arc<WebhookSecrets>)>>,
-}
-
-impl std::fmt::Debug for WebhookKeys {
-    /// Redacted: the parse cache holds the secret document.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WebhookKeys({}, value redacted)", self.secret.id())
-    }
-}
-
-impl WebhookKeys {
-    pub fn new(secret: CachedSecret) -> Self {
-        WebhookKeys {
-            secret,
-            parsed: std::sync::Mutex::new(None),
+        let recently_failed = cache
+            .last_failure_ms
+            .is_some_and(|t| now - t < FAILED_FETCH_HOLD.as_millis() as i64);
+        if recently_failed && let Some((v, _)) = &cache.value {
+            return Ok(v.clone());
+        }
+        match self.fetch().await {
+            Ok(v) => {
+                let v = Arc::new(v);
+                *cache = Cache {
+                    value: Some((v.clone(), now)),
+                    stale: false,
+                    last_failure_ms: None,
+                };
+                Ok(v)
+            }
+            Err(e) => {
+                cache.last_failure_ms = Some(now);
+                match &cache.value {
+                    Some((v, _)) => {
+                        tracing::warn!(secret = %self.id, error = %e, "secret refresh failed; using the cached value");
+                        Ok(v.clone())
+                    }
+                    None => Err(e),
+                }
+            }
         }
     }
 
-    pub async fn current(&self) -> Result<Arc<WebhookSecrets>, String> {
-        let doc = self
-            .secret
-            .get()
+    async fn fetch(&self) -> Result<T, SecretError> {
+        let text = self
+            .store
+            .fetch(&self.id)
             .await
-            .map_err(|e| format!("webhook signing secret unavailable: {e}"))?;
-        let mut parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((seen, keys)) = parsed.as_ref()
-            && Arc::ptr_eq(seen, &doc)
-        {
-            return Ok(keys.clone());
-        }
-        let keys = Arc::new(WebhookSecrets::from_document(&doc).map_err(|e| e.to_string())?);
-        *parsed = Some((doc, keys.clone()));
-        Ok(keys)
+            .map_err(|source| SecretError::Unavailable {
+                id: self.id.clone(),
+                source,
+            })?;
+        T::parse(&text).map_err(|e| SecretError::Malformed {
+            id: self.id.clone(),
+            source: Box::new(e),
+        })
     }
 
-    /// After a signature mismatch: refetch when the cached copy is older than `min_age` (rotation), and
-    /// say whether anything was refetched.
+    /// After a rejection: ask for a fresh copy on the next [`get`](Self::get) when the cached one is at
+    /// least `min_age` old (so a burst of bad requests cannot force a fetch each). Says whether it did.
     pub async fn refresh_if_older_than(&self, min_age: Duration) -> bool {
-        match self.secret.age_ms().await {
-            Some(age) if age < min_age.as_millis() as i64 => false,
+        let now = self.clock.now_ms();
+        let mut cache = self.cache.lock().await;
+        match &cache.value {
+            Some((_, at)) if now - at < min_age.as_millis() as i64 => false,
             _ => {
-                self.secret.invalidate().await;
+                cache.stale = true;
                 true
             }
         }
     }
 }
 
-/// The ServiceNow secret document:
+/// The authentication kinds of the ServiceNow secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AuthKind {
+    #[default]
+    #[serde(rename = "basic")]
+    Basic,
+    #[serde(rename = "oauth_password")]
+    OAuthPassword,
+    #[serde(rename = "oauth_client_credentials")]
+    OAuthClientCredentials,
+}
+
+/// The ServiceNow secret document as stored:
 /// `{"instance_url": "https://x.service-now.com", "auth": "basic" | "oauth_password" |
 /// "oauth_client_credentials", "username", "password", "client_id", "client_secret"}`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Deserialize)]
+struct ServiceNowDocument {
+    instance_url: String,
+    #[serde(default)]
+    auth: AuthKind,
+    username: Option<String>,
+    password: Option<SecretString>,
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+}
+
+/// Why the ServiceNow secret document is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceNowSecretError {
+    #[error("the ServiceNow secret is not a valid document: {0}")]
+    Invalid(#[source] serde_json::Error),
+    #[error("the ServiceNow secret lacks \"{field}\" (needed for auth {auth})")]
+    Missing { field: &'static str, auth: &'static str },
+    #[error("the ServiceNow secret's instance_url is empty")]
+    EmptyUrl,
+}
+
+/// The ServiceNow instance and how to authenticate to it.
+#[derive(Debug, Clone)]
 pub struct ServiceNowSettings {
     pub instance_url: String,
     pub credentials: Credentials,
 }
 
-impl std::fmt::Debug for ServiceNowSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceNowSettings")
-            .field("instance_url", &self.instance_url)
-            .field("credentials", &self.credentials)
-            .finish()
+impl SecretDocument for ServiceNowSettings {
+    type Error = ServiceNowSecretError;
+    fn parse(text: &str) -> Result<Self, ServiceNowSecretError> {
+        ServiceNowSettings::from_document(text)
     }
 }
 
 impl ServiceNowSettings {
-    pub fn from_document(doc: &str) -> Result<ServiceNowSettings, String> {
-        let v: serde_json::Value =
-            serde_json::from_str(doc).map_err(|e| format!("ServiceNow secret is not a JSON object: {e}"))?;
-        let field = |k: &str| -> Result<String, String> {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .ok_or_else(|| format!("ServiceNow secret lacks \"{k}\""))
+    pub fn from_document(doc: &str) -> Result<ServiceNowSettings, ServiceNowSecretError> {
+        let d: ServiceNowDocument = serde_json::from_str(doc).map_err(ServiceNowSecretError::Invalid)?;
+        if d.instance_url.trim().is_empty() {
+            return Err(ServiceNowSecretError::EmptyUrl);
+        }
+        let auth = match d.auth {
+            AuthKind::Basic => "basic",
+            AuthKind::OAuthPassword => "oauth_password",
+            AuthKind::OAuthClientCredentials => "oauth_client_credentials",
         };
-        let instance_url = field("instance_url")?;
-        let auth = v.get("auth").and_then(|x| x.as_str()).unwrap_or("basic");
-        let credentials = match auth {
-            "basic" => Credentials::Basic {
-                username: field("username")?,
-                password: field("password")?,
+        fn need<V>(v: Option<V>, field: &'static str, auth: &'static str) -> Result<V, ServiceNowSecretError> {
+            v.ok_or(ServiceNowSecretError::Missing { field, auth })
+        }
+        let username = || need(d.username.clone().filter(|u| !u.is_empty()), "username", auth);
+        let password = || need(d.password.clone(), "password", auth);
+        let client_id = || need(d.client_id.clone().filter(|c| !c.is_empty()), "client_id", auth);
+        let client_secret = || need(d.client_secret.clone(), "client_secret", auth);
+        let credentials = match d.auth {
+            AuthKind::Basic => Credentials::Basic {
+                username: username()?,
+                password: password()?,
             },
-            "oauth_password" => Credentials::OAuthPassword {
-                client_id: field("client_id")?,
-                client_secret: field("client_secret")?,
-                username: field("username")?,
-                password: field("password")?,
+            AuthKind::OAuthPassword => Credentials::OAuthPassword {
+                client_id: client_id()?,
+                client_secret: client_secret()?,
+                username: username()?,
+                password: password()?,
             },
-            "oauth_client_credentials" => Credentials::OAuthClientCredentials {
-                client_id: field("client_id")?,
-                client_secret: field("client_secret")?,
+            AuthKind::OAuthClientCredentials => Credentials::OAuthClientCredentials {
+                client_id: client_id()?,
+                client_secret: client_secret()?,
             },
-            other => {
-                return Err(format!(
-                    "ServiceNow secret has unknown auth {other:?} (basic, oauth_password, oauth_client_credentials)"
-                ));
-            }
         };
         Ok(ServiceNowSettings {
-            instance_url,
+            instance_url: d.instance_url,
             credentials,
         })
     }
@@ -183,11 +249,11 @@ impl ServiceNowSettings {
 
 /// Credentials read from the ServiceNow secret on demand; a 401 makes the next call refetch the secret.
 pub struct SecretCredentials {
-    secret: Arc<CachedSecret>,
+    secret: Arc<CachedSecret<ServiceNowSettings>>,
 }
 
 impl SecretCredentials {
-    pub fn new(secret: Arc<CachedSecret>) -> Self {
+    pub fn new(secret: Arc<CachedSecret<ServiceNowSettings>>) -> Self {
         SecretCredentials { secret }
     }
 }
@@ -195,25 +261,22 @@ impl SecretCredentials {
 #[async_trait]
 impl CredentialSource for SecretCredentials {
     async fn credentials(&self) -> Result<Credentials, ClientError> {
-        let doc = self
-            .secret
-            .get()
-            .await
-            .map_err(|e| ClientError::CredentialsUnavailable(e.to_string()))?;
-        ServiceNowSettings::from_document(&doc)
-            .map(|s| s.credentials)
-            .map_err(ClientError::InvalidCredentials)
+        match self.secret.get().await {
+            Ok(s) => Ok(s.credentials.clone()),
+            Err(e @ SecretError::Unavailable { .. }) => Err(ClientError::CredentialsUnavailable(e.to_string())),
+            Err(e @ SecretError::Malformed { .. }) => Err(ClientError::InvalidCredentials(e.to_string())),
+        }
     }
 
     async fn invalidate(&self) {
-        self.secret.invalidate().await;
+        self.secret.refresh_if_older_than(Duration::ZERO).await;
     }
 }
 
 /// The ServiceNow client, built on first use (the instance URL is in the secret; fetching it lazily keeps
 /// cold starts short).
 pub struct ServiceNowTarget {
-    secret: Option<Arc<CachedSecret>>,
+    secret: Option<Arc<CachedSecret<ServiceNowSettings>>>,
     config: Box<dyn Fn(&str) -> ClientConfig + Send + Sync>,
     client: OnceCell<ServiceNowClient>,
 }
@@ -231,7 +294,7 @@ impl ServiceNowTarget {
     /// A client built from the ServiceNow secret on first use; `config` turns the instance URL into the
     /// client settings (timeouts).
     pub fn from_secret(
-        secret: Arc<CachedSecret>,
+        secret: Arc<CachedSecret<ServiceNowSettings>>,
         config: impl Fn(&str) -> ClientConfig + Send + Sync + 'static,
     ) -> Self {
         ServiceNowTarget {
@@ -244,30 +307,24 @@ impl ServiceNowTarget {
     /// The client, or the outcome to treat this attempt as (retryable while the secret is unreachable or
     /// malformed: an operator can fix it within the retry window).
     pub async fn client(&self) -> Result<ServiceNowClient, Outcome> {
+        let retryable = |reason: String| Outcome::Retryable {
+            retry_after: None,
+            reason,
+        };
         self.client
             .get_or_try_init(|| async {
-                let secret = self.secret.as_ref().ok_or_else(|| Outcome::Retryable {
-                    retry_after: None,
-                    reason: "no ServiceNow target configured".into(),
-                })?;
-                let doc = secret.get().await.map_err(|e| Outcome::Retryable {
-                    retry_after: None,
-                    reason: format!("ServiceNow secret unavailable: {e}"),
-                })?;
-                let settings = ServiceNowSettings::from_document(&doc).map_err(|e| {
-                    tracing::error!(secret = %secret.id(), error = %e, "ServiceNow secret is malformed");
-                    Outcome::Retryable {
-                        retry_after: None,
-                        reason: e,
-                    }
+                let secret = self
+                    .secret
+                    .as_ref()
+                    .ok_or_else(|| retryable("no ServiceNow target configured".into()))?;
+                let settings = secret.get().await.map_err(|e| {
+                    tracing::error!(secret = %secret.id(), error = %e, "ServiceNow secret unusable");
+                    retryable(e.to_string())
                 })?;
                 let creds: Arc<dyn CredentialSource> = Arc::new(SecretCredentials::new(secret.clone()));
                 ServiceNowClient::new((self.config)(&settings.instance_url), creds).map_err(|e| {
                     tracing::error!(error = %e, "cannot build the ServiceNow client");
-                    Outcome::Retryable {
-                        retry_after: None,
-                        reason: e.to_string(),
-                    }
+                    retryable(e.to_string())
                 })
             })
             .await
@@ -276,156 +333,4 @@ impl ServiceNowTarget {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use relay_ports::ManualClock;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    struct CountingStore {
-        value: std::sync::Mutex<String>,
-        fetches: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl SecretStore for CountingStore {
-        async fn fetch(&self, id: &str) -> Result<String, PortError> {
-            self.fetches.fetch_add(1, Ordering::SeqCst);
-            if id == "missing" {
-                return Err(PortError::NotFound(id.into()));
-            }
-            Ok(self.value.lock().unwrap().clone())
-        }
-    }
-
-    #[tokio::test]
-    async fn cached_secrets_expire_and_can_be_invalidated() {
-        let store = Arc::new(CountingStore {
-            value: "one".to_string().into(),
-            fetches: AtomicUsize::new(0),
-        });
-        let clock = Arc::new(ManualClock::new(0));
-        let s = CachedSecret::new(store.clone(), "id", Duration::from_secs(60), clock.clone());
-        assert_eq!(&*s.get().await.unwrap(), "one");
-        *store.value.lock().unwrap() = "two".into();
-        assert_eq!(&*s.get().await.unwrap(), "one");
-        clock.advance(Duration::from_secs(61));
-        assert_eq!(&*s.get().await.unwrap(), "two");
-        *store.value.lock().unwrap() = "three".into();
-        s.invalidate().await;
-        assert_eq!(&*s.get().await.unwrap(), "three");
-        assert_eq!(store.fetches.load(Ordering::SeqCst), 3);
-        let missing = CachedSecret::new(store, "missing", Duration::from_secs(1), clock);
-        assert!(matches!(missing.get().await, Err(PortError::NotFound(_))));
-        assert!(!format!("{missing:?}").contains("three"));
-    }
-
-    #[tokio::test]
-    async fn webhook_keys_are_parsed_once_per_document_and_follow_a_rotation() {
-        let a = crate::signature::generate_secret();
-        let b = crate::signature::generate_secret();
-        let doc = |list: &[&str]| serde_json::json!({ "secrets": list }).to_string();
-        let store = Arc::new(CountingStore {
-            value: doc(&[&a]).into(),
-            fetches: AtomicUsize::new(0),
-        });
-        let clock = Arc::new(ManualClock::new(0));
-        let keys = WebhookKeys::new(CachedSecret::new(
-            store.clone(),
-            "wh",
-            Duration::from_secs(60),
-            clock.clone(),
-        ));
-        let first = keys.current().await.unwrap();
-        let shown = format!("{keys:?}");
-        assert!(!shown.contains(&a[6..12]) && shown.contains("redacted"), "{shown}");
-        assert!(
-            Arc::ptr_eq(&first, &keys.current().await.unwrap()),
-            "an unchanged document is not parsed again"
-        );
-        let signed_a = WebhookSecrets::parse(&[&a]).unwrap().sign("msg_1", 100, b"{}");
-        assert!(
-            first
-                .verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100)
-                .is_ok()
-        );
-
-        // rotation: the store now holds the new secret beside the old one
-        *store.value.lock().unwrap() = doc(&[&b, &a]);
-        clock.advance(Duration::from_secs(61));
-        let rotated = keys.current().await.unwrap();
-        assert_eq!(rotated.len(), 2);
-        let signed_b = WebhookSecrets::parse(&[&b]).unwrap().sign("msg_2", 100, b"{}");
-        assert!(
-            rotated
-                .verify(Some("msg_2"), Some("100"), Some(&signed_b), b"{}", 100)
-                .is_ok()
-        );
-        assert!(
-            rotated
-                .verify(Some("msg_1"), Some("100"), Some(&signed_a), b"{}", 100)
-                .is_ok()
-        );
-        assert!(
-            first
-                .verify(Some("msg_2"), Some("100"), Some(&signed_b), b"{}", 100)
-                .is_err()
-        );
-
-        // a broken document is an error, not a silently kept old key set
-        *store.value.lock().unwrap() = "{\"secrets\": [\"short\"]}".into();
-        clock.advance(Duration::from_secs(61));
-        assert!(keys.current().await.unwrap_err().contains("shorter than 16 bytes"));
-    }
-
-    #[test]
-    fn servicenow_secret_documents_parse_per_auth_kind_and_name_missing_fields() {
-        let basic = ServiceNowSettings::from_document(
-            r#"{"instance_url":"https://x.service-now.com","username":"relay","password":"pw"}"#,
-        )
-        .unwrap();
-        assert_eq!(basic.credentials.kind(), "basic");
-        assert!(!format!("{basic:?}").contains("pw\""));
-        let cc = ServiceNowSettings::from_document(
-            r#"{"instance_url":"https://x","auth":"oauth_client_credentials","client_id":"c","client_secret":"s"}"#,
-        )
-        .unwrap();
-        assert_eq!(cc.credentials.kind(), "oauth_client_credentials");
-        let e = ServiceNowSettings::from_document(
-            r#"{"instance_url":"https://x","auth":"oauth_password","client_id":"c"}"#,
-        )
-        .unwrap_err();
-        assert!(e.contains("lacks \"client_secret\""), "{e}");
-        assert!(
-            ServiceNowSettings::from_document(r#"{"instance_url":"https://x","auth":"kerberos"}"#)
-                .unwrap_err()
-                .contains("unknown auth")
-        );
-        assert!(
-            ServiceNowSettings::from_document("nope")
-                .unwrap_err()
-                .contains("not a JSON object")
-        );
-        assert!(
-            ServiceNowSettings::from_document("{}")
-                .unwrap_err()
-                .contains("instance_url")
-        );
-    }
-
-    #[tokio::test]
-    async fn a_target_without_a_usable_secret_is_retryable() {
-        let store = Arc::new(CountingStore {
-            value: "{}".to_string().into(),
-            fetches: AtomicUsize::new(0),
-        });
-        let clock = Arc::new(ManualClock::new(0));
-        let t = ServiceNowTarget::from_secret(
-            Arc::new(CachedSecret::new(store, "sn", Duration::from_secs(60), clock)),
-            |url: &str| ClientConfig::new(url),
-        );
-        match t.client().await {
-            Err(Outcome::Retryable { reason, .. }) => assert!(reason.contains("instance_url")),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretSlice};
 use sha2::Sha256;
 
 /// Timestamps further than this from now (either way) are refused: the replay window.
@@ -38,18 +39,10 @@ pub struct SecretFormatError {
     pub reason: String,
 }
 
-/// The active signing secrets (raw key bytes). `Debug` shows only how many there are.
-#[derive(Clone)]
+/// The active signing secrets (raw key bytes, never shown by `Debug`).
+#[derive(Clone, Debug)]
 pub struct WebhookSecrets {
-    /// One HMAC-SHA256 state per secret, already keyed: each verification clones it instead of running the
-    /// key schedule again.
-    keys: Vec<Hmac<Sha256>>,
-}
-
-impl std::fmt::Debug for WebhookSecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WebhookSecrets({} active, redacted)", self.keys.len())
-    }
+    keys: Vec<SecretSlice<u8>>,
 }
 
 impl WebhookSecrets {
@@ -72,13 +65,14 @@ impl WebhookSecrets {
                     reason: "shorter than 16 bytes".into(),
                 });
             }
-            keys.push(<Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length"));
+            keys.push(SecretSlice::from(key));
         }
         Ok(WebhookSecrets { keys })
     }
 
-    /// The secret document stored in Secrets Manager / the local secret file:
-    /// `{"secrets": ["whsec_…", …]}`, or a bare secret string.
+    /// The signing secrets as stored in Secrets Manager, the local secret file or `RELAY_WEBHOOK_SECRET`:
+    /// the document `{"secrets": ["whsec_…", …]}`, or one or more secrets separated by commas, spaces or
+    /// line breaks.
     pub fn from_document(doc: &str) -> Result<WebhookSecrets, SecretFormatError> {
         #[derive(serde::Deserialize)]
         struct Doc {
@@ -92,7 +86,14 @@ impl WebhookSecrets {
             })?;
             return WebhookSecrets::parse(&d.secrets);
         }
-        WebhookSecrets::parse(&[trimmed])
+        let list: Vec<&str> = trimmed.split([',', '\n', ' ']).filter(|s| !s.is_empty()).collect();
+        if list.is_empty() {
+            return Err(SecretFormatError {
+                index: 0,
+                reason: "no secret given".into(),
+            });
+        }
+        WebhookSecrets::parse(&list)
     }
 
     pub fn len(&self) -> usize {
@@ -119,7 +120,7 @@ impl WebhookSecrets {
             return Err(SignatureError::BadId);
         }
         let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
-        if (now_s - ts).abs() > TOLERANCE_SECONDS {
+        if now_s.abs_diff(ts) > TOLERANCE_SECONDS.unsigned_abs() {
             return Err(SignatureError::Expired);
         }
         if self.keys.is_empty() {
@@ -158,8 +159,8 @@ impl WebhookSecrets {
     }
 }
 
-fn signer(key: &Hmac<Sha256>, id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = key.clone();
+fn signer(key: &SecretSlice<u8>, id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose_secret()).expect("HMAC takes any key length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.as_bytes());
@@ -260,6 +261,46 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_at_the_ends_of_the_integer_range_are_outside_the_window() {
+        // A correctly signed request may carry any timestamp: the window check must not overflow.
+        let s = secrets(&[SECRET]);
+        for ts in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let sig = s.sign("id", ts, b"x");
+            for now in [NOW, 0, -NOW] {
+                assert_eq!(
+                    s.verify(Some("id"), Some(&ts.to_string()), Some(&sig), b"x", now),
+                    Err(SignatureError::Expired),
+                    "timestamp {ts}, now {now}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn secret_text_is_a_document_or_a_list() {
+        let a = generate_secret();
+        let b = generate_secret();
+        assert_eq!(WebhookSecrets::from_document(&format!("{a}\n")).unwrap().len(), 1);
+        assert_eq!(WebhookSecrets::from_document(&format!("{a}, {b}")).unwrap().len(), 2);
+        let doc = serde_json::json!({"secrets": [a, b]}).to_string();
+        assert_eq!(WebhookSecrets::from_document(&doc).unwrap().len(), 2);
+        assert!(
+            WebhookSecrets::from_document("  \n")
+                .unwrap_err()
+                .reason
+                .contains("no secret")
+        );
+        assert!(
+            WebhookSecrets::from_document("short")
+                .unwrap_err()
+                .reason
+                .contains("16 bytes")
+        );
+        let shown = format!("{:?}", WebhookSecrets::from_document(&a).unwrap());
+        assert!(!shown.contains(&a[6..14]), "{shown}");
+    }
+
+    #[test]
     fn replay_window_is_five_minutes_each_way() {
         let s = secrets(&[SECRET]);
         for (ts, ok) in [
@@ -341,9 +382,7 @@ mod tests {
         );
         let g = generate_secret();
         assert!(g.starts_with("whsec_") && WebhookSecrets::parse(&[g.as_str()]).is_ok());
-        assert_eq!(
-            format!("{:?}", secrets(&[SECRET])),
-            "WebhookSecrets(1 active, redacted)"
-        );
+        let shown = format!("{:?}", secrets(&[SECRET]));
+        assert!(shown.contains("REDACTED") && !shown.contains("MfKQ9r8G"), "{shown}");
     }
 }

@@ -1,231 +1,298 @@
-//! Audit events (tracing, target `audit`) and CloudWatch Embedded Metric Format lines.
+//! Telemetry: one typed struct per event, whose [`emit`](TelemetryEvent::emit) writes its audit or log line
+//! and its metric together, so the two can never disagree.
 //!
-//! Audit events carry ids, routing and outcome — never secrets, never the alert payload. The employee
-//! appears only as the identifier that also goes to ServiceNow (pseudonymised when configured).
+//! Metrics go through the [`metrics`] facade: the Lambda functions export them as CloudWatch Embedded
+//! Metric Format documents (one per label set per invocation), `relay serve` as Prometheus text on
+//! `GET /metrics`. Audit lines are `tracing` events with target `audit` and carry ids, routing and outcome —
+//! never secrets, never the alert payload. The employee appears only as the identifier that also goes to
+//! ServiceNow (pseudonymised when configured).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 use relay_core::Decision;
-use serde_json::{Map, Value, json};
+use relay_ports::RecordRef;
 
-/// Audit: the routing decision made at receipt.
-pub fn audit_routed(d: &Decision, duplicate: bool) {
-    tracing::info!(
-        target: "audit",
-        event = "routed",
-        alert_id = %d.alert_id,
-        alert_type = %d.alert_type,
-        severity = %d.severity,
-        rule = %d.rule,
-        record_type = %d.record_type,
-        table = %d.table,
-        priority = %d.priority,
-        impact = d.impact,
-        urgency = d.urgency,
-        assignment_group = %d.assignment_group,
-        delivery = d.delivery.as_str(),
-        correlation_id = %d.correlation_id,
-        employee = %d.employee_ref,
-        config_hash = %d.config_hash,
-        duplicate,
-        "alert routed"
+use crate::flush::FlushReport;
+
+/// Metric names, as the dashboards and alarms of the stack read them.
+pub mod names {
+    pub const ALERTS_ACCEPTED: &str = "AlertsAccepted";
+    pub const ALERTS_DUPLICATE: &str = "AlertsDuplicate";
+    pub const ALERTS_REJECTED: &str = "AlertsRejected";
+    pub const RECORDS_CREATED: &str = "RecordsCreated";
+    pub const DELIVERY_LATENCY_MS: &str = "DeliveryLatencyMs";
+    pub const DELIVERY_RETRIES: &str = "DeliveryRetries";
+    pub const DELIVERY_FAILED: &str = "DeliveryFailed";
+    pub const SERVICENOW_CALL_MS: &str = "ServiceNowCallMs";
+    pub const BATCH_SIZE: &str = "BatchSize";
+}
+
+/// Units and help texts of every metric (CloudWatch takes the unit, Prometheus the help text). Call once
+/// after installing the recorder.
+pub fn describe() {
+    use names::*;
+    describe_counter!(
+        ALERTS_ACCEPTED,
+        Unit::Count,
+        "Alerts accepted and queued, by severity and alert type"
     );
-}
-
-/// Audit: a record exists for these alerts.
-pub fn audit_delivered(
-    key: &str,
-    alert_ids: &[String],
-    table: &str,
-    number: &str,
-    sys_id: &str,
-    attempts: u32,
-    found: bool,
-) {
-    tracing::info!(
-        target: "audit",
-        event = "delivered",
-        alert_id = %key,
-        alerts = alert_ids.len(),
-        table = %table,
-        number = %number,
-        sys_id = %sys_id,
-        attempts,
-        found_existing = found,
-        "record in ServiceNow"
+    describe_counter!(
+        ALERTS_DUPLICATE,
+        Unit::Count,
+        "Re-sent webhooks of alerts already accepted"
     );
-}
-
-/// Audit: an attempt failed and another is scheduled.
-pub fn audit_retrying(key: &str, table: &str, class: &str, error: &str, attempts: u32, delay_s: u64) {
-    tracing::warn!(
-        target: "audit",
-        event = "retrying",
-        alert_id = %key,
-        table = %table,
-        error_class = %class,
-        error = %error,
-        attempts,
-        delay_s,
-        "delivery attempt failed; retry scheduled"
+    describe_counter!(ALERTS_REJECTED, Unit::Count, "Webhooks refused, by reason");
+    describe_counter!(
+        RECORDS_CREATED,
+        Unit::Count,
+        "ServiceNow records created (an aggregate counts once)"
     );
-}
-
-/// Audit: delivery given up; the alert is in the dead-letter queue.
-pub fn audit_failed(key: &str, table: &str, class: &str, error: &str, attempts: u32) {
-    tracing::error!(
-        target: "audit",
-        event = "failed",
-        alert_id = %key,
-        table = %table,
-        error_class = %class,
-        error = %error,
-        attempts,
-        "delivery failed; alert dead-lettered"
+    describe_histogram!(
+        DELIVERY_LATENCY_MS,
+        Unit::Milliseconds,
+        "From acceptance to the record, per alert"
     );
+    describe_counter!(
+        DELIVERY_RETRIES,
+        Unit::Count,
+        "Delivery attempts that failed and were rescheduled"
+    );
+    describe_counter!(
+        DELIVERY_FAILED,
+        Unit::Count,
+        "Alerts given up on (dead-lettered), by error class"
+    );
+    describe_histogram!(SERVICENOW_CALL_MS, Unit::Milliseconds, "ServiceNow calls, by outcome");
+    describe_histogram!(BATCH_SIZE, Unit::Count, "Records per Batch API request");
 }
 
-/// CloudWatch metric units used here.
-#[derive(Debug, Clone, Copy)]
-pub enum Unit {
-    Count,
-    Milliseconds,
+/// Something that happened, told once to the audit trail and to the metrics.
+pub trait TelemetryEvent {
+    fn emit(self);
 }
 
-impl Unit {
-    fn as_str(self) -> &'static str {
-        match self {
-            Unit::Count => "Count",
-            Unit::Milliseconds => "Milliseconds",
-        }
-    }
+/// A webhook was refused with `status`.
+pub struct WebhookRejected {
+    pub status: u16,
+    /// `too_large`, `not_json`, `signature`, `invalid`, `unavailable`.
+    pub reason: &'static str,
 }
 
-#[derive(Clone)]
-enum Sink {
-    Stdout,
-    Memory(Arc<Mutex<Vec<String>>>),
-    Off,
-}
-
-/// Writes one EMF JSON line per data point (stdout in Lambda, where CloudWatch extracts the metrics).
-#[derive(Clone)]
-pub struct Metrics {
-    namespace: String,
-    service: String,
-    sink: Sink,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Metrics({}/{})", self.namespace, self.service)
+impl TelemetryEvent for WebhookRejected {
+    fn emit(self) {
+        tracing::info!(status = self.status, reason = self.reason, "webhook rejected");
+        counter!(names::ALERTS_REJECTED, "Reason" => self.reason).increment(1);
     }
 }
 
-impl Metrics {
-    /// EMF lines on stdout.
-    pub fn emf(namespace: impl Into<String>, service: impl Into<String>) -> Metrics {
-        Metrics {
-            namespace: namespace.into(),
-            service: service.into(),
-            sink: Sink::Stdout,
-        }
-    }
+/// Routing decided where an alert goes (audited at receipt, before it is queued). A re-sent webhook of an
+/// alert already accepted is audited as a duplicate and counted.
+pub struct AlertRouted<'a> {
+    pub decision: &'a Decision,
+    pub duplicate: bool,
+}
 
-    /// No metrics (local mode without CloudWatch).
-    pub fn off() -> Metrics {
-        Metrics {
-            namespace: String::new(),
-            service: String::new(),
-            sink: Sink::Off,
-        }
-    }
-
-    /// Lines kept in memory (tests read them).
-    pub fn memory(namespace: &str, service: &str) -> (Metrics, Arc<Mutex<Vec<String>>>) {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        (
-            Metrics {
-                namespace: namespace.into(),
-                service: service.into(),
-                sink: Sink::Memory(buf.clone()),
-            },
-            buf,
-        )
-    }
-
-    /// Record `value` of metric `name` with dimensions (always also `Service`).
-    pub fn put(&self, name: &str, value: f64, unit: Unit, dims: &[(&str, &str)]) {
-        if matches!(self.sink, Sink::Off) {
-            return;
-        }
-        let line = self.line(name, value, unit, dims);
-        match &self.sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-            }
-            Sink::Memory(buf) => buf.lock().expect("metrics buffer").push(line),
-            Sink::Off => {}
-        }
-    }
-
-    pub fn count(&self, name: &str, dims: &[(&str, &str)]) {
-        self.put(name, 1.0, Unit::Count, dims);
-    }
-
-    fn line(&self, name: &str, value: f64, unit: Unit, dims: &[(&str, &str)]) -> String {
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let mut dim_names = vec![Value::String("Service".into())];
-        let mut root = Map::new();
-        root.insert("Service".into(), Value::String(self.service.clone()));
-        for (k, v) in dims {
-            dim_names.push(Value::String((*k).into()));
-            root.insert((*k).into(), Value::String((*v).into()));
-        }
-        root.insert(name.into(), json!(value));
-        root.insert(
-            "_aws".into(),
-            json!({"Timestamp": ts, "CloudWatchMetrics": [{
-                "Namespace": self.namespace,
-                "Dimensions": [dim_names],
-                "Metrics": [{"Name": name, "Unit": unit.as_str()}]
-            }]}),
+impl TelemetryEvent for AlertRouted<'_> {
+    fn emit(self) {
+        let d = self.decision;
+        tracing::info!(
+            target: "audit",
+            event = "routed",
+            alert_id = %d.alert_id,
+            alert_type = %d.alert_type,
+            severity = %d.severity,
+            rule = %d.rule,
+            record_type = %d.record_type,
+            table = %d.table,
+            priority = %d.priority,
+            impact = d.impact,
+            urgency = d.urgency,
+            assignment_group = %d.assignment_group,
+            delivery = d.delivery.as_str(),
+            correlation_id = %d.correlation_id,
+            employee = %d.employee_ref,
+            config_hash = %d.config_hash,
+            duplicate = self.duplicate,
+            "alert routed"
         );
-        Value::Object(root).to_string()
+        if self.duplicate {
+            counter!(names::ALERTS_DUPLICATE, "Severity" => d.severity.as_str()).increment(1);
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// An accepted alert is on its queue.
+pub struct AlertAccepted<'a> {
+    pub decision: &'a Decision,
+}
 
-    #[test]
-    fn emf_lines_name_every_dimension_and_metric_at_the_root() {
-        let (m, buf) = Metrics::memory("AlertRelay", "deliver");
-        m.put(
-            "DeliveryLatencyMs",
-            42.0,
-            Unit::Milliseconds,
-            &[("Severity", "critical"), ("RecordType", "incident")],
+impl TelemetryEvent for AlertAccepted<'_> {
+    fn emit(self) {
+        let d = self.decision;
+        counter!(names::ALERTS_ACCEPTED, "Severity" => d.severity.as_str(), "AlertType" => d.alert_type.as_str())
+            .increment(1);
+    }
+}
+
+/// One ServiceNow call (lookup, create, event) ended with `outcome` after `elapsed`.
+pub struct ServiceNowCalled {
+    /// `created`, `retryable`, `ambiguous`, `auth`, `permanent`.
+    pub outcome: &'static str,
+    pub elapsed: Duration,
+}
+
+impl TelemetryEvent for ServiceNowCalled {
+    fn emit(self) {
+        histogram!(names::SERVICENOW_CALL_MS, "Outcome" => self.outcome).record(self.elapsed.as_secs_f64() * 1000.0);
+    }
+}
+
+/// The record of `alert_ids` exists in ServiceNow (created now, or found after an ambiguous attempt).
+pub struct RecordDelivered<'a> {
+    /// The ledger key the delivery ran under (an alert id, or an aggregate's key).
+    pub key: &'a str,
+    pub alert_ids: &'a [String],
+    pub record: &'a RecordRef,
+    pub attempts: u32,
+    pub found_existing: bool,
+    pub severity: &'static str,
+    /// From acceptance to now.
+    pub latency: Duration,
+}
+
+impl TelemetryEvent for RecordDelivered<'_> {
+    fn emit(self) {
+        tracing::info!(
+            target: "audit",
+            event = "delivered",
+            alert_id = %self.key,
+            alerts = self.alert_ids.len(),
+            table = %self.record.table,
+            number = %self.record.number.as_deref().unwrap_or(""),
+            sys_id = %self.record.sys_id,
+            attempts = self.attempts,
+            found_existing = self.found_existing,
+            "record in ServiceNow"
         );
-        let line: Value = serde_json::from_str(&buf.lock().unwrap()[0]).unwrap();
-        assert_eq!(line["Service"], "deliver");
-        assert_eq!(line["Severity"], "critical");
-        assert_eq!(line["RecordType"], "incident");
-        assert_eq!(line["DeliveryLatencyMs"], 42.0);
-        let cw = &line["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(cw["Namespace"], "AlertRelay");
-        assert_eq!(cw["Dimensions"][0], json!(["Service", "Severity", "RecordType"]));
-        assert_eq!(
-            cw["Metrics"][0],
-            json!({"Name": "DeliveryLatencyMs", "Unit": "Milliseconds"})
+        histogram!(names::DELIVERY_LATENCY_MS, "Severity" => self.severity).record(self.latency.as_secs_f64() * 1000.0);
+    }
+}
+
+/// One record was made for a delivery (a batch aggregate of many alerts counts once).
+pub struct RecordCreated {
+    pub record_type: &'static str,
+    pub severity: &'static str,
+}
+
+impl TelemetryEvent for RecordCreated {
+    fn emit(self) {
+        counter!(names::RECORDS_CREATED, "RecordType" => self.record_type, "Severity" => self.severity).increment(1);
+    }
+}
+
+/// An attempt failed; another is scheduled after `delay`.
+pub struct DeliveryRetrying<'a> {
+    pub key: &'a str,
+    pub table: &'a str,
+    pub error_class: &'static str,
+    pub error: &'a str,
+    pub attempts: u32,
+    pub delay: Duration,
+}
+
+impl TelemetryEvent for DeliveryRetrying<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            target: "audit",
+            event = "retrying",
+            alert_id = %self.key,
+            table = %self.table,
+            error_class = %self.error_class,
+            error = %self.error,
+            attempts = self.attempts,
+            delay_s = self.delay.as_secs(),
+            "delivery attempt failed; retry scheduled"
         );
-        assert!(line["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
-        Metrics::off().count("Nothing", &[]);
+        counter!(names::DELIVERY_RETRIES, "ErrorClass" => self.error_class).increment(1);
+    }
+}
+
+/// Delivery was given up; the alert is in the dead-letter queue and the on-call was notified.
+pub struct DeliveryFailed<'a> {
+    pub key: &'a str,
+    pub table: &'a str,
+    pub error_class: &'static str,
+    pub error: &'a str,
+    pub attempts: u32,
+}
+
+impl TelemetryEvent for DeliveryFailed<'_> {
+    fn emit(self) {
+        tracing::error!(
+            target: "audit",
+            event = "failed",
+            alert_id = %self.key,
+            table = %self.table,
+            error_class = %self.error_class,
+            error = %self.error,
+            attempts = self.attempts,
+            "delivery failed; alert dead-lettered"
+        );
+        counter!(names::DELIVERY_FAILED, "ErrorClass" => self.error_class).increment(1);
+    }
+}
+
+/// A queue message that is not an alert envelope at all was dead-lettered.
+pub struct MessageUnreadable<'a> {
+    pub bytes: usize,
+    pub why: &'a str,
+}
+
+impl TelemetryEvent for MessageUnreadable<'_> {
+    fn emit(self) {
+        tracing::error!(
+            target: "audit",
+            event = "failed",
+            error_class = "unreadable",
+            error = %self.why,
+            bytes = self.bytes,
+            "unreadable queue message; dead-lettered"
+        );
+        counter!(names::DELIVERY_FAILED, "ErrorClass" => "unreadable").increment(1);
+    }
+}
+
+/// One Batch API request of `items` records is about to be sent.
+pub struct BatchSent {
+    pub items: usize,
+}
+
+impl TelemetryEvent for BatchSent {
+    fn emit(self) {
+        histogram!(names::BATCH_SIZE).record(self.items as f64);
+    }
+}
+
+/// A flush ended.
+pub struct FlushFinished<'a> {
+    pub report: &'a FlushReport,
+}
+
+impl TelemetryEvent for FlushFinished<'_> {
+    fn emit(self) {
+        let r = self.report;
+        tracing::info!(
+            messages = r.messages,
+            alerts = r.alerts,
+            records = r.records,
+            batch_calls = r.batch_calls,
+            created = r.created,
+            retried = r.retried,
+            dead_lettered = r.dead_lettered,
+            duplicates = r.duplicates,
+            left = r.left,
+            "flush finished"
+        );
     }
 }

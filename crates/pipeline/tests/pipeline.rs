@@ -1,226 +1,16 @@
-//! The three pipelines end to end over real adapters: a real SQLite file (relay-local) for the queues and
-//! the ledger, and real HTTP to the in-process ServiceNow simulator. The backoff schedule is compressed
-//! (milliseconds instead of minutes) so retries and an exhausted window happen within a test.
+//! The three pipelines end to end over real adapters (see `common` for the harness).
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use relay_core::config::Config;
-use relay_core::{BackoffPolicy, Router};
-use relay_local::{LocalStore, SqliteQueue};
-use relay_pipeline::{
-    Deliverer, Delivery, DeliverySettings, FlushSettings, Flusher, Ingest, IngestSettings, Metrics, Reply,
-    ServiceNowTarget, SigningKeys, WebhookRequest, WebhookSecrets,
-};
-use relay_ports::{AlertQueue, Clock, DeliveryState, Ledger, PortError, ReceivedMessage, SystemClock};
-use serde_json::{Value, json};
+use common::*;
+use relay_pipeline::WebhookRequest;
+use relay_ports::{AlertQueue, Clock, DeliveryState, ReceivedMessage, SystemClock};
+use serde_json::Value;
 use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
-use servicenow_sim::{Fault, FaultKind, RunningSim, SimConfig, Simulator};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("events/alerts").join(name)).unwrap()
-}
-
-/// A queue that refuses every send (the queue service is down).
-struct DownQueue;
-
-#[async_trait]
-impl AlertQueue for DownQueue {
-    async fn send(&self, _: &str, _: Duration) -> Result<String, PortError> {
-        Err(PortError::Unavailable("queue service down".into()))
-    }
-    async fn receive(&self, _: u32, _: Duration) -> Result<Vec<ReceivedMessage>, PortError> {
-        Ok(vec![])
-    }
-    async fn delete(&self, _: &str) -> Result<(), PortError> {
-        Ok(())
-    }
-    async fn retry_after(&self, _: &str, _: Duration) -> Result<(), PortError> {
-        Ok(())
-    }
-    async fn depth(&self) -> Result<u64, PortError> {
-        Ok(0)
-    }
-}
-
-struct Harness {
-    _dir: tempfile::TempDir,
-    sim: RunningSim,
-    store: LocalStore,
-    realtime: SqliteQueue,
-    batch: SqliteQueue,
-    dlq: SqliteQueue,
-    ingest: Ingest,
-    deliverer: Deliverer,
-    flusher: Flusher,
-    keys: WebhookSecrets,
-    /// The deliverer's and flusher's EMF lines.
-    metrics: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-struct Options {
-    config: Config,
-    window: Duration,
-    username: &'static str,
-    batch_settings: Option<relay_core::config::BatchSettings>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            config: Config::default_config(),
-            window: Duration::from_secs(60),
-            username: "relay",
-            batch_settings: None,
-        }
-    }
-}
-
-async fn harness(opts: Options) -> Harness {
-    harness_with(opts, SimConfig::default()).await
-}
-
-async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(dir.path().join("relay.db")).unwrap();
-    let realtime = store.queue("realtime");
-    let batch = store.queue("batch");
-    let dlq = store.queue("dlq");
-    let sim = Simulator::start(sim_config).await.unwrap();
-    let mut cc = ClientConfig::new(sim.base_url());
-    cc.total_timeout = Duration::from_millis(800);
-    cc.connect_timeout = Duration::from_millis(500);
-    let password = format!("{}-password", opts.username);
-    let client = ServiceNowClient::new(
-        cc,
-        Arc::new(StaticCredentials(Credentials::Basic {
-            username: opts.username.into(),
-            password,
-        })),
-    )
-    .unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ledger: Arc<dyn Ledger> = Arc::new(store.ledger());
-    let keys = WebhookSecrets::parse(&[SECRET]).unwrap();
-    let batch_settings = opts.batch_settings.clone().unwrap_or_else(|| opts.config.batch.clone());
-    let router = Arc::new(Router::new(opts.config, None).unwrap());
-    let ingest = Ingest {
-        router,
-        keys: SigningKeys::Fixed(keys.clone()),
-        ledger: ledger.clone(),
-        realtime: Arc::new(realtime.clone()),
-        batch: Arc::new(batch.clone()),
-        clock: clock.clone(),
-        metrics: Metrics::off(),
-        settings: IngestSettings::default(),
-    };
-    let (delivery_metrics, metric_lines) = Metrics::memory("AlertRelay", "deliver");
-    let delivery = Arc::new(Delivery {
-        servicenow: Arc::new(ServiceNowTarget::ready(client)),
-        ledger,
-        realtime: Arc::new(realtime.clone()),
-        dlq: Arc::new(dlq.clone()),
-        notifier: Arc::new(store.notifier()),
-        clock,
-        metrics: delivery_metrics,
-        settings: DeliverySettings {
-            backoff: BackoffPolicy {
-                base: Duration::from_millis(20),
-                cap: Duration::from_millis(100),
-                window: opts.window,
-                max_retry_after: Duration::from_secs(5),
-            },
-            lease: Duration::from_secs(5),
-            ledger_retention: Duration::from_secs(3600),
-        },
-        jitter: Arc::new(|| 0.5),
-    });
-    let deliverer = Deliverer {
-        delivery: delivery.clone(),
-    };
-    let flusher = Flusher {
-        delivery,
-        batch_queue: Arc::new(batch.clone()),
-        settings: FlushSettings {
-            drain_budget: Duration::from_secs(20),
-            max_messages: 10_000,
-            window: Duration::from_secs(300),
-            batch: batch_settings,
-            receive_wait: Duration::from_millis(50),
-        },
-    };
-    Harness {
-        _dir: dir,
-        sim,
-        store,
-        realtime,
-        batch,
-        dlq,
-        ingest,
-        deliverer,
-        flusher,
-        keys,
-        metrics: metric_lines,
-    }
-}
-
-fn now_s() -> i64 {
-    SystemClock.now_ms() / 1000
-}
-
-impl Harness {
-    async fn post(&self, body: &[u8], webhook_id: &str) -> Reply {
-        let ts = now_s();
-        let sig = self.keys.sign(webhook_id, ts, body);
-        let ts = ts.to_string();
-        self.ingest
-            .accept(
-                WebhookRequest {
-                    content_type: Some("application/json"),
-                    webhook_id: Some(webhook_id),
-                    webhook_timestamp: Some(&ts),
-                    webhook_signature: Some(&sig),
-                    body,
-                },
-                "http://relay.test",
-            )
-            .await
-    }
-
-    /// Run the realtime worker until the queue is empty (delayed retries included), at most 15 s.
-    async fn deliver_all(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while self.realtime.depth().await.unwrap() > 0 && std::time::Instant::now() < deadline {
-            self.deliverer.poll_once(10, Duration::from_millis(30)).await.unwrap();
-        }
-    }
-
-    async fn state(&self, alert_id: &str) -> relay_ports::LedgerEntry {
-        self.ingest.ledger.get(alert_id).await.unwrap().expect("ledger entry")
-    }
-}
-
-fn alert_body(id: &str, alert_type: &str, severity: &str, employee: &str) -> Vec<u8> {
-    let mut v = json!({
-        "alert_id": id, "alert_type": alert_type, "severity": severity,
-        "occurred_at": "2026-11-20T14:03:00Z",
-        "employee": {"id": employee, "department": "Sales"},
-        "description": format!("activity of {id}"), "risk_score": 30,
-        "evidence_url": format!("https://monitor.example.com/a/{id}")
-    });
-    if alert_type == "custom" {
-        v["rule"] = json!({"id": "r1", "name": "Rule one"});
-    }
-    serde_json::to_vec(&v).unwrap()
-}
+use servicenow_sim::{Fault, FaultKind, SimConfig};
 
 #[tokio::test]
 async fn seed_scenarios_become_the_right_records() {
@@ -284,18 +74,10 @@ async fn seed_scenarios_become_the_right_records() {
     assert_eq!(h.ingest.status("nope").await.status, 404);
 
     // one RecordsCreated per record, by record type: two realtime records and the one batch aggregate
-    let created: Vec<String> = h
-        .metrics
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v.get("RecordsCreated").is_some())
-        .map(|v| v["RecordType"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(created.len(), 3, "{created:?}");
+    let m = h.metrics.take();
+    assert_eq!(total(&m, "RecordsCreated", &[]), 3, "{m:?}");
     for rt in ["security_incident", "task", "hr_case"] {
-        assert!(created.iter().any(|c| c == rt), "{rt} in {created:?}");
+        assert_eq!(total(&m, "RecordsCreated", &[("RecordType", rt)]), 1, "{rt} in {m:?}");
     }
 }
 
@@ -400,15 +182,15 @@ async fn rejected_webhooks_get_clear_errors_and_nothing_is_queued() {
 async fn queue_down_answers_503_and_the_senders_retry_is_accepted_afresh() {
     let mut h = harness(Options::default()).await;
     let body = sample("seed-usb-copy-847-files.json");
-    let working = std::mem::replace(&mut h.ingest.realtime, Arc::new(DownQueue));
+    h.rebuild_ingest(|p| p.realtime = Arc::new(DownQueue));
     let r = h.post(&body, "wh-1").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.retry_after, Some(5));
     assert!(
-        h.ingest.ledger.get("emon-20261120-7f3a9c").await.unwrap().is_none(),
+        h.ports.ledger.get("emon-20261120-7f3a9c").await.unwrap().is_none(),
         "nothing half-accepted"
     );
-    h.ingest.realtime = working;
+    h.rebuild_ingest(|_| {});
     let r = h.post(&body, "wh-1").await;
     assert_eq!((r.status, r.json()["duplicate"].as_bool()), (202, Some(false)));
     h.deliver_all().await;
@@ -619,15 +401,9 @@ async fn five_hundred_low_alerts_become_few_records_in_few_batch_calls() {
         .sum();
     assert_eq!(listed, 500, "every alert is listed in its record");
     // one RecordsCreated per aggregate record (not per alert it lists), one latency sample per alert
-    let lines = h.metrics.lock().unwrap().clone();
-    let with = |name: &str| {
-        lines
-            .iter()
-            .filter(|l| serde_json::from_str::<Value>(l).unwrap().get(name).is_some())
-            .count()
-    };
-    assert_eq!(with("RecordsCreated"), report.records, "{report:?}");
-    assert_eq!(with("DeliveryLatencyMs"), 500);
+    let m = h.metrics.take();
+    assert_eq!(total(&m, "RecordsCreated", &[]), report.records as u64, "{report:?}");
+    assert_eq!(total(&m, "DeliveryLatencyMs", &[]), 500);
 }
 
 #[tokio::test]
@@ -715,7 +491,7 @@ async fn a_deliverer_that_died_mid_call_is_taken_over_without_a_second_record() 
     // the first deliverer claims, creates the record, and is killed before it records anything
     let now = SystemClock.now_ms();
     assert!(matches!(
-        h.ingest.ledger.claim("emon-20261120-7f3a9c", now, 1).await.unwrap(),
+        h.ports.ledger.claim("emon-20261120-7f3a9c", now, 1).await.unwrap(),
         relay_ports::Claim::Claimed(_)
     ));
     let client = ServiceNowClient::new(

@@ -943,9 +943,9 @@ pub async fn queue_delay_is_respected(queue: &dyn AlertQueue) {
     queue.delete(&got.receipt).await.expect("delete");
 }
 
-/// A received message is invisible to other receivers; `retry_after(delay)` brings it back after `delay`
+/// A received message is invisible to other receivers; `change_visibility(delay)` brings it back after `delay`
 /// (not before), with the same id, body and `sent_at_ms`, and the new receipt deletes it.
-pub async fn queue_visibility_and_retry_after(queue: &dyn AlertQueue) {
+pub async fn queue_visibility_and_change_visibility(queue: &dyn AlertQueue) {
     let id = queue.send("visibility", Duration::ZERO).await.expect("send");
     let first = receive_one(queue, Duration::from_secs(5)).await.expect("receive");
     assert!(
@@ -956,18 +956,18 @@ pub async fn queue_visibility_and_retry_after(queue: &dyn AlertQueue) {
 
     let start = Instant::now();
     queue
-        .retry_after(&first.receipt, Duration::from_secs(2))
+        .change_visibility(&first.receipt, Duration::from_secs(2))
         .await
-        .expect("retry_after");
+        .expect("change_visibility");
     assert!(
         receive_one(queue, Duration::ZERO).await.is_none(),
-        "retry_after(2 s) must not show it at once"
+        "change_visibility(2 s) must not show it at once"
     );
     let mut again = None;
     while again.is_none() && start.elapsed() < Duration::from_secs(10) {
         again = receive_one(queue, Duration::from_secs(1)).await;
     }
-    let again = again.expect("the message must reappear after the retry_after delay");
+    let again = again.expect("the message must reappear after the change_visibility delay");
     assert!(
         start.elapsed() >= Duration::from_millis(1_900),
         "reappeared after {:?}, before 2 s",
@@ -982,14 +982,14 @@ pub async fn queue_visibility_and_retry_after(queue: &dyn AlertQueue) {
         "sent_at_ms is the first send time, not the receive time"
     );
 
-    // retry_after(0) shows it at once.
+    // change_visibility(0) shows it at once.
     queue
-        .retry_after(&again.receipt, Duration::ZERO)
+        .change_visibility(&again.receipt, Duration::ZERO)
         .await
-        .expect("retry_after(0)");
+        .expect("change_visibility(0)");
     let third = receive_one(queue, Duration::from_secs(3))
         .await
-        .expect("retry_after(0) must show it at once");
+        .expect("change_visibility(0) must show it at once");
     assert_eq!(third.message_id, id);
     queue
         .delete(&third.receipt)
@@ -1039,7 +1039,7 @@ where
 {
     queue_send_receive_delete(make().await.as_ref()).await;
     queue_delay_is_respected(make().await.as_ref()).await;
-    queue_visibility_and_retry_after(make().await.as_ref()).await;
+    queue_visibility_and_change_visibility(make().await.as_ref()).await;
     queue_receive_many_and_depth(make().await.as_ref()).await;
     queue_delete_with_unknown_receipt_fails(make().await.as_ref()).await;
 }

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "memory")]
+pub mod memory;
 
 /// Why a port call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +55,7 @@ pub trait AlertQueue: Send + Sync {
     /// Remove a received message for good (after its record exists, or after it was moved elsewhere).
     async fn delete(&self, receipt: &str) -> Result<(), PortError>;
     /// Make a received message visible again after `delay` (counted from now). `delay` ≤ 12 h.
-    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), PortError>;
+    async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<(), PortError>;
     /// Approximate number of messages on the queue, visible or not.
     async fn depth(&self) -> Result<u64, PortError>;
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod error;
 mod load;
 mod ops;
 mod replay_aws;

@@ -17,17 +17,11 @@ use crate::settings;
 
 /// Exit codes shared by the operator commands.
 pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_INVALID: u8 = crate::route::EXIT_INVALID;
-pub const EXIT_NOT_FOUND: u8 = 3;
+pub const EXIT_INVALID: u8 = crate::error::EXIT_INVALID;
 
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime starts")
-}
+use crate::error::runtime;
 
 fn now_ms() -> i64 {
     SystemClock.now_ms()
@@ -207,8 +201,8 @@ pub fn status(args: &StatusArgs) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
         match code {
             200 => ExitCode::SUCCESS,
-            404 => ExitCode::from(EXIT_NOT_FOUND),
-            _ => ExitCode::from(EXIT_FAILED),
+            404 => crate::error::CliError::NotFound(args.alert_id.clone()).exit_code(),
+            _ => crate::error::CliError::Reported.exit_code(),
         }
     })
 }

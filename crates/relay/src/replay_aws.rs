@@ -103,7 +103,7 @@ impl DeadLetters {
     /// Make every kept message visible again now; a failure only delays it by [`VISIBILITY`].
     async fn release_kept(&mut self) {
         for (message_id, receipt) in self.kept.drain() {
-            if let Err(e) = self.queue.retry_after(&receipt, Duration::ZERO).await {
+            if let Err(e) = self.queue.change_visibility(&receipt, Duration::ZERO).await {
                 eprintln!(
                     "  {message_id}: stays hidden on the DLQ for up to {} s (could not make it visible again: {e})",
                     VISIBILITY.as_secs()

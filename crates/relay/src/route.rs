@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use relay_core::{Alert, Config, Router};
+use relay_core::{Alert, Router};
 use serde_json::json;
 
 /// Exit code for invalid input (an alert or a config that fails validation).
@@ -26,25 +26,6 @@ pub struct CheckArgs {
     pub file: Option<PathBuf>,
 }
 
-/// Load the routing config from `path`, or the shipped default.
-pub fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
-    match path {
-        None => Ok(Config::default_config()),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read config {}: {e}", p.display()))?;
-            Config::from_yaml(&text).map_err(|e| format!("{}: {e}", p.display()))
-        }
-    }
-}
-
-/// The pseudonymisation key from RELAY_PSEUDONYM_KEY, when set.
-pub fn pseudonym_key() -> Option<Vec<u8>> {
-    std::env::var("RELAY_PSEUDONYM_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
-        .map(String::into_bytes)
-}
-
 fn read_input(path: &PathBuf) -> Result<Vec<u8>, String> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
@@ -61,14 +42,14 @@ fn print_json(v: &serde_json::Value) {
 }
 
 pub fn route(args: &RouteArgs) -> ExitCode {
-    let config = match load_config(args.config.as_ref()) {
-        Ok(c) => c,
+    let config = match crate::settings::load_config(args.config.as_ref()) {
+        Ok((c, _)) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let router = match Router::new(config, pseudonym_key()) {
+    let router = match Router::new(config, crate::settings::pseudonym_key()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -114,8 +95,8 @@ pub fn route(args: &RouteArgs) -> ExitCode {
 }
 
 pub fn check(args: &CheckArgs) -> ExitCode {
-    match load_config(args.file.as_ref()) {
-        Ok(c) => {
+    match crate::settings::load_config(args.file.as_ref()) {
+        Ok((c, _)) => {
             let name = args
                 .file
                 .as_ref()

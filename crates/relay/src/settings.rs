@@ -27,9 +27,24 @@ pub enum SettingsError {
     File { path: PathBuf, reason: String },
 }
 
+/// The pseudonymisation key from RELAY_PSEUDONYM_KEY, when set.
+pub fn pseudonym_key() -> Option<Vec<u8>> {
+    std::env::var("RELAY_PSEUDONYM_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(String::into_bytes)
+}
+
 /// The routing config and a human name for where it came from.
 pub fn load_config(path: Option<&PathBuf>) -> Result<(Config, String), SettingsError> {
-    let config = crate::route::load_config(path).map_err(SettingsError::Config)?;
+    let config = match path {
+        None => Config::default_config(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| SettingsError::Config(format!("cannot read config {}: {e}", p.display())))?;
+            Config::from_yaml(&text).map_err(|e| SettingsError::Config(format!("{}: {e}", p.display())))?
+        }
+    };
     let name = path
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "built-in config/relay.yaml".into());
@@ -44,25 +59,14 @@ pub fn secret_file_next_to(db: &Path) -> PathBuf {
         .join(SECRET_FILE_NAME)
 }
 
-/// Parse a signing secret file: the JSON document `{"secrets": ["whsec_…", …]}` or one bare `whsec_…` line.
-pub fn parse_secret_text(text: &str) -> Result<WebhookSecrets, String> {
-    let trimmed = text.trim();
-    if trimmed.starts_with('{') {
-        WebhookSecrets::from_document(trimmed).map_err(|e| e.to_string())
-    } else {
-        let list: Vec<&str> = trimmed.split([',', '\n', ' ']).filter(|s| !s.is_empty()).collect();
-        WebhookSecrets::parse(&list).map_err(|e| e.to_string())
-    }
-}
-
 pub fn read_secret_file(path: &Path) -> Result<WebhookSecrets, SettingsError> {
     let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
         path: path.to_path_buf(),
         reason: format!("cannot read: {e}"),
     })?;
-    parse_secret_text(&text).map_err(|reason| SettingsError::File {
+    WebhookSecrets::from_document(&text).map_err(|e| SettingsError::File {
         path: path.to_path_buf(),
-        reason,
+        reason: e.to_string(),
     })
 }
 
@@ -87,8 +91,8 @@ pub fn signing_secrets(
     if let Ok(value) = std::env::var("RELAY_WEBHOOK_SECRET")
         && !value.trim().is_empty()
     {
-        let keys =
-            parse_secret_text(&value).map_err(|e| SettingsError::Secret(format!("RELAY_WEBHOOK_SECRET: {e}")))?;
+        let keys = WebhookSecrets::from_document(&value)
+            .map_err(|e| SettingsError::Secret(format!("RELAY_WEBHOOK_SECRET: {e}")))?;
         return Ok((keys, SecretSource::Env));
     }
     let path = secret_file_next_to(db);
@@ -98,7 +102,7 @@ pub fn signing_secrets(
     let secret = generate_secret();
     let doc = serde_json::json!({ "secrets": [secret] }).to_string();
     write_private(&path, doc.as_bytes())?;
-    let keys = parse_secret_text(&doc).map_err(SettingsError::Secret)?;
+    let keys = WebhookSecrets::from_document(&doc).map_err(|e| SettingsError::Secret(e.to_string()))?;
     Ok((keys, SecretSource::Generated(path, secret)))
 }
 
@@ -130,9 +134,9 @@ pub fn servicenow_settings(file: Option<&Path>) -> Result<Option<ServiceNowSetti
         })?;
         return ServiceNowSettings::from_document(&text)
             .map(Some)
-            .map_err(|reason| SettingsError::File {
+            .map_err(|e| SettingsError::File {
                 path: path.to_path_buf(),
-                reason,
+                reason: e.to_string(),
             });
     }
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -186,19 +190,6 @@ pub fn mapped_tables(config: &Config) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_parse_from_a_document_or_a_bare_line() {
-        let s = generate_secret();
-        assert_eq!(parse_secret_text(&format!("{s}\n")).unwrap().len(), 1);
-        assert_eq!(
-            parse_secret_text(&format!("{{\"secrets\":[\"{s}\",\"{s}\"]}}"))
-                .unwrap()
-                .len(),
-            2
-        );
-        assert!(parse_secret_text("nope").is_err());
-    }
 
     #[test]
     fn a_generated_secret_is_private_and_reused() {

@@ -8,6 +8,8 @@ use reqwest::header::HeaderValue;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use secrecy::ExposeSecret;
+
 use crate::outcome::{Effect, RawResponse, error_envelope, result_of};
 use crate::{ClientError, CredentialSource, Credentials, Outcome};
 
@@ -62,7 +64,8 @@ impl Authenticator {
         let creds = self.source.credentials().await.map_err(credentials_outcome)?;
         match &creds {
             Credentials::Basic { username, password } => {
-                let raw = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+                let raw = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", password.expose_secret()));
                 Ok(Authorization {
                     value: sensitive(format!("Basic {raw}"))?,
                     generation: None,
@@ -151,7 +154,7 @@ impl Authenticator {
                 form.extend([
                     ("grant_type", "refresh_token"),
                     ("client_id", client_id.as_str()),
-                    ("client_secret", client_secret.as_str()),
+                    ("client_secret", client_secret.expose_secret()),
                     ("refresh_token", rt),
                 ]);
             }
@@ -167,9 +170,9 @@ impl Authenticator {
                 form.extend([
                     ("grant_type", "password"),
                     ("client_id", client_id.as_str()),
-                    ("client_secret", client_secret.as_str()),
+                    ("client_secret", client_secret.expose_secret()),
                     ("username", username.as_str()),
-                    ("password", password.as_str()),
+                    ("password", password.expose_secret()),
                 ]);
             }
             (
@@ -182,7 +185,7 @@ impl Authenticator {
                 form.extend([
                     ("grant_type", "client_credentials"),
                     ("client_id", client_id.as_str()),
-                    ("client_secret", client_secret.as_str()),
+                    ("client_secret", client_secret.expose_secret()),
                 ]);
             }
             (Credentials::Basic { .. }, _) => unreachable!("basic credentials need no token"),

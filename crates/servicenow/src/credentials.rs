@@ -1,23 +1,28 @@
 //! Credentials and where they come from.
 
 use async_trait::async_trait;
+pub use secrecy::{ExposeSecret, SecretString};
 
 use crate::ClientError;
 
-/// How the client authenticates. `Debug` never shows passwords or client secrets.
-#[derive(Clone, PartialEq, Eq)]
+/// How the client authenticates. Passwords and client secrets are [`SecretString`]s: `Debug` shows them as
+/// redacted and they are exposed only where a request needs them.
+#[derive(Clone, Debug)]
 pub enum Credentials {
     /// HTTP Basic with an integration user.
-    Basic { username: String, password: String },
+    Basic { username: String, password: SecretString },
     /// OAuth `password` grant: the token acts as `username`.
     OAuthPassword {
         client_id: String,
-        client_secret: String,
+        client_secret: SecretString,
         username: String,
-        password: String,
+        password: SecretString,
     },
     /// OAuth `client_credentials` grant: the token acts as the OAuth application's user.
-    OAuthClientCredentials { client_id: String, client_secret: String },
+    OAuthClientCredentials {
+        client_id: String,
+        client_secret: SecretString,
+    },
 }
 
 impl Credentials {
@@ -27,33 +32,6 @@ impl Credentials {
             Credentials::Basic { .. } => "basic",
             Credentials::OAuthPassword { .. } => "oauth_password",
             Credentials::OAuthClientCredentials { .. } => "oauth_client_credentials",
-        }
-    }
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const HIDDEN: &str = "<redacted>";
-        match self {
-            Credentials::Basic { username, .. } => f
-                .debug_struct("Basic")
-                .field("username", username)
-                .field("password", &HIDDEN)
-                .finish(),
-            Credentials::OAuthPassword {
-                client_id, username, ..
-            } => f
-                .debug_struct("OAuthPassword")
-                .field("client_id", client_id)
-                .field("client_secret", &HIDDEN)
-                .field("username", username)
-                .field("password", &HIDDEN)
-                .finish(),
-            Credentials::OAuthClientCredentials { client_id, .. } => f
-                .debug_struct("OAuthClientCredentials")
-                .field("client_id", client_id)
-                .field("client_secret", &HIDDEN)
-                .finish(),
         }
     }
 }
@@ -105,7 +83,7 @@ mod tests {
         for c in all {
             let shown = format!("{c:?} {:?}", StaticCredentials(c.clone()));
             assert!(!shown.contains("SECRET"), "{shown}");
-            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(shown.contains("REDACTED"), "{shown}");
         }
     }
 }

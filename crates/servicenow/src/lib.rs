@@ -12,7 +12,7 @@ mod outcome;
 
 pub use client::{BatchItem, ServiceNowClient};
 pub use config::{ClientConfig, MAX_CORRELATION_ID_LEN, correlation_query, validate_instance_url};
-pub use credentials::{CredentialSource, Credentials, StaticCredentials};
+pub use credentials::{CredentialSource, Credentials, ExposeSecret, SecretString, StaticCredentials};
 pub use outcome::{CreatedRecord, Outcome};
 
 /// Why a client could not be built, or credentials could not be had.

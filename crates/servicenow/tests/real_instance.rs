@@ -45,7 +45,7 @@ fn basic(i: &Instance) -> ServiceNowClient {
         &i.url,
         Credentials::Basic {
             username: i.username.clone(),
-            password: i.password.clone(),
+            password: i.password.clone().into(),
         },
     )
 }
@@ -180,9 +180,9 @@ async fn oauth_password_grant_creates() {
         &i.url,
         Credentials::OAuthPassword {
             client_id,
-            client_secret,
+            client_secret: client_secret.into(),
             username: i.username.clone(),
-            password: i.password.clone(),
+            password: i.password.clone().into(),
         },
     );
     let corr = unique("oauth");

@@ -1,14 +1,20 @@
 //! deliver: SQS realtime queue → ServiceNow, one record per alert, partial batch responses for retries.
 
-use relay_lambda::{Adapters, LambdaError, Settings, deliver};
-use relay_pipeline::Metrics;
+use std::sync::Arc;
+
+use relay_lambda::{LambdaError, Settings, aws_ports, deliver, telemetry};
+use relay_pipeline::Deliverer;
+
+// The pipeline allocates many small strings per alert; mimalloc serves them faster (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), LambdaError> {
-    relay_lambda::init_logging();
+    telemetry::init_logging();
     let settings = Settings::from_env()?;
-    let sdk = relay_aws::sdk_config().await;
-    let adapters = Adapters::aws(&settings, &sdk);
-    let metrics = Metrics::emf(&settings.metrics_namespace, "deliver");
-    deliver::run(deliver::DeliverHandler::new(&settings, &adapters, metrics)).await
+    let metrics = telemetry::init_metrics(&settings, "deliver")?;
+    let ports = aws_ports(&settings, &relay_aws::sdk_config().await);
+    let deliverer = Deliverer::new(Arc::new(deliver::delivery(&settings, &ports)));
+    deliver::run(deliverer, metrics).await
 }

@@ -1,15 +1,16 @@
 //! ingest: API Gateway HTTP API → signature, validation, routing → SQS (realtime or batch queue).
 
-use relay_lambda::{Adapters, LambdaError, Settings, ingest};
-use relay_pipeline::Metrics;
+use relay_lambda::{LambdaError, Settings, aws_ports, ingest, telemetry};
+
+// The pipeline allocates many small strings per alert; mimalloc serves them faster (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), LambdaError> {
-    relay_lambda::init_logging();
+    telemetry::init_logging();
     let settings = Settings::from_env()?;
-    let sdk = relay_aws::sdk_config().await;
-    let adapters = Adapters::aws(&settings, &sdk);
-    let metrics = Metrics::emf(&settings.metrics_namespace, "ingest");
-    let handler = ingest::IngestHandler::new(&settings, &adapters, metrics).await?;
-    ingest::run(handler).await
+    let metrics = telemetry::init_metrics(&settings, "ingest")?;
+    let ports = aws_ports(&settings, &relay_aws::sdk_config().await);
+    ingest::run(ingest::ingest(&settings, &ports).await?, metrics).await
 }

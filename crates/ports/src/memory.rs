@@ -1,4 +1,4 @@
-//! In-memory ports (feature `testing`): a queue, a ledger, secrets and a notifier that live in the process,
+//! In-memory adapters (feature `memory`): a queue, a ledger, secrets and a notifier that live in the process,
 //! for benchmarks of the handlers without AWS and for wiring tests. The queue and the ledger pass the ports'
 //! conformance suite.
 
@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use relay_ports::{
+use crate::{
     Accept, AlertQueue, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, ReceivedMessage, RecordRef,
     SystemClock,
 };
+use async_trait::async_trait;
 
 struct Message {
     id: String,
@@ -117,7 +117,7 @@ impl AlertQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {
+    async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {
         let mut messages = self.messages.lock().expect("queue lock");
         let m = messages
             .iter_mut()
@@ -294,13 +294,13 @@ mod tests {
 
     #[tokio::test]
     async fn memory_ledger_conforms() {
-        relay_ports::conformance::run_ledger_suite(&MemoryLedger::new()).await;
+        crate::conformance::run_ledger_suite(&MemoryLedger::new()).await;
     }
 
     #[tokio::test]
     async fn memory_queue_conforms() {
-        relay_ports::conformance::run_queue_suite(|| async {
-            Box::new(MemoryQueue::new(relay_ports::conformance::MIN_QUEUE_VISIBILITY)) as Box<dyn AlertQueue>
+        crate::conformance::run_queue_suite(|| async {
+            Box::new(MemoryQueue::new(crate::conformance::MIN_QUEUE_VISIBILITY)) as Box<dyn AlertQueue>
         })
         .await;
     }
@@ -321,7 +321,7 @@ impl MemorySecrets {
 }
 
 #[async_trait]
-impl relay_ports::SecretStore for MemorySecrets {
+impl crate::SecretStore for MemorySecrets {
     async fn fetch(&self, id: &str) -> Result<String, PortError> {
         self.values
             .lock()
@@ -335,12 +335,12 @@ impl relay_ports::SecretStore for MemorySecrets {
 /// Failure notices kept in memory.
 #[derive(Default)]
 pub struct MemoryNotifier {
-    pub notices: Mutex<Vec<relay_ports::FailureNotice>>,
+    pub notices: Mutex<Vec<crate::FailureNotice>>,
 }
 
 #[async_trait]
-impl relay_ports::Notifier for MemoryNotifier {
-    async fn delivery_failed(&self, notice: &relay_ports::FailureNotice) -> Result<(), PortError> {
+impl crate::Notifier for MemoryNotifier {
+    async fn delivery_failed(&self, notice: &crate::FailureNotice) -> Result<(), PortError> {
         self.notices.lock().expect("notices lock").push(notice.clone());
         Ok(())
     }

@@ -1,0 +1,311 @@
+//! The harness of the pipeline tests: the three pipelines over real adapters — a real SQLite file
+//! (relay-local) for the queues and the ledger, and real HTTP to the in-process ServiceNow simulator. The
+//! backoff schedule is compressed (milliseconds instead of minutes) so retries and an exhausted window
+//! happen within a test. Metrics go to a recorder local to the test's thread.
+
+#![allow(dead_code)] // each test binary uses part of the harness
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::{CompositeKey, MetricKind};
+use relay_core::config::Config;
+use relay_core::{BackoffPolicy, Router};
+use relay_local::{LocalStore, SqliteQueue};
+use relay_pipeline::{
+    Deliverer, Delivery, DeliverySettings, FlushSettings, Flusher, Ingest, IngestSettings, Ports, Reply,
+    ServiceNowTarget, SigningKeys, WebhookRequest, WebhookSecrets,
+};
+use relay_ports::{AlertQueue, Clock, PortError, ReceivedMessage, SystemClock};
+use serde_json::json;
+use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
+use servicenow_sim::{RunningSim, SimConfig, Simulator};
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+pub fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("events/alerts").join(name)).unwrap()
+}
+
+/// A queue that refuses every send (the queue service is down).
+pub struct DownQueue;
+
+#[async_trait]
+impl AlertQueue for DownQueue {
+    async fn send(&self, _: &str, _: Duration) -> Result<String, PortError> {
+        Err(PortError::Unavailable("queue service down".into()))
+    }
+    async fn receive(&self, _: u32, _: Duration) -> Result<Vec<ReceivedMessage>, PortError> {
+        Ok(vec![])
+    }
+    async fn delete(&self, _: &str) -> Result<(), PortError> {
+        Ok(())
+    }
+    async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), PortError> {
+        Ok(())
+    }
+    async fn depth(&self) -> Result<u64, PortError> {
+        Ok(0)
+    }
+}
+
+/// The metrics recorded on this thread while it lives (the tests run on tokio's current-thread runtime,
+/// so every task of a test records here).
+pub struct Captured {
+    snapshotter: Snapshotter,
+    _guard: metrics::LocalRecorderGuard<'static>,
+}
+
+/// One recorded series: name, labels (sorted), value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub kind: MetricKind,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    /// Counter total, or the number of histogram samples.
+    pub count: u64,
+}
+
+impl Captured {
+    pub fn start() -> Captured {
+        let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
+        let snapshotter = recorder.snapshotter();
+        let guard = metrics::set_default_local_recorder(recorder);
+        Captured {
+            snapshotter,
+            _guard: guard,
+        }
+    }
+
+    /// Every series recorded since the last call (histogram samples are taken; counters are totals).
+    pub fn take(&self) -> Vec<Series> {
+        self.snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value): (CompositeKey, _, _, DebugValue)| {
+                let (kind, key) = key.into_parts();
+                let mut labels: Vec<(String, String)> = key
+                    .labels()
+                    .map(|l| (l.key().to_string(), l.value().to_string()))
+                    .collect();
+                labels.sort();
+                let count = match value {
+                    DebugValue::Counter(n) => n,
+                    DebugValue::Histogram(v) => v.len() as u64,
+                    DebugValue::Gauge(_) => 1,
+                };
+                Series {
+                    kind,
+                    name: key.name().to_string(),
+                    labels,
+                    count,
+                }
+            })
+            .filter(|s| s.count > 0)
+            .collect()
+    }
+}
+
+/// The total of `name` over the series in `all` whose labels include `labels`.
+pub fn total(all: &[Series], name: &str, labels: &[(&str, &str)]) -> u64 {
+    all.iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|s| s.count)
+        .sum()
+}
+
+pub struct Harness {
+    pub _dir: tempfile::TempDir,
+    pub sim: RunningSim,
+    pub store: LocalStore,
+    pub realtime: SqliteQueue,
+    pub batch: SqliteQueue,
+    pub dlq: SqliteQueue,
+    pub ports: Ports,
+    pub router: Arc<Router>,
+    pub ingest: Ingest,
+    pub deliverer: Deliverer,
+    pub flusher: Flusher,
+    pub keys: WebhookSecrets,
+    pub metrics: Captured,
+}
+
+pub struct Options {
+    pub config: Config,
+    pub window: Duration,
+    pub username: &'static str,
+    pub batch_settings: Option<relay_core::config::BatchSettings>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: Config::default_config(),
+            window: Duration::from_secs(60),
+            username: "relay",
+            batch_settings: None,
+        }
+    }
+}
+
+pub async fn harness(opts: Options) -> Harness {
+    harness_with(opts, SimConfig::default()).await
+}
+
+pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
+    let metrics = Captured::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path().join("relay.db")).unwrap();
+    let realtime = store.queue("realtime");
+    let batch = store.queue("batch");
+    let dlq = store.queue("dlq");
+    let sim = Simulator::start(sim_config).await.unwrap();
+    let mut cc = ClientConfig::new(sim.base_url());
+    cc.total_timeout = Duration::from_millis(800);
+    cc.connect_timeout = Duration::from_millis(500);
+    let password = format!("{}-password", opts.username);
+    let client = ServiceNowClient::new(
+        cc,
+        Arc::new(StaticCredentials(Credentials::Basic {
+            username: opts.username.into(),
+            password: password.into(),
+        })),
+    )
+    .unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ports = Ports {
+        ledger: Arc::new(store.ledger()),
+        realtime: Arc::new(realtime.clone()),
+        batch: Arc::new(batch.clone()),
+        dlq: Arc::new(dlq.clone()),
+        secrets: Arc::new(relay_local::LocalSecretStore::new()),
+        notifier: Arc::new(store.notifier()),
+        clock,
+    };
+    let keys = WebhookSecrets::parse(&[SECRET]).unwrap();
+    let batch_settings = opts.batch_settings.clone().unwrap_or_else(|| opts.config.batch.clone());
+    let router = Arc::new(Router::new(opts.config, None).unwrap());
+    let ingest = Ingest::new(
+        &ports,
+        router.clone(),
+        SigningKeys::Fixed(keys.clone()),
+        IngestSettings::default(),
+    );
+    let delivery = Delivery::new(
+        &ports,
+        ServiceNowTarget::ready(client),
+        DeliverySettings {
+            backoff: BackoffPolicy {
+                base: Duration::from_millis(20),
+                cap: Duration::from_millis(100),
+                window: opts.window,
+                max_retry_after: Duration::from_secs(5),
+            },
+            lease: Duration::from_secs(5),
+            ledger_retention: Duration::from_secs(3600),
+        },
+    )
+    .with_jitter(Arc::new(|| 0.5));
+    let delivery = Arc::new(delivery);
+    let deliverer = Deliverer::new(delivery.clone());
+    let flusher = Flusher::new(
+        delivery,
+        FlushSettings {
+            drain_budget: Duration::from_secs(20),
+            max_messages: 10_000,
+            window: Duration::from_secs(300),
+            batch: batch_settings,
+            receive_wait: Duration::from_millis(50),
+        },
+    );
+    Harness {
+        _dir: dir,
+        sim,
+        store,
+        realtime,
+        batch,
+        dlq,
+        ports,
+        router,
+        ingest,
+        deliverer,
+        flusher,
+        keys,
+        metrics,
+    }
+}
+
+pub fn now_s() -> i64 {
+    SystemClock.now_ms() / 1000
+}
+
+impl Harness {
+    /// Ingest again over ports changed by `edit` (a queue that is down, say).
+    pub fn rebuild_ingest(&mut self, edit: impl FnOnce(&mut Ports)) {
+        let mut ports = self.ports.clone();
+        edit(&mut ports);
+        self.ingest = Ingest::new(
+            &ports,
+            self.router.clone(),
+            SigningKeys::Fixed(self.keys.clone()),
+            IngestSettings::default(),
+        );
+    }
+
+    pub async fn post(&self, body: &[u8], webhook_id: &str) -> Reply {
+        let ts = now_s();
+        let sig = self.keys.sign(webhook_id, ts, body);
+        let ts = ts.to_string();
+        self.ingest
+            .accept(
+                WebhookRequest {
+                    content_type: Some("application/json"),
+                    webhook_id: Some(webhook_id),
+                    webhook_timestamp: Some(&ts),
+                    webhook_signature: Some(&sig),
+                    body,
+                },
+                "http://relay.test",
+            )
+            .await
+    }
+
+    /// Run the realtime worker until the queue is empty (delayed retries included), at most 15 s.
+    pub async fn deliver_all(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while self.realtime.depth().await.unwrap() > 0 && std::time::Instant::now() < deadline {
+            self.deliverer.poll_once(10, Duration::from_millis(30)).await.unwrap();
+        }
+    }
+
+    pub async fn state(&self, alert_id: &str) -> relay_ports::LedgerEntry {
+        self.ports.ledger.get(alert_id).await.unwrap().expect("ledger entry")
+    }
+}
+
+pub fn alert_body(id: &str, alert_type: &str, severity: &str, employee: &str) -> Vec<u8> {
+    let mut v = json!({
+        "alert_id": id, "alert_type": alert_type, "severity": severity,
+        "occurred_at": "2026-11-20T14:03:00Z",
+        "employee": {"id": employee, "department": "Sales"},
+        "description": format!("activity of {id}"), "risk_score": 30,
+        "evidence_url": format!("https://monitor.example.com/a/{id}")
+    });
+    if alert_type == "custom" {
+        v["rule"] = json!({"id": "r1", "name": "Rule one"});
+    }
+    serde_json::to_vec(&v).unwrap()
+}

@@ -1,0 +1,209 @@
+//! The local composition: the SQLite store as the ports, the ServiceNow target, and the three pipelines
+//! built with the same constructors the Lambda functions use.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_core::BackoffPolicy;
+use relay_local::{Durability, LocalStore, StoreOptions};
+use relay_pipeline::{
+    Delivery, DeliverySettings, FlushSettings, Flusher, Ingest, IngestSettings, Ports, ServiceNowTarget, SigningKeys,
+    defaults,
+};
+use relay_ports::SystemClock;
+use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
+use servicenow_sim::{RunningSim, SimConfig, Simulator};
+
+use super::ServeArgs;
+use crate::error::CliError;
+use crate::settings::{self, SecretSource};
+
+/// Everything `relay serve` runs.
+pub struct Local {
+    pub store: LocalStore,
+    pub ingest: Arc<Ingest>,
+    pub delivery: Arc<Delivery>,
+    pub flusher: Arc<Flusher>,
+    pub lease: Duration,
+    pub window: Duration,
+    pub workers: usize,
+    pub config_name: String,
+    pub config_hash: String,
+    pub servicenow_url: String,
+    pub simulator: Option<RunningSim>,
+    pub secret_source: SecretSource,
+}
+
+impl Local {
+    pub async fn build(args: &ServeArgs) -> Result<Local, CliError> {
+        let (config, config_name) = settings::load_config(args.config.as_ref()).map_err(CliError::invalid)?;
+        if args.workers == 0 {
+            return Err(CliError::invalid("--workers must be at least 1"));
+        }
+        if args.lease_seconds < 2 {
+            return Err(CliError::invalid("--lease-seconds must be at least 2"));
+        }
+        let config_hash = config.hash.clone();
+        let window = Duration::from_secs(args.batch_window_seconds.unwrap_or(config.batch_window_seconds).max(1));
+        let flush_settings = FlushSettings {
+            drain_budget: defaults::FLUSH_DRAIN_BUDGET.min(window),
+            window,
+            receive_wait: Duration::from_millis(50),
+            ..FlushSettings::from_config(&config)
+        };
+        let router = Arc::new(relay_core::Router::new(config, settings::pseudonym_key()).map_err(CliError::invalid)?);
+        let lease = Duration::from_secs(args.lease_seconds);
+        let store = open_store(args, lease)?;
+        let (keys, secret_source) =
+            settings::signing_secrets(args.secret_file.as_deref(), &args.db, true).map_err(CliError::invalid)?;
+        let (client, servicenow_url, simulator) = servicenow(args, lease).await?;
+
+        let ports = Ports {
+            ledger: Arc::new(store.ledger()),
+            realtime: Arc::new(store.queue("realtime")),
+            batch: Arc::new(
+                store
+                    .queue("batch")
+                    .with_visibility_timeout(Duration::from_secs(300).max(window)),
+            ),
+            dlq: Arc::new(store.queue("dlq")),
+            secrets: Arc::new(relay_local::LocalSecretStore::new()),
+            notifier: Arc::new(store.notifier()),
+            clock: Arc::new(SystemClock),
+        };
+        let ingest = Ingest::new(&ports, router, SigningKeys::Fixed(keys), IngestSettings::default());
+        let delivery = Arc::new(Delivery::new(
+            &ports,
+            ServiceNowTarget::ready(client),
+            DeliverySettings {
+                backoff: BackoffPolicy {
+                    window: Duration::from_secs(args.retry_window_seconds),
+                    ..BackoffPolicy::default()
+                },
+                lease,
+                ledger_retention: defaults::LEDGER_RETENTION,
+            },
+        ));
+        let flusher = Arc::new(Flusher::new(delivery.clone(), flush_settings));
+        Ok(Local {
+            store,
+            ingest: Arc::new(ingest),
+            delivery,
+            flusher,
+            lease,
+            window,
+            workers: args.workers,
+            config_name,
+            config_hash,
+            servicenow_url,
+            simulator,
+            secret_source,
+        })
+    }
+
+    pub fn banner(&self, args: &ServeArgs, base_url: &str) {
+        println!("Alert Relay {} — local mode", env!("CARGO_PKG_VERSION"));
+        println!("  listening       {base_url}   (POST /v1/alerts, GET /v1/alerts/{{id}}, GET /healthz, GET /metrics)");
+        if args.public {
+            println!("  WARNING         listening on every interface without TLS: put a TLS proxy in front of it");
+        }
+        println!("  config          {} (hash {})", self.config_name, self.config_hash);
+        println!(
+            "  database        {} (SQLite, WAL{})",
+            args.db.display(),
+            if args.fsync { ", fsync per commit" } else { "" }
+        );
+        match &self.simulator {
+            Some(s) => {
+                println!("  ServiceNow      built-in simulator at {}  (user relay)", s.base_url());
+                println!(
+                    "                  see the records: curl {}/sim/records/sn_si_incident",
+                    s.base_url()
+                );
+            }
+            None => println!("  ServiceNow      {}", self.servicenow_url),
+        }
+        match &self.secret_source {
+            SecretSource::File(p) => println!("  signing secret  from {}", p.display()),
+            SecretSource::Env => println!("  signing secret  from RELAY_WEBHOOK_SECRET"),
+            SecretSource::Generated(p, secret) => {
+                println!("  signing secret  generated: {secret}");
+                println!(
+                    "                  stored in {} (mode 0600); configure it in the monitoring tool",
+                    p.display()
+                );
+            }
+        }
+        println!(
+            "  delivery        {} workers, lease {} s; batch flush every {} s",
+            self.workers,
+            self.lease.as_secs(),
+            self.window.as_secs()
+        );
+        println!("  try it          relay send events/alerts/seed-usb-copy-847-files.json --url {base_url} --wait");
+        println!("ready");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn open_store(args: &ServeArgs, lease: Duration) -> Result<LocalStore, CliError> {
+    if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::failed(format!("cannot create the database directory {}: {e}", dir.display())))?;
+    }
+    LocalStore::open_with(
+        &args.db,
+        StoreOptions {
+            durability: if args.fsync {
+                Durability::PowerLoss
+            } else {
+                Durability::ProcessCrash
+            },
+            default_visibility_timeout: lease,
+            ..StoreOptions::default()
+        },
+    )
+    .map_err(CliError::failed)
+}
+
+/// A real instance (from `--servicenow-file` or the `SERVICENOW_*` variables), or the simulator started in
+/// this process. Each attempt must end well within its lease, so no other worker takes the alert over
+/// mid-call.
+async fn servicenow(
+    args: &ServeArgs,
+    lease: Duration,
+) -> Result<(ServiceNowClient, String, Option<RunningSim>), CliError> {
+    let (instance_url, credentials, simulator) =
+        match settings::servicenow_settings(args.servicenow_file.as_deref()).map_err(CliError::invalid)? {
+            Some(s) => (s.instance_url, s.credentials, None),
+            None => {
+                let sim_config = match &args.simulator_config {
+                    Some(p) => SimConfig::from_yaml_file(p)
+                        .map_err(|e| CliError::invalid(format!("simulator config {}: {e}", p.display())))?,
+                    None => SimConfig::default(),
+                };
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.simulator_port))
+                    .await
+                    .map_err(|e| {
+                        CliError::failed(format!(
+                            "cannot start the simulator on 127.0.0.1:{}: {e}",
+                            args.simulator_port
+                        ))
+                    })?;
+                let running = Simulator::serve(listener, sim_config)
+                    .map_err(|e| CliError::failed(format!("cannot start the simulator: {e}")))?;
+                let credentials = Credentials::Basic {
+                    username: "relay".into(),
+                    password: "relay-password".into(),
+                };
+                (running.base_url(), credentials, Some(running))
+            }
+        };
+    let mut cc = ClientConfig::new(instance_url.clone());
+    cc.total_timeout = Duration::from_secs(30).min(lease * 2 / 3);
+    cc.connect_timeout = Duration::from_secs(5).min(cc.total_timeout / 2);
+    let client = ServiceNowClient::new(cc, Arc::new(StaticCredentials(credentials)))
+        .map_err(|e| CliError::invalid(format!("ServiceNow instance: {e}")))?;
+    Ok((client, instance_url, simulator))
+}

@@ -1,0 +1,114 @@
+//! The local HTTP server: the pipeline's router (the same one the ingest function serves) with the local
+//! routes `/healthz` and `/metrics` merged in, and the request trace and timeout layers.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use relay_local::LocalStore;
+use relay_ports::AlertQueue;
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use super::ServeArgs;
+use super::build::Local;
+use crate::error::CliError;
+
+/// A request taking longer than this is answered 408 (the pipeline's own calls are bounded well below).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Latency histogram buckets (milliseconds) for the Prometheus export.
+const LATENCY_BUCKETS_MS: [f64; 14] = [
+    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 15_000.0, 60_000.0, 300_000.0,
+];
+
+pub async fn listen(args: &ServeArgs) -> Result<tokio::net::TcpListener, CliError> {
+    let host = if args.public { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
+    tokio::net::TcpListener::bind(SocketAddr::from((host, args.port)))
+        .await
+        .map_err(|e| CliError::failed(format!("cannot listen on port {}: {e}", args.port)))
+}
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn prometheus() -> Result<&'static PrometheusHandle, CliError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("Ms".into()), &LATENCY_BUCKETS_MS)
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| CliError::failed(format!("cannot install the metrics recorder: {e}")))?;
+    relay_pipeline::telemetry::describe();
+    Ok(HANDLE.get_or_init(|| handle))
+}
+
+#[derive(Clone)]
+struct LocalState {
+    store: LocalStore,
+    metrics: &'static PrometheusHandle,
+    servicenow_url: String,
+    simulator: bool,
+    config_hash: String,
+}
+
+pub fn app(local: &Local) -> Router {
+    let metrics = prometheus().expect("the metrics recorder installs once per process");
+    let state = LocalState {
+        store: local.store.clone(),
+        metrics,
+        servicenow_url: local.servicenow_url.clone(),
+        simulator: local.simulator.is_some(),
+        config_hash: local.config_hash.clone(),
+    };
+    let local_routes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+    relay_pipeline::http::routes(local.ingest.clone(), "http")
+        .merge(local_routes)
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+async fn healthz(State(app): State<LocalState>) -> Response {
+    let mut depths = serde_json::Map::new();
+    for name in ["realtime", "batch", "dlq"] {
+        match app.store.queue(name).depth().await {
+            Ok(d) => depths.insert(name.into(), d.into()),
+            Err(e) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({"status": "unavailable", "error": e.to_string()})),
+                )
+                    .into_response();
+            }
+        };
+    }
+    axum::Json(json!({
+        "status": "ok",
+        "servicenow": {"url": app.servicenow_url, "simulator": app.simulator},
+        "database": app.store.path().display().to_string(),
+        "config_hash": app.config_hash,
+        "queues": depths,
+    }))
+    .into_response()
+}
+
+async fn metrics_text(State(app): State<LocalState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,115 @@
+//! The background work of `relay serve`: delivery workers, the batch flush timer, ledger housekeeping —
+//! tracked together so a shutdown lets each finish what it started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_pipeline::{Deliverer, Flusher};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::build::Local;
+
+pub struct Tasks {
+    /// Cancelled on SIGINT/SIGTERM: workers stop taking new messages, timers stop.
+    pub token: CancellationToken,
+    tracker: TaskTracker,
+    /// How long a shutdown waits for the work in progress.
+    grace: Duration,
+}
+
+pub fn start(local: &Local) -> Tasks {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let deliverer = Deliverer::new(local.delivery.clone());
+    for _ in 0..local.workers {
+        let (d, token) = (deliverer.clone(), token.clone());
+        tracker.spawn(async move {
+            // checked between polls: a delivery that has started runs to its end
+            while !token.is_cancelled() {
+                if let Err(e) = d.poll_once(10, Duration::from_millis(500)).await {
+                    tracing::warn!(error = %e, "realtime queue unavailable; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+    }
+    tracker.spawn(flush_timer(local.flusher.clone(), local.window, token.clone()));
+    let (store, t) = (local.store.clone(), token.clone());
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = t.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = store.ledger().purge_expired().await {
+                        tracing::warn!(error = %e, "could not purge expired ledger entries");
+                    }
+                }
+            }
+        }
+    });
+    Tasks {
+        token,
+        tracker,
+        grace: local.lease + local.flusher.settings.drain_budget,
+    }
+}
+
+/// Flush every `window`. A flush is never interrupted by a shutdown (it ends first), and a panic inside
+/// one is logged and does not stop the timer.
+async fn flush_timer(flusher: Arc<Flusher>, window: Duration, token: CancellationToken) {
+    let mut tick = tokio::time::interval(window);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let f = flusher.clone();
+        match tokio::spawn(async move { f.flush().await }).await {
+            Ok(report) if report.messages > 0 => tracing::info!(?report, "batch flush"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "the batch flush failed; the next one runs on schedule"),
+        }
+    }
+}
+
+impl Tasks {
+    /// Stop taking work and wait (up to the grace period) for what is in progress.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                grace_s = self.grace.as_secs(),
+                "work still in progress at shutdown; it resumes after the lease on the next start"
+            );
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (or when `token` is cancelled), and cancels `token`.
+pub async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+        _ = token.cancelled() => {},
+    }
+    token.cancel();
+}
