@@ -15,6 +15,9 @@
 //! | `record` | M | `{table, sys_id, number?, link}` once completed |
 //! | `expires_at` | N | TTL, epoch seconds |
 //!
+//! Items are mapped to and from [`LedgerEntry`] by `serde_dynamo` through `LedgerItem`, which holds this
+//! layout; tables written by earlier releases read back unchanged.
+//!
 //! DynamoDB's TTL deletes expired items late (up to days), so every read treats an item whose
 //! `expires_at` is not in the future as absent, and every state change requires a live item.
 //! Expiry is judged against the machine's clock (the `Ledger` methods without a `now` argument must too).
@@ -26,6 +29,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use relay_ports::{Accept, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, SystemClock};
+use serde::{Deserialize, Serialize};
 
 use crate::error::port_error;
 
@@ -90,6 +94,10 @@ impl DynamoLedger {
         format!("DynamoDB {name} on {} for {alert_id}", self.table)
     }
 
+    fn malformed(&self, alert_id: &str, e: ItemError) -> PortError {
+        PortError::Rejected(format!("ledger table {}: item {alert_id} {e}", self.table))
+    }
+
     /// The current, live entry (consistent read), or `None`.
     async fn read(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
         let out = self
@@ -102,12 +110,7 @@ impl DynamoLedger {
             .await
             .map_err(|e| port_error(&self.op("GetItem", alert_id), e))?;
         let Some(item) = out.item else { return Ok(None) };
-        let entry = from_item(&item).map_err(|what| {
-            PortError::Rejected(format!(
-                "ledger table {}: item {alert_id} is malformed: {what}",
-                self.table
-            ))
-        })?;
+        let entry = from_item(item).map_err(|e| self.malformed(alert_id, e))?;
         Ok((entry.expires_at_s > now_s()).then_some(entry))
     }
 
@@ -137,12 +140,7 @@ impl DynamoLedger {
         match result {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
-                let entry = from_item(&item).map_err(|bad| {
-                    PortError::Rejected(format!(
-                        "ledger table {}: item {alert_id} is malformed: {bad}",
-                        self.table
-                    ))
-                })?;
+                let entry = from_item(item).map_err(|e| self.malformed(alert_id, e))?;
                 Ok(Some(entry))
             }
             Err(e) if is_condition_failure(&e) => Ok(None),
@@ -159,12 +157,13 @@ impl Ledger for DynamoLedger {
         if entry.alert_id.is_empty() {
             return Err(PortError::Rejected("ledger accept: alert_id is empty".into()));
         }
+        let item = to_item(entry).map_err(|e| self.malformed(&entry.alert_id, e))?;
         for _ in 0..RACE_RETRIES {
             let result = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(to_item(entry)))
+                .set_item(Some(item.clone()))
                 .condition_expression("attribute_not_exists(#alert_id) OR #expires_at <= :now_s")
                 .set_expression_attribute_names(names(&["alert_id", "expires_at"]))
                 .expression_attribute_values(":now_s", n(now_s()))
@@ -288,6 +287,7 @@ impl Ledger for DynamoLedger {
     }
 
     async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
+        let record = record_value(record).map_err(|e| self.malformed(alert_id, e))?;
         let done = self
             .update(
                 "UpdateItem(complete)",
@@ -308,7 +308,7 @@ impl Ledger for DynamoLedger {
                     (":queued", state(DeliveryState::Queued)),
                     (":in_progress", state(DeliveryState::InProgress)),
                     (":retrying", state(DeliveryState::Retrying)),
-                    (":record", record_value(record)),
+                    (":record", record),
                     (":now", n(now_ms)),
                     (":now_s", n(now_s())),
                 ],
@@ -462,130 +462,174 @@ impl Ledger for DynamoLedger {
 // Item encoding
 // ---------------------------------------------------------------------------------------------------------
 
-fn record_value(r: &RecordRef) -> AttributeValue {
-    let mut m = HashMap::from([
-        ("table".to_string(), s(&r.table)),
-        ("sys_id".to_string(), s(&r.sys_id)),
-        ("link".to_string(), s(&r.link)),
-    ]);
-    if let Some(number) = &r.number {
-        m.insert("number".into(), s(number));
-    }
-    AttributeValue::M(m)
-}
-
-fn to_item(e: &LedgerEntry) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::from([
-        ("alert_id".to_string(), s(&e.alert_id)),
-        ("state".to_string(), state(e.state)),
-        ("attempts".to_string(), n(e.attempts)),
-        ("first_received_at_ms".to_string(), n(e.first_received_at_ms)),
-        ("updated_at_ms".to_string(), n(e.updated_at_ms)),
-        ("needs_lookup".to_string(), AttributeValue::Bool(e.needs_lookup)),
-        ("rule".to_string(), s(&e.rule)),
-        ("record_type".to_string(), s(&e.record_type)),
-        ("table".to_string(), s(&e.table)),
-        ("severity".to_string(), s(&e.severity)),
-        ("delivery".to_string(), s(&e.delivery)),
-        ("correlation_id".to_string(), s(&e.correlation_id)),
-        ("config_hash".to_string(), s(&e.config_hash)),
-        ("expires_at".to_string(), n(e.expires_at_s)),
-    ]);
-    let optional = [
-        ("webhook_id", e.webhook_id.as_ref()),
-        ("last_error_class", e.last_error_class.as_ref()),
-        ("last_error", e.last_error.as_ref()),
-    ];
-    for (name, value) in optional {
-        if let Some(v) = value {
-            item.insert(name.into(), s(v));
-        }
-    }
-    if let Some(until) = e.lease_until_ms {
-        item.insert("lease_until_ms".into(), n(until));
-    }
-    if let Some(r) = &e.record {
-        item.insert("record".into(), record_value(r));
-    }
-    item
-}
-
 type Item = HashMap<String, AttributeValue>;
 
-fn opt_s(item: &Item, name: &str) -> Result<Option<String>, String> {
-    match item.get(name) {
-        None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
-        Some(other) => Err(format!("`{name}` should be a string, is {other:?}")),
+/// One ledger item exactly as stored (the layout at the top of this file), mapped by `serde_dynamo`.
+/// `LedgerEntry` stays the port's type; this struct owns the attribute names and which attributes are
+/// left out when unset, so items already in deployed tables keep reading back.
+#[derive(Debug, Serialize, Deserialize)]
+struct LedgerItem {
+    alert_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    webhook_id: Option<String>,
+    state: DeliveryState,
+    attempts: u32,
+    first_received_at_ms: i64,
+    updated_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_until_ms: Option<i64>,
+    #[serde(default)]
+    needs_lookup: bool,
+    rule: String,
+    record_type: String,
+    table: String,
+    severity: String,
+    delivery: String,
+    correlation_id: String,
+    config_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    record: Option<RecordItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    /// The TTL attribute (epoch seconds).
+    expires_at: i64,
+}
+
+/// The `record` map: `{table, sys_id, number?, link}`.
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordItem {
+    table: String,
+    sys_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    number: Option<String>,
+    link: String,
+}
+
+impl From<&RecordRef> for RecordItem {
+    fn from(r: &RecordRef) -> Self {
+        RecordItem {
+            table: r.table.clone(),
+            sys_id: r.sys_id.clone(),
+            number: r.number.clone(),
+            link: r.link.clone(),
+        }
     }
 }
 
-fn req_s(item: &Item, name: &str) -> Result<String, String> {
-    opt_s(item, name)?.ok_or_else(|| format!("`{name}` is missing"))
-}
-
-fn opt_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<Option<T>, String> {
-    match item.get(name) {
-        None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::N(v)) => v
-            .parse::<T>()
-            .map(Some)
-            .map_err(|_| format!("`{name}` is not a valid number: {v}")),
-        Some(other) => Err(format!("`{name}` should be a number, is {other:?}")),
+impl From<RecordItem> for RecordRef {
+    fn from(r: RecordItem) -> Self {
+        RecordRef {
+            table: r.table,
+            sys_id: r.sys_id,
+            number: r.number,
+            link: r.link,
+        }
     }
 }
 
-fn req_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, String> {
-    opt_n(item, name)?.ok_or_else(|| format!("`{name}` is missing"))
+impl From<&LedgerEntry> for LedgerItem {
+    fn from(e: &LedgerEntry) -> Self {
+        LedgerItem {
+            alert_id: e.alert_id.clone(),
+            webhook_id: e.webhook_id.clone(),
+            state: e.state,
+            attempts: e.attempts,
+            first_received_at_ms: e.first_received_at_ms,
+            updated_at_ms: e.updated_at_ms,
+            lease_until_ms: e.lease_until_ms,
+            needs_lookup: e.needs_lookup,
+            rule: e.rule.clone(),
+            record_type: e.record_type.clone(),
+            table: e.table.clone(),
+            severity: e.severity.clone(),
+            delivery: e.delivery.clone(),
+            correlation_id: e.correlation_id.clone(),
+            config_hash: e.config_hash.clone(),
+            record: e.record.as_ref().map(RecordItem::from),
+            last_error_class: e.last_error_class.clone(),
+            last_error: e.last_error.clone(),
+            expires_at: e.expires_at_s,
+        }
+    }
 }
 
-fn from_item(item: &Item) -> Result<LedgerEntry, String> {
-    let state_name = req_s(item, "state")?;
-    let state = DeliveryState::parse(&state_name).ok_or_else(|| format!("unknown state {state_name:?}"))?;
-    let needs_lookup = match item.get("needs_lookup") {
-        None => false,
-        Some(AttributeValue::Bool(b)) => *b,
-        Some(other) => return Err(format!("`needs_lookup` should be a boolean, is {other:?}")),
-    };
-    let record = match item.get("record") {
-        None | Some(AttributeValue::Null(_)) => None,
-        Some(AttributeValue::M(m)) => Some(RecordRef {
-            table: req_s(m, "table").map_err(|e| format!("record: {e}"))?,
-            sys_id: req_s(m, "sys_id").map_err(|e| format!("record: {e}"))?,
-            number: opt_s(m, "number").map_err(|e| format!("record: {e}"))?,
-            link: req_s(m, "link").map_err(|e| format!("record: {e}"))?,
-        }),
-        Some(other) => return Err(format!("`record` should be a map, is {other:?}")),
-    };
-    Ok(LedgerEntry {
-        alert_id: req_s(item, "alert_id")?,
-        webhook_id: opt_s(item, "webhook_id")?,
-        state,
-        attempts: req_n(item, "attempts")?,
-        first_received_at_ms: req_n(item, "first_received_at_ms")?,
-        updated_at_ms: req_n(item, "updated_at_ms")?,
-        lease_until_ms: opt_n(item, "lease_until_ms")?,
-        needs_lookup,
-        rule: req_s(item, "rule")?,
-        record_type: req_s(item, "record_type")?,
-        table: req_s(item, "table")?,
-        severity: req_s(item, "severity")?,
-        delivery: req_s(item, "delivery")?,
-        correlation_id: req_s(item, "correlation_id")?,
-        config_hash: req_s(item, "config_hash")?,
-        record,
-        last_error_class: opt_s(item, "last_error_class")?,
-        last_error: opt_s(item, "last_error")?,
-        expires_at_s: req_n(item, "expires_at")?,
+impl From<LedgerItem> for LedgerEntry {
+    fn from(i: LedgerItem) -> Self {
+        LedgerEntry {
+            alert_id: i.alert_id,
+            webhook_id: i.webhook_id,
+            state: i.state,
+            attempts: i.attempts,
+            first_received_at_ms: i.first_received_at_ms,
+            updated_at_ms: i.updated_at_ms,
+            lease_until_ms: i.lease_until_ms,
+            needs_lookup: i.needs_lookup,
+            rule: i.rule,
+            record_type: i.record_type,
+            table: i.table,
+            severity: i.severity,
+            delivery: i.delivery,
+            correlation_id: i.correlation_id,
+            config_hash: i.config_hash,
+            record: i.record.map(RecordRef::from),
+            last_error_class: i.last_error_class,
+            last_error: i.last_error,
+            expires_at_s: i.expires_at,
+        }
+    }
+}
+
+/// An item or attribute value that does not have the layout above; the message names the attribute.
+#[derive(Debug, thiserror::Error)]
+enum ItemError {
+    #[error("cannot be encoded ({what}): {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_dynamo::Error,
+    },
+    #[error("is malformed: {source}")]
+    Decode {
+        #[source]
+        source: serde_path_to_error::Error<serde_dynamo::Error>,
+    },
+}
+
+fn to_item(e: &LedgerEntry) -> Result<Item, ItemError> {
+    serde_dynamo::to_item(LedgerItem::from(e)).map_err(|source| ItemError::Encode {
+        what: "ledger item",
+        source,
     })
+}
+
+fn record_value(r: &RecordRef) -> Result<AttributeValue, ItemError> {
+    serde_dynamo::to_attribute_value(RecordItem::from(r)).map_err(|source| ItemError::Encode { what: "record", source })
+}
+
+/// Decodes through `serde_path_to_error` so a wrong-typed attribute is named (`attempts: Expected num`).
+fn from_item(item: Item) -> Result<LedgerEntry, ItemError> {
+    let value = serde_dynamo::AttributeValue::M(serde_dynamo::Item::from(item).into());
+    let item: LedgerItem = serde_path_to_error::deserialize(serde_dynamo::Deserializer::from_attribute_value(value))
+        .map_err(|source| ItemError::Decode { source })?;
+    Ok(item.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn s(v: &str) -> AttributeValue {
+        AttributeValue::S(v.into())
+    }
+
+    fn n(v: &str) -> AttributeValue {
+        AttributeValue::N(v.into())
+    }
+
     fn entry() -> LedgerEntry {
-        relay_ports::LedgerEntry {
+        LedgerEntry {
             alert_id: "a-1".into(),
             webhook_id: Some("msg_1".into()),
             state: DeliveryState::Retrying,
@@ -604,7 +648,7 @@ mod tests {
             record: Some(RecordRef {
                 table: "incident".into(),
                 sys_id: "s".into(),
-                number: None,
+                number: Some("INC0010001".into()),
                 link: "l".into(),
             }),
             last_error_class: Some("retryable".into()),
@@ -613,30 +657,152 @@ mod tests {
         }
     }
 
-    #[test]
-    fn items_round_trip() {
-        let e = entry();
-        assert_eq!(from_item(&to_item(&e)).unwrap(), e);
-        let bare = LedgerEntry {
+    /// `entry()` as the hand-written encoder of earlier releases stored it: the layout deployed tables hold.
+    fn stored_item() -> Item {
+        HashMap::from([
+            ("alert_id".to_string(), s("a-1")),
+            ("webhook_id".to_string(), s("msg_1")),
+            ("state".to_string(), s("RETRYING")),
+            ("attempts".to_string(), n("4")),
+            ("first_received_at_ms".to_string(), n("1700000000000")),
+            ("updated_at_ms".to_string(), n("1700000100000")),
+            ("lease_until_ms".to_string(), n("1700000160000")),
+            ("needs_lookup".to_string(), AttributeValue::Bool(true)),
+            ("rule".to_string(), s("r")),
+            ("record_type".to_string(), s("incident")),
+            ("table".to_string(), s("incident")),
+            ("severity".to_string(), s("high")),
+            ("delivery".to_string(), s("realtime")),
+            ("correlation_id".to_string(), s("relay:a-1")),
+            ("config_hash".to_string(), s("h")),
+            (
+                "record".to_string(),
+                AttributeValue::M(HashMap::from([
+                    ("table".to_string(), s("incident")),
+                    ("sys_id".to_string(), s("s")),
+                    ("number".to_string(), s("INC0010001")),
+                    ("link".to_string(), s("l")),
+                ])),
+            ),
+            ("last_error_class".to_string(), s("retryable")),
+            ("last_error".to_string(), s("503")),
+            ("expires_at".to_string(), n("1700600000")),
+        ])
+    }
+
+    /// The same entry with every optional attribute unset: those attributes were left out of the item.
+    fn bare_entry() -> LedgerEntry {
+        LedgerEntry {
             webhook_id: None,
+            state: DeliveryState::Accepted,
+            attempts: 0,
             lease_until_ms: None,
+            needs_lookup: false,
             record: None,
+            last_error_class: None,
             last_error: None,
             ..entry()
+        }
+    }
+
+    fn bare_stored_item() -> Item {
+        let mut item = stored_item();
+        for gone in [
+            "webhook_id",
+            "lease_until_ms",
+            "record",
+            "last_error_class",
+            "last_error",
+        ] {
+            item.remove(gone);
+        }
+        item.insert("state".into(), s("ACCEPTED"));
+        item.insert("attempts".into(), n("0"));
+        item.insert("needs_lookup".into(), AttributeValue::Bool(false));
+        item
+    }
+
+    #[test]
+    fn items_written_by_earlier_releases_read_back() {
+        assert_eq!(from_item(stored_item()).unwrap(), entry());
+        assert_eq!(from_item(bare_stored_item()).unwrap(), bare_entry());
+    }
+
+    #[test]
+    fn new_items_keep_the_stored_layout() {
+        // Same attribute names, same types, unset options absent (not NULL).
+        assert_eq!(to_item(&entry()).unwrap(), stored_item());
+        assert_eq!(to_item(&bare_entry()).unwrap(), bare_stored_item());
+        let mut no_number = entry();
+        no_number.record.as_mut().unwrap().number = None;
+        let AttributeValue::M(record) = &to_item(&no_number).unwrap()["record"] else {
+            panic!("record is not a map")
         };
-        assert_eq!(from_item(&to_item(&bare)).unwrap(), bare);
+        assert!(!record.contains_key("number"), "{record:?}");
+    }
+
+    #[test]
+    fn the_record_value_of_complete_is_the_stored_record_map() {
+        assert_eq!(
+            record_value(entry().record.as_ref().unwrap()).unwrap(),
+            stored_item()["record"]
+        );
+    }
+
+    #[test]
+    fn null_or_absent_optional_attributes_read_as_unset() {
+        let mut item = stored_item();
+        for unset in [
+            "webhook_id",
+            "lease_until_ms",
+            "record",
+            "last_error_class",
+            "last_error",
+        ] {
+            item.insert(unset.into(), AttributeValue::Null(true));
+        }
+        item.remove("needs_lookup");
+        let e = from_item(item).unwrap();
+        assert_eq!(
+            (
+                e.webhook_id,
+                e.lease_until_ms,
+                e.record,
+                e.last_error_class,
+                e.last_error,
+                e.needs_lookup
+            ),
+            (None, None, None, None, None, false)
+        );
     }
 
     #[test]
     fn malformed_items_name_the_problem() {
-        let mut item = to_item(&entry());
-        item.insert("state".into(), s("DONE"));
-        assert!(from_item(&item).unwrap_err().contains("DONE"));
-        let mut item = to_item(&entry());
-        item.insert("attempts".into(), s("four"));
-        assert!(from_item(&item).unwrap_err().contains("attempts"));
-        let mut item = to_item(&entry());
-        item.remove("correlation_id");
-        assert!(from_item(&item).unwrap_err().contains("correlation_id"));
+        let cases: [(&str, Option<AttributeValue>, &[&str]); 6] = [
+            ("state", Some(s("DONE")), &["DONE"]),
+            ("attempts", Some(s("four")), &["attempts"]),
+            ("attempts", Some(n("-1")), &["attempts", "-1"]),
+            ("needs_lookup", Some(s("yes")), &["needs_lookup"]),
+            ("record", Some(s("INC1")), &["record"]),
+            ("correlation_id", None, &["correlation_id"]),
+        ];
+        for (name, value, expected) in cases {
+            let mut item = stored_item();
+            match value {
+                Some(v) => item.insert(name.into(), v),
+                None => item.remove(name),
+            };
+            let msg = from_item(item).unwrap_err().to_string();
+            for part in expected {
+                assert!(msg.contains(part), "{name}: {msg:?} should name {part:?}");
+            }
+        }
+        let mut item = stored_item();
+        let Some(AttributeValue::M(record)) = item.get_mut("record") else {
+            panic!("record is not a map")
+        };
+        record.remove("sys_id");
+        let msg = from_item(item).unwrap_err().to_string();
+        assert!(msg.contains("record") && msg.contains("sys_id"), "{msg}");
     }
 }
