@@ -2,10 +2,12 @@
 # The ONE test command (README "Testing"; .ci/run calls it).
 #
 # 1. creates .venv with the Python tools the tests need (moto server, cfn-lint),
-# 2. starts moto_server on a free loopback port and points the AWS SDK at it,
-# 3. runs every Rust test in the workspace (AWS adapter and Lambda tests included),
-# 4. runs the deploy-side checks (scripts/check-infra.sh),
-# 5. stops moto_server whatever happened.
+# 2. installs cargo-deny into .tools and checks Cargo.lock against deny.toml (licences, bans, sources; advisories
+#    only when a local RustSec database exists),
+# 3. starts moto_server on a free loopback port and points the AWS SDK at it,
+# 4. runs every Rust test in the workspace (AWS adapter and Lambda tests included),
+# 5. runs the deploy-side checks (scripts/check-infra.sh),
+# 6. stops moto_server whatever happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -19,6 +21,31 @@ if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -m pip freeze -q -r 
   touch "$venv/.installed"
 fi
 export PATH="$venv/bin:$PATH"
+
+# cargo-deny, like the Python tools, lives in the checkout (.tools) and is installed only when missing: a cold
+# `cargo install` takes about 3 minutes on 2 cores. It has no optional features; deny.toml is written for 0.20.
+tools="$root/.tools"
+cargo_deny="$tools/bin/cargo-deny"
+if ! "$cargo_deny" --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
+  echo "==> installing cargo-deny into .tools"
+  cargo install cargo-deny --locked --version '~0.20' --root "$tools"
+fi
+
+# The dependency checks run offline: `cargo fetch` downloads every locked package (all platforms) from
+# crates.io, then cargo-deny reads only Cargo.lock and those sources. Duplicate versions are warnings.
+echo "==> cargo deny check licenses bans sources"
+cargo fetch --locked --quiet
+"$cargo_deny" deny --offline --locked check --hide-inclusion-graph licenses bans sources
+# Advisories need the RustSec database, a git clone from GitHub that this test command does not fetch. Where a
+# copy exists (`cargo deny fetch db` on a machine that can reach GitHub, or one copied into
+# $CARGO_HOME/advisory-dbs) it is checked offline; a copy older than 90 days fails (deny.toml).
+advisory_dbs="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
+if compgen -G "$advisory_dbs/advisory-db-*/.git" >/dev/null; then
+  echo "==> cargo deny check advisories (local database in $advisory_dbs)"
+  "$cargo_deny" deny --offline --locked check advisories
+else
+  echo "==> cargo deny check advisories: skipped, no local RustSec database in $advisory_dbs"
+fi
 
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 moto_log=$(mktemp)

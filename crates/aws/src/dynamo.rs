@@ -15,6 +15,9 @@
 //! | `record` | M | `{table, sys_id, number?, link}` once completed |
 //! | `expires_at` | N | TTL, epoch seconds |
 //!
+//! Items are mapped to and from [`LedgerEntry`] by `serde_dynamo` in `dynamo/item.rs`, which holds this
+//! layout; items written by earlier releases read back unchanged.
+//!
 //! DynamoDB's TTL deletes expired items late (up to days), so every read treats an item whose
 //! `expires_at` is not in the future as absent, and every state change requires a live item.
 //! Expiry is judged against the machine's clock (the `Ledger` methods without a `now` argument must too).
@@ -28,6 +31,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use relay_ports::{Accept, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, SystemClock};
 
 use crate::error::port_error;
+
+mod item;
+use item::{ItemError, from_item, record_value, to_item};
 
 /// How often a claim or accept that lost a race re-reads and tries again before giving up.
 const RACE_RETRIES: usize = 8;
@@ -90,6 +96,10 @@ impl DynamoLedger {
         format!("DynamoDB {name} on {} for {alert_id}", self.table)
     }
 
+    fn malformed(&self, alert_id: &str, e: ItemError) -> PortError {
+        PortError::Rejected(format!("ledger table {}: item {alert_id} {e}", self.table))
+    }
+
     /// The current, live entry (consistent read), or `None`.
     async fn read(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
         let out = self
@@ -102,12 +112,7 @@ impl DynamoLedger {
             .await
             .map_err(|e| port_error(&self.op("GetItem", alert_id), e))?;
         let Some(item) = out.item else { return Ok(None) };
-        let entry = from_item(&item).map_err(|what| {
-            PortError::Rejected(format!(
-                "ledger table {}: item {alert_id} is malformed: {what}",
-                self.table
-            ))
-        })?;
+        let entry = from_item(item).map_err(|e| self.malformed(alert_id, e))?;
         Ok((entry.expires_at_s > now_s()).then_some(entry))
     }
 
@@ -137,12 +142,7 @@ impl DynamoLedger {
         match result {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
-                let entry = from_item(&item).map_err(|bad| {
-                    PortError::Rejected(format!(
-                        "ledger table {}: item {alert_id} is malformed: {bad}",
-                        self.table
-                    ))
-                })?;
+                let entry = from_item(item).map_err(|e| self.malformed(alert_id, e))?;
                 Ok(Some(entry))
             }
             Err(e) if is_condition_failure(&e) => Ok(None),
@@ -159,12 +159,13 @@ impl Ledger for DynamoLedger {
         if entry.alert_id.is_empty() {
             return Err(PortError::Rejected("ledger accept: alert_id is empty".into()));
         }
+        let item = to_item(entry).map_err(|e| self.malformed(&entry.alert_id, e))?;
         for _ in 0..RACE_RETRIES {
             let result = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(to_item(entry)))
+                .set_item(Some(item.clone()))
                 .condition_expression("attribute_not_exists(#alert_id) OR #expires_at <= :now_s")
                 .set_expression_attribute_names(names(&["alert_id", "expires_at"]))
                 .expression_attribute_values(":now_s", n(now_s()))
@@ -288,6 +289,7 @@ impl Ledger for DynamoLedger {
     }
 
     async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
+        let record = record_value(record).map_err(|e| self.malformed(alert_id, e))?;
         let done = self
             .update(
                 "UpdateItem(complete)",
@@ -308,7 +310,7 @@ impl Ledger for DynamoLedger {
                     (":queued", state(DeliveryState::Queued)),
                     (":in_progress", state(DeliveryState::InProgress)),
                     (":retrying", state(DeliveryState::Retrying)),
-                    (":record", record_value(record)),
+                    (":record", record),
                     (":now", n(now_ms)),
                     (":now_s", n(now_s())),
                 ],
@@ -455,188 +457,5 @@ impl Ledger for DynamoLedger {
 
     async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
         self.read(alert_id).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Item encoding
-// ---------------------------------------------------------------------------------------------------------
-
-fn record_value(r: &RecordRef) -> AttributeValue {
-    let mut m = HashMap::from([
-        ("table".to_string(), s(&r.table)),
-        ("sys_id".to_string(), s(&r.sys_id)),
-        ("link".to_string(), s(&r.link)),
-    ]);
-    if let Some(number) = &r.number {
-        m.insert("number".into(), s(number));
-    }
-    AttributeValue::M(m)
-}
-
-fn to_item(e: &LedgerEntry) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::from([
-        ("alert_id".to_string(), s(&e.alert_id)),
-        ("state".to_string(), state(e.state)),
-        ("attempts".to_string(), n(e.attempts)),
-        ("first_received_at_ms".to_string(), n(e.first_received_at_ms)),
-        ("updated_at_ms".to_string(), n(e.updated_at_ms)),
-        ("needs_lookup".to_string(), AttributeValue::Bool(e.needs_lookup)),
-        ("rule".to_string(), s(&e.rule)),
-        ("record_type".to_string(), s(&e.record_type)),
-        ("table".to_string(), s(&e.table)),
-        ("severity".to_string(), s(&e.severity)),
-        ("delivery".to_string(), s(&e.delivery)),
-        ("correlation_id".to_string(), s(&e.correlation_id)),
-        ("config_hash".to_string(), s(&e.config_hash)),
-        ("expires_at".to_string(), n(e.expires_at_s)),
-    ]);
-    let optional = [
-        ("webhook_id", e.webhook_id.as_ref()),
-        ("last_error_class", e.last_error_class.as_ref()),
-        ("last_error", e.last_error.as_ref()),
-    ];
-    for (name, value) in optional {
-        if let Some(v) = value {
-            item.insert(name.into(), s(v));
-        }
-    }
-    if let Some(until) = e.lease_until_ms {
-        item.insert("lease_until_ms".into(), n(until));
-    }
-    if let Some(r) = &e.record {
-        item.insert("record".into(), record_value(r));
-    }
-    item
-}
-
-type Item = HashMap<String, AttributeValue>;
-
-fn opt_s(item: &Item, name: &str) -> Result<Option<String>, String> {
-    match item.get(name) {
-        None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
-        Some(other) => Err(format!("`{name}` should be a string, is {other:?}")),
-    }
-}
-
-fn req_s(item: &Item, name: &str) -> Result<String, String> {
-    opt_s(item, name)?.ok_or_else(|| format!("`{name}` is missing"))
-}
-
-fn opt_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<Option<T>, String> {
-    match item.get(name) {
-        None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::N(v)) => v
-            .parse::<T>()
-            .map(Some)
-            .map_err(|_| format!("`{name}` is not a valid number: {v}")),
-        Some(other) => Err(format!("`{name}` should be a number, is {other:?}")),
-    }
-}
-
-fn req_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, String> {
-    opt_n(item, name)?.ok_or_else(|| format!("`{name}` is missing"))
-}
-
-fn from_item(item: &Item) -> Result<LedgerEntry, String> {
-    let state_name = req_s(item, "state")?;
-    let state = DeliveryState::parse(&state_name).ok_or_else(|| format!("unknown state {state_name:?}"))?;
-    let needs_lookup = match item.get("needs_lookup") {
-        None => false,
-        Some(AttributeValue::Bool(b)) => *b,
-        Some(other) => return Err(format!("`needs_lookup` should be a boolean, is {other:?}")),
-    };
-    let record = match item.get("record") {
-        None | Some(AttributeValue::Null(_)) => None,
-        Some(AttributeValue::M(m)) => Some(RecordRef {
-            table: req_s(m, "table").map_err(|e| format!("record: {e}"))?,
-            sys_id: req_s(m, "sys_id").map_err(|e| format!("record: {e}"))?,
-            number: opt_s(m, "number").map_err(|e| format!("record: {e}"))?,
-            link: req_s(m, "link").map_err(|e| format!("record: {e}"))?,
-        }),
-        Some(other) => return Err(format!("`record` should be a map, is {other:?}")),
-    };
-    Ok(LedgerEntry {
-        alert_id: req_s(item, "alert_id")?,
-        webhook_id: opt_s(item, "webhook_id")?,
-        state,
-        attempts: req_n(item, "attempts")?,
-        first_received_at_ms: req_n(item, "first_received_at_ms")?,
-        updated_at_ms: req_n(item, "updated_at_ms")?,
-        lease_until_ms: opt_n(item, "lease_until_ms")?,
-        needs_lookup,
-        rule: req_s(item, "rule")?,
-        record_type: req_s(item, "record_type")?,
-        table: req_s(item, "table")?,
-        severity: req_s(item, "severity")?,
-        delivery: req_s(item, "delivery")?,
-        correlation_id: req_s(item, "correlation_id")?,
-        config_hash: req_s(item, "config_hash")?,
-        record,
-        last_error_class: opt_s(item, "last_error_class")?,
-        last_error: opt_s(item, "last_error")?,
-        expires_at_s: req_n(item, "expires_at")?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry() -> LedgerEntry {
-        relay_ports::LedgerEntry {
-            alert_id: "a-1".into(),
-            webhook_id: Some("msg_1".into()),
-            state: DeliveryState::Retrying,
-            attempts: 4,
-            first_received_at_ms: 1_700_000_000_000,
-            updated_at_ms: 1_700_000_100_000,
-            lease_until_ms: Some(1_700_000_160_000),
-            needs_lookup: true,
-            rule: "r".into(),
-            record_type: "incident".into(),
-            table: "incident".into(),
-            severity: "high".into(),
-            delivery: "realtime".into(),
-            correlation_id: "relay:a-1".into(),
-            config_hash: "h".into(),
-            record: Some(RecordRef {
-                table: "incident".into(),
-                sys_id: "s".into(),
-                number: None,
-                link: "l".into(),
-            }),
-            last_error_class: Some("retryable".into()),
-            last_error: Some("503".into()),
-            expires_at_s: 1_700_600_000,
-        }
-    }
-
-    #[test]
-    fn items_round_trip() {
-        let e = entry();
-        assert_eq!(from_item(&to_item(&e)).unwrap(), e);
-        let bare = LedgerEntry {
-            webhook_id: None,
-            lease_until_ms: None,
-            record: None,
-            last_error: None,
-            ..entry()
-        };
-        assert_eq!(from_item(&to_item(&bare)).unwrap(), bare);
-    }
-
-    #[test]
-    fn malformed_items_name_the_problem() {
-        let mut item = to_item(&entry());
-        item.insert("state".into(), s("DONE"));
-        assert!(from_item(&item).unwrap_err().contains("DONE"));
-        let mut item = to_item(&entry());
-        item.insert("attempts".into(), s("four"));
-        assert!(from_item(&item).unwrap_err().contains("attempts"));
-        let mut item = to_item(&entry());
-        item.remove("correlation_id");
-        assert!(from_item(&item).unwrap_err().contains("correlation_id"));
     }
 }
