@@ -7,6 +7,18 @@ use std::path::Path;
 
 use crate::SimError;
 
+/// A configuration whose parts do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("import set {staging_table} targets unknown table {target_table}")]
+    UnknownImportTarget {
+        staging_table: String,
+        target_table: String,
+    },
+    #[error("OAuth client {client_id} acts as unknown user {user}")]
+    UnknownClientUser { client_id: String, user: String },
+}
+
 /// Role that may do everything (as on a real instance).
 pub const ADMIN_ROLE: &str = "admin";
 
@@ -365,36 +377,38 @@ impl Default for SimConfig {
 impl SimConfig {
     /// Parse a YAML document; keys that are absent keep the default instance's values.
     pub fn from_yaml_str(text: &str) -> Result<SimConfig, SimError> {
-        let cfg: SimConfig = serde_yaml_ng::from_str(text).map_err(|e| SimError::Config(e.to_string()))?;
+        let cfg: SimConfig = serde_yaml_ng::from_str(text).map_err(SimError::Yaml)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn from_yaml_file(path: &Path) -> Result<SimConfig, SimError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SimError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         SimConfig::from_yaml_str(&text)
     }
 
     /// Cross-field checks: import sets name existing tables, client_credentials users exist.
-    pub fn validate(&self) -> Result<(), SimError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let has_table = |n: &str| self.tables.iter().any(|t| t.name == n);
         for set in &self.import_sets {
             if !has_table(&set.target_table) {
-                return Err(SimError::Config(format!(
-                    "import set {} targets unknown table {}",
-                    set.staging_table, set.target_table
-                )));
+                return Err(ConfigError::UnknownImportTarget {
+                    staging_table: set.staging_table.clone(),
+                    target_table: set.target_table.clone(),
+                });
             }
         }
         for client in &self.oauth_clients {
             if let Some(user) = &client.client_credentials_user
                 && !self.users.iter().any(|u| &u.name == user)
             {
-                return Err(SimError::Config(format!(
-                    "OAuth client {} acts as unknown user {user}",
-                    client.client_id
-                )));
+                return Err(ConfigError::UnknownClientUser {
+                    client_id: client.client_id.clone(),
+                    user: user.clone(),
+                });
             }
         }
         Ok(())

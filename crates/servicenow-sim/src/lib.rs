@@ -23,8 +23,16 @@ pub use store::LoggedRequest;
 /// Errors of the simulator itself (configuration, binding).
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    #[error("invalid simulator configuration: cannot read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid simulator configuration: {0}")]
-    Config(String),
+    Yaml(#[source] serde_yaml_ng::Error),
+    #[error("invalid simulator configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
     #[error("simulator I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -44,7 +52,7 @@ impl Simulator {
     pub fn serve(listener: tokio::net::TcpListener, config: SimConfig) -> std::io::Result<RunningSim> {
         config
             .validate()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(store::Shared::new(config));
         let task = tokio::spawn(server::accept_loop(listener, shared.clone()));

@@ -1,9 +1,10 @@
 //! `servicenow-sim --port N [--config F]`: run the simulator until Ctrl-C.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
-use servicenow_sim::{SimConfig, Simulator};
+use servicenow_sim::{SimConfig, SimError, Simulator};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,22 +23,52 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
-    let args = Args::parse();
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Config(#[from] SimError),
+    #[error("cannot bind {host}:{port}: {source}")]
+    Bind {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the simulator: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("cannot wait for Ctrl-C: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+async fn run(args: Args) -> Result<(), RunError> {
     let config = match &args.config {
         Some(path) => SimConfig::from_yaml_file(path)?,
         None => SimConfig::default(),
     };
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
-        .map_err(|e| format!("cannot bind {}:{}: {e}", args.host, args.port))?;
-    let sim = Simulator::serve(listener, config)?;
+        .map_err(|source| RunError::Bind {
+            host: args.host.clone(),
+            port: args.port,
+            source,
+        })?;
+    let sim = Simulator::serve(listener, config).map_err(RunError::Start)?;
     println!("listening on {}", sim.base_url());
-    tokio::signal::ctrl_c().await?;
+    tokio::signal::ctrl_c().await.map_err(RunError::Signal)?;
     sim.shutdown().await;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("servicenow-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -222,7 +222,7 @@ impl Shared {
     }
 
     /// Resolve a reference value (sys_id, or display name when `by_display`): Ok(sys_id or "").
-    pub fn resolve_group(&self, field: &str, value: &str, by_display: bool) -> Result<String, String> {
+    pub fn resolve_group(&self, field: &str, value: &str, by_display: bool) -> Result<String, ReferenceError> {
         use crate::config::ReferencePolicy;
         if value.is_empty() || self.groups.iter().any(|(id, _)| id == value) {
             return Ok(value.to_string());
@@ -239,16 +239,20 @@ impl Shared {
         match matches.len() {
             1 => Ok(matches[0].clone()),
             0 => match self.config.unknown_reference {
-                ReferencePolicy::Reject => Err(format!(
-                    "Unable to find a record in sys_user_group matching '{value}' for reference field {field}"
-                )),
+                ReferencePolicy::Reject => Err(ReferenceError::Unknown {
+                    table: "sys_user_group".into(),
+                    field: field.into(),
+                    value: value.into(),
+                }),
                 _ => Ok(String::new()),
             },
             _ => match self.config.ambiguous_reference {
-                ReferencePolicy::Reject => Err(format!(
-                    "Ambiguous reference: {} records in sys_user_group match '{value}' for reference field {field}",
-                    matches.len()
-                )),
+                ReferencePolicy::Reject => Err(ReferenceError::Ambiguous {
+                    count: matches.len(),
+                    table: "sys_user_group".into(),
+                    field: field.into(),
+                    value: value.into(),
+                }),
                 ReferencePolicy::First => Ok(matches[0].clone()),
                 ReferencePolicy::Blank => Ok(String::new()),
             },
@@ -286,6 +290,24 @@ impl Shared {
         }
         store.log.push_back(entry);
     }
+}
+
+/// A reference value that the instance cannot resolve (answered 400 "Invalid reference").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("Unable to find a record in {table} matching '{value}' for reference field {field}")]
+    Unknown {
+        table: String,
+        field: String,
+        value: String,
+    },
+    #[error("Ambiguous reference: {count} records in {table} match '{value}' for reference field {field}")]
+    Ambiguous {
+        count: usize,
+        table: String,
+        field: String,
+        value: String,
+    },
 }
 
 /// Priority from impact × urgency with the default lookup matrix.

@@ -465,4 +465,9 @@ async fn yaml_config_overrides_defaults() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("nowhere"), "{err}");
+    let missing = std::path::Path::new("/nonexistent/sim.yaml");
+    let err = SimConfig::from_yaml_file(missing).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/sim.yaml"), "{err}");
+    let source = std::error::Error::source(&err).expect("the I/O error is the source");
+    assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
 }

@@ -1,0 +1,92 @@
+//! What every API call passes first: the Accept check, authentication (Basic, Bearer) and rate-limit rules.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use http::{HeaderMap, StatusCode, header};
+
+use super::Req;
+use super::params::header_str;
+use super::reply::{Reply, bad_request, error_reply, rate_limited_reply, unauthenticated_reply};
+use crate::config::ApiKind;
+use crate::store::Shared;
+
+/// Accept check, authentication, rate limits; then the handler.
+pub fn with_api(shared: &Shared, req: &Req, api: ApiKind, f: impl FnOnce(&Shared, &Req, &str) -> Reply) -> Reply {
+    match header_str(&req.headers, &header::ACCEPT) {
+        None if shared.config.require_accept_header => {
+            return bad_request("Missing Accept header", Some("Set Accept: application/json"));
+        }
+        Some(a) if !(a.contains("json") || a.contains("*/*") || a.contains("application/*")) => {
+            return error_reply(
+                StatusCode::NOT_ACCEPTABLE,
+                "Not Acceptable",
+                Some(&format!("Unsupported Accept: {a}")),
+            );
+        }
+        _ => {}
+    }
+    let user = match authenticate(shared, &req.headers) {
+        Ok(u) => u,
+        Err(reply) => return reply,
+    };
+    if let Err(reply) = check_rate_limit(shared, &user, api) {
+        return reply.with_user(&user);
+    }
+    f(shared, req, &user).with_user(&user)
+}
+
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
+    let Some(auth) = header_str(headers, &header::AUTHORIZATION) else {
+        return Err(unauthenticated_reply());
+    };
+    if let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) {
+        let decoded = B64.decode(b64.trim()).map_err(|_| unauthenticated_reply())?;
+        let text = String::from_utf8(decoded).map_err(|_| unauthenticated_reply())?;
+        let (name, password) = text.split_once(':').ok_or_else(unauthenticated_reply)?;
+        return match shared.config.users.iter().find(|u| u.name == name) {
+            Some(u) if u.password == password => Ok(u.name.clone()),
+            _ => Err(unauthenticated_reply()),
+        };
+    }
+    if let Some(token) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")) {
+        let store = shared.store.lock().expect("store lock");
+        return match store.access_tokens.get(token.trim()) {
+            Some(t) if t.expires_at > shared.now_unix() => Ok(t.user.clone()),
+            _ => Err(unauthenticated_reply()),
+        };
+    }
+    Err(unauthenticated_reply())
+}
+
+fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind) -> Result<(), Reply> {
+    if shared.config.rate_limits.is_empty() {
+        return Ok(());
+    }
+    let now = shared.now_unix();
+    let hour = now - now.rem_euclid(3600);
+    let roles = shared.roles_of(user);
+    let mut store = shared.store.lock().expect("store lock");
+    for (i, rule) in shared.config.rate_limits.iter().enumerate() {
+        let applies = rule.user.as_deref().is_none_or(|u| u == user)
+            && rule.role.as_deref().is_none_or(|r| roles.iter().any(|x| x == r))
+            && (rule.api == ApiKind::Any || rule.api == api);
+        if !applies {
+            continue;
+        }
+        let count = store.rate_counters.entry((i, user.to_string(), hour)).or_insert(0);
+        if *count >= rule.per_hour {
+            let reset = hour + 3600;
+            let retry = (reset - now).max(1) as u64;
+            return Err(rate_limited_reply(
+                shared,
+                &rule.name,
+                rule.per_hour,
+                reset,
+                retry,
+                rule.api.label(),
+            ));
+        }
+        *count += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The REST APIs, one module each: Table, OAuth, Batch, Import Set, Event Management, Attachment; the
+//! shared gate (Accept, authentication, rate limits), record writing, parameters and replies.
+
+mod attachment;
+mod batch;
+mod events;
+mod gate;
+mod import_set;
+mod oauth;
+mod params;
+mod records;
+mod reply;
+mod table;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+
+use crate::config::ApiKind;
+use crate::store::Shared;
+use gate::with_api;
+use reply::bad_request;
+pub use reply::{
+    Reply, empty_reply, error_reply, hibernating_reply, json_reply, rate_limited_reply, server_error_reply,
+    unauthenticated_reply,
+};
+
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub via_batch: bool,
+}
+
+/// Path segments after /api/now/, with an optional v1/v2 version removed; (versioned, segments).
+fn now_segments(path: &str) -> Option<(bool, Vec<&str>)> {
+    let rest = path.strip_prefix("/api/now/")?;
+    let mut segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let versioned = matches!(segs.first(), Some(&"v1") | Some(&"v2"));
+    if versioned {
+        segs.remove(0);
+    }
+    Some((versioned, segs))
+}
+
+/// The table a request addresses, for fault matching and the request log.
+pub fn target_table(path: &str) -> Option<String> {
+    if path.starts_with("/api/global/em/") {
+        return Some("em_event".into());
+    }
+    let (_, segs) = now_segments(path)?;
+    match segs.as_slice() {
+        ["table", t, ..] | ["import", t, ..] => Some(t.to_string()),
+        ["attachment", ..] => Some("sys_attachment".into()),
+        _ => None,
+    }
+}
+
+/// Route a (top-level or batch item) request to its API.
+pub fn handle(shared: &Shared, req: &Req) -> Reply {
+    if req.path == "/oauth_token.do" {
+        return oauth::token(shared, req);
+    }
+    if req.path == "/api/global/em/jsonv2" {
+        return with_api(shared, req, ApiKind::Event, events::post);
+    }
+    let Some((versioned, segs)) = now_segments(&req.path) else {
+        return unknown_resource();
+    };
+    match segs.as_slice() {
+        ["table", table] => {
+            let table = table.to_string();
+            with_api(shared, req, ApiKind::Table, move |s, r, u| {
+                table::collection(s, r, u, &table)
+            })
+        }
+        ["table", table, sys_id] => {
+            let (table, sys_id) = (table.to_string(), sys_id.to_string());
+            with_api(shared, req, ApiKind::Table, move |s, r, u| {
+                table::record(s, r, u, &table, &sys_id)
+            })
+        }
+        ["batch"] if versioned && req.method == Method::POST => {
+            if req.via_batch {
+                return bad_request("Nested batch requests are not supported", None);
+            }
+            with_api(shared, req, ApiKind::Batch, batch::post)
+        }
+        ["import", staging] if req.method == Method::POST => {
+            let staging = staging.to_string();
+            with_api(shared, req, ApiKind::Import, move |s, r, u| {
+                import_set::load(s, r, u, &staging, false)
+            })
+        }
+        ["import", staging, "insertMultiple"] if req.method == Method::POST => {
+            let staging = staging.to_string();
+            with_api(shared, req, ApiKind::Import, move |s, r, u| {
+                import_set::load(s, r, u, &staging, true)
+            })
+        }
+        ["attachment", "file"] if req.method == Method::POST => {
+            with_api(shared, req, ApiKind::Attachment, attachment::upload)
+        }
+        ["attachment", sys_id] => {
+            let id = sys_id.to_string();
+            with_api(shared, req, ApiKind::Attachment, move |s, r, u| {
+                attachment::one(s, r, u, &id, false)
+            })
+        }
+        ["attachment", sys_id, "file"] if req.method == Method::GET => {
+            let id = sys_id.to_string();
+            with_api(shared, req, ApiKind::Attachment, move |s, r, u| {
+                attachment::one(s, r, u, &id, true)
+            })
+        }
+        _ => unknown_resource(),
+    }
+}
+
+fn unknown_resource() -> Reply {
+    bad_request("Requested URI does not represent any resource", None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_of_path() {
+        assert_eq!(target_table("/api/now/table/incident").as_deref(), Some("incident"));
+        assert_eq!(
+            target_table("/api/now/v2/table/incident/abc").as_deref(),
+            Some("incident")
+        );
+        assert_eq!(
+            target_table("/api/now/import/u_incident_import").as_deref(),
+            Some("u_incident_import")
+        );
+        assert_eq!(
+            target_table("/api/now/attachment/file").as_deref(),
+            Some("sys_attachment")
+        );
+        assert_eq!(target_table("/api/global/em/jsonv2").as_deref(), Some("em_event"));
+        assert_eq!(target_table("/api/now/v1/batch"), None);
+    }
+}
