@@ -1,4 +1,6 @@
 //! Cross-crate end-to-end tests (relay-e2e). [`lambda`] runs the three Lambda handlers over real AWS APIs
-//! (moto_server) and the in-process ServiceNow simulator, invoked with the events Lambda would send.
+//! (moto_server) and the in-process ServiceNow simulator, invoked with the events Lambda would send;
+//! [`runtime`] is a stub Lambda runtime API to run the real binaries against.
 
 pub mod lambda;
+pub mod runtime;

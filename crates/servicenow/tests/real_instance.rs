@@ -1,11 +1,11 @@
 //! The key contract checks against a real ServiceNow instance, to prove the simulator honest.
 //!
-//! Runs only when `SERVICENOW_URL`, `SERVICENOW_USERNAME` and `SERVICENOW_PASSWORD` are set (a developer
+//! Runs only when `SERVICENOW_INSTANCE_URL`, `SERVICENOW_USERNAME` and `SERVICENOW_PASSWORD` are set (a developer
 //! instance and an integration user that may create/read/delete its own incidents). Set
 //! `SERVICENOW_CLIENT_ID` and `SERVICENOW_CLIENT_SECRET` as well to check the OAuth password grant.
 //! Every record created is deleted again.
 //!
-//! `SERVICENOW_URL=https://devNNNN.service-now.com SERVICENOW_USERNAME=... SERVICENOW_PASSWORD=... \
+//! `SERVICENOW_INSTANCE_URL=https://devNNNN.service-now.com SERVICENOW_USERNAME=... SERVICENOW_PASSWORD=... \
 //!  cargo test -p servicenow-client --test real_instance -- --nocapture`
 
 use std::sync::Arc;
@@ -22,11 +22,13 @@ struct Instance {
 
 fn instance(test: &str) -> Option<Instance> {
     let (Ok(url), Ok(username), Ok(password)) = (
-        std::env::var("SERVICENOW_URL"),
+        std::env::var("SERVICENOW_INSTANCE_URL"),
         std::env::var("SERVICENOW_USERNAME"),
         std::env::var("SERVICENOW_PASSWORD"),
     ) else {
-        println!("skipped: SERVICENOW_URL not set (also needs SERVICENOW_USERNAME, SERVICENOW_PASSWORD) [{test}]");
+        println!(
+            "skipped: SERVICENOW_INSTANCE_URL not set (also needs SERVICENOW_USERNAME, SERVICENOW_PASSWORD) [{test}]"
+        );
         return None;
     };
     Some(Instance {
@@ -37,7 +39,8 @@ fn instance(test: &str) -> Option<Instance> {
 }
 
 fn client(url: &str, creds: Credentials) -> ServiceNowClient {
-    ServiceNowClient::new(ClientConfig::new(url), Arc::new(StaticCredentials(creds))).expect("valid SERVICENOW_URL")
+    ServiceNowClient::new(ClientConfig::new(url), Arc::new(StaticCredentials(creds)))
+        .expect("valid SERVICENOW_INSTANCE_URL")
 }
 
 fn basic(i: &Instance) -> ServiceNowClient {
