@@ -704,3 +704,86 @@ async fn replay_dlq_redelivers_after_the_cause_is_fixed() {
     let o = run_relay(d, &["replay-dlq", "--db", "/nonexistent/x.db"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_endpoint_shows_every_series_after_the_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path(), &["--batch-window-seconds", "2"]);
+    let sim = relay.sim_url.clone().expect("built-in simulator");
+    let keys = secrets(dir.path());
+    let http = reqwest::Client::new();
+    // one 503 on the security incident (retried), a permanent refusal on the incident table (failed)
+    for fault in [
+        json!({"kind": {"type": "server_error", "status": 503}, "count": 1, "table": "sn_si_incident", "method": "POST"}),
+        json!({"kind": {"type": "server_error", "status": 400}, "count": 50, "table": "incident", "method": "POST"}),
+    ] {
+        let r = http
+            .post(format!("{sim}/sim/faults"))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    for (file, id) in [
+        ("seed-usb-copy-847-files.json", "usb"),
+        ("custom-critical.json", "custom"),
+        ("dlp-low.json", "low"),
+    ] {
+        let (status, body) = post(&relay.url, &keys, &sample(file), &format!("msg_{id}")).await;
+        assert_eq!(status, 202, "{file}: {body}");
+    }
+    let wrong = WebhookSecrets::parse(&["not-the-relay-secret-0123456789"]).unwrap();
+    assert_eq!(
+        post(&relay.url, &wrong, &sample("dlp-high.json"), "msg_bad").await.0,
+        401
+    );
+
+    let series = |text: &str, name: &str, labels: &[&str]| {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name))
+            .any(|l| labels.iter().all(|label| l.contains(label)))
+    };
+    let metrics = |url: String| async move {
+        let r = reqwest::get(url).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        r.text().await.unwrap()
+    };
+    let url = format!("{}/metrics", relay.url);
+    eventually(30, "every series on /metrics", || {
+        let m = metrics(url.clone());
+        async move {
+            let text = m.await;
+            ["RecordsCreated", "DeliveryFailed", "DeliveryRetries"]
+                .iter()
+                .all(|n| text.contains(n))
+                && text.contains("Severity=\"low\"")
+        }
+    })
+    .await;
+    let text = metrics(url).await;
+    assert!(
+        series(&text, "AlertsAccepted", &["AlertType=\"dlp\"", "Severity=\"critical\""]),
+        "{text}"
+    );
+    assert!(series(&text, "AlertsRejected", &["Reason=\"signature\""]), "{text}");
+    assert!(
+        series(&text, "RecordsCreated", &["RecordType=\"security_incident\""]),
+        "{text}"
+    );
+    assert!(
+        series(&text, "DeliveryRetries", &["ErrorClass=\"retryable\""]),
+        "{text}"
+    );
+    assert!(series(&text, "DeliveryFailed", &["ErrorClass=\"permanent\""]), "{text}");
+    assert!(
+        series(&text, "DeliveryLatencyMs_bucket", &["Severity=\"critical\"", "le=\""]),
+        "{text}"
+    );
+    assert!(series(&text, "ServiceNowCallMs", &["Outcome=\"created\""]), "{text}");
+    assert!(
+        text.contains("# HELP AlertsAccepted"),
+        "descriptions are exported: {text}"
+    );
+}
