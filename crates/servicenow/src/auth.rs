@@ -24,6 +24,9 @@ struct TokenCache {
     access: Option<(String, Instant)>,
     refresh: Option<String>,
     generation: u64,
+    /// The last token request's failure and when it ended: callers that were already waiting for that request
+    /// get its answer instead of each asking again in turn.
+    failed: Option<(Outcome, Instant)>,
 }
 
 pub(crate) struct Authenticator {
@@ -72,7 +75,10 @@ impl Authenticator {
                 })
             }
             _ => {
-                // Holding the lock across the fetch makes concurrent callers wait for (and share) one fetch.
+                // Holding the lock across the fetch makes concurrent callers wait for (and share) one fetch; a
+                // failed fetch is shared the same way, so N waiters behind a slow failing token endpoint wait
+                // for one request, not N in turn.
+                let arrived = Instant::now();
                 let mut cache = self.tokens.lock().await;
                 if let Some((token, expires_at)) = &cache.access
                     && *expires_at > Instant::now()
@@ -82,33 +88,57 @@ impl Authenticator {
                         generation: Some(cache.generation),
                     });
                 }
-                let mut fetched = None;
-                if let Some(refresh) = cache.refresh.take() {
-                    match self.fetch(http, &creds, Some(&refresh)).await {
-                        Ok(t) => fetched = Some(t),
-                        Err(Outcome::Auth { .. }) => {} // refresh token expired or revoked: full grant
-                        Err(o) => {
-                            cache.refresh = Some(refresh);
-                            return Err(o);
-                        }
+                if let Some((outcome, ended)) = &cache.failed
+                    && arrived < *ended
+                {
+                    return Err(outcome.clone());
+                }
+                match self.fresh_token(http, &creds, &mut cache).await {
+                    Ok(auth) => {
+                        cache.failed = None;
+                        Ok(auth)
+                    }
+                    Err(o) => {
+                        cache.failed = Some((o.clone(), Instant::now()));
+                        Err(o)
                     }
                 }
-                let (token, lifetime, refresh) = match fetched {
-                    Some(t) => t,
-                    None => self.fetch(http, &creds, None).await?,
-                };
-                let margin = self.margin.min(lifetime / 2);
-                cache.generation += 1;
-                cache.access = Some((token.clone(), Instant::now() + lifetime - margin));
-                if refresh.is_some() {
-                    cache.refresh = refresh;
-                }
-                Ok(Authorization {
-                    value: sensitive(format!("Bearer {token}"))?,
-                    generation: Some(cache.generation),
-                })
             }
         }
+    }
+
+    /// A new access token (by refresh token when there is one, else the full grant), stored in `cache`.
+    async fn fresh_token(
+        &self,
+        http: &reqwest::Client,
+        creds: &Credentials,
+        cache: &mut TokenCache,
+    ) -> Result<Authorization, Outcome> {
+        let mut fetched = None;
+        if let Some(refresh) = cache.refresh.take() {
+            match self.fetch(http, creds, Some(&refresh)).await {
+                Ok(t) => fetched = Some(t),
+                Err(Outcome::Auth { .. }) => {} // refresh token expired or revoked: full grant
+                Err(o) => {
+                    cache.refresh = Some(refresh);
+                    return Err(o);
+                }
+            }
+        }
+        let (token, lifetime, refresh) = match fetched {
+            Some(t) => t,
+            None => self.fetch(http, creds, None).await?,
+        };
+        let margin = self.margin.min(lifetime / 2);
+        cache.generation += 1;
+        cache.access = Some((token.clone(), Instant::now() + lifetime - margin));
+        if refresh.is_some() {
+            cache.refresh = refresh;
+        }
+        Ok(Authorization {
+            value: sensitive(format!("Bearer {token}"))?,
+            generation: Some(cache.generation),
+        })
     }
 
     /// ServiceNow answered 401 to a request made with `auth`: forget that token and tell the source.
