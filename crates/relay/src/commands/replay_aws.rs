@@ -13,13 +13,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use relay_aws::{DynamoLedger, SqsQueue};
 use relay_ports::{AlertQueue, Clock, Ledger, SystemClock};
 
-use crate::ops::{EXIT_FAILED, ReplayArgs, ReplayTally, reopen_covered, replay_progress};
+use super::replay::{ReplayArgs, ReplayTally, reopen_covered, replay_progress};
+use crate::error::CliError;
 
 /// How long a received message stays hidden from other readers while the run works on it.
 pub const VISIBILITY: Duration = Duration::from_secs(120);
@@ -114,7 +114,7 @@ impl DeadLetters {
 }
 
 /// Run the replay (or the dry run) against `target`, printing as `--local` does.
-pub async fn replay(target: &AwsTarget, dry_run: bool) -> ExitCode {
+pub async fn replay(target: &AwsTarget, dry_run: bool) -> Result<(), CliError> {
     let config = relay_aws::sdk_config().await;
     let dlq = SqsQueue::new(&config, &target.dlq_url).with_visibility_timeout(VISIBILITY);
     let realtime = SqsQueue::from_client(dlq.client().clone(), &target.realtime_queue_url);
@@ -124,24 +124,27 @@ pub async fn replay(target: &AwsTarget, dry_run: bool) -> ExitCode {
     let depth = match dlq.depth().await {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: cannot read the dead-letter queue {}: {e}", target.dlq_url);
-            return ExitCode::from(EXIT_FAILED);
+            return Err(CliError::Failed(format!(
+                "cannot read the dead-letter queue {}: {e}",
+                target.dlq_url
+            )));
         }
     };
     if let Err(e) = realtime.depth().await {
-        eprintln!(
-            "error: cannot reach the realtime queue {}: {e}",
+        return Err(CliError::Failed(format!(
+            "cannot reach the realtime queue {}: {e}",
             target.realtime_queue_url
-        );
-        return ExitCode::from(EXIT_FAILED);
+        )));
     }
     if let Err(e) = ledger.get("replay-dlq:check").await {
-        eprintln!("error: cannot read the ledger table {}: {e}", target.ledger_table);
-        return ExitCode::from(EXIT_FAILED);
+        return Err(CliError::Failed(format!(
+            "cannot read the ledger table {}: {e}",
+            target.ledger_table
+        )));
     }
     if depth == 0 {
         println!("the dead-letter queue is empty: nothing to replay");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
 
     let bar = replay_progress(depth, dry_run);
@@ -231,5 +234,5 @@ pub async fn replay(target: &AwsTarget, dry_run: bool) -> ExitCode {
             tally.seen
         );
     }
-    tally.exit_code()
+    tally.result()
 }

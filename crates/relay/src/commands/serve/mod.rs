@@ -3,11 +3,10 @@
 //! Lambda functions run — with `/healthz` and `/metrics` (Prometheus) beside them.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::error::{CliError, exit};
+use crate::error::CliError;
 use crate::settings;
 
 mod build;
@@ -59,15 +58,16 @@ pub struct ServeArgs {
     pub fsync: bool,
 }
 
-pub fn serve(args: ServeArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return exit(Err(CliError::failed(format!("cannot start the async runtime: {e}")))),
-    };
-    exit(runtime.block_on(run(args)))
+/// Serve until SIGINT or SIGTERM, then finish the work in progress; exit 1 when it cannot start.
+pub fn run(args: ServeArgs) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(serve(args))
 }
 
-async fn run(args: ServeArgs) -> Result<(), CliError> {
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let local = build::Local::build(&args).await?;
     let listener = http::listen(&args).await?;
     let addr = listener.local_addr().map_err(CliError::failed)?;

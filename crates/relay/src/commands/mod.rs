@@ -1,0 +1,14 @@
+//! One module per command; each has its clap arguments and a `run` that returns a [`CliError`] when it does
+//! not succeed.
+//!
+//! [`CliError`]: crate::error::CliError
+
+pub mod config_check;
+pub mod load;
+pub mod replay;
+mod replay_aws;
+pub mod route;
+pub mod send;
+pub mod serve;
+pub mod status;
+pub mod test_connection;
