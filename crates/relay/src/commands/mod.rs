@@ -6,7 +6,6 @@
 pub mod config_check;
 pub mod load;
 pub mod replay;
-mod replay_aws;
 pub mod route;
 pub mod send;
 pub mod serve;

@@ -1,22 +1,30 @@
-//! `relay replay-dlq`: move dead-lettered alerts back onto the realtime queue.
+//! `relay replay-dlq`: move dead-lettered alerts back to the realtime queue, reopening their ledger entries
+//! first. Both back ends — `--local` (the SQLite store of `relay serve`) and `--aws` (the deployed stack's
+//! SQS queues and DynamoDB ledger) — run the same [`Replay::run`]; they differ only in how the adapters are
+//! built (and checked) and in the closing line.
+//!
+//! A queue cannot be listed without receiving it, so a run reads the dead-letter queue's depth and then
+//! receives at most that many messages, each hidden from other readers for [`VISIBILITY`]; messages that
+//! stay on the queue are made visible again at the end of the run (see `relay_pipeline::replay`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+use relay_aws::{DynamoLedger, SqsQueue};
 use relay_local::LocalStore;
-use relay_pipeline::envelope::{Envelope, Item};
-use relay_ports::{Clock, Ledger, SystemClock};
+use relay_pipeline::replay::{Replay, ReplayOutcome, ReplayReport, ReplayedMessage};
+use relay_ports::{AlertQueue, Ledger, SystemClock};
 
 use crate::error::{CliError, runtime};
 use crate::settings;
 
-fn now_ms() -> i64 {
-    SystemClock.now_ms()
-}
+/// How long a received dead-letter message stays hidden from other readers while the run works on it.
+/// A killed run's messages reappear by themselves after this long.
+pub const VISIBILITY: Duration = Duration::from_secs(120);
 
-// ---------------------------------------------------------------------------------------------------------
-// replay-dlq
-// ---------------------------------------------------------------------------------------------------------
+/// The progress bar shows from this many messages on (and never for a dry run).
+const PROGRESS_FROM: u64 = 50;
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -44,34 +52,160 @@ pub struct ReplayArgs {
     pub dry_run: bool,
 }
 
-/// The ledger keys a dead-lettered envelope covers (the envelope's own and, for an aggregate, each alert's).
-pub(crate) fn covered_keys(env: &Envelope) -> Vec<String> {
-    let mut keys = vec![env.ledger_key()];
-    if matches!(env.item, Item::Aggregate { .. }) {
-        keys.extend(env.alert_ids());
+/// Exit 0 when every readable message was replayed (or nothing was to do), 1 when one could not be moved or
+/// a queue or the ledger cannot be reached, 2 for a missing database or `--aws` setting.
+pub fn run(args: &ReplayArgs) -> Result<(), CliError> {
+    if args.aws {
+        let target = AwsTarget::from_args(args).map_err(CliError::invalid)?;
+        runtime().block_on(replay_aws(&target, args.dry_run))
+    } else {
+        replay_local(args)
     }
-    keys
 }
 
-/// Reopen (`FAILED` → `QUEUED`) every ledger entry `env` covers; the number reopened. An entry in another
-/// state is left as it is. On an error the message must stay on the dead-letter queue: moved with its
-/// entry still `FAILED`, the deliverer would drop it.
-pub(crate) async fn reopen_covered(ledger: &dyn Ledger, env: &Envelope, now_ms: i64) -> Result<u64, String> {
-    let mut reopened = 0;
-    for key in covered_keys(env) {
-        match ledger.reopen(&key, now_ms).await {
-            Ok(true) => reopened += 1,
-            Ok(false) => {}
-            Err(e) => return Err(format!("could not reopen the ledger entry {key}: {e}")),
+/// `--local`: the "dlq" and "realtime" queues and the ledger of the SQLite store.
+fn replay_local(args: &ReplayArgs) -> Result<(), CliError> {
+    if !args.db.exists() {
+        return Err(CliError::Invalid(format!(
+            "no database at {} (give --db)",
+            args.db.display()
+        )));
+    }
+    let store = LocalStore::open(&args.db).map_err(CliError::failed)?;
+    let dlq = store.queue("dlq").with_visibility_timeout(VISIBILITY);
+    let realtime = store.queue("realtime");
+    let ledger = store.ledger();
+    let replay = Replay {
+        dlq: &dlq,
+        realtime: &realtime,
+        ledger: &ledger,
+        clock: &SystemClock,
+    };
+    runtime().block_on(replay_and_report(
+        &replay,
+        &format!("in {}", args.db.display()),
+        args.dry_run,
+        "a running `relay serve` on this database delivers them now; otherwise on its next start",
+    ))
+}
+
+/// Where `--aws` replays: the stack outputs DeadLetterQueueUrl, RealtimeQueueUrl and LedgerTableName.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AwsTarget {
+    dlq_url: String,
+    realtime_queue_url: String,
+    ledger_table: String,
+}
+
+/// `--aws` without one or more of the required settings.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "replay-dlq --aws needs {} (the stack outputs DeadLetterQueueUrl, RealtimeQueueUrl and LedgerTableName: \
+     `sam list stack-outputs --stack-name <stack>`)",
+    .0.join(", ")
+)]
+struct MissingSettings(Vec<&'static str>);
+
+impl AwsTarget {
+    /// The target from `--dlq-url` / `DLQ_URL`, `--realtime-queue-url` / `REALTIME_QUEUE_URL` and
+    /// `--ledger-table` / `LEDGER_TABLE`; every missing (or blank) one is named.
+    fn from_args(args: &ReplayArgs) -> Result<AwsTarget, MissingSettings> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let settings = [
+            (given(&args.dlq_url), "--dlq-url (or DLQ_URL)"),
+            (
+                given(&args.realtime_queue_url),
+                "--realtime-queue-url (or REALTIME_QUEUE_URL)",
+            ),
+            (given(&args.ledger_table), "--ledger-table (or LEDGER_TABLE)"),
+        ];
+        let missing: Vec<&'static str> = settings
+            .iter()
+            .filter(|(value, _)| value.is_none())
+            .map(|(_, name)| *name)
+            .collect();
+        match settings {
+            [
+                (Some(dlq_url), _),
+                (Some(realtime_queue_url), _),
+                (Some(ledger_table), _),
+            ] => Ok(AwsTarget {
+                dlq_url,
+                realtime_queue_url,
+                ledger_table,
+            }),
+            _ => Err(MissingSettings(missing)),
         }
     }
-    Ok(reopened)
 }
 
-/// The progress bar of a replay run: hidden for a dry run and under 50 messages.
-pub(crate) fn replay_progress(len: u64, dry_run: bool) -> indicatif::ProgressBar {
+/// `--aws`: the SQS queues and the DynamoDB ledger. The realtime queue and the table are checked before
+/// anything is touched, so a wrong URL or name fails here, by name (the DLQ when its depth is read).
+async fn replay_aws(target: &AwsTarget, dry_run: bool) -> Result<(), CliError> {
+    let config = relay_aws::sdk_config().await;
+    let dlq = SqsQueue::new(&config, &target.dlq_url).with_visibility_timeout(VISIBILITY);
+    let realtime = SqsQueue::from_client(dlq.client().clone(), &target.realtime_queue_url);
+    let ledger = DynamoLedger::new(&config, &target.ledger_table);
+    realtime.depth().await.map_err(|e| {
+        CliError::Failed(format!(
+            "cannot reach the realtime queue {}: {e}",
+            target.realtime_queue_url
+        ))
+    })?;
+    ledger
+        .get("replay-dlq:check")
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot read the ledger table {}: {e}", target.ledger_table)))?;
+    let replay = Replay {
+        dlq: &dlq,
+        realtime: &realtime,
+        ledger: &ledger,
+        clock: &SystemClock,
+    };
+    replay_and_report(
+        &replay,
+        &target.dlq_url,
+        dry_run,
+        "the deliver function picks them up from the realtime queue now",
+    )
+    .await
+}
+
+/// Run `replay`, printing a line per message that was not simply replayed and the summary; `dlq` names the
+/// dead-letter queue in errors, `next` says who delivers the replayed messages.
+async fn replay_and_report(replay: &Replay<'_>, dlq: &str, dry_run: bool, next: &str) -> Result<(), CliError> {
+    let unreadable_queue = |e| CliError::Failed(format!("cannot read the dead-letter queue {dlq}: {e}"));
+    let depth = replay.dlq.depth().await.map_err(unreadable_queue)?;
+    if depth == 0 {
+        println!("the dead-letter queue is empty: nothing to replay");
+        return Ok(());
+    }
+    let bar = progress_bar(depth, dry_run);
+    let report = replay
+        .run(dry_run, |message| {
+            bar.inc(1);
+            bar.suspend(|| print_message(message));
+        })
+        .await
+        .map_err(unreadable_queue)?;
+    bar.finish_and_clear();
+    print_summary(&report, next);
+    if report.errors > 0 {
+        Err(CliError::Reported)
+    } else {
+        Ok(())
+    }
+}
+
+/// The progress bar of a run: hidden for a dry run and under [`PROGRESS_FROM`] messages.
+fn progress_bar(len: u64, dry_run: bool) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
-    if len < 50 || dry_run {
+    if len < PROGRESS_FROM || dry_run {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
@@ -81,146 +215,41 @@ pub(crate) fn replay_progress(len: u64, dry_run: bool) -> indicatif::ProgressBar
     bar
 }
 
-/// The counts of one replay run and the lines both back ends print.
-#[derive(Debug, Default)]
-pub(crate) struct ReplayTally {
-    pub dry_run: bool,
-    /// Messages looked at.
-    pub seen: u64,
-    pub replayed: u64,
-    pub reopened: u64,
-    pub unreadable: u64,
-    pub errors: u64,
+fn print_message(message: &ReplayedMessage) {
+    let key = message.key.as_deref().unwrap_or(&message.message_id);
+    match &message.outcome {
+        ReplayOutcome::Replayed { .. } => {}
+        ReplayOutcome::WouldReplay => println!(
+            "  would replay {key} ({} → {}) {}",
+            message.record_type.as_deref().unwrap_or(""),
+            message.table.as_deref().unwrap_or(""),
+            message.dead_letter_reason.as_deref().unwrap_or("")
+        ),
+        ReplayOutcome::Unreadable { error } => {
+            println!("  {}: unreadable message left in the DLQ ({error})", message.message_id)
+        }
+        ReplayOutcome::Failed { error } => eprintln!("  {key}: {error}"),
+    }
 }
 
-impl ReplayTally {
-    pub fn new(dry_run: bool) -> Self {
-        ReplayTally {
-            dry_run,
-            ..Default::default()
-        }
-    }
-
-    /// Parse one message body; an unreadable one is counted and reported (it stays on the DLQ).
-    pub fn read(&mut self, message_id: &str, body: &str) -> Option<Envelope> {
-        self.seen += 1;
-        match Envelope::from_json(body) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                self.unreadable += 1;
-                println!("  {message_id}: unreadable message left in the DLQ ({e})");
-                None
-            }
-        }
-    }
-
-    /// Dry run: what would be replayed.
-    pub fn would_replay(&mut self, env: &Envelope) {
-        let why = env
-            .dead_letter
-            .as_ref()
-            .map(|d| format!("{}: {}", d.error_class, d.error))
-            .unwrap_or_default();
+fn print_summary(report: &ReplayReport, next: &str) {
+    if report.dry_run {
         println!(
-            "  would replay {} ({} → {}) {why}",
-            env.ledger_key(),
-            env.record_type().as_str(),
-            env.table()
+            "dry run: {} of {} dead-lettered messages would be replayed; {} unreadable",
+            report.replayed, report.seen, report.unreadable
         );
-        self.replayed += 1;
+    } else {
+        println!(
+            "replayed {} of {} messages ({} ledger entries reopened); {} unreadable left in the DLQ; {} errors",
+            report.replayed, report.seen, report.reopened, report.unreadable, report.errors
+        );
+        println!("{next}");
     }
-
-    /// A message that could not be moved (it stays on the DLQ, or see `what`).
-    pub fn failed(&mut self, env: &Envelope, what: &str) {
-        self.errors += 1;
-        eprintln!("  {}: {what}", env.ledger_key());
+    if report.short_by > 0 {
+        println!(
+            "note: the dead-letter queue counted {} messages but handed out {}; the rest were in flight elsewhere \
+             (or counted late): run again later to replay them",
+            report.depth, report.seen
+        );
     }
-
-    /// The closing lines; `next` says who delivers the replayed messages.
-    pub fn summary(&self, next: &str) {
-        if self.dry_run {
-            println!(
-                "dry run: {} of {} dead-lettered messages would be replayed; {} unreadable",
-                self.replayed, self.seen, self.unreadable
-            );
-        } else {
-            println!(
-                "replayed {} of {} messages ({} ledger entries reopened); {} unreadable left in the DLQ; {} errors",
-                self.replayed, self.seen, self.reopened, self.unreadable, self.errors
-            );
-            println!("{next}");
-        }
-    }
-
-    pub fn result(&self) -> Result<(), CliError> {
-        if self.errors > 0 {
-            Err(CliError::Reported)
-        } else {
-            Ok(())
-        }
-    }
-}
-
-pub fn run(args: &ReplayArgs) -> Result<(), CliError> {
-    if args.aws {
-        let target = super::replay_aws::AwsTarget::from_args(args).map_err(CliError::invalid)?;
-        return runtime().block_on(super::replay_aws::replay(&target, args.dry_run));
-    }
-    if !args.db.exists() {
-        return Err(CliError::Invalid(format!(
-            "no database at {} (give --db)",
-            args.db.display()
-        )));
-    }
-    let store = LocalStore::open(&args.db).map_err(CliError::failed)?;
-    runtime().block_on(async move {
-        let dlq = store.queue("dlq");
-        let realtime = store.queue("realtime");
-        let ledger = store.ledger();
-        // list first (a snapshot), so replayed messages that fail again are not picked up twice
-        let mut messages = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = match dlq.list_after(after.as_deref(), 500).await {
-                Ok(p) => p,
-                Err(e) => return Err(CliError::Failed(format!("cannot read the dead-letter queue: {e}"))),
-            };
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().map(|m| m.message_id.clone());
-            messages.extend(page);
-        }
-        if messages.is_empty() {
-            println!("the dead-letter queue is empty: nothing to replay");
-            return Ok(());
-        }
-        let bar = replay_progress(messages.len() as u64, args.dry_run);
-        let mut tally = ReplayTally::new(args.dry_run);
-        for m in &messages {
-            bar.inc(1);
-            let Some(env) = tally.read(&m.message_id, &m.body) else {
-                continue;
-            };
-            if args.dry_run {
-                tally.would_replay(&env);
-                continue;
-            }
-            match reopen_covered(&ledger, &env, now_ms()).await {
-                Ok(n) => tally.reopened += n,
-                Err(e) => {
-                    tally.failed(&env, &format!("{e}; left in the DLQ"));
-                    continue;
-                }
-            }
-            match dlq.move_to(&m.message_id, &realtime).await {
-                Ok(Some(_)) => tally.replayed += 1,
-                Ok(None) => {} // gone meanwhile (another replay)
-                Err(e) => tally.failed(&env, &format!("could not move to the realtime queue: {e}")),
-            }
-        }
-        bar.finish_and_clear();
-        tally.summary("a running `relay serve` on this database delivers them now; otherwise on its next start");
-        tally.result()
-    })
 }

@@ -1,7 +1,8 @@
-//! `relay replay-dlq --aws` over moto_server: the real binary, real SQS and DynamoDB calls.
+//! `relay replay-dlq`, the real binary, over both back ends: `--aws` against moto_server (real SQS and
+//! DynamoDB calls) and `--local` against a real SQLite file.
 //!
-//! Needs AWS_ENDPOINT_URL (+ dummy credentials and AWS_REGION), as scripts/test.sh exports; skips loudly
-//! otherwise (panics when RELAY_REQUIRE_MOTO=1). Every test creates its own queues and ledger table.
+//! The `--aws` tests need AWS_ENDPOINT_URL (+ dummy credentials and AWS_REGION), as scripts/test.sh exports;
+//! they skip loudly otherwise (panic when RELAY_REQUIRE_MOTO=1). Every test creates its own queues and ledger.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
@@ -28,7 +29,8 @@ fn relay(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env_remove("DLQ_URL")
         .env_remove("REALTIME_QUEUE_URL")
-        .env_remove("LEDGER_TABLE");
+        .env_remove("LEDGER_TABLE")
+        .env_remove("RELAY_DB");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -126,32 +128,8 @@ impl Stack {
         relay(&args, &[])
     }
 
-    /// What deliver does when it gives up: the ledger entries FAILED, the envelope on the DLQ.
-    /// Returns the message body.
     async fn dead_letter(&self, env: &Envelope) -> String {
-        let mut keys = vec![env.ledger_key()];
-        if matches!(env.item, relay_pipeline::envelope::Item::Aggregate { .. }) {
-            keys.extend(env.alert_ids());
-        }
-        for key in &keys {
-            let mut entry = new_entry(env, None, DAY);
-            entry.alert_id = key.clone();
-            self.ledger.accept(&entry).await.unwrap();
-            self.ledger
-                .fail(key, "permanent", "data policy: u_case_owner is mandatory", now_ms())
-                .await
-                .unwrap();
-        }
-        let mut dead = env.clone();
-        dead.dead_letter = Some(DeadLetter {
-            error_class: "permanent".into(),
-            error: "data policy: u_case_owner is mandatory".into(),
-            failed_at_ms: now_ms(),
-            attempts: 1,
-        });
-        let body = dead.to_json();
-        self.dlq.send(&body, Duration::ZERO).await.unwrap();
-        body
+        dead_letter(&self.ledger, &self.dlq, env).await
     }
 
     /// (visible, in flight) messages on a queue.
@@ -197,15 +175,32 @@ impl Stack {
     }
 }
 
-fn all_keys(envs: &[Envelope]) -> Vec<String> {
-    let mut keys = Vec::new();
-    for env in envs {
-        keys.push(env.ledger_key());
-        if matches!(env.item, relay_pipeline::envelope::Item::Aggregate { .. }) {
-            keys.extend(env.alert_ids());
-        }
+/// What deliver does when it gives up: every covered ledger entry FAILED, the envelope on the DLQ.
+/// Returns the message body.
+async fn dead_letter(ledger: &dyn Ledger, dlq: &dyn AlertQueue, env: &Envelope) -> String {
+    for key in env.covered_keys() {
+        let mut entry = new_entry(env, None, DAY);
+        entry.alert_id = key.clone();
+        ledger.accept(&entry).await.unwrap();
+        ledger
+            .fail(&key, "permanent", "data policy: u_case_owner is mandatory", now_ms())
+            .await
+            .unwrap();
     }
-    keys
+    let mut dead = env.clone();
+    dead.dead_letter = Some(DeadLetter {
+        error_class: "permanent".into(),
+        error: "data policy: u_case_owner is mandatory".into(),
+        failed_at_ms: now_ms(),
+        attempts: 1,
+    });
+    let body = dead.to_json();
+    dlq.send(&body, Duration::ZERO).await.unwrap();
+    body
+}
+
+fn all_keys(envs: &[Envelope]) -> Vec<String> {
+    envs.iter().flat_map(Envelope::covered_keys).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -363,12 +358,10 @@ async fn a_message_whose_send_fails_stays_on_the_dlq() {
     );
     let text = out(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains("could not send to the realtime queue"), "{text}");
+    assert!(text.contains("could not send it to the realtime queue"), "{text}");
     assert!(text.contains(&fifo_url), "{text}");
-    assert!(
-        text.contains("replayed 0 of 1 messages (1 ledger entries reopened); 0 unreadable left in the DLQ; 1 errors"),
-        "{text}"
-    );
+    assert!(text.contains("replayed 0 of 1 messages ("), "{text}");
+    assert!(text.contains("0 unreadable left in the DLQ; 1 errors"), "{text}");
     // still on the DLQ, visible again; a later replay (once the target is right) still works
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
     let o = stack.replay(&[]);
@@ -489,4 +482,75 @@ async fn missing_settings_and_missing_resources_are_named() {
     // nothing was touched by any of them
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0));
     assert_eq!(stack.counts(&stack.realtime).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_replay_takes_the_same_steps_over_the_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let db_s = db.to_str().unwrap();
+    let store = relay_local::LocalStore::open(&db).unwrap();
+    let (dlq, realtime, ledger) = (store.queue("dlq"), store.queue("realtime"), store.ledger());
+    let envs = vec![alert_envelope("dlp-critical.json"), aggregate_envelope()];
+    let mut bodies = BTreeSet::new();
+    for env in &envs {
+        bodies.insert(dead_letter(&ledger, &dlq, env).await);
+    }
+    dlq.send("this is not an envelope", Duration::ZERO).await.unwrap();
+    let keys = all_keys(&envs);
+    assert_eq!(keys.len(), 4);
+    let all_visible = |messages: &[relay_local::QueuedMessage]| messages.iter().all(|m| m.visible_at_ms <= now_ms());
+
+    // dry run: lists, changes nothing, leaves every message visible
+    let o = relay(&["replay-dlq", "--local", "--db", db_s, "--dry-run"], &[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    for env in &envs {
+        assert!(text.contains(&format!("would replay {}", env.ledger_key())), "{text}");
+    }
+    assert!(text.contains("unreadable message left in the DLQ"), "{text}");
+    assert!(
+        text.contains("dry run: 2 of 3 dead-lettered messages would be replayed; 1 unreadable"),
+        "{text}"
+    );
+    let left = dlq.list(10).await.unwrap();
+    assert_eq!(left.len(), 3);
+    assert!(all_visible(&left), "{left:?}");
+    assert_eq!(realtime.depth().await.unwrap(), 0);
+    for key in &keys {
+        assert_eq!(
+            ledger.get(key).await.unwrap().unwrap().state,
+            DeliveryState::Failed,
+            "{key}"
+        );
+    }
+
+    // the replay: the same bodies on the realtime queue, every covered entry reopened
+    let o = relay(&["replay-dlq", "--db", db_s], &[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("replayed 2 of 3 messages (4 ledger entries reopened); 1 unreadable left in the DLQ; 0 errors"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a running `relay serve` on this database delivers them"),
+        "{text}"
+    );
+    let moved: BTreeSet<String> = realtime.list(10).await.unwrap().into_iter().map(|m| m.body).collect();
+    assert_eq!(moved, bodies);
+    for key in &keys {
+        assert_eq!(
+            ledger.get(key).await.unwrap().unwrap().state,
+            DeliveryState::Queued,
+            "{key}"
+        );
+    }
+    // only the unreadable message is left, visible again at once
+    let left = dlq.list(10).await.unwrap();
+    assert_eq!(
+        left.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["this is not an envelope"]
+    );
+    assert!(all_visible(&left), "{left:?}");
 }
