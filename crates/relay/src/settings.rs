@@ -59,6 +59,37 @@ pub enum SettingsError {
     InvalidServiceNowVariables(#[source] ServiceNowSecretError),
 }
 
+/// `--config` (`RELAY_CONFIG_PATH`): the routing config, for every command that routes or reads tables.
+#[derive(clap::Args, Debug)]
+pub struct ConfigOption {
+    /// Routing config (YAML). Default: the shipped config/relay.yaml compiled into this binary.
+    #[arg(long, env = "RELAY_CONFIG_PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigOption {
+    /// The routing config and a human name for where it came from.
+    pub fn load(&self) -> Result<(Config, String), SettingsError> {
+        load_config(self.config.as_ref())
+    }
+}
+
+/// `--servicenow-file` (`RELAY_SERVICENOW_FILE`): the ServiceNow instance, for every command that calls one.
+#[derive(clap::Args, Debug)]
+pub struct ServiceNowOption {
+    /// A real ServiceNow instance: a JSON file in the ServiceNow secret format. Default: the SERVICENOW_*
+    /// environment variables (`serve`: else the built-in simulator).
+    #[arg(long, env = "RELAY_SERVICENOW_FILE")]
+    pub servicenow_file: Option<PathBuf>,
+}
+
+impl ServiceNowOption {
+    /// The instance, or `None` when neither the file nor `SERVICENOW_INSTANCE_URL` is given.
+    pub fn load(&self) -> Result<Option<ServiceNowSettings>, SettingsError> {
+        servicenow_settings(self.servicenow_file.as_deref())
+    }
+}
+
 /// The pseudonymisation key from RELAY_PSEUDONYM_KEY, when set.
 pub fn pseudonym_key() -> Option<Vec<u8>> {
     std::env::var("RELAY_PSEUDONYM_KEY")

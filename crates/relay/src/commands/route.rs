@@ -15,9 +15,8 @@ use crate::settings;
 pub struct RouteArgs {
     /// The alert webhook body (JSON file; `-` reads standard input).
     pub alert: PathBuf,
-    /// Routing config (YAML). Default: the shipped config/relay.yaml compiled into this binary.
-    #[arg(long, env = "RELAY_CONFIG_PATH")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: settings::ConfigOption,
 }
 
 /// An alert that does not validate: every problem, one per line.
@@ -28,7 +27,7 @@ struct InvalidAlert(Vec<String>);
 /// Print the decision (exit 0), or the problems as JSON on stdout and one per line on stderr (exit 2).
 /// An input that cannot be read exits 1.
 pub fn run(args: &RouteArgs) -> Result<(), CliError> {
-    let (config, _) = settings::load_config(args.config.as_ref()).map_err(CliError::invalid)?;
+    let (config, _) = args.config.load().map_err(CliError::invalid)?;
     let router = Router::new(config, settings::pseudonym_key()).map_err(CliError::invalid)?;
     let body = read_input(&args.alert).map_err(CliError::failed)?;
     match Alert::from_slice(&body) {

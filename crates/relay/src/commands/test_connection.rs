@@ -1,7 +1,6 @@
 //! `relay test-connection`: create and delete a marked test record in every table the routing config maps
 //! to, and report per table in the operator's words (missing role, data policy, auth, hibernating, …).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +12,10 @@ use crate::settings;
 
 #[derive(Args, Debug)]
 pub struct TestConnectionArgs {
-    /// Routing config whose tables are checked. Default: the shipped config.
-    #[arg(long, env = "RELAY_CONFIG_PATH")]
-    pub config: Option<PathBuf>,
-    /// The instance: a JSON file in the ServiceNow secret format. Default: the SERVICENOW_* variables.
-    #[arg(long, env = "RELAY_SERVICENOW_FILE")]
-    pub servicenow_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: settings::ConfigOption,
+    #[command(flatten)]
+    pub servicenow: settings::ServiceNowOption,
     /// Seconds allowed per request.
     #[arg(long, default_value_t = 15)]
     pub timeout: u64,
@@ -33,15 +30,13 @@ struct TableCheck {
 
 /// Print one line per table; exit 1 when any table failed.
 pub fn run(args: &TestConnectionArgs) -> Result<(), CliError> {
-    let (config, _) = settings::load_config(args.config.as_ref()).map_err(CliError::invalid)?;
-    let instance = settings::servicenow_settings(args.servicenow_file.as_deref())
-        .map_err(CliError::invalid)?
-        .ok_or_else(|| {
-            CliError::invalid(
-                "no ServiceNow instance configured: give --servicenow-file or set SERVICENOW_INSTANCE_URL \
+    let (config, _) = args.config.load().map_err(CliError::invalid)?;
+    let instance = args.servicenow.load().map_err(CliError::invalid)?.ok_or_else(|| {
+        CliError::invalid(
+            "no ServiceNow instance configured: give --servicenow-file or set SERVICENOW_INSTANCE_URL \
                  (+ SERVICENOW_USERNAME/SERVICENOW_PASSWORD)",
-            )
-        })?;
+        )
+    })?;
     let mut client_config = ClientConfig::new(instance.instance_url.clone());
     client_config.total_timeout = Duration::from_secs(args.timeout.max(1));
     client_config.connect_timeout = client_config.total_timeout.min(Duration::from_secs(5));

@@ -15,9 +15,8 @@ mod tasks;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Routing config (YAML). Default: the shipped config/relay.yaml compiled into this binary.
-    #[arg(long, env = "RELAY_CONFIG_PATH")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: settings::ConfigOption,
     /// The SQLite database holding the queues and the ledger (created with its directory when missing).
     #[arg(long, env = "RELAY_DB", default_value = settings::DEFAULT_DB)]
     pub db: PathBuf,
@@ -31,10 +30,8 @@ pub struct ServeArgs {
     /// Default: RELAY_WEBHOOK_SECRET, else webhook-secret.json next to the database (generated on first start).
     #[arg(long, env = "RELAY_WEBHOOK_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
-    /// A real ServiceNow instance: a JSON file in the ServiceNow secret format. Default: the SERVICENOW_*
-    /// environment variables, else the built-in simulator.
-    #[arg(long, env = "RELAY_SERVICENOW_FILE")]
-    pub servicenow_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub servicenow: settings::ServiceNowOption,
     /// Port of the built-in simulator (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub simulator_port: u16,
