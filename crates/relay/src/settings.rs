@@ -8,6 +8,7 @@ use relay_core::{Config, ConfigError};
 use relay_pipeline::secrets::ServiceNowSecretError;
 use relay_pipeline::signature::{SecretFormatError, generate_secret};
 use relay_pipeline::{ServiceNowSettings, WebhookSecrets};
+use secrecy::SecretString;
 
 /// The default database file of the local mode.
 pub const DEFAULT_DB: &str = "relay-data/relay.db";
@@ -145,9 +146,14 @@ fn read_file(path: &Path) -> Result<String, SettingsError> {
 /// Where the signing secrets came from.
 pub enum SecretSource {
     File(PathBuf),
-    Env,
-    /// Generated on this start and stored in the file (the value is printed once).
-    Generated(PathBuf, String),
+    /// `RELAY_WEBHOOK_SECRET`.
+    Variable,
+    /// Generated on this start and stored in `path` (the banner shows the value once, for the monitoring
+    /// tool's configuration).
+    Generated {
+        path: PathBuf,
+        secret: SecretString,
+    },
 }
 
 /// The signing secrets: `--secret-file`, else `RELAY_WEBHOOK_SECRET`, else the file next to the database,
@@ -164,7 +170,7 @@ pub fn signing_secrets(
         && !value.trim().is_empty()
     {
         let keys = WebhookSecrets::from_document(&value).map_err(SettingsError::InvalidSecretVariable)?;
-        return Ok((keys, SecretSource::Env));
+        return Ok((keys, SecretSource::Variable));
     }
     let path = secret_file_next_to(db);
     if path.exists() || !create {
@@ -177,7 +183,13 @@ pub fn signing_secrets(
         path: path.clone(),
         source,
     })?;
-    Ok((keys, SecretSource::Generated(path, secret)))
+    Ok((
+        keys,
+        SecretSource::Generated {
+            path,
+            secret: secret.into(),
+        },
+    ))
 }
 
 /// Create `path` readable by its owner only (0600) and write `bytes`; never overwrites.
@@ -266,7 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("relay.db");
         let (_, src) = signing_secrets(None, &db, true).unwrap();
-        let SecretSource::Generated(path, _) = src else {
+        let SecretSource::Generated { path, .. } = src else {
             panic!("expected a generated secret")
         };
         #[cfg(unix)]

@@ -11,3 +11,11 @@ pub mod send;
 pub mod serve;
 pub mod status;
 pub mod test_connection;
+
+/// A current-thread runtime for the one-shot commands (`serve` and `load` build their own).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts")
+}

@@ -16,7 +16,8 @@ use relay_local::LocalStore;
 use relay_pipeline::replay::{Replay, ReplayOutcome, ReplayReport, ReplayedMessage};
 use relay_ports::{AlertQueue, Ledger, SystemClock};
 
-use crate::error::{CliError, runtime};
+use super::runtime;
+use crate::error::CliError;
 use crate::settings;
 
 /// How long a received dead-letter message stays hidden from other readers while the run works on it.

@@ -22,7 +22,7 @@ pub struct RouteArgs {
 /// An alert that does not validate: every problem, one per line.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid alert:\n{}", .0.join("\n"))]
-struct InvalidAlert(Vec<String>);
+struct AlertProblems(Vec<String>);
 
 /// Print the decision (exit 0), or the problems as JSON on stdout and one per line on stderr (exit 2).
 /// An input that cannot be read exits 1.
@@ -54,7 +54,7 @@ pub fn run(args: &RouteArgs) -> Result<(), CliError> {
         Err(invalid) => {
             print_json(&json!({"error": "invalid alert", "problems": invalid.problems}));
             let lines = invalid.problems.iter().map(ToString::to_string).collect();
-            Err(CliError::invalid(InvalidAlert(lines)))
+            Err(CliError::invalid(AlertProblems(lines)))
         }
     }
 }

@@ -8,8 +8,9 @@ use clap::Args;
 use relay_ports::{Clock, SystemClock};
 use serde_json::Value;
 
+use super::runtime;
 use crate::api::{Answer, DEFAULT_URL, RelayApi};
-use crate::error::{CliError, runtime};
+use crate::error::CliError;
 use crate::settings;
 
 #[derive(Args, Debug)]

@@ -9,8 +9,9 @@ use relay_pipeline::ingest::status_body;
 use relay_ports::Ledger;
 use serde_json::{Value, json};
 
+use super::runtime;
 use crate::api::RelayApi;
-use crate::error::{CliError, runtime};
+use crate::error::CliError;
 use crate::settings;
 
 #[derive(Args, Debug)]

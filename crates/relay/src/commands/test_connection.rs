@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use servicenow_client::{ClientConfig, Outcome, ServiceNowClient, StaticCredentials};
 
-use crate::error::{CliError, runtime};
+use super::runtime;
+use crate::error::CliError;
 use crate::settings;
 
 #[derive(Args, Debug)]

@@ -12,6 +12,7 @@ use relay_pipeline::{
     defaults,
 };
 use relay_ports::SystemClock;
+use secrecy::ExposeSecret;
 use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
 use servicenow_sim::{RunningSim, SimConfig, Simulator};
 
@@ -126,12 +127,12 @@ impl Local {
         }
         match &self.secret_source {
             SecretSource::File(p) => println!("  signing secret  from {}", p.display()),
-            SecretSource::Env => println!("  signing secret  from RELAY_WEBHOOK_SECRET"),
-            SecretSource::Generated(p, secret) => {
-                println!("  signing secret  generated: {secret}");
+            SecretSource::Variable => println!("  signing secret  from RELAY_WEBHOOK_SECRET"),
+            SecretSource::Generated { path, secret } => {
+                println!("  signing secret  generated: {}", secret.expose_secret());
                 println!(
                     "                  stored in {} (mode 0600); configure it in the monitoring tool",
-                    p.display()
+                    path.display()
                 );
             }
         }
