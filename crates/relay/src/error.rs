@@ -55,11 +55,3 @@ pub fn exit(result: Result<(), CliError>) -> ExitCode {
         }
     }
 }
-
-/// A current-thread runtime for the one-shot commands.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime starts")
-}

@@ -1,15 +1,17 @@
-//! `relay`: the Alert Relay command line.
+//! `relay`: the Alert Relay command line. This file only parses the command line and dispatches; each
+//! command lives in `commands/` and returns a [`CliError`] that [`error::exit`] prints and maps to an exit
+//! code.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::{config_check, load, replay, route, send, serve, status, test_connection};
+use crate::error::CliError;
+
+mod api;
+mod commands;
 mod error;
-mod load;
-mod ops;
-mod replay_aws;
-mod route;
-mod serve;
 mod settings;
 
 // mimalloc: the pipeline allocates many small strings per alert; see BENCHMARKS.md (Routing core)
@@ -29,13 +31,13 @@ enum Command {
     /// batch flush, and a built-in ServiceNow simulator unless a real instance is configured.
     Serve(serve::ServeArgs),
     /// Sign alert files with the webhook secret and POST them to a running relay; print the answers.
-    Send(ops::SendArgs),
+    Send(send::SendArgs),
     /// The delivery state and ServiceNow record of one alert (local database or a running relay's API).
-    Status(ops::StatusArgs),
+    Status(status::StatusArgs),
     /// Create and delete a marked test record in every table the config maps to; report per table.
-    TestConnection(ops::TestConnectionArgs),
+    TestConnection(test_connection::TestConnectionArgs),
     /// Move dead-lettered alerts back onto the realtime queue for delivery.
-    ReplayDlq(ops::ReplayArgs),
+    ReplayDlq(replay::ReplayArgs),
     /// Dry-run: validate an alert and print the routing decision as JSON (exit 0), or every validation
     /// problem (exit 2). Nothing is sent anywhere.
     Route(route::RouteArgs),
@@ -50,7 +52,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a routing config and list every problem with the rule it is in (exit 2 when invalid).
-    Check(route::CheckArgs),
+    Check(config_check::CheckArgs),
 }
 
 fn init_logging() {
@@ -63,17 +65,21 @@ fn init_logging() {
         .try_init();
 }
 
+fn dispatch(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve(args) => serve::run(args),
+        Command::Send(args) => send::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::TestConnection(args) => test_connection::run(&args),
+        Command::ReplayDlq(args) => replay::run(&args),
+        Command::Route(args) => route::run(&args),
+        Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
+        Command::Load(args) => load::run(&args),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    match cli.command {
-        Command::Serve(args) => serve::serve(args),
-        Command::Send(args) => ops::send(&args),
-        Command::Status(args) => ops::status(&args),
-        Command::TestConnection(args) => ops::test_connection(&args),
-        Command::ReplayDlq(args) => ops::replay_dlq(&args),
-        Command::Route(args) => route::route(&args),
-        Command::Config(ConfigCommand::Check(args)) => route::check(&args),
-        Command::Load(args) => load::load(&args),
-    }
+    error::exit(dispatch(cli.command))
 }

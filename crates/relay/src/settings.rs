@@ -4,27 +4,91 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use relay_core::Config;
-use relay_pipeline::ServiceNowSettings;
-use relay_pipeline::WebhookSecrets;
-use relay_pipeline::signature::generate_secret;
+use relay_core::{Config, ConfigError};
+use relay_pipeline::secrets::ServiceNowSecretError;
+use relay_pipeline::signature::{SecretFormatError, generate_secret};
+use relay_pipeline::{ServiceNowSettings, WebhookSecrets};
+use secrecy::SecretString;
 
 /// The default database file of the local mode.
 pub const DEFAULT_DB: &str = "relay-data/relay.db";
 /// The signing secret file kept next to the database when none is configured.
 pub const SECRET_FILE_NAME: &str = "webhook-secret.json";
 
-/// Why a command could not start.
+/// Why a command could not start: the setting or file, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("{0}")]
-    Config(String),
-    #[error("signing secret: {0}")]
-    Secret(String),
-    #[error("ServiceNow settings: {0}")]
-    ServiceNow(String),
-    #[error("{path}: {reason}")]
-    File { path: PathBuf, reason: String },
+    #[error("cannot read config {}: {source}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    InvalidConfig {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("{}: cannot read: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: cannot create: {source}", path.display())]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    InvalidSecretFile {
+        path: PathBuf,
+        #[source]
+        source: SecretFormatError,
+    },
+    #[error("signing secret: RELAY_WEBHOOK_SECRET: {0}")]
+    InvalidSecretVariable(#[source] SecretFormatError),
+    #[error("{}: {source}", path.display())]
+    InvalidServiceNowFile {
+        path: PathBuf,
+        #[source]
+        source: ServiceNowSecretError,
+    },
+    #[error("ServiceNow settings: from the SERVICENOW_* environment variables: {0}")]
+    InvalidServiceNowVariables(#[source] ServiceNowSecretError),
+}
+
+/// `--config` (`RELAY_CONFIG_PATH`): the routing config, for every command that routes or reads tables.
+#[derive(clap::Args, Debug)]
+pub struct ConfigOption {
+    /// Routing config (YAML). Default: the shipped config/relay.yaml compiled into this binary.
+    #[arg(long, env = "RELAY_CONFIG_PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigOption {
+    /// The routing config and a human name for where it came from.
+    pub fn load(&self) -> Result<(Config, String), SettingsError> {
+        load_config(self.config.as_ref())
+    }
+}
+
+/// `--servicenow-file` (`RELAY_SERVICENOW_FILE`): the ServiceNow instance, for every command that calls one.
+#[derive(clap::Args, Debug)]
+pub struct ServiceNowOption {
+    /// A real ServiceNow instance: a JSON file in the ServiceNow secret format. Default: the SERVICENOW_*
+    /// environment variables (`serve`: else the built-in simulator).
+    #[arg(long, env = "RELAY_SERVICENOW_FILE")]
+    pub servicenow_file: Option<PathBuf>,
+}
+
+impl ServiceNowOption {
+    /// The instance, or `None` when neither the file nor `SERVICENOW_INSTANCE_URL` is given.
+    pub fn load(&self) -> Result<Option<ServiceNowSettings>, SettingsError> {
+        servicenow_settings(self.servicenow_file.as_deref())
+    }
 }
 
 /// The pseudonymisation key from RELAY_PSEUDONYM_KEY, when set.
@@ -40,9 +104,14 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<(Config, String), SettingsE
     let config = match path {
         None => Config::default_config(),
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| SettingsError::Config(format!("cannot read config {}: {e}", p.display())))?;
-            Config::from_yaml(&text).map_err(|e| SettingsError::Config(format!("{}: {e}", p.display())))?
+            let text = std::fs::read_to_string(p).map_err(|source| SettingsError::ReadConfig {
+                path: p.clone(),
+                source,
+            })?;
+            Config::from_yaml(&text).map_err(|source| SettingsError::InvalidConfig {
+                path: p.clone(),
+                source,
+            })?
         }
     };
     let name = path
@@ -59,23 +128,32 @@ pub fn secret_file_next_to(db: &Path) -> PathBuf {
         .join(SECRET_FILE_NAME)
 }
 
+/// The signing secrets in `path` (`{"secrets": [...]}` or a bare `whsec_…`).
 pub fn read_secret_file(path: &Path) -> Result<WebhookSecrets, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
+    WebhookSecrets::from_document(&read_file(path)?).map_err(|source| SettingsError::InvalidSecretFile {
         path: path.to_path_buf(),
-        reason: format!("cannot read: {e}"),
-    })?;
-    WebhookSecrets::from_document(&text).map_err(|e| SettingsError::File {
+        source,
+    })
+}
+
+fn read_file(path: &Path) -> Result<String, SettingsError> {
+    std::fs::read_to_string(path).map_err(|source| SettingsError::ReadFile {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })
 }
 
 /// Where the signing secrets came from.
 pub enum SecretSource {
     File(PathBuf),
-    Env,
-    /// Generated on this start and stored in the file (the value is printed once).
-    Generated(PathBuf, String),
+    /// `RELAY_WEBHOOK_SECRET`.
+    Variable,
+    /// Generated on this start and stored in `path` (the banner shows the value once, for the monitoring
+    /// tool's configuration).
+    Generated {
+        path: PathBuf,
+        secret: SecretString,
+    },
 }
 
 /// The signing secrets: `--secret-file`, else `RELAY_WEBHOOK_SECRET`, else the file next to the database,
@@ -91,9 +169,8 @@ pub fn signing_secrets(
     if let Ok(value) = std::env::var("RELAY_WEBHOOK_SECRET")
         && !value.trim().is_empty()
     {
-        let keys = WebhookSecrets::from_document(&value)
-            .map_err(|e| SettingsError::Secret(format!("RELAY_WEBHOOK_SECRET: {e}")))?;
-        return Ok((keys, SecretSource::Env));
+        let keys = WebhookSecrets::from_document(&value).map_err(SettingsError::InvalidSecretVariable)?;
+        return Ok((keys, SecretSource::Variable));
     }
     let path = secret_file_next_to(db);
     if path.exists() || !create {
@@ -102,15 +179,24 @@ pub fn signing_secrets(
     let secret = generate_secret();
     let doc = serde_json::json!({ "secrets": [secret] }).to_string();
     write_private(&path, doc.as_bytes())?;
-    let keys = WebhookSecrets::from_document(&doc).map_err(|e| SettingsError::Secret(e.to_string()))?;
-    Ok((keys, SecretSource::Generated(path, secret)))
+    let keys = WebhookSecrets::from_document(&doc).map_err(|source| SettingsError::InvalidSecretFile {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((
+        keys,
+        SecretSource::Generated {
+            path,
+            secret: secret.into(),
+        },
+    ))
 }
 
 /// Create `path` readable by its owner only (0600) and write `bytes`; never overwrites.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SettingsError> {
-    let err = |e: std::io::Error| SettingsError::File {
+    let err = |source| SettingsError::CreateFile {
         path: path.to_path_buf(),
-        reason: format!("cannot create: {e}"),
+        source,
     };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -128,15 +214,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SettingsError> {
 /// environment variables, else `None` (the built-in simulator).
 pub fn servicenow_settings(file: Option<&Path>) -> Result<Option<ServiceNowSettings>, SettingsError> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
-            path: path.to_path_buf(),
-            reason: format!("cannot read: {e}"),
-        })?;
-        return ServiceNowSettings::from_document(&text)
+        return ServiceNowSettings::from_document(&read_file(path)?)
             .map(Some)
-            .map_err(|e| SettingsError::File {
+            .map_err(|source| SettingsError::InvalidServiceNowFile {
                 path: path.to_path_buf(),
-                reason: e.to_string(),
+                source,
             });
     }
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -161,7 +243,7 @@ pub fn servicenow_settings(file: Option<&Path>) -> Result<Option<ServiceNowSetti
     }
     ServiceNowSettings::from_document(&serde_json::Value::Object(doc).to_string())
         .map(Some)
-        .map_err(|e| SettingsError::ServiceNow(format!("from the SERVICENOW_* environment variables: {e}")))
+        .map_err(SettingsError::InvalidServiceNowVariables)
 }
 
 /// Every table the routing config can send records to (Event Management's `em_event` excluded: events
@@ -196,7 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("relay.db");
         let (_, src) = signing_secrets(None, &db, true).unwrap();
-        let SecretSource::Generated(path, _) = src else {
+        let SecretSource::Generated { path, .. } = src else {
             panic!("expected a generated secret")
         };
         #[cfg(unix)]
@@ -206,6 +288,33 @@ mod tests {
         }
         let (_, again) = signing_secrets(None, &db, true).unwrap();
         assert!(matches!(again, SecretSource::File(p) if p == path));
+    }
+
+    #[test]
+    fn unusable_files_are_named_and_keep_their_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.yaml");
+        let e = load_config(Some(&missing)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot read config {}", missing.display())),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+
+        let garbage = dir.path().join("secret.json");
+        std::fs::write(&garbage, "{\"secrets\": [\"not-a-secret\"]}").unwrap();
+        let e = read_secret_file(&garbage).err().unwrap();
+        assert!(
+            matches!(e, SettingsError::InvalidSecretFile { ref path, .. } if *path == garbage),
+            "{e}"
+        );
+        assert!(e.to_string().contains("secret #"), "{e}");
+
+        std::fs::write(&garbage, "{\"instance_url\": \"\"}").unwrap();
+        let e = servicenow_settings(Some(&garbage)).unwrap_err();
+        assert!(matches!(e, SettingsError::InvalidServiceNowFile { .. }), "{e}");
+        assert!(e.to_string().starts_with(&garbage.display().to_string()), "{e}");
     }
 
     #[test]

@@ -3,11 +3,10 @@
 //! Lambda functions run — with `/healthz` and `/metrics` (Prometheus) beside them.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::error::{CliError, exit};
+use crate::error::CliError;
 use crate::settings;
 
 mod build;
@@ -16,9 +15,8 @@ mod tasks;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Routing config (YAML). Default: the shipped config/relay.yaml compiled into this binary.
-    #[arg(long, env = "RELAY_CONFIG_PATH")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: settings::ConfigOption,
     /// The SQLite database holding the queues and the ledger (created with its directory when missing).
     #[arg(long, env = "RELAY_DB", default_value = settings::DEFAULT_DB)]
     pub db: PathBuf,
@@ -32,10 +30,8 @@ pub struct ServeArgs {
     /// Default: RELAY_WEBHOOK_SECRET, else webhook-secret.json next to the database (generated on first start).
     #[arg(long, env = "RELAY_WEBHOOK_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
-    /// A real ServiceNow instance: a JSON file in the ServiceNow secret format. Default: the SERVICENOW_*
-    /// environment variables, else the built-in simulator.
-    #[arg(long, env = "RELAY_SERVICENOW_FILE")]
-    pub servicenow_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub servicenow: settings::ServiceNowOption,
     /// Port of the built-in simulator (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub simulator_port: u16,
@@ -59,15 +55,16 @@ pub struct ServeArgs {
     pub fsync: bool,
 }
 
-pub fn serve(args: ServeArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return exit(Err(CliError::failed(format!("cannot start the async runtime: {e}")))),
-    };
-    exit(runtime.block_on(run(args)))
+/// Serve until SIGINT or SIGTERM, then finish the work in progress; exit 1 when it cannot start.
+pub fn run(args: ServeArgs) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(serve(args))
 }
 
-async fn run(args: ServeArgs) -> Result<(), CliError> {
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let local = build::Local::build(&args).await?;
     let listener = http::listen(&args).await?;
     let addr = listener.local_addr().map_err(CliError::failed)?;

@@ -1,7 +1,8 @@
-//! `relay replay-dlq --aws` over moto_server: the real binary, real SQS and DynamoDB calls.
+//! `relay replay-dlq`, the real binary, over both back ends: `--aws` against moto_server (real SQS and
+//! DynamoDB calls) and `--local` against a real SQLite file.
 //!
-//! Needs AWS_ENDPOINT_URL (+ dummy credentials and AWS_REGION), as scripts/test.sh exports; skips loudly
-//! otherwise (panics when RELAY_REQUIRE_MOTO=1). Every test creates its own queues and ledger table.
+//! The `--aws` tests need AWS_ENDPOINT_URL (+ dummy credentials and AWS_REGION), as scripts/test.sh exports;
+//! they skip loudly otherwise (panic when RELAY_REQUIRE_MOTO=1). Every test creates its own queues and ledger.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
@@ -28,7 +29,8 @@ fn relay(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env_remove("DLQ_URL")
         .env_remove("REALTIME_QUEUE_URL")
-        .env_remove("LEDGER_TABLE");
+        .env_remove("LEDGER_TABLE")
+        .env_remove("RELAY_DB");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -41,6 +43,16 @@ fn out(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// The text of a run that exited with `code` and printed each of `lines`.
+fn expect_exit(o: &Output, code: i32, lines: &[&str]) -> String {
+    let text = out(o);
+    assert_eq!(o.status.code(), Some(code), "{text}");
+    for line in lines {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    text
 }
 
 fn sample_alert(name: &str) -> Alert {
@@ -126,32 +138,8 @@ impl Stack {
         relay(&args, &[])
     }
 
-    /// What deliver does when it gives up: the ledger entries FAILED, the envelope on the DLQ.
-    /// Returns the message body.
     async fn dead_letter(&self, env: &Envelope) -> String {
-        let mut keys = vec![env.ledger_key()];
-        if matches!(env.item, relay_pipeline::envelope::Item::Aggregate { .. }) {
-            keys.extend(env.alert_ids());
-        }
-        for key in &keys {
-            let mut entry = new_entry(env, None, DAY);
-            entry.alert_id = key.clone();
-            self.ledger.accept(&entry).await.unwrap();
-            self.ledger
-                .fail(key, "permanent", "data policy: u_case_owner is mandatory", now_ms())
-                .await
-                .unwrap();
-        }
-        let mut dead = env.clone();
-        dead.dead_letter = Some(DeadLetter {
-            error_class: "permanent".into(),
-            error: "data policy: u_case_owner is mandatory".into(),
-            failed_at_ms: now_ms(),
-            attempts: 1,
-        });
-        let body = dead.to_json();
-        self.dlq.send(&body, Duration::ZERO).await.unwrap();
-        body
+        dead_letter(&self.ledger, &self.dlq, env).await
     }
 
     /// (visible, in flight) messages on a queue.
@@ -197,15 +185,37 @@ impl Stack {
     }
 }
 
-fn all_keys(envs: &[Envelope]) -> Vec<String> {
-    let mut keys = Vec::new();
-    for env in envs {
-        keys.push(env.ledger_key());
-        if matches!(env.item, relay_pipeline::envelope::Item::Aggregate { .. }) {
-            keys.extend(env.alert_ids());
-        }
+/// `env` as deliver dead-letters it after a permanent `error`.
+fn dead_lettered(env: &Envelope, error: &str) -> Envelope {
+    let mut dead = env.clone();
+    dead.dead_letter = Some(DeadLetter {
+        error_class: "permanent".into(),
+        error: error.into(),
+        failed_at_ms: now_ms(),
+        attempts: 1,
+    });
+    dead
+}
+
+/// What deliver does when it gives up: every covered ledger entry FAILED, the envelope on the DLQ.
+/// Returns the message body.
+async fn dead_letter(ledger: &dyn Ledger, dlq: &dyn AlertQueue, env: &Envelope) -> String {
+    for key in env.covered_keys() {
+        let mut entry = new_entry(env, None, DAY);
+        entry.alert_id = key.clone();
+        ledger.accept(&entry).await.unwrap();
+        ledger
+            .fail(&key, "permanent", "data policy: u_case_owner is mandatory", now_ms())
+            .await
+            .unwrap();
     }
-    keys
+    let body = dead_lettered(env, "data policy: u_case_owner is mandatory").to_json();
+    dlq.send(&body, Duration::ZERO).await.unwrap();
+    body
+}
+
+fn all_keys(envs: &[Envelope]) -> Vec<String> {
+    envs.iter().flat_map(Envelope::covered_keys).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,8 +244,7 @@ async fn dry_run_then_replay_moves_messages_and_reopens_the_ledger() {
             ("LEDGER_TABLE", stack.ledger.table()),
         ],
     );
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
+    let text = expect_exit(&o, 0, &[]);
     for env in &envs {
         assert!(text.contains(&format!("would replay {}", env.ledger_key())), "{text}");
     }
@@ -257,13 +266,14 @@ async fn dry_run_then_replay_moves_messages_and_reopens_the_ledger() {
 
     // the replay
     let o = stack.replay(&[]);
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains("replayed 3 of 4 messages (5 ledger entries reopened); 1 unreadable left in the DLQ; 0 errors"),
-        "{text}"
+    let text = expect_exit(
+        &o,
+        0,
+        &[
+            "replayed 3 of 4 messages (5 ledger entries reopened); 1 unreadable left in the DLQ; 0 errors",
+            "unreadable message left in the DLQ",
+        ],
     );
-    assert!(text.contains("unreadable message left in the DLQ"), "{text}");
     // the unreadable message stays, visible again right away
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
     // the same bodies on the realtime queue
@@ -287,23 +297,17 @@ async fn dry_run_then_replay_moves_messages_and_reopens_the_ledger() {
 
     // a second run: only the unreadable message is left
     let o = stack.replay(&[]);
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains("replayed 0 of 1 messages (0 ledger entries reopened); 1 unreadable left in the DLQ; 0 errors"),
-        "{text}"
+    expect_exit(
+        &o,
+        0,
+        &["replayed 0 of 1 messages (0 ledger entries reopened); 1 unreadable left in the DLQ; 0 errors"],
     );
     let left = stack.drain(&stack.dlq).await;
     assert_eq!(left, vec!["this is not an envelope".to_string()]);
 
     // empty now
     let o = stack.replay(&[]);
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert!(
-        out(&o).contains("the dead-letter queue is empty: nothing to replay"),
-        "{}",
-        out(&o)
-    );
+    expect_exit(&o, 0, &["the dead-letter queue is empty: nothing to replay"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -315,13 +319,10 @@ async fn replays_more_than_one_receive_batch() {
         bodies.insert(stack.dead_letter(&alert_envelope("dlp-high.json")).await);
     }
     let o = stack.replay(&[]);
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains(
-            "replayed 55 of 55 messages (55 ledger entries reopened); 0 unreadable left in the DLQ; 0 errors"
-        ),
-        "{text}"
+    expect_exit(
+        &o,
+        0,
+        &["replayed 55 of 55 messages (55 ledger entries reopened); 0 unreadable left in the DLQ; 0 errors"],
     );
     assert_eq!(stack.counts(&stack.dlq).await, (0, 0));
     let moved: BTreeSet<String> = stack.drain(&stack.realtime).await.into_iter().collect();
@@ -361,23 +362,20 @@ async fn a_message_whose_send_fails_stays_on_the_dlq() {
         ],
         &[],
     );
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains("could not send to the realtime queue"), "{text}");
-    assert!(text.contains(&fifo_url), "{text}");
-    assert!(
-        text.contains("replayed 0 of 1 messages (1 ledger entries reopened); 0 unreadable left in the DLQ; 1 errors"),
-        "{text}"
+    let text = expect_exit(
+        &o,
+        1,
+        &[
+            "could not send it to the realtime queue",
+            &fifo_url,
+            "replayed 0 of 1 messages (",
+            "0 unreadable left in the DLQ; 1 errors",
+        ],
     );
     // still on the DLQ, visible again; a later replay (once the target is right) still works
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
     let o = stack.replay(&[]);
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert!(
-        out(&o).contains("replayed 1 of 1 messages (0 ledger entries reopened)"),
-        "{}",
-        out(&o)
-    );
+    expect_exit(&o, 0, &["replayed 1 of 1 messages (0 ledger entries reopened)"]);
     assert_eq!(stack.drain(&stack.realtime).await, vec![body]);
     assert_eq!(stack.state(&env.ledger_key()).await, DeliveryState::Queued);
 }
@@ -387,14 +385,11 @@ async fn a_ledger_entry_that_cannot_be_reopened_keeps_its_message_on_the_dlq() {
     let Some(_endpoint) = moto_endpoint() else { return };
     let stack = Stack::new().await;
     let env = alert_envelope("dlp-critical.json");
-    let mut dead = env.clone();
-    dead.dead_letter = Some(DeadLetter {
-        error_class: "permanent".into(),
-        error: "x".into(),
-        failed_at_ms: now_ms(),
-        attempts: 1,
-    });
-    stack.dlq.send(&dead.to_json(), Duration::ZERO).await.unwrap();
+    stack
+        .dlq
+        .send(&dead_lettered(&env, "x").to_json(), Duration::ZERO)
+        .await
+        .unwrap();
     // a FAILED item the ledger cannot read back (no routing attributes): reopen reports an error
     use aws_sdk_dynamodb::types::AttributeValue as V;
     aws_sdk_dynamodb::Client::new(&stack.config)
@@ -407,14 +402,15 @@ async fn a_ledger_entry_that_cannot_be_reopened_keeps_its_message_on_the_dlq() {
         .await
         .unwrap();
     let o = stack.replay(&[]);
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains(&format!("could not reopen the ledger entry {}", env.ledger_key())),
-        "{text}"
+    let text = expect_exit(
+        &o,
+        1,
+        &[
+            &format!("could not reopen the ledger entry {}", env.ledger_key()),
+            "left in the DLQ",
+            "replayed 0 of 1 messages",
+        ],
     );
-    assert!(text.contains("left in the DLQ"), "{text}");
-    assert!(text.contains("replayed 0 of 1 messages"), "{text}");
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0), "{text}");
     assert_eq!(stack.counts(&stack.realtime).await, (0, 0), "{text}");
 }
@@ -424,8 +420,7 @@ async fn missing_settings_and_missing_resources_are_named() {
     let Some(endpoint) = moto_endpoint() else { return };
     // nothing given: every missing setting named, exit 2, before any AWS call
     let o = relay(&["replay-dlq", "--aws"], &[]);
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(2), "{text}");
+    let text = expect_exit(&o, 2, &[]);
     for name in [
         "--dlq-url (or DLQ_URL)",
         "--realtime-queue-url (or REALTIME_QUEUE_URL)",
@@ -436,8 +431,7 @@ async fn missing_settings_and_missing_resources_are_named() {
     assert!(text.contains("sam list stack-outputs"), "{text}");
     // one given (as an environment variable): the other two named
     let o = relay(&["replay-dlq", "--aws", "--dry-run"], &[("DLQ_URL", "http://x")]);
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(2), "{text}");
+    let text = expect_exit(&o, 2, &[]);
     assert!(!text.contains("--dlq-url") && text.contains("--realtime-queue-url") && text.contains("--ledger-table"));
 
     let stack = Stack::new().await;
@@ -464,29 +458,82 @@ async fn missing_settings_and_missing_resources_are_named() {
     };
     // no such DLQ
     let o = run(&missing_queue, stack.realtime.url(), stack.ledger.table());
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains(&format!("cannot read the dead-letter queue {missing_queue}")),
-        "{text}"
-    );
+    expect_exit(&o, 1, &[&format!("cannot read the dead-letter queue {missing_queue}")]);
     // no such realtime queue
     let o = run(stack.dlq.url(), &missing_queue, stack.ledger.table());
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains(&format!("cannot reach the realtime queue {missing_queue}")),
-        "{text}"
-    );
+    expect_exit(&o, 1, &[&format!("cannot reach the realtime queue {missing_queue}")]);
     // no such ledger table
     let o = run(stack.dlq.url(), stack.realtime.url(), "relay-no-such-table");
-    let text = out(&o);
-    assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("cannot read the ledger table relay-no-such-table"),
-        "{text}"
-    );
+    expect_exit(&o, 1, &["cannot read the ledger table relay-no-such-table"]);
     // nothing was touched by any of them
     assert_eq!(stack.counts(&stack.dlq).await, (1, 0));
     assert_eq!(stack.counts(&stack.realtime).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_replay_takes_the_same_steps_over_the_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let db_s = db.to_str().unwrap();
+    let store = relay_local::LocalStore::open(&db).unwrap();
+    let (dlq, realtime, ledger) = (store.queue("dlq"), store.queue("realtime"), store.ledger());
+    let envs = vec![alert_envelope("dlp-critical.json"), aggregate_envelope()];
+    let mut bodies = BTreeSet::new();
+    for env in &envs {
+        bodies.insert(dead_letter(&ledger, &dlq, env).await);
+    }
+    dlq.send("this is not an envelope", Duration::ZERO).await.unwrap();
+    let keys = all_keys(&envs);
+    assert_eq!(keys.len(), 4);
+    let all_visible = |messages: &[relay_local::QueuedMessage]| messages.iter().all(|m| m.visible_at_ms <= now_ms());
+
+    // dry run: lists, changes nothing, leaves every message visible
+    let o = relay(&["replay-dlq", "--local", "--db", db_s, "--dry-run"], &[]);
+    let text = expect_exit(&o, 0, &[]);
+    for env in &envs {
+        assert!(text.contains(&format!("would replay {}", env.ledger_key())), "{text}");
+    }
+    assert!(text.contains("unreadable message left in the DLQ"), "{text}");
+    assert!(
+        text.contains("dry run: 2 of 3 dead-lettered messages would be replayed; 1 unreadable"),
+        "{text}"
+    );
+    let left = dlq.list(10).await.unwrap();
+    assert_eq!(left.len(), 3);
+    assert!(all_visible(&left), "{left:?}");
+    assert_eq!(realtime.depth().await.unwrap(), 0);
+    for key in &keys {
+        assert_eq!(
+            ledger.get(key).await.unwrap().unwrap().state,
+            DeliveryState::Failed,
+            "{key}"
+        );
+    }
+
+    // the replay: the same bodies on the realtime queue, every covered entry reopened
+    let o = relay(&["replay-dlq", "--db", db_s], &[]);
+    expect_exit(
+        &o,
+        0,
+        &[
+            "replayed 2 of 3 messages (4 ledger entries reopened); 1 unreadable left in the DLQ; 0 errors",
+            "a running `relay serve` on this database delivers them",
+        ],
+    );
+    let moved: BTreeSet<String> = realtime.list(10).await.unwrap().into_iter().map(|m| m.body).collect();
+    assert_eq!(moved, bodies);
+    for key in &keys {
+        assert_eq!(
+            ledger.get(key).await.unwrap().unwrap().state,
+            DeliveryState::Queued,
+            "{key}"
+        );
+    }
+    // only the unreadable message is left, visible again at once
+    let left = dlq.list(10).await.unwrap();
+    assert_eq!(
+        left.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["this is not an envelope"]
+    );
+    assert!(all_visible(&left), "{left:?}");
 }

@@ -12,6 +12,7 @@ use relay_pipeline::{
     defaults,
 };
 use relay_ports::SystemClock;
+use secrecy::ExposeSecret;
 use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
 use servicenow_sim::{RunningSim, SimConfig, Simulator};
 
@@ -37,7 +38,7 @@ pub struct Local {
 
 impl Local {
     pub async fn build(args: &ServeArgs) -> Result<Local, CliError> {
-        let (config, config_name) = settings::load_config(args.config.as_ref()).map_err(CliError::invalid)?;
+        let (config, config_name) = args.config.load().map_err(CliError::invalid)?;
         if args.workers == 0 {
             return Err(CliError::invalid("--workers must be at least 1"));
         }
@@ -126,12 +127,12 @@ impl Local {
         }
         match &self.secret_source {
             SecretSource::File(p) => println!("  signing secret  from {}", p.display()),
-            SecretSource::Env => println!("  signing secret  from RELAY_WEBHOOK_SECRET"),
-            SecretSource::Generated(p, secret) => {
-                println!("  signing secret  generated: {secret}");
+            SecretSource::Variable => println!("  signing secret  from RELAY_WEBHOOK_SECRET"),
+            SecretSource::Generated { path, secret } => {
+                println!("  signing secret  generated: {}", secret.expose_secret());
                 println!(
                     "                  stored in {} (mode 0600); configure it in the monitoring tool",
-                    p.display()
+                    path.display()
                 );
             }
         }
@@ -174,32 +175,31 @@ async fn servicenow(
     args: &ServeArgs,
     lease: Duration,
 ) -> Result<(ServiceNowClient, String, Option<RunningSim>), CliError> {
-    let (instance_url, credentials, simulator) =
-        match settings::servicenow_settings(args.servicenow_file.as_deref()).map_err(CliError::invalid)? {
-            Some(s) => (s.instance_url, s.credentials, None),
-            None => {
-                let sim_config = match &args.simulator_config {
-                    Some(p) => SimConfig::from_yaml_file(p)
-                        .map_err(|e| CliError::invalid(format!("simulator config {}: {e}", p.display())))?,
-                    None => SimConfig::default(),
-                };
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.simulator_port))
-                    .await
-                    .map_err(|e| {
-                        CliError::failed(format!(
-                            "cannot start the simulator on 127.0.0.1:{}: {e}",
-                            args.simulator_port
-                        ))
-                    })?;
-                let running = Simulator::serve(listener, sim_config)
-                    .map_err(|e| CliError::failed(format!("cannot start the simulator: {e}")))?;
-                let credentials = Credentials::Basic {
-                    username: "relay".into(),
-                    password: "relay-password".into(),
-                };
-                (running.base_url(), credentials, Some(running))
-            }
-        };
+    let (instance_url, credentials, simulator) = match args.servicenow.load().map_err(CliError::invalid)? {
+        Some(s) => (s.instance_url, s.credentials, None),
+        None => {
+            let sim_config = match &args.simulator_config {
+                Some(p) => SimConfig::from_yaml_file(p)
+                    .map_err(|e| CliError::invalid(format!("simulator config {}: {e}", p.display())))?,
+                None => SimConfig::default(),
+            };
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.simulator_port))
+                .await
+                .map_err(|e| {
+                    CliError::failed(format!(
+                        "cannot start the simulator on 127.0.0.1:{}: {e}",
+                        args.simulator_port
+                    ))
+                })?;
+            let running = Simulator::serve(listener, sim_config)
+                .map_err(|e| CliError::failed(format!("cannot start the simulator: {e}")))?;
+            let credentials = Credentials::Basic {
+                username: "relay".into(),
+                password: "relay-password".into(),
+            };
+            (running.base_url(), credentials, Some(running))
+        }
+    };
     let mut cc = ClientConfig::new(instance_url.clone());
     cc.total_timeout = Duration::from_secs(30).min(lease * 2 / 3);
     cc.connect_timeout = Duration::from_secs(5).min(cc.total_timeout / 2);

@@ -1,0 +1,92 @@
+//! `relay route`: the routing dry-run. Validates an alert and prints the routing decision as JSON; nothing
+//! is sent anywhere.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use relay_core::{Alert, Router};
+use serde_json::json;
+
+use crate::error::CliError;
+use crate::settings;
+
+#[derive(Args, Debug)]
+pub struct RouteArgs {
+    /// The alert webhook body (JSON file; `-` reads standard input).
+    pub alert: PathBuf,
+    #[command(flatten)]
+    pub config: settings::ConfigOption,
+}
+
+/// An alert that does not validate: every problem, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid alert:\n{}", .0.join("\n"))]
+struct AlertProblems(Vec<String>);
+
+/// Print the decision (exit 0), or the problems as JSON on stdout and one per line on stderr (exit 2).
+/// An input that cannot be read exits 1.
+pub fn run(args: &RouteArgs) -> Result<(), CliError> {
+    let (config, _) = args.config.load().map_err(CliError::invalid)?;
+    let router = Router::new(config, settings::pseudonym_key()).map_err(CliError::invalid)?;
+    let body = read_input(&args.alert).map_err(CliError::failed)?;
+    match Alert::from_slice(&body) {
+        Ok(alert) => {
+            let d = router.route(&alert);
+            print_json(&json!({
+                "alert_id": d.alert_id,
+                "rule": d.rule,
+                "record_type": d.record_type,
+                "table": d.table,
+                "impact": d.impact,
+                "urgency": d.urgency,
+                "priority": d.priority,
+                "servicenow_priority": d.servicenow_priority,
+                "assignment_group": d.assignment_group,
+                "delivery": d.delivery,
+                "correlation_id": d.correlation_id,
+                "fields": d.fields,
+                "config_hash": d.config_hash,
+                "ignored_fields": alert.ignored_fields,
+            }));
+            Ok(())
+        }
+        Err(invalid) => {
+            print_json(&json!({"error": "invalid alert", "problems": invalid.problems}));
+            let lines = invalid.problems.iter().map(ToString::to_string).collect();
+            Err(CliError::invalid(AlertProblems(lines)))
+        }
+    }
+}
+
+/// The alert input could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {input}: {source}")]
+struct UnreadableInput {
+    /// The file, or "standard input".
+    input: String,
+    #[source]
+    source: std::io::Error,
+}
+
+/// The file's bytes, or standard input's for `-`.
+fn read_input(path: &Path) -> Result<Vec<u8>, UnreadableInput> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        return match std::io::stdin().read_to_end(&mut buf) {
+            Ok(_) => Ok(buf),
+            Err(source) => Err(UnreadableInput {
+                input: "standard input".into(),
+                source,
+            }),
+        };
+    }
+    std::fs::read(path).map_err(|source| UnreadableInput {
+        input: path.display().to_string(),
+        source,
+    })
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}

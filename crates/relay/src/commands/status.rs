@@ -1,0 +1,70 @@
+//! `relay status`: the delivery state and ServiceNow record of one alert, read from the local database or
+//! from a running relay's API.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use relay_local::LocalStore;
+use relay_pipeline::ingest::status_body;
+use relay_ports::Ledger;
+use serde_json::{Value, json};
+
+use super::runtime;
+use crate::api::RelayApi;
+use crate::error::CliError;
+use crate::settings;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The alert id.
+    pub alert_id: String,
+    /// Read the local database directly (default when --url is not given).
+    #[arg(long, env = "RELAY_DB", conflicts_with = "url")]
+    pub db: Option<PathBuf>,
+    /// Ask a running relay (local `relay serve` or the deployed API) instead.
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+/// Print the status as JSON (the API's body); exit 3 for an unknown alert.
+pub fn run(args: &StatusArgs) -> Result<(), CliError> {
+    let (code, body) = runtime().block_on(async {
+        match &args.url {
+            Some(url) => from_api(&RelayApi::new(reqwest::Client::new(), url), &args.alert_id).await,
+            None => from_database(args.db.as_ref(), &args.alert_id).await,
+        }
+    })?;
+    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+    match code {
+        200 => Ok(()),
+        404 => Err(CliError::NotFound(format!(
+            "no alert with id {:?} is known",
+            args.alert_id
+        ))),
+        _ => Err(CliError::Reported),
+    }
+}
+
+async fn from_api(api: &RelayApi, alert_id: &str) -> Result<(u16, Value), CliError> {
+    let answer = api
+        .alert_status(alert_id)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", api.alert_url(alert_id))))?;
+    Ok((answer.status, answer.body))
+}
+
+/// The same body the API answers, from the ledger in the database file.
+async fn from_database(db: Option<&PathBuf>, alert_id: &str) -> Result<(u16, Value), CliError> {
+    let db = db.cloned().unwrap_or_else(|| PathBuf::from(settings::DEFAULT_DB));
+    if !db.exists() {
+        return Err(CliError::Invalid(format!(
+            "no database at {} (give --db or --url)",
+            db.display()
+        )));
+    }
+    let store = LocalStore::open(&db).map_err(CliError::failed)?;
+    match store.ledger().get(alert_id).await.map_err(CliError::failed)? {
+        Some(entry) => Ok((200, status_body(&entry))),
+        None => Ok((404, json!({"error": format!("no alert with id {alert_id:?} is known")}))),
+    }
+}
