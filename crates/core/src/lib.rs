@@ -9,7 +9,6 @@ pub mod batch;
 pub mod condition;
 pub mod config;
 pub mod fields;
-pub mod json;
 pub mod route;
 
 pub use alert::{Alert, AlertType, InvalidAlert, Problem, Severity};
