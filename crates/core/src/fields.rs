@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
-use crate::config::{Config, Placeholder, RecordType, Template, TemplatePart};
+use crate::config::{Config, RecordType, Template};
 use crate::route::Decision;
 
 pub const MAX_SHORT_DESCRIPTION: usize = 160;
@@ -57,30 +57,6 @@ fn push_one_line(out: &mut String, s: &str) {
         }
         out.push_str(word);
     }
-}
-
-pub(crate) fn render(t: &Template, d: &Decision, custom_rule_name: Option<&str>) -> String {
-    let mut out = String::with_capacity(96);
-    for part in &t.parts {
-        match part {
-            TemplatePart::Text(s) => out.push_str(s),
-            TemplatePart::Placeholder(p) => match p {
-                Placeholder::AlertType => out.push_str(d.alert_type.as_str()),
-                Placeholder::TypeLabel => out.push_str(d.alert_type.label()),
-                Placeholder::Severity => out.push_str(d.severity.as_str()),
-                Placeholder::SeverityLabel => out.push_str(d.severity.label()),
-                Placeholder::Employee => out.push_str(&d.employee_ref),
-                Placeholder::Description => push_one_line(&mut out, &d.summary.description),
-                Placeholder::RiskScore => {
-                    let _ = write!(out, "{}", d.summary.risk_score);
-                }
-                Placeholder::RuleName => out.push_str(custom_rule_name.unwrap_or(&d.rule)),
-                Placeholder::RecordLabel => out.push_str(d.record_type.label()),
-                Placeholder::OccurredAt => out.push_str(&d.summary.occurred_at),
-            },
-        }
-    }
-    out
 }
 
 /// The record's long description: everything a responder needs, and nothing more.
@@ -159,7 +135,7 @@ pub(crate) fn build(
     subcategory: Option<String>,
     extra: &BTreeMap<String, String>,
 ) -> Map<String, Value> {
-    let mut short = render(template, d, custom_rule_name);
+    let mut short = template.render(d, custom_rule_name);
     if d.test {
         short.insert_str(0, "[TEST] ");
     }
