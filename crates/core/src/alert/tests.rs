@@ -236,7 +236,7 @@ fn whole_number_floats_count_and_flags_are_typed() {
 
 #[test]
 fn evidence_urls_need_a_host_and_leave_normalised() {
-    for bad in ["https:///a", "https://@monitor.example.com/a"] {
+    for bad in ["https:///a", "HTTPS:///a", "https://@monitor.example.com/a"] {
         let mut v = usb_copy();
         v["evidence_url"] = json!(bad);
         assert!(has(&problems(v), "$.evidence_url", "with a host"), "{bad}");

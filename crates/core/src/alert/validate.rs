@@ -163,6 +163,11 @@ fn control_position(s: &str, lines: Lines) -> Option<usize> {
         .position(|ch| ch.is_control() && !(lines == Lines::Many && matches!(ch, '\n' | '\t' | '\r')))
 }
 
+/// True for `https:///…` (any case): a link whose host the URL parser would take from the path.
+fn empty_authority(s: &str) -> bool {
+    s.get(..9).is_some_and(|start| start.eq_ignore_ascii_case("https:///"))
+}
+
 /// A loose e-mail address check: something before the first `@`, a dot after it, no spaces.
 fn looks_like_email(e: &str) -> bool {
     e.split_once('@')
@@ -349,7 +354,7 @@ impl Checker {
                 None
             }
             // the parser reads `https:///a` as host `a` and drops an empty user part: both are refused
-            Ok(u) if u.host_str().is_none_or(str::is_empty) || s.contains('@') || s.starts_with("https:///") => {
+            Ok(u) if u.host_str().is_none_or(str::is_empty) || s.contains('@') || empty_authority(&s) => {
                 self.problem(path, "must be https://<host>/<path> with a host and no user part");
                 None
             }
