@@ -5,14 +5,16 @@
 //! managers, departments, details and unknown extra fields never do.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
-use crate::config::{Config, Placeholder, RecordType, Template, TemplatePart};
+use crate::config::{Config, RecordType, Template};
 use crate::route::Decision;
 
 pub const MAX_SHORT_DESCRIPTION: usize = 160;
+
+/// What the short description of a test alert's record starts with.
+pub const TEST_MARKER: &str = "[TEST] ";
 
 /// Fields the relay sets itself; a rule's `fields:` may not override them.
 pub const MANAGED_FIELDS: [&str; 14] = [
@@ -34,91 +36,37 @@ pub const MANAGED_FIELDS: [&str; 14] = [
 
 /// Cut `s` to at most `max` characters, ending with an ellipsis when cut.
 pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max || s.chars().count() <= max {
+    if s.chars().count() <= max {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(max - 1).collect();
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
 }
 
-/// The first line of a free-text description, whitespace collapsed (for one-line summaries).
+/// The text with its whitespace runs (line breaks included) collapsed to single spaces and trimmed at both
+/// ends: for one-line summaries.
 pub fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    push_one_line(&mut out, s);
-    out
-}
-
-/// Appends `s` with its whitespace runs collapsed to single spaces and trimmed at both ends.
-fn push_one_line(out: &mut String, s: &str) {
-    for (i, word) in s.split_whitespace().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-}
-
-pub(crate) fn render(t: &Template, d: &Decision, custom_rule_name: Option<&str>) -> String {
-    let mut out = String::with_capacity(96);
-    for part in &t.parts {
-        match part {
-            TemplatePart::Text(s) => out.push_str(s),
-            TemplatePart::Placeholder(p) => match p {
-                Placeholder::AlertType => out.push_str(d.alert_type.as_str()),
-                Placeholder::TypeLabel => out.push_str(d.alert_type.label()),
-                Placeholder::Severity => out.push_str(d.severity.as_str()),
-                Placeholder::SeverityLabel => out.push_str(d.severity.label()),
-                Placeholder::Employee => out.push_str(&d.employee_ref),
-                Placeholder::Description => push_one_line(&mut out, &d.summary.description),
-                Placeholder::RiskScore => {
-                    let _ = write!(out, "{}", d.summary.risk_score);
-                }
-                Placeholder::RuleName => out.push_str(custom_rule_name.unwrap_or(&d.rule)),
-                Placeholder::RecordLabel => out.push_str(d.record_type.label()),
-                Placeholder::OccurredAt => out.push_str(&d.summary.occurred_at),
-            },
-        }
-    }
-    out
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The record's long description: everything a responder needs, and nothing more.
 pub fn description(d: &Decision, config_hash: &str) -> String {
-    // written piece by piece into one buffer of the right size (no `format!` pass): this runs for every alert
     let s = &d.summary;
-    let before_score = [
-        "Triggering activity: ",
-        &s.description,
-        "\nAlert type: ",
+    format!(
+        "Triggering activity: {}\nAlert type: {} ({})\nSeverity: {}\nRisk score: {}/100\nEmployee: {}\n\
+         Occurred at: {}\nEvidence: {}\n\nAlert id: {}\nRouted by rule {} (config {config_hash})",
+        s.description,
         d.alert_type.label(),
-        " (",
-        d.alert_type.as_str(),
-        ")\nSeverity: ",
+        d.alert_type,
         d.severity.label(),
-        "\nRisk score: ",
-    ];
-    let after_score = [
-        "/100\nEmployee: ",
-        &d.employee_ref,
-        "\nOccurred at: ",
-        &s.occurred_at,
-        "\nEvidence: ",
-        &s.evidence_url,
-        "\n\nAlert id: ",
-        &d.alert_id,
-        "\nRouted by rule ",
-        &d.rule,
-        " (config ",
-        config_hash,
-        ")",
-    ];
-    let len = |parts: &[&str]| parts.iter().map(|p| p.len()).sum::<usize>();
-    let mut out = String::with_capacity(len(&before_score) + 3 + len(&after_score));
-    before_score.iter().for_each(|p| out.push_str(p));
-    let _ = write!(out, "{}", s.risk_score);
-    after_score.iter().for_each(|p| out.push_str(p));
-    out
+        s.risk_score,
+        d.employee_ref,
+        s.occurred_at,
+        s.evidence_url,
+        d.alert_id,
+        d.rule,
+    )
 }
 
 /// ServiceNow Event Management severity: 1 Critical, 2 Major, 3 Minor, 4 Warning.
@@ -134,19 +82,11 @@ pub fn event_severity(s: crate::alert::Severity) -> &'static str {
 /// `yyyy-MM-dd HH:mm:ss` (UTC) from an RFC 3339 timestamp, as Event Management wants it.
 fn event_time(rfc3339: &str) -> String {
     use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::parse(rfc3339, &Rfc3339)
-        .map(|t| {
-            let t = t.to_offset(time::UtcOffset::UTC);
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        })
+        .ok()
+        .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(format).ok())
         .unwrap_or_default()
 }
 
@@ -159,13 +99,11 @@ pub(crate) fn build(
     subcategory: Option<String>,
     extra: &BTreeMap<String, String>,
 ) -> Map<String, Value> {
-    let mut short = render(template, d, custom_rule_name);
+    let mut short = template.render(d, custom_rule_name);
     if d.test {
-        short.insert_str(0, "[TEST] ");
+        short.insert_str(0, TEST_MARKER);
     }
-    if short.len() > MAX_SHORT_DESCRIPTION {
-        short = truncate(&short, MAX_SHORT_DESCRIPTION);
-    }
+    let short = truncate(&short, MAX_SHORT_DESCRIPTION);
     let description = description(d, &c.hash);
     let mut f = Map::new();
     let s = |v: &str| Value::String(v.to_string());

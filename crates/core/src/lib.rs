@@ -1,7 +1,8 @@
 //! The pure core of the relay: the alert model and its validation, routing rules, mapping to ServiceNow
 //! fields, the backoff policy and the batch planner.
 //!
-//! No I/O, no AWS or HTTP types, no clock reads: time and randomness are passed in.
+//! No I/O (but for reading a config file in `Config::load`), no AWS or HTTP types, no clock reads: time and
+//! randomness are passed in.
 
 pub mod alert;
 pub mod backoff;
@@ -9,11 +10,10 @@ pub mod batch;
 pub mod condition;
 pub mod config;
 pub mod fields;
-pub mod json;
 pub mod route;
 
 pub use alert::{Alert, AlertType, InvalidAlert, Problem, Severity};
 pub use backoff::{BackoffPolicy, NextAttempt};
 pub use batch::{BatchPlan, Pending, PlannedRecord};
-pub use config::{Config, ConfigError, DeliveryMode, RecordType};
-pub use route::{AlertSummary, Decision, Router, RouterError, correlation_id, is_query_safe};
+pub use config::{Config, ConfigError, ConfigLoadError, DeliveryMode, LoadedConfig, RecordType};
+pub use route::{AlertSummary, Decision, PseudonymKey, Router, RouterError, correlation_id, is_query_safe};

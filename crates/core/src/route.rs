@@ -2,9 +2,10 @@
 //! assignment group, delivery mode, correlation id and the ServiceNow fields).
 
 use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::alert::{Alert, AlertType, Severity};
 use crate::config::{Config, DeliveryMode, ImpactUrgency, RecordType, Template};
@@ -60,11 +61,52 @@ pub enum RouterError {
     ShortPseudonymKey,
 }
 
+/// The shortest pseudonymisation key accepted.
+pub const MIN_PSEUDONYM_KEY_BYTES: usize = 16;
+
+/// The key of employee pseudonyms (HMAC-SHA256), normalised the same way wherever it comes from: the same
+/// secret gives the same pseudonyms in every mode.
+#[derive(Debug, Clone)]
+pub struct PseudonymKey(SecretSlice<u8>);
+
+impl PseudonymKey {
+    /// The key in a secret's text (a Secrets Manager secret string, an environment variable, a file): the
+    /// whitespace around it (a trailing newline of `echo` or an editor) is not part of the key. At least
+    /// [`MIN_PSEUDONYM_KEY_BYTES`] remain.
+    pub fn from_secret_text(text: &str) -> Result<PseudonymKey, RouterError> {
+        PseudonymKey::exactly(text.trim().as_bytes())
+    }
+
+    /// Bytes of a secret: UTF-8 text is read as [`PseudonymKey::from_secret_text`] does; anything else is
+    /// the key as it is.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<PseudonymKey, RouterError> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => PseudonymKey::from_secret_text(text),
+            Err(_) => PseudonymKey::exactly(bytes),
+        }
+    }
+
+    fn exactly(key: &[u8]) -> Result<PseudonymKey, RouterError> {
+        if key.len() < MIN_PSEUDONYM_KEY_BYTES {
+            return Err(RouterError::ShortPseudonymKey);
+        }
+        Ok(PseudonymKey(SecretSlice::from(key.to_vec())))
+    }
+
+    /// `emp-` and the first 20 hex digits of HMAC-SHA256(key, `employee_id`).
+    fn pseudonym(&self, employee_id: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret()).expect("HMAC takes any key length");
+        mac.update(employee_id.as_bytes());
+        format!("emp-{}", &hex::encode(mac.finalize().into_bytes())[..20])
+    }
+}
+
 /// Routes alerts with one loaded config.
 #[derive(Debug, Clone)]
 pub struct Router {
     config: Config,
-    pseudonym_key: Option<Vec<u8>>,
+    /// Set exactly when the config pseudonymises employees.
+    pseudonym_key: Option<PseudonymKey>,
 }
 
 const MAX_CORRELATION_ID: usize = 100;
@@ -78,27 +120,40 @@ pub fn is_query_safe(s: &str) -> bool {
 }
 
 /// A stable, query-safe correlation id for an alert id: `<prefix>:<alert_id>` when the alert id is already
-/// made of `[A-Za-z0-9._:-]` and fits; otherwise `<prefix>:h:<sha256 of the alert id, 40 hex>`.
+/// made of `[A-Za-z0-9._:-]` and fits; otherwise `<prefix>:h:<sha256 of the alert id, 40 hex>`. (`h:` and
+/// `b:`, the hashed and batch forms, are never taken verbatim.)
 pub fn correlation_id(prefix: &str, alert_id: &str) -> String {
-    let mut plain = String::with_capacity(prefix.len() + 1 + alert_id.len());
-    plain.push_str(prefix);
-    plain.push(':');
-    plain.push_str(alert_id);
+    let plain = format!("{prefix}:{alert_id}");
     if is_query_safe(&plain) && !alert_id.starts_with("h:") && !alert_id.starts_with("b:") {
         return plain;
     }
-    use sha2::Digest;
     let digest = hex::encode(Sha256::digest(alert_id.as_bytes()));
     format!("{prefix}:h:{}", &digest[..40])
 }
 
 impl Router {
+    /// A router for `config` with the pseudonymisation key as raw secret bytes, normalised as
+    /// [`PseudonymKey::from_secret_bytes`] does. The key is read only when the config pseudonymises.
     pub fn new(config: Config, pseudonym_key: Option<Vec<u8>>) -> Result<Router, RouterError> {
-        match (&pseudonym_key, config.privacy.pseudonymise_employee) {
+        let key = if config.privacy.pseudonymise_employee {
+            pseudonym_key
+                .as_deref()
+                .map(PseudonymKey::from_secret_bytes)
+                .transpose()?
+        } else {
+            None
+        };
+        Router::with_pseudonym_key(config, key)
+    }
+
+    /// A router for `config`; `key` is required when the config pseudonymises employees, and unused
+    /// otherwise.
+    pub fn with_pseudonym_key(config: Config, key: Option<PseudonymKey>) -> Result<Router, RouterError> {
+        let pseudonym_key = match (key, config.privacy.pseudonymise_employee) {
             (None, true) => return Err(RouterError::MissingPseudonymKey),
-            (Some(k), true) if k.len() < 16 => return Err(RouterError::ShortPseudonymKey),
-            _ => {}
-        }
+            (key, true) => key,
+            (_, false) => None,
+        };
         Ok(Router { config, pseudonym_key })
     }
 
@@ -106,15 +161,11 @@ impl Router {
         &self.config
     }
 
-    /// The employee identifier as it may leave: the id itself, or `emp-<20 hex of HMAC-SHA256(key, id)>`.
+    /// The employee identifier as it may leave: the id itself, or its pseudonym `emp-<20 hex>`.
     pub fn employee_ref(&self, employee_id: &str) -> String {
-        match (&self.pseudonym_key, self.config.privacy.pseudonymise_employee) {
-            (Some(key), true) => {
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-                mac.update(employee_id.as_bytes());
-                format!("emp-{}", &hex::encode(mac.finalize().into_bytes())[..20])
-            }
-            _ => employee_id.to_string(),
+        match &self.pseudonym_key {
+            Some(key) => key.pseudonym(employee_id),
+            None => employee_id.to_string(),
         }
     }
 
@@ -207,208 +258,4 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn alert(v: Value) -> Alert {
-        Alert::from_value(&v).unwrap()
-    }
-
-    fn base(alert_type: &str, severity: &str, details: Value) -> Value {
-        json!({
-            "alert_id": "a-100", "alert_type": alert_type, "severity": severity,
-            "occurred_at": "2026-11-20T14:03:00Z",
-            "employee": {"id": "E1", "department": "Engineering"},
-            "description": "something happened", "risk_score": 50,
-            "evidence_url": "https://monitor.example.com/a/100", "details": details
-        })
-    }
-
-    const CONFIG: &str = r#"
-version: 1
-alert_types:
-  dlp: {record_type: security_incident, assignment_group: Security Operations, category: DLP}
-  policy_violation:
-    record_type: policy_exception
-    assignment_group: Compliance
-    priorities: {P3: {impact: 3, urgency: 1}}
-  behavioral_anomaly: {record_type: security_incident, assignment_group: IT Security, delivery: realtime}
-  productivity:
-    record_type: hr_case
-    assignment_group: {by_department: {Engineering: HR Partners - Engineering}, default: HR Partners}
-  custom: {record_type: incident, assignment_group: Service Desk, table: incident}
-rules:
-  - name: big-usb
-    when: {all: [{field: alert_type, eq: dlp}, {field: details.file_count, gte: 500}]}
-    priority: P1
-  - name: any-usb
-    when: {all: [{field: alert_type, eq: dlp}, {field: details.channel, eq: usb}]}
-    record_type: incident
-    assignment_group: Service Desk
-  - name: first-wins
-    when: {field: risk_score, gte: 90}
-    record_type: task
-    assignment_group: IT Security
-  - name: never-first
-    when: {field: risk_score, gte: 95}
-    record_type: problem
-"#;
-
-    fn router() -> Router {
-        Router::new(Config::from_yaml(CONFIG).unwrap(), None).unwrap()
-    }
-
-    #[test]
-    fn the_first_matching_rule_wins() {
-        let r = router();
-        let d = r.route(&alert(base(
-            "dlp",
-            "high",
-            json!({"file_count": 900, "bytes": 1, "channel": "usb"}),
-        )));
-        assert_eq!(d.rule, "big-usb");
-        assert_eq!(
-            (d.record_type, d.table.as_str()),
-            (RecordType::SecurityIncident, "sn_si_incident")
-        );
-        assert_eq!((d.impact, d.urgency, d.servicenow_priority), (1, 1, 1));
-        let d = r.route(&alert(base(
-            "dlp",
-            "high",
-            json!({"file_count": 9, "bytes": 1, "channel": "usb"}),
-        )));
-        assert_eq!(d.rule, "any-usb");
-        assert_eq!((d.record_type, d.table.as_str()), (RecordType::Incident, "incident"));
-        assert_eq!(d.assignment_group, "Service Desk");
-        let mut v = base("policy_violation", "low", json!(null));
-        v["risk_score"] = json!(99);
-        assert_eq!(r.route(&alert(v)).rule, "first-wins");
-    }
-
-    #[test]
-    fn no_matching_rule_takes_the_alert_type_default() {
-        let d = router().route(&alert(base(
-            "dlp",
-            "medium",
-            json!({"file_count": 3, "bytes": 1, "channel": "email"}),
-        )));
-        assert_eq!(d.rule, "default:dlp");
-        assert_eq!(d.table, "sn_si_incident");
-        assert_eq!(d.assignment_group, "Security Operations");
-        assert_eq!(d.priority, "P3");
-        assert_eq!((d.impact, d.urgency), (2, 2));
-        assert_eq!(d.delivery, DeliveryMode::Batch);
-        assert_eq!(d.fields["category"], "DLP");
-    }
-
-    #[test]
-    fn the_long_description_has_the_documented_form() {
-        for score in [0, 7, 50, 100] {
-            let mut v = base(
-                "dlp",
-                "medium",
-                json!({"file_count": 3, "bytes": 1, "channel": "email"}),
-            );
-            v["risk_score"] = json!(score);
-            let d = router().route(&alert(v));
-            let expected = format!(
-                "Triggering activity: something happened\nAlert type: Data loss prevention (dlp)\nSeverity: \
-                 Medium\nRisk score: {score}/100\nEmployee: E1\nOccurred at: 2026-11-20T14:03:00Z\nEvidence: \
-                 https://monitor.example.com/a/100\n\nAlert id: a-100\nRouted by rule {} (config {})",
-                d.rule, d.config_hash
-            );
-            assert_eq!(d.fields["description"], expected.as_str());
-            assert_eq!((&d.fields["impact"], &d.fields["urgency"]), (&json!("2"), &json!("2")));
-        }
-    }
-
-    #[test]
-    fn priorities_follow_severity_and_per_type_overrides() {
-        let r = router();
-        for (sev, p, iu) in [
-            ("critical", "P1", (1, 1)),
-            ("high", "P2", (1, 2)),
-            ("medium", "P3", (2, 2)),
-            ("low", "P4", (2, 3)),
-        ] {
-            let d = r.route(&alert(base("custom", sev, json!(null)).tap_rule()));
-            assert_eq!((d.priority.as_str(), (d.impact, d.urgency)), (p, iu), "{sev}");
-        }
-        let d = r.route(&alert(base("policy_violation", "medium", json!(null))));
-        assert_eq!(
-            (d.priority.as_str(), d.impact, d.urgency, d.servicenow_priority),
-            ("P3", 3, 1, 3)
-        );
-    }
-
-    #[test]
-    fn delivery_follows_severity_unless_overridden() {
-        let r = router();
-        let mode = |t: &str, s: &str| r.route(&alert(base(t, s, json!(null)).tap_rule())).delivery;
-        assert_eq!(mode("custom", "critical"), DeliveryMode::Realtime);
-        assert_eq!(mode("custom", "high"), DeliveryMode::Realtime);
-        assert_eq!(mode("custom", "medium"), DeliveryMode::Batch);
-        assert_eq!(mode("custom", "low"), DeliveryMode::Batch);
-        assert_eq!(mode("behavioral_anomaly", "low"), DeliveryMode::Realtime);
-    }
-
-    #[test]
-    fn groups_resolve_by_department() {
-        let r = router();
-        let d = r.route(&alert(base("productivity", "medium", json!(null))));
-        assert_eq!(d.assignment_group, "HR Partners - Engineering");
-        let mut v = base("productivity", "medium", json!(null));
-        v["employee"]["department"] = json!("Legal");
-        assert_eq!(r.route(&alert(v)).assignment_group, "HR Partners");
-    }
-
-    #[test]
-    fn correlation_ids_are_stable_query_safe_and_bounded() {
-        assert_eq!(correlation_id("emon", "a-100"), "emon:a-100");
-        let weird = correlation_id("emon", "id with spaces^ORactive=true");
-        assert!(weird.starts_with("emon:h:") && is_query_safe(&weird), "{weird}");
-        assert_eq!(weird, correlation_id("emon", "id with spaces^ORactive=true"));
-        let long = correlation_id("emon", &"x".repeat(128));
-        assert!(long.len() <= 100 && is_query_safe(&long));
-        // an alert id that looks like a hashed one cannot collide with a hashed one
-        assert!(correlation_id("emon", "h:abc").starts_with("emon:h:"));
-        assert_ne!(correlation_id("emon", "h:abc"), "emon:h:abc");
-    }
-
-    #[test]
-    fn pseudonymisation_needs_a_key_and_hides_the_id() {
-        let yaml = format!("{CONFIG}\nprivacy: {{pseudonymise_employee: true}}\n");
-        let c = Config::from_yaml(&yaml).unwrap();
-        assert_eq!(
-            Router::new(c.clone(), None).unwrap_err(),
-            RouterError::MissingPseudonymKey
-        );
-        assert_eq!(
-            Router::new(c.clone(), Some(b"short".to_vec())).unwrap_err(),
-            RouterError::ShortPseudonymKey
-        );
-        let r = Router::new(c.clone(), Some(b"0123456789abcdef-key".to_vec())).unwrap();
-        let d = r.route(&alert(base("dlp", "low", json!(null))));
-        assert!(d.employee_ref.starts_with("emp-") && d.employee_ref.len() == 24);
-        assert_ne!(d.employee_ref, "E1");
-        let text = serde_json::to_string(&d.fields).unwrap();
-        assert!(!text.contains("E1\"") && !text.contains("Employee: E1\n"), "{text}");
-        // keyed: another key gives another pseudonym, the same key the same one
-        let r2 = Router::new(c, Some(b"another-key-0123456".to_vec())).unwrap();
-        assert_ne!(r2.employee_ref("E1"), d.employee_ref);
-        assert_eq!(r.employee_ref("E1"), d.employee_ref);
-    }
-
-    trait TapRule {
-        fn tap_rule(self) -> Value;
-    }
-    impl TapRule for Value {
-        fn tap_rule(mut self) -> Value {
-            if self["alert_type"] == "custom" {
-                self["rule"] = json!({"id": "r1", "name": "Custom one"});
-            }
-            self
-        }
-    }
-}
+mod tests;

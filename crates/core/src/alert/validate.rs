@@ -1,0 +1,595 @@
+//! Validation: a webhook body (JSON) into an [`Alert`], or every problem it has.
+//!
+//! The parsed JSON is walked by hand instead of through serde's derive, so that validation reports EVERY
+//! problem at once, each with its JSON path, rather than stopping at the first.
+
+use serde_json::{Map, Number, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use url::Url;
+
+use super::model::{
+    Alert, AlertType, ComplianceHistory, CustomRule, Details, DlpChannel, Employee, InvalidAlert, Problem, Severity,
+};
+use super::{
+    KNOWN_FIELDS, MAX_ALERT_ID, MAX_DEPARTMENT, MAX_DESCRIPTION, MAX_EMPLOYEE_FIELD, MAX_LIST_ITEMS, MAX_NAME, MAX_URL,
+    SCHEMA_VERSION,
+};
+
+/// The longest `occurred_at` accepted.
+const MAX_TIMESTAMP: usize = 64;
+/// The most weeks `details.weekly_trend` may list.
+const MAX_TREND_WEEKS: usize = 52;
+
+impl Alert {
+    /// Parse and validate a webhook body.
+    pub fn from_slice(body: &[u8]) -> Result<Alert, InvalidAlert> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => Alert::from_value(&v),
+            Err(e) => Err(InvalidAlert {
+                problems: vec![Problem {
+                    path: "$".into(),
+                    message: format!("body is not valid JSON: {e}"),
+                }],
+            }),
+        }
+    }
+
+    /// Validate an already-parsed body.
+    pub fn from_value(v: &Value) -> Result<Alert, InvalidAlert> {
+        let mut c = Checker::default();
+        let Some(obj) = v.as_object() else {
+            c.problem("$", "the alert must be a JSON object");
+            return Err(c.finish());
+        };
+
+        if let Some(ver) = obj.get("schema_version")
+            && ver.as_str() != Some(SCHEMA_VERSION)
+            && ver.as_u64() != Some(1)
+        {
+            c.problem(
+                "$.schema_version",
+                format!("unsupported schema version {ver}; this relay understands \"{SCHEMA_VERSION}\""),
+            );
+        }
+
+        let alert_id = c.required(obj.get("alert_id"), "$.alert_id", MAX_ALERT_ID);
+        let alert_type = c.one_of(
+            obj.get("alert_type"),
+            "$.alert_type",
+            &AlertType::ALL,
+            AlertType::as_str,
+        );
+        let severity = c.one_of(obj.get("severity"), "$.severity", &Severity::ALL, Severity::as_str);
+        let occurred_at = c.required(obj.get("occurred_at"), "$.occurred_at", MAX_TIMESTAMP);
+        let occurred_at_unix = occurred_at
+            .as_deref()
+            .and_then(|s| match OffsetDateTime::parse(s, &Rfc3339) {
+                Ok(t) => Some(t.unix_timestamp()),
+                Err(_) => {
+                    c.problem(
+                        "$.occurred_at",
+                        format!("{s:?} is not an RFC 3339 timestamp (e.g. 2026-11-20T14:03:00Z)"),
+                    );
+                    None
+                }
+            });
+        let employee = c.employee(obj.get("employee"));
+        let description = c.text(obj.get("description"), "$.description", MAX_DESCRIPTION);
+        let risk_score = c.risk_score(obj.get("risk_score"));
+        let evidence_url = c.evidence_url(obj.get("evidence_url"));
+        let rule = c.custom_rule(obj.get("rule"), alert_type);
+        let test = match obj.get("test") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                c.problem("$.test", format!("must be true or false, got {}", kind(other)));
+                false
+            }
+        };
+        let (details, raw_details) = c.details(obj.get("details"), alert_type);
+        let mut ignored_fields: Vec<String> = obj
+            .keys()
+            .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        ignored_fields.sort_unstable();
+
+        let alert = || -> Option<Alert> {
+            Some(Alert {
+                alert_id: alert_id?,
+                alert_type: alert_type?,
+                severity: severity?,
+                occurred_at: occurred_at?,
+                occurred_at_unix: occurred_at_unix?,
+                employee: employee?,
+                description: description?,
+                risk_score: risk_score?,
+                evidence_url: evidence_url?,
+                details,
+                raw_details,
+                rule,
+                test,
+                ignored_fields,
+            })
+        };
+        match alert() {
+            Some(alert) if c.problems.is_empty() => Ok(alert),
+            // a part is missing only when its problem was recorded
+            _ => Err(c.finish()),
+        }
+    }
+}
+
+/// Whether a string is required.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Required,
+    Optional,
+}
+
+/// Whether a string may hold line breaks and tabs (free text) or not (identifiers, names).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lines {
+    One,
+    Many,
+}
+
+/// What kind of JSON value `v` is, for messages ("a string", "an object", …).
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A non-negative whole number, written as an integer or as a float without fraction (`847` or `847.0`).
+fn whole(n: &Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15)
+            .map(|f| f as u64)
+    })
+}
+
+/// The position (in characters) of the first control character a ticket must never carry: C0/C1 controls
+/// and DEL, except the line breaks and tabs free text may hold.
+fn control_position(s: &str, lines: Lines) -> Option<usize> {
+    s.chars()
+        .position(|ch| ch.is_control() && !(lines == Lines::Many && matches!(ch, '\n' | '\t' | '\r')))
+}
+
+/// True for `https:///…` (any case): a link whose host the URL parser would take from the path.
+fn empty_authority(s: &str) -> bool {
+    s.get(..9).is_some_and(|start| start.eq_ignore_ascii_case("https:///"))
+}
+
+/// A loose e-mail address check: something before the first `@`, a dot after it, no spaces.
+fn looks_like_email(e: &str) -> bool {
+    e.split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !e.contains(' '))
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn finish(self) -> InvalidAlert {
+        InvalidAlert {
+            problems: self.problems,
+        }
+    }
+
+    /// The string rules every field shares: not blank, at most `max` characters, no control characters.
+    fn checked_str(&mut self, path: &str, s: &str, max: usize, lines: Lines) -> Option<String> {
+        let mut ok = true;
+        if s.trim().is_empty() {
+            self.problem(path, "must not be empty");
+            ok = false;
+        }
+        let n = s.chars().count();
+        if n > max {
+            self.problem(path, format!("is {n} characters long; the limit is {max}"));
+            ok = false;
+        }
+        if let Some(pos) = control_position(s, lines) {
+            self.problem(path, format!("contains a control character at position {pos}"));
+            ok = false;
+        }
+        ok.then(|| s.to_owned())
+    }
+
+    fn string(
+        &mut self,
+        v: Option<&Value>,
+        path: &str,
+        max: usize,
+        presence: Presence,
+        lines: Lines,
+    ) -> Option<String> {
+        match v {
+            None | Some(Value::Null) => {
+                if presence == Presence::Required {
+                    self.problem(path, "is required");
+                }
+                None
+            }
+            Some(Value::String(s)) => self.checked_str(path, s, max, lines),
+            Some(other) => {
+                self.problem(path, format!("must be a string, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// A required one-line string.
+    fn required(&mut self, v: Option<&Value>, path: &str, max: usize) -> Option<String> {
+        self.string(v, path, max, Presence::Required, Lines::One)
+    }
+
+    /// An optional one-line string.
+    fn optional(&mut self, v: Option<&Value>, path: &str, max: usize) -> Option<String> {
+        self.string(v, path, max, Presence::Optional, Lines::One)
+    }
+
+    /// Required free text (line breaks and tabs allowed).
+    fn text(&mut self, v: Option<&Value>, path: &str, max: usize) -> Option<String> {
+        self.string(v, path, max, Presence::Required, Lines::Many)
+    }
+
+    /// A required string naming one of `all`.
+    fn one_of<T: Copy>(&mut self, v: Option<&Value>, path: &str, all: &[T], name: fn(T) -> &'static str) -> Option<T> {
+        let names = || all.iter().map(|t| name(*t)).collect::<Vec<_>>().join(", ");
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, format!("is required (one of: {})", names()));
+                None
+            }
+            Some(Value::String(s)) => {
+                let found = all.iter().copied().find(|t| name(*t) == s);
+                if found.is_none() {
+                    self.problem(path, format!("unknown value {s:?}; expected one of: {}", names()));
+                }
+                found
+            }
+            Some(other) => {
+                self.problem(path, format!("must be a string, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// An object that must be present: `None` (with the problem recorded) when it is absent or not an object.
+    fn required_object<'v>(&mut self, v: Option<&'v Value>, path: &str, hint: &str) -> Option<&'v Map<String, Value>> {
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, format!("is required{hint}"));
+                None
+            }
+            Some(Value::Object(o)) => Some(o),
+            Some(other) => {
+                self.problem(path, format!("must be an object, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn employee(&mut self, v: Option<&Value>) -> Option<Employee> {
+        let obj = self.required_object(v, "$.employee", "")?;
+        let id = self.required(obj.get("id"), "$.employee.id", MAX_EMPLOYEE_FIELD);
+        let display_name = self.optional(obj.get("display_name"), "$.employee.display_name", MAX_NAME);
+        let email = self.optional(obj.get("email"), "$.employee.email", MAX_EMPLOYEE_FIELD * 2);
+        if let Some(e) = &email
+            && !looks_like_email(e)
+        {
+            self.problem("$.employee.email", format!("{e:?} is not an e-mail address"));
+        }
+        let department = self.required(obj.get("department"), "$.employee.department", MAX_DEPARTMENT);
+        let manager = self.optional(obj.get("manager"), "$.employee.manager", MAX_NAME);
+        Some(Employee {
+            id: id?,
+            display_name,
+            email,
+            department: department?,
+            manager,
+        })
+    }
+
+    fn risk_score(&mut self, v: Option<&Value>) -> Option<u8> {
+        let path = "$.risk_score";
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required (an integer from 0 to 100)");
+                None
+            }
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) if (0..=100).contains(&i) => Some(i as u8),
+                Some(i) => {
+                    self.problem(path, format!("{i} is out of range; must be 0 to 100"));
+                    None
+                }
+                None => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && (0.0..=100.0).contains(&f) => Some(f as u8),
+                    _ => {
+                        self.problem(path, format!("{n} is not an integer from 0 to 100"));
+                        None
+                    }
+                },
+            },
+            Some(other) => {
+                self.problem(path, format!("must be an integer from 0 to 100, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// An absolute https link with a host and no user part, returned in its normalised (WHATWG) form.
+    fn evidence_url(&mut self, v: Option<&Value>) -> Option<String> {
+        let path = "$.evidence_url";
+        let s = self.required(v, path, MAX_URL)?;
+        match Url::parse(&s) {
+            Err(e) => {
+                self.problem(path, format!("is not a valid URL: {e}"));
+                None
+            }
+            Ok(u) if u.scheme() != "https" => {
+                self.problem(path, format!("must be an https:// link, got scheme {:?}", u.scheme()));
+                None
+            }
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                self.problem(path, "must not contain user credentials");
+                None
+            }
+            // the parser reads `https:///a` as host `a` and drops an empty user part: both are refused
+            Ok(u) if u.host_str().is_none_or(str::is_empty) || s.contains('@') || empty_authority(&s) => {
+                self.problem(path, "must be https://<host>/<path> with a host and no user part");
+                None
+            }
+            Ok(u) => Some(u.into()),
+        }
+    }
+
+    fn custom_rule(&mut self, v: Option<&Value>, alert_type: Option<AlertType>) -> Option<CustomRule> {
+        match v {
+            None | Some(Value::Null) => {
+                if alert_type == Some(AlertType::Custom) {
+                    self.problem(
+                        "$.rule",
+                        "is required for alert_type \"custom\" ({\"id\": …, \"name\": …})",
+                    );
+                }
+                None
+            }
+            Some(Value::Object(o)) => {
+                let id = self.required(o.get("id"), "$.rule.id", MAX_ALERT_ID);
+                let name = self.required(o.get("name"), "$.rule.name", MAX_NAME);
+                Some(CustomRule { id: id?, name: name? })
+            }
+            Some(other) => {
+                self.problem("$.rule", format!("must be an object, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// A required count (see [`whole`]).
+    fn count(&mut self, v: Option<&Value>, path: &str) -> Option<u64> {
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required");
+                None
+            }
+            Some(Value::Number(n)) => {
+                let r = whole(n);
+                if r.is_none() {
+                    self.problem(path, format!("{n} must be a non-negative integer"));
+                }
+                r
+            }
+            Some(other) => {
+                self.problem(path, format!("must be a non-negative integer, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// A required number from 0 to `max`.
+    fn number(&mut self, v: Option<&Value>, path: &str, max: f64) -> Option<f64> {
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required");
+                None
+            }
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(f) if (0.0..=max).contains(&f) => Some(f),
+                _ => {
+                    self.problem(path, format!("{n} is out of range; must be 0 to {max}"));
+                    None
+                }
+            },
+            Some(other) => {
+                self.problem(path, format!("must be a number, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// An optional boolean.
+    fn flag(&mut self, v: Option<&Value>, path: &str) {
+        match v {
+            None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+            Some(other) => self.problem(path, format!("must be true or false, got {}", kind(other))),
+        }
+    }
+
+    fn string_list(&mut self, v: Option<&Value>, path: &str) -> Option<Vec<String>> {
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required (a list of strings)");
+                None
+            }
+            Some(Value::Array(items)) if items.len() > MAX_LIST_ITEMS => {
+                self.problem(
+                    path,
+                    format!("has {} items; the limit is {MAX_LIST_ITEMS}", items.len()),
+                );
+                None
+            }
+            Some(Value::Array(items)) => {
+                let checked: Vec<Option<String>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.required(Some(item), &format!("{path}[{i}]"), MAX_NAME))
+                    .collect();
+                checked.into_iter().collect()
+            }
+            Some(other) => {
+                self.problem(path, format!("must be a list of strings, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn weekly_trend(&mut self, v: Option<&Value>) -> Option<Vec<f64>> {
+        let path = "$.details.weekly_trend";
+        match v {
+            None | Some(Value::Null) => {
+                self.problem(path, "is required (hours per week, oldest first)");
+                None
+            }
+            Some(Value::Array(items)) if items.len() > MAX_TREND_WEEKS => {
+                self.problem(
+                    path,
+                    format!("has {} weeks; the limit is {MAX_TREND_WEEKS}", items.len()),
+                );
+                None
+            }
+            Some(Value::Array(items)) => {
+                let checked: Vec<Option<f64>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.number(Some(item), &format!("{path}[{i}]"), 168.0))
+                    .collect();
+                checked.into_iter().collect()
+            }
+            Some(other) => {
+                self.problem(path, format!("must be a list of numbers, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// The typed details of `alert_type`, and the `details` object as sent.
+    fn details(&mut self, v: Option<&Value>, alert_type: Option<AlertType>) -> (Details, Map<String, Value>) {
+        let obj = match v {
+            None | Some(Value::Null) => return (Details::None, Map::new()),
+            Some(Value::Object(o)) => o,
+            Some(other) => {
+                self.problem("$.details", format!("must be an object, got {}", kind(other)));
+                return (Details::None, Map::new());
+            }
+        };
+        let details = match alert_type {
+            None => None,
+            Some(AlertType::Dlp) => self.dlp(obj),
+            Some(AlertType::BehavioralAnomaly) => self.behavioral_anomaly(obj),
+            Some(AlertType::Productivity) => self.productivity(obj),
+            Some(AlertType::PolicyViolation) => self.policy_violation(obj),
+            Some(AlertType::Custom) => {
+                for (k, v) in obj {
+                    if let Value::String(s) = v {
+                        self.checked_str(&format!("$.details.{k}"), s, MAX_DESCRIPTION, Lines::Many);
+                    }
+                }
+                Some(Details::Custom(obj.clone()))
+            }
+        };
+        (details.unwrap_or(Details::None), obj.clone())
+    }
+
+    fn dlp(&mut self, obj: &Map<String, Value>) -> Option<Details> {
+        let file_count = self.count(obj.get("file_count"), "$.details.file_count");
+        let bytes = self.count(obj.get("bytes"), "$.details.bytes");
+        let channel = self.one_of(
+            obj.get("channel"),
+            "$.details.channel",
+            &DlpChannel::ALL,
+            DlpChannel::as_str,
+        );
+        Some(Details::Dlp {
+            file_count: file_count?,
+            bytes: bytes?,
+            channel: channel?,
+        })
+    }
+
+    fn behavioral_anomaly(&mut self, obj: &Map<String, Value>) -> Option<Details> {
+        self.flag(obj.get("after_hours"), "$.details.after_hours");
+        self.flag(obj.get("privileged_account"), "$.details.privileged_account");
+        let systems = self.string_list(obj.get("systems"), "$.details.systems");
+        let duration_minutes = self.count(obj.get("duration_minutes"), "$.details.duration_minutes");
+        let applications = self.string_list(obj.get("applications"), "$.details.applications");
+        Some(Details::BehavioralAnomaly {
+            systems: systems?,
+            duration_minutes: duration_minutes?,
+            applications: applications?,
+        })
+    }
+
+    fn productivity(&mut self, obj: &Map<String, Value>) -> Option<Details> {
+        if obj.get("weeks").is_some_and(|v| !v.is_null()) {
+            self.count(obj.get("weeks"), "$.details.weeks");
+        }
+        let hours_per_day = self.number(obj.get("hours_per_day"), "$.details.hours_per_day", 24.0);
+        let categories = self.string_list(obj.get("categories"), "$.details.categories");
+        let weekly_trend = self.weekly_trend(obj.get("weekly_trend"));
+        Some(Details::Productivity {
+            hours_per_day: hours_per_day?,
+            categories: categories?,
+            weekly_trend: weekly_trend?,
+        })
+    }
+
+    fn policy_violation(&mut self, obj: &Map<String, Value>) -> Option<Details> {
+        let policy = self.required(obj.get("policy"), "$.details.policy", MAX_NAME);
+        let history = self
+            .required_object(
+                obj.get("history_30d"),
+                "$.details.history_30d",
+                " ({\"violations\": n, \"warnings\": n} over the last 30 days)",
+            )
+            .and_then(|h| {
+                let violations = self.history_count(h.get("violations"), "$.details.history_30d.violations");
+                let warnings = self.history_count(h.get("warnings"), "$.details.history_30d.warnings");
+                Some(ComplianceHistory {
+                    violations: violations?,
+                    warnings: warnings?,
+                })
+            });
+        Some(Details::PolicyViolation {
+            policy: policy?,
+            history_30d: history?,
+        })
+    }
+
+    fn history_count(&mut self, v: Option<&Value>, path: &str) -> Option<u64> {
+        let n = v.and_then(Value::as_number).and_then(whole);
+        if n.is_none() {
+            self.problem(path, "is required (a non-negative integer)");
+        }
+        n
+    }
+}

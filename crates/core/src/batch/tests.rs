@@ -1,0 +1,180 @@
+use super::*;
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::route::Router;
+use serde_json::json;
+
+fn decision(i: usize, employee: &str, alert_type: &str, severity: &str) -> Decision {
+    let mut v = json!({
+        "alert_id": format!("b-{i:04}"), "alert_type": alert_type, "severity": severity,
+        "occurred_at": "2026-11-20T14:03:00Z",
+        "employee": {"id": employee, "department": "Sales"},
+        "description": format!("activity number {i}"), "risk_score": 20,
+        "evidence_url": format!("https://monitor.example.com/a/{i}")
+    });
+    if alert_type == "custom" {
+        v["rule"] = json!({"id": "r", "name": "n"});
+    }
+    Router::new(Config::default_config(), None)
+        .unwrap()
+        .route(&Alert::from_value(&v).unwrap())
+}
+
+fn pend(ds: &[Decision], at: i64) -> Vec<Pending<'_>> {
+    ds.iter()
+        .map(|d| Pending {
+            decision: d,
+            received_at_ms: at,
+        })
+        .collect()
+}
+
+#[test]
+fn alerts_of_one_employee_and_type_become_one_record_listing_all() {
+    let ds: Vec<Decision> = (0..5).map(|i| decision(i, "E1", "policy_violation", "low")).collect();
+    let plan = plan(&pend(&ds, 1_000), &BatchSettings::default(), 300_000);
+    assert_eq!(plan.records.len(), 1);
+    let r = &plan.records[0];
+    assert_eq!(r.alert_ids.len(), 5);
+    let desc = r.fields["description"].as_str().unwrap();
+    for i in 0..5 {
+        assert!(desc.contains(&format!("b-{i:04}")) && desc.contains(&format!("activity number {i}")));
+    }
+    assert!(
+        r.fields["short_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("5 Policy violation alerts")
+    );
+    assert!(r.correlation_id.starts_with("emon:b:") && crate::route::is_query_safe(&r.correlation_id));
+    assert_eq!(r.fields["correlation_id"], r.correlation_id.as_str());
+    assert_eq!(plan.chunks, vec![vec![0]]);
+}
+
+#[test]
+fn different_employees_types_and_windows_stay_apart() {
+    let ds = [
+        decision(1, "E1", "policy_violation", "low"),
+        decision(2, "E2", "policy_violation", "low"),
+        decision(3, "E1", "productivity", "low"),
+    ];
+    let p = plan(&pend(&ds, 0), &BatchSettings::default(), 300_000);
+    assert_eq!(p.records.len(), 3);
+    assert!(p.records.iter().all(|r| r.alert_ids.len() == 1));
+    // a lone alert keeps its own correlation id and fields, exactly as realtime would send it
+    let lone = p.records.iter().find(|r| r.alert_ids == ["b-0002"]).unwrap();
+    assert_eq!(lone.fields, ds[1].fields);
+
+    let same = [
+        decision(1, "E1", "policy_violation", "low"),
+        decision(2, "E1", "policy_violation", "low"),
+    ];
+    let pending = vec![
+        Pending {
+            decision: &same[0],
+            received_at_ms: 299_999,
+        },
+        Pending {
+            decision: &same[1],
+            received_at_ms: 300_000,
+        },
+    ];
+    assert_eq!(plan(&pending, &BatchSettings::default(), 300_000).records.len(), 2);
+}
+
+#[test]
+fn aggregates_take_the_most_urgent_member_and_are_deterministic() {
+    let ds = [
+        decision(1, "E1", "policy_violation", "low"),
+        decision(2, "E1", "policy_violation", "medium"),
+    ];
+    let p1 = plan(&pend(&ds, 5), &BatchSettings::default(), 300_000);
+    let r = &p1.records[0];
+    assert_eq!(
+        (r.fields["impact"].as_str(), r.fields["urgency"].as_str()),
+        (Some("2"), Some("2"))
+    );
+    assert!(
+        r.fields["short_description"]
+            .as_str()
+            .unwrap()
+            .contains("(up to Medium)")
+    );
+    let reversed = [ds[1].clone(), ds[0].clone()];
+    let p2 = plan(&pend(&reversed, 5), &BatchSettings::default(), 300_000);
+    assert_eq!(p2.records[0].correlation_id, r.correlation_id);
+    assert_eq!(p2.records[0].alert_ids, r.alert_ids);
+}
+
+#[test]
+fn one_window_drained_by_two_flushes_gets_two_correlation_ids() {
+    let ds: Vec<Decision> = (0..4).map(|i| decision(i, "E1", "policy_violation", "low")).collect();
+    let first = plan(&pend(&ds[..2], 10), &BatchSettings::default(), 300_000);
+    let second = plan(&pend(&ds[2..], 20), &BatchSettings::default(), 300_000);
+    assert_ne!(first.records[0].correlation_id, second.records[0].correlation_id);
+    // an interrupted flush re-drains the same alerts (plus later ones): same earliest member, same id
+    let again = plan(&pend(&ds[..3], 10), &BatchSettings::default(), 300_000);
+    assert_eq!(again.records[0].correlation_id, first.records[0].correlation_id);
+}
+
+#[test]
+fn group_keys_are_configurable() {
+    let ds = [
+        decision(1, "E1", "policy_violation", "low"),
+        decision(2, "E2", "policy_violation", "low"),
+    ];
+    let settings = BatchSettings {
+        group_by: vec!["alert_type".into()],
+        ..BatchSettings::default()
+    };
+    let p = plan(&pend(&ds, 0), &settings, 300_000);
+    assert_eq!(p.records.len(), 1);
+    assert!(
+        !p.records[0].fields["short_description"]
+            .as_str()
+            .unwrap()
+            .contains("for employee")
+    );
+}
+
+#[test]
+fn big_groups_split_and_requests_are_chunked() {
+    let ds: Vec<Decision> = (0..500)
+        .map(|i| decision(i, &format!("E{}", i % 50), "policy_violation", "low"))
+        .collect();
+    let settings = BatchSettings {
+        max_alerts_per_record: 4,
+        max_requests_per_batch: 20,
+        ..BatchSettings::default()
+    };
+    let p = plan(&pend(&ds, 0), &settings, 300_000);
+    // 50 employees × 10 alerts, at most 4 per record → 3 records each
+    assert_eq!(p.records.len(), 150);
+    assert!(p.records.iter().all(|r| r.alert_ids.len() <= 4));
+    assert_eq!(p.records.iter().map(|r| r.alert_ids.len()).sum::<usize>(), 500);
+    assert_eq!(p.chunks.len(), 8);
+    assert!(p.chunks.iter().all(|c| c.len() <= 20));
+    let mut seen: Vec<usize> = p.chunks.concat();
+    seen.sort();
+    assert_eq!(seen, (0..150).collect::<Vec<_>>());
+    // every correlation id distinct
+    let mut ids: Vec<_> = p.records.iter().map(|r| r.correlation_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 150);
+}
+
+#[test]
+fn byte_limit_cuts_chunks() {
+    let ds: Vec<Decision> = (0..10)
+        .map(|i| decision(i, &format!("E{i}"), "policy_violation", "low"))
+        .collect();
+    let size = serde_json::to_vec(&ds[0].fields).unwrap().len();
+    let settings = BatchSettings {
+        max_batch_bytes: size * 3 + 10,
+        ..BatchSettings::default()
+    };
+    let p = plan(&pend(&ds, 0), &settings, 300_000);
+    assert!(p.chunks.iter().all(|c| c.len() <= 3), "{:?}", p.chunks);
+    assert_eq!(p.chunks.concat().len(), 10);
+}

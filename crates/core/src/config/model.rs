@@ -1,0 +1,298 @@
+//! The compiled config and the value types it is made of.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::template::Template;
+use crate::alert::AlertType;
+use crate::condition::{Condition, Guard};
+
+/// The kinds of ServiceNow record a route can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordType {
+    Incident,
+    Task,
+    Problem,
+    SecurityIncident,
+    ThreatIntelligence,
+    PolicyException,
+    Risk,
+    HrCase,
+    EmployeeDocument,
+    ItomEvent,
+}
+
+impl RecordType {
+    pub const ALL: [RecordType; 10] = [
+        RecordType::Incident,
+        RecordType::Task,
+        RecordType::Problem,
+        RecordType::SecurityIncident,
+        RecordType::ThreatIntelligence,
+        RecordType::PolicyException,
+        RecordType::Risk,
+        RecordType::HrCase,
+        RecordType::EmployeeDocument,
+        RecordType::ItomEvent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::Incident => "incident",
+            RecordType::Task => "task",
+            RecordType::Problem => "problem",
+            RecordType::SecurityIncident => "security_incident",
+            RecordType::ThreatIntelligence => "threat_intelligence",
+            RecordType::PolicyException => "policy_exception",
+            RecordType::Risk => "risk",
+            RecordType::HrCase => "hr_case",
+            RecordType::EmployeeDocument => "employee_document",
+            RecordType::ItomEvent => "itom_event",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        RecordType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordType::Incident => "Incident",
+            RecordType::Task => "Task",
+            RecordType::Problem => "Problem",
+            RecordType::SecurityIncident => "Security Incident",
+            RecordType::ThreatIntelligence => "Threat Intelligence",
+            RecordType::PolicyException => "Policy Exception",
+            RecordType::Risk => "Risk",
+            RecordType::HrCase => "HR Case",
+            RecordType::EmployeeDocument => "Employee Document",
+            RecordType::ItomEvent => "ITOM Event",
+        }
+    }
+
+    /// The table a default instance uses (../shared/reference/servicenow-api.md). ITOM events go to the
+    /// Event Management endpoint, which writes `em_event`.
+    pub fn default_table(self) -> &'static str {
+        match self {
+            RecordType::Incident => "incident",
+            RecordType::Task => "task",
+            RecordType::Problem => "problem",
+            RecordType::SecurityIncident => "sn_si_incident",
+            RecordType::ThreatIntelligence => "sn_ti_observable",
+            RecordType::PolicyException => "sn_compliance_policy_exception",
+            RecordType::Risk => "sn_risk_risk",
+            RecordType::HrCase => "sn_hr_core_case",
+            RecordType::EmployeeDocument => "sn_hr_ef_employee_document",
+            RecordType::ItomEvent => "em_event",
+        }
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an alert travels: at once, or in the next batch window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    Realtime,
+    Batch,
+}
+
+impl DeliveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::Realtime => "realtime",
+            DeliveryMode::Batch => "batch",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "realtime" => Some(DeliveryMode::Realtime),
+            "batch" => Some(DeliveryMode::Batch),
+            _ => None,
+        }
+    }
+}
+
+/// Impact and urgency (1 = high … 3 = low): what ServiceNow's priority lookup computes priority from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpactUrgency {
+    pub impact: u8,
+    pub urgency: u8,
+}
+
+impl ImpactUrgency {
+    /// ServiceNow's default priority lookup matrix (1 Critical … 5 Planning).
+    pub fn servicenow_priority(self) -> u8 {
+        match (self.impact, self.urgency) {
+            (1, 1) => 1,
+            (1, 2) | (2, 1) => 2,
+            (1, 3) | (2, 2) | (3, 1) => 3,
+            (2, 3) | (3, 2) => 4,
+            _ => 5,
+        }
+    }
+}
+
+/// Who gets the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GroupSpec {
+    /// A group's display name (sent with `sysparm_input_display_value=true`) or a 32-hex sys_id.
+    Name(String),
+    /// The group is chosen by the employee's department (e.g. each department's HR partner group).
+    ByDepartment(DepartmentGroups),
+}
+
+/// `{by_department: {Department: Group, …}, default: Group}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentGroups {
+    pub by_department: BTreeMap<String, String>,
+    pub default: String,
+}
+
+impl GroupSpec {
+    pub fn resolve(&self, department: &str) -> &str {
+        match self {
+            GroupSpec::Name(n) => n,
+            GroupSpec::ByDepartment(g) => g
+                .by_department
+                .get(department)
+                .map(String::as_str)
+                .unwrap_or(&g.default),
+        }
+    }
+}
+
+/// Privacy options: what of the employee leaves for ServiceNow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Privacy {
+    /// Replace the employee identifier with a keyed hash (HMAC-SHA256) before it leaves. The key is not in
+    /// this file: it comes from the environment / secret store (RELAY_PSEUDONYM_KEY).
+    #[serde(default)]
+    pub pseudonymise_employee: bool,
+}
+
+/// Alerts in one aggregated batch record, unless the config says otherwise.
+pub const DEFAULT_MAX_ALERTS_PER_RECORD: usize = 100;
+/// Records per Batch API request, unless the config says otherwise.
+pub const DEFAULT_MAX_REQUESTS_PER_BATCH: usize = 50;
+/// Upper bound of one Batch API request body, unless the config says otherwise.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// How batched (medium/low) alerts are aggregated and sent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Alerts sharing these keys within one window become ONE record listing every alert. Keys: `employee`,
+    /// `alert_type`, `severity`, `rule`, `table`, `assignment_group`. The record's table and group always
+    /// take part, so alerts routed to different places are never merged.
+    pub group_by: Vec<String>,
+    /// At most this many alerts in one aggregated record (the rest start another record).
+    pub max_alerts_per_record: usize,
+    /// Records per Batch API request.
+    pub max_requests_per_batch: usize,
+    /// Upper bound on one Batch API request body (bytes, before base64).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            group_by: vec!["employee".into(), "alert_type".into()],
+            max_alerts_per_record: DEFAULT_MAX_ALERTS_PER_RECORD,
+            max_requests_per_batch: DEFAULT_MAX_REQUESTS_PER_BATCH,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+}
+
+/// The keys `batch.group_by` may name.
+pub const GROUP_KEYS: [&str; 6] = [
+    "employee",
+    "alert_type",
+    "severity",
+    "rule",
+    "table",
+    "assignment_group",
+];
+
+/// Where a matching alert goes and what the record looks like. Unset parts fall back to the alert type's
+/// defaults, then to the global defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub record_type: Option<RecordType>,
+    pub table: Option<String>,
+    pub assignment_group: Option<GroupSpec>,
+    pub priority: Option<String>,
+    pub category: Option<String>,
+    pub subcategory: Option<String>,
+    pub short_description: Option<Template>,
+    pub delivery: Option<DeliveryMode>,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// One ordered routing rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub description: Option<String>,
+    pub when: Condition,
+    /// What `when` requires of alert type, severity and department (checked first while routing).
+    pub guard: Guard,
+    pub target: Target,
+}
+
+/// Per alert type: defaults for every rule plus the route taken when no rule matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeDefaults {
+    pub target: Target,
+    /// Priority name → impact/urgency overrides for this alert type.
+    pub priorities: BTreeMap<String, ImpactUrgency>,
+}
+
+/// The batch window when the config sets none: batched alerts received within one window are aggregated.
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_secs(300);
+/// The longest batch window a config may set.
+pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(3600);
+
+/// What a correlation id starts with when the config sets no `correlation_prefix`.
+pub const DEFAULT_CORRELATION_PREFIX: &str = "emon";
+
+/// A loaded, validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// First 16 hex digits of SHA-256 over the file's bytes: part of every decision.
+    pub hash: String,
+    pub delivery: [DeliveryMode; 4],
+    pub batch_window_seconds: u64,
+    pub priority_by_severity: [String; 4],
+    pub priorities: BTreeMap<String, ImpactUrgency>,
+    pub contact_type: Option<String>,
+    pub correlation_prefix: String,
+    pub correlation_display: String,
+    pub short_description: Template,
+    pub privacy: Privacy,
+    pub tables: BTreeMap<RecordType, String>,
+    pub batch: BatchSettings,
+    pub alert_types: BTreeMap<AlertType, TypeDefaults>,
+    pub rules: Vec<Rule>,
+}
+
+impl Config {
+    /// `batch_window_seconds` as a duration.
+    pub fn batch_window(&self) -> Duration {
+        Duration::from_secs(self.batch_window_seconds)
+    }
+}
