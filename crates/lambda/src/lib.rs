@@ -14,8 +14,8 @@
 
 use std::sync::Arc;
 
-use relay_core::Router;
 use relay_core::config::Config;
+use relay_core::{PseudonymKey, Router};
 use relay_pipeline::{CachedSecret, Ports, SecretDocument};
 use relay_ports::{SecretStore, SystemClock};
 
@@ -34,8 +34,8 @@ pub enum LambdaError {
     #[error("invalid settings: {0}")]
     Settings(String),
     /// The routing config could not be read or is invalid.
-    #[error("routing config {path}: {message}")]
-    Config { path: String, message: String },
+    #[error("routing config: {0}")]
+    Config(#[from] relay_core::ConfigLoadError),
     /// The router refused the config (e.g. pseudonymisation without a key).
     #[error("router: {0}")]
     Router(#[source] relay_core::RouterError),
@@ -82,24 +82,15 @@ pub fn cached_secret<T: SecretDocument>(settings: &Settings, ports: &Ports, id: 
     ))
 }
 
-/// The routing config: `RELAY_CONFIG_PATH` when set, the compiled-in default otherwise.
+/// The routing config: `RELAY_CONFIG_PATH` when set, the compiled-in default otherwise (the one loader
+/// `relay` uses too).
 pub fn load_config(settings: &Settings) -> Result<Config, LambdaError> {
-    let Some(path) = &settings.config_path else {
-        return Ok(Config::default_config());
-    };
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| LambdaError::Config {
-        path: shown.clone(),
-        message: format!("cannot read: {e}"),
-    })?;
-    Config::from_yaml(&text).map_err(|e| LambdaError::Config {
-        path: shown,
-        message: e.to_string(),
-    })
+    Ok(Config::load(settings.config_path.as_deref())?.config)
 }
 
 /// The router for `config`. When the config pseudonymises employees, the key is fetched from
-/// `PSEUDONYM_SECRET_ARN` now (the only AWS call at init, and only then).
+/// `PSEUDONYM_SECRET_ARN` now (the only AWS call at init, and only then), normalised as the local mode
+/// normalises `RELAY_PSEUDONYM_KEY`.
 pub async fn build_router(
     settings: &Settings,
     config: Config,
@@ -107,11 +98,11 @@ pub async fn build_router(
 ) -> Result<Router, LambdaError> {
     let key = match (&settings.pseudonym_secret_arn, config.privacy.pseudonymise_employee) {
         (Some(arn), true) => {
-            let value = secrets.fetch(arn).await.map_err(|source| LambdaError::Secret {
+            let text = secrets.fetch(arn).await.map_err(|source| LambdaError::Secret {
                 id: arn.clone(),
                 source,
             })?;
-            Some(value.trim().as_bytes().to_vec())
+            Some(PseudonymKey::from_secret_text(&text).map_err(LambdaError::Router)?)
         }
         (None, true) => {
             return Err(LambdaError::Settings(
@@ -120,7 +111,7 @@ pub async fn build_router(
         }
         (_, false) => None,
     };
-    Router::new(config, key).map_err(LambdaError::Router)
+    Router::with_pseudonym_key(config, key).map_err(LambdaError::Router)
 }
 
 #[cfg(test)]

@@ -85,7 +85,11 @@ impl Settings {
                 },
             }
         };
-        let window = seconds("RETRY_WINDOW_SECONDS", 86_400, 1);
+        let window = seconds(
+            "RETRY_WINDOW_SECONDS",
+            relay_core::backoff::DEFAULT_RETRY_WINDOW.as_secs(),
+            1,
+        );
         let flush_budget = seconds("FLUSH_BUDGET_SECONDS", defaults::FLUSH_DRAIN_BUDGET.as_secs(), 1);
         if !problems.is_empty() {
             return Err(LambdaError::Settings(problems.join("; ")));

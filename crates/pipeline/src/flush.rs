@@ -51,7 +51,7 @@ impl Default for FlushSettings {
         FlushSettings {
             drain_budget: crate::defaults::FLUSH_DRAIN_BUDGET,
             max_messages: crate::defaults::FLUSH_MAX_MESSAGES,
-            window: Duration::from_secs(300),
+            window: relay_core::config::DEFAULT_BATCH_WINDOW,
             batch: BatchSettings::default(),
             receive_wait: Duration::from_secs(1),
         }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use relay_core::{Config, ConfigError};
+use relay_core::{Config, PseudonymKey};
 use relay_pipeline::secrets::ServiceNowSecretError;
 use relay_pipeline::signature::{SecretFormatError, generate_secret};
 use relay_pipeline::{ServiceNowSettings, WebhookSecrets};
@@ -18,18 +18,8 @@ pub const SECRET_FILE_NAME: &str = "webhook-secret.json";
 /// Why a command could not start: the setting or file, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot read config {}: {source}", path.display())]
-    ReadConfig {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", path.display())]
-    InvalidConfig {
-        path: PathBuf,
-        #[source]
-        source: ConfigError,
-    },
+    #[error(transparent)]
+    Config(#[from] relay_core::ConfigLoadError),
     #[error("{}: cannot read: {source}", path.display())]
     ReadFile {
         path: PathBuf,
@@ -91,33 +81,19 @@ impl ServiceNowOption {
     }
 }
 
-/// The pseudonymisation key from RELAY_PSEUDONYM_KEY, when set.
-pub fn pseudonym_key() -> Option<Vec<u8>> {
-    std::env::var("RELAY_PSEUDONYM_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
-        .map(String::into_bytes)
+/// The pseudonymisation key from RELAY_PSEUDONYM_KEY, when set (normalised as the Lambda functions
+/// normalise theirs: surrounding whitespace trimmed).
+pub fn pseudonym_key() -> Result<Option<PseudonymKey>, relay_core::RouterError> {
+    match std::env::var("RELAY_PSEUDONYM_KEY") {
+        Ok(k) if !k.trim().is_empty() => PseudonymKey::from_secret_text(&k).map(Some),
+        _ => Ok(None),
+    }
 }
 
-/// The routing config and a human name for where it came from.
+/// The routing config and a human name for where it came from (the one loader the Lambda functions use too).
 pub fn load_config(path: Option<&PathBuf>) -> Result<(Config, String), SettingsError> {
-    let config = match path {
-        None => Config::default_config(),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| SettingsError::ReadConfig {
-                path: p.clone(),
-                source,
-            })?;
-            Config::from_yaml(&text).map_err(|source| SettingsError::InvalidConfig {
-                path: p.clone(),
-                source,
-            })?
-        }
-    };
-    let name = path
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "built-in config/relay.yaml".into());
-    Ok((config, name))
+    let loaded = Config::load(path.map(PathBuf::as_path))?;
+    Ok((loaded.config, loaded.source))
 }
 
 /// The signing secret file next to `db`.

@@ -28,7 +28,8 @@ struct AlertProblems(Vec<String>);
 /// An input that cannot be read exits 1.
 pub fn run(args: &RouteArgs) -> Result<(), CliError> {
     let (config, _) = args.config.load().map_err(CliError::invalid)?;
-    let router = Router::new(config, settings::pseudonym_key()).map_err(CliError::invalid)?;
+    let key = settings::pseudonym_key().map_err(CliError::invalid)?;
+    let router = Router::with_pseudonym_key(config, key).map_err(CliError::invalid)?;
     let body = read_input(&args.alert).map_err(CliError::failed)?;
     match Alert::from_slice(&body) {
         Ok(alert) => {

@@ -53,7 +53,8 @@ impl Local {
             receive_wait: Duration::from_millis(50),
             ..FlushSettings::from_config(&config)
         };
-        let router = Arc::new(relay_core::Router::new(config, settings::pseudonym_key()).map_err(CliError::invalid)?);
+        let key = settings::pseudonym_key().map_err(CliError::invalid)?;
+        let router = Arc::new(relay_core::Router::with_pseudonym_key(config, key).map_err(CliError::invalid)?);
         let lease = Duration::from_secs(args.lease_seconds);
         let store = open_store(args, lease)?;
         let (keys, secret_source) =
