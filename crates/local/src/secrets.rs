@@ -21,26 +21,15 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use relay_ports::{PortError, SecretStore};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::LocalError;
 
-/// Secrets for local mode. `Debug` shows the ids, never the values.
-#[derive(Clone, Default)]
+/// Secrets for local mode. `Debug` shows the ids, never the values (they are [`SecretString`]s).
+#[derive(Clone, Debug, Default)]
 pub struct LocalSecretStore {
-    values: HashMap<String, String>,
+    values: HashMap<String, SecretString>,
     env_prefix: Option<String>,
-}
-
-impl std::fmt::Debug for LocalSecretStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut ids: Vec<&String> = self.values.keys().collect();
-        ids.sort();
-        f.debug_struct("LocalSecretStore")
-            .field("ids", &ids)
-            .field("env_prefix", &self.env_prefix)
-            .field("values", &"<redacted>")
-            .finish()
-    }
 }
 
 impl LocalSecretStore {
@@ -77,7 +66,7 @@ impl LocalSecretStore {
                 }
                 other => other.to_string(),
             };
-            values.insert(id, text);
+            values.insert(id, SecretString::from(text));
         }
         Ok(LocalSecretStore {
             values,
@@ -87,7 +76,7 @@ impl LocalSecretStore {
 
     /// Add (or replace) one secret.
     pub fn with_secret(mut self, id: impl Into<String>, value: impl Into<String>) -> Self {
-        self.values.insert(id.into(), value.into());
+        self.values.insert(id.into(), SecretString::from(value.into()));
         self
     }
 
@@ -119,7 +108,7 @@ impl LocalSecretStore {
         {
             return Some(v);
         }
-        self.values.get(id).cloned()
+        self.values.get(id).map(|v| v.expose_secret().to_owned())
     }
 }
 
