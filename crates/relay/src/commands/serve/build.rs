@@ -151,7 +151,7 @@ impl Local {
 
 fn open_store(args: &ServeArgs, lease: Duration) -> Result<LocalStore, CliError> {
     if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        relay_local::create_private_dir(dir)
             .map_err(|e| CliError::failed(format!("cannot create the database directory {}: {e}", dir.display())))?;
     }
     LocalStore::open_with(
