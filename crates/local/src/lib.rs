@@ -39,8 +39,8 @@ use tokio::sync::Notify;
 
 pub use db::SCHEMA_VERSION;
 pub use ledger::SqliteLedger;
-pub use private::create_private_dir;
 pub use notifier::{LogNotifier, StoredNotification};
+pub use private::create_private_dir;
 pub use queue::{QueuedMessage, SqliteQueue};
 pub use secrets::LocalSecretStore;
 
@@ -85,9 +85,7 @@ impl From<LocalError> for PortError {
             LocalError::SchemaTooNew { .. }
             | LocalError::Corrupt(_)
             | LocalError::SecretsFile { .. }
-            | LocalError::NotPrivate { .. } => {
-                PortError::Rejected(e.to_string())
-            }
+            | LocalError::NotPrivate { .. } => PortError::Rejected(e.to_string()),
             LocalError::Sqlite(ref inner) => match inner.sqlite_error_code() {
                 Some(
                     rusqlite::ErrorCode::DatabaseBusy
