@@ -15,8 +15,22 @@ use sha2::{Digest, Sha256};
 
 use crate::config::DEFAULT_CORRELATION_PREFIX;
 use crate::config::{BatchSettings, RecordType};
-use crate::fields::{MAX_SHORT_DESCRIPTION, TEST_MARKER, one_line, truncate};
+use crate::fields::{MAX_DESCRIPTION_FIELD, MAX_SHORT_DESCRIPTION, TEST_MARKER, one_line, truncate};
 use crate::route::Decision;
+
+/// How many members an aggregate's description shows in full (when they fit); the rest are listed by id.
+pub const DESCRIBED_MEMBERS: usize = 10;
+
+/// How much of each fully shown member's activity text the description keeps (characters).
+const DESCRIBED_ACTIVITY_CHARS: usize = 200;
+
+/// The file, attached to an aggregate's record, that lists every member alert in full.
+pub const MEMBER_LIST_FILE: &str = "alerts.txt";
+
+/// The largest member list (JSON-escaped bytes) one aggregate carries. With the record's fields it keeps an
+/// aggregate's queue message well under the 256 KiB a queue message may hold: a larger group is split into
+/// several records rather than becoming a message that can be neither re-queued nor dead-lettered.
+pub const MAX_MEMBER_LIST_BYTES: usize = 128 * 1024;
 
 /// One alert waiting in the batch queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +51,10 @@ pub struct PlannedRecord {
     pub alert_ids: Vec<String>,
     /// Positions of those alerts in the planner's input.
     pub members: Vec<usize>,
+    /// For an aggregate: every member alert in full, uploaded as [`MEMBER_LIST_FILE`] to the record
+    /// (its description shows the first members in full and the rest by id only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_list: Option<String>,
 }
 
 /// The records, and how to send them.
@@ -91,7 +109,7 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
             (pending[*a].received_at_ms, &pending[*a].decision.alert_id)
                 .cmp(&(pending[*b].received_at_ms, &pending[*b].decision.alert_id))
         });
-        for chunk in members.chunks(settings.max_alerts_per_record.max(1)) {
+        for chunk in split_members(&members, pending, settings.max_alerts_per_record.max(1)) {
             if chunk.len() == 1 {
                 records.push(single(pending[chunk[0]].decision, chunk[0]));
             } else {
@@ -100,7 +118,7 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
                 // window drained by two flushes gets two different ids.
                 let decisions: Vec<&Decision> = chunk.iter().map(|i| pending[*i].decision).collect();
                 let id_key = format!("{key}\u{1f}{}", decisions[0].alert_id);
-                records.push(aggregate(&decisions, chunk.to_vec(), &id_key));
+                records.push(aggregate(&decisions, chunk.clone(), &id_key));
             }
         }
     }
@@ -112,6 +130,106 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
     }
 }
 
+/// Cut a group's members (in arrival order) into records of at most `max` alerts whose member list stays
+/// within [`MAX_MEMBER_LIST_BYTES`].
+fn split_members(members: &[usize], pending: &[Pending<'_>], max: usize) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut bytes = 0usize;
+    for &m in members {
+        let size = escaped_len(&member_line(pending[m].decision));
+        if !current.is_empty() && (current.len() >= max || bytes + size > MAX_MEMBER_LIST_BYTES) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(m);
+        bytes += size;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Bytes of `s` as a JSON string (what it adds to a queue message).
+fn escaped_len(s: &str) -> usize {
+    serde_json::to_string(s).map(|j| j.len()).unwrap_or(s.len() * 6)
+}
+
+/// One member alert in full, as the attached member list shows it.
+fn member_line(d: &Decision) -> String {
+    format!(
+        "- {} [{}] {} (risk {}/100, employee {}): {}\n  Evidence: {}\n",
+        d.summary.occurred_at,
+        d.severity.label(),
+        d.alert_id,
+        d.summary.risk_score,
+        d.employee_ref,
+        one_line(&d.summary.description),
+        d.summary.evidence_url,
+    )
+}
+
+/// An aggregate's description, at most [`MAX_DESCRIPTION_FIELD`] characters: the first members (up to
+/// [`DESCRIBED_MEMBERS`]) with their activity, the following ones by id while they fit, and a count of the
+/// rest, which the attached member list holds.
+fn aggregate_description(ds: &[&Decision], footer: &str) -> String {
+    let n = ds.len();
+    let mut text = format!(
+        "{n} alerts aggregated by the relay's batch window. The first ones in full, the others by id; \
+         the attached {MEMBER_LIST_FILE} lists every alert in full.\n"
+    );
+    let chars = |s: &str| s.chars().count();
+    // room kept for the closing "… and N more" line and the footer
+    let reserve = chars(footer) + 120;
+    let budget = MAX_DESCRIPTION_FIELD.saturating_sub(reserve);
+    let mut used = chars(&text);
+    let mut shown = 0;
+    for d in ds.iter().take(DESCRIBED_MEMBERS) {
+        let line = format!(
+            "\n- {} [{}] {} (risk {}/100, employee {}): {}\n  Evidence: {}",
+            d.summary.occurred_at,
+            d.severity.label(),
+            d.alert_id,
+            d.summary.risk_score,
+            d.employee_ref,
+            truncate(&one_line(&d.summary.description), DESCRIBED_ACTIVITY_CHARS),
+            d.summary.evidence_url,
+        );
+        let len = chars(&line);
+        if used + len > budget {
+            break;
+        }
+        text.push_str(&line);
+        used += len;
+        shown += 1;
+    }
+    if shown < n {
+        let header = "\n\nFurther alerts:";
+        if used + chars(header) <= budget {
+            text.push_str(header);
+            used += chars(header);
+            for d in &ds[shown..] {
+                let line = format!("\n- {}", d.alert_id);
+                if used + chars(&line) > budget {
+                    break;
+                }
+                text.push_str(&line);
+                used += chars(&line);
+                shown += 1;
+            }
+        }
+    }
+    if shown < n {
+        text.push_str(&format!(
+            "\n… and {} more alerts: see the attached {MEMBER_LIST_FILE}.",
+            n - shown
+        ));
+    }
+    text.push_str(footer);
+    truncate(&text, MAX_DESCRIPTION_FIELD)
+}
+
 fn single(d: &Decision, i: usize) -> PlannedRecord {
     PlannedRecord {
         correlation_id: d.correlation_id.clone(),
@@ -120,6 +238,7 @@ fn single(d: &Decision, i: usize) -> PlannedRecord {
         fields: d.fields.clone(),
         alert_ids: vec![d.alert_id.clone()],
         members: vec![i],
+        member_list: None,
     }
 }
 
@@ -154,26 +273,9 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
     if ds.iter().any(|d| d.test) {
         short.insert_str(0, TEST_MARKER);
     }
-    let mut description = format!(
-        "{} alerts aggregated by the relay's batch window. Every alert:\n",
-        ds.len()
-    );
-    for d in ds {
-        description.push_str(&format!(
-            "\n- {} [{}] {} (risk {}/100, employee {}): {}\n  Evidence: {}",
-            d.summary.occurred_at,
-            d.severity.label(),
-            d.alert_id,
-            d.summary.risk_score,
-            d.employee_ref,
-            one_line(&d.summary.description),
-            d.summary.evidence_url,
-        ));
-    }
-    description.push_str(&format!(
-        "\n\nRouted by rule {} (config {})",
-        first.rule, first.config_hash
-    ));
+    let footer = format!("\n\nRouted by rule {} (config {})", first.rule, first.config_hash);
+    let description = aggregate_description(ds, &footer);
+    let member_list: String = ds.iter().map(|d| member_line(d)).collect();
 
     let mut fields = first.fields.clone();
     let s = |v: String| Value::String(v);
@@ -189,6 +291,7 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
         fields,
         alert_ids: ds.iter().map(|d| d.alert_id.clone()).collect(),
         members,
+        member_list: Some(member_list),
     }
 }
 

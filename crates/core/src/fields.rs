@@ -13,6 +13,10 @@ use crate::route::Decision;
 
 pub const MAX_SHORT_DESCRIPTION: usize = 160;
 
+/// Length of `task.description` (and so of every task table's `description`), in characters: ServiceNow
+/// cuts longer text off when it stores the record.
+pub const MAX_DESCRIPTION_FIELD: usize = 4000;
+
 /// What the short description of a test alert's record starts with.
 pub const TEST_MARKER: &str = "[TEST] ";
 

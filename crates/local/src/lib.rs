@@ -25,6 +25,7 @@
 mod db;
 mod ledger;
 mod notifier;
+mod private;
 mod queue;
 mod secrets;
 
@@ -39,6 +40,7 @@ use tokio::sync::Notify;
 pub use db::SCHEMA_VERSION;
 pub use ledger::SqliteLedger;
 pub use notifier::{LogNotifier, StoredNotification};
+pub use private::create_private_dir;
 pub use queue::{QueuedMessage, SqliteQueue};
 pub use secrets::LocalSecretStore;
 
@@ -66,6 +68,13 @@ pub enum LocalError {
     NotFound(String),
     #[error("secrets file {path}: {reason}")]
     SecretsFile { path: PathBuf, reason: String },
+    /// An existing database (or its WAL/SHM file) that other users of the machine can read or write: it
+    /// holds alert text, so the store refuses it rather than keep serving it.
+    #[error(
+        "refusing to open {path}: its mode is {mode:04o}, so other users can read it (it holds alert text); \
+         fix it with: chmod 600 {path}"
+    )]
+    NotPrivate { path: PathBuf, mode: u32 },
 }
 
 impl From<LocalError> for PortError {
@@ -73,9 +82,10 @@ impl From<LocalError> for PortError {
         match e {
             LocalError::Rejected(m) => PortError::Rejected(m),
             LocalError::NotFound(m) => PortError::NotFound(m),
-            LocalError::SchemaTooNew { .. } | LocalError::Corrupt(_) | LocalError::SecretsFile { .. } => {
-                PortError::Rejected(e.to_string())
-            }
+            LocalError::SchemaTooNew { .. }
+            | LocalError::Corrupt(_)
+            | LocalError::SecretsFile { .. }
+            | LocalError::NotPrivate { .. } => PortError::Rejected(e.to_string()),
             LocalError::Sqlite(ref inner) => match inner.sqlite_error_code() {
                 Some(
                     rusqlite::ErrorCode::DatabaseBusy
@@ -187,7 +197,9 @@ impl LocalStore {
         LocalStore::open_with(path, StoreOptions::default())
     }
 
-    /// Open (or create) the database at `path`, switch it to WAL and migrate its schema.
+    /// Open (or create) the database at `path`, switch it to WAL and migrate its schema. A new file is
+    /// created readable by its owner only (0600; SQLite gives the WAL and SHM files the same mode); an
+    /// existing one that other users can read is refused ([`LocalError::NotPrivate`]).
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<LocalStore, LocalError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -198,6 +210,7 @@ impl LocalStore {
                 reason: format!("the directory {} does not exist", dir.display()),
             });
         }
+        private::prepare(&path)?;
         let conn = db::open_writer(&path, options.busy_timeout, options.durability)?;
         let writer = db::Writer::start(conn, &path)?;
         let readers = db::Readers::new(path.clone(), options.busy_timeout, options.durability);

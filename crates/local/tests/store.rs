@@ -291,3 +291,55 @@ async fn a_failing_call_sharing_a_transaction_does_not_undo_the_others() {
         }
     }
 }
+
+#[cfg(unix)]
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_wal_and_shm_are_created_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a/b");
+    relay_local::create_private_dir(&data).unwrap();
+    assert_eq!(mode_of(&data), 0o700);
+    let path = data.join("relay.db");
+    let store = LocalStore::open(&path).unwrap();
+    store.queue("realtime").send("{}", Duration::ZERO).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        assert!(file.exists(), "{} exists while the store is open", file.display());
+        assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_database_other_users_can_read_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    drop(LocalStore::open(&path).unwrap());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    match LocalStore::open(&path) {
+        Err(e @ LocalError::NotPrivate { mode: 0o644, .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("other users can read it"), "{text}");
+            assert!(text.contains(&format!("chmod 600 {}", path.display())), "{text}");
+        }
+        other => panic!("expected NotPrivate, got {other:?}"),
+    }
+    // a leftover world-readable WAL is refused as well, by its own name
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let wal = dir.path().join("relay.db-wal");
+    std::fs::write(&wal, b"").unwrap();
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o666)).unwrap();
+    match LocalStore::open(&path) {
+        Err(LocalError::NotPrivate { path: p, .. }) => assert_eq!(p, wal),
+        other => panic!("expected NotPrivate for the WAL, got {other:?}"),
+    }
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o600)).unwrap();
+    LocalStore::open(&path).expect("private again: opens");
+}

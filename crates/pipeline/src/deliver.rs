@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use relay_core::batch::{self, PlannedRecord};
 use relay_core::{BackoffPolicy, NextAttempt, RecordType};
 use relay_ports::{Accept, Claim, FailureNotice, LedgerEntry, PortError, ReceivedMessage, RecordRef};
 use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
@@ -140,7 +141,11 @@ impl Delivery {
                     Err(o) => return (o, false),
                 }
             }
-            client.create_record(env.table(), env.fields()).await
+            let created = client.create_record(env.table(), env.fields()).await;
+            if let (Outcome::Created(rec), Item::Aggregate { record }) = (&created, &env.item) {
+                attach_member_list(&client, record, rec).await;
+            }
+            created
         };
         ServiceNowCalled {
             outcome: outcome.class(),
@@ -350,6 +355,32 @@ impl Delivery {
             }
             other => Ok(other),
         }
+    }
+}
+
+/// Upload an aggregate's full member list to its newly created record, as [`batch::MEMBER_LIST_FILE`].
+/// Best effort: the record exists and its description names the first members and counts the rest, so a
+/// failed upload is logged and does not make the delivery fail (it would create the record again).
+pub async fn attach_member_list(client: &ServiceNowClient, record: &PlannedRecord, created: &CreatedRecord) {
+    let Some(list) = record.member_list.as_ref() else {
+        return;
+    };
+    if let Err(o) = client
+        .attach(
+            &created.table,
+            &created.sys_id,
+            batch::MEMBER_LIST_FILE,
+            "text/plain",
+            list.clone().into_bytes(),
+        )
+        .await
+    {
+        tracing::warn!(
+            correlation_id = %record.correlation_id,
+            sys_id = %created.sys_id,
+            error = %o,
+            "could not attach the member list to the aggregate record"
+        );
     }
 }
 

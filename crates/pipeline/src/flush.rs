@@ -268,6 +268,9 @@ impl Flusher {
                         for (id, o) in results {
                             if let Ok(i) = id.parse::<usize>() {
                                 answered.push(i);
+                                if let (Outcome::Created(rec), Some(r)) = (&o, plan.records.get(i)) {
+                                    crate::deliver::attach_member_list(c, r, rec).await;
+                                }
                                 outcomes.insert(i, (o, false));
                             }
                         }

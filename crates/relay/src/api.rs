@@ -2,6 +2,7 @@
 //! reach `relay serve` and the deployed API.
 
 use relay_pipeline::WebhookSecrets;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 /// The address a relay listens on when none is given.
@@ -12,6 +13,8 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 pub struct RelayApi {
     http: reqwest::Client,
     base_url: String,
+    /// Sent as `Authorization: Bearer` on the status route.
+    read_token: Option<SecretString>,
 }
 
 /// One answer: the HTTP status and the JSON body (`null` when the body is not JSON).
@@ -36,7 +39,14 @@ impl RelayApi {
         RelayApi {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
+            read_token: None,
         }
+    }
+
+    /// Send `token` on the status route (`relay serve` requires its read token there).
+    pub fn with_read_token(mut self, token: Option<SecretString>) -> RelayApi {
+        self.read_token = token;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -71,7 +81,11 @@ impl RelayApi {
 
     /// GET `/v1/alerts/{alert_id}`.
     pub async fn alert_status(&self, alert_id: &str) -> Result<Answer, reqwest::Error> {
-        let response = self.http.get(self.alert_url(alert_id)).send().await?;
+        let mut request = self.http.get(self.alert_url(alert_id));
+        if let Some(token) = &self.read_token {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        let response = request.send().await?;
         Ok(Answer::read(response).await)
     }
 

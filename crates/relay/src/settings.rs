@@ -14,6 +14,8 @@ use secrecy::SecretString;
 pub const DEFAULT_DB: &str = "relay-data/relay.db";
 /// The signing secret file kept next to the database when none is configured.
 pub const SECRET_FILE_NAME: &str = "webhook-secret.json";
+/// The read token file kept next to the database when none is configured.
+pub const READ_TOKEN_FILE_NAME: &str = "read-token";
 
 /// Why a command could not start: the setting or file, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum SettingsError {
         #[source]
         source: ServiceNowSecretError,
     },
+    #[error("{}: the read token file is empty (put one token on one line)", path.display())]
+    EmptyToken { path: PathBuf },
     #[error("ServiceNow settings: from the SERVICENOW_* environment variables: {0}")]
     InvalidServiceNowVariables(#[source] ServiceNowSecretError),
 }
@@ -124,11 +128,9 @@ pub enum SecretSource {
     File(PathBuf),
     /// `RELAY_WEBHOOK_SECRET`.
     Variable,
-    /// Generated on this start and stored in `path` (the banner shows the value once, for the monitoring
-    /// tool's configuration).
+    /// Generated on this start and stored in `path` (the banner says where, never the value).
     Generated {
         path: PathBuf,
-        secret: SecretString,
     },
 }
 
@@ -159,13 +161,51 @@ pub fn signing_secrets(
         path: path.clone(),
         source,
     })?;
-    Ok((
-        keys,
-        SecretSource::Generated {
-            path,
-            secret: secret.into(),
-        },
-    ))
+    Ok((keys, SecretSource::Generated { path }))
+}
+
+/// Where the read token came from.
+pub enum TokenSource {
+    File(PathBuf),
+    /// `RELAY_READ_TOKEN`.
+    Variable,
+    /// Generated on this start and stored in the file.
+    Generated(PathBuf),
+}
+
+/// The read token of the status and operator routes: `--read-token-file`, else `RELAY_READ_TOKEN`, else
+/// the `read-token` file next to the database, created with a fresh token (mode 0600) when `create` and it
+/// does not exist.
+pub fn read_token(file: Option<&Path>, db: &Path, create: bool) -> Result<(SecretString, TokenSource), SettingsError> {
+    let from_file = |path: &Path| -> Result<SecretString, SettingsError> {
+        let text = read_file(path)?;
+        match text.trim() {
+            "" => Err(SettingsError::EmptyToken {
+                path: path.to_path_buf(),
+            }),
+            t => Ok(SecretString::from(t.to_string())),
+        }
+    };
+    if let Some(path) = file {
+        return Ok((from_file(path)?, TokenSource::File(path.to_path_buf())));
+    }
+    if let Ok(value) = std::env::var("RELAY_READ_TOKEN")
+        && !value.trim().is_empty()
+    {
+        return Ok((SecretString::from(value.trim().to_string()), TokenSource::Variable));
+    }
+    let path = read_token_next_to(db);
+    if path.exists() || !create {
+        return Ok((from_file(&path)?, TokenSource::File(path)));
+    }
+    let token = format!("rrt_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    write_private(&path, format!("{token}\n").as_bytes())?;
+    Ok((SecretString::from(token), TokenSource::Generated(path)))
+}
+
+/// The read token file next to `db`.
+pub fn read_token_next_to(db: &Path) -> PathBuf {
+    secret_file_next_to(db).with_file_name(READ_TOKEN_FILE_NAME)
 }
 
 /// Create `path` readable by its owner only (0600) and write `bytes`; never overwrites.
@@ -248,6 +288,7 @@ pub fn mapped_tables(config: &Config) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn a_generated_secret_is_private_and_reused() {
@@ -264,6 +305,28 @@ mod tests {
         }
         let (_, again) = signing_secrets(None, &db, true).unwrap();
         assert!(matches!(again, SecretSource::File(p) if p == path));
+    }
+
+    #[test]
+    fn a_generated_read_token_is_private_reused_and_an_empty_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("relay.db");
+        let (token, src) = read_token(None, &db, true).unwrap();
+        let TokenSource::Generated(path) = src else {
+            panic!("expected a generated token")
+        };
+        assert!(token.expose_secret().starts_with("rrt_") && token.expose_secret().len() == 68);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let (again, src) = read_token(None, &db, false).unwrap();
+        assert_eq!(again.expose_secret(), token.expose_secret());
+        assert!(matches!(src, TokenSource::File(p) if p == path));
+        std::fs::write(&path, "\n").unwrap();
+        let e = read_token(Some(&path), &db, false).err().unwrap();
+        assert!(e.to_string().contains("the read token file is empty"), "{e}");
     }
 
     #[test]

@@ -82,6 +82,12 @@ impl RunningSim {
         self.shared.records_json(table)
     }
 
+    /// The content of the attachment `sys_id` (as `GET /api/now/attachment/{sys_id}/file` answers it).
+    pub fn attachment_content(&self, sys_id: &str) -> Option<Vec<u8>> {
+        let store = self.shared.store.lock().expect("store lock");
+        store.attachments.get(sys_id).map(|b| b.to_vec())
+    }
+
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.shared
             .store

@@ -178,3 +178,82 @@ fn byte_limit_cuts_chunks() {
     assert!(p.chunks.iter().all(|c| c.len() <= 3), "{:?}", p.chunks);
     assert_eq!(p.chunks.concat().len(), 10);
 }
+
+fn long_decision(i: usize) -> Decision {
+    let v = json!({
+        "alert_id": format!("long-{i:04}-{}", "x".repeat(100)), "alert_type": "policy_violation",
+        "severity": "low", "occurred_at": "2026-11-20T14:03:00Z",
+        "employee": {"id": "E1", "department": "Sales"},
+        "description": format!("activity {i} {}", "é".repeat(3980)), "risk_score": 20,
+        "evidence_url": format!("https://monitor.example.com/a/{i}/{}", "p".repeat(1900))
+    });
+    Router::new(Config::default_config(), None)
+        .unwrap()
+        .route(&Alert::from_value(&v).unwrap())
+}
+
+#[test]
+fn an_aggregate_description_fits_the_field_and_the_attachment_lists_every_member() {
+    let ds: Vec<Decision> = (0..60).map(|i| decision(i, "E1", "policy_violation", "low")).collect();
+    let p = plan(&pend(&ds, 0), &BatchSettings::default(), 300_000);
+    assert_eq!(p.records.len(), 1);
+    let r = &p.records[0];
+    let desc = r.fields["description"].as_str().unwrap();
+    assert!(
+        desc.chars().count() <= MAX_DESCRIPTION_FIELD,
+        "{}",
+        desc.chars().count()
+    );
+    // the first members in full, every later one by id
+    for i in 0..DESCRIBED_MEMBERS {
+        assert!(desc.contains(&format!("activity number {i}")), "member {i} not in full");
+    }
+    assert!(!desc.contains(&format!("activity number {DESCRIBED_MEMBERS}")));
+    for i in 0..60 {
+        assert!(
+            desc.contains(&format!("b-{i:04}")),
+            "member {i} missing from the description"
+        );
+    }
+    assert!(desc.ends_with(&format!("(config {})", ds[0].config_hash)));
+    let list = r.member_list.as_deref().unwrap();
+    for i in 0..60 {
+        assert!(list.contains(&format!("b-{i:04}")) && list.contains(&format!("activity number {i}")));
+    }
+    // a lone alert has no member list
+    let lone = plan(&pend(&ds[..1], 0), &BatchSettings::default(), 300_000);
+    assert_eq!(lone.records[0].member_list, None);
+}
+
+#[test]
+fn huge_members_split_into_records_that_fit_a_queue_message() {
+    let ds: Vec<Decision> = (0..100).map(long_decision).collect();
+    let p = plan(&pend(&ds, 0), &BatchSettings::default(), 300_000);
+    assert!(
+        p.records.len() > 1,
+        "100 members of ~6 KB each cannot travel in one message"
+    );
+    let mut seen: Vec<String> = Vec::new();
+    for r in &p.records {
+        let bytes = serde_json::to_vec(r).unwrap().len();
+        assert!(bytes < 200 * 1024, "record of {bytes} bytes");
+        let desc = r.fields["description"].as_str().unwrap();
+        assert!(desc.chars().count() <= MAX_DESCRIPTION_FIELD);
+        if r.alert_ids.len() > 1 {
+            let list = r.member_list.as_deref().unwrap();
+            assert!(r.alert_ids.iter().all(|id| list.contains(id.as_str())));
+            // every member is named, or the ones that no longer fit are counted
+            let named = r.alert_ids.iter().filter(|id| desc.contains(id.as_str())).count();
+            let counted = format!(
+                "… and {} more alerts: see the attached alerts.txt",
+                r.alert_ids.len() - named
+            );
+            assert!(named == r.alert_ids.len() || desc.contains(&counted), "{desc}");
+        }
+        seen.extend(r.alert_ids.iter().cloned());
+    }
+    seen.sort();
+    let mut want: Vec<String> = ds.iter().map(|d| d.alert_id.clone()).collect();
+    want.sort();
+    assert_eq!(seen, want, "every alert in exactly one record");
+}

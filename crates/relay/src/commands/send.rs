@@ -32,6 +32,9 @@ pub struct SendArgs {
     /// ServiceNow record. Batched alerts wait for the next flush.
     #[arg(long, num_args = 0..=1, default_missing_value = "30")]
     pub wait: Option<u64>,
+    /// With --wait: the relay's read token file. Default: RELAY_READ_TOKEN, else read-token next to --db.
+    #[arg(long, env = "RELAY_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
 }
 
 /// Exit 0 when every alert was accepted (and, with `--wait`, delivered); the per-file lines say why not.
@@ -44,7 +47,11 @@ pub fn run(args: &SendArgs) -> Result<(), CliError> {
             std::fs::read(path).map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", path.display())))?;
         bodies.push((path, body));
     }
-    let api = RelayApi::new(reqwest::Client::new(), &args.url);
+    let token = match args.wait {
+        Some(_) => super::status::client_read_token(args.read_token_file.as_deref(), Some(&args.db))?,
+        None => None,
+    };
+    let api = RelayApi::new(reqwest::Client::new(), &args.url).with_read_token(token);
     let wait = args.wait.map(Duration::from_secs);
     let all_ok = runtime().block_on(async {
         let mut all_ok = true;
@@ -81,6 +88,13 @@ async fn send_one(
         return true;
     };
     match wait_for_delivery(api, alert_id, limit).await {
+        Some(s) if s["error"].is_string() => {
+            println!(
+                "  cannot follow the delivery: {}",
+                s["error"].as_str().unwrap_or_default()
+            );
+            false
+        }
         Some(s) if s["state"] == "COMPLETED" => {
             println!(
                 "  delivered: {} {} {}",
@@ -115,7 +129,8 @@ async fn wait_for_delivery(api: &RelayApi, alert_id: &str, limit: Duration) -> O
         if let Ok(answer) = api.alert_status(alert_id).await
             && !answer.body.is_null()
         {
-            if answer.body["state"] == "COMPLETED" || answer.body["state"] == "FAILED" {
+            let final_state = answer.body["state"] == "COMPLETED" || answer.body["state"] == "FAILED";
+            if final_state || answer.status == 401 || answer.status == 421 {
                 return Some(answer.body);
             }
             last = Some(answer.body);

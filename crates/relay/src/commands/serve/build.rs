@@ -12,13 +12,13 @@ use relay_pipeline::{
     defaults,
 };
 use relay_ports::SystemClock;
-use secrecy::ExposeSecret;
+use secrecy::SecretString;
 use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
 use servicenow_sim::{RunningSim, SimConfig, Simulator};
 
 use super::ServeArgs;
 use crate::error::CliError;
-use crate::settings::{self, SecretSource};
+use crate::settings::{self, SecretSource, TokenSource};
 
 /// Everything `relay serve` runs.
 pub struct Local {
@@ -34,6 +34,8 @@ pub struct Local {
     pub servicenow_url: String,
     pub simulator: Option<RunningSim>,
     pub secret_source: SecretSource,
+    pub read_token: Arc<SecretString>,
+    pub token_source: TokenSource,
 }
 
 impl Local {
@@ -59,6 +61,8 @@ impl Local {
         let store = open_store(args, lease)?;
         let (keys, secret_source) =
             settings::signing_secrets(args.secret_file.as_deref(), &args.db, true).map_err(CliError::invalid)?;
+        let (read_token, token_source) =
+            settings::read_token(args.read_token_file.as_deref(), &args.db, true).map_err(CliError::invalid)?;
         let (client, servicenow_url, simulator) = servicenow(args, lease).await?;
 
         let ports = Ports {
@@ -101,18 +105,24 @@ impl Local {
             servicenow_url,
             simulator,
             secret_source,
+            read_token: Arc::new(read_token),
+            token_source,
         })
     }
 
-    pub fn banner(&self, args: &ServeArgs, base_url: &str) {
+    pub fn banner(&self, args: &ServeArgs, base_url: &str, tls: bool) {
         println!("Alert Relay {} — local mode", env!("CARGO_PKG_VERSION"));
         println!("  listening       {base_url}   (POST /v1/alerts, GET /v1/alerts/{{id}}, GET /healthz, GET /metrics)");
-        if args.public {
-            println!("  WARNING         listening on every interface without TLS: put a TLS proxy in front of it");
+        if args.public && !tls {
+            let warning = "WARNING: listening on every interface WITHOUT TLS: alerts and the read token cross the \
+                           network in clear text; give --tls-cert/--tls-key or put a TLS proxy in front \
+                           (docs/local-mode.md)";
+            println!("  {warning}");
+            eprintln!("{warning}");
         }
         println!("  config          {} (hash {})", self.config_name, self.config_hash);
         println!(
-            "  database        {} (SQLite, WAL{})",
+            "  database        {} (SQLite, WAL{}; mode 0600)",
             args.db.display(),
             if args.fsync { ", fsync per commit" } else { "" }
         );
@@ -129,11 +139,22 @@ impl Local {
         match &self.secret_source {
             SecretSource::File(p) => println!("  signing secret  from {}", p.display()),
             SecretSource::Variable => println!("  signing secret  from RELAY_WEBHOOK_SECRET"),
-            SecretSource::Generated { path, secret } => {
-                println!("  signing secret  generated: {}", secret.expose_secret());
+            SecretSource::Generated { path } => {
+                println!("  signing secret  generated, stored in {} (mode 0600)", path.display());
                 println!(
-                    "                  stored in {} (mode 0600); configure it in the monitoring tool",
+                    "                  read it to configure the monitoring tool: jq -r '.secrets[0]' {}",
                     path.display()
+                );
+            }
+        }
+        match &self.token_source {
+            TokenSource::File(p) => println!("  read token      from {}", p.display()),
+            TokenSource::Variable => println!("  read token      from RELAY_READ_TOKEN"),
+            TokenSource::Generated(p) => {
+                println!("  read token      generated, stored in {} (mode 0600)", p.display());
+                println!(
+                    "                  use it: curl -H \"Authorization: Bearer $(cat {})\" {base_url}/v1/alerts/ID",
+                    p.display()
                 );
             }
         }
@@ -151,7 +172,7 @@ impl Local {
 
 fn open_store(args: &ServeArgs, lease: Duration) -> Result<LocalStore, CliError> {
     if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        relay_local::create_private_dir(dir)
             .map_err(|e| CliError::failed(format!("cannot create the database directory {}: {e}", dir.display())))?;
     }
     LocalStore::open_with(

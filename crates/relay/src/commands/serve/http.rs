@@ -2,6 +2,7 @@
 //! routes `/healthz` and `/metrics` merged in, and the request trace and timeout layers.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use super::ServeArgs;
 use super::build::Local;
+use super::guard::{self, Guard, LOOPBACK_HOSTS};
 use crate::error::CliError;
 
 /// A request taking longer than this is answered 408 (the pipeline's own calls are bounded well below).
@@ -59,7 +61,7 @@ struct LocalState {
     config_hash: String,
 }
 
-pub fn app(local: &Local) -> Router {
+pub fn app(local: &Local, args: &ServeArgs) -> Router {
     let metrics = prometheus().expect("the metrics recorder installs once per process");
     let state = LocalState {
         store: local.store.clone(),
@@ -71,9 +73,24 @@ pub fn app(local: &Local) -> Router {
     let local_routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/v1/ops/summary", get(summary))
         .with_state(state);
-    relay_pipeline::http::routes(local.ingest.clone(), "http")
+    let allowed_hosts = if args.public && args.allowed_host.is_empty() {
+        None
+    } else {
+        let mut hosts: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect();
+        hosts.extend(args.allowed_host.iter().map(|h| h.trim().to_ascii_lowercase()));
+        Some(Arc::new(hosts))
+    };
+    let guard = Guard {
+        allowed_hosts,
+        read_token: local.read_token.clone(),
+        body_timeout: Duration::from_secs(args.body_timeout_seconds),
+    };
+    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    relay_pipeline::http::routes(local.ingest.clone(), scheme)
         .merge(local_routes)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .layer(TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -81,7 +98,24 @@ pub fn app(local: &Local) -> Router {
         ))
 }
 
+/// Liveness: the database answers. Nothing about the deployment (paths, URLs, counts) is disclosed.
 async fn healthz(State(app): State<LocalState>) -> Response {
+    match app.store.queue("realtime").depth().await {
+        Ok(_) => axum::Json(json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "healthz: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The deployment at a glance, for operators (behind the read token): queue depths, the ServiceNow target,
+/// the database and the config hash.
+async fn summary(State(app): State<LocalState>) -> Response {
     let mut depths = serde_json::Map::new();
     for name in ["realtime", "batch", "dlq"] {
         match app.store.queue(name).depth().await {
@@ -89,14 +123,13 @@ async fn healthz(State(app): State<LocalState>) -> Response {
             Err(e) => {
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(json!({"status": "unavailable", "error": e.to_string()})),
+                    axum::Json(json!({"error": format!("the database does not answer: {e}")})),
                 )
                     .into_response();
             }
         };
     }
     axum::Json(json!({
-        "status": "ok",
         "servicenow": {"url": app.servicenow_url, "simulator": app.simulator},
         "database": app.store.path().display().to_string(),
         "config_hash": app.config_hash,

@@ -10,7 +10,9 @@ use crate::error::CliError;
 use crate::settings;
 
 mod build;
+mod guard;
 mod http;
+mod listener;
 mod tasks;
 
 #[derive(Args, Debug)]
@@ -23,9 +25,34 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "RELAY_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// Listen on every interface (0.0.0.0) instead of 127.0.0.1. Put a TLS proxy in front.
+    /// Listen on every interface (0.0.0.0) instead of 127.0.0.1. Give --tls-cert/--tls-key, or put a TLS
+    /// proxy in front (docs/local-mode.md).
     #[arg(long)]
     pub public: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "RELAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "RELAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Host names the server answers to besides localhost, 127.0.0.1 and [::1] (comma-separated); other
+    /// Host headers get 421 (DNS rebinding). With --public and none given, any host is answered.
+    #[arg(long, env = "RELAY_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_host: Vec<String>,
+    /// The read token of GET /v1/alerts/{id} and the operator page (one line). Default: RELAY_READ_TOKEN,
+    /// else read-token next to the database (generated on first start).
+    #[arg(long, env = "RELAY_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// A client must send a request's headers within this many seconds (also the TLS handshake and the
+    /// keep-alive idle time).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+    /// A client must send a request's body within this many seconds (else 408).
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout_seconds: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
     /// The webhook signing secret: a JSON file `{"secrets": ["whsec_…"]}` or a bare `whsec_…` line.
     /// Default: RELAY_WEBHOOK_SECRET, else webhook-secret.json next to the database (generated on first start).
     #[arg(long, env = "RELAY_WEBHOOK_SECRET_FILE")]
@@ -65,21 +92,34 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let tls = match listener::tls_files(args.tls_cert.as_ref(), args.tls_key.as_ref())? {
+        Some((cert, key)) => Some(listener::tls_acceptor(&cert, &key)?),
+        None => None,
+    };
+    if args.header_timeout_seconds == 0 || args.body_timeout_seconds == 0 || args.max_connections == 0 {
+        return Err(CliError::invalid(
+            "--header-timeout-seconds, --body-timeout-seconds and --max-connections must be at least 1",
+        ));
+    }
     let local = build::Local::build(&args).await?;
     let listener = http::listen(&args).await?;
     let addr = listener.local_addr().map_err(CliError::failed)?;
-    let base_url = format!("http://{addr}");
-    local.banner(&args, &base_url);
-    let app = http::app(&local);
+    let base_url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+    local.banner(&args, &base_url, tls.is_some());
+    let app = http::app(&local, &args);
     let tasks = tasks::start(&local);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(tasks::shutdown_signal(tasks.token.clone()))
-        .await;
+    let limits = listener::Limits {
+        header_timeout: std::time::Duration::from_secs(args.header_timeout_seconds),
+        max_connections: args.max_connections,
+    };
+    let token = tasks.token.clone();
+    tokio::spawn(tasks::shutdown_signal(token.clone()));
+    listener::serve(listener, app, tls, limits, token, std::time::Duration::from_secs(5)).await;
     println!("shutting down: finishing deliveries and the flush in progress");
     tasks.stop().await;
     if let Some(s) = local.simulator {
         s.shutdown().await;
     }
     println!("stopped");
-    served.map_err(|e| CliError::failed(format!("server error: {e}")))
+    Ok(())
 }
