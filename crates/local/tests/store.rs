@@ -331,9 +331,13 @@ fn a_database_other_users_can_read_is_refused_with_the_fix() {
         }
         other => panic!("expected NotPrivate, got {other:?}"),
     }
-    // a leftover world-readable WAL is refused as well, by its own name
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let wal = dir.path().join("relay.db-wal");
+    LocalStore::open(&path).expect("private again: opens");
+
+    // a leftover world-readable WAL is refused as well, by its own name (a database this process never
+    // opened, so no writer thread of an earlier handle is still closing the files the test rewrites)
+    let path = dir.path().join("copied.db");
+    let wal = dir.path().join("copied.db-wal");
     std::fs::write(&wal, b"").unwrap();
     std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o666)).unwrap();
     match LocalStore::open(&path) {
