@@ -367,6 +367,51 @@ fn check_event_sources(template: &Value) -> Vec<String> {
     problems
 }
 
+/// Every HTTP API route that reads alert state (a GET or HEAD, or an ANY route, under `/v1/alerts/`) sits
+/// behind IAM auth, on an API that enables the IAM authorizer; the webhook route (POST) is the only
+/// route without it (it is signed instead). At least one status route must exist, so the check cannot pass
+/// vacuously.
+fn check_status_route_auth(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut status_routes = 0;
+    for (id, function) in resources_of_type(template, &["AWS::Serverless::Function"]) {
+        let Some(events) = function["Properties"]["Events"].as_object() else {
+            continue;
+        };
+        for (name, event) in events {
+            if event["Type"] != "HttpApi" {
+                continue;
+            }
+            let props = &event["Properties"];
+            let method = props["Method"].as_str().unwrap_or("ANY").to_ascii_uppercase();
+            let path = props["Path"].as_str().unwrap_or("");
+            let authorizer = props["Auth"]["Authorizer"].as_str();
+            if method == "POST" && path == "/v1/alerts" {
+                continue;
+            }
+            if path.starts_with("/v1/alerts/") || path.starts_with("/{") || path == "$default" {
+                status_routes += 1;
+                if authorizer != Some("AWS_IAM") {
+                    problems.push(format!(
+                        "{id}.Events.{name}: {method} {path} reads alert state without IAM auth \
+                         (Auth.Authorizer is {authorizer:?}, must be AWS_IAM)"
+                    ));
+                }
+                let api = referenced_id(&props["ApiId"]).unwrap_or("");
+                if template["Resources"][api]["Properties"]["Auth"]["EnableIamAuthorizer"] != true {
+                    problems.push(format!(
+                        "{id}.Events.{name}: API {api:?} does not enable the IAM authorizer"
+                    ));
+                }
+            }
+        }
+    }
+    if status_routes == 0 {
+        problems.push("no status route (GET /v1/alerts/{alert_id}) found to check for IAM auth".into());
+    }
+    problems
+}
+
 fn check_log_retention(template: &Value) -> Vec<String> {
     resources_of_type(template, &["AWS::Logs::LogGroup"])
         .filter(|(_, g)| g["Properties"].get("RetentionInDays").is_none())
@@ -383,6 +428,7 @@ fn all_checks(template: &Value) -> Vec<String> {
         check_queues(template),
         check_dead_letter_alarms(template),
         check_event_sources(template),
+        check_status_route_auth(template),
         check_log_retention(template),
     ]
     .concat()
@@ -632,6 +678,47 @@ fn an_event_source_without_partial_batch_failures_is_caught() {
         );
     });
     assert_caught(check_event_sources(&t), "ExtraMapping");
+}
+
+#[test]
+fn a_status_route_without_iam_auth_is_caught() {
+    fn route(t: &mut Value) -> &mut Value {
+        &mut t["Resources"]["IngestFunction"]["Properties"]["Events"]["GetAlertStatus"]["Properties"]
+    }
+    // the real template: the status route is IAM-authorised on an API with the IAM authorizer
+    let t = load_template();
+    assert!(
+        check_status_route_auth(&t).is_empty(),
+        "{:?}",
+        check_status_route_auth(&t)
+    );
+
+    let t = mutated(|t| {
+        route(t).as_object_mut().unwrap().remove("Auth");
+    });
+    assert_caught(check_status_route_auth(&t), "IngestFunction.Events.GetAlertStatus");
+    let t = mutated(|t| route(t)["Auth"]["Authorizer"] = json!("NONE"));
+    assert_caught(check_status_route_auth(&t), "must be AWS_IAM");
+    let t = mutated(|t| {
+        t["Resources"]["HttpApi"]["Properties"]["Auth"]["EnableIamAuthorizer"] = json!(false);
+    });
+    assert_caught(check_status_route_auth(&t), "does not enable the IAM authorizer");
+    // an extra catch-all route without auth would expose the status as well
+    let t = mutated(|t| {
+        t["Resources"]["IngestFunction"]["Properties"]["Events"]["CatchAll"] = json!({
+            "Type": "HttpApi",
+            "Properties": {"ApiId": {"Ref": "HttpApi"}, "Method": "ANY", "Path": "/{proxy+}"}
+        });
+    });
+    assert_caught(check_status_route_auth(&t), "IngestFunction.Events.CatchAll");
+    // and a template that lost its status route does not pass vacuously
+    let t = mutated(|t| {
+        t["Resources"]["IngestFunction"]["Properties"]["Events"]
+            .as_object_mut()
+            .unwrap()
+            .remove("GetAlertStatus");
+    });
+    assert_caught(check_status_route_auth(&t), "no status route");
 }
 
 #[test]
