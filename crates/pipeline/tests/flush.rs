@@ -3,9 +3,11 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use common::*;
 use relay_core::fields::MAX_DESCRIPTION_FIELD;
+use relay_pipeline::{FlushSettings, Flusher};
 use relay_ports::{AlertQueue, DeliveryState};
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind};
@@ -114,4 +116,67 @@ async fn an_aggregate_created_by_the_batch_api_names_its_first_members_and_attac
     // the description shows the first member's activity and counts what it cannot name
     let desc = records[0]["description"].as_str().unwrap();
     assert!(desc.contains("activity "), "{desc}");
+}
+
+#[tokio::test]
+async fn a_flush_ends_by_its_deadline_and_the_next_one_delivers_the_rest_once() {
+    let h = harness(Options {
+        batch_settings: Some(relay_core::config::BatchSettings {
+            max_requests_per_batch: 2,
+            ..relay_core::config::BatchSettings::default()
+        }),
+        ..Options::default()
+    })
+    .await;
+    let n = 20;
+    for i in 0..n {
+        // twenty employees: twenty records, ten Batch API calls of two
+        let body = alert_body(&format!("d-{i}"), "policy_violation", "low", &format!("E{i}"));
+        h.post(&body, &format!("wh-{i}")).await;
+    }
+    // every call is slow (but answers within the client's timeout)
+    h.sim.inject(Fault {
+        kind: FaultKind::Latency { ms: 400 },
+        count: 1000,
+        table: None,
+        method: None,
+    });
+    let short = Flusher::new(
+        h.flusher.delivery.clone(),
+        FlushSettings {
+            budget: Duration::from_millis(2_000),
+            settle_reserve: Duration::from_millis(500),
+            ..h.flusher.settings.clone()
+        },
+    );
+    let started = Instant::now();
+    let report = short.flush().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "the flush took {took:?}: {report:?}"
+    );
+    assert!(report.created > 0 && report.created < n, "{report:?}");
+    assert_eq!(report.created + report.deferred, n, "{report:?}");
+    // the deferred alerts are claimable again at once, not held until their lease ends
+    for i in 0..n {
+        let e = h.state(&format!("d-{i}")).await;
+        assert!(
+            matches!(e.state, DeliveryState::Completed | DeliveryState::Retrying),
+            "d-{i} is {:?}",
+            e.state
+        );
+    }
+    let next = h.flusher.flush().await;
+    assert_eq!(
+        (next.alerts, next.created),
+        (report.deferred, report.deferred),
+        "{next:?}"
+    );
+    assert_eq!(h.batch.depth().await.unwrap(), 0);
+    let records = h.sim.records(TABLE);
+    assert_eq!(records.len(), n, "one record per alert, none twice");
+    for i in 0..n {
+        assert_eq!(h.state(&format!("d-{i}")).await.state, DeliveryState::Completed);
+    }
 }

@@ -92,6 +92,7 @@ fn aggregate_envelope() -> Envelope {
             fields: first.fields().clone(),
             alert_ids: members.iter().map(Envelope::ledger_key).collect(),
             members: vec![0, 1],
+            member_list: None,
         },
         now_ms(),
     )
