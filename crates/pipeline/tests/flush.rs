@@ -3,12 +3,13 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use relay_core::fields::MAX_DESCRIPTION_FIELD;
-use relay_pipeline::{FlushSettings, Flusher};
-use relay_ports::{AlertQueue, DeliveryState};
+use relay_pipeline::{Deliverer, Delivery, FlushSettings, Flusher, Ports};
+use relay_ports::{Accept, AlertQueue, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef};
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind};
 
@@ -178,5 +179,99 @@ async fn a_flush_ends_by_its_deadline_and_the_next_one_delivers_the_rest_once() 
     assert_eq!(records.len(), n, "one record per alert, none twice");
     for i in 0..n {
         assert_eq!(h.state(&format!("d-{i}")).await.state, DeliveryState::Completed);
+    }
+}
+
+/// The SQLite ledger, with `complete` of one alert failing once.
+struct FlakyComplete {
+    inner: relay_local::SqliteLedger,
+    fail_once: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl Ledger for FlakyComplete {
+    async fn accept(&self, e: &LedgerEntry) -> Result<Accept, PortError> {
+        self.inner.accept(e).await
+    }
+    async fn mark_queued(&self, id: &str, now: i64) -> Result<(), PortError> {
+        self.inner.mark_queued(id, now).await
+    }
+    async fn forget(&self, id: &str) -> Result<(), PortError> {
+        self.inner.forget(id).await
+    }
+    async fn claim(&self, id: &str, now: i64, lease: i64) -> Result<Claim, PortError> {
+        self.inner.claim(id, now, lease).await
+    }
+    async fn complete(&self, id: &str, r: &RecordRef, now: i64) -> Result<(), PortError> {
+        let failing = {
+            let mut f = self.fail_once.lock().unwrap();
+            if f.as_deref() == Some(id) { f.take() } else { None }
+        };
+        if failing.is_some() {
+            return Err(PortError::Unavailable("ledger write failed".into()));
+        }
+        self.inner.complete(id, r, now).await
+    }
+    async fn retry_later(&self, id: &str, c: &str, e: &str, l: bool, now: i64) -> Result<(), PortError> {
+        self.inner.retry_later(id, c, e, l, now).await
+    }
+    async fn fail(&self, id: &str, c: &str, e: &str, now: i64) -> Result<(), PortError> {
+        self.inner.fail(id, c, e, now).await
+    }
+    async fn reopen(&self, id: &str, now: i64) -> Result<bool, PortError> {
+        self.inner.reopen(id, now).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<LedgerEntry>, PortError> {
+        self.inner.get(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_member_whose_complete_failed_is_completed_by_the_aggregates_retry() {
+    let h = harness(Options::default()).await;
+    for i in 0..4 {
+        h.post(
+            &alert_body(&format!("m-{i}"), "policy_violation", "low", "E1"),
+            &format!("wh-{i}"),
+        )
+        .await;
+    }
+    // the Batch API fails: the aggregate takes the realtime path
+    h.sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    let report = h.flusher.flush().await;
+    assert_eq!(report.retried, 1, "{report:?}");
+
+    // the realtime deliverer creates the record, then one member's ledger write fails
+    let d = &h.flusher.delivery;
+    let ports = Ports {
+        ledger: Arc::new(FlakyComplete {
+            inner: h.store.ledger(),
+            fail_once: std::sync::Mutex::new(Some("m-2".into())),
+        }),
+        realtime: Arc::new(h.realtime.clone().with_visibility_timeout(Duration::from_secs(1))),
+        ..h.ports.clone()
+    };
+    let deliverer = Deliverer::new(Arc::new(Delivery {
+        ports,
+        servicenow: d.servicenow.clone(),
+        settings: d.settings.clone(),
+        jitter: d.jitter.clone(),
+    }));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while h.realtime.depth().await.unwrap() > 0 && Instant::now() < deadline {
+        deliverer.poll_once(10, Duration::from_millis(100)).await.unwrap();
+    }
+    let records = h.sim.records(TABLE);
+    assert_eq!(records.len(), 1, "one record for the aggregate");
+    let sys_id = records[0]["sys_id"].as_str().unwrap();
+    for i in 0..4 {
+        let e = h.state(&format!("m-{i}")).await;
+        assert_eq!(e.state, DeliveryState::Completed, "m-{i}");
+        assert_eq!(e.record.unwrap().sys_id, sys_id);
     }
 }
