@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use relay_ports::{AlertQueue, PortError, ReceivedMessage};
 
 use crate::error::port_error;
@@ -146,6 +146,69 @@ impl AlertQueue for SqsQueue {
             .await
             .map_err(|e| port_error(&format!("SQS DeleteMessage on {}", self.url), e))?;
         Ok(())
+    }
+
+    /// `DeleteMessageBatch`, ten receipts per call.
+    async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
+        let mut out: Vec<Result<(), PortError>> = Vec::with_capacity(receipts.len());
+        for chunk in receipts.chunks(MAX_BATCH as usize) {
+            let base = out.len();
+            let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            out.extend(chunk.iter().map(|_| {
+                Err(PortError::Unavailable(format!(
+                    "SQS DeleteMessageBatch on {}: no result for the entry",
+                    self.url
+                )))
+            }));
+            match self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(resp) => {
+                    for ok in resp.successful() {
+                        if let Ok(i) = ok.id().parse::<usize>() {
+                            out[base + i] = Ok(());
+                        }
+                    }
+                    for failed in resp.failed() {
+                        if let Ok(i) = failed.id().parse::<usize>() {
+                            let why = format!(
+                                "SQS DeleteMessageBatch on {}: {} {}",
+                                self.url,
+                                failed.code(),
+                                failed.message().unwrap_or("")
+                            );
+                            out[base + i] = Err(if failed.sender_fault() {
+                                PortError::Rejected(why)
+                            } else {
+                                PortError::Unavailable(why)
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = port_error(&format!("SQS DeleteMessageBatch on {}", self.url), e);
+                    for r in &mut out[base..] {
+                        *r = Err(e.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// `ChangeMessageVisibility`; `delay` is capped at [`MAX_VISIBILITY`].

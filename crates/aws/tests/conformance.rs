@@ -67,6 +67,7 @@ queue_checks!(
     queue_visibility_and_change_visibility,
     queue_receive_many_and_depth,
     queue_delete_with_unknown_receipt_fails,
+    queue_delete_batch,
 );
 
 /// The whole ledger suite against one shared table, as `run_ledger_suite` promises it can run.

@@ -28,13 +28,19 @@ pub fn flusher(settings: &Settings, ports: &Ports) -> Result<Flusher, LambdaErro
     ))
 }
 
-/// Run one flush. `event.context.deadline` (epoch ms; 0 = none) bounds the drain budget.
+/// Run one flush. `event.context.deadline` (epoch ms; 0 = none) bounds the whole flush: it ends a second
+/// before the invocation's deadline, draining at most half the remaining time and keeping at most half of it
+/// for settling.
 pub async fn handle(flusher: &Flusher, event: LambdaEvent<EventBridgeEvent>) -> Result<FlushReport, Infallible> {
     let mut settings = flusher.settings.clone();
-    let deadline_ms = event.context.deadline as i64;
-    if deadline_ms > 0 {
-        let remaining = (deadline_ms - flusher.delivery.ports.clock.now_ms()).max(0) as u64;
+    let now = flusher.delivery.ports.clock.now_ms();
+    let mut deadline = now + settings.budget.as_millis() as i64;
+    let invocation_deadline = event.context.deadline as i64;
+    if invocation_deadline > 0 {
+        let remaining = (invocation_deadline - now).max(0) as u64;
         settings.drain_budget = settings.drain_budget.min(Duration::from_millis(remaining / 2));
+        settings.settle_reserve = settings.settle_reserve.min(Duration::from_millis(remaining / 2));
+        deadline = deadline.min(invocation_deadline - INVOCATION_MARGIN.as_millis() as i64);
     }
     tracing::info!(
         schedule = event
@@ -45,12 +51,16 @@ pub async fn handle(flusher: &Flusher, event: LambdaEvent<EventBridgeEvent>) -> 
             .map(String::as_str)
             .unwrap_or(""),
         budget_ms = settings.drain_budget.as_millis() as u64,
+        deadline_in_ms = deadline - now,
         "flush started"
     );
     let this_run = Flusher::new(flusher.delivery.clone(), settings);
     // the pipeline logs the "flush finished" summary itself
-    Ok(this_run.flush().await)
+    Ok(this_run.flush_until(deadline).await)
 }
+
+/// How long before the invocation's deadline a flush ends (the report must still be returned).
+const INVOCATION_MARGIN: Duration = Duration::from_secs(1);
 
 /// Serve scheduled events until the runtime stops, flushing the metrics after each one.
 pub async fn run(flusher: Flusher, metrics: &'static Collector) -> Result<(), LambdaError> {

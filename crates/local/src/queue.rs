@@ -315,6 +315,34 @@ impl SqliteQueue {
             .await
     }
 
+    /// Every delete in one write transaction.
+    async fn delete_batch_inner(&self, receipts: &[String]) -> Result<Vec<Result<(), PortError>>, LocalError> {
+        let name = Arc::clone(&self.name);
+        let rows: Vec<(String, Option<i64>)> = receipts.iter().map(|r| (r.clone(), receipt_row(r))).collect();
+        self.store
+            .writer
+            .run(move |conn| {
+                let mut stmt =
+                    conn.prepare_cached("DELETE FROM queue_messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3")?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (receipt, row) in &rows {
+                    let deleted = match row {
+                        Some(row) => stmt.execute(params![row, &*name, receipt])? > 0,
+                        None => false,
+                    };
+                    out.push(if deleted {
+                        Ok(())
+                    } else {
+                        Err(PortError::NotFound(format!(
+                            "receipt {receipt} of queue {name} is stale or its message is gone"
+                        )))
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     async fn change_visibility_inner(&self, receipt: &str, delay: Duration) -> Result<(), LocalError> {
         if delay > MAX_RETRY_DELAY {
             return Err(LocalError::Rejected(format!(
@@ -373,6 +401,19 @@ impl AlertQueue for SqliteQueue {
 
     async fn delete(&self, receipt: &str) -> Result<(), PortError> {
         Ok(self.delete_inner(receipt).await?)
+    }
+
+    async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
+        if receipts.is_empty() {
+            return Vec::new();
+        }
+        match self.delete_batch_inner(receipts).await {
+            Ok(out) => out,
+            Err(e) => {
+                let e = PortError::from(e);
+                receipts.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
     }
 
     async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<(), PortError> {

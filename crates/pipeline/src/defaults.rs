@@ -21,6 +21,17 @@ pub const SERVICENOW_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one flush may drain the batch queue.
 pub const FLUSH_DRAIN_BUDGET: Duration = Duration::from_secs(60);
 
+/// How long one whole flush may take: draining, claims, lookups, Batch API calls and settling.
+pub const FLUSH_BUDGET: Duration = Duration::from_secs(240);
+
+/// The end of a flush's budget kept for settling what was sent (ledger writes and deletes): no claim, lookup
+/// or ServiceNow call starts later than this before the deadline. One ServiceNow call in flight plus room
+/// to store its results.
+pub const FLUSH_SETTLE_RESERVE: Duration = Duration::from_secs(SERVICENOW_TIMEOUT.as_secs() + 10);
+
+/// How many records a flush settles (ledger writes) at the same time.
+pub const FLUSH_SETTLE_CONCURRENCY: usize = 16;
+
 /// The most batch messages one flush takes.
 pub const FLUSH_MAX_MESSAGES: usize = 10_000;
 

@@ -110,12 +110,14 @@ impl Envelope {
         }
     }
 
-    /// The ledger keys this message settles: its own key and, for an aggregate, each member alert's.
+    /// The ledger keys this message settles: for an aggregate each member alert's, then its own key last
+    /// (so while any member is not settled, the aggregate itself is not final and its retry finishes the job).
     pub fn covered_keys(&self) -> Vec<String> {
-        let mut keys = vec![self.ledger_key()];
+        let mut keys = Vec::new();
         if let Item::Aggregate { record } = &self.item {
             keys.extend(record.alert_ids.iter().cloned());
         }
+        keys.push(self.ledger_key());
         keys
     }
 

@@ -3,7 +3,7 @@
 //! unserviced record onto the realtime queue's retry path. A batch message is deleted only once its record
 //! exists, or once it is safely on the realtime queue or in the dead-letter queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,11 @@ use crate::telemetry::{BatchSent, FlushFinished, TelemetryEvent};
 pub struct FlushSettings {
     /// Stop draining after this long (the rest waits for the next flush).
     pub drain_budget: Duration,
+    /// The whole flush ends within this (see [`Flusher::flush_until`]).
+    pub budget: Duration,
+    /// No claim, lookup or ServiceNow call starts later than this before the flush's deadline: the time
+    /// kept to settle what was sent.
+    pub settle_reserve: Duration,
     /// Stop draining after this many messages.
     pub max_messages: usize,
     /// Aggregation window (alerts received in the same window are grouped).
@@ -50,6 +55,8 @@ impl Default for FlushSettings {
     fn default() -> Self {
         FlushSettings {
             drain_budget: crate::defaults::FLUSH_DRAIN_BUDGET,
+            budget: crate::defaults::FLUSH_BUDGET,
+            settle_reserve: crate::defaults::FLUSH_SETTLE_RESERVE,
             max_messages: crate::defaults::FLUSH_MAX_MESSAGES,
             window: relay_core::config::DEFAULT_BATCH_WINDOW,
             batch: BatchSettings::default(),
@@ -71,6 +78,18 @@ pub struct FlushReport {
     pub dead_lettered: usize,
     /// Messages left on the batch queue (claimed elsewhere, or the ledger was unavailable).
     pub left: usize,
+    /// Alerts left for the next flush because this one reached its deadline before sending them.
+    pub deferred: usize,
+}
+
+impl FlushReport {
+    fn add(&mut self, o: &FlushReport) {
+        self.created += o.created;
+        self.retried += o.retried;
+        self.dead_lettered += o.dead_lettered;
+        self.left += o.left;
+        self.deferred += o.deferred;
+    }
 }
 
 /// The flush pipeline: drains the batch queue of the delivery's ports.
@@ -78,6 +97,16 @@ pub struct Flusher {
     pub delivery: Arc<Delivery>,
     pub settings: FlushSettings,
 }
+
+/// What settling one record did: its counts, and whether its members' batch messages may be deleted.
+#[derive(Default)]
+struct Settled {
+    report: FlushReport,
+    delete: bool,
+}
+
+/// The error class of alerts released because the flush reached its deadline before sending their record.
+const DEFERRED: &str = "deferred";
 
 struct Claimed {
     msg: ReceivedMessage,
@@ -90,9 +119,9 @@ impl Flusher {
         Flusher { delivery, settings }
     }
 
-    async fn drain(&self, report: &mut FlushReport) -> Vec<ReceivedMessage> {
+    async fn drain(&self, last_start: i64, report: &mut FlushReport) -> Vec<ReceivedMessage> {
         let d = &self.delivery;
-        let deadline = d.ports.clock.now_ms() + self.settings.drain_budget.as_millis() as i64;
+        let deadline = (d.ports.clock.now_ms() + self.settings.drain_budget.as_millis() as i64).min(last_start);
         let mut out = Vec::new();
         while out.len() < self.settings.max_messages && d.ports.clock.now_ms() < deadline {
             let want = (self.settings.max_messages - out.len()).min(10) as u32;
@@ -115,34 +144,56 @@ impl Flusher {
         out
     }
 
-    async fn delete(&self, msg: &ReceivedMessage) {
-        if let Err(e) = self.delivery.ports.batch.delete(&msg.receipt).await {
-            // It comes back; its ledger entry is final, so it will be dropped as a duplicate then.
-            tracing::warn!(message_id = %msg.message_id, error = %e, "could not delete a flushed message");
+    /// Delete batch messages in as few queue calls as the queue allows.
+    async fn delete_all(&self, msgs: &[&ReceivedMessage]) {
+        if msgs.is_empty() {
+            return;
+        }
+        let receipts: Vec<String> = msgs.iter().map(|m| m.receipt.clone()).collect();
+        let results = self.delivery.ports.batch.delete_batch(&receipts).await;
+        for (m, r) in msgs.iter().zip(results) {
+            if let Err(e) = r {
+                // It comes back; its ledger entry is final (or it is on the realtime path under the
+                // aggregate's key), so it is dropped as a duplicate then.
+                tracing::warn!(message_id = %m.message_id, error = %e, "could not delete a flushed message");
+            }
         }
     }
 
-    /// Run one flush.
+    /// Run one flush within the flush budget.
     pub async fn flush(&self) -> FlushReport {
+        let deadline = self.delivery.ports.clock.now_ms() + self.settings.budget.as_millis() as i64;
+        self.flush_until(deadline).await
+    }
+
+    /// Run one flush that ends by `deadline_ms` (epoch ms). No claim, lookup or ServiceNow call starts later
+    /// than `settle_reserve` before it; every record that was sent is settled; the alerts of records that
+    /// were not sent are released for the next flush (their messages made visible again at once).
+    pub async fn flush_until(&self, deadline_ms: i64) -> FlushReport {
         let d = &self.delivery;
+        let last_start = deadline_ms - self.settings.settle_reserve.as_millis() as i64;
+        let open = || d.ports.clock.now_ms() < last_start;
         let mut report = FlushReport::default();
-        let drained = self.drain(&mut report).await;
+        let drained = self.drain(last_start, &mut report).await;
 
         // Parse and claim each alert (concurrently; claims are conditional writes).
         let claims: Vec<(ReceivedMessage, Result<Envelope, String>, Option<Claim>)> = futures::stream::iter(drained)
             .map(|msg| async move {
                 match Envelope::from_json(&msg.body) {
                     Err(e) => (msg, Err(e.to_string()), None),
+                    // past the deadline the message is left: it comes back after its visibility timeout
+                    Ok(env) if !open() => (msg, Ok(env), None),
                     Ok(env) => {
                         let claim = d.claim(&env).await.ok();
                         (msg, Ok(env), claim)
                     }
                 }
             })
-            .buffer_unordered(16)
+            .buffer_unordered(crate::defaults::FLUSH_SETTLE_CONCURRENCY)
             .collect()
             .await;
 
+        let mut done: Vec<ReceivedMessage> = Vec::new();
         let mut claimed: Vec<Claimed> = Vec::new();
         for (msg, env, claim) in claims {
             match (env, claim) {
@@ -151,14 +202,14 @@ impl Flusher {
                         .await
                         .is_ok()
                     {
-                        self.delete(&msg).await;
+                        done.push(msg);
                     } else {
                         report.left += 1;
                     }
                 }
                 (Ok(_), Some(Claim::Completed(_) | Claim::Failed(_))) => {
                     report.duplicates += 1;
-                    self.delete(&msg).await;
+                    done.push(msg);
                 }
                 (Ok(env), Some(Claim::Claimed(entry))) => claimed.push(Claimed { msg, env, entry }),
                 (Ok(_), _) => report.left += 1,
@@ -169,20 +220,26 @@ impl Flusher {
         let (alerts, others): (Vec<Claimed>, Vec<Claimed>) = claimed
             .into_iter()
             .partition(|c| matches!(c.env.item, Item::Alert { .. }));
-        for c in others {
-            self.retry_via_realtime(
-                &[&c],
-                c.env.clone(),
-                Outcome::Retryable {
-                    retry_after: None,
-                    reason: "aggregate on the batch queue".into(),
-                },
-                &mut report,
-            )
-            .await;
+        for c in &others {
+            let s = self
+                .retry_via_realtime(
+                    &[c],
+                    c.env.clone(),
+                    Outcome::Retryable {
+                        retry_after: None,
+                        reason: "aggregate on the batch queue".into(),
+                    },
+                )
+                .await;
+            report.add(&s.report);
+            if s.delete {
+                done.push(c.msg.clone());
+            }
         }
         report.alerts = alerts.len();
         if alerts.is_empty() {
+            self.delete_all(&done.iter().collect::<Vec<_>>()).await;
+            FlushFinished { report: &report }.emit();
             return report;
         }
 
@@ -208,33 +265,59 @@ impl Flusher {
 
         // Records whose members had an ambiguous attempt: look them up before creating again.
         let client = d.servicenow.client().await;
-        for (i, r) in plan.records.iter().enumerate() {
-            if r.record_type == RecordType::ItomEvent
-                || !r
-                    .members
-                    .iter()
-                    .any(|m| crate::deliver::must_look_up(&alerts[*m].entry))
-            {
-                continue;
-            }
-            match &client {
-                Err(o) => {
-                    outcomes.insert(i, (o.clone(), false));
+        let to_look_up: Vec<usize> = plan
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.record_type != RecordType::ItomEvent
+                    && r.members
+                        .iter()
+                        .any(|m| crate::deliver::must_look_up(&alerts[*m].entry))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // `None`: not looked up before the deadline, so not created either
+        #[allow(clippy::type_complexity)]
+        let looked_up: Vec<(usize, Option<Option<(Outcome, bool)>>)> = futures::stream::iter(to_look_up)
+            .map(|i| {
+                let (client, r) = (&client, &plan.records[i]);
+                async move {
+                    if !open() {
+                        return (i, None);
+                    }
+                    let o = match client {
+                        Err(o) => Some((o.clone(), false)),
+                        Ok(c) => match c.find_by_correlation_id(&r.table, &r.correlation_id).await {
+                            Ok(Some(found)) => Some((Outcome::Created(found), true)),
+                            Ok(None) => None,
+                            Err(o) => Some((o, false)),
+                        },
+                    };
+                    (i, Some(o))
                 }
-                Ok(c) => match c.find_by_correlation_id(&r.table, &r.correlation_id).await {
-                    Ok(Some(found)) => {
-                        outcomes.insert(i, (Outcome::Created(found), true));
-                    }
-                    Ok(None) => {}
-                    Err(o) => {
-                        outcomes.insert(i, (o, false));
-                    }
-                },
+            })
+            .buffer_unordered(crate::defaults::FLUSH_SETTLE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut skipped: HashSet<usize> = HashSet::new();
+        for (i, o) in looked_up {
+            match o {
+                None => {
+                    skipped.insert(i);
+                }
+                Some(Some(o)) => {
+                    outcomes.insert(i, o);
+                }
+                Some(None) => {}
             }
         }
 
         // Event Management records, one call each (de-duplicated by message_key on the ServiceNow side).
         for &i in &plan.events {
+            if !open() {
+                break;
+            }
             let env = self.envelope_for(&plan.records[i], &alerts);
             let (o, found) = d.create(&env, false).await;
             outcomes.insert(i, (o, found));
@@ -242,9 +325,12 @@ impl Flusher {
 
         // Table records through the Batch API.
         for chunk in &plan.chunks {
+            if !open() {
+                break;
+            }
             let items: Vec<BatchItem> = chunk
                 .iter()
-                .filter(|i| !outcomes.contains_key(i))
+                .filter(|i| !outcomes.contains_key(i) && !skipped.contains(i))
                 .map(|&i| BatchItem {
                     id: i.to_string(),
                     table: plan.records[i].table.clone(),
@@ -269,7 +355,11 @@ impl Flusher {
                             if let Ok(i) = id.parse::<usize>() {
                                 answered.push(i);
                                 if let (Outcome::Created(rec), Some(r)) = (&o, plan.records.get(i)) {
-                                    crate::deliver::attach_member_list(c, r, rec).await;
+                                    if open() {
+                                        crate::deliver::attach_member_list(c, r, rec).await;
+                                    } else if r.member_list.is_some() {
+                                        tracing::warn!(sys_id = %rec.sys_id, "flush deadline: the member list was not attached");
+                                    }
                                 }
                                 outcomes.insert(i, (o, false));
                             }
@@ -298,64 +388,101 @@ impl Flusher {
             }
         }
 
-        // Settle every record.
-        for (i, record) in plan.records.iter().enumerate() {
-            let members: Vec<&Claimed> = record.members.iter().map(|m| &alerts[*m]).collect();
-            let env = self.envelope_for(record, &alerts);
-            let (outcome, found) = outcomes.remove(&i).unwrap_or((
-                Outcome::Ambiguous {
-                    reason: "record was not sent".into(),
-                },
-                false,
-            ));
-            match outcome {
-                Outcome::Created(rec) => {
-                    let rec = RecordRef {
-                        table: rec.table,
-                        sys_id: rec.sys_id,
-                        number: rec.number,
-                        link: rec.link,
-                    };
-                    let mut ok = true;
-                    for m in &members {
-                        let single = Envelope {
-                            item: m.env.item.clone(),
-                            ..env.clone()
-                        };
-                        if let Err(e) = d.settled(&single, &m.entry, rec.clone(), found).await {
-                            tracing::error!(alert_id = %m.entry.alert_id, error = %e, "record created but ledger not updated");
-                            ok = false;
-                        }
-                    }
-                    if ok {
-                        for m in &members {
-                            self.delete(&m.msg).await;
-                        }
-                        d.count_record(&env);
-                        report.created += 1;
-                    } else {
-                        // Leave the messages: they come back, are claimed, and the lookup finds the record.
-                        for m in &members {
-                            let _ = d
-                                .ports
-                                .ledger
-                                .retry_later(
-                                    &m.entry.alert_id,
-                                    "ambiguous",
-                                    "ledger update failed",
-                                    true,
-                                    d.ports.clock.now_ms(),
-                                )
-                                .await;
-                        }
-                        report.left += members.len();
-                    }
-                }
-                failure => self.retry_via_realtime(&members, env, failure, &mut report).await,
+        // Settle every record (a bounded number at a time): sent ones by their outcome, the others deferred.
+        let jobs: Vec<(&PlannedRecord, Option<(Outcome, bool)>)> = plan
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r, outcomes.remove(&i).filter(|_| !skipped.contains(&i))))
+            .collect();
+        let alerts_ref = &alerts;
+        let settled: Vec<(&PlannedRecord, Settled)> = futures::stream::iter(jobs)
+            .map(|(record, outcome)| async move { (record, self.settle(record, alerts_ref, outcome).await) })
+            .buffer_unordered(crate::defaults::FLUSH_SETTLE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut finished: Vec<&ReceivedMessage> = done.iter().collect();
+        for (record, s) in &settled {
+            report.add(&s.report);
+            if s.delete {
+                finished.extend(record.members.iter().map(|m| &alerts[*m].msg));
             }
         }
+        self.delete_all(&finished).await;
         FlushFinished { report: &report }.emit();
         report
+    }
+
+    /// Store the outcome of one record for each member alert; `None` = it was not sent before the deadline.
+    async fn settle(&self, record: &PlannedRecord, alerts: &[Claimed], outcome: Option<(Outcome, bool)>) -> Settled {
+        let d = &self.delivery;
+        let members: Vec<&Claimed> = record.members.iter().map(|m| &alerts[*m]).collect();
+        let env = self.envelope_for(record, alerts);
+        let mut s = Settled::default();
+        let Some((outcome, found)) = outcome else {
+            // Release the alerts for the next flush: claimable again, their messages visible again now.
+            let now = d.ports.clock.now_ms();
+            for m in &members {
+                let _ = d
+                    .ports
+                    .ledger
+                    .retry_later(
+                        &m.entry.alert_id,
+                        DEFERRED,
+                        "the flush reached its deadline first",
+                        false,
+                        now,
+                    )
+                    .await;
+                let _ = d.ports.batch.change_visibility(&m.msg.receipt, Duration::ZERO).await;
+            }
+            s.report.deferred += members.len();
+            return s;
+        };
+        match outcome {
+            Outcome::Created(rec) => {
+                let rec = RecordRef {
+                    table: rec.table,
+                    sys_id: rec.sys_id,
+                    number: rec.number,
+                    link: rec.link,
+                };
+                let mut ok = true;
+                for m in &members {
+                    let single = Envelope {
+                        item: m.env.item.clone(),
+                        ..env.clone()
+                    };
+                    if let Err(e) = d.settled(&single, &m.entry, rec.clone(), found).await {
+                        tracing::error!(alert_id = %m.entry.alert_id, error = %e, "record created but ledger not updated");
+                        ok = false;
+                    }
+                }
+                if ok {
+                    d.count_record(&env);
+                    s.report.created += 1;
+                    s.delete = true;
+                } else {
+                    // Leave the messages: they come back, are claimed, and the lookup finds the record.
+                    for m in &members {
+                        let _ = d
+                            .ports
+                            .ledger
+                            .retry_later(
+                                &m.entry.alert_id,
+                                "ambiguous",
+                                "ledger update failed",
+                                true,
+                                d.ports.clock.now_ms(),
+                            )
+                            .await;
+                    }
+                    s.report.left += members.len();
+                }
+                s
+            }
+            failure => self.retry_via_realtime(&members, env, failure).await,
+        }
     }
 
     /// The envelope a planned record travels in: the alert itself for a lone alert, else an aggregate.
@@ -375,13 +502,9 @@ impl Flusher {
 
     /// A record could not be created now: schedule it on the realtime queue (or dead-letter it), then
     /// delete the batch messages it covers.
-    async fn retry_via_realtime(
-        &self,
-        members: &[&Claimed],
-        env: Envelope,
-        failure: Outcome,
-        report: &mut FlushReport,
-    ) {
+    async fn retry_via_realtime(&self, members: &[&Claimed], env: Envelope, failure: Outcome) -> Settled {
+        let mut s = Settled::default();
+        let report = &mut s.report;
         let d = &self.delivery;
         let now = d.ports.clock.now_ms();
         // The ledger entry the realtime deliverer will claim: the alert's own, or the aggregate's.
@@ -394,7 +517,7 @@ impl Flusher {
             if let Err(err) = d.ports.ledger.accept(&e).await {
                 tracing::error!(error = %err, "cannot record the aggregate; its alerts stay on the batch queue");
                 report.left += members.len();
-                return;
+                return s;
             }
             e
         };
@@ -405,7 +528,7 @@ impl Flusher {
                 if let Err(e) = d.ports.realtime.send(&env.to_json(), delay).await {
                     tracing::error!(error = %e, "realtime queue unavailable; alerts stay on the batch queue");
                     report.left += members.len();
-                    return;
+                    return s;
                 }
                 if members.len() > 1 {
                     for m in members {
@@ -416,20 +539,19 @@ impl Flusher {
                             .await;
                     }
                 }
-                for m in members {
-                    self.delete(&m.msg).await;
-                }
                 report.retried += 1;
+                s.delete = true;
             }
             AfterFailure::DeadLettered => {
-                for m in members {
-                    if members.len() > 1 {
+                if members.len() > 1 {
+                    for m in members {
                         let _ = d.ports.ledger.fail(&m.entry.alert_id, &class, &reason, now).await;
                     }
-                    self.delete(&m.msg).await;
                 }
                 report.dead_lettered += 1;
+                s.delete = true;
             }
         }
+        s
     }
 }

@@ -3,10 +3,13 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
 use relay_core::fields::MAX_DESCRIPTION_FIELD;
-use relay_ports::{AlertQueue, DeliveryState};
+use relay_pipeline::{Deliverer, Delivery, FlushSettings, Flusher, Ports};
+use relay_ports::{Accept, AlertQueue, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef};
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind};
 
@@ -114,4 +117,161 @@ async fn an_aggregate_created_by_the_batch_api_names_its_first_members_and_attac
     // the description shows the first member's activity and counts what it cannot name
     let desc = records[0]["description"].as_str().unwrap();
     assert!(desc.contains("activity "), "{desc}");
+}
+
+#[tokio::test]
+async fn a_flush_ends_by_its_deadline_and_the_next_one_delivers_the_rest_once() {
+    let h = harness(Options {
+        batch_settings: Some(relay_core::config::BatchSettings {
+            max_requests_per_batch: 2,
+            ..relay_core::config::BatchSettings::default()
+        }),
+        ..Options::default()
+    })
+    .await;
+    let n = 20;
+    for i in 0..n {
+        // twenty employees: twenty records, ten Batch API calls of two
+        let body = alert_body(&format!("d-{i}"), "policy_violation", "low", &format!("E{i}"));
+        h.post(&body, &format!("wh-{i}")).await;
+    }
+    // every call is slow (but answers within the client's timeout)
+    h.sim.inject(Fault {
+        kind: FaultKind::Latency { ms: 400 },
+        count: 1000,
+        table: None,
+        method: None,
+    });
+    let short = Flusher::new(
+        h.flusher.delivery.clone(),
+        FlushSettings {
+            budget: Duration::from_millis(2_000),
+            settle_reserve: Duration::from_millis(500),
+            ..h.flusher.settings.clone()
+        },
+    );
+    let started = Instant::now();
+    let report = short.flush().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "the flush took {took:?}: {report:?}"
+    );
+    assert!(report.created > 0 && report.created < n, "{report:?}");
+    assert_eq!(report.created + report.deferred, n, "{report:?}");
+    // the deferred alerts are claimable again at once, not held until their lease ends
+    for i in 0..n {
+        let e = h.state(&format!("d-{i}")).await;
+        assert!(
+            matches!(e.state, DeliveryState::Completed | DeliveryState::Retrying),
+            "d-{i} is {:?}",
+            e.state
+        );
+    }
+    let next = h.flusher.flush().await;
+    assert_eq!(
+        (next.alerts, next.created),
+        (report.deferred, report.deferred),
+        "{next:?}"
+    );
+    assert_eq!(h.batch.depth().await.unwrap(), 0);
+    let records = h.sim.records(TABLE);
+    assert_eq!(records.len(), n, "one record per alert, none twice");
+    for i in 0..n {
+        assert_eq!(h.state(&format!("d-{i}")).await.state, DeliveryState::Completed);
+    }
+}
+
+/// The SQLite ledger, with `complete` of one alert failing once.
+struct FlakyComplete {
+    inner: relay_local::SqliteLedger,
+    fail_once: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl Ledger for FlakyComplete {
+    async fn accept(&self, e: &LedgerEntry) -> Result<Accept, PortError> {
+        self.inner.accept(e).await
+    }
+    async fn mark_queued(&self, id: &str, now: i64) -> Result<(), PortError> {
+        self.inner.mark_queued(id, now).await
+    }
+    async fn forget(&self, id: &str) -> Result<(), PortError> {
+        self.inner.forget(id).await
+    }
+    async fn claim(&self, id: &str, now: i64, lease: i64) -> Result<Claim, PortError> {
+        self.inner.claim(id, now, lease).await
+    }
+    async fn complete(&self, id: &str, r: &RecordRef, now: i64) -> Result<(), PortError> {
+        let failing = {
+            let mut f = self.fail_once.lock().unwrap();
+            if f.as_deref() == Some(id) { f.take() } else { None }
+        };
+        if failing.is_some() {
+            return Err(PortError::Unavailable("ledger write failed".into()));
+        }
+        self.inner.complete(id, r, now).await
+    }
+    async fn retry_later(&self, id: &str, c: &str, e: &str, l: bool, now: i64) -> Result<(), PortError> {
+        self.inner.retry_later(id, c, e, l, now).await
+    }
+    async fn fail(&self, id: &str, c: &str, e: &str, now: i64) -> Result<(), PortError> {
+        self.inner.fail(id, c, e, now).await
+    }
+    async fn reopen(&self, id: &str, now: i64) -> Result<bool, PortError> {
+        self.inner.reopen(id, now).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<LedgerEntry>, PortError> {
+        self.inner.get(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_member_whose_complete_failed_is_completed_by_the_aggregates_retry() {
+    let h = harness(Options::default()).await;
+    for i in 0..4 {
+        h.post(
+            &alert_body(&format!("m-{i}"), "policy_violation", "low", "E1"),
+            &format!("wh-{i}"),
+        )
+        .await;
+    }
+    // the Batch API fails: the aggregate takes the realtime path
+    h.sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    let report = h.flusher.flush().await;
+    assert_eq!(report.retried, 1, "{report:?}");
+
+    // the realtime deliverer creates the record, then one member's ledger write fails
+    let d = &h.flusher.delivery;
+    let ports = Ports {
+        ledger: Arc::new(FlakyComplete {
+            inner: h.store.ledger(),
+            fail_once: std::sync::Mutex::new(Some("m-2".into())),
+        }),
+        realtime: Arc::new(h.realtime.clone().with_visibility_timeout(Duration::from_secs(1))),
+        ..h.ports.clone()
+    };
+    let deliverer = Deliverer::new(Arc::new(Delivery {
+        ports,
+        servicenow: d.servicenow.clone(),
+        settings: d.settings.clone(),
+        jitter: d.jitter.clone(),
+    }));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while h.realtime.depth().await.unwrap() > 0 && Instant::now() < deadline {
+        deliverer.poll_once(10, Duration::from_millis(100)).await.unwrap();
+    }
+    let records = h.sim.records(TABLE);
+    assert_eq!(records.len(), 1, "one record for the aggregate");
+    let sys_id = records[0]["sys_id"].as_str().unwrap();
+    for i in 0..4 {
+        let e = h.state(&format!("m-{i}")).await;
+        assert_eq!(e.state, DeliveryState::Completed, "m-{i}");
+        assert_eq!(e.record.unwrap().sys_id, sys_id);
+    }
 }

@@ -1031,6 +1031,30 @@ pub async fn queue_delete_with_unknown_receipt_fails(queue: &dyn AlertQueue) {
     assert!(err.is_err(), "delete with an unknown receipt must fail, got {err:?}");
 }
 
+/// `delete_batch` removes every message it names (more than one service call's worth) and reports a bad
+/// receipt as an error without failing the others.
+pub async fn queue_delete_batch(queue: &dyn AlertQueue) {
+    for i in 0..13 {
+        queue.send(&format!("m-{i}"), Duration::ZERO).await.expect("send");
+    }
+    let mut receipts = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while receipts.len() < 13 && std::time::Instant::now() < deadline {
+        for m in queue.receive(10, Duration::from_secs(1)).await.expect("receive") {
+            receipts.push(m.receipt);
+        }
+    }
+    assert_eq!(receipts.len(), 13, "every sent message must be received");
+    receipts.insert(5, "not-a-receipt".into());
+    let results = queue.delete_batch(&receipts).await;
+    assert_eq!(results.len(), receipts.len(), "one result per receipt");
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.is_err(), i == 5, "result {i}: {r:?}");
+    }
+    assert_depth(queue, 0, "after delete_batch").await;
+    assert!(queue.delete_batch(&[]).await.is_empty());
+}
+
 /// Every queue check, each against a fresh queue from `make`.
 pub async fn run_queue_suite<F, Fut>(make: F)
 where
@@ -1042,4 +1066,5 @@ where
     queue_visibility_and_change_visibility(make().await.as_ref()).await;
     queue_receive_many_and_depth(make().await.as_ref()).await;
     queue_delete_with_unknown_receipt_fails(make().await.as_ref()).await;
+    queue_delete_batch(make().await.as_ref()).await;
 }

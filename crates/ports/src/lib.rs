@@ -54,6 +54,15 @@ pub trait AlertQueue: Send + Sync {
     async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError>;
     /// Remove a received message for good (after its record exists, or after it was moved elsewhere).
     async fn delete(&self, receipt: &str) -> Result<(), PortError>;
+    /// [`AlertQueue::delete`] of several received messages in as few calls as the service allows; one
+    /// result per receipt, in order. A failed delete only means the message comes back.
+    async fn delete_batch(&self, receipts: &[String]) -> Vec<Result<(), PortError>> {
+        let mut out = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            out.push(self.delete(r).await);
+        }
+        out
+    }
     /// Make a received message visible again after `delay` (counted from now). `delay` ≤ 12 h.
     async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<(), PortError>;
     /// Approximate number of messages on the queue, visible or not.

@@ -225,6 +225,8 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
         delivery,
         FlushSettings {
             drain_budget: Duration::from_secs(20),
+            budget: Duration::from_secs(40),
+            settle_reserve: Duration::from_secs(2),
             max_messages: 10_000,
             window: Duration::from_secs(300),
             batch: batch_settings,

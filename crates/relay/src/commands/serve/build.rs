@@ -51,6 +51,7 @@ impl Local {
         let window = Duration::from_secs(args.batch_window_seconds.unwrap_or(config.batch_window_seconds).max(1));
         let flush_settings = FlushSettings {
             drain_budget: defaults::FLUSH_DRAIN_BUDGET.min(window),
+            budget: defaults::FLUSH_BUDGET.min(window.max(defaults::FLUSH_SETTLE_RESERVE * 2)),
             window,
             receive_wait: Duration::from_millis(50),
             ..FlushSettings::from_config(&config)

@@ -52,7 +52,8 @@ pub fn start(local: &Local) -> Tasks {
     Tasks {
         token,
         tracker,
-        grace: local.lease + local.flusher.settings.drain_budget,
+        // a flush ends within its budget: a shutdown waits for it (and for deliveries within their lease)
+        grace: local.lease.max(local.flusher.settings.budget) + Duration::from_secs(5),
     }
 }
 
