@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::config::DEFAULT_CORRELATION_PREFIX;
 use crate::config::{BatchSettings, RecordType};
 use crate::fields::{MAX_SHORT_DESCRIPTION, TEST_MARKER, one_line, truncate};
+use crate::profile::{DedupeMatch, PriorityMethod};
 use crate::route::Decision;
 
 /// One alert waiting in the batch queue.
@@ -33,6 +34,9 @@ pub struct PlannedRecord {
     pub record_type: RecordType,
     pub table: String,
     pub fields: Map<String, Value>,
+    /// Which field carries `correlation_id` on the table, and how a found row is compared.
+    #[serde(default)]
+    pub dedupe: crate::profile::Dedupe,
     /// The alerts this record covers, in arrival order.
     pub alert_ids: Vec<String>,
     /// Positions of those alerts in the planner's input.
@@ -118,6 +122,7 @@ fn single(d: &Decision, i: usize) -> PlannedRecord {
         record_type: d.record_type,
         table: d.table.clone(),
         fields: d.fields.clone(),
+        dedupe: d.dedupe.clone(),
         alert_ids: vec![d.alert_id.clone()],
         members: vec![i],
     }
@@ -175,18 +180,42 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
         first.rule, first.config_hash
     ));
 
+    // the first member's fields, by its profile: only fields its table has are replaced
     let mut fields = first.fields.clone();
-    let s = |v: String| Value::String(v);
-    fields.insert("short_description".into(), s(truncate(&short, MAX_SHORT_DESCRIPTION)));
-    fields.insert("description".into(), s(description));
-    fields.insert("impact".into(), s(impact.to_string()));
-    fields.insert("urgency".into(), s(urgency.to_string()));
-    fields.insert("correlation_id".into(), s(correlation_id.clone()));
+    let mut set = |k: &str, v: String| {
+        if fields.contains_key(k) {
+            fields.insert(k.to_string(), Value::String(v));
+        }
+    };
+    let short = truncate(&short, MAX_SHORT_DESCRIPTION);
+    let dedupe = &first.dedupe;
+    let in_long_text = dedupe.matching == DedupeMatch::Contains && dedupe.field == first.description_field;
+    if in_long_text {
+        description.push_str(&format!("\n\n{}", dedupe.written(&correlation_id)));
+    }
+    if first.summary_field == first.description_field {
+        description = format!("{short}\n\n{description}");
+    } else {
+        set(&first.summary_field, short);
+    }
+    set(&first.description_field, description);
+    set("impact", impact.to_string());
+    set("urgency", urgency.to_string());
+    if first.priority_method == PriorityMethod::Direct {
+        let strongest_priority = ds.iter().filter_map(|d| d.servicenow_priority).min();
+        if let Some(p) = strongest_priority {
+            set("priority", p.to_string());
+        }
+    }
+    if !in_long_text {
+        set(&dedupe.field, dedupe.written(&correlation_id));
+    }
     PlannedRecord {
         correlation_id,
         record_type: first.record_type,
         table: first.table.clone(),
         fields,
+        dedupe: first.dedupe.clone(),
         alert_ids: ds.iter().map(|d| d.alert_id.clone()).collect(),
         members,
     }
