@@ -258,7 +258,10 @@ pub(crate) fn compile_profiles(
             }
         }
         if r.priority == Some(PriorityMethod::Direct) && !fields.contains("priority") {
-            problems.push((loc.clone(), format!("priority: direct, but table {table} has no priority field")));
+            problems.push((
+                loc.clone(),
+                format!("priority: direct, but table {table} has no priority field"),
+            ));
         }
         let mut domain = BTreeMap::new();
         for (k, v) in domain_raw {
@@ -375,7 +378,9 @@ impl Text {
     pub fn is_minimal(&self) -> bool {
         self.parts.iter().all(|p| match p {
             Part::Literal(_) => true,
-            Part::Path(path) => !path.starts_with("details.") && !matches!(path.as_str(), "employee.manager" | "volume"),
+            Part::Path(path) => {
+                !path.starts_with("details.") && !matches!(path.as_str(), "employee.manager" | "volume")
+            }
         })
     }
 
@@ -449,7 +454,10 @@ mod tests {
         assert!(!risk.has("correlation_id"), "risk extends sn_grc_item, not task");
         assert_eq!(risk.dedupe.field, "description");
         assert_eq!(risk.summary_field, "name");
-        assert!(profiles["hr_case"].has("correlation_id"), "HR case inherits task's fields");
+        assert!(
+            profiles["hr_case"].has("correlation_id"),
+            "HR case inherits task's fields"
+        );
         assert!(!profiles["hr_case"].has("category"));
         assert_eq!(profiles["security_incident"].priority, PriorityMethod::Direct);
         assert_eq!(profiles["incident"].priority, PriorityMethod::ImpactUrgency);
@@ -457,7 +465,10 @@ mod tests {
         assert_eq!(profiles["hr_case"].priority, PriorityMethod::HrService);
         assert_eq!(profiles["security_task"].table, "sn_si_task");
         for (name, prof) in &profiles {
-            assert!(prof.has(&prof.dedupe.field), "{name}: dedupe field must exist on the table");
+            assert!(
+                prof.has(&prof.dedupe.field),
+                "{name}: dedupe field must exist on the table"
+            );
         }
     }
 
@@ -468,7 +479,8 @@ mod tests {
         let mut p = Vec::new();
         compile_profiles(&over, &mut p);
         assert!(
-            p.iter().any(|(l, m)| l == "profiles.risk" && m.contains("\"correlation_id\"") && m.contains("sn_risk_risk")),
+            p.iter()
+                .any(|(l, m)| l == "profiles.risk" && m.contains("\"correlation_id\"") && m.contains("sn_risk_risk")),
             "{p:?}"
         );
     }
@@ -481,7 +493,11 @@ mod tests {
         assert_eq!(t.render(&facts).as_deref(), Some("Files: 847 via usb"));
         let none: Map<String, Value> = serde_json::from_value(serde_json::json!({"details": {}})).unwrap();
         assert_eq!(t.render(&none), None);
-        assert!(Text::parse("{employee.email}").unwrap_err().contains("unknown placeholder"));
+        assert!(
+            Text::parse("{employee.email}")
+                .unwrap_err()
+                .contains("unknown placeholder")
+        );
         assert!(Text::parse("{details.}").is_err());
         assert_eq!(human_bytes(2_147_483_648), "2.1 GB");
         assert_eq!(human_bytes(12), "12 bytes");

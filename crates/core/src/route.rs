@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::alert::{Alert, AlertType, Severity};
 use crate::alert::Details;
+use crate::alert::{Alert, AlertType, Severity};
 use crate::config::{Config, DeliveryMode, ImpactUrgency, PersonMatch, RecordType, Template};
 use crate::fields;
 use crate::profile::{Dedupe, PriorityMethod};

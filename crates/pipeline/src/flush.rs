@@ -221,7 +221,10 @@ impl Flusher {
                 Err(o) => {
                     outcomes.insert(i, (o.clone(), false));
                 }
-                Ok(c) => match c.find_by_correlation_id(&r.table, &r.correlation_id).await {
+                Ok(c) => match c
+                    .find_by_key(&r.table, &crate::envelope::record_key(&r.dedupe, &r.correlation_id))
+                    .await
+                {
                     Ok(Some(found)) => {
                         outcomes.insert(i, (Outcome::Created(found), true));
                     }

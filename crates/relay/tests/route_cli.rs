@@ -53,7 +53,10 @@ fn expect(
     assert_eq!(d["fields"]["assignment_group"], group);
     // priority is written only where the table takes it as written; elsewhere the instance decides
     if d["priority_method"] != "direct" {
-        assert!(d["fields"].get("priority").is_none(), "priority is not written to {table}");
+        assert!(
+            d["fields"].get("priority").is_none(),
+            "priority is not written to {table}"
+        );
     }
     assert_eq!(d["config_hash"].as_str().unwrap().len(), 16);
 }
@@ -87,7 +90,10 @@ fn seed_usb_copy_of_847_files_is_a_p1_security_incident_for_security_operations(
     }
     assert_eq!(d["priority_method"], "direct");
     assert_eq!(f["priority"], "1", "a security incident takes priority as written");
-    assert!(desc.contains("Files copied: 847") && desc.contains("Channel: usb"), "{desc}");
+    assert!(
+        desc.contains("Files copied: 847") && desc.contains("Channel: usb"),
+        "{desc}"
+    );
     // no name or e-mail leaves (a security incident carries no department or manager either)
     let all = f.to_string();
     for secret in ["Dana", "dana.reyes@example.com", "M2001", "Engineering"] {

@@ -59,7 +59,10 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
         if let Some(prof) = profiles.get_mut(rt.as_str()) {
             prof.table = table.clone();
         } else {
-            p.add(&format!("profiles.{rt}"), "is missing: every record type needs a profile");
+            p.add(
+                &format!("profiles.{rt}"),
+                "is missing: every record type needs a profile",
+            );
         }
     }
     known_tables.extend(profiles.values().map(|prof| prof.table.clone()));

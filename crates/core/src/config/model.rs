@@ -354,7 +354,13 @@ impl Config {
         let record_type = rt.or(defaults.target.record_type).unwrap_or(RecordType::Incident);
         let table = rule
             .and_then(|r| r.target.table.clone())
-            .or_else(|| if rt.is_none() { defaults.target.table.clone() } else { None })
+            .or_else(|| {
+                if rt.is_none() {
+                    defaults.target.table.clone()
+                } else {
+                    None
+                }
+            })
             .unwrap_or_else(|| self.tables[&record_type].clone());
         (record_type, table)
     }

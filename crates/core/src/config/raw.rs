@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::model::{
-    BatchSettings, DEFAULT_BATCH_WINDOW, DEFAULT_CORRELATION_PREFIX, GroupSpec, ImpactUrgency, PersonSettings,
-    Privacy,
+    BatchSettings, DEFAULT_BATCH_WINDOW, DEFAULT_CORRELATION_PREFIX, GroupSpec, ImpactUrgency, PersonSettings, Privacy,
 };
 
 #[derive(Debug, Clone, Deserialize)]

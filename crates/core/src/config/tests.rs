@@ -383,7 +383,10 @@ fn a_route_naming_a_field_its_table_lacks_is_rejected_with_route_table_and_field
     );
     let p = problems(&yaml);
     assert!(
-        has(&p, "rule \"to-risk\": fields.u_ticket: table sn_risk_risk (profile risk) has no field \"u_ticket\""),
+        has(
+            &p,
+            "rule \"to-risk\": fields.u_ticket: table sn_risk_risk (profile risk) has no field \"u_ticket\""
+        ),
         "{p:?}"
     );
     assert!(has(&p, "rule \"hr-cat\": category: table sn_hr_core_case"), "{p:?}");
@@ -397,5 +400,8 @@ fn profiles_can_be_overridden_and_a_new_field_then_passes_the_check() {
     let c = Config::from_yaml(&yaml).unwrap();
     assert!(c.profiles["risk"].has("u_ticket"));
     let bad = format!("{MINIMAL}profiles:\n  hr_case: {{dedupe: {{field: u_nothing}}}}\n");
-    assert!(has(&problems(&bad), "profiles.hr_case: dedupe.field names field \"u_nothing\""));
+    assert!(has(
+        &problems(&bad),
+        "profiles.hr_case: dedupe.field names field \"u_nothing\""
+    ));
 }

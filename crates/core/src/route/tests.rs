@@ -63,7 +63,10 @@ fn the_first_matching_rule_wins() {
         (RecordType::SecurityIncident, "sn_si_incident")
     );
     assert_eq!((d.impact, d.urgency, d.servicenow_priority), (1, 1, Some(1)));
-    assert_eq!(d.fields["priority"], "1", "a security incident takes priority as written");
+    assert_eq!(
+        d.fields["priority"], "1",
+        "a security incident takes priority as written"
+    );
     let d = r.route(&alert(base(
         "dlp",
         "high",
@@ -318,11 +321,18 @@ fn the_after_hours_seed_is_a_p2_response_task_with_systems_duration_and_applicat
     assert_eq!(d.fields["priority"], "2");
     assert!(!d.fields.contains_key("category"), "sn_si_task has no category");
     let text = d.fields["description"].as_str().unwrap();
-    for line in ["Systems accessed: prod-db-01", "Duration: 47 minutes", "Applications used: psql, DBeaver"] {
+    for line in [
+        "Systems accessed: prod-db-01",
+        "Duration: 47 minutes",
+        "Applications used: psql, DBeaver",
+    ] {
         assert!(text.contains(line), "{line} missing from {text}");
     }
     let person = d.person.as_ref().expect("the task is tagged with the person");
-    assert_eq!((person.value.as_str(), person.fields.as_slice()), ("E0317", &["affected_user".to_string()][..]));
+    assert_eq!(
+        (person.value.as_str(), person.fields.as_slice()),
+        ("E0317", &["affected_user".to_string()][..])
+    );
 }
 
 #[test]
@@ -330,7 +340,10 @@ fn the_productivity_seed_is_an_hr_case_about_the_employee_with_categories_depart
     let d = shipped("seed-productivity-non-work-browsing.json");
     only_table_fields(&d);
     assert_eq!(d.table, "sn_hr_core_case");
-    assert_eq!((d.priority_method, d.servicenow_priority), (PriorityMethod::HrService, None));
+    assert_eq!(
+        (d.priority_method, d.servicenow_priority),
+        (PriorityMethod::HrService, None)
+    );
     assert!(!d.fields.contains_key("priority") && !d.fields.contains_key("category"));
     assert_eq!(d.fields["hr_service"], "Employee Relations");
     let text = d.fields["description"].as_str().unwrap();
@@ -369,19 +382,37 @@ fn a_risk_carries_its_key_in_its_description_and_never_sends_task_fields() {
     let d = Router::new(Config::default_config(), None).unwrap().route(&alert(v));
     only_table_fields(&d);
     assert_eq!(d.table, "sn_risk_risk");
-    for absent in ["correlation_id", "short_description", "assignment_group", "impact", "urgency", "contact_type"] {
-        assert!(!d.fields.contains_key(absent), "{absent} must not be sent to sn_risk_risk");
+    for absent in [
+        "correlation_id",
+        "short_description",
+        "assignment_group",
+        "impact",
+        "urgency",
+        "contact_type",
+    ] {
+        assert!(
+            !d.fields.contains_key(absent),
+            "{absent} must not be sent to sn_risk_risk"
+        );
     }
     assert_eq!(d.fields["owning_group"], "Risk Management");
     assert!(d.fields["name"].as_str().unwrap().contains("something happened"));
     assert_eq!(d.dedupe.field, "description");
-    assert!(d.fields["description"].as_str().unwrap().ends_with("[relay-key emon:r-1]"));
+    assert!(
+        d.fields["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("[relay-key emon:r-1]")
+    );
     assert_eq!(d.servicenow_priority, None);
 }
 
 #[test]
 fn minimal_data_mode_sends_no_context_and_no_detail_values() {
-    let yaml = crate::config::DEFAULT_CONFIG_YAML.replace("pseudonymise_employee: false", "pseudonymise_employee: false\n  minimal_data: true");
+    let yaml = crate::config::DEFAULT_CONFIG_YAML.replace(
+        "pseudonymise_employee: false",
+        "pseudonymise_employee: false\n  minimal_data: true",
+    );
     let r = Router::new(Config::from_yaml(&yaml).unwrap(), None).unwrap();
     let body = std::fs::read(format!(
         "{}/../../events/alerts/seed-productivity-non-work-browsing.json",
@@ -392,7 +423,10 @@ fn minimal_data_mode_sends_no_context_and_no_detail_values() {
     let text = d.fields["description"].as_str().unwrap();
     assert!(!text.contains("Context:") && !text.contains("M2001"), "{text}");
     assert!(d.chart.is_none());
-    assert_eq!(d.fields["hr_service"], "Employee Relations", "literal domain values stay");
+    assert_eq!(
+        d.fields["hr_service"], "Employee Relations",
+        "literal domain values stay"
+    );
 }
 
 #[test]

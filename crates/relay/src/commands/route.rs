@@ -72,11 +72,17 @@ fn priority_note(d: &relay_core::Decision) -> String {
     use relay_core::PriorityMethod;
     match (d.priority_method, d.servicenow_priority) {
         (PriorityMethod::ImpactUrgency, Some(p)) => {
-            format!("{p}: {} computes it from impact {} × urgency {}", d.table, d.impact, d.urgency)
+            format!(
+                "{p}: {} computes it from impact {} × urgency {}",
+                d.table, d.impact, d.urgency
+            )
         }
         (PriorityMethod::Direct, Some(p)) => format!("{p}: written as priority on {}", d.table),
         (PriorityMethod::HrService, _) => format!("set by the case's HR service on {}", d.table),
-        _ => format!("{} has no priority the relay sets (the table's default applies)", d.table),
+        _ => format!(
+            "{} has no priority the relay sets (the table's default applies)",
+            d.table
+        ),
     }
 }
 
