@@ -62,7 +62,7 @@ async fn seed_scenarios_flow_through_ingest_deliver_and_flush() {
     assert_eq!(sir.len(), 1);
     assert_eq!(sir[0]["assignment_group.display_value"], "Security Operations");
     assert!(sir[0]["number"].as_str().unwrap().starts_with("SIR"));
-    let task = s.sim.records("task");
+    let task = s.sim.records("sn_si_task");
     assert_eq!(task.len(), 1);
     assert_eq!(task[0]["assignment_group.display_value"], "IT Security");
     let hr = s.sim.records("sn_hr_core_case");

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::config::DEFAULT_CORRELATION_PREFIX;
 use crate::config::{BatchSettings, RecordType};
 use crate::fields::{MAX_DESCRIPTION_FIELD, MAX_SHORT_DESCRIPTION, TEST_MARKER, one_line, truncate};
+use crate::profile::{DedupeMatch, PriorityMethod};
 use crate::route::Decision;
 
 /// How many members an aggregate's description shows in full (when they fit); the rest are listed by id.
@@ -47,6 +48,9 @@ pub struct PlannedRecord {
     pub record_type: RecordType,
     pub table: String,
     pub fields: Map<String, Value>,
+    /// Which field carries `correlation_id` on the table, and how a found row is compared.
+    #[serde(default)]
+    pub dedupe: crate::profile::Dedupe,
     /// The alerts this record covers, in arrival order.
     pub alert_ids: Vec<String>,
     /// Positions of those alerts in the planner's input.
@@ -173,7 +177,9 @@ fn member_line(d: &Decision) -> String {
 /// An aggregate's description, at most [`MAX_DESCRIPTION_FIELD`] characters: the first members (up to
 /// [`DESCRIBED_MEMBERS`]) with their activity, the following ones by id while they fit, and a count of the
 /// rest, which the attached member list holds.
-fn aggregate_description(ds: &[&Decision], footer: &str) -> String {
+/// The aggregate's description: at most [`MAX_DESCRIPTION_FIELD`] characters less `reserved` (text the caller
+/// puts in front of it), always ending with `footer`.
+fn aggregate_description(ds: &[&Decision], footer: &str, reserved: usize) -> String {
     let n = ds.len();
     let mut text = format!(
         "{n} alerts aggregated by the relay's batch window. The first ones in full, the others by id; \
@@ -181,7 +187,7 @@ fn aggregate_description(ds: &[&Decision], footer: &str) -> String {
     );
     let chars = |s: &str| s.chars().count();
     // room kept for the closing "… and N more" line and the footer
-    let reserve = chars(footer) + 120;
+    let reserve = chars(footer) + 120 + reserved;
     let budget = MAX_DESCRIPTION_FIELD.saturating_sub(reserve);
     let mut used = chars(&text);
     let mut shown = 0;
@@ -227,7 +233,7 @@ fn aggregate_description(ds: &[&Decision], footer: &str) -> String {
         ));
     }
     text.push_str(footer);
-    truncate(&text, MAX_DESCRIPTION_FIELD)
+    truncate(&text, MAX_DESCRIPTION_FIELD.saturating_sub(reserved))
 }
 
 fn single(d: &Decision, i: usize) -> PlannedRecord {
@@ -236,6 +242,7 @@ fn single(d: &Decision, i: usize) -> PlannedRecord {
         record_type: d.record_type,
         table: d.table.clone(),
         fields: d.fields.clone(),
+        dedupe: d.dedupe.clone(),
         alert_ids: vec![d.alert_id.clone()],
         members: vec![i],
         member_list: None,
@@ -273,22 +280,52 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
     if ds.iter().any(|d| d.test) {
         short.insert_str(0, TEST_MARKER);
     }
-    let footer = format!("\n\nRouted by rule {} (config {})", first.rule, first.config_hash);
-    let description = aggregate_description(ds, &footer);
+    let short = truncate(&short, MAX_SHORT_DESCRIPTION);
+    let dedupe = &first.dedupe;
+    let in_long_text = dedupe.matching == DedupeMatch::Contains && dedupe.field == first.description_field;
+    // the footer (and the dedupe marker and summary when they share the long text) count against the
+    // description's bound, so the marker is never cut off
+    let mut footer = format!("\n\nRouted by rule {} (config {})", first.rule, first.config_hash);
+    if in_long_text {
+        footer.push_str(&format!("\n\n{}", dedupe.written(&correlation_id)));
+    }
+    let summary_in_text = first.summary_field == first.description_field;
+    let prefix = if summary_in_text {
+        format!("{short}\n\n")
+    } else {
+        String::new()
+    };
+    let description = format!("{prefix}{}", aggregate_description(ds, &footer, prefix.chars().count()));
     let member_list: String = ds.iter().map(|d| member_line(d)).collect();
 
+    // the first member's fields, by its profile: only fields its table has are replaced
     let mut fields = first.fields.clone();
-    let s = |v: String| Value::String(v);
-    fields.insert("short_description".into(), s(truncate(&short, MAX_SHORT_DESCRIPTION)));
-    fields.insert("description".into(), s(description));
-    fields.insert("impact".into(), s(impact.to_string()));
-    fields.insert("urgency".into(), s(urgency.to_string()));
-    fields.insert("correlation_id".into(), s(correlation_id.clone()));
+    let mut set = |k: &str, v: String| {
+        if fields.contains_key(k) {
+            fields.insert(k.to_string(), Value::String(v));
+        }
+    };
+    if !summary_in_text {
+        set(&first.summary_field, short);
+    }
+    set(&first.description_field, description);
+    set("impact", impact.to_string());
+    set("urgency", urgency.to_string());
+    if first.priority_method == PriorityMethod::Direct {
+        let strongest_priority = ds.iter().filter_map(|d| d.servicenow_priority).min();
+        if let Some(p) = strongest_priority {
+            set("priority", p.to_string());
+        }
+    }
+    if !in_long_text {
+        set(&dedupe.field, dedupe.written(&correlation_id));
+    }
     PlannedRecord {
         correlation_id,
         record_type: first.record_type,
         table: first.table.clone(),
         fields,
+        dedupe: first.dedupe.clone(),
         alert_ids: ds.iter().map(|d| d.alert_id.clone()).collect(),
         members,
         member_list: Some(member_list),

@@ -107,6 +107,11 @@ impl Guard {
     }
 
     #[inline]
+    /// True when alerts of type `t` can pass this guard.
+    pub fn admits_type(&self, t: AlertType) -> bool {
+        self.types & t.bit() != 0
+    }
+
     pub fn admits(&self, alert: &Alert) -> bool {
         self.types & alert.alert_type.bit() != 0
             && self.severities & (1 << alert.severity.rank()) != 0

@@ -1,14 +1,17 @@
-//! Decision → the ServiceNow record's fields.
+//! Decision → the ServiceNow record's fields, by the table's record profile (`crate::profile`).
 //!
-//! Only the seed's minimal data leaves: alert type, severity, employee identifier (pseudonymised when
-//! configured), time, triggering activity, risk score and the evidence link. Names, e-mail addresses,
-//! managers, departments, details and unknown extra fields never do.
+//! Always: alert type, severity, employee identifier (pseudonymised when configured), time, triggering
+//! activity, risk score and the evidence link. By the profile (unless `privacy.minimal_data`): the context
+//! lines and domain values the table needs, taken from the alert's details and the employee's department
+//! and manager (never the manager with pseudonymisation on). Names, e-mail addresses and unknown extra
+//! fields never leave. Only fields the table has are sent.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use crate::config::{Config, RecordType, Template};
+use crate::profile::{DedupeMatch, PriorityMethod, Profile, Text};
 use crate::route::Decision;
 
 pub const MAX_SHORT_DESCRIPTION: usize = 160;
@@ -94,23 +97,36 @@ fn event_time(rfc3339: &str) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn build(
-    d: &Decision,
-    c: &Config,
-    template: &Template,
-    custom_rule_name: Option<&str>,
-    category: Option<String>,
-    subcategory: Option<String>,
-    extra: &BTreeMap<String, String>,
-) -> Map<String, Value> {
+/// What [`build`] makes a record from, besides the decision.
+pub(crate) struct BuildInput<'a> {
+    pub template: &'a Template,
+    pub custom_rule_name: Option<&'a str>,
+    pub category: Option<String>,
+    pub subcategory: Option<String>,
+    pub extra: &'a BTreeMap<String, String>,
+    pub profile: &'a Profile,
+    /// The route's context lines, when it overrides the profile's.
+    pub context: Option<&'a [Text]>,
+    /// What the profile's templates may name (see [`crate::profile::FACTS`]).
+    pub facts: &'a Map<String, Value>,
+}
+
+/// The record's summary line (the route's template, `[TEST] ` first for a test alert, cut to 160).
+pub(crate) fn summary(d: &Decision, template: &Template, custom_rule_name: Option<&str>) -> String {
     let mut short = template.render(d, custom_rule_name);
     if d.test {
         short.insert_str(0, TEST_MARKER);
     }
-    let short = truncate(&short, MAX_SHORT_DESCRIPTION);
+    truncate(&short, MAX_SHORT_DESCRIPTION)
+}
+
+/// The record's fields by its profile: only fields the table has leave.
+pub(crate) fn build(d: &Decision, c: &Config, input: BuildInput<'_>) -> Map<String, Value> {
+    let short = summary(d, input.template, input.custom_rule_name);
     let description = description(d, &c.hash);
     let mut f = Map::new();
     let s = |v: &str| Value::String(v.to_string());
+    let extra = input.extra;
 
     if d.record_type == RecordType::ItomEvent {
         // operator fields first: the Event Management keys below always win
@@ -138,26 +154,81 @@ pub(crate) fn build(
         return f;
     }
 
-    f.insert("short_description".into(), Value::String(short));
-    f.insert("description".into(), Value::String(description));
-    f.insert("impact".into(), Value::String(d.impact.to_string()));
-    f.insert("urgency".into(), Value::String(d.urgency.to_string()));
-    if !d.assignment_group.is_empty() {
-        f.insert("assignment_group".into(), s(&d.assignment_group));
+    let p = input.profile;
+    let put = |f: &mut Map<String, Value>, k: &str, v: String| {
+        if p.has(k) {
+            f.insert(k.to_string(), Value::String(v));
+        }
+    };
+    // the long text: the description, the profile's context, what the alert did not say
+    let mut long = description;
+    let context: Vec<String> = if c.privacy.minimal_data {
+        Vec::new()
+    } else {
+        input
+            .context
+            .unwrap_or(&p.context)
+            .iter()
+            .filter_map(|t| t.render(input.facts))
+            .collect()
+    };
+    if !context.is_empty() {
+        long.push_str("\n\nContext:\n");
+        long.push_str(&context.join("\n"));
     }
-    if let Some(cat) = category {
-        f.insert("category".into(), Value::String(cat));
+    if !d.missing_details.is_empty() {
+        long.push_str(&format!(
+            "\n\nNot in the alert: {} (the record lacks this context)",
+            d.missing_details.join(", ")
+        ));
     }
-    if let Some(sub) = subcategory {
-        f.insert("subcategory".into(), Value::String(sub));
+    if p.dedupe.matching == DedupeMatch::Contains && p.dedupe.field == p.description_field {
+        long.push_str("\n\n");
+        long.push_str(&p.dedupe.written(&d.correlation_id));
+    }
+    if p.summary_field == p.description_field {
+        long = format!("{short}\n\n{long}");
+    } else {
+        put(&mut f, &p.summary_field, short);
+    }
+    put(&mut f, &p.description_field, long);
+    put(&mut f, "impact", d.impact.to_string());
+    put(&mut f, "urgency", d.urgency.to_string());
+    if p.priority == PriorityMethod::Direct
+        && let Some(n) = d.servicenow_priority
+    {
+        put(&mut f, "priority", n.to_string());
+    }
+    if let Some(g) = &p.group_field
+        && !d.assignment_group.is_empty()
+    {
+        put(&mut f, g, d.assignment_group.clone());
+    }
+    if let Some(cat) = input.category {
+        put(&mut f, "category", cat);
+    }
+    if let Some(sub) = input.subcategory {
+        put(&mut f, "subcategory", sub);
     }
     if let Some(ct) = &c.contact_type {
-        f.insert("contact_type".into(), s(ct));
+        put(&mut f, "contact_type", ct.clone());
     }
-    f.insert("correlation_id".into(), s(&d.correlation_id));
-    f.insert("correlation_display".into(), s(&c.correlation_display));
+    if !(p.dedupe.matching == DedupeMatch::Contains && p.dedupe.field == p.description_field) {
+        put(&mut f, &p.dedupe.field, p.dedupe.written(&d.correlation_id));
+    }
+    put(&mut f, "correlation_display", c.correlation_display.clone());
+    for (k, t) in &p.domain {
+        if c.privacy.minimal_data && !t.is_minimal() {
+            continue;
+        }
+        if let Some(v) = t.render(input.facts) {
+            put(&mut f, k, v);
+        }
+    }
+    // a route's own fields are checked against the table when the config loads; inherited ones the table
+    // lacks stay behind
     for (k, v) in extra {
-        f.insert(k.clone(), s(v));
+        put(&mut f, k, v.clone());
     }
     f
 }

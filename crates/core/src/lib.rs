@@ -10,10 +10,14 @@ pub mod batch;
 pub mod condition;
 pub mod config;
 pub mod fields;
+pub mod profile;
 pub mod route;
 
 pub use alert::{Alert, AlertType, InvalidAlert, Problem, Severity};
 pub use backoff::{BackoffPolicy, NextAttempt};
 pub use batch::{BatchPlan, Pending, PlannedRecord};
 pub use config::{Config, ConfigError, ConfigLoadError, DeliveryMode, LoadedConfig, RecordType};
-pub use route::{AlertSummary, Decision, PseudonymKey, Router, RouterError, correlation_id, is_query_safe};
+pub use profile::{Dedupe, DedupeMatch, PriorityMethod, Profile};
+pub use route::{
+    AlertSummary, Decision, PersonLookup, PseudonymKey, Router, RouterError, TrendChart, correlation_id, is_query_safe,
+};

@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::alert::Details;
 use crate::alert::{Alert, AlertType, Severity};
-use crate::config::{Config, DeliveryMode, ImpactUrgency, RecordType, Template};
+use crate::config::{Config, DeliveryMode, ImpactUrgency, PersonMatch, RecordType, Template};
 use crate::fields;
+use crate::profile::{Dedupe, PriorityMethod};
 
 /// The part of an alert that may leave for ServiceNow (the seed's minimal data set), kept with the decision
 /// so that delivery and batch aggregation never need the original payload.
@@ -36,8 +38,34 @@ pub struct Decision {
     pub urgency: u8,
     /// The configured priority name (P1…P4).
     pub priority: String,
-    /// What ServiceNow's default lookup will compute from impact × urgency (1 Critical … 5 Planning).
-    pub servicenow_priority: u8,
+    /// The priority the record really gets (1 Critical … 5 Planning): the default lookup's value for
+    /// impact × urgency on incident/problem, the value written on tables that take `priority` directly;
+    /// None where the table decides itself (HR service, task default, none).
+    pub servicenow_priority: Option<u8>,
+    /// How the table sets priority.
+    #[serde(default)]
+    pub priority_method: PriorityMethod,
+    /// The record profile used.
+    #[serde(default)]
+    pub profile: String,
+    /// Which field carries `correlation_id` on this table, and how a found row is compared.
+    #[serde(default)]
+    pub dedupe: Dedupe,
+    /// Where the summary line is (`short_description`, `name` on risk, …).
+    #[serde(default = "default_summary_field")]
+    pub summary_field: String,
+    /// Where the long text is.
+    #[serde(default = "default_description_field")]
+    pub description_field: String,
+    /// The employee to resolve to `sys_user` at delivery, when the profile names person fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<PersonLookup>,
+    /// The weekly trend to attach as a chart (HR case with a `details.weekly_trend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<TrendChart>,
+    /// Typed detail fields the alert did not carry (noted on the record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_details: Vec<String>,
     pub assignment_group: String,
     pub delivery: DeliveryMode,
     pub correlation_id: String,
@@ -48,6 +76,33 @@ pub struct Decision {
     /// The record's fields, ready for the Table API (or the Event Management payload for ITOM events).
     pub fields: Map<String, Value>,
     pub config_hash: String,
+}
+
+fn default_summary_field() -> String {
+    "short_description".into()
+}
+
+fn default_description_field() -> String {
+    "description".into()
+}
+
+/// Who the record is about, to find in `sys_user` at delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonLookup {
+    pub match_by: PersonMatch,
+    /// The value compared with `sys_user.<match_by>`.
+    pub value: String,
+    /// The record's fields that get the user's sys_id.
+    pub fields: Vec<String>,
+    pub cache_ttl_seconds: u64,
+}
+
+/// A weekly trend to draw and attach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrendChart {
+    pub title: String,
+    /// One value per week, oldest first (hours per day of non-work activity).
+    pub weekly: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +166,9 @@ pub struct Router {
 
 const MAX_CORRELATION_ID: usize = 100;
 
+/// A policy exception's `valid_to`: this many days after the alert (the window its 30-day history covers).
+pub const VALID_TO_DAYS: i64 = 30;
+
 /// True for strings that are safe inside a ServiceNow encoded query and a `correlation_id`.
 pub fn is_query_safe(s: &str) -> bool {
     !s.is_empty()
@@ -169,27 +227,58 @@ impl Router {
         }
     }
 
+    /// What the profile's templates may name for `alert` (see [`crate::profile::FACTS`]). The manager is
+    /// left out when employees are pseudonymised; the department stays (it routes).
+    fn facts(&self, alert: &Alert, d: &Decision, summary: &str) -> Map<String, Value> {
+        let mut f = Map::new();
+        let s = |v: &str| Value::String(v.to_string());
+        f.insert("summary".into(), s(summary));
+        f.insert("description".into(), s(&fields::one_line(&alert.description)));
+        f.insert("alert_id".into(), s(&alert.alert_id));
+        f.insert("alert_type".into(), s(alert.alert_type.as_str()));
+        f.insert("type_label".into(), s(alert.alert_type.label()));
+        f.insert("severity".into(), s(alert.severity.as_str()));
+        f.insert("severity_label".into(), s(alert.severity.label()));
+        f.insert("risk_score".into(), Value::from(alert.risk_score));
+        f.insert("evidence_url".into(), s(&alert.evidence_url));
+        f.insert("occurred_at".into(), s(&alert.occurred_at));
+        let day = |offset_days: i64| {
+            time::OffsetDateTime::from_unix_timestamp(alert.occurred_at_unix + offset_days * 86_400)
+                .ok()
+                .map(|t| t.date().to_string())
+        };
+        if let Some(d) = day(0) {
+            f.insert("occurred_date".into(), s(&d));
+        }
+        if let Some(d) = day(VALID_TO_DAYS) {
+            f.insert("valid_to".into(), s(&d));
+        }
+        if let Some(bytes) = alert.raw_details.get("bytes").and_then(Value::as_u64) {
+            f.insert("volume".into(), s(&crate::profile::human_bytes(bytes)));
+        }
+        f.insert("assignment_group".into(), s(&d.assignment_group));
+        f.insert("employee.ref".into(), s(&d.employee_ref));
+        f.insert("employee.department".into(), s(&alert.employee.department));
+        if self.pseudonym_key.is_none()
+            && let Some(m) = &alert.employee.manager
+        {
+            f.insert("employee.manager".into(), s(m));
+        }
+        f.insert("details".into(), Value::Object(alert.raw_details.clone()));
+        f
+    }
+
     /// Decide where `alert` goes.
     pub fn route(&self, alert: &Alert) -> Decision {
         let c = &self.config;
         let defaults = &c.alert_types[&alert.alert_type];
         let rule = c.rules.iter().find(|r| r.guard.admits(alert) && r.when.matches(alert));
-        let rt = rule.and_then(|r| r.target.record_type);
-        let record_type = rt.or(defaults.target.record_type).unwrap_or(RecordType::Incident);
+        let (record_type, table) = c.route_target(rule, defaults);
+        let profile = c.profile_for(record_type, &table);
 
         let pick = |f: fn(&crate::config::Target) -> Option<&String>| -> Option<String> {
             rule.and_then(|r| f(&r.target)).or_else(|| f(&defaults.target)).cloned()
         };
-        let table = rule
-            .and_then(|r| r.target.table.clone())
-            .or_else(|| {
-                if rt.is_none() {
-                    defaults.target.table.clone()
-                } else {
-                    None
-                }
-            })
-            .unwrap_or_else(|| c.tables[&record_type].clone());
         let priority = pick(|t| t.priority.as_ref())
             .unwrap_or_else(|| c.priority_by_severity[alert.severity.rank() as usize].clone());
         let iu = defaults
@@ -228,7 +317,18 @@ impl Router {
             impact: iu.impact,
             urgency: iu.urgency,
             priority,
-            servicenow_priority: iu.servicenow_priority(),
+            servicenow_priority: match profile.priority {
+                PriorityMethod::ImpactUrgency | PriorityMethod::Direct => Some(iu.servicenow_priority()),
+                PriorityMethod::HrService | PriorityMethod::None => None,
+            },
+            priority_method: profile.priority,
+            profile: profile.name.clone(),
+            dedupe: profile.dedupe.clone(),
+            summary_field: profile.summary_field.clone(),
+            description_field: profile.description_field.clone(),
+            person: None,
+            chart: None,
+            missing_details: alert.missing_details.clone(),
             assignment_group: group,
             delivery,
             correlation_id: correlation_id(&c.correlation_prefix, &alert.alert_id),
@@ -244,15 +344,48 @@ impl Router {
             config_hash: c.hash.clone(),
         };
         let custom_rule_name = alert.rule.as_ref().map(|r| r.name.as_str());
+        let short = fields::summary(&decision, template, custom_rule_name);
+        let facts = self.facts(alert, &decision, &short);
+        let context = rule
+            .and_then(|r| r.target.context.as_deref())
+            .or(defaults.target.context.as_deref());
         decision.fields = fields::build(
             &decision,
             c,
-            template,
-            custom_rule_name,
-            pick(|t| t.category.as_ref()),
-            pick(|t| t.subcategory.as_ref()),
-            &extra,
+            fields::BuildInput {
+                template,
+                custom_rule_name,
+                category: pick(|t| t.category.as_ref()),
+                subcategory: pick(|t| t.subcategory.as_ref()),
+                extra: &extra,
+                profile,
+                context,
+                facts: &facts,
+            },
         );
+        let identity_may_leave = self.pseudonym_key.is_none();
+        if identity_may_leave && c.person.resolve && !profile.person_fields.is_empty() {
+            let value = match c.person.match_by {
+                PersonMatch::EmployeeNumber | PersonMatch::UserName => Some(alert.employee.id.clone()),
+                PersonMatch::Email => alert.employee.email.clone(),
+            };
+            decision.person = value.map(|value| PersonLookup {
+                match_by: c.person.match_by,
+                value,
+                fields: profile.person_fields.clone(),
+                cache_ttl_seconds: c.person.cache_ttl_seconds,
+            });
+        }
+        if record_type == RecordType::HrCase
+            && !c.privacy.minimal_data
+            && let Details::Productivity { weekly_trend, .. } = &alert.details
+            && !weekly_trend.is_empty()
+        {
+            decision.chart = Some(TrendChart {
+                title: format!("Non-work activity, last {} weeks (hours per day)", weekly_trend.len()),
+                weekly: weekly_trend.clone(),
+            });
+        }
         decision
     }
 }

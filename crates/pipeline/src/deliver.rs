@@ -135,7 +135,7 @@ impl Delivery {
             }
         } else {
             if lookup_first {
-                match client.find_by_correlation_id(env.table(), env.correlation_id()).await {
+                match client.find_by_key(env.table(), &env.record_key()).await {
                     Ok(Some(found)) => return (Outcome::Created(found), true),
                     Ok(None) => {}
                     Err(o) => return (o, false),

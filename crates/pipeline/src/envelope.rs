@@ -103,6 +103,19 @@ impl Envelope {
         }
     }
 
+    /// Which field carries the correlation id on the record's table, and how a found row is compared.
+    pub fn dedupe(&self) -> &relay_core::Dedupe {
+        match &self.item {
+            Item::Alert { decision, .. } => &decision.dedupe,
+            Item::Aggregate { record } => &record.dedupe,
+        }
+    }
+
+    /// The record's key as the dedupe lookup asks for it.
+    pub fn record_key(&self) -> servicenow_client::RecordKey<'_> {
+        record_key(self.dedupe(), self.correlation_id())
+    }
+
     pub fn fields(&self) -> &serde_json::Map<String, serde_json::Value> {
         match &self.item {
             Item::Alert { decision, .. } => &decision.fields,
@@ -127,6 +140,19 @@ impl Envelope {
             Item::Alert { decision, .. } => vec![decision.alert_id.clone()],
             Item::Aggregate { record } => record.alert_ids.clone(),
         }
+    }
+}
+
+/// `correlation_id` as the lookup on a table with `dedupe` asks for it.
+pub fn record_key<'a>(dedupe: &'a relay_core::Dedupe, correlation_id: &'a str) -> servicenow_client::RecordKey<'a> {
+    use relay_core::DedupeMatch;
+    servicenow_client::RecordKey {
+        field: &dedupe.field,
+        value: correlation_id,
+        expect: match dedupe.matching {
+            DedupeMatch::Equals => servicenow_client::Expect::Equals,
+            DedupeMatch::Contains => servicenow_client::Expect::Contains(relay_core::Dedupe::marker(correlation_id)),
+        },
     }
 }
 

@@ -288,7 +288,10 @@ impl Flusher {
                     }
                     let o = match client {
                         Err(o) => Some((o.clone(), false)),
-                        Ok(c) => match c.find_by_correlation_id(&r.table, &r.correlation_id).await {
+                        Ok(c) => match c
+                            .find_by_key(&r.table, &crate::envelope::record_key(&r.dedupe, &r.correlation_id))
+                            .await
+                        {
                             Ok(Some(found)) => Some((Outcome::Created(found), true)),
                             Ok(None) => None,
                             Err(o) => Some((o, false)),
@@ -396,8 +399,12 @@ impl Flusher {
             .map(|(i, r)| (r, outcomes.remove(&i).filter(|_| !skipped.contains(&i))))
             .collect();
         let alerts_ref = &alerts;
-        let settled: Vec<(&PlannedRecord, Settled)> = futures::stream::iter(jobs)
+        // the futures are built first (not by a closure inside the stream), so the flush future stays `Send`
+        let jobs: Vec<_> = jobs
+            .into_iter()
             .map(|(record, outcome)| async move { (record, self.settle(record, alerts_ref, outcome).await) })
+            .collect();
+        let settled: Vec<(&PlannedRecord, Settled)> = futures::stream::iter(jobs)
             .buffer_unordered(crate::defaults::FLUSH_SETTLE_CONCURRENCY)
             .collect()
             .await;

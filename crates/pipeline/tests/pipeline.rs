@@ -33,19 +33,44 @@ async fn seed_scenarios_become_the_right_records() {
 
     let sir = h.sim.records("sn_si_incident");
     assert_eq!(sir.len(), 1);
-    // impact × urgency as sent; ServiceNow's priority lookup turns 1/1 into P1
+    // a security incident takes priority as written (no lookup computes it), with impact × urgency beside
     assert_eq!(
-        (sir[0]["impact"].as_str(), sir[0]["urgency"].as_str()),
-        (Some("1"), Some("1"))
+        (
+            sir[0]["impact"].as_str(),
+            sir[0]["urgency"].as_str(),
+            sir[0]["priority"].as_str()
+        ),
+        (Some("1"), Some("1"), Some("1"))
+    );
+    let text = sir[0]["description"].as_str().unwrap();
+    assert!(
+        text.contains("Files copied: 847") && text.contains("Channel: usb"),
+        "{text}"
     );
     assert_eq!(sir[0]["assignment_group.display_value"], "Security Operations");
     assert!(sir[0]["number"].as_str().unwrap().starts_with("SIR"));
-    let task = h.sim.records("task");
+    assert!(
+        h.sim.records("task").is_empty(),
+        "nothing is inserted into the bare task table"
+    );
+    let task = h.sim.records("sn_si_task");
     assert_eq!(task.len(), 1);
     assert_eq!(
-        (task[0]["impact"].as_str(), task[0]["urgency"].as_str()),
-        (Some("1"), Some("2"))
+        (
+            task[0]["impact"].as_str(),
+            task[0]["urgency"].as_str(),
+            task[0]["priority"].as_str()
+        ),
+        (Some("1"), Some("2"), Some("2"))
     );
+    let text = task[0]["description"].as_str().unwrap();
+    for line in [
+        "Systems accessed: prod-db-01",
+        "Duration: 47 minutes",
+        "Applications used: psql, DBeaver",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
     assert_eq!(task[0]["assignment_group.display_value"], "IT Security");
     assert!(
         task[0]["short_description"]
@@ -60,6 +85,12 @@ async fn seed_scenarios_become_the_right_records() {
         (Some("2"), Some("2"))
     );
     assert_eq!(hr[0]["assignment_group.display_value"], "HR Partners - Engineering");
+    assert_eq!(hr[0]["hr_service"], "Employee Relations");
+    assert!(
+        hr[0].get("category").is_none() && hr[0].get("priority").is_none(),
+        "{:?}",
+        hr[0]
+    );
 
     // the ledger holds the cross-system reference
     let e = h.state("emon-20261120-7f3a9c").await;

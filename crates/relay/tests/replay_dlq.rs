@@ -90,6 +90,7 @@ fn aggregate_envelope() -> Envelope {
             record_type: first.record_type(),
             table: first.table().to_string(),
             fields: first.fields().clone(),
+            dedupe: Default::default(),
             alert_ids: members.iter().map(Envelope::ledger_key).collect(),
             members: vec![0, 1],
             member_list: None,

@@ -51,10 +51,13 @@ fn expect(
     assert_eq!(d["fields"]["impact"], iu.0.to_string());
     assert_eq!(d["fields"]["urgency"], iu.1.to_string());
     assert_eq!(d["fields"]["assignment_group"], group);
-    assert!(
-        d["fields"].get("priority").is_none(),
-        "priority is computed by ServiceNow, never written"
-    );
+    // priority is written only where the table takes it as written; elsewhere the instance decides
+    if d["priority_method"] != "direct" {
+        assert!(
+            d["fields"].get("priority").is_none(),
+            "priority is not written to {table}"
+        );
+    }
     assert_eq!(d["config_hash"].as_str().unwrap().len(), 16);
 }
 
@@ -85,7 +88,13 @@ fn seed_usb_copy_of_847_files_is_a_p1_security_incident_for_security_operations(
     ] {
         assert!(desc.contains(needle), "description lacks {needle:?}: {desc}");
     }
-    // minimal data only: no name, e-mail, manager or department leaves
+    assert_eq!(d["priority_method"], "direct");
+    assert_eq!(f["priority"], "1", "a security incident takes priority as written");
+    assert!(
+        desc.contains("Files copied: 847") && desc.contains("Channel: usb"),
+        "{desc}"
+    );
+    // no name or e-mail leaves (a security incident carries no department or manager either)
     let all = f.to_string();
     for secret in ["Dana", "dana.reyes@example.com", "M2001", "Engineering"] {
         assert!(!all.contains(secret), "{secret} leaked into fields: {all}");
@@ -99,13 +108,15 @@ fn seed_after_hours_production_database_access_is_a_high_security_review_task_fo
         &d,
         "after-hours-privileged-access",
         "task",
-        "task",
+        "sn_si_task",
         "P2",
         (1, 2),
         "IT Security",
         "realtime",
     );
     assert_eq!(d["servicenow_priority"], 2);
+    assert_eq!(d["fields"]["priority"], "2");
+    assert_eq!(d["profile"], "security_task");
     assert!(
         d["fields"]["short_description"]
             .as_str()
@@ -127,7 +138,12 @@ fn seed_non_work_browsing_is_a_medium_hr_case_for_the_employees_hr_partner() {
         "HR Partners - Engineering",
         "batch",
     );
-    assert_eq!(d["servicenow_priority"], 3);
+    // an HR case's priority comes from its HR service: the relay does not claim one
+    assert_eq!(d["servicenow_priority"], serde_json::Value::Null);
+    assert_eq!(d["priority_method"], "hr_service");
+    assert!(d["priority_note"].as_str().unwrap().contains("HR service"));
+    assert_eq!(d["fields"]["hr_service"], "Employee Relations");
+    assert_eq!(d["attaches_chart"], true);
 }
 
 #[test]

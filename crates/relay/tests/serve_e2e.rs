@@ -262,7 +262,7 @@ async fn the_seed_scenarios_become_records_through_the_real_server() {
     }
     eventually(20, "the three records", || async {
         sim_records(&sim, "sn_si_incident").await.len() == 1
-            && sim_records(&sim, "task").await.len() == 1
+            && sim_records(&sim, "sn_si_task").await.len() == 1
             && sim_records(&sim, "sn_hr_core_case").await.len() == 1
     })
     .await;
@@ -272,7 +272,7 @@ async fn the_seed_scenarios_become_records_through_the_real_server() {
         (Some("1"), Some("1"))
     );
     assert_eq!(sir["assignment_group.display_value"], "Security Operations");
-    let task = &sim_records(&sim, "task").await[0];
+    let task = &sim_records(&sim, "sn_si_task").await[0];
     assert_eq!(task["assignment_group.display_value"], "IT Security");
     let hr = &sim_records(&sim, "sn_hr_core_case").await[0];
     assert_eq!(hr["assignment_group.display_value"], "HR Partners - Engineering");

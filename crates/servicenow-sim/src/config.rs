@@ -275,6 +275,12 @@ impl Default for SimConfig {
                 &["sn_si.analyst", "sn_si.integration_user"],
                 &["short_description"],
             ),
+            table(
+                "sn_si_task",
+                Some("SIT"),
+                &["sn_si.analyst", "sn_si.integration_user"],
+                &["short_description"],
+            ),
             table("sn_ti_observable", None, &["sn_ti.integration_user"], &[]),
             table("sn_compliance_policy_exception", Some("PEX"), &["sn_grc.user"], &[]),
             table("sn_risk_risk", Some("RSK"), &["sn_grc.user"], &[]),

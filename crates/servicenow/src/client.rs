@@ -11,11 +11,43 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Authenticator;
-use crate::config::{check_sys_id, check_table, correlation_query, validate_instance_url};
+use crate::config::{check_field, check_sys_id, check_table, correlation_query, validate_instance_url};
 use crate::outcome::{Effect, RawResponse, created_from, field_str, record_from, result_of};
 use crate::{ClientConfig, ClientError, CreatedRecord, CredentialSource, Outcome};
 
 /// Query parameters for every Table API write: minimal response, groups by display name, no links.
+/// Rows a key lookup reads: enough to find ours among rows a real instance returns for a query whose term
+/// it ignored, or among `LIKE` matches of a longer key.
+pub const LOOKUP_ROWS: usize = 10;
+
+/// What a row must carry to be ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// The field holds exactly the key.
+    Equals,
+    /// The field's text contains this marker (which contains the key).
+    Contains(String),
+}
+
+/// The field that carries the relay's key on a table, the key, and how a found row is compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey<'a> {
+    pub field: &'a str,
+    pub value: &'a str,
+    pub expect: Expect,
+}
+
+impl<'a> RecordKey<'a> {
+    /// `field` holds exactly `value`.
+    pub fn equals(field: &'a str, value: &'a str) -> RecordKey<'a> {
+        RecordKey {
+            field,
+            value,
+            expect: Expect::Equals,
+        }
+    }
+}
+
 const CREATE_PARAMS: &str =
     "sysparm_fields=sys_id,number&sysparm_input_display_value=true&sysparm_exclude_reference_link=true";
 
@@ -158,22 +190,40 @@ impl ServiceNowClient {
         }
     }
 
-    /// Find the earliest record of `table` whose `correlation_id` equals the given value.
-    /// The value must match `[A-Za-z0-9._:-]{1,100}`; anything else is refused without a request.
+    /// Find the earliest record of `table` whose `correlation_id` equals the given value (see
+    /// [`ServiceNowClient::find_by_key`]).
     pub async fn find_by_correlation_id(
         &self,
         table: &str,
         correlation_id: &str,
     ) -> Result<Option<CreatedRecord>, Outcome> {
+        self.find_by_key(table, &RecordKey::equals("correlation_id", correlation_id))
+            .await
+    }
+
+    /// Find the earliest record of `table` that carries `key` in `key.field`. The lookup asks for the field
+    /// back and compares it: a row that does not carry the key is never taken (a real instance ignores a
+    /// query term on a field the table lacks and returns rows of the valid rest, here: any rows). The key
+    /// value must match `[A-Za-z0-9._:-]{1,100}`; anything else is refused without a request.
+    pub async fn find_by_key(&self, table: &str, key: &RecordKey<'_>) -> Result<Option<CreatedRecord>, Outcome> {
         check_table(table).map_err(Outcome::permanent_local)?;
-        let query = correlation_query(correlation_id).map_err(Outcome::permanent_local)?;
+        check_field(key.field).map_err(Outcome::permanent_local)?;
+        // checks the value's charset; the term is then written for the field
+        correlation_query(key.value).map_err(Outcome::permanent_local)?;
+        let op = match key.expect {
+            Expect::Equals => "=",
+            Expect::Contains(_) => "LIKE",
+        };
+        let query = format!("{}{op}{}^ORDERBYsys_created_on", key.field, key.value);
+        let fields = format!("sys_id,number,{}", key.field);
         let url = format!("{}/api/now/table/{table}", self.inner.instance_url);
+        let limit = LOOKUP_ROWS.to_string();
         let resp = self
             .execute("find", table, Effect::Read, || {
                 self.inner.http.get(&url).query(&[
                     ("sysparm_query", query.as_str()),
-                    ("sysparm_fields", "sys_id,number"),
-                    ("sysparm_limit", "1"),
+                    ("sysparm_fields", fields.as_str()),
+                    ("sysparm_limit", limit.as_str()),
                     ("sysparm_exclude_reference_link", "true"),
                 ])
             })
@@ -182,7 +232,15 @@ impl ServiceNowClient {
         let Value::Array(rows) = result else {
             return Err(Outcome::retryable("lookup answer's result is not a list"));
         };
-        match rows.first() {
+        let ours = rows.iter().find(|row| {
+            let value = row.get(key.field).and_then(field_str);
+            match (&key.expect, value) {
+                (_, None) => false,
+                (Expect::Equals, Some(v)) => v == key.value,
+                (Expect::Contains(marker), Some(v)) => v.contains(marker.as_str()),
+            }
+        });
+        match ours {
             None => Ok(None),
             Some(row) => record_from(row, &self.inner.instance_url, table)
                 .map(Some)

@@ -104,6 +104,12 @@ pub fn validate_instance_url(raw: &str) -> Result<String, ClientError> {
 }
 
 /// A ServiceNow table name: lower-case letters, digits and `_`, starting with a letter, ≤ 80 chars.
+pub(crate) fn check_field(field: &str) -> Result<(), String> {
+    check_table(field).map_err(|_| {
+        format!("invalid field name {field:?}: use lower-case letters, digits and '_' (e.g. correlation_id)")
+    })
+}
+
 pub(crate) fn check_table(table: &str) -> Result<(), String> {
     let ok = !table.is_empty()
         && table.len() <= 80

@@ -719,6 +719,135 @@ async fn lookup_finds_only_the_exact_correlation_id_and_refuses_injection() {
     sim.shutdown().await;
 }
 
+/// An instance that, like a real one given a query term on a field the table lacks, ignores the term and
+/// answers with the table's oldest rows: here always one unrelated risk. Returns its address and the request
+/// lines it saw.
+async fn instance_ignoring_query_terms() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                log.lock().unwrap().push(head);
+                let body = json!({"result": [{
+                    "sys_id": "0123456789abcdef0123456789abcdef",
+                    "number": "RK0001001",
+                    "description": "An unrelated risk recorded by hand last year"
+                }]})
+                .to_string();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_row_that_does_not_carry_our_key_is_never_taken_as_ours() {
+    use servicenow_client::{Expect, RecordKey};
+    let (addr, seen) = instance_ignoring_query_terms().await;
+    let mut config = ClientConfig::new(addr);
+    config.total_timeout = Duration::from_secs(5);
+    let c = ServiceNowClient::new(config, Arc::new(StaticCredentials(relay()))).unwrap();
+    // the key in a text field the table has (risk: description)
+    let key = RecordKey {
+        field: "description",
+        value: "emon:a-1",
+        expect: Expect::Contains("[relay-key emon:a-1]".into()),
+    };
+    assert_eq!(c.find_by_key("sn_risk_risk", &key).await.unwrap(), None);
+    // and the exact-match form, for a table whose lookup term the instance ignored
+    assert_eq!(
+        c.find_by_correlation_id("sn_risk_risk", "emon:a-1").await.unwrap(),
+        None
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // the lookup asks for the key's field back, and queries the field it names
+    assert!(
+        seen[0].contains("sysparm_fields=sys_id%2Cnumber%2Cdescription"),
+        "{}",
+        seen[0]
+    );
+    assert!(
+        seen[0].contains("sysparm_query=descriptionLIKEemon%3Aa-1"),
+        "{}",
+        seen[0]
+    );
+    assert!(!seen[0].contains("correlation_id"), "{}", seen[0]);
+    assert!(
+        seen[1].contains("sysparm_fields=sys_id%2Cnumber%2Ccorrelation_id"),
+        "{}",
+        seen[1]
+    );
+}
+
+#[tokio::test]
+async fn a_key_in_a_text_field_is_found_by_its_marker_not_by_a_longer_key() {
+    use servicenow_client::{Expect, RecordKey};
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let c = client(&sim, relay());
+    let risk = |text: &str| {
+        let mut m = Map::new();
+        m.insert("name".into(), json!("Repeated violations"));
+        m.insert("description".into(), json!(text));
+        m
+    };
+    // an older risk whose text mentions a longer key, and one that mentions ours without the marker
+    created(
+        c.create_record("sn_risk_risk", &risk("see [relay-key emon:a-10]"))
+            .await,
+    );
+    created(
+        c.create_record("sn_risk_risk", &risk("copied from alert emon:a-1 by hand"))
+            .await,
+    );
+    let key = |v| RecordKey {
+        field: "description",
+        value: v,
+        expect: Expect::Contains(format!("[relay-key {v}]")),
+    };
+    assert_eq!(c.find_by_key("sn_risk_risk", &key("emon:a-1")).await.unwrap(), None);
+    let ours = created(
+        c.create_record("sn_risk_risk", &risk("the alert\n\n[relay-key emon:a-1]"))
+            .await,
+    );
+    assert_eq!(
+        c.find_by_key("sn_risk_risk", &key("emon:a-1")).await.unwrap(),
+        Some(ours)
+    );
+    let e = c
+        .find_by_key("sn_risk_risk", &RecordKey::equals("Bad-Field", "emon:a-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), "permanent");
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn lookup_server_errors_are_retryable_not_ambiguous() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();

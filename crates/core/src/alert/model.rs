@@ -225,6 +225,9 @@ pub struct Alert {
     pub test: bool,
     /// Top-level keys the schema does not know: accepted, never sent to ServiceNow.
     pub ignored_fields: Vec<String>,
+    /// Typed detail fields of the alert type that the alert did not carry (`details.bytes`, …): accepted,
+    /// and noted on the record.
+    pub missing_details: Vec<String>,
 }
 
 /// One validation problem: where, and what.

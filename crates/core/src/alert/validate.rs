@@ -111,6 +111,7 @@ impl Alert {
                 rule,
                 test,
                 ignored_fields,
+                missing_details: Vec::new(),
             })
         };
         match alert() {

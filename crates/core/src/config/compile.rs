@@ -49,7 +49,23 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
         );
     }
     let defaults = compile_defaults(&mut p, &raw.defaults);
-    let (tables, known_tables) = compile_tables(&mut p, &raw.tables, &raw.extra_tables);
+    let (tables, mut known_tables) = compile_tables(&mut p, &raw.tables, &raw.extra_tables);
+    let mut profile_problems = Vec::new();
+    let mut profiles = crate::profile::compile_profiles(&raw.profiles, &mut profile_problems);
+    for (loc, m) in profile_problems {
+        p.add(&loc, m);
+    }
+    for (rt, table) in &tables {
+        if let Some(prof) = profiles.get_mut(rt.as_str()) {
+            prof.table = table.clone();
+        } else {
+            p.add(
+                &format!("profiles.{rt}"),
+                "is missing: every record type needs a profile",
+            );
+        }
+    }
+    known_tables.extend(profiles.values().map(|prof| prof.table.clone()));
     check_batch(&mut p, &raw.batch);
 
     // a rule may name a priority that the defaults or any alert type defines
@@ -68,7 +84,7 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
         return Err(ConfigError { problems: p.0 });
     }
     let d = raw.defaults;
-    Ok(Config {
+    let config = Config {
         hash,
         delivery: defaults.delivery,
         batch_window_seconds: d.batch_window_seconds,
@@ -83,7 +99,61 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
         batch: raw.batch,
         alert_types,
         rules,
-    })
+        profiles,
+        person: raw.person,
+    };
+    check_route_fields(&mut p, &config);
+    if !p.0.is_empty() {
+        return Err(ConfigError { problems: p.0 });
+    }
+    Ok(config)
+}
+
+/// Every route names only fields its table has: its own `fields:`, and the category / subcategory it sets.
+fn check_route_fields(p: &mut Problems, c: &Config) {
+    let mut check = |loc: &str, rule: Option<&Rule>, at: AlertType| {
+        let defaults = &c.alert_types[&at];
+        let (rt, table) = c.route_target(rule, defaults);
+        if rt == RecordType::ItomEvent {
+            return;
+        }
+        let prof = c.profile_for(rt, &table);
+        let mut named: Vec<(String, &str)> = Vec::new();
+        let own = rule.map(|r| &r.target).unwrap_or(&defaults.target);
+        for k in own.fields.keys() {
+            named.push((format!("fields.{k}"), k));
+        }
+        // what the route itself sets; what it inherits from its alert type is left out where the table lacks it
+        if own.category.is_some() {
+            named.push(("category".into(), "category"));
+        }
+        if own.subcategory.is_some() {
+            named.push(("subcategory".into(), "subcategory"));
+        }
+        for (what, f) in named {
+            if !prof.has(f) {
+                p.add(
+                    loc,
+                    format!(
+                        "{what}: table {table} (profile {}) has no field {f:?}; remove it or choose a table that has it",
+                        prof.name
+                    ),
+                );
+            }
+        }
+    };
+    for at in c.alert_types.keys() {
+        check(&format!("alert_types.{at}"), None, *at);
+    }
+    for r in &c.rules {
+        let types: Vec<AlertType> = AlertType::ALL
+            .into_iter()
+            .filter(|t| r.guard.admits_type(*t) && c.alert_types.contains_key(t))
+            .collect();
+        for at in types {
+            check(&format!("rule {:?}", r.name), Some(r), at);
+        }
+    }
 }
 
 /// The parts of `defaults` that compile into something else than they are written as.
@@ -437,6 +507,14 @@ fn compile_target(p: &mut Problems, loc: &str, raw: &RawTarget, ctx: TargetConte
         short_description,
         delivery,
         fields: raw.fields.clone(),
+        context: raw.context.as_ref().map(|lines| {
+            let mut problems = Vec::new();
+            let texts = crate::profile::compile_context(&format!("{loc}.context"), lines, &mut problems);
+            for (l, m) in problems {
+                p.add(&l, m);
+            }
+            texts
+        }),
     }
 }
 

@@ -182,6 +182,58 @@ pub struct Privacy {
     /// this file: it comes from the environment / secret store (RELAY_PSEUDONYM_KEY).
     #[serde(default)]
     pub pseudonymise_employee: bool,
+    /// Send only the seed's minimal data set: no profile context lines and no domain values taken from the
+    /// alert's details or the employee's manager.
+    #[serde(default)]
+    pub minimal_data: bool,
+}
+
+/// How the employee is found in `sys_user` for the profile's person fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonMatch {
+    /// `sys_user.employee_number` = the alert's employee id.
+    #[default]
+    EmployeeNumber,
+    /// `sys_user.user_name` = the alert's employee id.
+    UserName,
+    /// `sys_user.email` = the alert's employee e-mail.
+    Email,
+}
+
+impl PersonMatch {
+    /// The `sys_user` field compared.
+    pub fn field(self) -> &'static str {
+        match self {
+            PersonMatch::EmployeeNumber => "employee_number",
+            PersonMatch::UserName => "user_name",
+            PersonMatch::Email => "email",
+        }
+    }
+}
+
+/// The longest a resolved person is cached, unless the config says otherwise.
+pub const DEFAULT_PERSON_CACHE_TTL_SECONDS: u64 = 3600;
+
+/// `person:`: resolving the employee to a `sys_user` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersonSettings {
+    /// Off: no lookup; the record names the employee only by identifier.
+    pub resolve: bool,
+    pub match_by: PersonMatch,
+    /// How long a found (or missing) user is remembered.
+    pub cache_ttl_seconds: u64,
+}
+
+impl Default for PersonSettings {
+    fn default() -> Self {
+        PersonSettings {
+            resolve: true,
+            match_by: PersonMatch::EmployeeNumber,
+            cache_ttl_seconds: DEFAULT_PERSON_CACHE_TTL_SECONDS,
+        }
+    }
 }
 
 /// Alerts in one aggregated batch record, unless the config says otherwise.
@@ -241,6 +293,8 @@ pub struct Target {
     pub short_description: Option<Template>,
     pub delivery: Option<DeliveryMode>,
     pub fields: BTreeMap<String, String>,
+    /// Context lines instead of the profile's.
+    pub context: Option<Vec<crate::profile::Text>>,
 }
 
 /// One ordered routing rule.
@@ -288,9 +342,39 @@ pub struct Config {
     pub batch: BatchSettings,
     pub alert_types: BTreeMap<AlertType, TypeDefaults>,
     pub rules: Vec<Rule>,
+    /// Record profiles by name (`config/profiles.yaml` with the config's `profiles:` overrides).
+    pub profiles: BTreeMap<String, crate::profile::Profile>,
+    pub person: PersonSettings,
 }
 
 impl Config {
+    /// The record type and table a route takes: the rule's, else the alert type's default.
+    pub fn route_target(&self, rule: Option<&Rule>, defaults: &TypeDefaults) -> (RecordType, String) {
+        let rt = rule.and_then(|r| r.target.record_type);
+        let record_type = rt.or(defaults.target.record_type).unwrap_or(RecordType::Incident);
+        let table = rule
+            .and_then(|r| r.target.table.clone())
+            .or_else(|| {
+                if rt.is_none() {
+                    defaults.target.table.clone()
+                } else {
+                    None
+                }
+            })
+            .unwrap_or_else(|| self.tables[&record_type].clone());
+        (record_type, table)
+    }
+
+    /// The profile of a record of `record_type` in `table`: the record type's own when it names that table,
+    /// else the profile of that table, else the record type's.
+    pub fn profile_for(&self, record_type: RecordType, table: &str) -> &crate::profile::Profile {
+        let own = &self.profiles[record_type.as_str()];
+        if own.table == table {
+            return own;
+        }
+        self.profiles.values().find(|p| p.table == table).unwrap_or(own)
+    }
+
     /// `batch_window_seconds` as a duration.
     pub fn batch_window(&self) -> Duration {
         Duration::from_secs(self.batch_window_seconds)

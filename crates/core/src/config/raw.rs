@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::model::{
-    BatchSettings, DEFAULT_BATCH_WINDOW, DEFAULT_CORRELATION_PREFIX, GroupSpec, ImpactUrgency, Privacy,
+    BatchSettings, DEFAULT_BATCH_WINDOW, DEFAULT_CORRELATION_PREFIX, GroupSpec, ImpactUrgency, PersonSettings, Privacy,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +28,10 @@ pub(super) struct RawConfig {
     pub alert_types: BTreeMap<String, RawTarget>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, crate::profile::RawProfile>,
+    #[serde(default)]
+    pub person: PersonSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +129,9 @@ pub(super) struct RawTarget {
     pub delivery: Option<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// Lines added to the record's long text instead of the profile's.
+    #[serde(default)]
+    pub context: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -375,3 +375,33 @@ fn shared_defaults_are_the_named_constants() {
     assert_eq!(c.batch.max_requests_per_batch, DEFAULT_MAX_REQUESTS_PER_BATCH);
     assert_eq!(c.batch.group_by, ["employee", "alert_type"]);
 }
+
+#[test]
+fn a_route_naming_a_field_its_table_lacks_is_rejected_with_route_table_and_field() {
+    let yaml = format!(
+        "{MINIMAL}rules:\n  - name: to-risk\n    when: {{field: alert_type, eq: policy_violation}}\n    record_type: risk\n    fields: {{u_ticket: y}}\n  - name: hr-cat\n    when: {{field: alert_type, eq: productivity}}\n    category: Productivity\n"
+    );
+    let p = problems(&yaml);
+    assert!(
+        has(
+            &p,
+            "rule \"to-risk\": fields.u_ticket: table sn_risk_risk (profile risk) has no field \"u_ticket\""
+        ),
+        "{p:?}"
+    );
+    assert!(has(&p, "rule \"hr-cat\": category: table sn_hr_core_case"), "{p:?}");
+}
+
+#[test]
+fn profiles_can_be_overridden_and_a_new_field_then_passes_the_check() {
+    let yaml = format!(
+        "{MINIMAL}profiles:\n  risk:\n    fields: [name, description, category, owning_group, u_ticket, sys_id]\n    domain: {{risk_statement: \"\"}}\nrules:\n  - name: to-risk\n    when: {{field: alert_type, eq: policy_violation}}\n    record_type: risk\n    fields: {{u_ticket: y}}\n"
+    );
+    let c = Config::from_yaml(&yaml).unwrap();
+    assert!(c.profiles["risk"].has("u_ticket"));
+    let bad = format!("{MINIMAL}profiles:\n  hr_case: {{dedupe: {{field: u_nothing}}}}\n");
+    assert!(has(
+        &problems(&bad),
+        "profiles.hr_case: dedupe.field names field \"u_nothing\""
+    ));
+}

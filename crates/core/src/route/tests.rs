@@ -62,7 +62,11 @@ fn the_first_matching_rule_wins() {
         (d.record_type, d.table.as_str()),
         (RecordType::SecurityIncident, "sn_si_incident")
     );
-    assert_eq!((d.impact, d.urgency, d.servicenow_priority), (1, 1, 1));
+    assert_eq!((d.impact, d.urgency, d.servicenow_priority), (1, 1, Some(1)));
+    assert_eq!(
+        d.fields["priority"], "1",
+        "a security incident takes priority as written"
+    );
     let d = r.route(&alert(base(
         "dlp",
         "high",
@@ -105,7 +109,8 @@ fn the_long_description_has_the_documented_form() {
         let expected = format!(
             "Triggering activity: something happened\nAlert type: Data loss prevention (dlp)\nSeverity: \
              Medium\nRisk score: {score}/100\nEmployee: E1\nOccurred at: 2026-11-20T14:03:00Z\nEvidence: \
-             https://monitor.example.com/a/100\n\nAlert id: a-100\nRouted by rule {} (config {})",
+             https://monitor.example.com/a/100\n\nAlert id: a-100\nRouted by rule {} (config {})\n\nContext:\n\
+             Files copied: 3\nData volume: 1 bytes\nChannel: email",
             d.rule, d.config_hash
         );
         assert_eq!(d.fields["description"], expected.as_str());
@@ -128,7 +133,7 @@ fn priorities_follow_severity_and_per_type_overrides() {
     let d = r.route(&alert(base("policy_violation", "medium", json!(null))));
     assert_eq!(
         (d.priority.as_str(), d.impact, d.urgency, d.servicenow_priority),
-        ("P3", 3, 1, 3)
+        ("P3", 3, 1, Some(3))
     );
 }
 
@@ -272,5 +277,170 @@ fn a_key_is_required_only_when_the_config_pseudonymises_and_never_shown() {
     for debug in [format!("{key:?}"), format!("{r:?}")] {
         assert!(!debug.contains("0123456789abcdef"), "{debug}");
         assert!(!debug.contains("48, 49, 50"), "{debug}");
+    }
+}
+
+fn shipped(file: &str) -> Decision {
+    let path = format!("{}/../../events/alerts/{file}", env!("CARGO_MANIFEST_DIR"));
+    let body = std::fs::read(path).unwrap();
+    Router::new(Config::default_config(), None)
+        .unwrap()
+        .route(&Alert::from_slice(&body).unwrap())
+}
+
+/// Every field a decision sends exists on its table's profile.
+fn only_table_fields(d: &Decision) {
+    let c = Config::default_config();
+    let p = c.profile_for(d.record_type, &d.table);
+    for k in d.fields.keys() {
+        assert!(p.has(k), "{}: field {k:?} is not a field of {}", d.rule, d.table);
+    }
+}
+
+#[test]
+fn the_usb_seed_is_a_p1_security_incident_with_file_count_volume_and_channel() {
+    let d = shipped("seed-usb-copy-847-files.json");
+    only_table_fields(&d);
+    assert_eq!((d.table.as_str(), d.servicenow_priority), ("sn_si_incident", Some(1)));
+    assert_eq!(d.priority_method, PriorityMethod::Direct);
+    assert_eq!(d.fields["priority"], "1");
+    assert_eq!(d.fields["correlation_id"], d.correlation_id.as_str());
+    let text = d.fields["description"].as_str().unwrap();
+    assert!(text.contains("Files copied: 847"), "{text}");
+    assert!(text.contains("Data volume: "), "{text}");
+    assert!(text.contains("Channel: usb"), "{text}");
+}
+
+#[test]
+fn the_after_hours_seed_is_a_p2_response_task_with_systems_duration_and_applications() {
+    let d = shipped("seed-after-hours-prod-db-admin.json");
+    only_table_fields(&d);
+    assert_eq!(d.rule, "after-hours-privileged-access");
+    assert_eq!((d.table.as_str(), d.profile.as_str()), ("sn_si_task", "security_task"));
+    assert_eq!(d.servicenow_priority, Some(2));
+    assert_eq!(d.fields["priority"], "2");
+    assert!(!d.fields.contains_key("category"), "sn_si_task has no category");
+    let text = d.fields["description"].as_str().unwrap();
+    for line in [
+        "Systems accessed: prod-db-01",
+        "Duration: 47 minutes",
+        "Applications used: psql, DBeaver",
+    ] {
+        assert!(text.contains(line), "{line} missing from {text}");
+    }
+    let person = d.person.as_ref().expect("the task is tagged with the person");
+    assert_eq!(
+        (person.value.as_str(), person.fields.as_slice()),
+        ("E0317", &["affected_user".to_string()][..])
+    );
+}
+
+#[test]
+fn the_productivity_seed_is_an_hr_case_about_the_employee_with_categories_department_manager_and_chart() {
+    let d = shipped("seed-productivity-non-work-browsing.json");
+    only_table_fields(&d);
+    assert_eq!(d.table, "sn_hr_core_case");
+    assert_eq!(
+        (d.priority_method, d.servicenow_priority),
+        (PriorityMethod::HrService, None)
+    );
+    assert!(!d.fields.contains_key("priority") && !d.fields.contains_key("category"));
+    assert_eq!(d.fields["hr_service"], "Employee Relations");
+    let text = d.fields["description"].as_str().unwrap();
+    for line in [
+        "Categories of non-work activity: social_media, video_streaming, shopping",
+        "Department: Engineering",
+        "Manager: M2001",
+    ] {
+        assert!(text.contains(line), "{line} missing from {text}");
+    }
+    let person = d.person.as_ref().unwrap();
+    assert_eq!(person.fields, vec!["opened_for", "subject_person"]);
+    assert_eq!(d.chart.as_ref().unwrap().weekly, vec![3.9, 4.3, 4.4]);
+}
+
+#[test]
+fn a_policy_exception_carries_policy_validity_and_the_30_day_history() {
+    let d = shipped("policy-violation-medium.json");
+    only_table_fields(&d);
+    assert_eq!(d.table, "sn_compliance_policy_exception");
+    assert_eq!(d.fields["policy"], "Acceptable use: file sharing");
+    assert_eq!(d.fields["valid_from"], "2026-11-23");
+    assert_eq!(d.fields["valid_to"], "2026-12-23");
+    let j = d.fields["justification"].as_str().unwrap();
+    assert!(j.contains("1 violations, 2 warnings"), "{j}");
+}
+
+#[test]
+fn a_risk_carries_its_key_in_its_description_and_never_sends_task_fields() {
+    let mut v = base(
+        "policy_violation",
+        "medium",
+        json!({"policy": "Acceptable use", "history_30d": {"violations": 4, "warnings": 0}}),
+    );
+    v["alert_id"] = json!("r-1");
+    let d = Router::new(Config::default_config(), None).unwrap().route(&alert(v));
+    only_table_fields(&d);
+    assert_eq!(d.table, "sn_risk_risk");
+    for absent in [
+        "correlation_id",
+        "short_description",
+        "assignment_group",
+        "impact",
+        "urgency",
+        "contact_type",
+    ] {
+        assert!(
+            !d.fields.contains_key(absent),
+            "{absent} must not be sent to sn_risk_risk"
+        );
+    }
+    assert_eq!(d.fields["owning_group"], "Risk Management");
+    assert!(d.fields["name"].as_str().unwrap().contains("something happened"));
+    assert_eq!(d.dedupe.field, "description");
+    assert!(
+        d.fields["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("[relay-key emon:r-1]")
+    );
+    assert_eq!(d.servicenow_priority, None);
+}
+
+#[test]
+fn minimal_data_mode_sends_no_context_and_no_detail_values() {
+    let yaml = crate::config::DEFAULT_CONFIG_YAML.replace(
+        "pseudonymise_employee: false",
+        "pseudonymise_employee: false\n  minimal_data: true",
+    );
+    let r = Router::new(Config::from_yaml(&yaml).unwrap(), None).unwrap();
+    let body = std::fs::read(format!(
+        "{}/../../events/alerts/seed-productivity-non-work-browsing.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let d = r.route(&Alert::from_slice(&body).unwrap());
+    let text = d.fields["description"].as_str().unwrap();
+    assert!(!text.contains("Context:") && !text.contains("M2001"), "{text}");
+    assert!(d.chart.is_none());
+    assert_eq!(
+        d.fields["hr_service"], "Employee Relations",
+        "literal domain values stay"
+    );
+}
+
+#[test]
+fn with_pseudonymisation_no_identity_leaves() {
+    let r = Router::new(pseudonymising(), Some(b"0123456789abcdef-key".to_vec())).unwrap();
+    let body = std::fs::read(format!(
+        "{}/../../events/alerts/seed-productivity-non-work-browsing.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let d = r.route(&Alert::from_slice(&body).unwrap());
+    assert!(d.person.is_none(), "no sys_user lookup with pseudonymisation on");
+    let all = serde_json::to_string(&d.fields).unwrap();
+    for identity in ["E2210", "M2001", "Alex Kim"] {
+        assert!(!all.contains(identity), "{identity} left in {all}");
     }
 }

@@ -43,12 +43,19 @@ pub fn run(args: &RouteArgs) -> Result<(), CliError> {
                 "urgency": d.urgency,
                 "priority": d.priority,
                 "servicenow_priority": d.servicenow_priority,
+                "priority_method": d.priority_method,
+                "priority_note": priority_note(&d),
+                "profile": d.profile,
+                "dedupe_field": d.dedupe.field,
                 "assignment_group": d.assignment_group,
                 "delivery": d.delivery,
                 "correlation_id": d.correlation_id,
                 "fields": d.fields,
                 "config_hash": d.config_hash,
                 "ignored_fields": alert.ignored_fields,
+                "missing_details": alert.missing_details,
+                "person_lookup": d.person.as_ref().map(|p| json!({"match_by": p.match_by, "fields": p.fields})),
+                "attaches_chart": d.chart.is_some(),
             }));
             Ok(())
         }
@@ -57,6 +64,25 @@ pub fn run(args: &RouteArgs) -> Result<(), CliError> {
             let lines = invalid.problems.iter().map(ToString::to_string).collect();
             Err(CliError::invalid(AlertProblems(lines)))
         }
+    }
+}
+
+/// What priority the record really gets on its table, in words.
+fn priority_note(d: &relay_core::Decision) -> String {
+    use relay_core::PriorityMethod;
+    match (d.priority_method, d.servicenow_priority) {
+        (PriorityMethod::ImpactUrgency, Some(p)) => {
+            format!(
+                "{p}: {} computes it from impact {} × urgency {}",
+                d.table, d.impact, d.urgency
+            )
+        }
+        (PriorityMethod::Direct, Some(p)) => format!("{p}: written as priority on {}", d.table),
+        (PriorityMethod::HrService, _) => format!("set by the case's HR service on {}", d.table),
+        _ => format!(
+            "{} has no priority the relay sets (the table's default applies)",
+            d.table
+        ),
     }
 }
 

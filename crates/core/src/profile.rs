@@ -1,0 +1,520 @@
+//! Record profiles: what each ServiceNow table is and what the relay sends it (`config/profiles.yaml` holds
+//! the shipped defaults, a relay config's `profiles:` section overrides them).
+//!
+//! A profile names the table, the fields it has (task-extended tables inherit the task table's), how the
+//! record's priority is set, which field carries the relay's dedupe key and how a found row is compared, where
+//! the summary, long text, assignment group and person go, the state model, and the table's domain fields
+//! with the templates their values come from.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The shipped profiles.
+pub const DEFAULT_PROFILES_YAML: &str = include_str!("../../../config/profiles.yaml");
+
+/// How a table's priority is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorityMethod {
+    /// The instance's priority lookup computes it from impact × urgency (incident, problem).
+    #[default]
+    ImpactUrgency,
+    /// The relay writes `priority` (security incident, response task, policy exception).
+    Direct,
+    /// The HR service decides it (HR case).
+    HrService,
+    /// The table has no priority the relay sets (bare task, risk, observable, document, event).
+    None,
+}
+
+impl PriorityMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriorityMethod::ImpactUrgency => "impact_urgency",
+            PriorityMethod::Direct => "direct",
+            PriorityMethod::HrService => "hr_service",
+            PriorityMethod::None => "none",
+        }
+    }
+}
+
+/// How a row found by the dedupe lookup is compared with the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupeMatch {
+    /// The field holds exactly the key.
+    #[default]
+    Equals,
+    /// The key is written into the field's text (`[relay-key <key>]`).
+    Contains,
+}
+
+/// Which field carries the relay's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dedupe {
+    pub field: String,
+    #[serde(default, rename = "match")]
+    pub matching: DedupeMatch,
+}
+
+impl Default for Dedupe {
+    fn default() -> Self {
+        Dedupe {
+            field: "correlation_id".into(),
+            matching: DedupeMatch::Equals,
+        }
+    }
+}
+
+impl Dedupe {
+    /// The text written into a `contains` field.
+    pub fn marker(key: &str) -> String {
+        format!("[relay-key {key}]")
+    }
+
+    /// The value written for `key`: the key itself, or its marker.
+    pub fn written(&self, key: &str) -> String {
+        match self.matching {
+            DedupeMatch::Equals => key.to_string(),
+            DedupeMatch::Contains => Dedupe::marker(key),
+        }
+    }
+
+    /// True when a found row's value of the dedupe field is ours.
+    pub fn is_ours(&self, found: Option<&str>, key: &str) -> bool {
+        match (self.matching, found) {
+            (_, None) => false,
+            (DedupeMatch::Equals, Some(v)) => v == key,
+            (DedupeMatch::Contains, Some(v)) => v.contains(&Dedupe::marker(key)),
+        }
+    }
+}
+
+/// One profile, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub table: String,
+    /// Every column the table has (the task table's included for task-extended tables).
+    pub fields: BTreeSet<String>,
+    pub priority: PriorityMethod,
+    pub dedupe: Dedupe,
+    pub summary_field: String,
+    pub description_field: String,
+    /// Where the assignment group goes; None: the table takes no group.
+    pub group_field: Option<String>,
+    pub person_fields: Vec<String>,
+    pub states: BTreeMap<String, String>,
+    pub domain: BTreeMap<String, Text>,
+    pub context: Vec<Text>,
+}
+
+impl Profile {
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.contains(field)
+    }
+}
+
+/// A profile as written (shipped file or override); every part may be left out of an override.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProfile {
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub extends: Option<String>,
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    #[serde(default)]
+    pub priority: Option<PriorityMethod>,
+    #[serde(default)]
+    pub dedupe: Option<Dedupe>,
+    #[serde(default)]
+    pub summary_field: Option<String>,
+    #[serde(default)]
+    pub description_field: Option<String>,
+    #[serde(default)]
+    pub group_field: Option<String>,
+    #[serde(default)]
+    pub person_fields: Option<Vec<String>>,
+    #[serde(default)]
+    pub states: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub domain: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub context: Option<Vec<String>>,
+}
+
+impl RawProfile {
+    /// `self` with every part `over` sets replaced.
+    fn merged(&self, over: &RawProfile) -> RawProfile {
+        let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
+        let mut domain = self.domain.clone();
+        if let Some(d) = &over.domain {
+            // entries merge; an empty value drops the shipped entry
+            let merged = domain.get_or_insert_with(BTreeMap::new);
+            for (k, v) in d {
+                if v.is_empty() {
+                    merged.remove(k);
+                } else {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        RawProfile {
+            table: pick(&self.table, &over.table),
+            extends: pick(&self.extends, &over.extends),
+            fields: over.fields.clone().or_else(|| self.fields.clone()),
+            priority: over.priority.or(self.priority),
+            dedupe: over.dedupe.clone().or_else(|| self.dedupe.clone()),
+            summary_field: pick(&self.summary_field, &over.summary_field),
+            description_field: pick(&self.description_field, &over.description_field),
+            group_field: pick(&self.group_field, &over.group_field),
+            person_fields: over.person_fields.clone().or_else(|| self.person_fields.clone()),
+            states: over.states.clone().or_else(|| self.states.clone()),
+            domain,
+            context: over.context.clone().or_else(|| self.context.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfileFile {
+    task_fields: Vec<String>,
+    profiles: BTreeMap<String, RawProfile>,
+}
+
+/// Compile the shipped profiles with the config's overrides; every problem is `(location, message)`.
+pub(crate) fn compile_profiles(
+    overrides: &BTreeMap<String, RawProfile>,
+    problems: &mut Vec<(String, String)>,
+) -> BTreeMap<String, Profile> {
+    let file: RawProfileFile =
+        serde_yaml_ng::from_str(DEFAULT_PROFILES_YAML).expect("the shipped config/profiles.yaml parses (tested)");
+    let mut raw = file.profiles.clone();
+    for (name, over) in overrides {
+        let merged = match raw.get(name) {
+            Some(base) => base.merged(over),
+            None => {
+                if over.table.is_none() {
+                    problems.push((
+                        format!("profiles.{name}"),
+                        "a new profile needs a table (or name a shipped profile to override)".into(),
+                    ));
+                    continue;
+                }
+                RawProfile::default().merged(over)
+            }
+        };
+        raw.insert(name.clone(), merged);
+    }
+    let mut out = BTreeMap::new();
+    for (name, r) in raw {
+        let loc = format!("profiles.{name}");
+        let mut fields: BTreeSet<String> = r.fields.clone().unwrap_or_default().into_iter().collect();
+        match r.extends.as_deref() {
+            None => {}
+            Some("task") => fields.extend(file.task_fields.iter().cloned()),
+            Some(other) => problems.push((loc.clone(), format!("extends {other:?}: only \"task\" is known"))),
+        }
+        let Some(table) = r.table.clone() else {
+            problems.push((loc, "needs a table".into()));
+            continue;
+        };
+        let dedupe = r.dedupe.clone().unwrap_or_default();
+        let summary_field = r.summary_field.clone().unwrap_or_else(|| "short_description".into());
+        let description_field = r.description_field.clone().unwrap_or_else(|| "description".into());
+        let group_field = match r.group_field.as_deref() {
+            None => Some("assignment_group".to_string()),
+            Some("") => None,
+            Some(g) => Some(g.to_string()),
+        };
+        let person_fields = r.person_fields.clone().unwrap_or_default();
+        let mut named: Vec<(&str, &str)> = vec![
+            ("dedupe.field", dedupe.field.as_str()),
+            ("summary_field", summary_field.as_str()),
+            ("description_field", description_field.as_str()),
+        ];
+        if let Some(g) = &group_field {
+            named.push(("group_field", g));
+        }
+        for p in &person_fields {
+            named.push(("person_fields", p));
+        }
+        let domain_raw = r.domain.clone().unwrap_or_default();
+        for k in domain_raw.keys() {
+            named.push(("domain", k));
+        }
+        for (what, f) in named {
+            if !fields.contains(f) {
+                problems.push((
+                    loc.clone(),
+                    format!("{what} names field {f:?}, which table {table} does not have"),
+                ));
+            }
+        }
+        if r.priority == Some(PriorityMethod::Direct) && !fields.contains("priority") {
+            problems.push((
+                loc.clone(),
+                format!("priority: direct, but table {table} has no priority field"),
+            ));
+        }
+        let mut domain = BTreeMap::new();
+        for (k, v) in domain_raw {
+            match Text::parse(&v) {
+                Ok(t) => {
+                    domain.insert(k, t);
+                }
+                Err(e) => problems.push((format!("{loc}.domain.{k}"), e)),
+            }
+        }
+        let context = compile_context(&format!("{loc}.context"), r.context.as_deref().unwrap_or(&[]), problems);
+        out.insert(
+            name.clone(),
+            Profile {
+                name,
+                table,
+                fields,
+                priority: r.priority.unwrap_or(PriorityMethod::None),
+                dedupe,
+                summary_field,
+                description_field,
+                group_field,
+                person_fields,
+                states: r.states.clone().unwrap_or_default(),
+                domain,
+                context,
+            },
+        );
+    }
+    out
+}
+
+/// Context line templates, each problem named by `loc`.
+pub(crate) fn compile_context(loc: &str, lines: &[String], problems: &mut Vec<(String, String)>) -> Vec<Text> {
+    lines
+        .iter()
+        .filter_map(|l| match Text::parse(l) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push((loc.to_string(), e));
+                None
+            }
+        })
+        .collect()
+}
+
+/// The values a [`Text`] may name besides `details.*`.
+pub const FACTS: [&str; 17] = [
+    "summary",
+    "description",
+    "alert_id",
+    "alert_type",
+    "type_label",
+    "severity",
+    "severity_label",
+    "risk_score",
+    "evidence_url",
+    "occurred_at",
+    "occurred_date",
+    "valid_to",
+    "volume",
+    "assignment_group",
+    "employee.ref",
+    "employee.department",
+    "employee.manager",
+];
+
+/// Literal text with `{path}` placeholders: a fact of [`FACTS`] or `details.<key>[.<key>…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Path(String),
+}
+
+impl Text {
+    pub fn parse(s: &str) -> Result<Text, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            let after = &rest[open + 1..];
+            let close = after.find('}').ok_or_else(|| format!("unclosed '{{' in {s:?}"))?;
+            let path = &after[..close];
+            let known = FACTS.contains(&path)
+                || path.strip_prefix("details.").is_some_and(|k| {
+                    !k.is_empty()
+                        && k.split('.')
+                            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                });
+            if !known {
+                return Err(format!(
+                    "unknown placeholder {{{path}}} in {s:?}; known: details.<key>, {}",
+                    FACTS.join(", ")
+                ));
+            }
+            parts.push(Part::Path(path.to_string()));
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        Ok(Text { parts })
+    }
+
+    /// True when the text names nothing beyond the seed's minimal data set (no `details.*`, no manager, no
+    /// volume): what `privacy.minimal_data` still sends.
+    pub fn is_minimal(&self) -> bool {
+        self.parts.iter().all(|p| match p {
+            Part::Literal(_) => true,
+            Part::Path(path) => {
+                !path.starts_with("details.") && !matches!(path.as_str(), "employee.manager" | "volume")
+            }
+        })
+    }
+
+    /// The text with every placeholder filled from `facts`, or None when one is missing or empty.
+    pub fn render(&self, facts: &Map<String, Value>) -> Option<String> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => out.push_str(s),
+                Part::Path(path) => out.push_str(&lookup(facts, path)?),
+            }
+        }
+        Some(out)
+    }
+}
+
+fn lookup(facts: &Map<String, Value>, path: &str) -> Option<String> {
+    let (first, rest) = match path.split_once('.') {
+        Some((a, b)) if a == "details" => (a, Some(b)),
+        _ => (path, None),
+    };
+    let mut v = facts.get(first)?;
+    if let Some(rest) = rest {
+        for k in rest.split('.') {
+            v = v.get(k)?;
+        }
+    }
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Null | Value::Object(_) => return None,
+    };
+    (!s.trim().is_empty()).then_some(s)
+}
+
+/// Bytes as people read them (1 KB = 1,000 bytes): `1.2 GB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_profiles_compile() {
+        let mut p = Vec::new();
+        let profiles = compile_profiles(&BTreeMap::new(), &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let risk = &profiles["risk"];
+        assert!(!risk.has("correlation_id"), "risk extends sn_grc_item, not task");
+        assert_eq!(risk.dedupe.field, "description");
+        assert_eq!(risk.summary_field, "name");
+        assert!(
+            profiles["hr_case"].has("correlation_id"),
+            "HR case inherits task's fields"
+        );
+        assert!(!profiles["hr_case"].has("category"));
+        assert_eq!(profiles["security_incident"].priority, PriorityMethod::Direct);
+        assert_eq!(profiles["incident"].priority, PriorityMethod::ImpactUrgency);
+        assert_eq!(profiles["task"].priority, PriorityMethod::None);
+        assert_eq!(profiles["hr_case"].priority, PriorityMethod::HrService);
+        assert_eq!(profiles["security_task"].table, "sn_si_task");
+        for (name, prof) in &profiles {
+            assert!(
+                prof.has(&prof.dedupe.field),
+                "{name}: dedupe field must exist on the table"
+            );
+        }
+    }
+
+    #[test]
+    fn an_override_naming_a_missing_field_is_a_problem() {
+        let over: BTreeMap<String, RawProfile> =
+            serde_yaml_ng::from_str("risk: {dedupe: {field: correlation_id}}").unwrap();
+        let mut p = Vec::new();
+        compile_profiles(&over, &mut p);
+        assert!(
+            p.iter()
+                .any(|(l, m)| l == "profiles.risk" && m.contains("\"correlation_id\"") && m.contains("sn_risk_risk")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn texts_render_from_facts_and_skip_when_a_value_is_missing() {
+        let t = Text::parse("Files: {details.file_count} via {details.channel}").unwrap();
+        let facts: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({"details": {"file_count": 847, "channel": "usb"}})).unwrap();
+        assert_eq!(t.render(&facts).as_deref(), Some("Files: 847 via usb"));
+        let none: Map<String, Value> = serde_json::from_value(serde_json::json!({"details": {}})).unwrap();
+        assert_eq!(t.render(&none), None);
+        assert!(
+            Text::parse("{employee.email}")
+                .unwrap_err()
+                .contains("unknown placeholder")
+        );
+        assert!(Text::parse("{details.}").is_err());
+        assert_eq!(human_bytes(2_147_483_648), "2.1 GB");
+        assert_eq!(human_bytes(12), "12 bytes");
+    }
+
+    #[test]
+    fn dedupe_compares_what_it_finds() {
+        let eq = Dedupe::default();
+        assert!(eq.is_ours(Some("emon:a"), "emon:a"));
+        assert!(!eq.is_ours(Some("emon:b"), "emon:a"));
+        assert!(!eq.is_ours(None, "emon:a"));
+        let contains = Dedupe {
+            field: "description".into(),
+            matching: DedupeMatch::Contains,
+        };
+        assert!(contains.is_ours(Some("text\n[relay-key emon:a]"), "emon:a"));
+        assert!(!contains.is_ours(Some("text [relay-key emon:ab]"), "emon:a"));
+        assert!(!contains.is_ours(Some("an unrelated risk"), "emon:a"));
+    }
+}
