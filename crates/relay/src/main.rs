@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{config_check, list, load, replay, route, send, serve, status, test_connection};
+use crate::commands::{config_check, health, list, load, replay, route, send, serve, status, test_connection};
 use crate::error::CliError;
 
 mod api;
@@ -49,6 +49,8 @@ enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check a running relay's /healthz (exit 0 when it is up; the container healthcheck).
+    Health(health::HealthArgs),
     /// Print a shell completion script: `relay completions bash > /etc/bash_completion.d/relay`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -96,6 +98,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         Command::ReplayDlq(args) => replay::run(&args),
         Command::Route(args) => route::run(&args),
         Command::List(args) => list::run(&args),
+        Command::Health(args) => health::run(&args),
         Command::Dlq(command) => list::run_dlq(&command),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
         Command::Completions { shell } => {

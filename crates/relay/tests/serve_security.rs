@@ -255,6 +255,13 @@ fn foreign_host_headers_and_reads_without_the_token_are_refused() {
     let banner = relay.banner.join("\n");
     assert!(!banner.contains("whsec_") && !banner.contains(&t), "{banner}");
 
+    // the container healthcheck command sees it up
+    let o = relay_cmd(dir.path())
+        .args(["health", "--url", &format!("http://{}", relay.addr)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
     // an allowed extra name is served
     drop(relay);
     let relay = start(dir.path(), &["--allowed-host", "relay.internal"]);

@@ -9,7 +9,8 @@ use crate::settings;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Routing config (YAML). Default: the shipped config.
+    /// Routing config (YAML). Default: RELAY_CONFIG_PATH, else the shipped config.
+    #[arg(env = "RELAY_CONFIG_PATH")]
     pub file: Option<PathBuf>,
     /// Print `{"config", "ok", "rules", "config_hash"}` or `{"config", "ok": false, "error"}` as JSON.
     #[arg(long)]

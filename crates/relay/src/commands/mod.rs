@@ -4,6 +4,7 @@
 //! [`CliError`]: crate::error::CliError
 
 pub mod config_check;
+pub mod health;
 pub mod list;
 pub mod load;
 pub mod replay;
