@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{config_check, health, list, load, replay, route, send, serve, status, test_connection};
+use crate::commands::{config_check, health, list, load, replay, route, send, serve, sign, status, test_connection};
 use crate::error::CliError;
 
 mod api;
@@ -32,6 +32,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Sign alert files with the webhook secret and POST them to a running relay; print the answers.
     Send(send::SendArgs),
+    /// Sign an alert file: the webhook headers as JSON, or a signed API Gateway v2 event (`--apigw-event`)
+    /// for `sam local invoke` / `cargo lambda invoke`.
+    Sign(sign::SignArgs),
     /// The delivery state and ServiceNow record of one alert (local database or a running relay's API).
     Status(status::StatusArgs),
     /// Create and delete a marked test record in every table the config maps to; report per table.
@@ -93,6 +96,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve(args) => serve::run(args),
         Command::Send(args) => send::run(&args),
+        Command::Sign(args) => sign::run(&args),
         Command::Status(args) => status::run(&args),
         Command::TestConnection(args) => test_connection::run(&args),
         Command::ReplayDlq(args) => replay::run(&args),

@@ -11,6 +11,7 @@ pub mod replay;
 pub mod route;
 pub mod send;
 pub mod serve;
+pub mod sign;
 pub mod status;
 pub mod test_connection;
 
