@@ -789,3 +789,66 @@ fn a_broken_dashboard_body_is_caught() {
     let err = dashboard_body(&t).unwrap_err();
     assert!(err.contains("not valid JSON"), "{err}");
 }
+
+// ------------------------------------------------------------------ the Lambda dev loop's environment
+
+/// The `KEY = "value"` pairs of the `[package.metadata.lambda.env]` table of a Cargo.toml.
+fn cargo_lambda_env(manifest: &str) -> Map<String, Value> {
+    manifest
+        .lines()
+        .skip_while(|l| l.trim() != "[package.metadata.lambda.env]")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                Value::String(v.trim().trim_matches('"').to_string()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_dev_environments_set_every_variable_the_template_gives_each_function() {
+    let template = load_template();
+    let sam_env: Value = serde_json::from_str(
+        &std::fs::read_to_string(template_path().with_file_name("events").join("env.json")).unwrap(),
+    )
+    .unwrap();
+    for (function, binary) in [
+        ("IngestFunction", "ingest"),
+        ("DeliverFunction", "deliver"),
+        ("FlushFunction", "flush"),
+    ] {
+        let manifest = template_path()
+            .with_file_name("functions")
+            .join(binary)
+            .join("Cargo.toml");
+        let cargo_env = cargo_lambda_env(&std::fs::read_to_string(&manifest).unwrap());
+        let vars = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+            .as_object()
+            .unwrap();
+        assert!(vars.len() >= 8, "{function}: {vars:?}");
+        for (name, value) in vars {
+            // optional settings (`!If [HasX, …, AWS::NoValue]`) may be left out
+            if value.get("Fn::If").is_some() {
+                continue;
+            }
+            assert!(
+                sam_env[function].get(name).is_some(),
+                "events/env.json {function} lacks {name}"
+            );
+            assert!(cargo_env.contains_key(name), "{} lacks {name}", manifest.display());
+        }
+        assert_eq!(
+            cargo_env["AWS_ENDPOINT_URL"], "http://127.0.0.1:5000",
+            "{function}: moto"
+        );
+    }
+    let samconfig = std::fs::read_to_string(template_path().with_file_name("samconfig.toml")).unwrap();
+    assert!(
+        samconfig.lines().any(|l| l.trim() == "beta_features = true"),
+        "sam build needs the beta flag for rust-cargolambda"
+    );
+}

@@ -12,6 +12,17 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{LocalError, StoreInner};
 
+/// Which entries [`SqliteLedger::list_recent`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<DeliveryState>,
+    /// Updated at or after (epoch ms).
+    pub since_ms: Option<i64>,
+    /// A record type (`security_incident`, …) or a rule name.
+    pub kind: Option<String>,
+    pub limit: u32,
+}
+
 /// The delivery ledger. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteLedger {
@@ -163,6 +174,37 @@ impl SqliteLedger {
                      ORDER BY updated_at_ms, alert_id LIMIT ?3"
                 ))?;
                 let rows = stmt.query_map(params![state.as_str(), now.div_euclid(1000), limit], read_entry)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(row??);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Entries matching `filter`, most recently updated first (for `relay list` and the operator page).
+    pub async fn list_recent(&self, filter: ListFilter) -> Result<Vec<LedgerEntry>, LocalError> {
+        let now = self.store.now_ms();
+        self.store
+            .readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 \
+                     AND (?2 IS NULL OR state = ?2) AND updated_at_ms >= ?3 \
+                     AND (?4 IS NULL OR record_type = ?4 OR rule = ?4) \
+                     ORDER BY updated_at_ms DESC, alert_id LIMIT ?5"
+                ))?;
+                let rows = stmt.query_map(
+                    params![
+                        now.div_euclid(1000),
+                        filter.state.map(DeliveryState::as_str),
+                        filter.since_ms.unwrap_or(i64::MIN),
+                        filter.kind,
+                        filter.limit
+                    ],
+                    read_entry,
+                )?;
                 let mut out = Vec::new();
                 for row in rows {
                     out.push(row??);

@@ -38,7 +38,7 @@ use relay_ports::{Clock, PortError, SystemClock};
 use tokio::sync::Notify;
 
 pub use db::SCHEMA_VERSION;
-pub use ledger::SqliteLedger;
+pub use ledger::{ListFilter, SqliteLedger};
 pub use notifier::{LogNotifier, StoredNotification};
 pub use private::create_private_dir;
 pub use queue::{QueuedMessage, SqliteQueue};

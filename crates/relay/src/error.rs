@@ -23,6 +23,9 @@ pub enum CliError {
     /// Already reported line by line (e.g. per file or per table): exit 1 without another message.
     #[error("")]
     Reported,
+    /// Invalid input, already reported (e.g. as a JSON document on stdout): exit 2 without another message.
+    #[error("")]
+    ReportedInvalid,
 }
 
 impl CliError {
@@ -36,7 +39,7 @@ impl CliError {
 
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            CliError::Invalid(_) => EXIT_INVALID,
+            CliError::Invalid(_) | CliError::ReportedInvalid => EXIT_INVALID,
             CliError::Failed(_) | CliError::Reported => EXIT_FAILED,
             CliError::NotFound(_) => EXIT_NOT_FOUND,
         })
@@ -48,7 +51,7 @@ pub fn exit(result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if !matches!(e, CliError::Reported) {
+            if !matches!(e, CliError::Reported | CliError::ReportedInvalid) {
                 eprintln!("error: {e}");
             }
             e.exit_code()

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{config_check, load, replay, route, send, serve, status, test_connection};
+use crate::commands::{config_check, health, list, load, replay, route, send, serve, sign, status, test_connection};
 use crate::error::CliError;
 
 mod api;
@@ -32,6 +32,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Sign alert files with the webhook secret and POST them to a running relay; print the answers.
     Send(send::SendArgs),
+    /// Sign an alert file: the webhook headers as JSON, or a signed API Gateway v2 event (`--apigw-event`)
+    /// for `sam local invoke` / `cargo lambda invoke`.
+    Sign(sign::SignArgs),
     /// The delivery state and ServiceNow record of one alert (local database or a running relay's API).
     Status(status::StatusArgs),
     /// Create and delete a marked test record in every table the config maps to; report per table.
@@ -41,9 +44,21 @@ enum Command {
     /// Dry-run: validate an alert and print the routing decision as JSON (exit 0), or every validation
     /// problem (exit 2). Nothing is sent anywhere.
     Route(route::RouteArgs),
+    /// List alerts from the local database: what came in, where it went, what failed.
+    List(list::ListArgs),
+    /// Dead-letter queue commands (local database).
+    #[command(subcommand)]
+    Dlq(list::DlqCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check a running relay's /healthz (exit 0 when it is up; the container healthcheck).
+    Health(health::HealthArgs),
+    /// Print a shell completion script: `relay completions bash > /etc/bash_completion.d/relay`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Load test: run `relay serve` with the simulator and drive it over HTTP (see BENCHMARKS.md).
     #[command(hide = true)]
     Load(load::LoadArgs),
@@ -55,25 +70,46 @@ enum ConfigCommand {
     Check(config_check::CheckArgs),
 }
 
+/// Logs go to stderr: `RELAY_LOG` filters them, `RELAY_LOG_FORMAT=json` writes one JSON object per line
+/// (journald, Loki), and colour is used only on a terminal and never when `NO_COLOR` is set
+/// (<https://no-color.org>).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    if std::env::var("RELAY_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        let _ = builder.json().flatten_event(true).try_init();
+    } else {
+        let _ = builder.with_ansi(colour()).try_init();
+    }
+}
+
+/// Whether stderr gets ANSI colours: a terminal, and `NO_COLOR` unset or empty.
+fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 fn dispatch(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve(args) => serve::run(args),
         Command::Send(args) => send::run(&args),
+        Command::Sign(args) => sign::run(&args),
         Command::Status(args) => status::run(&args),
         Command::TestConnection(args) => test_connection::run(&args),
         Command::ReplayDlq(args) => replay::run(&args),
         Command::Route(args) => route::run(&args),
+        Command::List(args) => list::run(&args),
+        Command::Health(args) => health::run(&args),
+        Command::Dlq(command) => list::run_dlq(&command),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "relay", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Load(args) => load::run(&args),
     }
 }

@@ -237,6 +237,46 @@ fn config_check_accepts_the_shipped_config_and_names_every_problem_in_a_bad_one(
     // and `route` refuses to run on it
     let out = relay(&["route", "events/alerts/dlp-low.json", "--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
+
+    // --json: one document either way, the same exit codes
+    let ok = relay(&["config", "check", "config/relay.yaml", "--json"]);
+    assert_eq!(ok.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["config"].as_str()),
+        (Some(true), Some("config/relay.yaml"))
+    );
+    assert!(
+        v["rules"].as_u64().unwrap() > 0 && v["config_hash"].as_str().unwrap().len() == 16,
+        "{v}"
+    );
+    let out = relay(&["config", "check", bad.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"].as_str().unwrap().contains("unknown table \"u_nowhere\""),
+        "{v}"
+    );
+    assert!(out.stderr.is_empty(), "reported once, as JSON");
+}
+
+#[test]
+fn completion_scripts_for_bash_zsh_and_fish_know_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = relay(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["serve", "replay-dlq", "test-connection", "read-token-file"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = relay(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("possible values"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -468,6 +468,75 @@ async fn send_and_status_commands() {
         run_relay(dir.path(), &["status", "nope", "--db", db_s]).status.code(),
         Some(3)
     );
+    // send --json: one document per file, with the delivery after --wait
+    let o = run_relay(
+        dir.path(),
+        &[
+            "send",
+            seed.to_str().unwrap(),
+            "--url",
+            url,
+            "--db",
+            db_s,
+            "--wait",
+            "20",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let sent: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(sent["http_status"], 202, "{sent}");
+    assert_eq!(sent["answer"]["duplicate"], true, "{sent}");
+    assert_eq!(sent["delivery"]["state"], "COMPLETED", "{sent}");
+
+    // list: filters and both output forms
+    let list = |extra: &[&str]| {
+        let o = run_relay(dir.path(), &[&["list", "--db", db_s, "--json"][..], extra].concat());
+        assert!(o.status.success(), "{extra:?}: {}", text(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let all = list(&[]);
+    assert_eq!(all[0]["alert_id"], "emon-20261120-7f3a9c", "{all}");
+    assert_eq!(all[0]["servicenow"]["number"], v["servicenow"]["number"]);
+    assert_eq!(
+        list(&["--state", "COMPLETED", "--since", "1h", "--type", "security_incident"]),
+        all
+    );
+    assert_eq!(list(&["--state", "FAILED"]), json!([]));
+    assert_eq!(list(&["--type", "hr_case"]), json!([]));
+    let o = run_relay(dir.path(), &["list", "--db", db_s]);
+    assert!(
+        text(&o).contains("COMPLETED") && text(&o).contains("1 alerts"),
+        "{}",
+        text(&o)
+    );
+    for (bad, needle) in [(["--state", "DONE"], "--state \"DONE\""), (["--since", "3w"], "unit")] {
+        let o = run_relay(dir.path(), &[&["list", "--db", db_s][..], &bad].concat());
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(needle), "{}", text(&o));
+    }
+
+    // RELAY_LOG_FORMAT=json: every log line on stderr is one JSON object
+    let o = relay_cmd(dir.path())
+        .env("RELAY_LOG", "debug")
+        .env("RELAY_LOG_FORMAT", "json")
+        .args([
+            "status",
+            "emon-20261120-7f3a9c",
+            "--url",
+            url,
+            "--read-token-file",
+            token_s,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.lines().count() > 0, "debug logging says something");
+    for line in stderr.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+
     // no database: exit 2
     let o = run_relay(dir.path(), &["status", "x", "--db", "/nonexistent/relay.db"]);
     assert_eq!(o.status.code(), Some(2));
@@ -640,6 +709,25 @@ async fn test_connection_reports_every_table() {
     let o = tc(&servicenow_file(d, &sim.base_url(), "readonly", "readonly-password"));
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("missing role"), "{}", text(&o));
+    // --json: one document, one entry per table, the same exit code
+    let sn = servicenow_file(d, &sim.base_url(), "readonly", "readonly-password");
+    let o = run_relay(
+        d,
+        &["test-connection", "--servicenow-file", sn.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tables = v["tables"].as_array().unwrap();
+    assert!(
+        tables.len() >= 4 && v["failed"].as_u64() == Some(tables.len() as u64),
+        "{v}"
+    );
+    assert!(
+        tables
+            .iter()
+            .all(|t| t["ok"] == false && t["detail"].as_str().unwrap().contains("missing role")),
+        "{v}"
+    );
     let url = sim.base_url();
     sim.shutdown().await;
     // nobody listening
@@ -703,6 +791,41 @@ async fn replay_dlq_redelivers_after_the_cause_is_fixed() {
     let (exit, _) = relay.stop();
     assert!(exit.success());
     broken.shutdown().await;
+
+    // the DLQ listed, with the error that put the alert there (and none of its content)
+    let o = run_relay(d, &["dlq", "list", "--db", db_s, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dlq: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(dlq.as_array().map(Vec::len), Some(1), "{dlq}");
+    assert_eq!(dlq[0]["alert_id"], "emon-20261120-7f3a9c");
+    assert_eq!(dlq[0]["table"], "sn_si_incident");
+    assert!(dlq[0]["error"].as_str().unwrap().contains("u_case_owner"), "{dlq}");
+    assert!(
+        !text(&o).contains("847"),
+        "no alert content in the listing: {}",
+        text(&o)
+    );
+    let o = run_relay(d, &["dlq", "list", "--db", db_s]);
+    assert!(
+        text(&o).contains("emon-20261120-7f3a9c") && text(&o).contains("1 dead-lettered"),
+        "{}",
+        text(&o)
+    );
+    let o = run_relay(d, &["list", "--db", db_s, "--state", "failed", "--json"]);
+    let failed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(failed[0]["state"], "FAILED", "{failed}");
+
+    // dry run as JSON: the counts and one entry per message
+    let o = run_relay(d, &["replay-dlq", "--db", db_s, "--dry-run", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (report["dry_run"].as_bool(), report["seen"].as_u64()),
+        (Some(true), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["messages"][0]["key"], "emon-20261120-7f3a9c");
+    assert_eq!(report["messages"][0]["outcome"], "would_replay");
 
     // dry run: lists, changes nothing
     let o = run_relay(d, &["replay-dlq", "--local", "--db", db_s, "--dry-run"]);

@@ -255,6 +255,13 @@ fn foreign_host_headers_and_reads_without_the_token_are_refused() {
     let banner = relay.banner.join("\n");
     assert!(!banner.contains("whsec_") && !banner.contains(&t), "{banner}");
 
+    // the container healthcheck command sees it up
+    let o = relay_cmd(dir.path())
+        .args(["health", "--url", &format!("http://{}", relay.addr)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
     // an allowed extra name is served
     drop(relay);
     let relay = start(dir.path(), &["--allowed-host", "relay.internal"]);
@@ -414,4 +421,51 @@ fn public_serves_tls_from_pem_files_and_warns_loudly_without() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--tls-cert"), "{}", text(&o));
+}
+
+#[test]
+fn relay_sign_writes_a_signed_api_gateway_event_the_relay_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(dir.path(), &[]);
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/alerts/seed-usb-copy-847-files.json");
+    let event_file = dir.path().join("event.json");
+    let o = relay_cmd(dir.path())
+        .args(["sign", "--apigw-event", "--db"])
+        .arg(dir.path().join("relay.db"))
+        .arg(&seed)
+        .arg("--out")
+        .arg(&event_file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let event: serde_json::Value = serde_json::from_slice(&std::fs::read(&event_file).unwrap()).unwrap();
+    assert_eq!(event["version"], "2.0");
+    assert_eq!(event["routeKey"], "POST /v1/alerts");
+    assert_eq!(event["requestContext"]["http"]["method"], "POST");
+    assert_eq!(event["body"], std::fs::read_to_string(&seed).unwrap());
+    // the event's headers and body, sent to the relay (the same router the ingest function runs): 202
+    let h = |k: &str| event["headers"][k].as_str().unwrap().to_string();
+    let body = event["body"].as_str().unwrap();
+    let request = format!(
+        "POST /v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         webhook-id: {}\r\nwebhook-timestamp: {}\r\nwebhook-signature: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len(),
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        h("webhook-signature")
+    );
+    let answer = raw(&relay.addr, &request);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    // a tampered body does not verify
+    let tampered = request.replace("847", "848");
+    let answer = raw(&relay.addr, &tampered);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // no secret to sign with: exit 2 naming the file
+    let o = relay_cmd(dir.path())
+        .args(["sign", "--db", "/nonexistent/relay.db"])
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("/nonexistent/webhook-secret.json"), "{}", text(&o));
 }

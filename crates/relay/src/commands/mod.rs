@@ -4,11 +4,14 @@
 //! [`CliError`]: crate::error::CliError
 
 pub mod config_check;
+pub mod health;
+pub mod list;
 pub mod load;
 pub mod replay;
 pub mod route;
 pub mod send;
 pub mod serve;
+pub mod sign;
 pub mod status;
 pub mod test_connection;
 

@@ -51,6 +51,10 @@ pub struct ReplayArgs {
     /// List what would be replayed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print one JSON document: the run's counts (`dry_run`, `depth`, `seen`, `replayed`, `reopened`,
+    /// `unreadable`, `errors`, `short_by`) and `messages` (one per message).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Exit 0 when every readable message was replayed (or nothing was to do), 1 when one could not be moved or
@@ -58,7 +62,7 @@ pub struct ReplayArgs {
 pub fn run(args: &ReplayArgs) -> Result<(), CliError> {
     if args.aws {
         let target = AwsTarget::from_args(args).map_err(CliError::invalid)?;
-        runtime().block_on(replay_aws(&target, args.dry_run))
+        runtime().block_on(replay_aws(&target, args.dry_run, args.json))
     } else {
         replay_local(args)
     }
@@ -86,6 +90,7 @@ fn replay_local(args: &ReplayArgs) -> Result<(), CliError> {
         &replay,
         &format!("in {}", args.db.display()),
         args.dry_run,
+        args.json,
         "a running `relay serve` on this database delivers them now; otherwise on its next start",
     ))
 }
@@ -147,7 +152,7 @@ impl AwsTarget {
 
 /// `--aws`: the SQS queues and the DynamoDB ledger. The realtime queue and the table are checked before
 /// anything is touched, so a wrong URL or name fails here, by name (the DLQ when its depth is read).
-async fn replay_aws(target: &AwsTarget, dry_run: bool) -> Result<(), CliError> {
+async fn replay_aws(target: &AwsTarget, dry_run: bool, json: bool) -> Result<(), CliError> {
     let config = relay_aws::sdk_config().await;
     let dlq = SqsQueue::new(&config, &target.dlq_url).with_visibility_timeout(VISIBILITY);
     let realtime = SqsQueue::from_client(dlq.client().clone(), &target.realtime_queue_url);
@@ -172,6 +177,7 @@ async fn replay_aws(target: &AwsTarget, dry_run: bool) -> Result<(), CliError> {
         &replay,
         &target.dlq_url,
         dry_run,
+        json,
         "the deliver function picks them up from the realtime queue now",
     )
     .await
@@ -179,9 +185,37 @@ async fn replay_aws(target: &AwsTarget, dry_run: bool) -> Result<(), CliError> {
 
 /// Run `replay`, printing a line per message that was not simply replayed and the summary; `dlq` names the
 /// dead-letter queue in errors, `next` says who delivers the replayed messages.
-async fn replay_and_report(replay: &Replay<'_>, dlq: &str, dry_run: bool, next: &str) -> Result<(), CliError> {
+async fn replay_and_report(
+    replay: &Replay<'_>,
+    dlq: &str,
+    dry_run: bool,
+    json: bool,
+    next: &str,
+) -> Result<(), CliError> {
     let unreadable_queue = |e| CliError::Failed(format!("cannot read the dead-letter queue {dlq}: {e}"));
     let depth = replay.dlq.depth().await.map_err(unreadable_queue)?;
+    if json {
+        let mut messages = Vec::new();
+        let report = if depth == 0 {
+            ReplayReport {
+                dry_run,
+                ..ReplayReport::default()
+            }
+        } else {
+            replay
+                .run(dry_run, |m| messages.push(m.clone()))
+                .await
+                .map_err(unreadable_queue)?
+        };
+        let mut doc = serde_json::to_value(&report).map_err(CliError::failed)?;
+        doc["messages"] = serde_json::to_value(&messages).map_err(CliError::failed)?;
+        println!("{doc}");
+        return if report.errors > 0 {
+            Err(CliError::Reported)
+        } else {
+            Ok(())
+        };
+    }
     if depth == 0 {
         println!("the dead-letter queue is empty: nothing to replay");
         return Ok(());

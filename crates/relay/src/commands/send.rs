@@ -35,6 +35,10 @@ pub struct SendArgs {
     /// With --wait: the relay's read token file. Default: RELAY_READ_TOKEN, else read-token next to --db.
     #[arg(long, env = "RELAY_READ_TOKEN_FILE")]
     pub read_token_file: Option<PathBuf>,
+    /// Print one JSON line per file: `{"file", "http_status", "answer", "delivery"}` (`delivery`: the
+    /// status document after --wait, or null).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Exit 0 when every alert was accepted (and, with `--wait`, delivered); the per-file lines say why not.
@@ -56,7 +60,7 @@ pub fn run(args: &SendArgs) -> Result<(), CliError> {
     let all_ok = runtime().block_on(async {
         let mut all_ok = true;
         for (path, body) in bodies {
-            all_ok &= send_one(&api, &keys, path, body, wait).await;
+            all_ok &= send_one(&api, &keys, path, body, wait, args.json).await;
         }
         all_ok
     });
@@ -70,16 +74,44 @@ async fn send_one(
     path: &std::path::Path,
     body: Vec<u8>,
     wait: Option<Duration>,
+    json: bool,
 ) -> bool {
     let webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let timestamp_s = SystemClock.now_ms() / 1000;
     let answer = match api.post_alert(keys, &webhook_id, timestamp_s, body).await {
         Ok(response) => Answer::read(response).await,
         Err(e) => {
-            eprintln!("{}: cannot reach {}: {e}", path.display(), api.base_url());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"file": path.display().to_string(), "http_status": null,
+                        "error": format!("cannot reach {}: {e}", api.base_url())})
+                );
+            } else {
+                eprintln!("{}: cannot reach {}: {e}", path.display(), api.base_url());
+            }
             return false;
         }
     };
+    if json {
+        let accepted = (200..300).contains(&answer.status);
+        let delivery = match (wait, answer.body["alert_id"].as_str()) {
+            (Some(limit), Some(alert_id)) if accepted => wait_for_delivery(api, alert_id, limit).await,
+            _ => None,
+        };
+        let ok = accepted
+            && match (&wait, &delivery) {
+                (None, _) => true,
+                (Some(_), Some(d)) => d["state"] == "COMPLETED" || (d["state"].is_string() && d["state"] != "FAILED"),
+                (Some(_), None) => false,
+            };
+        println!(
+            "{}",
+            serde_json::json!({"file": path.display().to_string(), "http_status": answer.status,
+                "answer": answer.body, "delivery": delivery})
+        );
+        return ok;
+    }
     println!("{}: HTTP {} {}", path.display(), answer.status, answer.body);
     if !(200..300).contains(&answer.status) {
         return false;

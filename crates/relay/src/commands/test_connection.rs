@@ -20,6 +20,9 @@ pub struct TestConnectionArgs {
     /// Seconds allowed per request.
     #[arg(long, default_value_t = 15)]
     pub timeout: u64,
+    /// Print one JSON document (`instance`, `config_hash`, `tables: [{table, ok, detail}]`, `failed`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The result for one table.
@@ -44,12 +47,14 @@ pub fn run(args: &TestConnectionArgs) -> Result<(), CliError> {
     let client = ServiceNowClient::new(client_config, Arc::new(StaticCredentials(instance.credentials)))
         .map_err(CliError::invalid)?;
     let tables = settings::mapped_tables(&config);
-    println!(
-        "ServiceNow {} — {} tables mapped by config {}",
-        instance.instance_url,
-        tables.len(),
-        config.hash
-    );
+    if !args.json {
+        println!(
+            "ServiceNow {} — {} tables mapped by config {}",
+            instance.instance_url,
+            tables.len(),
+            config.hash
+        );
+    }
     let checks = runtime().block_on(async {
         let mut checks = Vec::new();
         for table in tables {
@@ -57,6 +62,23 @@ pub fn run(args: &TestConnectionArgs) -> Result<(), CliError> {
         }
         checks
     });
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if args.json {
+        let tables: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| serde_json::json!({"table": c.table, "ok": c.ok, "detail": c.detail}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "instance": instance.instance_url,
+                "config_hash": config.hash,
+                "tables": tables,
+                "failed": failed,
+            })
+        );
+        return if failed == 0 { Ok(()) } else { Err(CliError::Reported) };
+    }
     let width = checks.iter().map(|c| c.table.len()).max().unwrap_or(5).max(5);
     println!("{:<width$}  {:<4}  detail", "table", "ok");
     for c in &checks {
@@ -67,7 +89,6 @@ pub fn run(args: &TestConnectionArgs) -> Result<(), CliError> {
             c.detail
         );
     }
-    let failed = checks.iter().filter(|c| !c.ok).count();
     if failed == 0 {
         println!("all {} tables OK", checks.len());
         Ok(())
