@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Ports;
-use crate::envelope::{Envelope, Item};
+use crate::envelope::{Envelope, Item, alert_id_of_key, alert_key};
 use crate::secrets::WebhookKeys;
 use crate::signature::{SignatureError, WebhookSecrets};
 use crate::telemetry::{AlertAccepted, AlertRouted, TelemetryEvent, WebhookRejected};
@@ -300,7 +300,7 @@ impl Ingest {
         };
         if let Err(e) = queue.send(&envelope.to_json(), Duration::ZERO).await {
             tracing::error!(alert_id = %decision.alert_id, error = %e, "enqueue failed");
-            if let Err(e) = self.ports.ledger.forget(&decision.alert_id).await {
+            if let Err(e) = self.ports.ledger.forget(&alert_key(&decision.alert_id)).await {
                 tracing::error!(alert_id = %decision.alert_id, error = %e, "could not undo the ledger entry");
             }
             WebhookRejected {
@@ -310,7 +310,12 @@ impl Ingest {
             .emit();
             return unavailable("the queue");
         }
-        if let Err(e) = self.ports.ledger.mark_queued(&decision.alert_id, now_ms).await {
+        if let Err(e) = self
+            .ports
+            .ledger
+            .mark_queued(&alert_key(&decision.alert_id), now_ms)
+            .await
+        {
             // The alert is on the queue; only its status lags. Delivery moves it on regardless.
             tracing::warn!(alert_id = %decision.alert_id, error = %e, "could not mark the alert queued");
         }
@@ -320,7 +325,7 @@ impl Ingest {
 
     /// `GET /v1/alerts/{alert_id}`: the delivery status from the ledger.
     pub async fn status(&self, alert_id: &str) -> Reply {
-        match self.ports.ledger.get(alert_id).await {
+        match self.ports.ledger.get(&alert_key(alert_id)).await {
             Ok(Some(e)) => Reply::new(200, &status_body(&e)),
             Ok(None) => Reply::new(
                 404,
@@ -342,7 +347,7 @@ pub fn status_body(e: &LedgerEntry) -> Value {
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
     };
     json!({
-        "alert_id": e.alert_id,
+        "alert_id": alert_id_of_key(&e.alert_id),
         "state": e.state.as_str(),
         "attempts": e.attempts,
         "first_received_at": ts(e.first_received_at_ms),

@@ -275,3 +275,50 @@ async fn a_member_whose_complete_failed_is_completed_by_the_aggregates_retry() {
         assert_eq!(e.record.unwrap().sys_id, sys_id);
     }
 }
+
+#[tokio::test]
+async fn an_alert_id_shaped_like_an_aggregate_key_is_its_own_alert() {
+    let h = harness(Options::default()).await;
+    for i in 0..2 {
+        h.post(
+            &alert_body(&format!("k-{i}"), "policy_violation", "low", "E1"),
+            &format!("wh-{i}"),
+        )
+        .await;
+    }
+    h.sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    assert_eq!(h.flusher.flush().await.retried, 1);
+    // the aggregate waits on the realtime queue under its own ledger key
+    let msgs = h.realtime.receive(10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    let key = relay_pipeline::Envelope::from_json(&msgs[0].body).unwrap().ledger_key();
+    assert!(key.starts_with("batch:"), "{key}");
+    h.realtime
+        .change_visibility(&msgs[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
+
+    // an alert whose id is exactly that key is a new alert, not a re-sent webhook
+    let reply = h.post(&alert_body(&key, "dlp", "critical", "E2"), "wh-x").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    h.deliver_all().await;
+    let own = h.ingest.status(&key).await;
+    assert_eq!(own.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&own.body).unwrap();
+    assert_eq!(
+        (body["alert_id"].as_str(), body["state"].as_str()),
+        (Some(key.as_str()), Some("COMPLETED"))
+    );
+    for i in 0..2 {
+        assert_eq!(h.state(&format!("k-{i}")).await.state, DeliveryState::Completed);
+    }
+    let own = h.state(&relay_pipeline::alert_key(&key)).await.record.unwrap();
+    assert_ne!(own.table, TABLE);
+    assert_eq!(h.sim.records(&own.table).len(), 1, "the alert's own record");
+    assert_eq!(h.sim.records(TABLE).len(), 1, "the aggregate's record");
+}
