@@ -11,7 +11,7 @@ use futures::StreamExt;
 use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_core::config::BatchSettings;
 use relay_core::{Config, RecordType};
-use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RecordRef};
+use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RecordRef, RetryLater};
 use serde::Serialize;
 use servicenow_client::{BatchItem, Outcome};
 
@@ -338,9 +338,8 @@ impl Flusher {
                                 .ledger
                                 .retry_later(
                                     &m.entry.alert_id,
-                                    "ambiguous",
-                                    "ledger update failed",
-                                    true,
+                                    m.entry.claim_token,
+                                    &RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true),
                                     d.ports.clock.now_ms(),
                                 )
                                 .await;
@@ -409,7 +408,12 @@ impl Flusher {
                         let _ = d
                             .ports
                             .ledger
-                            .retry_later(&m.entry.alert_id, &class, &reason, ambiguous, now)
+                            .retry_later(
+                                &m.entry.alert_id,
+                                m.entry.claim_token,
+                                &RetryLater::new(class.as_str(), reason.as_str()).needing_lookup(ambiguous),
+                                now,
+                            )
                             .await;
                     }
                 }
@@ -421,7 +425,11 @@ impl Flusher {
             AfterFailure::DeadLettered => {
                 for m in members {
                     if members.len() > 1 {
-                        let _ = d.ports.ledger.fail(&m.entry.alert_id, &class, &reason, now).await;
+                        let _ = d
+                            .ports
+                            .ledger
+                            .fail(&m.entry.alert_id, m.entry.claim_token, &class, &reason, now)
+                            .await;
                     }
                     self.delete(&m.msg).await;
                 }
