@@ -11,7 +11,7 @@ use futures::StreamExt;
 use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_core::config::BatchSettings;
 use relay_core::{Config, RecordType};
-use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RecordRef};
+use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RecordRef, RetryLater};
 use serde::Serialize;
 use servicenow_client::{BatchItem, Outcome};
 
@@ -389,23 +389,20 @@ impl Flusher {
         }
 
         // Settle every record (a bounded number at a time): sent ones by their outcome, the others deferred.
-        let jobs: Vec<(&PlannedRecord, Option<(Outcome, bool)>)> = plan
-            .records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r, outcomes.remove(&i).filter(|_| !skipped.contains(&i))))
+        let jobs: Vec<(usize, Option<(Outcome, bool)>)> = (0..plan.records.len())
+            .map(|i| (i, outcomes.remove(&i).filter(|_| !skipped.contains(&i))))
             .collect();
-        let alerts_ref = &alerts;
-        let settled: Vec<(&PlannedRecord, Settled)> = futures::stream::iter(jobs)
-            .map(|(record, outcome)| async move { (record, self.settle(record, alerts_ref, outcome).await) })
+        let (alerts_ref, records) = (&alerts, &plan.records);
+        let settled: Vec<(usize, Settled)> = futures::stream::iter(jobs)
+            .map(|(i, outcome)| async move { (i, self.settle(&records[i], alerts_ref, outcome).await) })
             .buffer_unordered(crate::defaults::FLUSH_SETTLE_CONCURRENCY)
             .collect()
             .await;
         let mut finished: Vec<&ReceivedMessage> = done.iter().collect();
-        for (record, s) in &settled {
+        for (i, s) in &settled {
             report.add(&s.report);
             if s.delete {
-                finished.extend(record.members.iter().map(|m| &alerts[*m].msg));
+                finished.extend(plan.records[*i].members.iter().map(|m| &alerts[*m].msg));
             }
         }
         self.delete_all(&finished).await;
@@ -428,9 +425,8 @@ impl Flusher {
                     .ledger
                     .retry_later(
                         &m.entry.alert_id,
-                        DEFERRED,
-                        "the flush reached its deadline first",
-                        false,
+                        m.entry.claim_token,
+                        &RetryLater::new(DEFERRED, "the flush reached its deadline first"),
                         now,
                     )
                     .await;
@@ -470,9 +466,8 @@ impl Flusher {
                             .ledger
                             .retry_later(
                                 &m.entry.alert_id,
-                                "ambiguous",
-                                "ledger update failed",
-                                true,
+                                m.entry.claim_token,
+                                &RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true),
                                 d.ports.clock.now_ms(),
                             )
                             .await;
@@ -535,7 +530,12 @@ impl Flusher {
                         let _ = d
                             .ports
                             .ledger
-                            .retry_later(&m.entry.alert_id, &class, &reason, ambiguous, now)
+                            .retry_later(
+                                &m.entry.alert_id,
+                                m.entry.claim_token,
+                                &RetryLater::new(class.as_str(), reason.as_str()).needing_lookup(ambiguous),
+                                now,
+                            )
                             .await;
                     }
                 }
@@ -545,7 +545,11 @@ impl Flusher {
             AfterFailure::DeadLettered => {
                 if members.len() > 1 {
                     for m in members {
-                        let _ = d.ports.ledger.fail(&m.entry.alert_id, &class, &reason, now).await;
+                        let _ = d
+                            .ports
+                            .ledger
+                            .fail(&m.entry.alert_id, m.entry.claim_token, &class, &reason, now)
+                            .await;
                     }
                 }
                 report.dead_lettered += 1;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use relay_core::fields::MAX_DESCRIPTION_FIELD;
 use relay_pipeline::{Deliverer, Delivery, FlushSettings, Flusher, Ports};
-use relay_ports::{Accept, AlertQueue, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef};
+use relay_ports::{Accept, AlertQueue, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater};
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind};
 
@@ -202,7 +202,10 @@ impl Ledger for FlakyComplete {
     async fn claim(&self, id: &str, now: i64, lease: i64) -> Result<Claim, PortError> {
         self.inner.claim(id, now, lease).await
     }
-    async fn complete(&self, id: &str, r: &RecordRef, now: i64) -> Result<(), PortError> {
+    async fn extend(&self, id: &str, token: u64, now: i64, lease: i64) -> Result<i64, PortError> {
+        self.inner.extend(id, token, now, lease).await
+    }
+    async fn complete(&self, id: &str, token: u64, r: &RecordRef, now: i64) -> Result<(), PortError> {
         let failing = {
             let mut f = self.fail_once.lock().unwrap();
             if f.as_deref() == Some(id) { f.take() } else { None }
@@ -210,16 +213,16 @@ impl Ledger for FlakyComplete {
         if failing.is_some() {
             return Err(PortError::Unavailable("ledger write failed".into()));
         }
-        self.inner.complete(id, r, now).await
+        self.inner.complete(id, token, r, now).await
     }
-    async fn retry_later(&self, id: &str, c: &str, e: &str, l: bool, now: i64) -> Result<(), PortError> {
-        self.inner.retry_later(id, c, e, l, now).await
+    async fn retry_later(&self, id: &str, token: u64, r: &RetryLater, now: i64) -> Result<(), PortError> {
+        self.inner.retry_later(id, token, r, now).await
     }
-    async fn fail(&self, id: &str, c: &str, e: &str, now: i64) -> Result<(), PortError> {
-        self.inner.fail(id, c, e, now).await
+    async fn fail(&self, id: &str, token: u64, c: &str, e: &str, now: i64) -> Result<(), PortError> {
+        self.inner.fail(id, token, c, e, now).await
     }
-    async fn reopen(&self, id: &str, now: i64) -> Result<bool, PortError> {
-        self.inner.reopen(id, now).await
+    async fn reopen(&self, id: &str, token: u64, now: i64, expires: i64) -> Result<bool, PortError> {
+        self.inner.reopen(id, token, now, expires).await
     }
     async fn get(&self, id: &str) -> Result<Option<LedgerEntry>, PortError> {
         self.inner.get(id).await
