@@ -14,6 +14,8 @@
 //! | `rule`, `record_type`, `table`, `severity`, `delivery`, `correlation_id`, `config_hash` | S | routing |
 //! | `record` | M | `{table, sys_id, number?, link}` once completed |
 //! | `expires_at` | N | TTL, epoch seconds |
+//! | `claim_token` | N | fencing token: `ADD`ed by each granted claim and each reopen; absent = 0 |
+//! | `no_create_before_ms`, `not_before_ms` | N | only when set |
 //!
 //! Items are mapped to and from [`LedgerEntry`] by `serde_dynamo` in `dynamo/item.rs`, which holds this
 //! layout; items written by earlier releases read back unchanged.
@@ -28,7 +30,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use relay_ports::{Accept, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, SystemClock};
+use relay_ports::{
+    Accept, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater, SystemClock,
+};
 
 use crate::error::port_error;
 
@@ -66,6 +70,17 @@ fn state(st: DeliveryState) -> AttributeValue {
 
 fn now_s() -> i64 {
     SystemClock.now_ms().div_euclid(1000)
+}
+
+/// The fence of a write after a claim: the item still carries the caller's token. An item never claimed
+/// has no `claim_token` attribute, which is token 0.
+/// Returns the condition and the value it references (none for token 0).
+fn fence(token: u64) -> (&'static str, Option<(&'static str, AttributeValue)>) {
+    if token == 0 {
+        ("attribute_not_exists(#claim_token)", None)
+    } else {
+        ("#claim_token = :token", Some((":token", n(token))))
+    }
 }
 
 fn is_condition_failure<E>(err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool
@@ -114,6 +129,20 @@ impl DynamoLedger {
         let Some(item) = out.item else { return Ok(None) };
         let entry = from_item(item).map_err(|e| self.malformed(alert_id, e))?;
         Ok((entry.expires_at_s > now_s()).then_some(entry))
+    }
+
+    fn missing(&self, alert_id: &str) -> PortError {
+        PortError::NotFound(format!("ledger table {}: no entry for {alert_id}", self.table))
+    }
+
+    /// After a fenced write was refused: `NotFound`, `Stale`, or `Ok` (the entry is final and the write
+    /// would not have changed it).
+    async fn after_refused_write(&self, alert_id: &str, token: u64) -> Result<(), PortError> {
+        match self.read(alert_id).await? {
+            None => Err(self.missing(alert_id)),
+            Some(e) if e.claim_token != token => Err(PortError::stale_claim(alert_id, e.claim_token, token)),
+            Some(_) => Ok(()),
+        }
     }
 
     /// A conditional UpdateItem; `Ok(None)` when the condition failed, else the new item.
@@ -225,9 +254,9 @@ impl Ledger for DynamoLedger {
         }
     }
 
-    /// Conditional UpdateItem that sets `IN_PROGRESS` and the lease and `ADD`s 1 to `attempts`
-    /// (ReturnValues ALL_NEW). When the condition fails the entry is read and mapped to
-    /// `Completed` / `Failed` / `Busy` / `Missing`.
+    /// Conditional UpdateItem that sets `IN_PROGRESS` and the lease and `ADD`s 1 to `attempts` and
+    /// `claim_token` (ReturnValues ALL_NEW). When the condition fails the entry is read and mapped to
+    /// `Completed` / `Failed` / `Busy` / `NotBefore` / `Missing`.
     async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError> {
         if lease_ms <= 0 {
             return Err(PortError::Rejected(format!(
@@ -239,10 +268,12 @@ impl Ledger for DynamoLedger {
                 .update(
                     "UpdateItem(claim)",
                     alert_id,
-                    "SET #state = :in_progress, #lease_until_ms = :lease, #updated_at_ms = :now ADD #attempts :one",
+                    "SET #state = :in_progress, #lease_until_ms = :lease, #updated_at_ms = :now \
+                     ADD #attempts :one, #claim_token :one",
                     &format!(
                         "{LIVE} AND (#state IN (:accepted, :queued, :retrying) \
-                         OR (#state = :in_progress AND #lease_until_ms < :now))"
+                         OR (#state = :in_progress AND #lease_until_ms < :now)) \
+                         AND (attribute_not_exists(#not_before_ms) OR #not_before_ms <= :now)"
                     ),
                     &[
                         "alert_id",
@@ -251,6 +282,8 @@ impl Ledger for DynamoLedger {
                         "lease_until_ms",
                         "updated_at_ms",
                         "attempts",
+                        "claim_token",
+                        "not_before_ms",
                     ],
                     vec![
                         (":in_progress", state(DeliveryState::InProgress)),
@@ -278,6 +311,10 @@ impl Ledger for DynamoLedger {
                 }) if until >= now_ms => {
                     return Ok(Claim::Busy { lease_until_ms: until });
                 }
+                Some(LedgerEntry {
+                    not_before_ms: Some(until_ms),
+                    ..
+                }) if until_ms > now_ms => return Ok(Claim::NotBefore { until_ms }),
                 // The entry changed between the write and the read (claimable again): try again.
                 Some(_) => continue,
             }
@@ -288,14 +325,63 @@ impl Ledger for DynamoLedger {
         )))
     }
 
-    async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
+    async fn extend(&self, alert_id: &str, token: u64, now_ms: i64, lease_ms: i64) -> Result<i64, PortError> {
+        let until = now_ms.saturating_add(lease_ms);
+        let (fenced, token_value) = fence(token);
+        let mut values = vec![
+            (":in_progress", state(DeliveryState::InProgress)),
+            (":until", n(until)),
+            (":now_s", n(now_s())),
+        ];
+        values.extend(token_value);
+        let done = self
+            .update(
+                "UpdateItem(extend)",
+                alert_id,
+                "SET #lease_until_ms = :until",
+                &format!("{LIVE} AND #state = :in_progress AND {fenced} AND #lease_until_ms < :until"),
+                &["alert_id", "expires_at", "state", "claim_token", "lease_until_ms"],
+                values,
+            )
+            .await?;
+        if done.is_some() {
+            return Ok(until);
+        }
+        match self.read(alert_id).await? {
+            None => Err(self.missing(alert_id)),
+            Some(e) if e.claim_token != token => Err(PortError::stale_claim(alert_id, e.claim_token, token)),
+            Some(LedgerEntry {
+                state: DeliveryState::InProgress,
+                lease_until_ms: Some(current),
+                ..
+            }) => Ok(current), // already held at least that long
+            Some(e) => Err(PortError::Stale(format!(
+                "ledger entry {alert_id} is {}, not claimed",
+                e.state.as_str()
+            ))),
+        }
+    }
+
+    async fn complete(&self, alert_id: &str, token: u64, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
         let record = record_value(record).map_err(|e| self.malformed(alert_id, e))?;
+        let (fenced, token_value) = fence(token);
+        let mut values = vec![
+            (":completed", state(DeliveryState::Completed)),
+            (":accepted", state(DeliveryState::Accepted)),
+            (":queued", state(DeliveryState::Queued)),
+            (":in_progress", state(DeliveryState::InProgress)),
+            (":retrying", state(DeliveryState::Retrying)),
+            (":record", record),
+            (":now", n(now_ms)),
+            (":now_s", n(now_s())),
+        ];
+        values.extend(token_value);
         let done = self
             .update(
                 "UpdateItem(complete)",
                 alert_id,
                 "SET #state = :completed, #record = :record, #updated_at_ms = :now REMOVE #lease_until_ms",
-                &format!("{LIVE} AND #state IN (:accepted, :queued, :in_progress, :retrying)"),
+                &format!("{LIVE} AND {fenced} AND #state IN (:accepted, :queued, :in_progress, :retrying)"),
                 &[
                     "alert_id",
                     "expires_at",
@@ -303,43 +389,23 @@ impl Ledger for DynamoLedger {
                     "record",
                     "updated_at_ms",
                     "lease_until_ms",
+                    "claim_token",
                 ],
-                vec![
-                    (":completed", state(DeliveryState::Completed)),
-                    (":accepted", state(DeliveryState::Accepted)),
-                    (":queued", state(DeliveryState::Queued)),
-                    (":in_progress", state(DeliveryState::InProgress)),
-                    (":retrying", state(DeliveryState::Retrying)),
-                    (":record", record),
-                    (":now", n(now_ms)),
-                    (":now_s", n(now_s())),
-                ],
+                values,
             )
             .await?;
         if done.is_some() {
             return Ok(());
         }
-        // Already final (Completed keeps its first record; Failed stays Failed) — or missing.
-        match self.read(alert_id).await? {
-            None => Err(PortError::NotFound(format!(
-                "ledger table {}: no entry for {alert_id}",
-                self.table
-            ))),
-            Some(_) => Ok(()),
-        }
+        // Stale, or already final (Completed keeps its first record; Failed stays Failed), or missing.
+        self.after_refused_write(alert_id, token).await
     }
 
-    async fn retry_later(
-        &self,
-        alert_id: &str,
-        error_class: &str,
-        error: &str,
-        needs_lookup: bool,
-        now_ms: i64,
-    ) -> Result<(), PortError> {
+    async fn retry_later(&self, alert_id: &str, token: u64, retry: &RetryLater, now_ms: i64) -> Result<(), PortError> {
         let mut update = String::from(
             "SET #state = :retrying, #last_error_class = :class, #last_error = :error, #updated_at_ms = :now",
         );
+        let mut remove = vec!["#lease_until_ms"];
         let mut attr_names = vec![
             "alert_id",
             "expires_at",
@@ -348,29 +414,52 @@ impl Ledger for DynamoLedger {
             "last_error",
             "updated_at_ms",
             "lease_until_ms",
+            "claim_token",
+            "not_before_ms",
         ];
+        let (fenced, token_value) = fence(token);
         let mut values = vec![
             (":retrying", state(DeliveryState::Retrying)),
             (":accepted", state(DeliveryState::Accepted)),
             (":queued", state(DeliveryState::Queued)),
             (":in_progress", state(DeliveryState::InProgress)),
-            (":class", s(error_class)),
-            (":error", s(error)),
+            (":class", s(&retry.error_class)),
+            (":error", s(&retry.error)),
             (":now", n(now_ms)),
             (":now_s", n(now_s())),
         ];
-        if needs_lookup {
+        values.extend(token_value);
+        if retry.needs_lookup {
             update.push_str(", #needs_lookup = :true");
             attr_names.push("needs_lookup");
             values.push((":true", AttributeValue::Bool(true)));
         }
-        update.push_str(" REMOVE #lease_until_ms");
+        if let Some(settle) = retry.no_create_before_ms {
+            // Keep the latest settle window: read it (the write below is fenced, so the entry cannot have
+            // been claimed in between without the write failing).
+            let current = match self.read(alert_id).await? {
+                Some(e) => e.no_create_before_ms,
+                None => return Err(self.missing(alert_id)),
+            };
+            update.push_str(", #no_create_before_ms = :settle");
+            attr_names.push("no_create_before_ms");
+            values.push((":settle", n(current.map_or(settle, |c| c.max(settle)))));
+        }
+        match retry.not_before_ms {
+            Some(t) => {
+                update.push_str(", #not_before_ms = :not_before");
+                values.push((":not_before", n(t)));
+            }
+            None => remove.push("#not_before_ms"),
+        }
+        update.push_str(" REMOVE ");
+        update.push_str(&remove.join(", "));
         let done = self
             .update(
                 "UpdateItem(retry_later)",
                 alert_id,
                 &update,
-                &format!("{LIVE} AND #state IN (:accepted, :queued, :in_progress, :retrying)"),
+                &format!("{LIVE} AND {fenced} AND #state IN (:accepted, :queued, :in_progress, :retrying)"),
                 &attr_names,
                 values,
             )
@@ -378,23 +467,34 @@ impl Ledger for DynamoLedger {
         if done.is_some() {
             return Ok(());
         }
-        match self.read(alert_id).await? {
-            None => Err(PortError::NotFound(format!(
-                "ledger table {}: no entry for {alert_id}",
-                self.table
-            ))),
-            Some(_) => Ok(()), // Completed or Failed: left alone.
-        }
+        self.after_refused_write(alert_id, token).await // Completed or Failed: left alone.
     }
 
-    async fn fail(&self, alert_id: &str, error_class: &str, error: &str, now_ms: i64) -> Result<(), PortError> {
+    async fn fail(
+        &self,
+        alert_id: &str,
+        token: u64,
+        error_class: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), PortError> {
+        let (fenced, token_value) = fence(token);
+        let mut values = vec![
+            (":failed", state(DeliveryState::Failed)),
+            (":completed", state(DeliveryState::Completed)),
+            (":class", s(error_class)),
+            (":error", s(error)),
+            (":now", n(now_ms)),
+            (":now_s", n(now_s())),
+        ];
+        values.extend(token_value);
         let done = self
             .update(
                 "UpdateItem(fail)",
                 alert_id,
                 "SET #state = :failed, #last_error_class = :class, #last_error = :error, #updated_at_ms = :now \
                  REMOVE #lease_until_ms",
-                &format!("{LIVE} AND #state <> :completed"),
+                &format!("{LIVE} AND {fenced} AND #state <> :completed"),
                 &[
                     "alert_id",
                     "expires_at",
@@ -403,37 +503,44 @@ impl Ledger for DynamoLedger {
                     "last_error",
                     "updated_at_ms",
                     "lease_until_ms",
+                    "claim_token",
                 ],
-                vec![
-                    (":failed", state(DeliveryState::Failed)),
-                    (":completed", state(DeliveryState::Completed)),
-                    (":class", s(error_class)),
-                    (":error", s(error)),
-                    (":now", n(now_ms)),
-                    (":now_s", n(now_s())),
-                ],
+                values,
             )
             .await?;
         if done.is_some() {
             return Ok(());
         }
-        match self.read(alert_id).await? {
-            None => Err(PortError::NotFound(format!(
-                "ledger table {}: no entry for {alert_id}",
-                self.table
-            ))),
-            Some(_) => Ok(()), // Completed: left alone.
-        }
+        self.after_refused_write(alert_id, token).await // Completed: left alone.
     }
 
-    async fn reopen(&self, alert_id: &str, now_ms: i64) -> Result<bool, PortError> {
+    async fn reopen(&self, alert_id: &str, token: u64, now_ms: i64, expires_at_s: i64) -> Result<bool, PortError> {
+        // Read first: the expiry is only ever raised, and a stale token must be told apart from "not Failed".
+        let current = match self.read(alert_id).await? {
+            Some(e) if e.state == DeliveryState::Failed => e,
+            _ => return Ok(false),
+        };
+        if current.claim_token != token {
+            return Err(PortError::stale_claim(alert_id, current.claim_token, token));
+        }
+        let (fenced, token_value) = fence(token);
+        let mut values = vec![
+            (":queued", state(DeliveryState::Queued)),
+            (":failed", state(DeliveryState::Failed)),
+            (":zero", n(0)),
+            (":one", n(1)),
+            (":now", n(now_ms)),
+            (":expires", n(current.expires_at_s.max(expires_at_s))),
+            (":now_s", n(now_s())),
+        ];
+        values.extend(token_value);
         let done = self
             .update(
                 "UpdateItem(reopen)",
                 alert_id,
-                "SET #state = :queued, #attempts = :zero, #first_received_at_ms = :now, #updated_at_ms = :now \
-                 REMOVE #lease_until_ms",
-                &format!("{LIVE} AND #state = :failed"),
+                "SET #state = :queued, #attempts = :zero, #first_received_at_ms = :now, #updated_at_ms = :now, \
+                 #expires_at = :expires ADD #claim_token :one REMOVE #lease_until_ms, #not_before_ms",
+                &format!("{LIVE} AND {fenced} AND #state = :failed"),
                 &[
                     "alert_id",
                     "expires_at",
@@ -442,17 +549,21 @@ impl Ledger for DynamoLedger {
                     "first_received_at_ms",
                     "updated_at_ms",
                     "lease_until_ms",
+                    "claim_token",
+                    "not_before_ms",
                 ],
-                vec![
-                    (":queued", state(DeliveryState::Queued)),
-                    (":failed", state(DeliveryState::Failed)),
-                    (":zero", n(0)),
-                    (":now", n(now_ms)),
-                    (":now_s", n(now_s())),
-                ],
+                values,
             )
             .await?;
-        Ok(done.is_some())
+        if done.is_some() {
+            return Ok(true);
+        }
+        match self.read(alert_id).await? {
+            Some(e) if e.state == DeliveryState::Failed && e.claim_token != token => {
+                Err(PortError::stale_claim(alert_id, e.claim_token, token))
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {

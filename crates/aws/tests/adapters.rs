@@ -393,16 +393,18 @@ async fn malformed_items_and_bad_arguments_are_rejected() {
     assert!(matches!(ledger.accept(&nameless).await, Err(PortError::Rejected(_))));
     // Nothing was changed by the refused calls.
     assert_eq!(ledger.get(&entry.alert_id).await.unwrap(), Some(entry.clone()));
-    assert!(matches!(
-        ledger.claim(&entry.alert_id, now, 1_000).await.unwrap(),
-        Claim::Claimed(_)
-    ));
+    let Claim::Claimed(held) = ledger.claim(&entry.alert_id, now, 1_000).await.unwrap() else {
+        panic!("the claim must be granted")
+    };
     let record = RecordRef {
         table: "incident".into(),
         sys_id: "abc".into(),
         number: None,
         link: "l".into(),
     };
-    ledger.complete(&entry.alert_id, &record, now + 1).await.unwrap();
+    ledger
+        .complete(&entry.alert_id, held.claim_token, &record, now + 1)
+        .await
+        .unwrap();
     assert_eq!(ledger.get(&entry.alert_id).await.unwrap().unwrap().record, Some(record));
 }

@@ -38,7 +38,9 @@ pub struct Settings {
     pub metrics_namespace: String,
     /// The retry schedule; its `window` is `RETRY_WINDOW_SECONDS` (default 86400).
     pub backoff: BackoffPolicy,
-    /// How long a deliverer's claim on an alert lasts.
+    /// How long a deliverer's claim on an alert lasts: `FUNCTION_TIMEOUT_SECONDS` (the function's own
+    /// timeout, set by the template) plus a margin, as nothing an invocation starts outlives it; without
+    /// it, a whole attempt's worst case plus a margin.
     pub lease: Duration,
     /// How long a fetched secret is used before it is fetched again.
     pub secret_ttl: Duration,
@@ -91,6 +93,10 @@ impl Settings {
             1,
         );
         let flush_budget = seconds("FLUSH_BUDGET_SECONDS", defaults::FLUSH_DRAIN_BUDGET.as_secs(), 1);
+        let lease = match get("FUNCTION_TIMEOUT_SECONDS") {
+            None => defaults::lease_for_attempts(defaults::SERVICENOW_TIMEOUT),
+            Some(_) => defaults::lease_for_function(seconds("FUNCTION_TIMEOUT_SECONDS", 0, 1)),
+        };
         if !problems.is_empty() {
             return Err(LambdaError::Settings(problems.join("; ")));
         }
@@ -111,7 +117,7 @@ impl Settings {
                 window,
                 ..BackoffPolicy::default()
             },
-            lease: defaults::LEASE,
+            lease,
             secret_ttl: defaults::SECRET_TTL,
             servicenow_timeout: defaults::SERVICENOW_TIMEOUT,
             ledger_retention: defaults::LEDGER_RETENTION,
@@ -152,6 +158,23 @@ mod tests {
         assert_eq!(s.metrics_namespace, "Relay");
         assert_eq!(s.config_path, Some(PathBuf::from("/opt/relay.yaml")));
         assert_eq!(s.pseudonym_secret_arn.as_deref(), Some("arn:p"));
+    }
+
+    #[test]
+    fn the_lease_outlasts_the_function_timeout() {
+        let mut env = full();
+        let s = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(
+            s.lease,
+            defaults::lease_for_attempts(s.servicenow_timeout),
+            "without the function timeout: a whole attempt plus the margin"
+        );
+        env.insert("FUNCTION_TIMEOUT_SECONDS", "900".into());
+        let s = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(s.lease, Duration::from_secs(900) + defaults::LEASE_MARGIN);
+        env.insert("FUNCTION_TIMEOUT_SECONDS", "soon".into());
+        let e = Settings::from_lookup(|k| env.get(k).cloned()).unwrap_err().to_string();
+        assert!(e.contains("FUNCTION_TIMEOUT_SECONDS=\"soon\""), "{e}");
     }
 
     #[test]

@@ -71,11 +71,10 @@ fn single_caller(c: &mut Criterion) {
             rt.block_on(async {
                 let now = SystemClock.now_ms();
                 ledger.accept(&sample_entry(&id, now)).await.unwrap();
-                assert!(matches!(
-                    ledger.claim(&id, now, 60_000).await.unwrap(),
-                    Claim::Claimed(_)
-                ));
-                ledger.complete(&id, &record(&id), now).await.unwrap();
+                let Claim::Claimed(held) = ledger.claim(&id, now, 60_000).await.unwrap() else {
+                    panic!("the claim must be granted")
+                };
+                ledger.complete(&id, held.claim_token, &record(&id), now).await.unwrap();
             })
         })
     });
@@ -104,8 +103,11 @@ async fn lifecycle(store: &LocalStore, prefix: &str, alerts: u64, in_flight: u64
             while delivered.load(std::sync::atomic::Ordering::Relaxed) < alerts {
                 for m in queue.receive(1, Duration::from_millis(20)).await.unwrap() {
                     let now = SystemClock.now_ms();
-                    if let Claim::Claimed(_) = ledger.claim(&m.body, now, 60_000).await.unwrap() {
-                        ledger.complete(&m.body, &record(&m.body), now).await.unwrap();
+                    if let Claim::Claimed(held) = ledger.claim(&m.body, now, 60_000).await.unwrap() {
+                        ledger
+                            .complete(&m.body, held.claim_token, &record(&m.body), now)
+                            .await
+                            .unwrap();
                     }
                     queue.delete(&m.receipt).await.unwrap();
                     delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::{Durability, LocalError};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Upper bound on jobs sharing one transaction (keeps a commit's latency bounded).
 pub const MAX_JOBS_PER_TRANSACTION: usize = 512;
@@ -74,6 +74,13 @@ CREATE TABLE notifications (
     notice_json   TEXT    NOT NULL
 );
 CREATE INDEX notifications_alert ON notifications (alert_id, id);
+";
+
+/// Version 2: the ledger's claim fencing token and the two "not before" instants of a scheduled retry.
+const MIGRATION_2: &str = "
+ALTER TABLE ledger ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE ledger ADD COLUMN no_create_before_ms INTEGER;
+ALTER TABLE ledger ADD COLUMN not_before_ms INTEGER;
 ";
 
 /// Connection settings shared by the writer and the readers.
@@ -166,7 +173,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), LocalError> {
         if version < 1 {
             conn.execute_batch(MIGRATION_1)?;
         }
-        // Later migrations go here: `if version < 2 { ... }`.
+        if version < 2 {
+            conn.execute_batch(MIGRATION_2)?;
+        }
+        // Later migrations go here: `if version < 3 { ... }`.
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         Ok(())
     })();

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use relay_ports::{Accept, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef};
+use relay_ports::{Accept, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{LocalError, StoreInner};
@@ -37,7 +37,7 @@ impl std::fmt::Debug for SqliteLedger {
 
 const COLUMNS: &str = "alert_id, webhook_id, state, attempts, first_received_at_ms, updated_at_ms, lease_until_ms, \
      needs_lookup, rule, record_type, target_table, severity, delivery, correlation_id, config_hash, record_json, \
-     last_error_class, last_error, expires_at_s";
+     last_error_class, last_error, expires_at_s, claim_token, no_create_before_ms, not_before_ms";
 
 fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, LocalError>> {
     let alert_id: String = r.get(0)?;
@@ -76,6 +76,9 @@ fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, LocalError>> 
         last_error_class: r.get(16)?,
         last_error: r.get(17)?,
         expires_at_s: r.get(18)?,
+        claim_token: r.get::<_, i64>(19)? as u64,
+        no_create_before_ms: r.get(20)?,
+        not_before_ms: r.get(21)?,
     }))
 }
 
@@ -103,7 +106,7 @@ fn store(conn: &Connection, e: &LedgerEntry) -> Result<(), LocalError> {
         })?;
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO ledger ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
     ))?
     .execute(params![
         e.alert_id,
@@ -125,12 +128,28 @@ fn store(conn: &Connection, e: &LedgerEntry) -> Result<(), LocalError> {
         e.last_error_class,
         e.last_error,
         e.expires_at_s,
+        e.claim_token as i64,
+        e.no_create_before_ms,
+        e.not_before_ms,
     ])?;
     Ok(())
 }
 
 fn is_expired(e: &LedgerEntry, now_ms: i64) -> bool {
     e.expires_at_s < now_ms.div_euclid(1000)
+}
+
+/// The fence of every write after a claim: the stored entry must still carry the caller's token (the
+/// read-modify-write runs in one write transaction, so this is `... WHERE claim_token = ?`).
+fn fence(e: &LedgerEntry, token: u64) -> Result<(), LocalError> {
+    if e.claim_token == token {
+        Ok(())
+    } else {
+        Err(LocalError::Stale(format!(
+            "ledger entry {} is at claim {}; the caller holds claim {token}",
+            e.alert_id, e.claim_token
+        )))
+    }
 }
 
 fn missing(alert_id: &str) -> LocalError {
@@ -283,8 +302,12 @@ impl Ledger for SqliteLedger {
                     }
                     DeliveryState::Accepted | DeliveryState::Queued | DeliveryState::Retrying => {}
                 }
+                if let Some(until_ms) = e.not_before_ms.filter(|t| *t > now_ms) {
+                    return Ok((None, Claim::NotBefore { until_ms }));
+                }
                 e.state = DeliveryState::InProgress;
                 e.attempts = e.attempts.saturating_add(1);
+                e.claim_token = e.claim_token.saturating_add(1);
                 e.lease_until_ms = Some(now_ms.saturating_add(lease_ms));
                 e.updated_at_ms = now_ms;
                 Ok((Some(e.clone()), Claim::Claimed(e)))
@@ -292,12 +315,32 @@ impl Ledger for SqliteLedger {
             .await?)
     }
 
-    async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
+    async fn extend(&self, alert_id: &str, token: u64, now_ms: i64, lease_ms: i64) -> Result<i64, PortError> {
+        let id = alert_id.to_string();
+        Ok(self
+            .update(alert_id, move |current| {
+                let mut e = current.ok_or_else(|| missing(&id))?;
+                fence(&e, token)?;
+                if e.state != DeliveryState::InProgress {
+                    return Err(LocalError::Stale(format!(
+                        "ledger entry {id} is {}, not claimed",
+                        e.state.as_str()
+                    )));
+                }
+                let until = e.lease_until_ms.unwrap_or(0).max(now_ms.saturating_add(lease_ms));
+                e.lease_until_ms = Some(until);
+                Ok((Some(e), until))
+            })
+            .await?)
+    }
+
+    async fn complete(&self, alert_id: &str, token: u64, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
         let record = record.clone();
         let id = alert_id.to_string();
         Ok(self
             .update(alert_id, move |current| {
                 let mut e = current.ok_or_else(|| missing(&id))?;
+                fence(&e, token)?;
                 if e.state.is_final() {
                     return Ok((None, ()));
                 }
@@ -310,25 +353,21 @@ impl Ledger for SqliteLedger {
             .await?)
     }
 
-    async fn retry_later(
-        &self,
-        alert_id: &str,
-        error_class: &str,
-        error: &str,
-        needs_lookup: bool,
-        now_ms: i64,
-    ) -> Result<(), PortError> {
-        let (class, error, id) = (error_class.to_string(), error.to_string(), alert_id.to_string());
+    async fn retry_later(&self, alert_id: &str, token: u64, retry: &RetryLater, now_ms: i64) -> Result<(), PortError> {
+        let (retry, id) = (retry.clone(), alert_id.to_string());
         Ok(self
             .update(alert_id, move |current| {
                 let mut e = current.ok_or_else(|| missing(&id))?;
+                fence(&e, token)?;
                 if e.state.is_final() {
                     return Ok((None, ()));
                 }
                 e.state = DeliveryState::Retrying;
-                e.last_error_class = Some(class);
-                e.last_error = Some(error);
-                e.needs_lookup |= needs_lookup;
+                e.last_error_class = Some(retry.error_class);
+                e.last_error = Some(retry.error);
+                e.needs_lookup |= retry.needs_lookup;
+                e.no_create_before_ms = e.no_create_before_ms.max(retry.no_create_before_ms);
+                e.not_before_ms = retry.not_before_ms;
                 e.lease_until_ms = None;
                 e.updated_at_ms = now_ms;
                 Ok((Some(e), ()))
@@ -336,11 +375,19 @@ impl Ledger for SqliteLedger {
             .await?)
     }
 
-    async fn fail(&self, alert_id: &str, error_class: &str, error: &str, now_ms: i64) -> Result<(), PortError> {
+    async fn fail(
+        &self,
+        alert_id: &str,
+        token: u64,
+        error_class: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), PortError> {
         let (class, error, id) = (error_class.to_string(), error.to_string(), alert_id.to_string());
         Ok(self
             .update(alert_id, move |current| {
                 let mut e = current.ok_or_else(|| missing(&id))?;
+                fence(&e, token)?;
                 // Completed is final; a second fail keeps the entry Failed with the latest error.
                 if e.state == DeliveryState::Completed {
                     return Ok((None, ()));
@@ -355,13 +402,17 @@ impl Ledger for SqliteLedger {
             .await?)
     }
 
-    async fn reopen(&self, alert_id: &str, now_ms: i64) -> Result<bool, PortError> {
+    async fn reopen(&self, alert_id: &str, token: u64, now_ms: i64, expires_at_s: i64) -> Result<bool, PortError> {
         Ok(self
             .update(alert_id, move |current| match current {
                 Some(mut e) if e.state == DeliveryState::Failed => {
+                    fence(&e, token)?;
                     e.state = DeliveryState::Queued;
                     e.attempts = 0;
+                    e.claim_token = e.claim_token.saturating_add(1);
+                    e.not_before_ms = None;
                     e.first_received_at_ms = now_ms;
+                    e.expires_at_s = e.expires_at_s.max(expires_at_s);
                     e.updated_at_ms = now_ms;
                     e.lease_until_ms = None;
                     Ok((Some(e), true))

@@ -66,6 +66,9 @@ pub enum LocalError {
     Rejected(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// A fenced ledger write with a claim token that is no longer the entry's.
+    #[error("{0}")]
+    Stale(String),
     #[error("secrets file {path}: {reason}")]
     SecretsFile { path: PathBuf, reason: String },
     /// An existing database (or its WAL/SHM file) that other users of the machine can read or write: it
@@ -82,6 +85,7 @@ impl From<LocalError> for PortError {
         match e {
             LocalError::Rejected(m) => PortError::Rejected(m),
             LocalError::NotFound(m) => PortError::NotFound(m),
+            LocalError::Stale(m) => PortError::Stale(m),
             LocalError::SchemaTooNew { .. }
             | LocalError::Corrupt(_)
             | LocalError::SecretsFile { .. }

@@ -43,6 +43,10 @@ ledger_checks!(
     ledger_reopen,
     ledger_concurrent_claims_grant_exactly_one,
     ledger_concurrent_accepts_write_once,
+    ledger_fencing_refuses_a_stale_holder,
+    ledger_extend_keeps_the_claim,
+    ledger_retry_windows,
+    ledger_reopen_keeps_lookup_and_extends_expiry,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,9 @@ fn entry(alert_id: &str, now: i64) -> LedgerEntry {
         last_error_class: None,
         last_error: None,
         expires_at_s: now / 1000 + 86_400,
+        claim_token: 0,
+        no_create_before_ms: None,
+        not_before_ms: None,
     }
 }
 
@@ -68,14 +71,17 @@ async fn crash_child_writes_until_killed() {
                 for m in queue.receive(5, Duration::from_millis(50)).await.expect("receive") {
                     let now = SystemClock.now_ms();
                     match ledger.claim(&m.body, now, 60_000).await.expect("claim") {
-                        Claim::Claimed(_) => {
+                        Claim::Claimed(held) => {
                             let record = RecordRef {
                                 table: "incident".into(),
                                 sys_id: format!("sys-{}", m.body),
                                 number: None,
                                 link: String::new(),
                             };
-                            ledger.complete(&m.body, &record, now).await.expect("complete");
+                            ledger
+                                .complete(&m.body, held.claim_token, &record, now)
+                                .await
+                                .expect("complete");
                             queue.delete(&m.receipt).await.expect("delete");
                             println!("DONE {}", m.body);
                         }

@@ -274,7 +274,7 @@ async fn a_failing_call_sharing_a_transaction_does_not_undo_the_others() {
             if i % 2 == 0 {
                 ledger.accept(&sample_entry(&format!("ok-{i}"), now)).await.map(|_| ())
             } else {
-                ledger.fail(&format!("missing-{i}"), "permanent", "x", now).await
+                ledger.fail(&format!("missing-{i}"), 0, "permanent", "x", now).await
             }
         }
     });

@@ -6,8 +6,34 @@ use std::time::Duration;
 /// `GET /v1/alerts/{id}` answers.
 pub const LEDGER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// How long a delivery claim holds an alert before another deliverer may take it over.
-pub const LEASE: Duration = Duration::from_secs(120);
+/// HTTP exchanges one ServiceNow call may make at worst, each bounded by the client's exchange timeout: an
+/// OAuth token request and the request itself, both repeated once after a 401.
+pub const EXCHANGES_PER_CALL: u32 = 4;
+
+/// ServiceNow calls one realtime attempt makes at worst: the lookup by correlation id and the create.
+pub const CALLS_PER_ATTEMPT: u32 = 2;
+
+/// What a lease keeps over the longest attempt it covers: the ledger writes around the calls and the
+/// scheduling delay of a loaded host.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The longest one delivery attempt can take when each HTTP exchange is bounded by `exchange_timeout`.
+pub fn attempt_budget(exchange_timeout: Duration) -> Duration {
+    exchange_timeout * (EXCHANGES_PER_CALL * CALLS_PER_ATTEMPT)
+}
+
+/// The claim lease of a deliverer whose attempts are bounded only by `exchange_timeout` (`relay serve`):
+/// longer than a whole attempt, so no other deliverer takes an alert over while a call is still in flight.
+/// The deliverer also renews it while a call is in flight.
+pub fn lease_for_attempts(exchange_timeout: Duration) -> Duration {
+    attempt_budget(exchange_timeout) + LEASE_MARGIN
+}
+
+/// The claim lease of a deliverer that the platform stops after `function_timeout` (a Lambda function):
+/// nothing it started can outlive the invocation, so the lease only has to outlast the function.
+pub fn lease_for_function(function_timeout: Duration) -> Duration {
+    function_timeout + LEASE_MARGIN
+}
 
 /// How long a fetched secret is used before it is fetched again.
 pub const SECRET_TTL: Duration = Duration::from_secs(300);
@@ -15,8 +41,11 @@ pub const SECRET_TTL: Duration = Duration::from_secs(300);
 /// After a signature mismatch, a cached signing secret at least this old is fetched again (rotation).
 pub const SECRET_REFRESH_AFTER: Duration = Duration::from_secs(60);
 
-/// Time allowed for one ServiceNow HTTP exchange.
+/// Time allowed for one ServiceNow HTTP exchange (Lambda).
 pub const SERVICENOW_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Time allowed for one ServiceNow HTTP exchange (`relay serve`).
+pub const LOCAL_SERVICENOW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one flush may drain the batch queue.
 pub const FLUSH_DRAIN_BUDGET: Duration = Duration::from_secs(60);
@@ -37,3 +66,17 @@ pub const FLUSH_MAX_MESSAGES: usize = 10_000;
 
 /// The CloudWatch namespace of the metrics.
 pub const METRICS_NAMESPACE: &str = "AlertRelay";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_outlasts_the_longest_attempt() {
+        // lookup + create, each a token request and a request, each repeated after a 401: 8 exchanges
+        assert_eq!(attempt_budget(Duration::from_secs(10)), Duration::from_secs(80));
+        assert_eq!(lease_for_attempts(Duration::from_secs(10)), Duration::from_secs(85));
+        assert!(lease_for_attempts(SERVICENOW_TIMEOUT) > attempt_budget(SERVICENOW_TIMEOUT));
+        assert_eq!(lease_for_function(Duration::from_secs(900)), Duration::from_secs(905));
+    }
+}

@@ -2,12 +2,14 @@
 //! retryable failures are delayed with the backoff policy; permanent ones and exhausted windows go to the
 //! dead-letter queue with a notification.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use relay_core::batch::{self, PlannedRecord};
 use relay_core::{BackoffPolicy, NextAttempt, RecordType};
-use relay_ports::{Accept, Claim, FailureNotice, LedgerEntry, PortError, ReceivedMessage, RecordRef};
+use relay_ports::{Accept, Claim, FailureNotice, LedgerEntry, PortError, ReceivedMessage, RecordRef, RetryLater};
 use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
 
 use crate::Ports;
@@ -32,7 +34,9 @@ pub enum Disposition {
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
     pub backoff: BackoffPolicy,
-    /// How long a claim holds an alert before another deliverer may take it over.
+    /// How long a claim holds an alert before another deliverer may take it over. Longer than a whole
+    /// attempt (see `defaults::lease_for_attempts` / `lease_for_function`); renewed while a call is in
+    /// flight.
     pub lease: Duration,
     pub ledger_retention: Duration,
 }
@@ -41,7 +45,7 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
             backoff: BackoffPolicy::default(),
-            lease: crate::defaults::LEASE,
+            lease: crate::defaults::lease_for_attempts(crate::defaults::SERVICENOW_TIMEOUT),
             ledger_retention: crate::defaults::LEDGER_RETENTION,
         }
     }
@@ -114,6 +118,12 @@ impl Delivery {
     /// Create (or, after an ambiguous attempt, find) the record for `env`. Returns the outcome and whether
     /// the record was found rather than created.
     pub async fn create(&self, env: &Envelope, lookup_first: bool) -> (Outcome, bool) {
+        self.create_held(env, lookup_first, None).await
+    }
+
+    /// [`Delivery::create`] under a claim: after a lookup that found nothing, the create is only sent once
+    /// the claim is confirmed still held (a fenced lease renewal); a lost claim sends nothing.
+    async fn create_held(&self, env: &Envelope, lookup_first: bool, held: Option<&Held>) -> (Outcome, bool) {
         let client = match self.servicenow.client().await {
             Ok(c) => c,
             Err(o) => return (o, false),
@@ -139,6 +149,11 @@ impl Delivery {
                     Ok(Some(found)) => return (Outcome::Created(found), true),
                     Ok(None) => {}
                     Err(o) => return (o, false),
+                }
+                if let Some(held) = held
+                    && let Err(o) = held.confirm(self).await
+                {
+                    return (o, false);
                 }
             }
             let created = client.create_record(env.table(), env.fields()).await;
@@ -189,7 +204,8 @@ impl Delivery {
     ) -> Result<(), PortError> {
         let now = self.ports.clock.now_ms();
         for key in env.covered_keys() {
-            self.ports.ledger.complete(&key, &record, now).await?;
+            let token = self.token_for(&key, entry).await?;
+            self.ports.ledger.complete(&key, token, &record, now).await?;
         }
         RecordDelivered {
             key: &env.ledger_key(),
@@ -202,6 +218,15 @@ impl Delivery {
         }
         .emit();
         Ok(())
+    }
+
+    /// The claim token to write `key` with: the caller's claim for its own key; for the members an aggregate
+    /// covers (not claimed one by one) the token they carry now.
+    async fn token_for(&self, key: &str, entry: &LedgerEntry) -> Result<u64, PortError> {
+        if key == entry.alert_id {
+            return Ok(entry.claim_token);
+        }
+        Ok(self.ports.ledger.get(key).await?.map_or(0, |e| e.claim_token))
     }
 
     /// After a failed attempt: schedule the next one, or give up. On [`AfterFailure::RetryIn`] the caller
@@ -234,10 +259,11 @@ impl Delivery {
         {
             NextAttempt::After(delay) => {
                 let ambiguous = matches!(outcome, Outcome::Ambiguous { .. });
+                let retry = RetryLater::new(class, reason.as_str()).needing_lookup(ambiguous);
                 if let Err(e) = self
                     .ports
                     .ledger
-                    .retry_later(&key, class, &reason, ambiguous, now)
+                    .retry_later(&key, entry.claim_token, &retry, now)
                     .await
                 {
                     tracing::error!(alert_id = %key, error = %e, "could not record the retry in the ledger");
@@ -293,11 +319,19 @@ impl Delivery {
         });
         if let Err(e) = self.ports.dlq.send(&dead.to_json(), Duration::ZERO).await {
             tracing::error!(alert_id = %key, error = %e, "dead-letter queue unavailable; keeping the alert for retry");
-            let _ = self.ports.ledger.retry_later(&key, class, error, false, now).await;
+            let _ = self
+                .ports
+                .ledger
+                .retry_later(&key, entry.claim_token, &RetryLater::new(class, error), now)
+                .await;
             return false;
         }
         for id in env.covered_keys() {
-            if let Err(e) = self.ports.ledger.fail(&id, class, error, now).await {
+            let failed = match self.token_for(&id, entry).await {
+                Ok(token) => self.ports.ledger.fail(&id, token, class, error, now).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = failed {
                 tracing::error!(alert_id = %id, error = %e, "could not mark the alert failed");
             }
         }
@@ -384,6 +418,80 @@ pub async fn attach_member_list(client: &ServiceNowClient, record: &PlannedRecor
     }
 }
 
+/// A claim held by one attempt: its key and token, and whether a renewal found it taken over.
+pub struct Held {
+    key: String,
+    token: u64,
+    lost: AtomicBool,
+}
+
+impl Held {
+    pub fn new(entry: &LedgerEntry) -> Held {
+        Held {
+            key: entry.alert_id.clone(),
+            token: entry.claim_token,
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// A renewal (or the confirmation before a create) found the claim no longer ours.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Renew the lease once; false (and remembered) when the claim is no longer ours.
+    async fn renew(&self, d: &Delivery) -> Result<(), PortError> {
+        let lease = d.settings.lease.as_millis() as i64;
+        match d
+            .ports
+            .ledger
+            .extend(&self.key, self.token, d.ports.clock.now_ms(), lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if matches!(e, PortError::Stale(_) | PortError::NotFound(_)) {
+                    self.lost.store(true, Ordering::SeqCst);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Before a create: the claim must still be ours (renewed for a whole attempt). Otherwise the create
+    /// is not sent; the outcome says why (retryable: nothing was sent).
+    async fn confirm(&self, d: &Delivery) -> Result<(), Outcome> {
+        self.renew(d).await.map_err(|e| Outcome::Retryable {
+            retry_after: None,
+            reason: format!("claim not confirmed before the create: {e}"),
+        })
+    }
+}
+
+impl Delivery {
+    /// Run `work` (an attempt's ServiceNow calls) while renewing the claim's lease every third of it, so a
+    /// call slower than expected never lets a second deliverer take the alert over.
+    pub async fn holding<F: Future>(&self, held: &Held, work: F) -> F::Output {
+        let every = (self.settings.lease / 3).max(Duration::from_millis(100));
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = held.renew(self).await {
+                    tracing::warn!(alert_id = %held.key, error = %e, "could not renew the claim");
+                    if held.is_lost() {
+                        // taken over: nothing left to renew; the attempt learns it from `held`
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            out = work => out,
+            () = heartbeat => unreachable!("the heartbeat never ends"),
+        }
+    }
+}
+
 /// Whether an attempt must look the record up before creating it: after an ambiguous outcome, and on every
 /// later attempt, because an earlier attempt may have died mid-call (process killed, Lambda timeout) and left
 /// no outcome in the ledger at all. A first attempt never pays for the lookup.
@@ -417,8 +525,8 @@ impl Deliverer {
         let entry = match d.claim(&env).await {
             Ok(Claim::Claimed(entry)) => entry,
             Ok(Claim::Completed(_) | Claim::Failed(_)) => return Disposition::Done,
-            Ok(Claim::Busy { lease_until_ms }) => {
-                let wait = Duration::from_millis((lease_until_ms - d.ports.clock.now_ms()).max(1000) as u64);
+            Ok(Claim::Busy { lease_until_ms: until } | Claim::NotBefore { until_ms: until }) => {
+                let wait = Duration::from_millis((until - d.ports.clock.now_ms()).max(1000) as u64);
                 self.delay(msg, wait).await;
                 return Disposition::RetryLater;
             }
@@ -427,7 +535,15 @@ impl Deliverer {
                 return Disposition::RetryLater;
             }
         };
-        let (outcome, found) = d.create(&env, must_look_up(&entry)).await;
+        let held = Held::new(&entry);
+        let (outcome, found) = d
+            .holding(&held, d.create_held(&env, must_look_up(&entry), Some(&held)))
+            .await;
+        if held.is_lost() && !matches!(outcome, Outcome::Created(_)) {
+            // Another deliverer holds the alert now: it decides; nothing of this attempt is recorded.
+            tracing::warn!(alert_id = %env.ledger_key(), "claim lost during the attempt; leaving the alert to its new holder");
+            return Disposition::RetryLater;
+        }
         match outcome {
             Outcome::Created(rec) => match d.succeeded(&env, &entry, record_ref(rec), found).await {
                 Ok(()) => Disposition::Done,
@@ -435,10 +551,11 @@ impl Deliverer {
                     // The record exists but the ledger did not take it: the next attempt looks it up.
                     tracing::error!(alert_id = %env.ledger_key(), error = %e, "record created but ledger not updated");
                     let now = d.ports.clock.now_ms();
+                    let retry = RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true);
                     let _ = d
                         .ports
                         .ledger
-                        .retry_later(&env.ledger_key(), "ambiguous", "ledger update failed", true, now)
+                        .retry_later(&env.ledger_key(), entry.claim_token, &retry, now)
                         .await;
                     Disposition::RetryLater
                 }

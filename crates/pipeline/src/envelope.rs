@@ -77,7 +77,7 @@ impl Envelope {
     /// The ledger key this message is delivered under: the alert id, or `batch:<correlation id>`.
     pub fn ledger_key(&self) -> String {
         match &self.item {
-            Item::Alert { decision, .. } => decision.alert_id.clone(),
+            Item::Alert { decision, .. } => alert_key(&decision.alert_id),
             Item::Aggregate { record } => aggregate_key(&record.correlation_id),
         }
     }
@@ -128,7 +128,7 @@ impl Envelope {
     pub fn covered_keys(&self) -> Vec<String> {
         let mut keys = Vec::new();
         if let Item::Aggregate { record } = &self.item {
-            keys.extend(record.alert_ids.iter().cloned());
+            keys.extend(record.alert_ids.iter().map(|id| alert_key(id)));
         }
         keys.push(self.ledger_key());
         keys
@@ -156,7 +156,59 @@ pub fn record_key<'a>(dedupe: &'a relay_core::Dedupe, correlation_id: &'a str) -
     }
 }
 
+/// What an aggregate's ledger key starts with.
+const AGGREGATE_PREFIX: &str = "batch:";
+/// What the ledger key of an alert whose id could be mistaken for another key starts with.
+const ESCAPED_ALERT_PREFIX: &str = "alert:";
+
 /// Ledger key of a batch aggregate.
 pub fn aggregate_key(correlation_id: &str) -> String {
-    format!("batch:{correlation_id}")
+    format!("{AGGREGATE_PREFIX}{correlation_id}")
+}
+
+/// Ledger key of one alert: its id, unless the id starts like an aggregate's key (or like an escaped
+/// key), then the id behind [`ESCAPED_ALERT_PREFIX`]. Distinct alert ids keep distinct keys, and no alert
+/// key is ever an aggregate's.
+pub fn alert_key(alert_id: &str) -> String {
+    if alert_id.starts_with(AGGREGATE_PREFIX) || alert_id.starts_with(ESCAPED_ALERT_PREFIX) {
+        format!("{ESCAPED_ALERT_PREFIX}{alert_id}")
+    } else {
+        alert_id.to_string()
+    }
+}
+
+/// The alert id behind an alert's ledger key (the inverse of [`alert_key`]).
+pub fn alert_id_of_key(key: &str) -> &str {
+    match key.strip_prefix(ESCAPED_ALERT_PREFIX) {
+        Some(id) if id.starts_with(AGGREGATE_PREFIX) || id.starts_with(ESCAPED_ALERT_PREFIX) => id,
+        _ => key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_keys_never_collide_with_each_other_or_aggregate_keys() {
+        let ids = [
+            "a-1",
+            "batch:emon:b:1",
+            "alert:batch:emon:b:1",
+            "alert:x",
+            "alert:alert:x",
+            "x:batch:",
+        ];
+        let mut keys: Vec<String> = ids.iter().map(|id| alert_key(id)).collect();
+        for (id, key) in ids.iter().zip(&keys) {
+            assert_eq!(alert_id_of_key(key), *id);
+            assert!(!key.starts_with(AGGREGATE_PREFIX), "{key}");
+        }
+        keys.push(aggregate_key("emon:b:1"));
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "{keys:?}");
+        assert_eq!(alert_key("a-1"), "a-1", "ordinary ids are their own keys");
+    }
 }

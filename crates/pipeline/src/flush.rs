@@ -11,7 +11,7 @@ use futures::StreamExt;
 use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_core::config::BatchSettings;
 use relay_core::{Config, RecordType};
-use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RecordRef};
+use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RecordRef, RetryLater};
 use serde::Serialize;
 use servicenow_client::{BatchItem, Outcome};
 
@@ -392,27 +392,24 @@ impl Flusher {
         }
 
         // Settle every record (a bounded number at a time): sent ones by their outcome, the others deferred.
-        let jobs: Vec<(&PlannedRecord, Option<(Outcome, bool)>)> = plan
-            .records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r, outcomes.remove(&i).filter(|_| !skipped.contains(&i))))
+        let jobs: Vec<(usize, Option<(Outcome, bool)>)> = (0..plan.records.len())
+            .map(|i| (i, outcomes.remove(&i).filter(|_| !skipped.contains(&i))))
             .collect();
-        let alerts_ref = &alerts;
+        let (alerts_ref, records) = (&alerts, &plan.records);
         // the futures are built first (not by a closure inside the stream), so the flush future stays `Send`
         let jobs: Vec<_> = jobs
             .into_iter()
-            .map(|(record, outcome)| async move { (record, self.settle(record, alerts_ref, outcome).await) })
+            .map(|(i, outcome)| async move { (i, self.settle(&records[i], alerts_ref, outcome).await) })
             .collect();
-        let settled: Vec<(&PlannedRecord, Settled)> = futures::stream::iter(jobs)
+        let settled: Vec<(usize, Settled)> = futures::stream::iter(jobs)
             .buffer_unordered(crate::defaults::FLUSH_SETTLE_CONCURRENCY)
             .collect()
             .await;
         let mut finished: Vec<&ReceivedMessage> = done.iter().collect();
-        for (record, s) in &settled {
+        for (i, s) in &settled {
             report.add(&s.report);
             if s.delete {
-                finished.extend(record.members.iter().map(|m| &alerts[*m].msg));
+                finished.extend(plan.records[*i].members.iter().map(|m| &alerts[*m].msg));
             }
         }
         self.delete_all(&finished).await;
@@ -435,9 +432,8 @@ impl Flusher {
                     .ledger
                     .retry_later(
                         &m.entry.alert_id,
-                        DEFERRED,
-                        "the flush reached its deadline first",
-                        false,
+                        m.entry.claim_token,
+                        &RetryLater::new(DEFERRED, "the flush reached its deadline first"),
                         now,
                     )
                     .await;
@@ -477,9 +473,8 @@ impl Flusher {
                             .ledger
                             .retry_later(
                                 &m.entry.alert_id,
-                                "ambiguous",
-                                "ledger update failed",
-                                true,
+                                m.entry.claim_token,
+                                &RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true),
                                 d.ports.clock.now_ms(),
                             )
                             .await;
@@ -542,7 +537,12 @@ impl Flusher {
                         let _ = d
                             .ports
                             .ledger
-                            .retry_later(&m.entry.alert_id, &class, &reason, ambiguous, now)
+                            .retry_later(
+                                &m.entry.alert_id,
+                                m.entry.claim_token,
+                                &RetryLater::new(class.as_str(), reason.as_str()).needing_lookup(ambiguous),
+                                now,
+                            )
                             .await;
                     }
                 }
@@ -552,7 +552,11 @@ impl Flusher {
             AfterFailure::DeadLettered => {
                 if members.len() > 1 {
                     for m in members {
-                        let _ = d.ports.ledger.fail(&m.entry.alert_id, &class, &reason, now).await;
+                        let _ = d
+                            .ports
+                            .ledger
+                            .fail(&m.entry.alert_id, m.entry.claim_token, &class, &reason, now)
+                            .await;
                     }
                 }
                 report.dead_lettered += 1;

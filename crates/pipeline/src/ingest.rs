@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Ports;
-use crate::envelope::{Envelope, Item};
+use crate::envelope::{Envelope, Item, alert_id_of_key, alert_key};
 use crate::secrets::WebhookKeys;
 use crate::signature::{SignatureError, WebhookSecrets};
 use crate::telemetry::{AlertAccepted, AlertRouted, TelemetryEvent, WebhookRejected};
@@ -136,6 +136,9 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
         updated_at_ms: envelope.received_at_ms,
         lease_until_ms: None,
         needs_lookup: false,
+        claim_token: 0,
+        no_create_before_ms: None,
+        not_before_ms: None,
         rule,
         record_type: envelope.record_type().as_str().to_string(),
         table: envelope.table().to_string(),
@@ -300,7 +303,7 @@ impl Ingest {
         };
         if let Err(e) = queue.send(&envelope.to_json(), Duration::ZERO).await {
             tracing::error!(alert_id = %decision.alert_id, error = %e, "enqueue failed");
-            if let Err(e) = self.ports.ledger.forget(&decision.alert_id).await {
+            if let Err(e) = self.ports.ledger.forget(&alert_key(&decision.alert_id)).await {
                 tracing::error!(alert_id = %decision.alert_id, error = %e, "could not undo the ledger entry");
             }
             WebhookRejected {
@@ -310,7 +313,12 @@ impl Ingest {
             .emit();
             return unavailable("the queue");
         }
-        if let Err(e) = self.ports.ledger.mark_queued(&decision.alert_id, now_ms).await {
+        if let Err(e) = self
+            .ports
+            .ledger
+            .mark_queued(&alert_key(&decision.alert_id), now_ms)
+            .await
+        {
             // The alert is on the queue; only its status lags. Delivery moves it on regardless.
             tracing::warn!(alert_id = %decision.alert_id, error = %e, "could not mark the alert queued");
         }
@@ -320,7 +328,7 @@ impl Ingest {
 
     /// `GET /v1/alerts/{alert_id}`: the delivery status from the ledger.
     pub async fn status(&self, alert_id: &str) -> Reply {
-        match self.ports.ledger.get(alert_id).await {
+        match self.ports.ledger.get(&alert_key(alert_id)).await {
             Ok(Some(e)) => Reply::new(200, &status_body(&e)),
             Ok(None) => Reply::new(
                 404,
@@ -342,7 +350,7 @@ pub fn status_body(e: &LedgerEntry) -> Value {
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
     };
     json!({
-        "alert_id": e.alert_id,
+        "alert_id": alert_id_of_key(&e.alert_id),
         "state": e.state.as_str(),
         "attempts": e.attempts,
         "first_received_at": ts(e.first_received_at_ms),

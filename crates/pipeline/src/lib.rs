@@ -20,7 +20,7 @@ pub mod signature;
 pub mod telemetry;
 
 pub use deliver::{AfterFailure, Deliverer, Delivery, DeliverySettings, Disposition, Jitter, random_jitter};
-pub use envelope::{Envelope, Item};
+pub use envelope::{Envelope, Item, alert_key};
 pub use flush::{FlushReport, FlushSettings, Flusher};
 pub use ingest::{Ingest, IngestSettings, Reply, SigningKeys, WebhookRequest};
 pub use secrets::{CachedSecret, SecretDocument, ServiceNowSettings, ServiceNowTarget, WebhookKeys};

@@ -100,7 +100,14 @@ pub async fn replay_one(
 ) -> Result<u64, ReplayError> {
     let mut reopened = 0;
     for key in env.covered_keys() {
-        match ledger.reopen(&key, now_ms).await {
+        // Reopen exactly the entry read here (its token fences the write); the retention restarts with the
+        // replay, so the entry outlives the new retry window.
+        let token = match ledger.get(&key).await {
+            Ok(found) => found.map_or(0, |e| e.claim_token),
+            Err(source) => return Err(ReplayError::Reopen { key, source }),
+        };
+        let expires_at_s = now_ms.div_euclid(1000) + crate::defaults::LEDGER_RETENTION.as_secs() as i64;
+        match ledger.reopen(&key, token, now_ms, expires_at_s).await {
             Ok(true) => reopened += 1,
             Ok(false) => {}
             Err(source) => return Err(ReplayError::Reopen { key, source }),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use relay_core::fields::MAX_DESCRIPTION_FIELD;
 use relay_pipeline::{Deliverer, Delivery, FlushSettings, Flusher, Ports};
-use relay_ports::{Accept, AlertQueue, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef};
+use relay_ports::{Accept, AlertQueue, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater};
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind};
 
@@ -202,7 +202,10 @@ impl Ledger for FlakyComplete {
     async fn claim(&self, id: &str, now: i64, lease: i64) -> Result<Claim, PortError> {
         self.inner.claim(id, now, lease).await
     }
-    async fn complete(&self, id: &str, r: &RecordRef, now: i64) -> Result<(), PortError> {
+    async fn extend(&self, id: &str, token: u64, now: i64, lease: i64) -> Result<i64, PortError> {
+        self.inner.extend(id, token, now, lease).await
+    }
+    async fn complete(&self, id: &str, token: u64, r: &RecordRef, now: i64) -> Result<(), PortError> {
         let failing = {
             let mut f = self.fail_once.lock().unwrap();
             if f.as_deref() == Some(id) { f.take() } else { None }
@@ -210,16 +213,16 @@ impl Ledger for FlakyComplete {
         if failing.is_some() {
             return Err(PortError::Unavailable("ledger write failed".into()));
         }
-        self.inner.complete(id, r, now).await
+        self.inner.complete(id, token, r, now).await
     }
-    async fn retry_later(&self, id: &str, c: &str, e: &str, l: bool, now: i64) -> Result<(), PortError> {
-        self.inner.retry_later(id, c, e, l, now).await
+    async fn retry_later(&self, id: &str, token: u64, r: &RetryLater, now: i64) -> Result<(), PortError> {
+        self.inner.retry_later(id, token, r, now).await
     }
-    async fn fail(&self, id: &str, c: &str, e: &str, now: i64) -> Result<(), PortError> {
-        self.inner.fail(id, c, e, now).await
+    async fn fail(&self, id: &str, token: u64, c: &str, e: &str, now: i64) -> Result<(), PortError> {
+        self.inner.fail(id, token, c, e, now).await
     }
-    async fn reopen(&self, id: &str, now: i64) -> Result<bool, PortError> {
-        self.inner.reopen(id, now).await
+    async fn reopen(&self, id: &str, token: u64, now: i64, expires: i64) -> Result<bool, PortError> {
+        self.inner.reopen(id, token, now, expires).await
     }
     async fn get(&self, id: &str) -> Result<Option<LedgerEntry>, PortError> {
         self.inner.get(id).await
@@ -274,4 +277,51 @@ async fn a_member_whose_complete_failed_is_completed_by_the_aggregates_retry() {
         assert_eq!(e.state, DeliveryState::Completed, "m-{i}");
         assert_eq!(e.record.unwrap().sys_id, sys_id);
     }
+}
+
+#[tokio::test]
+async fn an_alert_id_shaped_like_an_aggregate_key_is_its_own_alert() {
+    let h = harness(Options::default()).await;
+    for i in 0..2 {
+        h.post(
+            &alert_body(&format!("k-{i}"), "policy_violation", "low", "E1"),
+            &format!("wh-{i}"),
+        )
+        .await;
+    }
+    h.sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    assert_eq!(h.flusher.flush().await.retried, 1);
+    // the aggregate waits on the realtime queue under its own ledger key
+    let msgs = h.realtime.receive(10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    let key = relay_pipeline::Envelope::from_json(&msgs[0].body).unwrap().ledger_key();
+    assert!(key.starts_with("batch:"), "{key}");
+    h.realtime
+        .change_visibility(&msgs[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
+
+    // an alert whose id is exactly that key is a new alert, not a re-sent webhook
+    let reply = h.post(&alert_body(&key, "dlp", "critical", "E2"), "wh-x").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    h.deliver_all().await;
+    let own = h.ingest.status(&key).await;
+    assert_eq!(own.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&own.body).unwrap();
+    assert_eq!(
+        (body["alert_id"].as_str(), body["state"].as_str()),
+        (Some(key.as_str()), Some("COMPLETED"))
+    );
+    for i in 0..2 {
+        assert_eq!(h.state(&format!("k-{i}")).await.state, DeliveryState::Completed);
+    }
+    let own = h.state(&relay_pipeline::alert_key(&key)).await.record.unwrap();
+    assert_ne!(own.table, TABLE);
+    assert_eq!(h.sim.records(&own.table).len(), 1, "the alert's own record");
+    assert_eq!(h.sim.records(TABLE).len(), 1, "the aggregate's record");
 }

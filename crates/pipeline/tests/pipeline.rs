@@ -257,6 +257,44 @@ async fn two_deliverers_racing_on_one_message_create_one_record() {
     assert_eq!(h.sim.requests().len(), before);
 }
 
+#[tokio::test]
+async fn a_call_slower_than_the_lease_keeps_its_claim_so_no_second_deliverer_creates() {
+    // the lease is far shorter than the call: only the renewal while the call is in flight keeps the claim
+    let h = harness(Options {
+        lease: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    let msg = h.realtime.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    let copy = ReceivedMessage {
+        receipt: "stale".into(),
+        ..msg.clone()
+    };
+    h.sim.inject(Fault {
+        kind: FaultKind::Latency { ms: 650 },
+        count: 2,
+        table: Some("sn_si_incident".into()),
+        method: Some("POST".into()),
+    });
+    let first = h.deliverer.handle(&msg);
+    let second = async {
+        // the copy arrives after the first claim's original lease ran out, while its create is in flight
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        h.deliverer.handle(&copy).await
+    };
+    let (a, b) = tokio::join!(first, second);
+    assert_eq!(a, relay_pipeline::Disposition::Done, "the slow attempt completes");
+    assert_eq!(
+        b,
+        relay_pipeline::Disposition::RetryLater,
+        "the copy finds the claim renewed and waits"
+    );
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1, "exactly one record");
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!((e.state, e.attempts, e.claim_token), (DeliveryState::Completed, 1, 1));
+}
+
 async fn deliver_through_fault(kind: FaultKind, count: u32) -> (Harness, relay_ports::LedgerEntry) {
     let h = harness(Options::default()).await;
     h.sim.inject(Fault {

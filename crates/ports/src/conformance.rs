@@ -41,6 +41,9 @@
 //! - Claims that return `Completed`, `Failed` or `Busy` do not increment `attempts`.
 //! - Every state change sets `updated_at_ms` to the call's `now_ms`.
 //! - `delete` with a receipt the queue never issued is an `Err`.
+//! - `extend` on a missing alert id: `Err(PortError::NotFound)`; on an entry that is not `InProgress` with
+//!   the caller's token: `Err(PortError::Stale)`.
+//! - A stale token is refused even when the write would be a no-op (completing a `Completed` entry).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -49,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     Accept, AlertQueue, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, ReceivedMessage, RecordRef,
-    SystemClock,
+    RetryLater, SystemClock,
 };
 
 /// The shortest visibility timeout a queue handed to the queue checks may have.
@@ -94,6 +97,9 @@ pub fn sample_entry(alert_id: &str, now_ms: i64) -> LedgerEntry {
         last_error_class: None,
         last_error: None,
         expires_at_s: now_ms / 1000 + 7 * 24 * 3600,
+        claim_token: 0,
+        no_create_before_ms: None,
+        not_before_ms: None,
     }
 }
 
@@ -108,6 +114,19 @@ fn sample_record(n: u32) -> RecordRef {
 
 fn now() -> i64 {
     SystemClock.now_ms()
+}
+
+/// The entry's current claim token (0 when it has none or is missing): what a caller that just read it holds.
+async fn token(ledger: &dyn Ledger, alert_id: &str) -> u64 {
+    match ledger.get(alert_id).await {
+        Ok(e) => e.map_or(0, |e| e.claim_token),
+        Err(e) => panic!("get({alert_id}) failed: {e}"),
+    }
+}
+
+/// An expiry far in the future (what `reopen` is given: the retention counted from the replay).
+fn far_expiry() -> i64 {
+    now() / 1000 + 30 * 24 * 3600
 }
 
 async fn must_get(ledger: &dyn Ledger, alert_id: &str) -> LedgerEntry {
@@ -257,7 +276,7 @@ pub async fn ledger_mark_queued(ledger: &dyn Ledger) {
         "mark_queued on InProgress must change nothing"
     );
     ledger
-        .complete(&e.alert_id, &sample_record(1), t + 50)
+        .complete(&e.alert_id, token(ledger, &e.alert_id).await, &sample_record(1), t + 50)
         .await
         .expect("complete");
     let done = must_get(ledger, &e.alert_id).await;
@@ -311,7 +330,7 @@ pub async fn ledger_forget(ledger: &dyn Ledger) {
 
     claimed(ledger, &e.alert_id, t + 2).await;
     ledger
-        .complete(&e.alert_id, &sample_record(2), t + 3)
+        .complete(&e.alert_id, token(ledger, &e.alert_id).await, &sample_record(2), t + 3)
         .await
         .expect("complete");
     let done = must_get(ledger, &e.alert_id).await;
@@ -364,7 +383,12 @@ pub async fn ledger_claim_from_each_claimable_state(ledger: &dyn Ledger) {
 
     // Retrying: the claim clears nothing it should keep (needs_lookup, last error).
     ledger
-        .retry_later(&q.alert_id, "ambiguous", "timed out", true, t + 7)
+        .retry_later(
+            &q.alert_id,
+            token(ledger, &q.alert_id).await,
+            &RetryLater::new("ambiguous", "timed out").needing_lookup(true),
+            t + 7,
+        )
         .await
         .expect("retry_later");
     let got = claimed(ledger, &q.alert_id, t + 8).await;
@@ -422,7 +446,7 @@ pub async fn ledger_claim_final_states(ledger: &dyn Ledger) {
     let c = accepted(ledger, "claim-completed", t).await;
     claimed(ledger, &c.alert_id, t + 1).await;
     ledger
-        .complete(&c.alert_id, &sample_record(3), t + 2)
+        .complete(&c.alert_id, token(ledger, &c.alert_id).await, &sample_record(3), t + 2)
         .await
         .expect("complete");
     let done = must_get(ledger, &c.alert_id).await;
@@ -443,7 +467,13 @@ pub async fn ledger_claim_final_states(ledger: &dyn Ledger) {
     let f = accepted(ledger, "claim-failed", t).await;
     claimed(ledger, &f.alert_id, t + 1).await;
     ledger
-        .fail(&f.alert_id, "permanent", "ACL denied", t + 2)
+        .fail(
+            &f.alert_id,
+            token(ledger, &f.alert_id).await,
+            "permanent",
+            "ACL denied",
+            t + 2,
+        )
         .await
         .expect("fail");
     let failed = must_get(ledger, &f.alert_id).await;
@@ -465,7 +495,7 @@ pub async fn ledger_complete(ledger: &dyn Ledger) {
     let e = accepted(ledger, "complete", t).await;
     claimed(ledger, &e.alert_id, t + 1).await;
     ledger
-        .complete(&e.alert_id, &sample_record(10), t + 2)
+        .complete(&e.alert_id, token(ledger, &e.alert_id).await, &sample_record(10), t + 2)
         .await
         .expect("complete");
     let done = must_get(ledger, &e.alert_id).await;
@@ -477,7 +507,7 @@ pub async fn ledger_complete(ledger: &dyn Ledger) {
     assert_eq!(done.first_received_at_ms, e.first_received_at_ms);
 
     ledger
-        .complete(&e.alert_id, &sample_record(11), t + 3)
+        .complete(&e.alert_id, token(ledger, &e.alert_id).await, &sample_record(11), t + 3)
         .await
         .expect("second complete is Ok");
     assert_eq!(
@@ -490,11 +520,16 @@ pub async fn ledger_complete(ledger: &dyn Ledger) {
     let r = accepted(ledger, "complete-retrying", t).await;
     claimed(ledger, &r.alert_id, t + 1).await;
     ledger
-        .retry_later(&r.alert_id, "ambiguous", "timeout", true, t + 2)
+        .retry_later(
+            &r.alert_id,
+            token(ledger, &r.alert_id).await,
+            &RetryLater::new("ambiguous", "timeout").needing_lookup(true),
+            t + 2,
+        )
         .await
         .expect("retry_later");
     ledger
-        .complete(&r.alert_id, &sample_record(12), t + 3)
+        .complete(&r.alert_id, token(ledger, &r.alert_id).await, &sample_record(12), t + 3)
         .await
         .expect("complete from Retrying");
     let got = must_get(ledger, &r.alert_id).await;
@@ -507,13 +542,16 @@ pub async fn ledger_complete(ledger: &dyn Ledger) {
     let q = accepted(ledger, "complete-queued", t).await;
     ledger.mark_queued(&q.alert_id, t + 1).await.expect("mark_queued");
     ledger
-        .complete(&q.alert_id, &sample_record(13), t + 2)
+        .complete(&q.alert_id, token(ledger, &q.alert_id).await, &sample_record(13), t + 2)
         .await
         .expect("complete from Queued");
     assert_eq!(must_get(ledger, &q.alert_id).await.state, DeliveryState::Completed);
 
     let missing = unique_id("complete-missing");
-    match ledger.complete(&missing, &sample_record(14), t).await {
+    match ledger
+        .complete(&missing, token(ledger, &missing).await, &sample_record(14), t)
+        .await
+    {
         Err(PortError::NotFound(_)) => {}
         other => panic!("complete of a missing id must be NotFound, got {other:?}"),
     }
@@ -531,7 +569,12 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
     let e = accepted(ledger, "retry", t).await;
     claimed(ledger, &e.alert_id, t + 1).await;
     ledger
-        .retry_later(&e.alert_id, "ambiguous", "read timed out", true, t + 2)
+        .retry_later(
+            &e.alert_id,
+            token(ledger, &e.alert_id).await,
+            &RetryLater::new("ambiguous", "read timed out").needing_lookup(true),
+            t + 2,
+        )
         .await
         .expect("retry_later");
     let got = must_get(ledger, &e.alert_id).await;
@@ -545,7 +588,12 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
 
     claimed(ledger, &e.alert_id, t + 3).await;
     ledger
-        .retry_later(&e.alert_id, "retryable", "HTTP 503", false, t + 4)
+        .retry_later(
+            &e.alert_id,
+            token(ledger, &e.alert_id).await,
+            &RetryLater::new("retryable", "HTTP 503").needing_lookup(false),
+            t + 4,
+        )
         .await
         .expect("retry_later");
     let got = must_get(ledger, &e.alert_id).await;
@@ -565,7 +613,12 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
     let plain = accepted(ledger, "retry-plain", t).await;
     claimed(ledger, &plain.alert_id, t + 1).await;
     ledger
-        .retry_later(&plain.alert_id, "retryable", "HTTP 429", false, t + 2)
+        .retry_later(
+            &plain.alert_id,
+            token(ledger, &plain.alert_id).await,
+            &RetryLater::new("retryable", "HTTP 429").needing_lookup(false),
+            t + 2,
+        )
         .await
         .expect("retry_later");
     assert!(!must_get(ledger, &plain.alert_id).await.needs_lookup);
@@ -574,12 +627,17 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
     let c = accepted(ledger, "retry-completed", t).await;
     claimed(ledger, &c.alert_id, t + 1).await;
     ledger
-        .complete(&c.alert_id, &sample_record(20), t + 2)
+        .complete(&c.alert_id, token(ledger, &c.alert_id).await, &sample_record(20), t + 2)
         .await
         .expect("complete");
     let done = must_get(ledger, &c.alert_id).await;
     ledger
-        .retry_later(&c.alert_id, "ambiguous", "late", true, t + 3)
+        .retry_later(
+            &c.alert_id,
+            token(ledger, &c.alert_id).await,
+            &RetryLater::new("ambiguous", "late").needing_lookup(true),
+            t + 3,
+        )
         .await
         .expect("retry_later on Completed");
     assert_eq!(
@@ -590,12 +648,23 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
 
     let f = accepted(ledger, "retry-failed", t).await;
     ledger
-        .fail(&f.alert_id, "permanent", "bad table", t + 1)
+        .fail(
+            &f.alert_id,
+            token(ledger, &f.alert_id).await,
+            "permanent",
+            "bad table",
+            t + 1,
+        )
         .await
         .expect("fail");
     let failed = must_get(ledger, &f.alert_id).await;
     ledger
-        .retry_later(&f.alert_id, "ambiguous", "late", true, t + 2)
+        .retry_later(
+            &f.alert_id,
+            token(ledger, &f.alert_id).await,
+            &RetryLater::new("ambiguous", "late").needing_lookup(true),
+            t + 2,
+        )
         .await
         .expect("retry_later on Failed");
     assert_eq!(
@@ -605,7 +674,15 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
     );
 
     let missing = unique_id("retry-missing");
-    match ledger.retry_later(&missing, "retryable", "x", false, t).await {
+    match ledger
+        .retry_later(
+            &missing,
+            token(ledger, &missing).await,
+            &RetryLater::new("retryable", "x").needing_lookup(false),
+            t,
+        )
+        .await
+    {
         Err(PortError::NotFound(_)) => {}
         other => panic!("retry_later of a missing id must be NotFound, got {other:?}"),
     }
@@ -623,7 +700,13 @@ pub async fn ledger_fail(ledger: &dyn Ledger) {
     let e = accepted(ledger, "fail", t).await;
     claimed(ledger, &e.alert_id, t + 1).await;
     ledger
-        .fail(&e.alert_id, "window_exhausted", "24 h retry window exhausted", t + 2)
+        .fail(
+            &e.alert_id,
+            token(ledger, &e.alert_id).await,
+            "window_exhausted",
+            "24 h retry window exhausted",
+            t + 2,
+        )
         .await
         .expect("fail");
     let got = must_get(ledger, &e.alert_id).await;
@@ -639,18 +722,23 @@ pub async fn ledger_fail(ledger: &dyn Ledger) {
     let q = accepted(ledger, "fail-queued", t).await;
     ledger.mark_queued(&q.alert_id, t + 1).await.expect("mark_queued");
     ledger
-        .fail(&q.alert_id, "permanent", "ACL", t + 2)
+        .fail(&q.alert_id, token(ledger, &q.alert_id).await, "permanent", "ACL", t + 2)
         .await
         .expect("fail from Queued");
     assert_eq!(must_get(ledger, &q.alert_id).await.state, DeliveryState::Failed);
     let r = accepted(ledger, "fail-retrying", t).await;
     claimed(ledger, &r.alert_id, t + 1).await;
     ledger
-        .retry_later(&r.alert_id, "retryable", "503", false, t + 2)
+        .retry_later(
+            &r.alert_id,
+            token(ledger, &r.alert_id).await,
+            &RetryLater::new("retryable", "503").needing_lookup(false),
+            t + 2,
+        )
         .await
         .expect("retry_later");
     ledger
-        .fail(&r.alert_id, "auth", "401", t + 3)
+        .fail(&r.alert_id, token(ledger, &r.alert_id).await, "auth", "401", t + 3)
         .await
         .expect("fail from Retrying");
     assert_eq!(must_get(ledger, &r.alert_id).await.state, DeliveryState::Failed);
@@ -659,12 +747,18 @@ pub async fn ledger_fail(ledger: &dyn Ledger) {
     let c = accepted(ledger, "fail-completed", t).await;
     claimed(ledger, &c.alert_id, t + 1).await;
     ledger
-        .complete(&c.alert_id, &sample_record(30), t + 2)
+        .complete(&c.alert_id, token(ledger, &c.alert_id).await, &sample_record(30), t + 2)
         .await
         .expect("complete");
     let done = must_get(ledger, &c.alert_id).await;
     ledger
-        .fail(&c.alert_id, "permanent", "late failure", t + 3)
+        .fail(
+            &c.alert_id,
+            token(ledger, &c.alert_id).await,
+            "permanent",
+            "late failure",
+            t + 3,
+        )
         .await
         .expect("fail on Completed is Ok");
     assert_eq!(
@@ -674,7 +768,10 @@ pub async fn ledger_fail(ledger: &dyn Ledger) {
     );
 
     let missing = unique_id("fail-missing");
-    match ledger.fail(&missing, "permanent", "x", t).await {
+    match ledger
+        .fail(&missing, token(ledger, &missing).await, "permanent", "x", t)
+        .await
+    {
         Err(PortError::NotFound(_)) => {}
         other => panic!("fail of a missing id must be NotFound, got {other:?}"),
     }
@@ -692,12 +789,21 @@ pub async fn ledger_reopen(ledger: &dyn Ledger) {
     claimed(ledger, &e.alert_id, t + 1).await;
     claimed(ledger, &e.alert_id, t + 2 + LEASE_MS).await;
     ledger
-        .fail(&e.alert_id, "window_exhausted", "gave up", t + 3 + LEASE_MS)
+        .fail(
+            &e.alert_id,
+            token(ledger, &e.alert_id).await,
+            "window_exhausted",
+            "gave up",
+            t + 3 + LEASE_MS,
+        )
         .await
         .expect("fail");
     let later = t + 3_600_000;
     assert!(
-        ledger.reopen(&e.alert_id, later).await.expect("reopen"),
+        ledger
+            .reopen(&e.alert_id, token(ledger, &e.alert_id).await, later, far_expiry())
+            .await
+            .expect("reopen"),
         "reopen of a Failed entry is true"
     );
     let got = must_get(ledger, &e.alert_id).await;
@@ -711,18 +817,33 @@ pub async fn ledger_reopen(ledger: &dyn Ledger) {
     assert_eq!(again.attempts, 1, "the first claim after reopen is attempt 1");
 
     // Not Failed → false, nothing changed.
-    assert!(!ledger.reopen(&e.alert_id, later + 2).await.expect("reopen InProgress"));
+    assert!(
+        !ledger
+            .reopen(&e.alert_id, token(ledger, &e.alert_id).await, later + 2, far_expiry())
+            .await
+            .expect("reopen InProgress")
+    );
     assert_eq!(
         must_get(ledger, &e.alert_id).await,
         again,
         "reopen must not touch an InProgress entry"
     );
     ledger
-        .complete(&e.alert_id, &sample_record(40), later + 3)
+        .complete(
+            &e.alert_id,
+            token(ledger, &e.alert_id).await,
+            &sample_record(40),
+            later + 3,
+        )
         .await
         .expect("complete");
     let done = must_get(ledger, &e.alert_id).await;
-    assert!(!ledger.reopen(&e.alert_id, later + 4).await.expect("reopen Completed"));
+    assert!(
+        !ledger
+            .reopen(&e.alert_id, token(ledger, &e.alert_id).await, later + 4, far_expiry())
+            .await
+            .expect("reopen Completed")
+    );
     assert_eq!(
         must_get(ledger, &e.alert_id).await,
         done,
@@ -730,13 +851,18 @@ pub async fn ledger_reopen(ledger: &dyn Ledger) {
     );
 
     let a = accepted(ledger, "reopen-accepted", t).await;
-    assert!(!ledger.reopen(&a.alert_id, t + 1).await.expect("reopen Accepted"));
+    assert!(
+        !ledger
+            .reopen(&a.alert_id, token(ledger, &a.alert_id).await, t + 1, far_expiry())
+            .await
+            .expect("reopen Accepted")
+    );
     assert_eq!(must_get(ledger, &a.alert_id).await, a);
 
     let missing = unique_id("reopen-missing");
     assert!(
         !ledger
-            .reopen(&missing, t)
+            .reopen(&missing, token(ledger, &missing).await, t, far_expiry())
             .await
             .expect("reopen of a missing id is Ok(false)")
     );
@@ -817,6 +943,272 @@ pub async fn ledger_concurrent_accepts_write_once(ledger: &dyn Ledger) {
     );
 }
 
+/// Fencing: every claim increments `claim_token`; after a takeover the first holder's token is stale, and
+/// `complete`, `retry_later`, `fail` and `extend` with it answer `Stale` and write nothing; the new holder's
+/// token works.
+pub async fn ledger_fencing_refuses_a_stale_holder(ledger: &dyn Ledger) {
+    let t = now();
+    let e = accepted(ledger, "fence", t).await;
+    assert_eq!(e.claim_token, 0, "an entry never claimed is at token 0");
+    let first = claimed(ledger, &e.alert_id, t + 1).await;
+    assert_eq!(first.claim_token, 1, "the first claim is token 1");
+    // the first holder's lease runs out mid-call; a second deliverer takes over
+    let second = claimed(ledger, &e.alert_id, t + 2 + LEASE_MS).await;
+    assert!(
+        second.claim_token > first.claim_token,
+        "a takeover must issue a newer token ({} after {})",
+        second.claim_token,
+        first.claim_token
+    );
+    let stale = first.claim_token;
+    let is_stale = |what: &str, r: Result<(), PortError>| match r {
+        Err(PortError::Stale(_)) => {}
+        other => panic!("{what} with a stale token must be Err(Stale), got {other:?}"),
+    };
+    is_stale(
+        "complete",
+        ledger
+            .complete(&e.alert_id, stale, &sample_record(50), t + 3 + LEASE_MS)
+            .await,
+    );
+    is_stale(
+        "retry_later",
+        ledger
+            .retry_later(
+                &e.alert_id,
+                stale,
+                &RetryLater::new("retryable", "503"),
+                t + 3 + LEASE_MS,
+            )
+            .await,
+    );
+    is_stale(
+        "fail",
+        ledger
+            .fail(&e.alert_id, stale, "permanent", "late", t + 3 + LEASE_MS)
+            .await,
+    );
+    is_stale(
+        "extend",
+        ledger
+            .extend(&e.alert_id, stale, t + 3 + LEASE_MS, LEASE_MS)
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        second,
+        "refused writes must leave the new holder's entry untouched"
+    );
+    // the current holder completes; a stale completion afterwards still cannot replace the record
+    ledger
+        .complete(&e.alert_id, second.claim_token, &sample_record(51), t + 4 + LEASE_MS)
+        .await
+        .expect("complete by the current holder");
+    ledger
+        .complete(&e.alert_id, second.claim_token, &sample_record(52), t + 5 + LEASE_MS)
+        .await
+        .expect("completing again with the same token is idempotent");
+    is_stale(
+        "complete after completion",
+        ledger
+            .complete(&e.alert_id, stale, &sample_record(53), t + 6 + LEASE_MS)
+            .await,
+    );
+    let done = must_get(ledger, &e.alert_id).await;
+    assert_eq!(done.state, DeliveryState::Completed);
+    assert_eq!(done.record, Some(sample_record(51)), "the first record is kept");
+    assert_eq!(
+        done.claim_token, second.claim_token,
+        "only claims (and reopen) move the token"
+    );
+}
+
+/// `extend`: the holder keeps its claim past the original lease (`max(lease, now + lease_ms)`), so a later
+/// claim is `Busy`; on an entry not `InProgress` it is `Stale`; on a missing id `NotFound`.
+pub async fn ledger_extend_keeps_the_claim(ledger: &dyn Ledger) {
+    let t = now();
+    let e = accepted(ledger, "extend", t).await;
+    let held = claimed(ledger, &e.alert_id, t + 1).await;
+    let original = held.lease_until_ms.expect("a claim sets the lease");
+    let until = ledger
+        .extend(&e.alert_id, held.claim_token, t + LEASE_MS, LEASE_MS)
+        .await
+        .expect("extend by the holder");
+    assert_eq!(until, t + 2 * LEASE_MS, "extend sets now + lease_ms");
+    // an extend that would shorten the lease leaves it
+    assert_eq!(
+        ledger
+            .extend(&e.alert_id, held.claim_token, t + 2, 10)
+            .await
+            .expect("extend"),
+        until,
+        "extend never shortens a lease"
+    );
+    let got = must_get(ledger, &e.alert_id).await;
+    assert_eq!(got.lease_until_ms, Some(until));
+    assert_eq!(got.attempts, held.attempts, "extend is not an attempt");
+    assert_eq!(got.claim_token, held.claim_token, "extend keeps the token");
+    assert!(until > original);
+    assert_eq!(
+        ledger.claim(&e.alert_id, original + 1, LEASE_MS).await.expect("claim"),
+        Claim::Busy { lease_until_ms: until },
+        "past the original lease the extended claim still holds"
+    );
+    ledger
+        .retry_later(
+            &e.alert_id,
+            held.claim_token,
+            &RetryLater::new("retryable", "503"),
+            t + 3,
+        )
+        .await
+        .expect("retry_later");
+    match ledger.extend(&e.alert_id, held.claim_token, t + 4, LEASE_MS).await {
+        Err(PortError::Stale(_)) => {}
+        other => panic!("extend of a Retrying entry must be Err(Stale), got {other:?}"),
+    }
+    let missing = unique_id("extend-missing");
+    match ledger.extend(&missing, 0, t, LEASE_MS).await {
+        Err(PortError::NotFound(_)) => {}
+        other => panic!("extend of a missing id must be Err(NotFound), got {other:?}"),
+    }
+}
+
+/// `retry_later` keeps the latest settle window (`no_create_before_ms`) and replaces `not_before_ms`; a
+/// claim before `not_before_ms` is `NotBefore` and changes nothing, one at or after it is granted.
+pub async fn ledger_retry_windows(ledger: &dyn Ledger) {
+    let t = now();
+    let e = accepted(ledger, "windows", t).await;
+    let c1 = claimed(ledger, &e.alert_id, t + 1).await;
+    ledger
+        .retry_later(
+            &e.alert_id,
+            c1.claim_token,
+            &RetryLater {
+                no_create_before_ms: Some(t + 90_000),
+                not_before_ms: Some(t + 3_600_000),
+                ..RetryLater::new("ambiguous", "timed out").needing_lookup(true)
+            },
+            t + 2,
+        )
+        .await
+        .expect("retry_later");
+    let waiting = must_get(ledger, &e.alert_id).await;
+    assert_eq!(waiting.no_create_before_ms, Some(t + 90_000));
+    assert_eq!(waiting.not_before_ms, Some(t + 3_600_000));
+    assert_eq!(
+        ledger.claim(&e.alert_id, t + 60_000, LEASE_MS).await.expect("claim"),
+        Claim::NotBefore {
+            until_ms: t + 3_600_000
+        },
+        "a claim before not_before_ms must wait"
+    );
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        waiting,
+        "a refused claim changes nothing"
+    );
+    let c2 = claimed(ledger, &e.alert_id, t + 3_600_000).await;
+    assert_eq!(c2.attempts, 2);
+    ledger
+        .retry_later(
+            &e.alert_id,
+            c2.claim_token,
+            &RetryLater {
+                no_create_before_ms: Some(t + 10),
+                ..RetryLater::new("retryable", "HTTP 503")
+            },
+            t + 3_600_001,
+        )
+        .await
+        .expect("retry_later");
+    let got = must_get(ledger, &e.alert_id).await;
+    assert_eq!(
+        got.no_create_before_ms,
+        Some(t + 90_000),
+        "an earlier settle window must not replace a later one"
+    );
+    assert_eq!(got.not_before_ms, None, "not_before_ms is replaced (cleared)");
+    assert!(got.needs_lookup, "needs_lookup is never cleared");
+}
+
+/// `fail` then `reopen` keep `needs_lookup` and the settle window; `reopen` raises `expires_at_s`, moves the
+/// token on (the failing holder's token is stale afterwards), and with a stale token is `Stale`.
+pub async fn ledger_reopen_keeps_lookup_and_extends_expiry(ledger: &dyn Ledger) {
+    let t = now();
+    let e = accepted(ledger, "reopen-keep", t).await;
+    let c = claimed(ledger, &e.alert_id, t + 1).await;
+    ledger
+        .retry_later(
+            &e.alert_id,
+            c.claim_token,
+            &RetryLater {
+                no_create_before_ms: Some(t + 90_000),
+                ..RetryLater::new("ambiguous", "timed out").needing_lookup(true)
+            },
+            t + 2,
+        )
+        .await
+        .expect("retry_later");
+    let c = claimed(ledger, &e.alert_id, t + 3).await;
+    ledger
+        .fail(&e.alert_id, c.claim_token, "window_exhausted", "gave up", t + 4)
+        .await
+        .expect("fail");
+    let failed = must_get(ledger, &e.alert_id).await;
+    assert!(failed.needs_lookup, "fail keeps needs_lookup");
+    match ledger.reopen(&e.alert_id, c.claim_token + 1, t + 5, far_expiry()).await {
+        Err(PortError::Stale(_)) => {}
+        other => panic!("reopen with a token other than the entry's must be Err(Stale), got {other:?}"),
+    }
+    assert_eq!(
+        must_get(ledger, &e.alert_id).await,
+        failed,
+        "a refused reopen changes nothing"
+    );
+    let expiry = e.expires_at_s + 30 * 24 * 3600;
+    assert!(
+        ledger
+            .reopen(&e.alert_id, c.claim_token, t + 6, expiry)
+            .await
+            .expect("reopen")
+    );
+    let got = must_get(ledger, &e.alert_id).await;
+    assert_eq!(got.state, DeliveryState::Queued);
+    assert!(
+        got.needs_lookup,
+        "reopen keeps needs_lookup: the next attempt looks up first"
+    );
+    assert_eq!(
+        got.no_create_before_ms,
+        Some(t + 90_000),
+        "reopen keeps the settle window"
+    );
+    assert_eq!(got.expires_at_s, expiry, "reopen extends expires_at_s");
+    assert!(got.claim_token > c.claim_token, "reopen moves the token on");
+    match ledger
+        .complete(&e.alert_id, c.claim_token, &sample_record(60), t + 7)
+        .await
+    {
+        Err(PortError::Stale(_)) => {}
+        other => panic!("the failing holder's token must be stale after reopen, got {other:?}"),
+    }
+    // reopen never shortens the expiry
+    let c = claimed(ledger, &e.alert_id, t + 8).await;
+    ledger
+        .fail(&e.alert_id, c.claim_token, "permanent", "x", t + 9)
+        .await
+        .expect("fail");
+    assert!(
+        ledger
+            .reopen(&e.alert_id, c.claim_token, t + 10, e.expires_at_s)
+            .await
+            .expect("reopen")
+    );
+    assert_eq!(must_get(ledger, &e.alert_id).await.expires_at_s, expiry);
+}
+
 /// Every ledger check, in order, against one ledger.
 pub async fn run_ledger_suite(ledger: &dyn Ledger) {
     ledger_get_round_trips_every_field(ledger).await;
@@ -833,6 +1225,10 @@ pub async fn run_ledger_suite(ledger: &dyn Ledger) {
     ledger_reopen(ledger).await;
     ledger_concurrent_claims_grant_exactly_one(ledger).await;
     ledger_concurrent_accepts_write_once(ledger).await;
+    ledger_fencing_refuses_a_stale_holder(ledger).await;
+    ledger_extend_keeps_the_claim(ledger).await;
+    ledger_retry_windows(ledger).await;
+    ledger_reopen_keeps_lookup_and_extends_expiry(ledger).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -27,6 +27,20 @@ pub enum PortError {
     /// The named item (secret, queue, ledger entry) does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A fenced ledger write carried a claim token that is no longer the entry's: another deliverer has
+    /// claimed the alert since (or the entry changed state). Nothing was written; the caller must stop
+    /// acting on the alert.
+    #[error("stale claim: {0}")]
+    Stale(String),
+}
+
+impl PortError {
+    /// The [`PortError::Stale`] of a fenced write on `alert_id` with `token` while the entry is at `current`.
+    pub fn stale_claim(alert_id: &str, current: u64, token: u64) -> PortError {
+        PortError::Stale(format!(
+            "ledger entry {alert_id} is at claim {current}; the caller holds claim {token}"
+        ))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -145,8 +159,24 @@ pub struct LedgerEntry {
     /// For `InProgress`: the claim is held until then (epoch ms); a later claim may take it over.
     pub lease_until_ms: Option<i64>,
     /// Set once an attempt's outcome was ambiguous: every later attempt first looks the record up by
-    /// correlation id instead of creating blindly. Never cleared.
+    /// correlation id instead of creating blindly. Never cleared (kept through `fail`, `reopen` and replay).
     pub needs_lookup: bool,
+    /// The fencing token: the claim generation. Every granted claim (and every `reopen`) increments it;
+    /// `complete`, `retry_later`, `fail`, `reopen` and `extend` take the token the caller read and refuse
+    /// with [`PortError::Stale`] when it is no longer the entry's, so a holder whose lease was taken over
+    /// can neither complete nor fail the alert. 0 for an entry never claimed (and entries of earlier
+    /// releases).
+    #[serde(default)]
+    pub claim_token: u64,
+    /// After an ambiguous create: no attempt may create the record before this instant (epoch ms), because
+    /// the earlier insert may still commit until then; attempts before it look the record up only. Kept
+    /// as the latest of all settle windows recorded.
+    #[serde(default)]
+    pub no_create_before_ms: Option<i64>,
+    /// No attempt at all before this instant (epoch ms): a `Retry-After` longer than a queue delay can
+    /// carry. A claim before it answers [`Claim::NotBefore`].
+    #[serde(default)]
+    pub not_before_ms: Option<i64>,
     /// What routing decided (for the status API and the audit trail).
     pub rule: String,
     pub record_type: String,
@@ -185,12 +215,44 @@ pub enum Claim {
     Failed(LedgerEntry),
     /// Another deliverer holds an unexpired claim until `lease_until_ms`: retry later.
     Busy { lease_until_ms: i64 },
+    /// The entry must not be attempted before `until_ms` (its `not_before_ms`): retry then.
+    NotBefore { until_ms: i64 },
     /// No entry for this alert id.
     Missing,
 }
 
+/// What [`Ledger::retry_later`] records about a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetryLater {
+    /// `retryable`, `ambiguous`, `auth`, …
+    pub error_class: String,
+    pub error: String,
+    /// OR-ed into the entry's `needs_lookup`.
+    pub needs_lookup: bool,
+    /// The settle window of an ambiguous create; the entry keeps the latest of this and its own.
+    pub no_create_before_ms: Option<i64>,
+    /// Replaces the entry's `not_before_ms` (None clears it).
+    pub not_before_ms: Option<i64>,
+}
+
+impl RetryLater {
+    pub fn new(error_class: impl Into<String>, error: impl Into<String>) -> Self {
+        RetryLater {
+            error_class: error_class.into(),
+            error: error.into(),
+            ..RetryLater::default()
+        }
+    }
+
+    /// The same, with `needs_lookup` set.
+    pub fn needing_lookup(self, needs_lookup: bool) -> Self {
+        RetryLater { needs_lookup, ..self }
+    }
+}
+
 /// The delivery ledger: attempts, state and the resulting ServiceNow record, per alert id.
-/// Every write that changes state is conditional, so two concurrent deliverers never both create a record.
+/// Every write that changes state is conditional, so two concurrent deliverers never both create a record;
+/// the writes after a claim are fenced by the claim's token ([`LedgerEntry::claim_token`]).
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Write `entry` if no entry exists for its alert id (or the existing one has expired).
@@ -200,27 +262,37 @@ pub trait Ledger: Send + Sync {
     /// Delete an `Accepted` entry whose enqueue failed, so the sender's retry is accepted afresh.
     async fn forget(&self, alert_id: &str) -> Result<(), PortError>;
     /// Take the alert for one delivery attempt: allowed from `Accepted`, `Queued`, `Retrying`, or
-    /// `InProgress` whose lease has expired (`lease_until_ms < now_ms`). Increments `attempts`, sets
-    /// `InProgress` and `lease_until_ms = now_ms + lease_ms`.
+    /// `InProgress` whose lease has expired (`lease_until_ms < now_ms`), unless `not_before_ms > now_ms`
+    /// ([`Claim::NotBefore`]). Increments `attempts` and `claim_token`, sets `InProgress` and
+    /// `lease_until_ms = now_ms + lease_ms`.
     async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError>;
+    /// Keep holding a claim: `lease_until_ms = max(lease_until_ms, now_ms + lease_ms)` while the entry is
+    /// `InProgress` with `token`. Returns the new `lease_until_ms`; [`PortError::Stale`] when the claim is
+    /// no longer the caller's (taken over, or settled).
+    async fn extend(&self, alert_id: &str, token: u64, now_ms: i64, lease_ms: i64) -> Result<i64, PortError>;
     /// Any non-final state → `Completed` with `record`. Idempotent: completing a completed entry keeps the
-    /// first record.
-    async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError>;
-    /// Non-final → `Retrying` with the error; clears the lease; `needs_lookup` is OR-ed in.
-    /// Does nothing to a `Completed` or `Failed` entry.
-    async fn retry_later(
+    /// first record. Fenced: [`PortError::Stale`] unless `token` is the entry's `claim_token`.
+    async fn complete(&self, alert_id: &str, token: u64, record: &RecordRef, now_ms: i64) -> Result<(), PortError>;
+    /// Non-final → `Retrying` with the error; clears the lease; `needs_lookup` is OR-ed in, the settle
+    /// window kept at its latest, `not_before_ms` replaced. Does nothing to a `Completed` or `Failed` entry.
+    /// Fenced like `complete`.
+    async fn retry_later(&self, alert_id: &str, token: u64, retry: &RetryLater, now_ms: i64) -> Result<(), PortError>;
+    /// Non-final → `Failed` with the error (`needs_lookup` kept). Does nothing to a `Completed` entry.
+    /// Fenced like `complete`.
+    async fn fail(
         &self,
         alert_id: &str,
+        token: u64,
         error_class: &str,
         error: &str,
-        needs_lookup: bool,
         now_ms: i64,
     ) -> Result<(), PortError>;
-    /// Non-final → `Failed` with the error. Does nothing to a `Completed` entry.
-    async fn fail(&self, alert_id: &str, error_class: &str, error: &str, now_ms: i64) -> Result<(), PortError>;
     /// `Failed` → `Queued` for a replay from the dead-letter queue: the retry window restarts at `now_ms`
-    /// (`first_received_at_ms = now_ms`, `attempts = 0`). Returns false when the entry is not `Failed`.
-    async fn reopen(&self, alert_id: &str, now_ms: i64) -> Result<bool, PortError>;
+    /// (`first_received_at_ms = now_ms`, `attempts = 0`, `not_before_ms` cleared), `needs_lookup` and the
+    /// settle window are kept, `expires_at_s` is raised to at least `expires_at_s` and `claim_token` is
+    /// incremented. Returns false when the entry is not `Failed`; [`PortError::Stale`] when it is but
+    /// `token` is not its `claim_token` (it changed since the caller read it).
+    async fn reopen(&self, alert_id: &str, token: u64, now_ms: i64, expires_at_s: i64) -> Result<bool, PortError>;
     async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError>;
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::{
     Accept, AlertQueue, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, ReceivedMessage, RecordRef,
-    SystemClock,
+    RetryLater, SystemClock,
 };
 use async_trait::async_trait;
 
@@ -215,16 +215,38 @@ impl Ledger for MemoryLedger {
             }
             DeliveryState::Accepted | DeliveryState::Queued | DeliveryState::Retrying => {}
         }
+        if let Some(until_ms) = e.not_before_ms.filter(|t| *t > now_ms) {
+            return Ok(Claim::NotBefore { until_ms });
+        }
         e.state = DeliveryState::InProgress;
         e.attempts += 1;
+        e.claim_token += 1;
         e.lease_until_ms = Some(now_ms + lease_ms);
         e.updated_at_ms = now_ms;
         Ok(Claim::Claimed(e.clone()))
     }
 
-    async fn complete(&self, alert_id: &str, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
+    async fn extend(&self, alert_id: &str, token: u64, now_ms: i64, lease_ms: i64) -> Result<i64, PortError> {
+        let mut until = 0;
         self.update(alert_id, |e| {
-            if e.state != DeliveryState::Completed {
+            fence(e, token)?;
+            if e.state != DeliveryState::InProgress {
+                return Err(PortError::Stale(format!(
+                    "{alert_id} is {}, not claimed",
+                    e.state.as_str()
+                )));
+            }
+            until = e.lease_until_ms.unwrap_or(0).max(now_ms + lease_ms);
+            e.lease_until_ms = Some(until);
+            Ok(())
+        })?;
+        Ok(until)
+    }
+
+    async fn complete(&self, alert_id: &str, token: u64, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
+        self.update(alert_id, |e| {
+            fence(e, token)?;
+            if !e.state.is_final() {
                 e.state = DeliveryState::Completed;
                 e.record = Some(record.clone());
                 e.lease_until_ms = None;
@@ -234,20 +256,16 @@ impl Ledger for MemoryLedger {
         })
     }
 
-    async fn retry_later(
-        &self,
-        alert_id: &str,
-        error_class: &str,
-        error: &str,
-        needs_lookup: bool,
-        now_ms: i64,
-    ) -> Result<(), PortError> {
+    async fn retry_later(&self, alert_id: &str, token: u64, retry: &RetryLater, now_ms: i64) -> Result<(), PortError> {
         self.update(alert_id, |e| {
+            fence(e, token)?;
             if !e.state.is_final() {
                 e.state = DeliveryState::Retrying;
-                e.last_error_class = Some(error_class.into());
-                e.last_error = Some(error.into());
-                e.needs_lookup |= needs_lookup;
+                e.last_error_class = Some(retry.error_class.clone());
+                e.last_error = Some(retry.error.clone());
+                e.needs_lookup |= retry.needs_lookup;
+                e.no_create_before_ms = e.no_create_before_ms.max(retry.no_create_before_ms);
+                e.not_before_ms = retry.not_before_ms;
                 e.lease_until_ms = None;
                 e.updated_at_ms = now_ms;
             }
@@ -255,8 +273,16 @@ impl Ledger for MemoryLedger {
         })
     }
 
-    async fn fail(&self, alert_id: &str, error_class: &str, error: &str, now_ms: i64) -> Result<(), PortError> {
+    async fn fail(
+        &self,
+        alert_id: &str,
+        token: u64,
+        error_class: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), PortError> {
         self.update(alert_id, |e| {
+            fence(e, token)?;
             if e.state != DeliveryState::Completed {
                 e.state = DeliveryState::Failed;
                 e.last_error_class = Some(error_class.into());
@@ -268,13 +294,17 @@ impl Ledger for MemoryLedger {
         })
     }
 
-    async fn reopen(&self, alert_id: &str, now_ms: i64) -> Result<bool, PortError> {
+    async fn reopen(&self, alert_id: &str, token: u64, now_ms: i64, expires_at_s: i64) -> Result<bool, PortError> {
         let mut map = self.entries.lock().expect("ledger lock");
         match Self::live(&mut map, alert_id) {
             Some(e) if e.state == DeliveryState::Failed => {
+                fence(e, token)?;
                 e.state = DeliveryState::Queued;
                 e.first_received_at_ms = now_ms;
                 e.attempts = 0;
+                e.claim_token += 1;
+                e.not_before_ms = None;
+                e.expires_at_s = e.expires_at_s.max(expires_at_s);
                 e.updated_at_ms = now_ms;
                 Ok(true)
             }
@@ -285,6 +315,15 @@ impl Ledger for MemoryLedger {
     async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
         let mut map = self.entries.lock().expect("ledger lock");
         Ok(Self::live(&mut map, alert_id).map(|e| e.clone()))
+    }
+}
+
+/// `Err(Stale)` unless `token` is the entry's claim token.
+fn fence(e: &LedgerEntry, token: u64) -> Result<(), PortError> {
+    if e.claim_token == token {
+        Ok(())
+    } else {
+        Err(PortError::stale_claim(&e.alert_id, e.claim_token, token))
     }
 }
 

@@ -207,7 +207,7 @@ async fn dead_letter(ledger: &dyn Ledger, dlq: &dyn AlertQueue, env: &Envelope) 
         entry.alert_id = key.clone();
         ledger.accept(&entry).await.unwrap();
         ledger
-            .fail(&key, "permanent", "data policy: u_case_owner is mandatory", now_ms())
+            .fail(&key, 0, "permanent", "data policy: u_case_owner is mandatory", now_ms())
             .await
             .unwrap();
     }

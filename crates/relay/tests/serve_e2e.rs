@@ -353,7 +353,14 @@ async fn kill_9_during_delivery_then_restart_delivers_every_alert_exactly_once()
     });
     let sn = servicenow_file(dir.path(), &sim.base_url(), "relay", "relay-password");
     let sn = sn.to_str().unwrap();
-    let args = ["--servicenow-file", sn, "--lease-seconds", "3", "--workers", "1"];
+    let args = [
+        "--servicenow-file",
+        sn,
+        "--servicenow-timeout-seconds",
+        "1",
+        "--workers",
+        "1",
+    ];
     let relay = start_relay(dir.path(), &args);
     assert!(relay.banner().contains(&format!("ServiceNow      {}", sim.base_url())));
     let keys = secrets(dir.path());

@@ -39,6 +39,17 @@ struct LedgerItem {
     last_error: Option<String>,
     /// The TTL attribute (epoch seconds).
     expires_at: i64,
+    /// The fencing token; absent until the first claim (`ADD` creates it), so absent reads as 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    claim_token: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    no_create_before_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_before_ms: Option<i64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The `record` map: `{table, sys_id, number?, link}`.
@@ -95,6 +106,9 @@ impl From<&LedgerEntry> for LedgerItem {
             last_error_class: e.last_error_class.clone(),
             last_error: e.last_error.clone(),
             expires_at: e.expires_at_s,
+            claim_token: e.claim_token,
+            no_create_before_ms: e.no_create_before_ms,
+            not_before_ms: e.not_before_ms,
         }
     }
 }
@@ -121,6 +135,9 @@ impl From<LedgerItem> for LedgerEntry {
             last_error_class: i.last_error_class,
             last_error: i.last_error,
             expires_at_s: i.expires_at,
+            claim_token: i.claim_token,
+            no_create_before_ms: i.no_create_before_ms,
+            not_before_ms: i.not_before_ms,
         }
     }
 }
@@ -198,6 +215,9 @@ mod tests {
             last_error_class: Some("retryable".into()),
             last_error: Some("503".into()),
             expires_at_s: 1_700_600_000,
+            claim_token: 0,
+            no_create_before_ms: None,
+            not_before_ms: None,
         }
     }
 
@@ -270,6 +290,25 @@ mod tests {
     fn items_written_by_earlier_releases_read_back() {
         assert_eq!(from_item(stored_item()).unwrap(), entry());
         assert_eq!(from_item(bare_stored_item()).unwrap(), bare_entry());
+    }
+
+    #[test]
+    fn the_claim_fields_round_trip_and_are_absent_when_unset() {
+        let e = LedgerEntry {
+            claim_token: 7,
+            no_create_before_ms: Some(1_700_000_190_000),
+            not_before_ms: Some(1_700_003_600_000),
+            ..entry()
+        };
+        let item = to_item(&e).unwrap();
+        assert_eq!(item["claim_token"], n("7"));
+        assert_eq!(item["no_create_before_ms"], n("1700000190000"));
+        assert_eq!(item["not_before_ms"], n("1700003600000"));
+        assert_eq!(from_item(item).unwrap(), e);
+        let plain = to_item(&entry()).unwrap();
+        for absent in ["claim_token", "no_create_before_ms", "not_before_ms"] {
+            assert!(!plain.contains_key(absent), "{absent} must be absent when unset");
+        }
     }
 
     #[test]

@@ -185,16 +185,31 @@ impl relay_ports::Ledger for DownLedger {
     async fn claim(&self, _: &str, _: i64, _: i64) -> Result<relay_ports::Claim, relay_ports::PortError> {
         Err(relay_ports::PortError::Unavailable("ledger down".into()))
     }
-    async fn complete(&self, _: &str, _: &relay_ports::RecordRef, _: i64) -> Result<(), relay_ports::PortError> {
+    async fn extend(&self, _: &str, _: u64, _: i64, _: i64) -> Result<i64, relay_ports::PortError> {
+        Err(relay_ports::PortError::Unavailable("ledger down".into()))
+    }
+    async fn complete(
+        &self,
+        _: &str,
+        _: u64,
+        _: &relay_ports::RecordRef,
+        _: i64,
+    ) -> Result<(), relay_ports::PortError> {
         Ok(())
     }
-    async fn retry_later(&self, _: &str, _: &str, _: &str, _: bool, _: i64) -> Result<(), relay_ports::PortError> {
+    async fn retry_later(
+        &self,
+        _: &str,
+        _: u64,
+        _: &relay_ports::RetryLater,
+        _: i64,
+    ) -> Result<(), relay_ports::PortError> {
         Ok(())
     }
-    async fn fail(&self, _: &str, _: &str, _: &str, _: i64) -> Result<(), relay_ports::PortError> {
+    async fn fail(&self, _: &str, _: u64, _: &str, _: &str, _: i64) -> Result<(), relay_ports::PortError> {
         Ok(())
     }
-    async fn reopen(&self, _: &str, _: i64) -> Result<bool, relay_ports::PortError> {
+    async fn reopen(&self, _: &str, _: u64, _: i64, _: i64) -> Result<bool, relay_ports::PortError> {
         Ok(false)
     }
     async fn get(&self, _: &str) -> Result<Option<relay_ports::LedgerEntry>, relay_ports::PortError> {

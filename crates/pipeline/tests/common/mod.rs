@@ -148,6 +148,8 @@ pub struct Options {
     pub window: Duration,
     pub username: &'static str,
     pub batch_settings: Option<relay_core::config::BatchSettings>,
+    /// The deliverers' claim lease.
+    pub lease: Duration,
 }
 
 impl Default for Options {
@@ -157,6 +159,7 @@ impl Default for Options {
             window: Duration::from_secs(60),
             username: "relay",
             batch_settings: None,
+            lease: Duration::from_secs(5),
         }
     }
 }
@@ -214,7 +217,7 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
                 window: opts.window,
                 max_retry_after: Duration::from_secs(5),
             },
-            lease: Duration::from_secs(5),
+            lease: opts.lease,
             ledger_retention: Duration::from_secs(3600),
         },
     )

@@ -87,7 +87,12 @@ async fn from_database(db: Option<&PathBuf>, alert_id: &str) -> Result<(u16, Val
         )));
     }
     let store = LocalStore::open(&db).map_err(CliError::failed)?;
-    match store.ledger().get(alert_id).await.map_err(CliError::failed)? {
+    match store
+        .ledger()
+        .get(&relay_pipeline::alert_key(alert_id))
+        .await
+        .map_err(CliError::failed)?
+    {
         Some(entry) => Ok((200, status_body(&entry))),
         None => Ok((404, json!({"error": format!("no alert with id {alert_id:?} is known")}))),
     }

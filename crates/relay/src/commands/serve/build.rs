@@ -44,9 +44,7 @@ impl Local {
         if args.workers == 0 {
             return Err(CliError::invalid("--workers must be at least 1"));
         }
-        if args.lease_seconds < 2 {
-            return Err(CliError::invalid("--lease-seconds must be at least 2"));
-        }
+        let lease = lease(args)?;
         let config_hash = config.hash.clone();
         let window = Duration::from_secs(args.batch_window_seconds.unwrap_or(config.batch_window_seconds).max(1));
         let flush_settings = FlushSettings {
@@ -58,13 +56,12 @@ impl Local {
         };
         let key = settings::pseudonym_key().map_err(CliError::invalid)?;
         let router = Arc::new(relay_core::Router::with_pseudonym_key(config, key).map_err(CliError::invalid)?);
-        let lease = Duration::from_secs(args.lease_seconds);
         let store = open_store(args, lease)?;
         let (keys, secret_source) =
             settings::signing_secrets(args.secret_file.as_deref(), &args.db, true).map_err(CliError::invalid)?;
         let (read_token, token_source) =
             settings::read_token(args.read_token_file.as_deref(), &args.db, true).map_err(CliError::invalid)?;
-        let (client, servicenow_url, simulator) = servicenow(args, lease).await?;
+        let (client, servicenow_url, simulator) = servicenow(args).await?;
 
         let ports = Ports {
             ledger: Arc::new(store.ledger()),
@@ -191,13 +188,30 @@ fn open_store(args: &ServeArgs, lease: Duration) -> Result<LocalStore, CliError>
     .map_err(CliError::failed)
 }
 
+/// The claim lease: derived from the exchange timeout so it outlasts a whole attempt (a longer one may be
+/// given, a shorter one is refused).
+fn lease(args: &ServeArgs) -> Result<Duration, CliError> {
+    if args.servicenow_timeout_seconds == 0 {
+        return Err(CliError::invalid("--servicenow-timeout-seconds must be at least 1"));
+    }
+    let least = defaults::lease_for_attempts(Duration::from_secs(args.servicenow_timeout_seconds));
+    match args.lease_seconds.map(Duration::from_secs) {
+        None => Ok(least),
+        Some(given) if given >= least => Ok(given),
+        Some(given) => Err(CliError::invalid(format!(
+            "--lease-seconds {} is shorter than one delivery attempt can take ({} s with \
+             --servicenow-timeout-seconds {}): another worker could take an alert over mid-call",
+            given.as_secs(),
+            least.as_secs(),
+            args.servicenow_timeout_seconds
+        ))),
+    }
+}
+
 /// A real instance (from `--servicenow-file` or the `SERVICENOW_*` variables), or the simulator started in
-/// this process. Each attempt must end well within its lease, so no other worker takes the alert over
-/// mid-call.
-async fn servicenow(
-    args: &ServeArgs,
-    lease: Duration,
-) -> Result<(ServiceNowClient, String, Option<RunningSim>), CliError> {
+/// this process. Every HTTP exchange is bounded by `--servicenow-timeout-seconds`; the lease is derived
+/// from it.
+async fn servicenow(args: &ServeArgs) -> Result<(ServiceNowClient, String, Option<RunningSim>), CliError> {
     let (instance_url, credentials, simulator) = match args.servicenow.load().map_err(CliError::invalid)? {
         Some(s) => (s.instance_url, s.credentials, None),
         None => {
@@ -224,7 +238,7 @@ async fn servicenow(
         }
     };
     let mut cc = ClientConfig::new(instance_url.clone());
-    cc.total_timeout = Duration::from_secs(30).min(lease * 2 / 3);
+    cc.total_timeout = Duration::from_secs(args.servicenow_timeout_seconds);
     cc.connect_timeout = Duration::from_secs(5).min(cc.total_timeout / 2);
     let client = ServiceNowClient::new(cc, Arc::new(StaticCredentials(credentials)))
         .map_err(|e| CliError::invalid(format!("ServiceNow instance: {e}")))?;

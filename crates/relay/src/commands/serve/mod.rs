@@ -71,9 +71,14 @@ pub struct ServeArgs {
     /// Batch flush period in seconds. Default: the config's batch_window_seconds (300).
     #[arg(long)]
     pub batch_window_seconds: Option<u64>,
+    /// Time allowed for one ServiceNow HTTP exchange (connect, send, answer).
+    #[arg(long, default_value_t = 10)]
+    pub servicenow_timeout_seconds: u64,
     /// How long a delivery attempt holds an alert; after a crash, unfinished alerts resume after this.
-    #[arg(long, default_value_t = 15)]
-    pub lease_seconds: u64,
+    /// Default and minimum: the longest attempt (lookup + create, each a token request and a request,
+    /// each repeated after a 401: 8 x --servicenow-timeout-seconds) plus 5 s.
+    #[arg(long)]
+    pub lease_seconds: Option<u64>,
     /// The retry window: alerts not delivered within it are dead-lettered.
     #[arg(long, env = "RELAY_RETRY_WINDOW_SECONDS", default_value_t = 86_400)]
     pub retry_window_seconds: u64,
