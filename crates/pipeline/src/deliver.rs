@@ -38,6 +38,8 @@ pub struct DeliverySettings {
     /// flight.
     pub lease: Duration,
     pub ledger_retention: Duration,
+    /// After an ambiguous create, how long no new create is sent (`defaults::SETTLE_AFTER_AMBIGUOUS`).
+    pub settle: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -46,6 +48,7 @@ impl Default for DeliverySettings {
             backoff: BackoffPolicy::default(),
             lease: crate::defaults::lease_for_attempts(crate::defaults::SERVICENOW_TIMEOUT),
             ledger_retention: crate::defaults::LEDGER_RETENTION,
+            settle: crate::defaults::SETTLE_AFTER_AMBIGUOUS,
         }
     }
 }
@@ -149,10 +152,22 @@ impl Delivery {
                     Ok(None) => {}
                     Err(o) => return (o, false),
                 }
-                if let Some(held) = held
-                    && let Err(o) = held.confirm(self).await
-                {
-                    return (o, false);
+                if let Some(held) = held {
+                    if let Some(until) = held.no_create_before_ms.filter(|t| *t > self.ports.clock.now_ms()) {
+                        // An earlier insert may still commit: look up only, create after the window.
+                        return (
+                            Outcome::Retryable {
+                                retry_after: None,
+                                reason: format!(
+                                    "not found yet; an earlier ambiguous create may still commit until {until} (epoch ms)"
+                                ),
+                            },
+                            false,
+                        );
+                    }
+                    if let Err(o) = held.confirm(self).await {
+                        return (o, false);
+                    }
                 }
             }
             client.create_record(env.table(), env.fields()).await
@@ -254,7 +269,19 @@ impl Delivery {
         {
             NextAttempt::After(delay) => {
                 let ambiguous = matches!(outcome, Outcome::Ambiguous { .. });
-                let retry = RetryLater::new(class, reason.as_str()).needing_lookup(ambiguous);
+                // After an ambiguous create, and while an earlier one's window is open, the next attempt
+                // waits for the window to close (it would only look the record up before then).
+                let settle_until = ambiguous
+                    .then(|| now.saturating_add(self.settings.settle.as_millis() as i64))
+                    .max(entry.no_create_before_ms);
+                let delay = match settle_until {
+                    Some(until) if until > now => delay.max(Duration::from_millis((until - now) as u64)),
+                    _ => delay,
+                };
+                let retry = RetryLater {
+                    no_create_before_ms: ambiguous.then_some(settle_until).flatten(),
+                    ..RetryLater::new(class, reason.as_str()).needing_lookup(ambiguous)
+                };
                 if let Err(e) = self
                     .ports
                     .ledger
@@ -391,6 +418,7 @@ impl Delivery {
 pub struct Held {
     key: String,
     token: u64,
+    no_create_before_ms: Option<i64>,
     lost: AtomicBool,
 }
 
@@ -399,6 +427,7 @@ impl Held {
         Held {
             key: entry.alert_id.clone(),
             token: entry.claim_token,
+            no_create_before_ms: entry.no_create_before_ms,
             lost: AtomicBool::new(false),
         }
     }
