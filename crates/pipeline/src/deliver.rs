@@ -302,6 +302,18 @@ impl Delivery {
                 AfterFailure::RetryIn(delay)
             }
             NextAttempt::GiveUp => {
+                if matches!(outcome, Outcome::Ambiguous { .. }) {
+                    // The last attempt may have created the record: a replay must look it up first.
+                    let retry = RetryLater::new(class, reason.as_str()).needing_lookup(true);
+                    if let Err(e) = self
+                        .ports
+                        .ledger
+                        .retry_later(&key, entry.claim_token, &retry, now)
+                        .await
+                    {
+                        tracing::warn!(alert_id = %key, error = %e, "could not record the ambiguous last attempt");
+                    }
+                }
                 let msg = format!(
                     "gave up after {} attempts over {} min; last error ({class}): {reason}",
                     entry.attempts,
@@ -492,7 +504,9 @@ impl Delivery {
 
 /// Whether an attempt must look the record up before creating it: after an ambiguous outcome, and on every
 /// later attempt, because an earlier attempt may have died mid-call (process killed, Lambda timeout) and left
-/// no outcome in the ledger at all. A first attempt never pays for the lookup.
+/// no outcome in the ledger at all. A first attempt never pays for the lookup — except the first attempt of
+/// a replay from the dead-letter queue (the envelope carries its `dead_letter`), which always looks up: the
+/// attempts before the give-up may have created the record.
 pub fn must_look_up(entry: &LedgerEntry) -> bool {
     entry.needs_lookup || entry.attempts > 1
 }
@@ -534,9 +548,8 @@ impl Deliverer {
             }
         };
         let held = Held::new(&entry);
-        let (outcome, found) = d
-            .holding(&held, d.create_held(&env, must_look_up(&entry), Some(&held)))
-            .await;
+        let lookup_first = must_look_up(&entry) || env.dead_letter.is_some();
+        let (outcome, found) = d.holding(&held, d.create_held(&env, lookup_first, Some(&held))).await;
         if held.is_lost() && !matches!(outcome, Outcome::Created(_)) {
             // Another deliverer holds the alert now: it decides; nothing of this attempt is recorded.
             tracing::warn!(alert_id = %env.ledger_key(), "claim lost during the attempt; leaving the alert to its new holder");

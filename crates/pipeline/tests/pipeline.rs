@@ -319,6 +319,57 @@ async fn an_insert_that_commits_after_the_client_gave_up_is_found_not_created_ag
     );
 }
 
+#[tokio::test]
+async fn a_replay_after_an_ambiguous_last_attempt_finds_the_record_instead_of_creating_again() {
+    // the retry window is over at the first failure: the ambiguous attempt is the last one
+    let h = harness(Options {
+        window: Duration::from_millis(1),
+        ..Options::default()
+    })
+    .await;
+    h.sim.inject(Fault {
+        kind: FaultKind::TimeoutAfterWrite,
+        count: 1,
+        table: Some("sn_si_incident".into()),
+        method: Some("POST".into()),
+    });
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    h.deliver_all().await;
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.state, DeliveryState::Failed);
+    assert!(e.needs_lookup, "the give-up keeps the ambiguous attempt's needs_lookup");
+    assert_eq!(
+        h.sim.records("sn_si_incident").len(),
+        1,
+        "the lost answer's record exists"
+    );
+    assert_eq!(h.dlq.depth().await.unwrap(), 1);
+
+    let dead = h.dlq.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    let env = relay_pipeline::envelope::Envelope::from_json(&dead.body).unwrap();
+    let reopened = relay_pipeline::replay::replay_one(
+        h.ports.ledger.as_ref(),
+        &h.realtime,
+        &h.dlq,
+        &dead,
+        &env,
+        SystemClock.now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reopened, 1);
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert!(e.needs_lookup, "reopen keeps needs_lookup");
+    assert!(
+        e.expires_at_s > now_s() + 29 * 24 * 3600,
+        "reopen restarts the retention"
+    );
+    h.deliver_all().await;
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.state, DeliveryState::Completed);
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1, "found, not created again");
+}
+
 async fn deliver_through_fault(kind: FaultKind, count: u32) -> (Harness, relay_ports::LedgerEntry) {
     let h = harness(Options::default()).await;
     h.sim.inject(Fault {
