@@ -159,6 +159,7 @@ impl Stack {
         settings.lease = Duration::from_secs(5);
         settings.servicenow_timeout = Duration::from_millis(1500);
         settings.ledger_retention = Duration::from_secs(3600);
+        settings.settle = Duration::from_millis(50);
 
         let mut ports = aws_ports(&settings, &sdk);
         let atomic = if opts.atomic_dynamo {

@@ -37,6 +37,7 @@ pub fn delivery(settings: &Settings, ports: &Ports) -> Delivery {
             backoff: settings.backoff,
             lease: settings.lease,
             ledger_retention: settings.ledger_retention,
+            settle: settings.settle,
         },
     )
 }

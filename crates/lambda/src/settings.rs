@@ -48,6 +48,8 @@ pub struct Settings {
     pub servicenow_timeout: Duration,
     /// How long the ledger remembers an alert.
     pub ledger_retention: Duration,
+    /// After an ambiguous create, how long no new create is sent.
+    pub settle: Duration,
 }
 
 const REQUIRED: [&str; 7] = [
@@ -121,6 +123,7 @@ impl Settings {
             secret_ttl: defaults::SECRET_TTL,
             servicenow_timeout: defaults::SERVICENOW_TIMEOUT,
             ledger_retention: defaults::LEDGER_RETENTION,
+            settle: defaults::SETTLE_AFTER_AMBIGUOUS,
         })
     }
 }

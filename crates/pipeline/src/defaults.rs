@@ -35,6 +35,16 @@ pub fn lease_for_function(function_timeout: Duration) -> Duration {
     function_timeout + LEASE_MARGIN
 }
 
+/// ServiceNow's transaction quota for inbound REST calls: the base system's "REST Table API request
+/// timeout" rule stops a transaction after 60 s, and a transaction keeps running when its client has gone.
+pub const SERVICENOW_TRANSACTION_QUOTA: Duration = Duration::from_secs(60);
+
+/// After an ambiguous create (timed out, or the connection lost after the request was sent) the insert may
+/// still commit until the transaction quota ends it: no new create is sent before this much time has
+/// passed; attempts before then only look the record up. The quota plus a margin for clock differences and
+/// the request's time on the wire.
+pub const SETTLE_AFTER_AMBIGUOUS: Duration = Duration::from_secs(75);
+
 /// How long a fetched secret is used before it is fetched again.
 pub const SECRET_TTL: Duration = Duration::from_secs(300);
 

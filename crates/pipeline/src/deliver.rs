@@ -39,6 +39,8 @@ pub struct DeliverySettings {
     /// flight.
     pub lease: Duration,
     pub ledger_retention: Duration,
+    /// After an ambiguous create, how long no new create is sent (`defaults::SETTLE_AFTER_AMBIGUOUS`).
+    pub settle: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -47,6 +49,7 @@ impl Default for DeliverySettings {
             backoff: BackoffPolicy::default(),
             lease: crate::defaults::lease_for_attempts(crate::defaults::SERVICENOW_TIMEOUT),
             ledger_retention: crate::defaults::LEDGER_RETENTION,
+            settle: crate::defaults::SETTLE_AFTER_AMBIGUOUS,
         }
     }
 }
@@ -150,10 +153,22 @@ impl Delivery {
                     Ok(None) => {}
                     Err(o) => return (o, false),
                 }
-                if let Some(held) = held
-                    && let Err(o) = held.confirm(self).await
-                {
-                    return (o, false);
+                if let Some(held) = held {
+                    if let Some(until) = held.no_create_before_ms.filter(|t| *t > self.ports.clock.now_ms()) {
+                        // An earlier insert may still commit: look up only, create after the window.
+                        return (
+                            Outcome::Retryable {
+                                retry_after: None,
+                                reason: format!(
+                                    "not found yet; an earlier ambiguous create may still commit until {until} (epoch ms)"
+                                ),
+                            },
+                            false,
+                        );
+                    }
+                    if let Err(o) = held.confirm(self).await {
+                        return (o, false);
+                    }
                 }
             }
             let created = client.create_record(env.table(), env.fields()).await;
@@ -259,7 +274,19 @@ impl Delivery {
         {
             NextAttempt::After(delay) => {
                 let ambiguous = matches!(outcome, Outcome::Ambiguous { .. });
-                let retry = RetryLater::new(class, reason.as_str()).needing_lookup(ambiguous);
+                // After an ambiguous create, and while an earlier one's window is open, the next attempt
+                // waits for the window to close (it would only look the record up before then).
+                let settle_until = ambiguous
+                    .then(|| now.saturating_add(self.settings.settle.as_millis() as i64))
+                    .max(entry.no_create_before_ms);
+                let delay = match settle_until {
+                    Some(until) if until > now => delay.max(Duration::from_millis((until - now) as u64)),
+                    _ => delay,
+                };
+                let retry = RetryLater {
+                    no_create_before_ms: ambiguous.then_some(settle_until).flatten(),
+                    ..RetryLater::new(class, reason.as_str()).needing_lookup(ambiguous)
+                };
                 if let Err(e) = self
                     .ports
                     .ledger
@@ -280,6 +307,18 @@ impl Delivery {
                 AfterFailure::RetryIn(delay)
             }
             NextAttempt::GiveUp => {
+                if matches!(outcome, Outcome::Ambiguous { .. }) {
+                    // The last attempt may have created the record: a replay must look it up first.
+                    let retry = RetryLater::new(class, reason.as_str()).needing_lookup(true);
+                    if let Err(e) = self
+                        .ports
+                        .ledger
+                        .retry_later(&key, entry.claim_token, &retry, now)
+                        .await
+                    {
+                        tracing::warn!(alert_id = %key, error = %e, "could not record the ambiguous last attempt");
+                    }
+                }
                 let msg = format!(
                     "gave up after {} attempts over {} min; last error ({class}): {reason}",
                     entry.attempts,
@@ -422,6 +461,7 @@ pub async fn attach_member_list(client: &ServiceNowClient, record: &PlannedRecor
 pub struct Held {
     key: String,
     token: u64,
+    no_create_before_ms: Option<i64>,
     lost: AtomicBool,
 }
 
@@ -430,6 +470,7 @@ impl Held {
         Held {
             key: entry.alert_id.clone(),
             token: entry.claim_token,
+            no_create_before_ms: entry.no_create_before_ms,
             lost: AtomicBool::new(false),
         }
     }
@@ -494,7 +535,9 @@ impl Delivery {
 
 /// Whether an attempt must look the record up before creating it: after an ambiguous outcome, and on every
 /// later attempt, because an earlier attempt may have died mid-call (process killed, Lambda timeout) and left
-/// no outcome in the ledger at all. A first attempt never pays for the lookup.
+/// no outcome in the ledger at all. A first attempt never pays for the lookup — except the first attempt of
+/// a replay from the dead-letter queue (the envelope carries its `dead_letter`), which always looks up: the
+/// attempts before the give-up may have created the record.
 pub fn must_look_up(entry: &LedgerEntry) -> bool {
     entry.needs_lookup || entry.attempts > 1
 }
@@ -536,9 +579,8 @@ impl Deliverer {
             }
         };
         let held = Held::new(&entry);
-        let (outcome, found) = d
-            .holding(&held, d.create_held(&env, must_look_up(&entry), Some(&held)))
-            .await;
+        let lookup_first = must_look_up(&entry) || env.dead_letter.is_some();
+        let (outcome, found) = d.holding(&held, d.create_held(&env, lookup_first, Some(&held))).await;
         if held.is_lost() && !matches!(outcome, Outcome::Created(_)) {
             // Another deliverer holds the alert now: it decides; nothing of this attempt is recorded.
             tracing::warn!(alert_id = %env.ledger_key(), "claim lost during the attempt; leaving the alert to its new holder");

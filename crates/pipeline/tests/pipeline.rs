@@ -295,6 +295,112 @@ async fn a_call_slower_than_the_lease_keeps_its_claim_so_no_second_deliverer_cre
     assert_eq!((e.state, e.attempts, e.claim_token), (DeliveryState::Completed, 1, 1));
 }
 
+#[tokio::test]
+async fn an_insert_that_commits_after_the_client_gave_up_is_found_not_created_again() {
+    // the client gives up after 800 ms; ServiceNow commits the insert 1.5 s after it arrived (a REST
+    // transaction keeps running up to its quota when the client has gone); the settle window covers it
+    let h = harness(Options {
+        settle: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    h.sim.inject(Fault {
+        kind: FaultKind::LateCommit { ms: 1500 },
+        count: 1,
+        table: Some("sn_si_incident".into()),
+        method: Some("POST".into()),
+    });
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    let msg = h.realtime.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    assert_eq!(h.deliverer.handle(&msg).await, relay_pipeline::Disposition::RetryLater);
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.last_error_class.as_deref(), Some("ambiguous"));
+    let window = e
+        .no_create_before_ms
+        .expect("a settle window after the ambiguous create");
+    assert!(window >= e.updated_at_ms + 2000, "the window is the settle time: {e:?}");
+    // a copy of the message arriving at once (at-least-once delivery) looks up, finds nothing yet, and
+    // does not create
+    let copy = ReceivedMessage {
+        receipt: "copy".into(),
+        ..msg.clone()
+    };
+    let posts = |h: &Harness| {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/sn_si_incident"))
+            .count()
+    };
+    assert_eq!(h.deliverer.handle(&copy).await, relay_pipeline::Disposition::RetryLater);
+    assert_eq!(
+        posts(&h),
+        0,
+        "no create inside the settle window (the late insert is not logged yet)"
+    );
+    // the message was delayed to the end of the window; by then the late insert has committed
+    h.deliver_all().await;
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1, "exactly one record");
+    assert_eq!(posts(&h), 1, "the only insert is the first one");
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.state, DeliveryState::Completed);
+    assert_eq!(
+        e.record.unwrap().sys_id,
+        h.sim.records("sn_si_incident")[0]["sys_id"].as_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_replay_after_an_ambiguous_last_attempt_finds_the_record_instead_of_creating_again() {
+    // the retry window is over at the first failure: the ambiguous attempt is the last one
+    let h = harness(Options {
+        window: Duration::from_millis(1),
+        ..Options::default()
+    })
+    .await;
+    h.sim.inject(Fault {
+        kind: FaultKind::TimeoutAfterWrite,
+        count: 1,
+        table: Some("sn_si_incident".into()),
+        method: Some("POST".into()),
+    });
+    h.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    h.deliver_all().await;
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.state, DeliveryState::Failed);
+    assert!(e.needs_lookup, "the give-up keeps the ambiguous attempt's needs_lookup");
+    assert_eq!(
+        h.sim.records("sn_si_incident").len(),
+        1,
+        "the lost answer's record exists"
+    );
+    assert_eq!(h.dlq.depth().await.unwrap(), 1);
+
+    let dead = h.dlq.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    let env = relay_pipeline::envelope::Envelope::from_json(&dead.body).unwrap();
+    let reopened = relay_pipeline::replay::replay_one(
+        h.ports.ledger.as_ref(),
+        &h.realtime,
+        &h.dlq,
+        &dead,
+        &env,
+        SystemClock.now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reopened, 1);
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert!(e.needs_lookup, "reopen keeps needs_lookup");
+    assert!(
+        e.expires_at_s > now_s() + 29 * 24 * 3600,
+        "reopen restarts the retention"
+    );
+    h.deliver_all().await;
+    let e = h.state("emon-20261120-7f3a9c").await;
+    assert_eq!(e.state, DeliveryState::Completed);
+    assert_eq!(h.sim.records("sn_si_incident").len(), 1, "found, not created again");
+}
+
 async fn deliver_through_fault(kind: FaultKind, count: u32) -> (Harness, relay_ports::LedgerEntry) {
     let h = harness(Options::default()).await;
     h.sim.inject(Fault {

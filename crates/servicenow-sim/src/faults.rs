@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) mod timing;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultKind {
@@ -26,6 +28,9 @@ pub enum FaultKind {
     },
     /// Handle the request (commit), then answer 500 "Transaction cancelled".
     TransactionCancelled,
+    /// Handle the request (commit) `ms` after it arrived, whether or not the client still waits (a
+    /// transaction is not cancelled by its client going away); answer then if the client is still there.
+    LateCommit { ms: u64 },
 }
 
 impl FaultKind {
@@ -40,6 +45,7 @@ impl FaultKind {
             FaultKind::TruncatedJson => "truncated_json",
             FaultKind::ConnectionReset { .. } => "connection_reset",
             FaultKind::TransactionCancelled => "transaction_cancelled",
+            FaultKind::LateCommit { .. } => "late_commit",
         }
     }
 }

@@ -205,6 +205,31 @@ async fn handle_connection_request(
         return Ok(into_response(reply));
     }
 
+    if let Some(FaultKind::LateCommit { ms }) = fault {
+        let delay = std::time::Duration::from_millis(ms);
+        let late = shared.clone();
+        return match crate::faults::timing::commit_later(delay, move || {
+            let reply = api::handle(&late, &req);
+            let status = reply.status.as_u16();
+            log(
+                &late,
+                &req.method,
+                &req.path,
+                &req.query,
+                status,
+                reply.user.clone(),
+                table,
+                fault_name,
+            );
+            reply
+        })
+        .await
+        {
+            Some(reply) => Ok(into_response(reply)),
+            None => Err(DropConnection),
+        };
+    }
+
     let mut reply = api::handle(&shared, &req);
 
     // Faults that act after the request was handled (and committed).

@@ -260,3 +260,46 @@ async fn control_api_over_http() {
     assert!(sim.requests().is_empty());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_late_commit_commits_after_the_client_gave_up() {
+    let sim = start().await;
+    sim.inject(
+        Fault::new(FaultKind::LateCommit { ms: 600 })
+            .on_table("incident")
+            .on_method("POST"),
+    );
+    let started = Instant::now();
+    let err = try_create(&sim, Duration::from_millis(150)).await.unwrap_err();
+    assert!(err.is_timeout(), "the client gave up: {err}");
+    assert!(
+        sim.records("incident").is_empty(),
+        "nothing committed when the client gave up"
+    );
+    tokio::time::sleep(Duration::from_millis(700).saturating_sub(started.elapsed())).await;
+    let records = sim.records("incident");
+    assert_eq!(records.len(), 1, "the insert committed after the client had gone");
+    assert_eq!(records[0]["correlation_id"], "alert-f");
+    let logged: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.fault.as_deref() == Some("late_commit"))
+        .collect();
+    assert_eq!(logged.len(), 1, "logged once, when it committed");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_late_commit_answers_a_client_that_waits() {
+    let sim = start().await;
+    sim.inject(Fault::new(FaultKind::LateCommit { ms: 200 }).on_method("POST"));
+    let started = Instant::now();
+    let r = try_create(&sim, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "answered after the delay"
+    );
+    assert_eq!(sim.records("incident").len(), 1);
+    sim.shutdown().await;
+}

@@ -150,6 +150,8 @@ pub struct Options {
     pub batch_settings: Option<relay_core::config::BatchSettings>,
     /// The deliverers' claim lease.
     pub lease: Duration,
+    /// The settle window after an ambiguous create.
+    pub settle: Duration,
 }
 
 impl Default for Options {
@@ -160,6 +162,7 @@ impl Default for Options {
             username: "relay",
             batch_settings: None,
             lease: Duration::from_secs(5),
+            settle: Duration::from_millis(50),
         }
     }
 }
@@ -219,6 +222,7 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
             },
             lease: opts.lease,
             ledger_retention: Duration::from_secs(3600),
+            settle: opts.settle,
         },
     )
     .with_jitter(Arc::new(|| 0.5));

@@ -87,6 +87,7 @@ impl Local {
                 },
                 lease,
                 ledger_retention: defaults::LEDGER_RETENTION,
+                settle: defaults::SETTLE_AFTER_AMBIGUOUS,
             },
         ));
         let flusher = Arc::new(Flusher::new(delivery.clone(), flush_settings));
