@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use relay_ports::{Accept, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater};
+use relay_ports::{Accept, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater, transition};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{LocalError, StoreInner};
@@ -141,14 +141,12 @@ fn is_expired(e: &LedgerEntry, now_ms: i64) -> bool {
 
 /// The fence of every write after a claim: the stored entry must still carry the caller's token (the
 /// read-modify-write runs in one write transaction, so this is `... WHERE claim_token = ?`).
-fn fence(e: &LedgerEntry, token: u64) -> Result<(), LocalError> {
-    if e.claim_token == token {
-        Ok(())
-    } else {
-        Err(LocalError::Stale(format!(
-            "ledger entry {} is at claim {}; the caller holds claim {token}",
-            e.alert_id, e.claim_token
-        )))
+/// A transition's refusal as the store's error (a stale claim stays `Stale`).
+fn port_error(e: PortError) -> LocalError {
+    match e {
+        PortError::Stale(m) => LocalError::Stale(m),
+        PortError::NotFound(m) => LocalError::NotFound(m),
+        other => LocalError::Rejected(other.to_string()),
     }
 }
 
@@ -180,6 +178,23 @@ impl SqliteLedger {
                 Ok(out)
             })
             .await
+    }
+
+    /// Apply a fenced transition to an existing entry: `change` answers whether the entry changed (then it
+    /// is written) and the result; a missing entry is `NotFound`.
+    async fn apply<T, F>(&self, alert_id: &str, change: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut LedgerEntry) -> Result<(bool, T), PortError> + Send + 'static,
+    {
+        let id = alert_id.to_string();
+        Ok(self
+            .update(alert_id, move |current| {
+                let mut e = current.ok_or_else(|| missing(&id))?;
+                let (changed, out) = change(&mut e).map_err(port_error)?;
+                Ok((changed.then_some(e), out))
+            })
+            .await?)
     }
 
     /// Entries in `state`, oldest update first, at most `limit` (for `relay status` and operator tools).
@@ -262,13 +277,12 @@ impl Ledger for SqliteLedger {
 
     async fn mark_queued(&self, alert_id: &str, now_ms: i64) -> Result<(), PortError> {
         Ok(self
-            .update(alert_id, move |current| match current {
-                Some(mut e) if e.state == DeliveryState::Accepted => {
-                    e.state = DeliveryState::Queued;
-                    e.updated_at_ms = now_ms;
-                    Ok((Some(e), ()))
-                }
-                _ => Ok((None, ())),
+            .update(alert_id, move |current| {
+                let Some(mut e) = current else {
+                    return Ok((None, ()));
+                };
+                let changed = transition::mark_queued(&mut e, now_ms);
+                Ok((changed.then_some(e), ()))
             })
             .await?)
     }
@@ -292,87 +306,34 @@ impl Ledger for SqliteLedger {
                 let Some(mut e) = current else {
                     return Ok((None, Claim::Missing));
                 };
-                match e.state {
-                    DeliveryState::Completed => return Ok((None, Claim::Completed(e))),
-                    DeliveryState::Failed => return Ok((None, Claim::Failed(e))),
-                    DeliveryState::InProgress => {
-                        if let Some(until) = e.lease_until_ms.filter(|until| *until >= now_ms) {
-                            return Ok((None, Claim::Busy { lease_until_ms: until }));
-                        }
-                    }
-                    DeliveryState::Accepted | DeliveryState::Queued | DeliveryState::Retrying => {}
-                }
-                if let Some(until_ms) = e.not_before_ms.filter(|t| *t > now_ms) {
-                    return Ok((None, Claim::NotBefore { until_ms }));
-                }
-                e.state = DeliveryState::InProgress;
-                e.attempts = e.attempts.saturating_add(1);
-                e.claim_token = e.claim_token.saturating_add(1);
-                e.lease_until_ms = Some(now_ms.saturating_add(lease_ms));
-                e.updated_at_ms = now_ms;
-                Ok((Some(e.clone()), Claim::Claimed(e)))
+                let (claim, changed) = transition::claim(&mut e, now_ms, lease_ms);
+                Ok((changed.then_some(e), claim))
             })
             .await?)
     }
 
     async fn extend(&self, alert_id: &str, token: u64, now_ms: i64, lease_ms: i64) -> Result<i64, PortError> {
-        let id = alert_id.to_string();
-        Ok(self
-            .update(alert_id, move |current| {
-                let mut e = current.ok_or_else(|| missing(&id))?;
-                fence(&e, token)?;
-                if e.state != DeliveryState::InProgress {
-                    return Err(LocalError::Stale(format!(
-                        "ledger entry {id} is {}, not claimed",
-                        e.state.as_str()
-                    )));
-                }
-                let until = e.lease_until_ms.unwrap_or(0).max(now_ms.saturating_add(lease_ms));
-                e.lease_until_ms = Some(until);
-                Ok((Some(e), until))
-            })
-            .await?)
+        self.apply(alert_id, move |e| {
+            let until = transition::extend(e, token, now_ms, lease_ms)?;
+            Ok((true, until))
+        })
+        .await
     }
 
     async fn complete(&self, alert_id: &str, token: u64, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
         let record = record.clone();
-        let id = alert_id.to_string();
-        Ok(self
-            .update(alert_id, move |current| {
-                let mut e = current.ok_or_else(|| missing(&id))?;
-                fence(&e, token)?;
-                if e.state.is_final() {
-                    return Ok((None, ()));
-                }
-                e.state = DeliveryState::Completed;
-                e.record = Some(record);
-                e.lease_until_ms = None;
-                e.updated_at_ms = now_ms;
-                Ok((Some(e), ()))
-            })
-            .await?)
+        self.apply(alert_id, move |e| {
+            Ok((transition::complete(e, token, &record, now_ms)?, ()))
+        })
+        .await
     }
 
     async fn retry_later(&self, alert_id: &str, token: u64, retry: &RetryLater, now_ms: i64) -> Result<(), PortError> {
-        let (retry, id) = (retry.clone(), alert_id.to_string());
-        Ok(self
-            .update(alert_id, move |current| {
-                let mut e = current.ok_or_else(|| missing(&id))?;
-                fence(&e, token)?;
-                if e.state.is_final() {
-                    return Ok((None, ()));
-                }
-                e.state = DeliveryState::Retrying;
-                e.last_error_class = Some(retry.error_class);
-                e.last_error = Some(retry.error);
-                e.needs_lookup |= retry.needs_lookup;
-                e.no_create_before_ms = e.no_create_before_ms.max(retry.no_create_before_ms);
-                e.not_before_ms = retry.not_before_ms;
-                e.lease_until_ms = None;
-                e.updated_at_ms = now_ms;
-                Ok((Some(e), ()))
-            })
-            .await?)
+        let retry = retry.clone();
+        self.apply(alert_id, move |e| {
+            Ok((transition::retry_later(e, token, &retry, now_ms)?, ()))
+        })
+        .await
     }
 
     async fn fail(
@@ -383,41 +344,21 @@ impl Ledger for SqliteLedger {
         error: &str,
         now_ms: i64,
     ) -> Result<(), PortError> {
-        let (class, error, id) = (error_class.to_string(), error.to_string(), alert_id.to_string());
-        Ok(self
-            .update(alert_id, move |current| {
-                let mut e = current.ok_or_else(|| missing(&id))?;
-                fence(&e, token)?;
-                // Completed is final; a second fail keeps the entry Failed with the latest error.
-                if e.state == DeliveryState::Completed {
-                    return Ok((None, ()));
-                }
-                e.state = DeliveryState::Failed;
-                e.last_error_class = Some(class);
-                e.last_error = Some(error);
-                e.lease_until_ms = None;
-                e.updated_at_ms = now_ms;
-                Ok((Some(e), ()))
-            })
-            .await?)
+        let (class, error) = (error_class.to_string(), error.to_string());
+        self.apply(alert_id, move |e| {
+            Ok((transition::fail(e, token, &class, &error, now_ms)?, ()))
+        })
+        .await
     }
 
     async fn reopen(&self, alert_id: &str, token: u64, now_ms: i64, expires_at_s: i64) -> Result<bool, PortError> {
         Ok(self
-            .update(alert_id, move |current| match current {
-                Some(mut e) if e.state == DeliveryState::Failed => {
-                    fence(&e, token)?;
-                    e.state = DeliveryState::Queued;
-                    e.attempts = 0;
-                    e.claim_token = e.claim_token.saturating_add(1);
-                    e.not_before_ms = None;
-                    e.first_received_at_ms = now_ms;
-                    e.expires_at_s = e.expires_at_s.max(expires_at_s);
-                    e.updated_at_ms = now_ms;
-                    e.lease_until_ms = None;
-                    Ok((Some(e), true))
-                }
-                _ => Ok((None, false)),
+            .update(alert_id, move |current| {
+                let Some(mut e) = current else {
+                    return Ok((None, false));
+                };
+                let reopened = transition::reopen(&mut e, token, now_ms, expires_at_s).map_err(port_error)?;
+                Ok((reopened.then_some(e), reopened))
             })
             .await?)
     }

@@ -92,7 +92,7 @@ pub enum AfterFailure {
     DeadLettered,
 }
 
-fn record_ref(r: CreatedRecord) -> RecordRef {
+pub(crate) fn record_ref(r: CreatedRecord) -> RecordRef {
     RecordRef {
         table: r.table,
         sys_id: r.sys_id,
@@ -624,8 +624,8 @@ impl Delivery {
 /// no outcome in the ledger at all. A first attempt never pays for the lookup — except the first attempt of
 /// a replay from the dead-letter queue (the envelope carries its `dead_letter`), which always looks up: the
 /// attempts before the give-up may have created the record.
-pub fn must_look_up(entry: &LedgerEntry) -> bool {
-    entry.needs_lookup || entry.attempts > 1
+pub fn must_look_up(entry: &LedgerEntry, env: &Envelope) -> bool {
+    entry.needs_lookup || entry.attempts > 1 || env.dead_letter.is_some()
 }
 
 /// The realtime deliverer: one message at a time, many concurrently.
@@ -665,7 +665,7 @@ impl Deliverer {
             }
         };
         let held = Held::new(&entry);
-        let lookup_first = must_look_up(&entry) || env.dead_letter.is_some();
+        let lookup_first = must_look_up(&entry, &env);
         let (outcome, found) = d.holding(&held, d.create_held(&env, lookup_first, Some(&held))).await;
         if held.is_lost() && !matches!(outcome, Outcome::Created(_)) {
             // Another deliverer holds the alert now: it decides; nothing of this attempt is recorded.

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_core::config::BatchSettings;
 use relay_core::{Config, RecordType};
-use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RecordRef, RetryLater};
+use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RetryLater};
 use serde::Serialize;
 use servicenow_client::{BatchItem, Outcome};
 
@@ -273,7 +273,7 @@ impl Flusher {
                 r.record_type != RecordType::ItomEvent
                     && r.members
                         .iter()
-                        .any(|m| crate::deliver::must_look_up(&alerts[*m].entry))
+                        .any(|m| crate::deliver::must_look_up(&alerts[*m].entry, &alerts[*m].env))
             })
             .map(|(i, _)| i)
             .collect();
@@ -437,18 +437,12 @@ impl Flusher {
         let mut s = Settled::default();
         let Some((outcome, found)) = outcome else {
             // Release the alerts for the next flush: claimable again, their messages visible again now.
-            let now = d.ports.clock.now_ms();
+            self.release(
+                &members,
+                &RetryLater::new(DEFERRED, "the flush reached its deadline first"),
+            )
+            .await;
             for m in &members {
-                let _ = d
-                    .ports
-                    .ledger
-                    .retry_later(
-                        &m.entry.alert_id,
-                        m.entry.claim_token,
-                        &RetryLater::new(DEFERRED, "the flush reached its deadline first"),
-                        now,
-                    )
-                    .await;
                 let _ = d.ports.batch.change_visibility(&m.msg.receipt, Duration::ZERO).await;
             }
             s.report.deferred += members.len();
@@ -456,12 +450,7 @@ impl Flusher {
         };
         match outcome {
             Outcome::Created(rec) => {
-                let rec = RecordRef {
-                    table: rec.table,
-                    sys_id: rec.sys_id,
-                    number: rec.number,
-                    link: rec.link,
-                };
+                let rec = crate::deliver::record_ref(rec);
                 let mut ok = true;
                 for m in &members {
                     let single = Envelope {
@@ -479,23 +468,30 @@ impl Flusher {
                     s.delete = true;
                 } else {
                     // Leave the messages: they come back, are claimed, and the lookup finds the record.
-                    for m in &members {
-                        let _ = d
-                            .ports
-                            .ledger
-                            .retry_later(
-                                &m.entry.alert_id,
-                                m.entry.claim_token,
-                                &RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true),
-                                d.ports.clock.now_ms(),
-                            )
-                            .await;
-                    }
+                    self.release(
+                        &members,
+                        &RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true),
+                    )
+                    .await;
                     s.report.left += members.len();
                 }
                 s
             }
             failure => self.retry_via_realtime(&members, env, failure).await,
+        }
+    }
+
+    /// Hand the members back to a later attempt with `retry` (best effort: a member whose write fails is
+    /// claimable again once its lease ends).
+    async fn release(&self, members: &[&Claimed], retry: &RetryLater) {
+        let d = &self.delivery;
+        let now = d.ports.clock.now_ms();
+        for m in members {
+            let _ = d
+                .ports
+                .ledger
+                .retry_later(&m.entry.alert_id, m.entry.claim_token, retry, now)
+                .await;
         }
     }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
+pub mod transition;
 
 /// Why a port call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::{
     Accept, AlertQueue, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, ReceivedMessage, RecordRef,
-    RetryLater, SystemClock,
+    RetryLater, SystemClock, transition,
 };
 use async_trait::async_trait;
 
@@ -162,7 +162,7 @@ impl MemoryLedger {
         map.get_mut(id).filter(|e| e.expires_at_s >= now_s)
     }
 
-    fn update(&self, id: &str, f: impl FnOnce(&mut LedgerEntry) -> Result<(), PortError>) -> Result<(), PortError> {
+    fn update<T>(&self, id: &str, f: impl FnOnce(&mut LedgerEntry) -> Result<T, PortError>) -> Result<T, PortError> {
         let mut map = self.entries.lock().expect("ledger lock");
         let e = Self::live(&mut map, id).ok_or_else(|| PortError::NotFound(format!("no ledger entry {id:?}")))?;
         f(e)
@@ -182,11 +182,8 @@ impl Ledger for MemoryLedger {
 
     async fn mark_queued(&self, alert_id: &str, now_ms: i64) -> Result<(), PortError> {
         let mut map = self.entries.lock().expect("ledger lock");
-        if let Some(e) = Self::live(&mut map, alert_id)
-            && e.state == DeliveryState::Accepted
-        {
-            e.state = DeliveryState::Queued;
-            e.updated_at_ms = now_ms;
+        if let Some(e) = Self::live(&mut map, alert_id) {
+            transition::mark_queued(e, now_ms);
         }
         Ok(())
     }
@@ -201,76 +198,22 @@ impl Ledger for MemoryLedger {
 
     async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError> {
         let mut map = self.entries.lock().expect("ledger lock");
-        let Some(e) = Self::live(&mut map, alert_id) else {
-            return Ok(Claim::Missing);
-        };
-        match e.state {
-            DeliveryState::Completed => return Ok(Claim::Completed(e.clone())),
-            DeliveryState::Failed => return Ok(Claim::Failed(e.clone())),
-            DeliveryState::InProgress => {
-                let lease = e.lease_until_ms.unwrap_or(0);
-                if lease >= now_ms {
-                    return Ok(Claim::Busy { lease_until_ms: lease });
-                }
-            }
-            DeliveryState::Accepted | DeliveryState::Queued | DeliveryState::Retrying => {}
-        }
-        if let Some(until_ms) = e.not_before_ms.filter(|t| *t > now_ms) {
-            return Ok(Claim::NotBefore { until_ms });
-        }
-        e.state = DeliveryState::InProgress;
-        e.attempts += 1;
-        e.claim_token += 1;
-        e.lease_until_ms = Some(now_ms + lease_ms);
-        e.updated_at_ms = now_ms;
-        Ok(Claim::Claimed(e.clone()))
+        Ok(match Self::live(&mut map, alert_id) {
+            Some(e) => transition::claim(e, now_ms, lease_ms).0,
+            None => Claim::Missing,
+        })
     }
 
     async fn extend(&self, alert_id: &str, token: u64, now_ms: i64, lease_ms: i64) -> Result<i64, PortError> {
-        let mut until = 0;
-        self.update(alert_id, |e| {
-            fence(e, token)?;
-            if e.state != DeliveryState::InProgress {
-                return Err(PortError::Stale(format!(
-                    "{alert_id} is {}, not claimed",
-                    e.state.as_str()
-                )));
-            }
-            until = e.lease_until_ms.unwrap_or(0).max(now_ms + lease_ms);
-            e.lease_until_ms = Some(until);
-            Ok(())
-        })?;
-        Ok(until)
+        self.update(alert_id, |e| transition::extend(e, token, now_ms, lease_ms))
     }
 
     async fn complete(&self, alert_id: &str, token: u64, record: &RecordRef, now_ms: i64) -> Result<(), PortError> {
-        self.update(alert_id, |e| {
-            fence(e, token)?;
-            if !e.state.is_final() {
-                e.state = DeliveryState::Completed;
-                e.record = Some(record.clone());
-                e.lease_until_ms = None;
-                e.updated_at_ms = now_ms;
-            }
-            Ok(())
-        })
+        self.update(alert_id, |e| transition::complete(e, token, record, now_ms).map(drop))
     }
 
     async fn retry_later(&self, alert_id: &str, token: u64, retry: &RetryLater, now_ms: i64) -> Result<(), PortError> {
-        self.update(alert_id, |e| {
-            fence(e, token)?;
-            if !e.state.is_final() {
-                e.state = DeliveryState::Retrying;
-                e.last_error_class = Some(retry.error_class.clone());
-                e.last_error = Some(retry.error.clone());
-                e.needs_lookup |= retry.needs_lookup;
-                e.no_create_before_ms = e.no_create_before_ms.max(retry.no_create_before_ms);
-                e.not_before_ms = retry.not_before_ms;
-                e.lease_until_ms = None;
-                e.updated_at_ms = now_ms;
-            }
-            Ok(())
-        })
+        self.update(alert_id, |e| transition::retry_later(e, token, retry, now_ms).map(drop))
     }
 
     async fn fail(
@@ -282,33 +225,15 @@ impl Ledger for MemoryLedger {
         now_ms: i64,
     ) -> Result<(), PortError> {
         self.update(alert_id, |e| {
-            fence(e, token)?;
-            if e.state != DeliveryState::Completed {
-                e.state = DeliveryState::Failed;
-                e.last_error_class = Some(error_class.into());
-                e.last_error = Some(error.into());
-                e.lease_until_ms = None;
-                e.updated_at_ms = now_ms;
-            }
-            Ok(())
+            transition::fail(e, token, error_class, error, now_ms).map(drop)
         })
     }
 
     async fn reopen(&self, alert_id: &str, token: u64, now_ms: i64, expires_at_s: i64) -> Result<bool, PortError> {
         let mut map = self.entries.lock().expect("ledger lock");
         match Self::live(&mut map, alert_id) {
-            Some(e) if e.state == DeliveryState::Failed => {
-                fence(e, token)?;
-                e.state = DeliveryState::Queued;
-                e.first_received_at_ms = now_ms;
-                e.attempts = 0;
-                e.claim_token += 1;
-                e.not_before_ms = None;
-                e.expires_at_s = e.expires_at_s.max(expires_at_s);
-                e.updated_at_ms = now_ms;
-                Ok(true)
-            }
-            _ => Ok(false),
+            Some(e) => transition::reopen(e, token, now_ms, expires_at_s),
+            None => Ok(false),
         }
     }
 
@@ -319,14 +244,6 @@ impl Ledger for MemoryLedger {
 }
 
 /// `Err(Stale)` unless `token` is the entry's claim token.
-fn fence(e: &LedgerEntry, token: u64) -> Result<(), PortError> {
-    if e.claim_token == token {
-        Ok(())
-    } else {
-        Err(PortError::stale_claim(&e.alert_id, e.claim_token, token))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
