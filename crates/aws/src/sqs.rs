@@ -17,7 +17,7 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 /// The longest long-poll wait SQS accepts; longer `receive` waits are capped to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// The largest message body SQS accepts (256 KiB).
-pub const MAX_MESSAGE_BYTES: usize = 262_144;
+pub use relay_ports::MAX_MESSAGE_BYTES;
 /// SQS returns at most 10 messages per receive.
 const MAX_BATCH: u32 = 10;
 

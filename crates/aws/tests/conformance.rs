@@ -72,6 +72,7 @@ queue_checks!(
     queue_receive_many_and_depth,
     queue_delete_with_unknown_receipt_fails,
     queue_delete_batch,
+    queue_refuses_empty_and_oversized_bodies,
 );
 
 /// The whole ledger suite against one shared table, as `run_ledger_suite` promises it can run.

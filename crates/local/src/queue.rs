@@ -5,14 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use relay_ports::{AlertQueue, PortError, ReceivedMessage};
+use relay_ports::{AlertQueue, MAX_MESSAGE_BYTES, PortError, ReceivedMessage};
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::Notify;
 
 use crate::{LocalError, StoreInner};
 
-/// Largest message body (as SQS: 256 KiB).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Longest `send` delay (as SQS `DelaySeconds`: 15 minutes).
 pub const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
 /// Longest `change_visibility` delay (as SQS `ChangeMessageVisibility`: 12 hours).
@@ -258,9 +256,9 @@ impl SqliteQueue {
     }
 
     async fn send_inner(&self, body: &str, delay: Duration) -> Result<String, LocalError> {
-        if body.len() > MAX_BODY_BYTES {
+        if body.is_empty() || body.len() > MAX_MESSAGE_BYTES {
             return Err(LocalError::Rejected(format!(
-                "message body is {} bytes, the limit is {MAX_BODY_BYTES}",
+                "message body is {} bytes; a body must be 1 to {MAX_MESSAGE_BYTES} bytes",
                 body.len()
             )));
         }

@@ -1452,6 +1452,29 @@ pub async fn queue_delete_batch(queue: &dyn AlertQueue) {
 }
 
 /// Every queue check, each against a fresh queue from `make`.
+/// A body over [`crate::MAX_MESSAGE_BYTES`] (SQS's 256 KiB) or an empty one is `Rejected`, naming its size,
+/// and leaves nothing on the queue; a body of exactly the limit is taken.
+pub async fn queue_refuses_empty_and_oversized_bodies(queue: &dyn AlertQueue) {
+    let big = "x".repeat(crate::MAX_MESSAGE_BYTES + 1);
+    match queue.send(&big, Duration::ZERO).await {
+        Err(PortError::Rejected(msg)) => assert!(
+            msg.contains(&format!("{} bytes", crate::MAX_MESSAGE_BYTES + 1)),
+            "the refusal names the size: {msg}"
+        ),
+        other => panic!("an oversized body must be Rejected, got {other:?}"),
+    }
+    assert!(
+        matches!(queue.send("", Duration::ZERO).await, Err(PortError::Rejected(_))),
+        "an empty body must be Rejected"
+    );
+    assert_depth(queue, 0, "a rejected send leaves nothing on the queue").await;
+    let exact = "y".repeat(crate::MAX_MESSAGE_BYTES);
+    queue
+        .send(&exact, Duration::ZERO)
+        .await
+        .expect("a body of exactly the limit is accepted");
+}
+
 pub async fn run_queue_suite<F, Fut>(make: F)
 where
     F: Fn() -> Fut,
@@ -1463,4 +1486,5 @@ where
     queue_receive_many_and_depth(make().await.as_ref()).await;
     queue_delete_with_unknown_receipt_fails(make().await.as_ref()).await;
     queue_delete_batch(make().await.as_ref()).await;
+    queue_refuses_empty_and_oversized_bodies(make().await.as_ref()).await;
 }

@@ -48,6 +48,10 @@ impl PortError {
 // Queues
 // ---------------------------------------------------------------------------------------------------------
 
+/// The largest message body a queue takes: SQS's limit (256 KiB). Every queue adapter refuses a larger body,
+/// and an empty one, with [`PortError::Rejected`] naming its size, and enqueues nothing.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// One message taken from a queue. The receipt is valid for this receive only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {

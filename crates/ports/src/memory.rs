@@ -61,7 +61,7 @@ impl MemoryQueue {
 #[async_trait]
 impl AlertQueue for MemoryQueue {
     async fn send(&self, body: &str, delay: Duration) -> Result<String, PortError> {
-        if body.is_empty() || body.len() > 262_144 {
+        if body.is_empty() || body.len() > crate::MAX_MESSAGE_BYTES {
             return Err(PortError::Rejected(format!("message body of {} bytes", body.len())));
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
