@@ -19,7 +19,7 @@ pub fn post(shared: &Shared, req: &Req, user: &str) -> Reply {
     if !(shared.is_admin(user) || shared.roles_of(user).contains(&shared.config.event_role)) {
         return acl_denied("Insert");
     }
-    let body = match require_json_body(req) {
+    let body = match require_json_body(shared, req) {
         Ok(b) => b,
         Err(r) => return r,
     };
