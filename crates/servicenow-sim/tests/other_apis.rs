@@ -174,8 +174,14 @@ async fn event_management_deduplicates_by_message_key() {
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["result"]["Default Bulk Endpoint"], "2 events were inserted");
-    send(vec![event("k2", "3")], "relay").await.unwrap();
-    assert_eq!(sim.records("em_event").len(), 3);
+    // a top-level field em_event lacks is dropped; additional_info carries extra data
+    let mut extra = event("k2", "3");
+    extra["assignment_group"] = json!("IT Operations");
+    send(vec![extra], "relay").await.unwrap();
+    let events = sim.records("em_event");
+    assert_eq!(events.len(), 3);
+    assert!(events[2].get("assignment_group").is_none(), "{:?}", events[2]);
+    assert_eq!(events[2]["additional_info"], "{\"a\":1}");
     let alerts = sim.records("em_alert");
     assert_eq!(alerts.len(), 2);
     assert_eq!(alerts[0]["message_key"], "k1");
