@@ -336,6 +336,22 @@ async fn priority_per_table() {
     .await;
     assert_eq!(sir["priority"], "4");
     assert_eq!(sir["business_criticality"], "4");
+    assert_eq!(sir["state"], "10", "Draft");
+    // a security incident response task takes priority as written
+    let sit = created(
+        create(
+            &sim,
+            "sn_si_task",
+            "relay",
+            merged(p2.clone(), json!({"priority": "2"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (sit["priority"].as_str(), sit["number"].as_str()),
+        (Some("2"), Some("SIT0010001"))
+    );
     // HR case: from the HR service; a written priority is ignored; short description from the service
     let hr = created(
         create_by_display(
