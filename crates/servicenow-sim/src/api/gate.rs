@@ -29,8 +29,7 @@ pub fn with_api(shared: &Shared, req: &Req, api: ApiKind, f: impl FnOnce(&Shared
         Ok(u) => u,
         Err(reply) => return reply,
     };
-    let table = super::target_table(&req.path);
-    match check_rate_limit(shared, &user, api, table.as_deref()) {
+    match check_rate_limit(shared, &user, api, &req.path) {
         Err(reply) => reply.with_user(&user),
         Ok(None) => f(shared, req, &user).with_user(&user),
         Ok(Some(h)) => f(shared, req, &user)
@@ -67,15 +66,12 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
 /// Rate-limit rules as a real instance applies them: only the most specific matching rule counts
 /// (single user, then users with a role — the lowest limit among role rules —, then all users). A request
 /// that a rule covers carries the rule's `X-RateLimit-*` headers, allowed or not.
-fn check_rate_limit(
-    shared: &Shared,
-    user: &str,
-    api: ApiKind,
-    table: Option<&str>,
-) -> Result<Option<RuleHeaders>, Reply> {
+fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind, path: &str) -> Result<Option<RuleHeaders>, Reply> {
     if shared.config.rate_limits.is_empty() {
         return Ok(None);
     }
+    let table = super::target_table(path);
+    let table = table.as_deref();
     let now = shared.now_unix();
     let hour = now - now.rem_euclid(3600);
     let roles = shared.roles_of(user);
