@@ -378,7 +378,10 @@ impl Router {
         }
         if record_type == RecordType::HrCase
             && !c.privacy.minimal_data
-            && let Details::Productivity { weekly_trend, .. } = &alert.details
+            && let Details::Productivity {
+                weekly_trend: Some(weekly_trend),
+                ..
+            } = &alert.details
             && !weekly_trend.is_empty()
         {
             decision.chart = Some(TrendChart {

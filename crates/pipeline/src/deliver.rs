@@ -2,7 +2,8 @@
 //! retryable failures are delayed with the backoff policy; permanent ones and exhausted windows go to the
 //! dead-letter queue with a notification.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_core::batch::{self, PlannedRecord};
@@ -61,6 +62,18 @@ pub struct Delivery {
     pub servicenow: Arc<ServiceNowTarget>,
     pub settings: DeliverySettings,
     pub jitter: Jitter,
+    /// Resolved employees: (sys_user field, value) → sys_id or none, and when that answer expires.
+    people: Arc<Mutex<PersonCache>>,
+}
+
+/// (sys_user field, value) → the user's sys_id (or none), and when that answer expires.
+type PersonCache = HashMap<(String, String), (Option<String>, Instant)>;
+
+/// What became of an employee lookup.
+enum Person {
+    Found(String),
+    Missing,
+    Unavailable,
 }
 
 /// What became of a failed attempt.
@@ -103,6 +116,18 @@ impl Delivery {
             servicenow: Arc::new(servicenow),
             settings,
             jitter: random_jitter(),
+            people: Arc::default(),
+        }
+    }
+
+    /// The same delivery (ServiceNow target, settings, jitter and person cache) over other ports.
+    pub fn with_ports(&self, ports: Ports) -> Delivery {
+        Delivery {
+            ports,
+            servicenow: Arc::clone(&self.servicenow),
+            settings: self.settings.clone(),
+            jitter: self.jitter.clone(),
+            people: Arc::clone(&self.people),
         }
     }
 
@@ -141,7 +166,14 @@ impl Delivery {
                     Err(o) => return (o, false),
                 }
             }
-            let created = client.create_record(env.table(), env.fields()).await;
+            let person = match &env.item {
+                Item::Alert { decision, .. } => self.with_person(&client, decision).await,
+                Item::Aggregate { .. } => None,
+            };
+            let created = match person {
+                Some(fields) => client.create_record(env.table(), &fields).await,
+                None => client.create_record(env.table(), env.fields()).await,
+            };
             if let (Outcome::Created(rec), Item::Aggregate { record }) = (&created, &env.item) {
                 attach_member_list(&client, record, rec).await;
             }
@@ -153,6 +185,60 @@ impl Delivery {
         }
         .emit();
         (outcome, false)
+    }
+
+    /// The decision's fields with the employee's `sys_user` in the profile's person fields, or a note on the
+    /// record when there is none; None when the record names no person (pseudonymised, no person fields).
+    /// Answers are cached for the config's TTL; a miss is not an error.
+    pub async fn with_person(
+        &self,
+        client: &ServiceNowClient,
+        decision: &relay_core::Decision,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let p = decision.person.as_ref()?;
+        let field = p.match_by.field();
+        let key = (field.to_string(), p.value.clone());
+        let now = Instant::now();
+        let cached = self
+            .people
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).filter(|(_, until)| *until > now).map(|(v, _)| v.clone()));
+        let person = match cached {
+            Some(Some(id)) => Person::Found(id),
+            Some(None) => Person::Missing,
+            None => match client.find_user(field, &p.value).await {
+                Ok(found) => {
+                    if let Ok(mut m) = self.people.lock() {
+                        m.insert(key, (found.clone(), now + Duration::from_secs(p.cache_ttl_seconds)));
+                    }
+                    found.map_or(Person::Missing, Person::Found)
+                }
+                // a lookup that fails now does not hold the record back
+                Err(_) => Person::Unavailable,
+            },
+        };
+        let mut fields = decision.fields.clone();
+        let note = match person {
+            Person::Found(id) => {
+                for f in &p.fields {
+                    fields.insert(f.clone(), serde_json::Value::String(id.clone()));
+                }
+                return Some(fields);
+            }
+            Person::Missing => format!(
+                "no sys_user has {field} = the employee's; {} left empty",
+                p.fields.join(", ")
+            ),
+            Person::Unavailable => format!(
+                "the employee could not be looked up in sys_user now; {} left empty",
+                p.fields.join(", ")
+            ),
+        };
+        if let Some(serde_json::Value::String(text)) = fields.get_mut(&decision.description_field) {
+            text.push_str(&format!("\n\nPerson: {note}"));
+        }
+        Some(fields)
     }
 
     /// Record a created record in the ledger for the envelope's key and every alert it covers, and count

@@ -340,6 +340,18 @@ impl Flusher {
                     fields: plan.records[i].fields.clone(),
                 })
                 .collect();
+            // a record of one alert names its person, as a realtime record does
+            let mut items = items;
+            if let Ok(c) = &client {
+                for item in items.iter_mut() {
+                    let Ok(i) = item.id.parse::<usize>() else { continue };
+                    if let [m] = plan.records[i].members.as_slice()
+                        && let Some(fields) = d.with_person(c, decisions[*m]).await
+                    {
+                        item.fields = fields;
+                    }
+                }
+            }
             if items.is_empty() {
                 continue;
             }

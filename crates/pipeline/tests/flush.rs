@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use relay_core::fields::MAX_DESCRIPTION_FIELD;
-use relay_pipeline::{Deliverer, Delivery, FlushSettings, Flusher, Ports};
+use relay_pipeline::{Deliverer, FlushSettings, Flusher, Ports};
 use relay_ports::{Accept, AlertQueue, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef};
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind};
@@ -256,12 +256,7 @@ async fn a_member_whose_complete_failed_is_completed_by_the_aggregates_retry() {
         realtime: Arc::new(h.realtime.clone().with_visibility_timeout(Duration::from_secs(1))),
         ..h.ports.clone()
     };
-    let deliverer = Deliverer::new(Arc::new(Delivery {
-        ports,
-        servicenow: d.servicenow.clone(),
-        settings: d.settings.clone(),
-        jitter: d.jitter.clone(),
-    }));
+    let deliverer = Deliverer::new(Arc::new(d.with_ports(ports)));
     let deadline = Instant::now() + Duration::from_secs(15);
     while h.realtime.depth().await.unwrap() > 0 && Instant::now() < deadline {
         deliverer.poll_once(10, Duration::from_millis(100)).await.unwrap();

@@ -170,3 +170,34 @@ async fn every_routed_tables_retry_path_creates_exactly_one_record_of_its_own() 
         }
     }
 }
+
+#[tokio::test]
+async fn an_alert_with_incomplete_details_is_accepted_and_delivered_with_the_gap_noted() {
+    let h = harness(Options::default()).await;
+    // no bytes, no channel: once a 400 that lost the alert at the sender
+    let body = json!({
+        "alert_id": "t-partial", "alert_type": "dlp", "severity": "critical",
+        "occurred_at": "2026-11-20T14:03:00Z", "employee": {"id": "E9", "department": "Sales"},
+        "description": "copied files", "risk_score": 90,
+        "evidence_url": "https://monitor.example.com/a/t-partial", "details": {"file_count": 120}
+    });
+    let r = h.post(&serde_json::to_vec(&body).unwrap(), "wh-partial").await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    h.deliver_all().await;
+    assert_eq!(h.state("t-partial").await.state, DeliveryState::Completed);
+    let sir = h.sim.records("sn_si_incident");
+    assert_eq!(sir.len(), 1);
+    let text = sir[0]["description"].as_str().unwrap();
+    assert!(
+        text.contains("Not in the alert: details.bytes, details.channel"),
+        "{text}"
+    );
+    assert!(text.contains("Files copied: 120"), "{text}");
+    // a detail of the wrong type is still refused, with its path
+    let mut bad = body.clone();
+    bad["alert_id"] = json!("t-bad");
+    bad["details"]["file_count"] = json!("many");
+    let r = h.post(&serde_json::to_vec(&bad).unwrap(), "wh-bad").await;
+    assert_eq!(r.status, 400);
+    assert!(format!("{:?}", r.body).contains("$.details.file_count"), "{:?}", r.body);
+}

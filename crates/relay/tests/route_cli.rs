@@ -164,7 +164,7 @@ fn every_sample_alert_routes_and_every_invalid_one_exits_2_listing_all_problems(
     let cases: [(&str, &[&str]); 4] = [
         (
             "events/invalid/missing-required-fields.json",
-            &["$.alert_id", "$.occurred_at", "$.employee", "$.details.file_count"],
+            &["$.alert_id", "$.occurred_at", "$.employee", "$.description"],
         ),
         (
             "events/invalid/bad-values.json",

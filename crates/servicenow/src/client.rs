@@ -248,6 +248,54 @@ impl ServiceNowClient {
         }
     }
 
+    /// The sys_id of the one active or inactive `sys_user` whose `field` (employee_number, user_name or
+    /// email) equals `value`, read back and compared; None when there is none, or when the value cannot be
+    /// put in a query safely (`[A-Za-z0-9._:@+-]`, at most 100).
+    pub async fn find_user(&self, field: &str, value: &str) -> Result<Option<String>, Outcome> {
+        check_field(field).map_err(Outcome::permanent_local)?;
+        let safe = !value.is_empty()
+            && value.len() <= crate::MAX_CORRELATION_ID_LEN
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'+' | b'-'))
+            && !value.to_ascii_lowercase().contains("javascript:");
+        if !safe {
+            return Ok(None);
+        }
+        let query = format!("{field}={value}");
+        let fields = format!("sys_id,{field}");
+        let url = format!("{}/api/now/table/sys_user", self.inner.instance_url);
+        let resp = self
+            .execute("find_user", "sys_user", Effect::Read, || {
+                self.inner.http.get(&url).query(&[
+                    ("sysparm_query", query.as_str()),
+                    ("sysparm_fields", fields.as_str()),
+                    ("sysparm_limit", "2"),
+                ])
+            })
+            .await?;
+        let result = result_of(&resp, Effect::Read, unix_now())?;
+        let Value::Array(rows) = result else {
+            return Err(Outcome::retryable("user lookup answer's result is not a list"));
+        };
+        let matching: Vec<String> = rows
+            .iter()
+            .filter(|r| {
+                r.get(field)
+                    .and_then(field_str)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(value))
+            })
+            .filter_map(|r| r.get("sys_id").and_then(field_str))
+            .filter(|id| check_sys_id(id).is_ok())
+            .collect();
+        // two users with the same key name nobody for sure
+        Ok(if matching.len() == 1 {
+            matching.into_iter().next()
+        } else {
+            None
+        })
+    }
+
     /// Create through the Import Set API (`/api/now/import/{staging_table}`); the transform map decides
     /// the target table and may coalesce (update instead of insert). A row status `error` or `ignored`
     /// is permanent.

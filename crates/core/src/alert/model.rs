@@ -171,28 +171,29 @@ impl DlpChannel {
     }
 }
 
-/// Per-type details. Only the typed fields below are read; unknown keys are ignored.
+/// Per-type details. Only the typed fields below are read; unknown keys are ignored. A typed field the alert
+/// lacks is None (and named in [`Alert::missing_details`]); one of the wrong type is a validation problem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Details {
     Dlp {
-        file_count: u64,
-        bytes: u64,
-        channel: DlpChannel,
+        file_count: Option<u64>,
+        bytes: Option<u64>,
+        channel: Option<DlpChannel>,
     },
     BehavioralAnomaly {
-        systems: Vec<String>,
-        duration_minutes: u64,
-        applications: Vec<String>,
+        systems: Option<Vec<String>>,
+        duration_minutes: Option<u64>,
+        applications: Option<Vec<String>>,
     },
     Productivity {
-        hours_per_day: f64,
-        categories: Vec<String>,
-        weekly_trend: Vec<f64>,
+        hours_per_day: Option<f64>,
+        categories: Option<Vec<String>>,
+        weekly_trend: Option<Vec<f64>>,
     },
     PolicyViolation {
-        policy: String,
-        history_30d: ComplianceHistory,
+        policy: Option<String>,
+        history_30d: Option<ComplianceHistory>,
     },
     Custom(Map<String, Value>),
     None,

@@ -111,7 +111,7 @@ impl Alert {
                 rule,
                 test,
                 ignored_fields,
-                missing_details: Vec::new(),
+                missing_details: c.missing.clone(),
             })
         };
         match alert() {
@@ -178,6 +178,8 @@ fn looks_like_email(e: &str) -> bool {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// Typed detail fields the alert lacks (`details.bytes`, …).
+    missing: Vec<String>,
 }
 
 impl Checker {
@@ -496,7 +498,12 @@ impl Checker {
     /// The typed details of `alert_type`, and the `details` object as sent.
     fn details(&mut self, v: Option<&Value>, alert_type: Option<AlertType>) -> (Details, Map<String, Value>) {
         let obj = match v {
-            None | Some(Value::Null) => return (Details::None, Map::new()),
+            None | Some(Value::Null) => {
+                if alert_type.is_some_and(|t| t != AlertType::Custom) {
+                    self.missing.push("details".into());
+                }
+                return (Details::None, Map::new());
+            }
             Some(Value::Object(o)) => o,
             Some(other) => {
                 self.problem("$.details", format!("must be an object, got {}", kind(other)));
@@ -521,32 +528,47 @@ impl Checker {
         (details.unwrap_or(Details::None), obj.clone())
     }
 
+    /// `obj[key]` checked by `check`, or None and the path noted as missing when it is absent or null: a
+    /// typed detail the alert lacks is context the record goes without, not a reason to refuse the alert.
+    fn detail<T>(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        check: impl FnOnce(&mut Self, Option<&Value>, &str) -> Option<T>,
+    ) -> Option<T> {
+        let path = format!("$.details.{key}");
+        match obj.get(key) {
+            None | Some(Value::Null) => {
+                self.missing.push(format!("details.{key}"));
+                None
+            }
+            v => check(self, v, &path),
+        }
+    }
+
     fn dlp(&mut self, obj: &Map<String, Value>) -> Option<Details> {
-        let file_count = self.count(obj.get("file_count"), "$.details.file_count");
-        let bytes = self.count(obj.get("bytes"), "$.details.bytes");
-        let channel = self.one_of(
-            obj.get("channel"),
-            "$.details.channel",
-            &DlpChannel::ALL,
-            DlpChannel::as_str,
-        );
+        let file_count = self.detail(obj, "file_count", Self::count);
+        let bytes = self.detail(obj, "bytes", Self::count);
+        let channel = self.detail(obj, "channel", |c, v, p| {
+            c.one_of(v, p, &DlpChannel::ALL, DlpChannel::as_str)
+        });
         Some(Details::Dlp {
-            file_count: file_count?,
-            bytes: bytes?,
-            channel: channel?,
+            file_count,
+            bytes,
+            channel,
         })
     }
 
     fn behavioral_anomaly(&mut self, obj: &Map<String, Value>) -> Option<Details> {
         self.flag(obj.get("after_hours"), "$.details.after_hours");
         self.flag(obj.get("privileged_account"), "$.details.privileged_account");
-        let systems = self.string_list(obj.get("systems"), "$.details.systems");
-        let duration_minutes = self.count(obj.get("duration_minutes"), "$.details.duration_minutes");
-        let applications = self.string_list(obj.get("applications"), "$.details.applications");
+        let systems = self.detail(obj, "systems", Self::string_list);
+        let duration_minutes = self.detail(obj, "duration_minutes", Self::count);
+        let applications = self.detail(obj, "applications", Self::string_list);
         Some(Details::BehavioralAnomaly {
-            systems: systems?,
-            duration_minutes: duration_minutes?,
-            applications: applications?,
+            systems,
+            duration_minutes,
+            applications,
         })
     }
 
@@ -554,42 +576,48 @@ impl Checker {
         if obj.get("weeks").is_some_and(|v| !v.is_null()) {
             self.count(obj.get("weeks"), "$.details.weeks");
         }
-        let hours_per_day = self.number(obj.get("hours_per_day"), "$.details.hours_per_day", 24.0);
-        let categories = self.string_list(obj.get("categories"), "$.details.categories");
-        let weekly_trend = self.weekly_trend(obj.get("weekly_trend"));
+        let hours_per_day = self.detail(obj, "hours_per_day", |c, v, p| c.number(v, p, 24.0));
+        let categories = self.detail(obj, "categories", Self::string_list);
+        let weekly_trend = self.detail(obj, "weekly_trend", |c, v, _| c.weekly_trend(v));
         Some(Details::Productivity {
-            hours_per_day: hours_per_day?,
-            categories: categories?,
-            weekly_trend: weekly_trend?,
+            hours_per_day,
+            categories,
+            weekly_trend,
         })
     }
 
     fn policy_violation(&mut self, obj: &Map<String, Value>) -> Option<Details> {
-        let policy = self.required(obj.get("policy"), "$.details.policy", MAX_NAME);
-        let history = self
-            .required_object(
-                obj.get("history_30d"),
+        let policy = self.detail(obj, "policy", |c, v, p| c.required(v, p, MAX_NAME));
+        let history = match obj.get("history_30d") {
+            None | Some(Value::Null) => {
+                self.missing.push("details.history_30d".into());
+                None
+            }
+            v => self.required_object(
+                v,
                 "$.details.history_30d",
                 " ({\"violations\": n, \"warnings\": n} over the last 30 days)",
-            )
-            .and_then(|h| {
-                let violations = self.history_count(h.get("violations"), "$.details.history_30d.violations");
-                let warnings = self.history_count(h.get("warnings"), "$.details.history_30d.warnings");
-                Some(ComplianceHistory {
-                    violations: violations?,
-                    warnings: warnings?,
-                })
-            });
-        Some(Details::PolicyViolation {
-            policy: policy?,
-            history_30d: history?,
-        })
+            ),
+        };
+        let history_30d = history.and_then(|h| {
+            let violations = self.history_count(h.get("violations"), "$.details.history_30d.violations");
+            let warnings = self.history_count(h.get("warnings"), "$.details.history_30d.warnings");
+            Some(ComplianceHistory {
+                violations: violations?,
+                warnings: warnings?,
+            })
+        });
+        Some(Details::PolicyViolation { policy, history_30d })
     }
 
     fn history_count(&mut self, v: Option<&Value>, path: &str) -> Option<u64> {
+        if v.is_none_or(Value::is_null) {
+            self.missing.push(path.trim_start_matches("$.").to_string());
+            return None;
+        }
         let n = v.and_then(Value::as_number).and_then(whole);
         if n.is_none() {
-            self.problem(path, "is required (a non-negative integer)");
+            self.problem(path, "must be a non-negative integer");
         }
         n
     }

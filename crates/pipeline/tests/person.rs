@@ -1,0 +1,101 @@
+//! The person: the employee resolved to a sys_user for the profile's person fields, cached; a miss is noted
+//! on the record, not an error.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use serde_json::{Map, json};
+use servicenow_client::{ClientConfig, Credentials, Outcome, ServiceNowClient, StaticCredentials};
+use servicenow_sim::SimConfig;
+
+fn with_users() -> SimConfig {
+    let mut c = SimConfig::default();
+    c.tables.push(
+        serde_json::from_value(json!({
+            "name": "sys_user", "create_roles": ["admin"], "read_roles": ["itil"]
+        }))
+        .unwrap(),
+    );
+    c
+}
+
+async fn add_user(h: &Harness, employee_number: &str) -> String {
+    let admin = ServiceNowClient::new(
+        ClientConfig::new(h.sim.base_url()),
+        Arc::new(StaticCredentials(Credentials::Basic {
+            username: "admin".into(),
+            password: "admin-password".into(),
+        })),
+    )
+    .unwrap();
+    let mut f = Map::new();
+    f.insert("employee_number".into(), json!(employee_number));
+    f.insert("user_name".into(), json!(format!("u{employee_number}")));
+    match admin.create_record("sys_user", &f).await {
+        Outcome::Created(r) => r.sys_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_hr_case_is_opened_for_and_about_the_employee_found_by_employee_number() {
+    let h = harness_with(Options::default(), with_users()).await;
+    let user = add_user(&h, "E2210").await;
+    assert_eq!(
+        h.post(&sample("seed-productivity-non-work-browsing.json"), "wh-hr")
+            .await
+            .status,
+        202
+    );
+    let report = h.flusher.flush().await;
+    assert_eq!(report.created, 1, "{report:?}");
+    let hr = h.sim.records("sn_hr_core_case");
+    assert_eq!(hr.len(), 1);
+    assert_eq!(
+        (hr[0]["opened_for"].as_str(), hr[0]["subject_person"].as_str()),
+        (Some(&*user), Some(&*user))
+    );
+    // the lookup compared what it read back, and asked sys_user by employee_number
+    let gets: Vec<_> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.table.as_deref() == Some("sys_user"))
+        .collect();
+    assert_eq!(gets.len(), 1);
+    assert!(gets[0].query.contains("employee_number%3DE2210"), "{}", gets[0].query);
+    assert!(
+        gets[0].query.contains("sysparm_fields=sys_id%2Cemployee_number"),
+        "{}",
+        gets[0].query
+    );
+}
+
+#[tokio::test]
+async fn a_person_not_in_sys_user_is_noted_and_the_record_still_made_and_the_answer_cached() {
+    let h = harness_with(Options::default(), with_users()).await;
+    add_user(&h, "E9999").await;
+    let body = std::fs::read(repo().join("events/alerts/seed-after-hours-prod-db-admin.json")).unwrap();
+    assert_eq!(h.post(&body, "wh-1").await.status, 202);
+    h.deliver_all().await;
+    let mut second: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    second["alert_id"] = json!("emon-second");
+    assert_eq!(h.post(&serde_json::to_vec(&second).unwrap(), "wh-2").await.status, 202);
+    h.deliver_all().await;
+    let tasks = h.sim.records("sn_si_task");
+    assert_eq!(tasks.len(), 2);
+    for t in &tasks {
+        assert!(t.get("affected_user").is_none_or(|v| v == ""), "{t:?}");
+        let text = t["description"].as_str().unwrap();
+        assert!(text.contains("Person: no sys_user has employee_number"), "{text}");
+    }
+    let lookups = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.table.as_deref() == Some("sys_user"))
+        .count();
+    assert_eq!(lookups, 1, "the miss is cached for the TTL");
+}
