@@ -109,6 +109,9 @@ pub struct Profile {
     pub person_fields: Vec<String>,
     pub states: BTreeMap<String, String>,
     pub domain: BTreeMap<String, Text>,
+    /// field → literal value sent when no domain template (and no route field) gives the field one: what the
+    /// table's data policy requires and the alert may not say (an HR service, a policy, a risk's entity).
+    pub defaults: BTreeMap<String, String>,
     pub context: Vec<Text>,
 }
 
@@ -145,6 +148,8 @@ pub(crate) struct RawProfile {
     #[serde(default)]
     pub domain: Option<BTreeMap<String, String>>,
     #[serde(default)]
+    pub defaults: Option<BTreeMap<String, String>>,
+    #[serde(default)]
     pub context: Option<Vec<String>>,
 }
 
@@ -152,18 +157,23 @@ impl RawProfile {
     /// `self` with every part `over` sets replaced.
     fn merged(&self, over: &RawProfile) -> RawProfile {
         let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
-        let mut domain = self.domain.clone();
-        if let Some(d) = &over.domain {
-            // entries merge; an empty value drops the shipped entry
-            let merged = domain.get_or_insert_with(BTreeMap::new);
-            for (k, v) in d {
-                if v.is_empty() {
-                    merged.remove(k);
-                } else {
-                    merged.insert(k.clone(), v.clone());
+        // entries merge; an empty value drops the shipped entry
+        let merge_map = |base: &Option<BTreeMap<String, String>>, over: &Option<BTreeMap<String, String>>| {
+            let mut out = base.clone();
+            if let Some(d) = over {
+                let merged = out.get_or_insert_with(BTreeMap::new);
+                for (k, v) in d {
+                    if v.is_empty() {
+                        merged.remove(k);
+                    } else {
+                        merged.insert(k.clone(), v.clone());
+                    }
                 }
             }
-        }
+            out
+        };
+        let domain = merge_map(&self.domain, &over.domain);
+        let defaults = merge_map(&self.defaults, &over.defaults);
         RawProfile {
             table: pick(&self.table, &over.table),
             extends: pick(&self.extends, &over.extends),
@@ -176,6 +186,7 @@ impl RawProfile {
             person_fields: over.person_fields.clone().or_else(|| self.person_fields.clone()),
             states: over.states.clone().or_else(|| self.states.clone()),
             domain,
+            defaults,
             context: over.context.clone().or_else(|| self.context.clone()),
         }
     }
@@ -249,6 +260,10 @@ pub(crate) fn compile_profiles(
         for k in domain_raw.keys() {
             named.push(("domain", k));
         }
+        let defaults = r.defaults.clone().unwrap_or_default();
+        for k in defaults.keys() {
+            named.push(("defaults", k));
+        }
         for (what, f) in named {
             if !fields.contains(f) {
                 problems.push((
@@ -287,6 +302,7 @@ pub(crate) fn compile_profiles(
                 person_fields,
                 states: r.states.clone().unwrap_or_default(),
                 domain,
+                defaults,
                 context,
             },
         );

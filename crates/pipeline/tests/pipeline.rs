@@ -85,7 +85,7 @@ async fn seed_scenarios_become_the_right_records() {
         (Some("2"), Some("2"))
     );
     assert_eq!(hr[0]["assignment_group.display_value"], "HR Partners - Engineering");
-    assert_eq!(hr[0]["hr_service"], "Employee Relations");
+    assert_eq!(hr[0]["hr_service.display_value"], "Productivity Review");
     assert!(
         hr[0].get("category").is_none() && hr[0].get("priority").is_none(),
         "{:?}",
