@@ -62,9 +62,13 @@ async fn seed_scenarios_flow_through_ingest_deliver_and_flush() {
     assert_eq!(sir.len(), 1);
     assert_eq!(sir[0]["assignment_group.display_value"], "Security Operations");
     assert!(sir[0]["number"].as_str().unwrap().starts_with("SIR"));
+    assert_eq!(sir[0]["priority"], "1");
+    // the security review is a Security Incident Response task at priority 2, never a bare task
+    assert!(s.sim.records("task").is_empty());
     let task = s.sim.records("sn_si_task");
     assert_eq!(task.len(), 1);
     assert_eq!(task[0]["assignment_group.display_value"], "IT Security");
+    assert_eq!(task[0]["priority"], "2");
     let hr = s.sim.records("sn_hr_core_case");
     assert_eq!(hr.len(), 1);
     assert_eq!(hr[0]["assignment_group.display_value"], "HR Partners - Engineering");

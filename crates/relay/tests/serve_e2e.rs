@@ -268,12 +268,25 @@ async fn the_seed_scenarios_become_records_through_the_real_server() {
     .await;
     let sir = &sim_records(&sim, "sn_si_incident").await[0];
     assert_eq!(
-        (sir["impact"].as_str(), sir["urgency"].as_str()),
-        (Some("1"), Some("1"))
+        (
+            sir["impact"].as_str(),
+            sir["urgency"].as_str(),
+            sir["priority"].as_str()
+        ),
+        (Some("1"), Some("1"), Some("1"))
     );
     assert_eq!(sir["assignment_group.display_value"], "Security Operations");
+    // the security review is a Security Incident Response task at priority 2, never a bare task
+    assert!(sim_records(&sim, "task").await.is_empty());
     let task = &sim_records(&sim, "sn_si_task").await[0];
     assert_eq!(task["assignment_group.display_value"], "IT Security");
+    assert_eq!(task["priority"], "2");
+    assert!(
+        task["description"]
+            .as_str()
+            .unwrap()
+            .contains("Systems accessed: prod-db-01")
+    );
     let hr = &sim_records(&sim, "sn_hr_core_case").await[0];
     assert_eq!(hr["assignment_group.display_value"], "HR Partners - Engineering");
 
