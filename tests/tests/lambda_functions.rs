@@ -528,7 +528,7 @@ async fn five_hundred_low_alerts_become_grouped_records_in_few_batch_calls() {
         let st = s.status(&format!("low-{i:03}")).await;
         assert_eq!(st.body["state"], "COMPLETED", "{:?}", st.body);
         assert!(
-            st.body["servicenow"]["number"].as_str().unwrap().starts_with("PEX"),
+            st.body["servicenow"]["number"].as_str().unwrap().starts_with("PER"),
             "{:?}",
             st.body
         );

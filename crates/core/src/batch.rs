@@ -59,6 +59,10 @@ pub struct PlannedRecord {
     /// (its description shows the first members in full and the rest by id only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_list: Option<String>,
+    /// Who the record is about, resolved to `sys_user` at delivery: the alert's person, or for an
+    /// aggregate the one person every member names (none when they differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<crate::route::PersonLookup>,
 }
 
 /// The records, and how to send them.
@@ -246,6 +250,7 @@ fn single(d: &Decision, i: usize) -> PlannedRecord {
         alert_ids: vec![d.alert_id.clone()],
         members: vec![i],
         member_list: None,
+        person: d.person.clone(),
     }
 }
 
@@ -329,6 +334,10 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
         alert_ids: ds.iter().map(|d| d.alert_id.clone()).collect(),
         members,
         member_list: Some(member_list),
+        person: first
+            .person
+            .clone()
+            .filter(|p| ds.iter().all(|d| d.person.as_ref() == Some(p))),
     }
 }
 

@@ -230,6 +230,11 @@ pub(crate) fn build(d: &Decision, c: &Config, input: BuildInput<'_>) -> Map<Stri
     for (k, v) in extra {
         put(&mut f, k, v.clone());
     }
+    for (k, v) in &p.defaults {
+        if !f.contains_key(k) {
+            put(&mut f, k, v.clone());
+        }
+    }
     f
 }
 

@@ -109,12 +109,63 @@ pub struct Profile {
     pub person_fields: Vec<String>,
     pub states: BTreeMap<String, String>,
     pub domain: BTreeMap<String, Text>,
+    /// field → literal value sent when no domain template (and no route field) gives the field one: what the
+    /// table's data policy requires and the alert may not say (an HR service, a policy, a risk's entity).
+    pub defaults: BTreeMap<String, String>,
     pub context: Vec<Text>,
 }
 
 impl Profile {
     pub fn has(&self, field: &str) -> bool {
         self.fields.contains(field)
+    }
+
+    /// A connection-test record for this profile's table, as the routes would fill it where no alert is
+    /// needed: a summary and long text saying what it is, `key` in the dedupe field, every default, and
+    /// each domain value its template can fill from `summary`, `description` and the dates an alert at
+    /// `now_unix` would give (`occurred_date`, `valid_to`); templates naming alert details are left out.
+    /// Person fields are the caller's.
+    pub fn probe_fields(&self, key: &str, now_unix: i64) -> Map<String, Value> {
+        let summary = "[Alert Relay connection test] safe to delete: created by `relay test-connection`";
+        let description = "A connection test record of Alert Relay. It carries no alert data.";
+        let mut facts = Map::new();
+        facts.insert("summary".into(), Value::String(summary.into()));
+        facts.insert("description".into(), Value::String(description.into()));
+        let dates = [
+            ("occurred_date", crate::route::date_after(now_unix, 0)),
+            (
+                "valid_to",
+                crate::route::date_after(now_unix, crate::route::VALID_TO_DAYS),
+            ),
+        ];
+        for (k, date) in dates {
+            if let Some(d) = date {
+                facts.insert(k.into(), Value::String(d));
+            }
+        }
+        let mut fields = Map::new();
+        for (field, value) in &self.defaults {
+            fields.insert(field.clone(), Value::String(value.clone()));
+        }
+        for (field, text) in &self.domain {
+            if let Some(value) = text.render(&facts) {
+                fields.insert(field.clone(), Value::String(value));
+            }
+        }
+        let mut long_text = description.to_string();
+        if self.summary_field == self.description_field {
+            long_text = format!("{summary}\n\n{long_text}");
+        } else {
+            fields.insert(self.summary_field.clone(), Value::String(summary.into()));
+        }
+        if self.dedupe.field == self.description_field {
+            long_text = format!("{long_text}\n\n{}", self.dedupe.written(key));
+        } else {
+            fields.insert(self.dedupe.field.clone(), Value::String(self.dedupe.written(key)));
+        }
+        fields.insert(self.description_field.clone(), Value::String(long_text));
+        fields.retain(|f, _| self.has(f));
+        fields
     }
 }
 
@@ -145,6 +196,8 @@ pub(crate) struct RawProfile {
     #[serde(default)]
     pub domain: Option<BTreeMap<String, String>>,
     #[serde(default)]
+    pub defaults: Option<BTreeMap<String, String>>,
+    #[serde(default)]
     pub context: Option<Vec<String>>,
 }
 
@@ -152,18 +205,23 @@ impl RawProfile {
     /// `self` with every part `over` sets replaced.
     fn merged(&self, over: &RawProfile) -> RawProfile {
         let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
-        let mut domain = self.domain.clone();
-        if let Some(d) = &over.domain {
-            // entries merge; an empty value drops the shipped entry
-            let merged = domain.get_or_insert_with(BTreeMap::new);
-            for (k, v) in d {
-                if v.is_empty() {
-                    merged.remove(k);
-                } else {
-                    merged.insert(k.clone(), v.clone());
+        // entries merge; an empty value drops the shipped entry
+        let merge_map = |base: &Option<BTreeMap<String, String>>, over: &Option<BTreeMap<String, String>>| {
+            let mut out = base.clone();
+            if let Some(d) = over {
+                let merged = out.get_or_insert_with(BTreeMap::new);
+                for (k, v) in d {
+                    if v.is_empty() {
+                        merged.remove(k);
+                    } else {
+                        merged.insert(k.clone(), v.clone());
+                    }
                 }
             }
-        }
+            out
+        };
+        let domain = merge_map(&self.domain, &over.domain);
+        let defaults = merge_map(&self.defaults, &over.defaults);
         RawProfile {
             table: pick(&self.table, &over.table),
             extends: pick(&self.extends, &over.extends),
@@ -176,6 +234,7 @@ impl RawProfile {
             person_fields: over.person_fields.clone().or_else(|| self.person_fields.clone()),
             states: over.states.clone().or_else(|| self.states.clone()),
             domain,
+            defaults,
             context: over.context.clone().or_else(|| self.context.clone()),
         }
     }
@@ -249,6 +308,10 @@ pub(crate) fn compile_profiles(
         for k in domain_raw.keys() {
             named.push(("domain", k));
         }
+        let defaults = r.defaults.clone().unwrap_or_default();
+        for k in defaults.keys() {
+            named.push(("defaults", k));
+        }
         for (what, f) in named {
             if !fields.contains(f) {
                 problems.push((
@@ -287,6 +350,7 @@ pub(crate) fn compile_profiles(
                 person_fields,
                 states: r.states.clone().unwrap_or_default(),
                 domain,
+                defaults,
                 context,
             },
         );

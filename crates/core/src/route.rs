@@ -95,6 +95,9 @@ pub struct PersonLookup {
     /// The record's fields that get the user's sys_id.
     pub fields: Vec<String>,
     pub cache_ttl_seconds: u64,
+    /// The long-text field where a lookup that found no one is noted.
+    #[serde(default = "default_description_field")]
+    pub note_field: String,
 }
 
 /// A weekly trend to draw and attach.
@@ -169,6 +172,13 @@ const MAX_CORRELATION_ID: usize = 100;
 /// A policy exception's `valid_to`: this many days after the alert (the window its 30-day history covers).
 pub const VALID_TO_DAYS: i64 = 30;
 
+/// The calendar date (UTC, `YYYY-MM-DD`) `offset_days` after the instant `unix` (seconds).
+pub(crate) fn date_after(unix: i64, offset_days: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix.checked_add(offset_days.checked_mul(86_400)?)?)
+        .ok()
+        .map(|t| t.date().to_string())
+}
+
 /// True for strings that are safe inside a ServiceNow encoded query and a `correlation_id`.
 pub fn is_query_safe(s: &str) -> bool {
     !s.is_empty()
@@ -242,15 +252,10 @@ impl Router {
         f.insert("risk_score".into(), Value::from(alert.risk_score));
         f.insert("evidence_url".into(), s(&alert.evidence_url));
         f.insert("occurred_at".into(), s(&alert.occurred_at));
-        let day = |offset_days: i64| {
-            time::OffsetDateTime::from_unix_timestamp(alert.occurred_at_unix + offset_days * 86_400)
-                .ok()
-                .map(|t| t.date().to_string())
-        };
-        if let Some(d) = day(0) {
+        if let Some(d) = date_after(alert.occurred_at_unix, 0) {
             f.insert("occurred_date".into(), s(&d));
         }
-        if let Some(d) = day(VALID_TO_DAYS) {
+        if let Some(d) = date_after(alert.occurred_at_unix, VALID_TO_DAYS) {
             f.insert("valid_to".into(), s(&d));
         }
         if let Some(bytes) = alert.raw_details.get("bytes").and_then(Value::as_u64) {
@@ -374,6 +379,7 @@ impl Router {
                 value,
                 fields: profile.person_fields.clone(),
                 cache_ttl_seconds: c.person.cache_ttl_seconds,
+                note_field: decision.description_field.clone(),
             });
         }
         if record_type == RecordType::HrCase

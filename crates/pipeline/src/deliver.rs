@@ -197,11 +197,14 @@ impl Delivery {
                 }
             }
             let person = match &env.item {
-                Item::Alert { decision, .. } => self.with_person(&client, decision).await,
-                Item::Aggregate { .. } => None,
+                Item::Alert { decision, .. } => decision.person.as_ref(),
+                Item::Aggregate { record } => record.person.as_ref(),
             };
             let created = match person {
-                Some(fields) => client.create_record(env.table(), &fields).await,
+                Some(p) => {
+                    let fields = self.with_person(&client, p, env.fields()).await;
+                    client.create_record(env.table(), &fields).await
+                }
                 None => client.create_record(env.table(), env.fields()).await,
             };
             if let (Outcome::Created(rec), Item::Aggregate { record }) = (&created, &env.item) {
@@ -217,15 +220,14 @@ impl Delivery {
         (outcome, false)
     }
 
-    /// The decision's fields with the employee's `sys_user` in the profile's person fields, or a note on the
-    /// record when there is none; None when the record names no person (pseudonymised, no person fields).
-    /// Answers are cached for the config's TTL; a miss is not an error.
+    /// `fields` with the employee's `sys_user` in the person's fields, or a note in its note field when
+    /// there is none. Answers are cached for the config's TTL; a miss is not an error.
     pub async fn with_person(
         &self,
         client: &ServiceNowClient,
-        decision: &relay_core::Decision,
-    ) -> Option<serde_json::Map<String, serde_json::Value>> {
-        let p = decision.person.as_ref()?;
+        p: &relay_core::PersonLookup,
+        fields: &serde_json::Map<String, serde_json::Value>,
+    ) -> serde_json::Map<String, serde_json::Value> {
         let field = p.match_by.field();
         let key = (field.to_string(), p.value.clone());
         let now = Instant::now();
@@ -248,13 +250,13 @@ impl Delivery {
                 Err(_) => Person::Unavailable,
             },
         };
-        let mut fields = decision.fields.clone();
+        let mut fields = fields.clone();
         let note = match person {
             Person::Found(id) => {
                 for f in &p.fields {
                     fields.insert(f.clone(), serde_json::Value::String(id.clone()));
                 }
-                return Some(fields);
+                return fields;
             }
             Person::Missing => format!(
                 "no sys_user has {field} = the employee's; {} left empty",
@@ -265,10 +267,10 @@ impl Delivery {
                 p.fields.join(", ")
             ),
         };
-        if let Some(serde_json::Value::String(text)) = fields.get_mut(&decision.description_field) {
+        if let Some(serde_json::Value::String(text)) = fields.get_mut(&p.note_field) {
             text.push_str(&format!("\n\nPerson: {note}"));
         }
-        Some(fields)
+        fields
     }
 
     /// Record a created record in the ledger for the envelope's key and every alert it covers, and count

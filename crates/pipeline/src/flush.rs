@@ -340,15 +340,13 @@ impl Flusher {
                     fields: plan.records[i].fields.clone(),
                 })
                 .collect();
-            // a record of one alert names its person, as a realtime record does
+            // each record names its person, as a realtime record does
             let mut items = items;
             if let Ok(c) = &client {
                 for item in items.iter_mut() {
                     let Ok(i) = item.id.parse::<usize>() else { continue };
-                    if let [m] = plan.records[i].members.as_slice()
-                        && let Some(fields) = d.with_person(c, decisions[*m]).await
-                    {
-                        item.fields = fields;
+                    if let Some(p) = &plan.records[i].person {
+                        item.fields = d.with_person(c, p, &item.fields).await;
                     }
                 }
             }

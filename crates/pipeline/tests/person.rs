@@ -3,46 +3,27 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use serde_json::{Map, json};
-use servicenow_client::{ClientConfig, Credentials, Outcome, ServiceNowClient, StaticCredentials};
+use serde_json::json;
 use servicenow_sim::SimConfig;
 
-fn with_users() -> SimConfig {
-    let mut c = SimConfig::default();
-    c.tables.push(
-        serde_json::from_value(json!({
-            "name": "sys_user", "create_roles": ["admin"], "read_roles": ["itil"]
-        }))
-        .unwrap(),
-    );
-    c
-}
-
-async fn add_user(h: &Harness, employee_number: &str) -> String {
-    let admin = ServiceNowClient::new(
-        ClientConfig::new(h.sim.base_url()),
-        Arc::new(StaticCredentials(Credentials::Basic {
-            username: "admin".into(),
-            password: "admin-password".into(),
-        })),
-    )
-    .unwrap();
-    let mut f = Map::new();
-    f.insert("employee_number".into(), json!(employee_number));
-    f.insert("user_name".into(), json!(format!("u{employee_number}")));
-    match admin.create_record("sys_user", &f).await {
-        Outcome::Created(r) => r.sys_id,
-        other => panic!("{other:?}"),
-    }
+/// The sys_id of the directory's user with `employee_number` (the default instance's reference data holds the
+/// sample employees).
+fn user_id(h: &Harness, employee_number: &str) -> String {
+    let users: Vec<_> = h
+        .sim
+        .records("sys_user")
+        .into_iter()
+        .filter(|u| u["employee_number"] == employee_number)
+        .collect();
+    assert_eq!(users.len(), 1, "{employee_number}");
+    users[0]["sys_id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
 async fn the_hr_case_is_opened_for_and_about_the_employee_found_by_employee_number() {
-    let h = harness_with(Options::default(), with_users()).await;
-    let user = add_user(&h, "E2210").await;
+    let h = harness_with(Options::default(), SimConfig::default()).await;
+    let user = user_id(&h, "E2210");
     assert_eq!(
         h.post(&sample("seed-productivity-non-work-browsing.json"), "wh-hr")
             .await
@@ -75,9 +56,20 @@ async fn the_hr_case_is_opened_for_and_about_the_employee_found_by_employee_numb
 
 #[tokio::test]
 async fn a_person_not_in_sys_user_is_noted_and_the_record_still_made_and_the_answer_cached() {
-    let h = harness_with(Options::default(), with_users()).await;
-    add_user(&h, "E9999").await;
-    let body = std::fs::read(repo().join("events/alerts/seed-after-hours-prod-db-admin.json")).unwrap();
+    let h = harness_with(Options::default(), SimConfig::default()).await;
+    // an employee the directory does not hold
+    let mut first: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("events/alerts/seed-after-hours-prod-db-admin.json")).unwrap(),
+    )
+    .unwrap();
+    first["employee"]["id"] = json!("E9999");
+    assert!(
+        h.sim
+            .records("sys_user")
+            .iter()
+            .all(|u| u["employee_number"] != "E9999")
+    );
+    let body = serde_json::to_vec(&first).unwrap();
     assert_eq!(h.post(&body, "wh-1").await.status, 202);
     h.deliver_all().await;
     let mut second: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -85,12 +85,10 @@ async fn seed_scenarios_become_the_right_records() {
         (Some("2"), Some("2"))
     );
     assert_eq!(hr[0]["assignment_group.display_value"], "HR Partners - Engineering");
-    assert_eq!(hr[0]["hr_service"], "Employee Relations");
-    assert!(
-        hr[0].get("category").is_none() && hr[0].get("priority").is_none(),
-        "{:?}",
-        hr[0]
-    );
+    assert_eq!(hr[0]["hr_service.display_value"], "Productivity Review");
+    // no category on an HR case; its priority is the HR service's (Productivity Review: 3), not the relay's
+    assert!(hr[0].get("category").is_none(), "{:?}", hr[0]);
+    assert_eq!(hr[0]["priority"], "3", "{:?}", hr[0]);
 
     // the ledger holds the cross-system reference
     let e = h.state("emon-20261120-7f3a9c").await;

@@ -11,13 +11,14 @@ use serde_json::{Map, Value, json};
 use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
 use servicenow_sim::{Fault, FaultKind};
 
-/// One high alert per routed table of the shipped config (high: delivered at once).
+/// One high alert per routed table of the shipped config (high: delivered at once), for an employee the
+/// directory holds (an HR case must be opened for a sys_user).
 fn alerts() -> Vec<(&'static str, &'static str, Value)> {
     let base = |id: &str, alert_type: &str, details: Value| {
         json!({
             "alert_id": id, "alert_type": alert_type, "severity": "high",
             "occurred_at": "2026-11-20T14:03:00Z",
-            "employee": {"id": "E7", "department": "Sales", "manager": "M1"},
+            "employee": {"id": "E5002", "department": "Sales", "manager": "M5001"},
             "description": format!("activity of {id}"), "risk_score": 60,
             "evidence_url": format!("https://monitor.example.com/a/{id}"), "details": details
         })
@@ -89,9 +90,15 @@ async fn unrelated_record(h: &Harness, table: &str, correlation_id: &str) -> Str
     )
     .unwrap();
     let mut f = Map::new();
+    // what each table's data policy needs (a field a table lacks is dropped by the instance)
     for (k, v) in [
         ("short_description", "recorded by hand"),
         ("name", "recorded by hand"),
+        ("profile", "Corporate"),
+        ("policy", "Acceptable Use Policy"),
+        ("valid_to", "2026-12-31"),
+        ("hr_service", "Productivity Review"),
+        ("opened_for", "Alex Kim"),
         (
             "description",
             &*format!("an older record that mentions {correlation_id}"),

@@ -262,26 +262,14 @@ pub fn servicenow_settings(file: Option<&Path>) -> Result<Option<ServiceNowSetti
         .map_err(SettingsError::InvalidServiceNowVariables)
 }
 
-/// Every table the routing config can send records to (Event Management's `em_event` excluded: events
-/// are not records one creates and deletes).
+/// The Table API tables a route of `config` can take (Event Management's `em_event` is not one).
 pub fn mapped_tables(config: &Config) -> Vec<String> {
-    let mut tables: std::collections::BTreeSet<String> = config.tables.values().cloned().collect();
-    for rule in &config.rules {
-        if let Some(t) = &rule.target.table {
-            tables.insert(t.clone());
-        }
-        if let Some(rt) = rule.target.record_type
-            && let Some(t) = config.tables.get(&rt)
-        {
-            tables.insert(t.clone());
-        }
-    }
-    for defaults in config.alert_types.values() {
-        if let Some(t) = &defaults.target.table {
-            tables.insert(t.clone());
-        }
-    }
-    tables.remove("em_event");
+    let tables: std::collections::BTreeSet<String> = config
+        .routed_targets()
+        .into_iter()
+        .map(|(_, table)| table)
+        .filter(|t| t != "em_event")
+        .collect();
     tables.into_iter().collect()
 }
 
@@ -359,9 +347,12 @@ mod tests {
     #[test]
     fn the_default_config_maps_the_security_and_hr_tables() {
         let tables = mapped_tables(&Config::default_config());
-        for t in ["sn_si_incident", "task", "sn_hr_core_case"] {
+        for t in ["sn_si_incident", "sn_si_task", "sn_hr_core_case"] {
             assert!(tables.iter().any(|x| x == t), "{t} in {tables:?}");
         }
-        assert!(!tables.iter().any(|x| x == "em_event"));
+        // routed tables only: no bare task (a real instance wants a child table), no unrouted table, no events
+        for t in ["task", "sn_ti_observable", "sn_hr_ef_employee_document", "em_event"] {
+            assert!(!tables.iter().any(|x| x == t), "{t} not in {tables:?}");
+        }
     }
 }

@@ -142,7 +142,7 @@ fn seed_non_work_browsing_is_a_medium_hr_case_for_the_employees_hr_partner() {
     assert_eq!(d["servicenow_priority"], serde_json::Value::Null);
     assert_eq!(d["priority_method"], "hr_service");
     assert!(d["priority_note"].as_str().unwrap().contains("HR service"));
-    assert_eq!(d["fields"]["hr_service"], "Employee Relations");
+    assert_eq!(d["fields"]["hr_service"], "Productivity Review");
     assert_eq!(d["attaches_chart"], true);
 }
 

@@ -702,18 +702,54 @@ async fn test_connection_reports_every_table() {
         )
     };
 
-    // all good: every table OK, and the test records are gone again
+    // all good: every routed table takes its profile's test record and finds it again by its key; the
+    // integration user may not delete (as on a real instance), so each record is named for deletion by hand
+    let routed = [
+        "sn_si_incident",
+        "sn_si_task",
+        "sn_hr_core_case",
+        "incident",
+        "sn_compliance_policy_exception",
+        "sn_risk_risk",
+    ];
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "relay-password"));
     assert!(o.status.success(), "{}", text(&o));
-    for table in ["sn_si_incident", "task", "sn_hr_core_case", "incident"] {
-        let line = text(&o)
+    let line_of = |o: &Output, table: &str| {
+        text(o)
             .lines()
-            .find(|l| l.starts_with(table))
+            .find(|l| l.starts_with(&format!("{table} ")))
             .map(str::to_owned)
-            .unwrap_or_default();
-        assert!(line.contains("OK (created and deleted"), "{table}: {}", text(&o));
-        assert!(sim.records(table).is_empty(), "{table}: test record deleted");
+            .unwrap_or_default()
+    };
+    for table in routed {
+        let line = line_of(&o, table);
+        let records = sim.records(table);
+        assert_eq!(records.len(), 1, "{table}: one test record, left for a human");
+        let number = records[0]["number"].as_str().unwrap();
+        assert!(
+            line.contains("OK (created")
+                && line.contains("found again by")
+                && line.contains(&format!("delete {number} by hand")),
+            "{table}: {}",
+            text(&o)
+        );
+    }
+    // only routed tables are probed: no bare task, no unrouted table
+    for table in ["task", "sn_ti_observable", "sn_hr_ef_employee_document", "problem"] {
+        assert_eq!(line_of(&o, table), "", "{table} is not routed: {}", text(&o));
+        assert!(sim.records(table).is_empty(), "{table}");
+    }
+    // a user with the delete role: created, found, and deleted again
+    let o = tc(&servicenow_file(d, &sim.base_url(), "admin", "admin-password"));
+    assert!(o.status.success(), "{}", text(&o));
+    for table in routed {
+        assert!(line_of(&o, table).ends_with("deleted)"), "{table}: {}", text(&o));
+        assert_eq!(
+            sim.records(table).len(),
+            1,
+            "{table}: the admin's test record is gone again"
+        );
     }
     // hibernating
     sim.set_hibernating(true);

@@ -17,6 +17,18 @@ pub enum ConfigError {
     },
     #[error("OAuth client {client_id} acts as unknown user {user}")]
     UnknownClientUser { client_id: String, user: String },
+    #[error("table {table} extends itself")]
+    InheritanceCycle { table: String },
+    #[error("unknown parent table {table}")]
+    UnknownParent { table: String },
+    #[error("reference field {table}.{field} targets unknown table {target}")]
+    UnknownReferenceTarget {
+        table: String,
+        field: String,
+        target: String,
+    },
+    #[error("reference data for unknown table {table}")]
+    UnknownRecordTable { table: String },
 }
 
 /// Role that may do everything (as on a real instance).
@@ -29,23 +41,29 @@ pub struct SimConfig {
     pub oauth_clients: Vec<OAuthClientConfig>,
     /// Names of the assignment groups (table `sys_user_group`). Duplicates are allowed (ambiguous names).
     pub groups: Vec<String>,
+    /// The data dictionary and access rules, one entry per table (default: `instance.yaml`).
     pub tables: Vec<TableConfig>,
-    /// Reference fields: field name → referenced table. Only `sys_user_group` references are resolved.
-    pub reference_fields: BTreeMap<String, String>,
+    /// Reference data: table → rows. A reference field's value names the target by display value.
+    pub records: BTreeMap<String, Vec<BTreeMap<String, String>>>,
+    /// Role containment: a user with the key role also holds the listed roles (transitively).
+    pub role_includes: BTreeMap<String, Vec<String>>,
     pub import_sets: Vec<ImportSetConfig>,
     pub rate_limits: Vec<RateLimitRule>,
     pub oauth: OAuthConfig,
     pub batch: BatchConfig,
-    /// What a display value (or sys_id) that matches no group does.
+    /// What a display value (or sys_id) that matches no record of the referenced table does.
     pub unknown_reference: ReferencePolicy,
-    /// What a display value that matches several groups does.
+    /// What a display value that matches several records does.
     pub ambiguous_reference: ReferencePolicy,
-    /// `glide.invalid_query.returns_no_rows`: false (default) silently drops invalid query terms.
+    /// `glide.invalid_query.returns_no_rows`: false (default) silently drops invalid query terms (terms that
+    /// do not parse and terms naming a field the table lacks); true answers no rows.
     pub invalid_query_returns_no_rows: bool,
     /// `glide.rest.max_content_length` in bytes (default 10 MB).
     pub max_content_length: usize,
-    /// A request without an `Accept` header is rejected with 400 (reference: "missing one → 400").
+    /// A request without an `Accept` header is rejected with 400 (false: JSON is assumed, as documented).
     pub require_accept_header: bool,
+    /// A write without a `Content-Type` header is rejected with 400 (false: JSON is assumed, as documented).
+    pub require_content_type_header: bool,
     /// Role that Event Management requires (besides admin).
     pub event_role: String,
     /// Prefix of `em_alert` numbers.
@@ -78,6 +96,12 @@ pub struct OAuthClientConfig {
 pub struct OAuthConfig {
     pub access_token_lifetime_s: u64,
     pub refresh_token_lifetime_s: u64,
+    /// System property `glide.oauth.inbound.client.credential.grant_type.enabled` (default false: the
+    /// client_credentials grant is refused).
+    pub client_credentials_enabled: bool,
+    /// System property `glide.oauth.inbound.ropc.grant_type.disabled` (Security Center hardening; default
+    /// false: the password grant works).
+    pub password_grant_disabled: bool,
 }
 
 impl Default for OAuthConfig {
@@ -85,6 +109,8 @@ impl Default for OAuthConfig {
         OAuthConfig {
             access_token_lifetime_s: 1800,
             refresh_token_lifetime_s: 100 * 24 * 3600,
+            client_credentials_enabled: false,
+            password_grant_disabled: false,
         }
     }
 }
@@ -124,40 +150,185 @@ pub enum ReferencePolicy {
     First,
 }
 
+/// One table of the data dictionary with its access rules (see `instance.yaml` for the default instance).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     pub name: String,
-    /// Number prefix (None: the table has no `number` field).
+    /// Parent table: its fields, references, choices, lengths and defaults are inherited.
+    #[serde(default)]
+    pub extends: Option<String>,
+    /// Number prefix (None: the table has no `number` counter).
     #[serde(default)]
     pub prefix: Option<String>,
     /// First number of the counter (ServiceNow default 10001 → INC0010001).
     #[serde(default = "default_first_number")]
     pub first_number: u64,
-    /// Roles that may insert. A user with only these may read/update/delete only records it created.
+    /// Field whose value is the record's display value (reference by display value, `sysparm_display_value`).
+    #[serde(default)]
+    pub display_field: Option<String>,
+    /// Roles that may insert (admin always may).
     #[serde(default)]
     pub create_roles: Vec<String>,
     /// Roles that may read every record.
     #[serde(default)]
     pub read_roles: Vec<String>,
-    /// Roles that may update/delete every record.
+    /// Roles that may read the records the user created.
+    #[serde(default)]
+    pub read_own_roles: Vec<String>,
+    /// Roles that may update every record (and read it).
     #[serde(default)]
     pub write_roles: Vec<String>,
-    /// Data policy: fields that must be non-empty on insert.
+    /// Roles that may update the records the user created.
+    #[serde(default)]
+    pub write_own_roles: Vec<String>,
+    /// Roles that may delete records (empty: admin only).
+    #[serde(default)]
+    pub delete_roles: Vec<String>,
+    /// Records whose `field` is "true" are visible only to `roles` (and admin).
+    #[serde(default)]
+    pub restriction: Option<Restriction>,
+    /// Data policy: fields that must be non-empty on insert and update.
     #[serde(default)]
     pub mandatory: Vec<String>,
-    /// Priority computed from impact × urgency (incident, problem).
+    /// Data policy: at least one field of each list must be non-empty.
     #[serde(default)]
-    pub priority_matrix: bool,
-    /// Known fields; when set, unknown fields are silently dropped on write (like a real instance).
+    pub mandatory_any: Vec<Vec<String>>,
+    /// How `priority` gets its value.
+    #[serde(default)]
+    pub priority: PriorityRule,
+    /// The table's own fields (None: any field is accepted and stored). Fields not listed are dropped on
+    /// write and query terms naming them are invalid terms.
     #[serde(default)]
     pub fields: Option<Vec<String>>,
+    /// Inherited fields this table does not have.
+    #[serde(default)]
+    pub exclude_fields: Vec<String>,
+    /// Reference fields: field → referenced table.
+    #[serde(default)]
+    pub references: BTreeMap<String, String>,
+    /// Choice lists: field → (value → label). Values off the list are stored as sent.
+    #[serde(default)]
+    pub choices: BTreeMap<String, BTreeMap<String, String>>,
     /// Maximum lengths; longer values are truncated silently.
     #[serde(default)]
     pub max_lengths: BTreeMap<String, usize>,
     /// Values set on insert when the field is absent.
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,
+    /// field → where an empty field is filled from on insert (a field of a referenced record).
+    #[serde(default)]
+    pub fill_from_reference: BTreeMap<String, FromReference>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restriction {
+    pub field: String,
+    pub roles: Vec<String>,
+}
+
+/// A field of the record that a reference field of this record points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromReference {
+    pub reference: String,
+    pub field: String,
+}
+
+/// How a table's `priority` gets its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PriorityRule {
+    /// An ordinary field: a written value is kept, otherwise the table default.
+    #[default]
+    Field,
+    /// The priority lookup on impact × urgency; writes to `priority` are ignored.
+    Lookup,
+    /// Copied from a field of the referenced record (HR case ← HR service); writes are ignored.
+    FromReference { reference: String, field: String },
+}
+
+/// Fields every table has (system fields), whatever its field list says.
+pub const SYSTEM_FIELDS: [&str; 8] = [
+    "sys_id",
+    "sys_created_on",
+    "sys_created_by",
+    "sys_updated_on",
+    "sys_updated_by",
+    "sys_mod_count",
+    "sys_class_name",
+    "number",
+];
+
+impl TableConfig {
+    /// Does the table have this field? (Tables without a field list have every field.)
+    pub fn has_field(&self, field: &str) -> bool {
+        let base = field.split('.').next().unwrap_or(field);
+        match &self.fields {
+            None => true,
+            Some(fields) => {
+                (SYSTEM_FIELDS.contains(&base) && (base != "number" || self.prefix.is_some()))
+                    || fields.iter().any(|f| f == base)
+            }
+        }
+    }
+
+    /// Display field: the configured one, else `name` or `number` when the table has it, else `sys_id`.
+    pub fn display_field(&self) -> &str {
+        if let Some(f) = &self.display_field {
+            return f;
+        }
+        if self.fields.as_ref().is_some_and(|f| f.iter().any(|x| x == "name")) {
+            "name"
+        } else if self.prefix.is_some() {
+            "number"
+        } else {
+            "sys_id"
+        }
+    }
+
+    /// This table with its parent's dictionary merged in (the parent already resolved).
+    fn inherit(mut self, parent: &TableConfig) -> TableConfig {
+        let own_fields = self.fields.take();
+        self.fields = match (&parent.fields, own_fields) {
+            (None, None) => None,
+            (p, own) => {
+                let mut all: Vec<String> = p.clone().unwrap_or_default();
+                for f in own.unwrap_or_default() {
+                    if !all.contains(&f) {
+                        all.push(f);
+                    }
+                }
+                Some(all)
+            }
+        };
+        let merge = |own: &mut BTreeMap<String, String>, parent: &BTreeMap<String, String>| {
+            for (k, v) in parent {
+                own.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        };
+        merge(&mut self.references, &parent.references);
+        merge(&mut self.defaults, &parent.defaults);
+        for (k, v) in &parent.choices {
+            self.choices.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &parent.max_lengths {
+            self.max_lengths.entry(k.clone()).or_insert(*v);
+        }
+        let excluded = std::mem::take(&mut self.exclude_fields);
+        if let Some(fields) = self.fields.as_mut() {
+            fields.retain(|f| !excluded.contains(f));
+        }
+        for f in &excluded {
+            self.references.remove(f);
+            self.defaults.remove(f);
+            self.choices.remove(f);
+            self.max_lengths.remove(f);
+        }
+        self.extends = None;
+        self
+    }
 }
 
 fn default_first_number() -> u64 {
@@ -211,6 +382,12 @@ impl ApiKind {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitRule {
     pub name: String,
+    /// The rule's sys_id, sent in `X-RateLimit-Rule` (None: one is generated at start).
+    #[serde(default)]
+    pub sys_id: Option<String>,
+    /// Only requests to this table (REST resource); None: every resource of the API.
+    #[serde(default)]
+    pub table: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
@@ -242,91 +419,39 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-fn table(name: &str, prefix: Option<&str>, create_roles: &[&str], mandatory: &[&str]) -> TableConfig {
-    TableConfig {
-        name: name.into(),
-        prefix: prefix.map(str::to_string),
-        first_number: 10001,
-        create_roles: strings(create_roles),
-        read_roles: strings(&["itil_read"]),
-        write_roles: Vec::new(),
-        mandatory: strings(mandatory),
-        priority_matrix: false,
-        fields: None,
-        max_lengths: BTreeMap::new(),
-        defaults: BTreeMap::new(),
-    }
+/// The default instance's dictionary, role containment and reference data.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceData {
+    tables: Vec<TableConfig>,
+    role_includes: BTreeMap<String, Vec<String>>,
+    records: BTreeMap<String, Vec<BTreeMap<String, String>>>,
 }
+
+const INSTANCE_YAML: &str = include_str!("instance.yaml");
+
+/// Roles of the default integration user `relay`: the role each routed table needs to insert.
+pub const RELAY_ROLES: [&str; 9] = [
+    "itil",
+    "sn_si.integration_user",
+    "sn_ti.write",
+    "sn_risk.user",
+    "sn_grc.business_user",
+    "sn_hr_core.case_writer",
+    "sn_hr_ef.document_writer",
+    "evt_mgmt_integration",
+    "import_set_loader",
+];
 
 impl Default for SimConfig {
     fn default() -> Self {
-        let task_lengths: BTreeMap<String, usize> = [
-            ("correlation_id".to_string(), 100),
-            ("short_description".to_string(), 160),
-        ]
-        .into();
-        let mut tables = vec![
-            table("incident", Some("INC"), &["itil"], &["short_description"]),
-            table("task", Some("TASK"), &["itil"], &["short_description"]),
-            table("problem", Some("PRB"), &["itil"], &["short_description"]),
-            table(
-                "sn_si_incident",
-                Some("SIR"),
-                &["sn_si.analyst", "sn_si.integration_user"],
-                &["short_description"],
-            ),
-            table(
-                "sn_si_task",
-                Some("SIT"),
-                &["sn_si.analyst", "sn_si.integration_user"],
-                &["short_description"],
-            ),
-            table("sn_ti_observable", None, &["sn_ti.integration_user"], &[]),
-            table("sn_compliance_policy_exception", Some("PEX"), &["sn_grc.user"], &[]),
-            table("sn_risk_risk", Some("RSK"), &["sn_grc.user"], &[]),
-            table(
-                "sn_hr_core_case",
-                Some("HRC"),
-                &["sn_hr_core.basic", "sn_hr_core.case_writer"],
-                &["short_description"],
-            ),
-            table("sn_hr_ef_employee_document", None, &["sn_hr_core.case_writer"], &[]),
-            table("em_event", None, &[], &[]),
-            table("em_alert", Some("Alert"), &[], &[]),
-            table("sys_attachment", None, &[], &[]),
-            table("u_incident_import", None, &[], &[]),
-            table("sn_si_incident_import", None, &[], &[]),
-        ];
-        for t in tables.iter_mut() {
-            if matches!(t.name.as_str(), "incident" | "problem") {
-                t.priority_matrix = true;
-            }
-            if matches!(t.name.as_str(), "incident" | "problem" | "sn_si_incident" | "task") {
-                t.max_lengths = task_lengths.clone();
-                t.defaults = [
-                    ("impact".to_string(), "3".to_string()),
-                    ("urgency".to_string(), "3".to_string()),
-                    ("state".to_string(), "1".to_string()),
-                    ("active".to_string(), "true".to_string()),
-                ]
-                .into();
-            }
-        }
-        let relay_roles = strings(&[
-            "itil",
-            "sn_si.integration_user",
-            "sn_ti.integration_user",
-            "sn_grc.user",
-            "sn_hr_core.case_writer",
-            "evt_mgmt_integration",
-            "import_set_loader",
-        ]);
+        let data: InstanceData = serde_yaml_ng::from_str(INSTANCE_YAML).expect("instance.yaml is valid");
         SimConfig {
             users: vec![
                 UserConfig {
                     name: "relay".into(),
                     password: "relay-password".into(),
-                    roles: relay_roles,
+                    roles: strings(&RELAY_ROLES),
                 },
                 UserConfig {
                     name: "admin".into(),
@@ -345,8 +470,9 @@ impl Default for SimConfig {
                 client_credentials_user: Some("relay".into()),
             }],
             groups: strings(&DEFAULT_GROUPS),
-            tables,
-            reference_fields: [("assignment_group".to_string(), "sys_user_group".to_string())].into(),
+            tables: data.tables,
+            records: data.records,
+            role_includes: data.role_includes,
             import_sets: vec![
                 ImportSetConfig {
                     staging_table: "u_incident_import".into(),
@@ -368,11 +494,12 @@ impl Default for SimConfig {
             rate_limits: Vec::new(),
             oauth: OAuthConfig::default(),
             batch: BatchConfig::default(),
-            unknown_reference: ReferencePolicy::Reject,
+            unknown_reference: ReferencePolicy::Blank,
             ambiguous_reference: ReferencePolicy::Reject,
             invalid_query_returns_no_rows: false,
             max_content_length: 10 * 1024 * 1024,
-            require_accept_header: true,
+            require_accept_header: false,
+            require_content_type_header: false,
             event_role: "evt_mgmt_integration".into(),
             alert_prefix: "Alert".into(),
             request_log_capacity: 200_000,
@@ -417,10 +544,103 @@ impl SimConfig {
                 });
             }
         }
+        let tables = self.resolved_tables()?;
+        let find = |n: &str| tables.iter().find(|t| t.name == n);
+        for t in &tables {
+            for (field, target) in &t.references {
+                if find(target).is_none() {
+                    return Err(ConfigError::UnknownReferenceTarget {
+                        table: t.name.clone(),
+                        field: field.clone(),
+                        target: target.clone(),
+                    });
+                }
+            }
+        }
+        for table in self.records.keys() {
+            if find(table).is_none() {
+                return Err(ConfigError::UnknownRecordTable { table: table.clone() });
+            }
+        }
         Ok(())
+    }
+
+    /// The tables with inheritance applied: each has its parents' fields, references, choices, lengths and
+    /// defaults, and `extends` is None.
+    pub fn resolved_tables(&self) -> Result<Vec<TableConfig>, ConfigError> {
+        let mut done: BTreeMap<String, TableConfig> = BTreeMap::new();
+        fn resolve(
+            name: &str,
+            all: &[TableConfig],
+            done: &mut BTreeMap<String, TableConfig>,
+            depth: usize,
+        ) -> Result<TableConfig, ConfigError> {
+            if let Some(t) = done.get(name) {
+                return Ok(t.clone());
+            }
+            let t = all
+                .iter()
+                .find(|t| t.name == name)
+                .cloned()
+                .ok_or_else(|| ConfigError::UnknownParent {
+                    table: name.to_string(),
+                })?;
+            if depth > all.len() {
+                return Err(ConfigError::InheritanceCycle {
+                    table: name.to_string(),
+                });
+            }
+            let resolved = match t.extends.clone() {
+                None => t,
+                Some(parent) => {
+                    if !all.iter().any(|p| p.name == parent) {
+                        return Err(ConfigError::UnknownParent { table: parent });
+                    }
+                    let p = resolve(&parent, all, done, depth + 1)?;
+                    t.inherit(&p)
+                }
+            };
+            done.insert(name.to_string(), resolved.clone());
+            Ok(resolved)
+        }
+        self.tables
+            .iter()
+            .map(|t| resolve(&t.name, &self.tables, &mut done, 0))
+            .collect()
     }
 
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
         self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_inherit_the_task_dictionary() {
+        let tables = SimConfig::default().resolved_tables().unwrap();
+        let t = |n: &str| tables.iter().find(|t| t.name == n).unwrap();
+        let incident = t("incident");
+        assert!(incident.has_field("correlation_id") && incident.has_field("caller_id"));
+        assert_eq!(incident.max_lengths["description"], 4000);
+        assert_eq!(incident.references["assignment_group"], "sys_user_group");
+        assert_eq!(incident.choices["state"]["1"], "New", "the child's choices win");
+        assert!(incident.extends.is_none());
+        let sir = t("sn_si_incident");
+        assert_eq!(sir.defaults["state"], "10", "the child's defaults win");
+        assert_eq!(sir.defaults["impact"], "3", "the parent's defaults fill in");
+        let pex = t("sn_compliance_policy_exception");
+        assert!(!pex.has_field("correlation_id") && pex.has_field("short_description"));
+        assert!(!pex.max_lengths.contains_key("correlation_id"));
+        let risk = t("sn_risk_risk");
+        assert!(risk.has_field("name") && risk.has_field("owning_group") && !risk.has_field("short_description"));
+        assert!(
+            risk.has_field("sys_id") && risk.has_field("sys_created_on.date"),
+            "system fields, dot-walk"
+        );
+        assert!(!t("sn_ti_observable").has_field("number"), "no number without a prefix");
+        assert!(t("em_alert").has_field("anything"), "no field list: every field");
     }
 }

@@ -1,8 +1,8 @@
 //! Encoded queries (`sysparm_query`) as a real instance reads them: `^` AND, `^OR` OR, `^NQ` new OR'd
 //! group, `ORDERBY`/`ORDERBYDESC`, and the operators `=`, `!=`, `LIKE`, `NOT LIKE`, `STARTSWITH`,
 //! `ENDSWITH`, `IN`, `NOT IN`, `ISEMPTY`, `ISNOTEMPTY`, `<`, `<=`, `>`, `>=`.
-//! Terms that do not parse are dropped silently (so a broken query can return MORE rows), unless
-//! `invalid_query_returns_no_rows` is set.
+//! Terms that do not parse, and (see [`EncodedQuery::drop_terms`]) terms naming a field the table lacks, are
+//! dropped silently (so a broken query can return MORE rows), unless `invalid_query_returns_no_rows` is set.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -155,6 +155,24 @@ impl EncodedQuery {
             query.groups.push(group);
         }
         query
+    }
+
+    /// Drop the conditions and orderings whose field is invalid (e.g. a field the table lacks), counting
+    /// each as a dropped term: the instance runs the rest of the query.
+    pub fn drop_terms(&mut self, invalid: impl Fn(&str) -> bool) {
+        let mut dropped = 0;
+        for group in self.groups.iter_mut() {
+            for clause in group.iter_mut() {
+                let before = clause.len();
+                clause.retain(|c| !invalid(&c.field));
+                dropped += before - clause.len();
+            }
+            group.retain(|clause| !clause.is_empty());
+        }
+        let before = self.order_by.len();
+        self.order_by.retain(|(f, _)| !invalid(f));
+        dropped += before - self.order_by.len();
+        self.dropped_terms += dropped;
     }
 
     /// Does the record (field → string value) match? An empty query matches everything.

@@ -90,14 +90,17 @@ pub struct Store {
 }
 
 pub struct Shared {
+    /// The configuration with table inheritance resolved.
     pub config: SimConfig,
     pub store: Mutex<Store>,
-    /// sys_id and name of each group, fixed for the simulator's life (survives reset).
-    pub groups: Vec<(String, String)>,
+    /// Reference data (groups and `records`) with sys_ids fixed for the simulator's life (survives reset).
+    pub seeds: Vec<(String, Fields)>,
     clock_offset_ms: AtomicI64,
     pub shutdown: tokio::sync::watch::Sender<bool>,
-    /// user → roles
+    /// user → roles, containment expanded, `snc_internal` included.
     pub roles: HashMap<String, Vec<String>>,
+    /// sys_id of each rate-limit rule (configured or generated).
+    pub rule_ids: Vec<String>,
 }
 
 pub fn new_sys_id() -> String {
@@ -116,18 +119,117 @@ pub fn format_glide_time(t: OffsetDateTime) -> String {
     )
 }
 
+/// Role every internal user holds implicitly.
+pub const INTERNAL_ROLE: &str = "snc_internal";
+
+fn expand_roles(roles: &[String], includes: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut out: Vec<String> = vec![INTERNAL_ROLE.to_string()];
+    let mut todo: Vec<String> = roles.to_vec();
+    while let Some(r) = todo.pop() {
+        if out.contains(&r) {
+            continue;
+        }
+        if let Some(more) = includes.get(&r) {
+            todo.extend(more.iter().cloned());
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Reference data rows with sys_ids; reference fields resolved by the target's display value.
+fn seed_rows(config: &SimConfig) -> Vec<(String, Fields)> {
+    let mut rows: Vec<(String, Fields)> = config
+        .groups
+        .iter()
+        .map(|name| {
+            let row: Fields = [("sys_id", new_sys_id()), ("name", name.clone())]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            ("sys_user_group".to_string(), row)
+        })
+        .collect();
+    for (table, list) in &config.records {
+        for r in list {
+            let mut row = r.clone();
+            row.entry("sys_id".into()).or_insert_with(new_sys_id);
+            rows.push((table.clone(), row));
+        }
+    }
+    // every user who can log in is a sys_user record (platform-administration/user-administration/user)
+    if config.table("sys_user").is_some() {
+        for u in &config.users {
+            let listed = rows
+                .iter()
+                .any(|(t, r)| t == "sys_user" && r.get("user_name") == Some(&u.name));
+            if !listed {
+                let row: Fields = [
+                    ("sys_id", new_sys_id()),
+                    ("user_name", u.name.clone()),
+                    ("name", u.name.clone()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+                rows.push(("sys_user".to_string(), row));
+            }
+        }
+    }
+    let lookup: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|(t, r)| {
+            let display = config
+                .table(t)
+                .map(|c| c.display_field().to_string())
+                .unwrap_or_default();
+            (
+                t.clone(),
+                r.get(&display).cloned().unwrap_or_default(),
+                r["sys_id"].clone(),
+            )
+        })
+        .collect();
+    for (table, row) in rows.iter_mut() {
+        let Some(cfg) = config.table(table) else { continue };
+        for (field, target) in &cfg.references {
+            if let Some(v) = row.get_mut(field)
+                && let Some((_, _, id)) = lookup.iter().find(|(t, d, id)| t == target && (d == v || id == v))
+            {
+                *v = id.clone();
+            }
+        }
+        for (k, v) in &cfg.defaults {
+            row.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    rows
+}
+
 impl Shared {
-    pub fn new(config: SimConfig) -> Shared {
-        let groups = config.groups.iter().map(|name| (new_sys_id(), name.clone())).collect();
-        let roles = config.users.iter().map(|u| (u.name.clone(), u.roles.clone())).collect();
+    /// Panics when the configuration does not validate (callers validate first).
+    pub fn new(mut config: SimConfig) -> Shared {
+        config.tables = config.resolved_tables().expect("validated configuration");
+        let seeds = seed_rows(&config);
+        let roles = config
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), expand_roles(&u.roles, &config.role_includes)))
+            .collect();
+        let rule_ids = config
+            .rate_limits
+            .iter()
+            .map(|r| r.sys_id.clone().unwrap_or_else(new_sys_id))
+            .collect();
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let shared = Shared {
             config,
             store: Mutex::new(Store::default()),
-            groups,
+            seeds,
             clock_offset_ms: AtomicI64::new(0),
             shutdown,
             roles,
+            rule_ids,
         };
         shared.reset();
         shared
@@ -145,22 +247,21 @@ impl Shared {
                 },
             );
         }
-        let mut groups = TableData::default();
         let now = format_glide_time(self.now());
-        for (id, name) in &self.groups {
-            let row: Fields = [
-                ("sys_id", id.as_str()),
-                ("name", name.as_str()),
-                ("active", "true"),
+        for (table, seed) in &self.seeds {
+            let mut row = seed.clone();
+            for (k, v) in [
                 ("sys_created_on", now.as_str()),
                 ("sys_created_by", "system"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            groups.insert(row);
+                ("sys_updated_on", now.as_str()),
+                ("sys_updated_by", "system"),
+                ("sys_mod_count", "0"),
+                ("sys_class_name", table.as_str()),
+            ] {
+                row.insert(k.to_string(), v.to_string());
+            }
+            store.tables.entry(table.clone()).or_default().insert(row);
         }
-        store.tables.insert("sys_user_group".into(), groups);
         self.clock_offset_ms.store(0, Ordering::SeqCst);
     }
 
@@ -192,6 +293,10 @@ impl Shared {
         self.is_admin(user) || self.roles_of(user).iter().any(|r| roles.contains(r))
     }
 
+    fn created_by(user: &str, row: &Fields) -> bool {
+        row.get("sys_created_by").is_some_and(|c| c == user)
+    }
+
     pub fn can_create(&self, user: &str, table: &str) -> bool {
         match self.table_config(table) {
             Some(t) => self.has_any(user, &t.create_roles),
@@ -199,39 +304,56 @@ impl Shared {
         }
     }
 
+    /// Read ACL: restriction first, then read/write roles, then the *_own roles on the user's own records.
     pub fn can_read(&self, user: &str, table: &str, row: &Fields) -> bool {
-        if table == "sys_user_group" {
-            return true;
-        }
         let Some(t) = self.table_config(table) else {
             return self.is_admin(user);
         };
-        self.has_any(user, &t.read_roles) || self.has_any(user, &t.write_roles) || self.owns(user, t, row)
+        if let Some(r) = &t.restriction
+            && row.get(&r.field).is_some_and(|v| v == "true")
+        {
+            return self.has_any(user, &r.roles);
+        }
+        self.has_any(user, &t.read_roles)
+            || self.has_any(user, &t.write_roles)
+            || (Self::created_by(user, row)
+                && (self.has_any(user, &t.read_own_roles) || self.has_any(user, &t.write_own_roles)))
     }
 
     pub fn can_write(&self, user: &str, table: &str, row: &Fields) -> bool {
         let Some(t) = self.table_config(table) else {
             return self.is_admin(user);
         };
-        self.has_any(user, &t.write_roles) || self.owns(user, t, row)
+        self.has_any(user, &t.write_roles) || (Self::created_by(user, row) && self.has_any(user, &t.write_own_roles))
     }
 
-    /// A create-only user may read, update and delete the records it created.
-    fn owns(&self, user: &str, t: &TableConfig, row: &Fields) -> bool {
-        self.has_any(user, &t.create_roles) && row.get("sys_created_by").is_some_and(|c| c == user)
+    pub fn can_delete(&self, user: &str, table: &str) -> bool {
+        match self.table_config(table) {
+            Some(t) => self.has_any(user, &t.delete_roles),
+            None => self.is_admin(user),
+        }
     }
 
-    /// Resolve a reference value (sys_id, or display name when `by_display`): Ok(sys_id or "").
-    pub fn resolve_group(&self, field: &str, value: &str, by_display: bool) -> Result<String, ReferenceError> {
+    /// Resolve a reference value to a sys_id of `target` (a sys_id, or a display value when `by_display`):
+    /// Ok(sys_id or "" when the policy leaves it empty).
+    pub fn resolve_reference(
+        &self,
+        store: &Store,
+        target: &str,
+        field: &str,
+        value: &str,
+        by_display: bool,
+    ) -> Result<String, ReferenceError> {
         use crate::config::ReferencePolicy;
-        if value.is_empty() || self.groups.iter().any(|(id, _)| id == value) {
+        let rows = store.tables.get(target).map(|d| d.rows.as_slice()).unwrap_or(&[]);
+        if value.is_empty() || rows.iter().any(|r| r.get("sys_id").is_some_and(|id| id == value)) {
             return Ok(value.to_string());
         }
+        let display = self.table_config(target).map(|t| t.display_field()).unwrap_or("name");
         let matches: Vec<&String> = if by_display {
-            self.groups
-                .iter()
-                .filter(|(_, n)| n == value)
-                .map(|(id, _)| id)
+            rows.iter()
+                .filter(|r| r.get(display).is_some_and(|d| d == value))
+                .filter_map(|r| r.get("sys_id"))
                 .collect()
         } else {
             vec![]
@@ -240,7 +362,7 @@ impl Shared {
             1 => Ok(matches[0].clone()),
             0 => match self.config.unknown_reference {
                 ReferencePolicy::Reject => Err(ReferenceError::Unknown {
-                    table: "sys_user_group".into(),
+                    table: target.into(),
                     field: field.into(),
                     value: value.into(),
                 }),
@@ -249,7 +371,7 @@ impl Shared {
             _ => match self.config.ambiguous_reference {
                 ReferencePolicy::Reject => Err(ReferenceError::Ambiguous {
                     count: matches.len(),
-                    table: "sys_user_group".into(),
+                    table: target.into(),
                     field: field.into(),
                     value: value.into(),
                 }),
@@ -259,8 +381,28 @@ impl Shared {
         }
     }
 
-    pub fn group_name(&self, sys_id: &str) -> Option<&str> {
-        self.groups.iter().find(|(id, _)| id == sys_id).map(|(_, n)| n.as_str())
+    /// The referenced record, if it exists.
+    pub fn referenced<'a>(&self, store: &'a Store, target: &str, sys_id: &str) -> Option<&'a Fields> {
+        store.tables.get(target)?.get(sys_id)
+    }
+
+    /// Display value of a field: a reference's target display value, a choice's label, else the value.
+    pub fn display_value(&self, store: &Store, table: &str, field: &str, value: &str) -> String {
+        let Some(cfg) = self.table_config(table) else {
+            return value.to_string();
+        };
+        if let Some(target) = cfg.references.get(field) {
+            let display = self.table_config(target).map(|t| t.display_field()).unwrap_or("name");
+            return self
+                .referenced(store, target, value)
+                .and_then(|r| r.get(display))
+                .cloned()
+                .unwrap_or_default();
+        }
+        if let Some(label) = cfg.choices.get(field).and_then(|c| c.get(value)) {
+            return label.clone();
+        }
+        value.to_string()
     }
 
     pub fn records_json(&self, table: &str) -> Vec<serde_json::Value> {
@@ -268,14 +410,15 @@ impl Shared {
         let Some(data) = store.tables.get(table) else {
             return Vec::new();
         };
+        let cfg = self.table_config(table);
         data.rows
             .iter()
             .map(|row| {
                 let mut obj = serde_json::Map::new();
                 for (k, v) in row {
                     obj.insert(k.clone(), serde_json::Value::String(v.clone()));
-                    if self.config.reference_fields.contains_key(k) {
-                        let dv = self.group_name(v).unwrap_or("").to_string();
+                    if cfg.is_some_and(|c| c.references.contains_key(k)) {
+                        let dv = self.display_value(&store, table, k, v);
                         obj.insert(format!("{k}.display_value"), serde_json::Value::String(dv));
                     }
                 }
@@ -292,7 +435,7 @@ impl Shared {
     }
 }
 
-/// A reference value that the instance cannot resolve (answered 400 "Invalid reference").
+/// A reference value that the instance cannot resolve (answered 400 "Invalid reference" under `reject`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
     #[error("Unable to find a record in {table} matching '{value}' for reference field {field}")]

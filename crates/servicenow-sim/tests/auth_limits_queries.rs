@@ -34,7 +34,9 @@ async fn bearer_create(sim: &servicenow_sim::RunningSim, token: &str) -> reqwest
 
 #[tokio::test]
 async fn oauth_grants_refresh_and_expiry() {
-    let sim = start().await;
+    let mut config = SimConfig::default();
+    config.oauth.client_credentials_enabled = true;
+    let sim = start_with(config).await;
     let client_id = ("client_id", "relay-client");
     let secret = ("client_secret", "relay-client-secret");
     let (s, t) = token(
@@ -143,9 +145,49 @@ async fn oauth_grants_refresh_and_expiry() {
 }
 
 #[tokio::test]
+async fn client_credentials_needs_the_system_property_and_hardening_disables_the_password_grant() {
+    let cc = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "relay-client"),
+        ("client_secret", "relay-client-secret"),
+    ];
+    let pw = [
+        ("grant_type", "password"),
+        ("client_id", "relay-client"),
+        ("client_secret", "relay-client-secret"),
+        ("username", "relay"),
+        ("password", "relay-password"),
+    ];
+    let denied = json!({"error_description": "access_denied", "error": "server_error"});
+    // default instance: glide.oauth.inbound.client.credential.grant_type.enabled is false
+    let sim = start().await;
+    assert_eq!(token(&sim, &cc).await, (401, denied.clone()));
+    assert_eq!(token(&sim, &pw).await.0, 200, "the password grant works by default");
+    sim.shutdown().await;
+
+    // glide.oauth.inbound.ropc.grant_type.disabled = true
+    let mut config = SimConfig::default();
+    config.oauth.password_grant_disabled = true;
+    config.oauth.client_credentials_enabled = true;
+    let sim = start_with(config).await;
+    assert_eq!(token(&sim, &pw).await, (401, denied));
+    let (s, t) = token(&sim, &cc).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        bearer_create(&sim, t["access_token"].as_str().unwrap())
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn oauth_lifetime_is_configurable() {
     let mut config = SimConfig::default();
     config.oauth.access_token_lifetime_s = 60;
+    config.oauth.client_credentials_enabled = true;
     let sim = start_with(config).await;
     let (_, t) = token(
         &sim,
@@ -173,6 +215,8 @@ async fn rate_limit_per_user_per_hour() {
     let mut config = SimConfig::default();
     config.rate_limits.push(RateLimitRule {
         name: "relay table api".into(),
+        sys_id: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+        table: None,
         user: Some("relay".into()),
         role: None,
         api: ApiKind::Table,
@@ -186,7 +230,10 @@ async fn rate_limit_per_user_per_hour() {
     assert_eq!(limited.status().as_u16(), 429);
     let h = limited.headers().clone();
     assert_eq!(h["x-ratelimit-limit"], "3");
-    assert_eq!(h["x-ratelimit-rule"], "relay table api");
+    assert_eq!(
+        h["x-ratelimit-rule"], "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        "the rule's sys_id"
+    );
     let reset: i64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
     assert_eq!(reset % 3600, 0, "resets at the next hour");
     let retry: i64 = h["retry-after"].to_str().unwrap().parse().unwrap();

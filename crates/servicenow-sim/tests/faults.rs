@@ -62,7 +62,9 @@ async fn injected_rate_limit() {
 
 #[tokio::test]
 async fn revoke_tokens_once() {
-    let sim = start().await;
+    let mut config = servicenow_sim::SimConfig::default();
+    config.oauth.client_credentials_enabled = true;
+    let sim = start_with(config).await;
     let get_token = || async {
         let v: Value = client()
             .post(format!("{}/oauth_token.do", sim.base_url()))

@@ -174,8 +174,14 @@ async fn event_management_deduplicates_by_message_key() {
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["result"]["Default Bulk Endpoint"], "2 events were inserted");
-    send(vec![event("k2", "3")], "relay").await.unwrap();
-    assert_eq!(sim.records("em_event").len(), 3);
+    // a top-level field em_event lacks is dropped; additional_info carries extra data
+    let mut extra = event("k2", "3");
+    extra["assignment_group"] = json!("IT Operations");
+    send(vec![extra], "relay").await.unwrap();
+    let events = sim.records("em_event");
+    assert_eq!(events.len(), 3);
+    assert!(events[2].get("assignment_group").is_none(), "{:?}", events[2]);
+    assert_eq!(events[2]["additional_info"], "{\"a\":1}");
     let alerts = sim.records("em_alert");
     assert_eq!(alerts.len(), 2);
     assert_eq!(alerts[0]["message_key"], "k1");
@@ -201,11 +207,11 @@ async fn attachments() {
     let sim = start().await;
     let inc = create_ok(&sim, "incident", "relay", incident("with file")).await;
     let id = inc["sys_id"].as_str().unwrap();
-    let upload = |table_sys_id: String, user: &'static str| {
+    let attach = |table: &'static str, table_sys_id: String, user: &'static str| {
         client()
             .post(format!("{}/api/now/attachment/file", sim.base_url()))
             .query(&[
-                ("table_name", "incident"),
+                ("table_name", table),
                 ("table_sys_id", table_sys_id.as_str()),
                 ("file_name", "trend.png"),
             ])
@@ -215,6 +221,7 @@ async fn attachments() {
             .body(vec![0x89u8, b'P', b'N', b'G', 1, 2, 3])
             .send()
     };
+    let upload = |table_sys_id: String, user: &'static str| attach("incident", table_sys_id, user);
     let resp = upload(id.to_string(), "relay").await.unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let body: Value = resp.json().await.unwrap();
@@ -238,9 +245,9 @@ async fn attachments() {
 
     let missing = upload("0".repeat(32), "relay").await.unwrap();
     assert_eq!(missing.status().as_u16(), 404);
-    // a record the user cannot see counts as missing
-    let other = create_ok(&sim, "incident", "admin", incident("admin's")).await;
-    let hidden = upload(other["sys_id"].as_str().unwrap().to_string(), "relay")
+    // a record the user cannot see counts as missing: a SIR that sn_si.integration_user did not create
+    let other = create_ok(&sim, "sn_si_incident", "admin", incident("admin's")).await;
+    let hidden = attach("sn_si_incident", other["sys_id"].as_str().unwrap().to_string(), "relay")
         .await
         .unwrap();
     assert_eq!(hidden.status().as_u16(), 404);

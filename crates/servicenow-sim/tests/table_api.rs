@@ -20,13 +20,15 @@ async fn numbering_sys_ids_and_string_values() {
     .await;
     let b = create_ok(&sim, "incident", "relay", incident("b")).await;
     let t = create_ok(&sim, "task", "relay", json!({"short_description": "t"})).await;
-    let o = create_ok(
+    let resp = create_by_display(
         &sim,
         "sn_ti_observable",
         "relay",
-        json!({"type": "ip", "value": "10.0.0.1"}),
+        json!({"type": "IPv4 address", "value": "10.0.0.1"}),
     )
     .await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let o = resp.json::<Value>().await.unwrap()["result"].clone();
     assert_eq!(a["number"], "INC0010001");
     assert_eq!(b["number"], "INC0010002");
     assert_eq!(t["number"], "TASK0010001");
@@ -158,19 +160,14 @@ async fn reference_fields_by_display_value_and_sys_id() {
     let r: Value = resp.json().await.unwrap();
     assert_eq!(r["result"], json!({"number": "INC0010002", "assignment_group": gid}));
 
-    // unknown name → error naming the field and value, nothing stored
+    // default policy: an unknown name leaves the reference empty, with no error
     let resp = req(&sim, Method::POST, url, "relay")
         .body(json!({"short_description": "z", "assignment_group": "No Such Team"}).to_string())
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert!(
-        error_detail(&body).contains("No Such Team") && error_detail(&body).contains("assignment_group"),
-        "{body}"
-    );
-    // a name is not accepted without sysparm_input_display_value
+    assert_eq!(resp.status().as_u16(), 201);
+    // a name is not looked up without sysparm_input_display_value
     let resp = create(
         &sim,
         "incident",
@@ -178,8 +175,11 @@ async fn reference_fields_by_display_value_and_sys_id() {
         json!({"short_description": "z", "assignment_group": "Compliance"}),
     )
     .await;
-    assert_eq!(resp.status().as_u16(), 400);
-    assert_eq!(sim.records("incident").len(), 2);
+    assert_eq!(resp.status().as_u16(), 201);
+    let recs = sim.records("incident");
+    assert_eq!(recs.len(), 4);
+    assert_eq!(recs[2]["assignment_group"], "");
+    assert_eq!(recs[3]["assignment_group"], "");
     sim.shutdown().await;
 }
 
@@ -214,11 +214,47 @@ async fn ambiguous_and_unknown_reference_policies() {
     assert_eq!(recs[0]["assignment_group.display_value"], "Compliance");
     assert_eq!(recs[1]["assignment_group"], "", "unknown name left blank");
     sim.shutdown().await;
+
+    // reject: an unknown name is a 400 naming the field and value, nothing stored
+    let config = SimConfig {
+        unknown_reference: ReferencePolicy::Reject,
+        ..SimConfig::default()
+    };
+    let sim = start_with(config).await;
+    let resp = req(&sim, Method::POST, url, "relay")
+        .body(json!({"short_description": "z", "assignment_group": "No Such Team"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "Invalid reference");
+    assert!(
+        error_detail(&body).contains("No Such Team") && error_detail(&body).contains("assignment_group"),
+        "{body}"
+    );
+    assert!(sim.records("incident").is_empty());
+    sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn header_checks_and_invalid_table() {
     let sim = start().await;
+    header_checks(&sim, false).await;
+    sim.shutdown().await;
+    let config = SimConfig {
+        require_accept_header: true,
+        require_content_type_header: true,
+        ..SimConfig::default()
+    };
+    let sim = start_with(config).await;
+    header_checks(&sim, true).await;
+    sim.shutdown().await;
+}
+
+/// Accept and Content-Type default to JSON (c_TableAPI) unless the instance is set to require them.
+async fn header_checks(sim: &servicenow_sim::RunningSim, strict: bool) {
+    let missing_status = if strict { "HTTP/1.1 400" } else { "HTTP/1.1 201" };
     let url = format!("{}/api/now/table/incident", sim.base_url());
     let body = incident("h").to_string();
     // reqwest always sends Accept, so the missing-Accept case goes over a raw socket
@@ -235,7 +271,11 @@ async fn header_checks_and_invalid_table() {
     tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
         .await
         .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.starts_with(missing_status), "{answer}");
+    if !strict {
+        let json_body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert!(json_body.contains("\"result\""), "answered in JSON: {answer}");
+    }
     let html_only = client()
         .post(&url)
         .basic_auth("relay", Some("relay-password"))
@@ -254,7 +294,7 @@ async fn header_checks_and_invalid_table() {
         .send()
         .await
         .unwrap();
-    assert_eq!(no_ct.status().as_u16(), 400);
+    assert_eq!(no_ct.status().as_u16(), if strict { 400 } else { 201 });
     let text = client()
         .post(&url)
         .basic_auth("relay", Some("relay-password"))
@@ -265,13 +305,13 @@ async fn header_checks_and_invalid_table() {
         .await
         .unwrap();
     assert_eq!(text.status().as_u16(), 415);
-    let bad_json = req(&sim, Method::POST, "/api/now/table/incident", "relay")
+    let bad_json = req(sim, Method::POST, "/api/now/table/incident", "relay")
         .body("{not json")
         .send()
         .await
         .unwrap();
     assert_eq!(bad_json.status().as_u16(), 400);
-    let invalid = create(&sim, "u_nope", "admin", incident("x")).await;
+    let invalid = create(sim, "u_nope", "admin", incident("x")).await;
     assert_eq!(invalid.status().as_u16(), 400);
     let v: Value = invalid.json().await.unwrap();
     assert_eq!(v["error"]["message"], "Invalid table u_nope");
@@ -294,12 +334,25 @@ async fn header_checks_and_invalid_table() {
         .await
         .unwrap();
     assert_eq!(wrong.status().as_u16(), 401);
-    assert!(sim.records("incident").is_empty());
-    sim.shutdown().await;
+    let expected = if strict { 0 } else { 2 };
+    assert_eq!(
+        sim.records("incident").len(),
+        expected,
+        "only the defaulted requests wrote"
+    );
+}
+
+async fn delete(sim: &servicenow_sim::RunningSim, table: &str, id: &str, user: &str) -> u16 {
+    req(sim, Method::DELETE, &format!("/api/now/table/{table}/{id}"), user)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
-async fn acl_create_only_user_sees_only_its_records() {
+async fn acl_roles_read_write_delete() {
     let sim = start().await;
     let denied = create(&sim, "incident", "readonly", incident("r")).await;
     assert_eq!(denied.status().as_u16(), 403);
@@ -310,61 +363,66 @@ async fn acl_create_only_user_sees_only_its_records() {
         "ACL Exception Insert Failed due to security constraints"
     );
 
+    // itil reads every incident; deleting needs admin
     let mine = create_ok(&sim, "incident", "relay", incident("mine")).await;
     let theirs = create_ok(&sim, "incident", "admin", incident("theirs")).await;
     let (mine_id, theirs_id) = (mine["sys_id"].as_str().unwrap(), theirs["sys_id"].as_str().unwrap());
-
-    let (s, _) = get_json(&sim, &format!("/api/now/table/incident/{mine_id}"), "relay").await;
+    let (s, _) = get_json(&sim, &format!("/api/now/table/incident/{theirs_id}"), "relay").await;
     assert_eq!(s, 200);
-    let (s, body) = get_json(&sim, &format!("/api/now/table/incident/{theirs_id}"), "relay").await;
-    assert_eq!(s, 404);
-    assert_eq!(body["error"]["message"], "No Record found");
-    let (_, list) = get_json(&sim, "/api/now/table/incident", "relay").await;
-    assert_eq!(
-        list["result"].as_array().unwrap().len(),
-        1,
-        "query hides others' records"
-    );
     let (_, list) = get_json(&sim, "/api/now/table/incident", "readonly").await;
     assert_eq!(
         list["result"].as_array().unwrap().len(),
         2,
         "itil_read reads everything"
     );
+    assert_eq!(
+        delete(&sim, "incident", mine_id, "relay").await,
+        403,
+        "itil may not delete"
+    );
+    assert_eq!(delete(&sim, "incident", mine_id, "readonly").await, 403);
+    assert_eq!(delete(&sim, "incident", mine_id, "admin").await, 204);
 
-    let del = req(
+    // sn_si.integration_user: creates, reads and updates only its own SIRs, cannot delete
+    let sir = create_ok(&sim, "sn_si_incident", "relay", incident("sir")).await;
+    let other = create_ok(&sim, "sn_si_incident", "admin", incident("analyst's")).await;
+    let (sir_id, other_id) = (sir["sys_id"].as_str().unwrap(), other["sys_id"].as_str().unwrap());
+    let (s, _) = get_json(&sim, &format!("/api/now/table/sn_si_incident/{sir_id}"), "relay").await;
+    assert_eq!(s, 200);
+    let (s, body) = get_json(&sim, &format!("/api/now/table/sn_si_incident/{other_id}"), "relay").await;
+    assert_eq!(s, 404);
+    assert_eq!(body["error"]["message"], "No Record found");
+    let (_, list) = get_json(&sim, "/api/now/table/sn_si_incident", "relay").await;
+    assert_eq!(list["result"].as_array().unwrap().len(), 1, "query hides others' SIRs");
+    let patch = req(
         &sim,
-        Method::DELETE,
-        &format!("/api/now/table/incident/{theirs_id}"),
+        Method::PATCH,
+        &format!("/api/now/table/sn_si_incident/{sir_id}"),
         "relay",
     )
+    .body(json!({"work_notes": "more"}).to_string())
     .send()
     .await
     .unwrap();
-    assert_eq!(del.status().as_u16(), 404);
-    let del = req(
+    assert_eq!(patch.status().as_u16(), 200);
+    assert_eq!(delete(&sim, "sn_si_incident", sir_id, "relay").await, 403);
+
+    // a restricted SIR is invisible even to its creator
+    let restrict = req(
         &sim,
-        Method::DELETE,
-        &format!("/api/now/table/incident/{mine_id}"),
-        "readonly",
+        Method::PATCH,
+        &format!("/api/now/table/sn_si_incident/{sir_id}"),
+        "admin",
     )
+    .body(json!({"restricted": "true"}).to_string())
     .send()
     .await
     .unwrap();
-    assert_eq!(del.status().as_u16(), 403);
-    let del = req(
-        &sim,
-        Method::DELETE,
-        &format!("/api/now/table/incident/{mine_id}"),
-        "relay",
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(del.status().as_u16(), 204);
-    let recs = sim.records("incident");
-    assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0]["sys_created_by"], "admin");
+    assert_eq!(restrict.status().as_u16(), 200);
+    let (s, _) = get_json(&sim, &format!("/api/now/table/sn_si_incident/{sir_id}"), "relay").await;
+    assert_eq!(s, 404);
+    let (_, list) = get_json(&sim, "/api/now/table/sn_si_incident", "relay").await;
+    assert!(list["result"].as_array().unwrap().is_empty());
     sim.shutdown().await;
 }
 
@@ -385,12 +443,7 @@ async fn data_policy_lists_mandatory_fields() {
         error_detail(&body),
         "Data Policy Exception: \n\tThe following fields are mandatory: short_description"
     );
-    sim.shutdown().await;
-
-    let mut config = SimConfig::default();
-    let hr = config.tables.iter_mut().find(|t| t.name == "sn_hr_core_case").unwrap();
-    hr.mandatory = vec!["short_description".into(), "hr_service".into(), "opened_for".into()];
-    let sim = start_with(config).await;
+    // HR case: hr_service and opened_for by default
     let resp = create(
         &sim,
         "sn_hr_core_case",
@@ -404,15 +457,24 @@ async fn data_policy_lists_mandatory_fields() {
         error_detail(&body).ends_with("mandatory: hr_service, opened_for"),
         "{body}"
     );
-    let ok = create_ok(
+    assert!(sim.records("sn_hr_core_case").is_empty());
+    sim.shutdown().await;
+
+    // a data policy added in the config
+    let mut config = SimConfig::default();
+    let inc = config.tables.iter_mut().find(|t| t.name == "incident").unwrap();
+    inc.mandatory.push("caller_id".into());
+    let sim = start_with(config).await;
+    let resp = create(&sim, "incident", "relay", incident("x")).await;
+    assert_eq!(resp.status().as_u16(), 403);
+    let resp = create_by_display(
         &sim,
-        "sn_hr_core_case",
+        "incident",
         "relay",
-        json!({"short_description": "x", "hr_service": "h", "opened_for": "u"}),
+        json!({"short_description": "x", "caller_id": "Alex Kim"}),
     )
     .await;
-    assert_eq!(ok["number"], "HRC0010001");
-    assert_eq!(sim.records("sn_hr_core_case").len(), 1);
+    assert_eq!(resp.status().as_u16(), 201);
     sim.shutdown().await;
 }
 

@@ -296,6 +296,46 @@ impl ServiceNowClient {
         })
     }
 
+    /// The sys_id of the one `sys_user_group` named exactly `name`; None when there is none (an instance
+    /// leaves a reference to an unknown group empty without an error, so this is how a group name is
+    /// verified), or when the name cannot be one encoded-query term (`^`, a line break, over 80 characters).
+    pub async fn find_group(&self, name: &str) -> Result<Option<String>, Outcome> {
+        let safe = !name.trim().is_empty()
+            && name.chars().count() <= 80
+            && !name.contains('^')
+            && !name.chars().any(char::is_control)
+            && !name.to_ascii_lowercase().contains("javascript:");
+        if !safe {
+            return Ok(None);
+        }
+        let query = format!("name={name}");
+        let url = format!("{}/api/now/table/sys_user_group", self.inner.instance_url);
+        let resp = self
+            .execute("find_group", "sys_user_group", Effect::Read, || {
+                self.inner.http.get(&url).query(&[
+                    ("sysparm_query", query.as_str()),
+                    ("sysparm_fields", "sys_id,name"),
+                    ("sysparm_limit", "2"),
+                ])
+            })
+            .await?;
+        let result = result_of(&resp, Effect::Read, unix_now())?;
+        let Value::Array(rows) = result else {
+            return Err(Outcome::retryable("group lookup answer's result is not a list"));
+        };
+        let matching: Vec<String> = rows
+            .iter()
+            .filter(|r| r.get("name").and_then(field_str).is_some_and(|v| v == name))
+            .filter_map(|r| r.get("sys_id").and_then(field_str))
+            .filter(|id| check_sys_id(id).is_ok())
+            .collect();
+        Ok(if matching.len() == 1 {
+            matching.into_iter().next()
+        } else {
+            None
+        })
+    }
+
     /// Create through the Import Set API (`/api/now/import/{staging_table}`); the transform map decides
     /// the target table and may coalesce (update instead of insert). A row status `error` or `ignored`
     /// is permanent.
@@ -307,7 +347,20 @@ impl ServiceNowClient {
             "{}/api/now/import/{staging_table}?sysparm_input_display_value=true",
             self.inner.instance_url
         );
-        let body = match serde_json::to_vec(fields) {
+        // A staging table's columns are the `u_`-prefixed names an import set creates for each source column;
+        // the transform map maps `u_<field>` onto the target's `<field>`. Other columns are ignored.
+        let staged: Map<String, Value> = fields
+            .iter()
+            .map(|(k, v)| {
+                let column = if k.starts_with("u_") {
+                    k.clone()
+                } else {
+                    format!("u_{k}")
+                };
+                (column, v.clone())
+            })
+            .collect();
+        let body = match serde_json::to_vec(&staged) {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => return Outcome::permanent_local(format!("fields cannot be encoded: {e}")),
         };

@@ -34,6 +34,15 @@ impl Credentials {
             Credentials::OAuthClientCredentials { .. } => "oauth_client_credentials",
         }
     }
+
+    /// The user the requests act as, where the credentials name one (not with `client_credentials`, whose
+    /// user is set on the instance's OAuth application).
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Credentials::Basic { username, .. } | Credentials::OAuthPassword { username, .. } => Some(username),
+            Credentials::OAuthClientCredentials { .. } => None,
+        }
+    }
 }
 
 /// Where the client gets its credentials (Secrets Manager, a local file, a fixed value).

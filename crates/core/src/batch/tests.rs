@@ -47,7 +47,9 @@ fn alerts_of_one_employee_and_type_become_one_record_listing_all() {
             .starts_with("5 Policy violation alerts")
     );
     assert!(r.correlation_id.starts_with("emon:b:") && crate::route::is_query_safe(&r.correlation_id));
-    assert_eq!(r.fields["correlation_id"], r.correlation_id.as_str());
+    // a policy exception has no correlation_id: the key is the marker in its description
+    assert!(!r.fields.contains_key("correlation_id"));
+    assert!(desc.ends_with(&format!("[relay-key {}]", r.correlation_id)), "{desc}");
     assert_eq!(plan.chunks, vec![vec![0]]);
 }
 
@@ -84,10 +86,8 @@ fn different_employees_types_and_windows_stay_apart() {
 
 #[test]
 fn aggregates_take_the_most_urgent_member_and_are_deterministic() {
-    let ds = [
-        decision(1, "E1", "policy_violation", "low"),
-        decision(2, "E1", "policy_violation", "medium"),
-    ];
+    // security incidents: a table with impact and urgency
+    let ds = [decision(1, "E1", "dlp", "low"), decision(2, "E1", "dlp", "medium")];
     let p1 = plan(&pend(&ds, 5), &BatchSettings::default(), 300_000);
     let r = &p1.records[0];
     assert_eq!(
@@ -215,7 +215,11 @@ fn an_aggregate_description_fits_the_field_and_the_attachment_lists_every_member
             "member {i} missing from the description"
         );
     }
-    assert!(desc.ends_with(&format!("(config {})", ds[0].config_hash)));
+    // the footer, then the dedupe marker (a policy exception keeps its key in the description)
+    assert!(desc.ends_with(&format!(
+        "(config {})\n\n[relay-key {}]",
+        ds[0].config_hash, r.correlation_id
+    )));
     let list = r.member_list.as_deref().unwrap();
     for i in 0..60 {
         assert!(list.contains(&format!("b-{i:04}")) && list.contains(&format!("activity number {i}")));
@@ -256,4 +260,32 @@ fn huge_members_split_into_records_that_fit_a_queue_message() {
     let mut want: Vec<String> = ds.iter().map(|d| d.alert_id.clone()).collect();
     want.sort();
     assert_eq!(seen, want, "every alert in exactly one record");
+}
+
+#[test]
+fn an_aggregate_names_the_one_person_its_members_share_and_none_when_they_differ() {
+    let ds: Vec<Decision> = (0..3).map(|i| decision(i, "E1", "productivity", "low")).collect();
+    let person = ds[0].person.clone().expect("an HR case names its person");
+    let plan1 = plan(&pend(&ds, 0), &BatchSettings::default(), 300_000);
+    assert_eq!(plan1.records.len(), 1);
+    assert_eq!(plan1.records[0].person.as_ref(), Some(&person), "the members' person");
+
+    let lone = plan(&pend(&ds[..1], 0), &BatchSettings::default(), 300_000);
+    assert_eq!(
+        lone.records[0].person.as_ref(),
+        Some(&person),
+        "a lone alert's own person"
+    );
+
+    let mixed = [
+        decision(1, "E1", "productivity", "low"),
+        decision(2, "E2", "productivity", "low"),
+    ];
+    let settings = BatchSettings {
+        group_by: vec!["alert_type".into()],
+        ..BatchSettings::default()
+    };
+    let p = plan(&pend(&mixed, 0), &settings, 300_000);
+    assert_eq!(p.records.len(), 1);
+    assert_eq!(p.records[0].person, None, "two employees: no one person is named");
 }

@@ -365,6 +365,22 @@ impl Config {
         (record_type, table)
     }
 
+    /// Every (record type, table) a route of this config can take: each alert type's default route and each
+    /// rule's own target (a rule that names neither record type nor table takes its alert type's default,
+    /// already listed). Sorted, without repeats.
+    pub fn routed_targets(&self) -> Vec<(RecordType, String)> {
+        let mut targets = std::collections::BTreeSet::new();
+        for defaults in self.alert_types.values() {
+            targets.insert(self.route_target(None, defaults));
+            for rule in &self.rules {
+                if rule.target.record_type.is_some() || rule.target.table.is_some() {
+                    targets.insert(self.route_target(Some(rule), defaults));
+                }
+            }
+        }
+        targets.into_iter().collect()
+    }
+
     /// The profile of a record of `record_type` in `table`: the record type's own when it names that table,
     /// else the profile of that table, else the record type's.
     pub fn profile_for(&self, record_type: RecordType, table: &str) -> &crate::profile::Profile {

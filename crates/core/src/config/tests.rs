@@ -395,7 +395,7 @@ fn a_route_naming_a_field_its_table_lacks_is_rejected_with_route_table_and_field
 #[test]
 fn profiles_can_be_overridden_and_a_new_field_then_passes_the_check() {
     let yaml = format!(
-        "{MINIMAL}profiles:\n  risk:\n    fields: [name, description, category, owning_group, u_ticket, sys_id]\n    domain: {{risk_statement: \"\"}}\nrules:\n  - name: to-risk\n    when: {{field: alert_type, eq: policy_violation}}\n    record_type: risk\n    fields: {{u_ticket: y}}\n"
+        "{MINIMAL}profiles:\n  risk:\n    fields: [name, description, category, profile, owning_group, u_ticket, sys_id]\n    domain: {{risk_statement: \"\"}}\nrules:\n  - name: to-risk\n    when: {{field: alert_type, eq: policy_violation}}\n    record_type: risk\n    fields: {{u_ticket: y}}\n"
     );
     let c = Config::from_yaml(&yaml).unwrap();
     assert!(c.profiles["risk"].has("u_ticket"));

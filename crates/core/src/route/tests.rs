@@ -345,7 +345,7 @@ fn the_productivity_seed_is_an_hr_case_about_the_employee_with_categories_depart
         (PriorityMethod::HrService, None)
     );
     assert!(!d.fields.contains_key("priority") && !d.fields.contains_key("category"));
-    assert_eq!(d.fields["hr_service"], "Employee Relations");
+    assert_eq!(d.fields["hr_service"], "Productivity Review");
     let text = d.fields["description"].as_str().unwrap();
     for line in [
         "Categories of non-work activity: social_media, video_streaming, shopping",
@@ -364,7 +364,7 @@ fn a_policy_exception_carries_policy_validity_and_the_30_day_history() {
     let d = shipped("policy-violation-medium.json");
     only_table_fields(&d);
     assert_eq!(d.table, "sn_compliance_policy_exception");
-    assert_eq!(d.fields["policy"], "Acceptable use: file sharing");
+    assert_eq!(d.fields["policy"], "Acceptable Use Policy");
     assert_eq!(d.fields["valid_from"], "2026-11-23");
     assert_eq!(d.fields["valid_to"], "2026-12-23");
     let j = d.fields["justification"].as_str().unwrap();
@@ -424,8 +424,8 @@ fn minimal_data_mode_sends_no_context_and_no_detail_values() {
     assert!(!text.contains("Context:") && !text.contains("M2001"), "{text}");
     assert!(d.chart.is_none());
     assert_eq!(
-        d.fields["hr_service"], "Employee Relations",
-        "literal domain values stay"
+        d.fields["hr_service"], "Productivity Review",
+        "literal defaults stay with minimal data"
     );
 }
 

@@ -1,11 +1,15 @@
-//! `relay test-connection`: create and delete a marked test record in every table the routing config maps
-//! to, and report per table in the operator's words (missing role, data policy, auth, hibernating, …).
+//! `relay test-connection`: in every table a route of the config can take, create a marked test record the
+//! way the table's record profile fills it (its defaults and data-policy fields; the person fields name the
+//! integration user itself), look it up by its dedupe key, and delete it — or, where the integration user may
+//! not delete (the usual case on a real instance), name the record to delete by hand. Reported per table in
+//! the operator's words (missing role, data policy, auth, hibernating, …).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use servicenow_client::{ClientConfig, Outcome, ServiceNowClient, StaticCredentials};
+use relay_ports::{Clock, SystemClock};
+use servicenow_client::{ClientConfig, Expect, Outcome, RecordKey, ServiceNowClient, StaticCredentials};
 
 use super::runtime;
 use crate::error::CliError;
@@ -41,24 +45,38 @@ pub fn run(args: &TestConnectionArgs) -> Result<(), CliError> {
                  (+ SERVICENOW_USERNAME/SERVICENOW_PASSWORD)",
         )
     })?;
+    let username = instance.credentials.username().map(str::to_owned);
     let mut client_config = ClientConfig::new(instance.instance_url.clone());
     client_config.total_timeout = Duration::from_secs(args.timeout.max(1));
     client_config.connect_timeout = client_config.total_timeout.min(Duration::from_secs(5));
     let client = ServiceNowClient::new(client_config, Arc::new(StaticCredentials(instance.credentials)))
         .map_err(CliError::invalid)?;
-    let tables = settings::mapped_tables(&config);
+    let targets: Vec<(String, relay_core::Profile)> = config
+        .routed_targets()
+        .into_iter()
+        .filter(|(record_type, _)| *record_type != relay_core::RecordType::ItomEvent)
+        .map(|(record_type, table)| {
+            let profile = config.profile_for(record_type, &table).clone();
+            (table, profile)
+        })
+        .collect();
     if !args.json {
         println!(
-            "ServiceNow {} — {} tables mapped by config {}",
+            "ServiceNow {} — {} tables routed by config {}",
             instance.instance_url,
-            tables.len(),
+            targets.len(),
             config.hash
         );
     }
     let checks = runtime().block_on(async {
+        // the person fields of a test record name the integration user itself (a real alert names the employee)
+        let me = match &username {
+            Some(u) => client.find_user("user_name", u).await.ok().flatten(),
+            None => None,
+        };
         let mut checks = Vec::new();
-        for table in tables {
-            checks.push(check_table(&client, table).await);
+        for (table, profile) in targets {
+            checks.push(check_table(&client, table, &profile, me.as_deref()).await);
         }
         checks
     });
@@ -98,37 +116,68 @@ pub fn run(args: &TestConnectionArgs) -> Result<(), CliError> {
     }
 }
 
-/// Create a marked record in `table` and delete it again.
-async fn check_table(client: &ServiceNowClient, table: String) -> TableCheck {
-    let marker = format!("relay-connection-test:{}", uuid::Uuid::new_v4().simple());
-    let mut fields = serde_json::Map::new();
-    fields.insert(
-        "short_description".into(),
-        "[Alert Relay connection test] safe to delete — created and deleted by `relay test-connection`".into(),
-    );
-    fields.insert(
-        "description".into(),
-        "A connection test record. It should have been deleted already.".into(),
-    );
-    fields.insert("correlation_id".into(), marker.into());
-    fields.insert("correlation_display".into(), "AlertRelayTest".into());
-    fields.insert("impact".into(), "3".into());
-    fields.insert("urgency".into(), "3".into());
-    let outcome = client.create_record(&table, &fields).await;
-    let (mut ok, mut detail) = verdict(&outcome);
-    if let Outcome::Created(record) = &outcome {
-        let shown = record.number.clone().unwrap_or_else(|| record.sys_id.clone());
-        match client.delete_record(&table, &record.sys_id).await {
-            Ok(()) => detail = format!("OK (created and deleted {shown})"),
-            Err(o) => {
-                ok = false;
-                detail = format!(
-                    "created {shown} but could not delete it (delete it by hand): {}",
-                    verdict(&o).1
-                );
-            }
+/// Create a marked record in `table` as its profile fills it, look it up by its key, and delete it again.
+async fn check_table(
+    client: &ServiceNowClient,
+    table: String,
+    profile: &relay_core::Profile,
+    me: Option<&str>,
+) -> TableCheck {
+    let key = format!("relay-connection-test:{}", uuid::Uuid::new_v4().simple());
+    let now_unix = SystemClock.now_ms() / 1000;
+    let mut fields = profile.probe_fields(&key, now_unix);
+    if let Some(me) = me {
+        for f in &profile.person_fields {
+            fields.insert(f.clone(), me.into());
         }
     }
+    let outcome = client.create_record(&table, &fields).await;
+    let (ok, detail) = verdict(&outcome);
+    let Outcome::Created(record) = &outcome else {
+        return TableCheck { table, ok, detail };
+    };
+    let shown = record.number.clone().unwrap_or_else(|| record.sys_id.clone());
+    let expect = match profile.dedupe.matching {
+        relay_core::DedupeMatch::Equals => Expect::Equals,
+        relay_core::DedupeMatch::Contains => Expect::Contains(relay_core::Dedupe::marker(&key)),
+    };
+    let lookup = RecordKey {
+        field: &profile.dedupe.field,
+        value: &key,
+        expect,
+    };
+    // a retry finds an earlier attempt's record only through this lookup: a table where it fails is not usable
+    let (found_ok, found) = match client.find_by_key(&table, &lookup).await {
+        Ok(Some(_)) => (true, format!("found again by {}", profile.dedupe.field)),
+        Ok(None) => (
+            false,
+            format!(
+                "NOT found again by {}: the integration user may not read what it created, so a retry could \
+                 create the record twice",
+                profile.dedupe.field
+            ),
+        ),
+        Err(o) => (
+            false,
+            format!("lookup by {} failed: {}", profile.dedupe.field, verdict(&o).1),
+        ),
+    };
+    let (ok, detail) = match client.delete_record(&table, &record.sys_id).await {
+        Ok(()) => (found_ok, format!("created {shown}, {found}, deleted")),
+        // integration roles usually may not delete: the check stands, the record stays for a human
+        Err(Outcome::Permanent { status: 403, .. }) => (
+            found_ok,
+            format!("created {shown}, {found}; the integration user may not delete: delete {shown} by hand"),
+        ),
+        Err(o) => (
+            false,
+            format!(
+                "created {shown} ({found}) but could not delete it (delete it by hand): {}",
+                verdict(&o).1
+            ),
+        ),
+    };
+    let detail = if ok { format!("OK ({detail})") } else { detail };
     TableCheck { table, ok, detail }
 }
 

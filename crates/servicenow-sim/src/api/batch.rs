@@ -12,7 +12,7 @@ use super::{Req, handle, target_table};
 use crate::store::{LoggedRequest, Shared};
 
 pub fn post(shared: &Shared, req: &Req, _user: &str) -> Reply {
-    let body = match require_json_body(req) {
+    let body = match require_json_body(shared, req) {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -19,7 +19,7 @@ pub fn post(shared: &Shared, req: &Req, user: &str) -> Reply {
     if !(shared.is_admin(user) || shared.roles_of(user).contains(&shared.config.event_role)) {
         return acl_denied("Insert");
     }
-    let body = match require_json_body(req) {
+    let body = match require_json_body(shared, req) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -30,7 +30,12 @@ pub fn post(shared: &Shared, req: &Req, user: &str) -> Reply {
     let mut inserted = 0;
     for record in records {
         let Some(obj) = record.as_object() else { continue };
-        let mut event: Fields = obj.iter().map(|(k, v)| (k.clone(), value_to_string(v))).collect();
+        // "Do not add additional fields to an event": a top-level field em_event lacks is dropped.
+        let mut event: Fields = obj
+            .iter()
+            .filter(|(k, _)| shared.table_config("em_event").is_none_or(|t| t.has_field(k)))
+            .map(|(k, v)| (k.clone(), value_to_string(v)))
+            .collect();
         let key = match event.get("message_key").filter(|k| !k.is_empty()) {
             Some(k) => k.clone(),
             None => ["source", "node", "type", "resource", "metric_name"]

@@ -29,10 +29,15 @@ pub fn with_api(shared: &Shared, req: &Req, api: ApiKind, f: impl FnOnce(&Shared
         Ok(u) => u,
         Err(reply) => return reply,
     };
-    if let Err(reply) = check_rate_limit(shared, &user, api) {
-        return reply.with_user(&user);
+    match check_rate_limit(shared, &user, api, &req.path) {
+        Err(reply) => reply.with_user(&user),
+        Ok(None) => f(shared, req, &user).with_user(&user),
+        Ok(Some(h)) => f(shared, req, &user)
+            .with_user(&user)
+            .header("x-ratelimit-limit", h.limit)
+            .header("x-ratelimit-reset", h.reset)
+            .header("x-ratelimit-rule", h.rule),
     }
-    f(shared, req, &user).with_user(&user)
 }
 
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
@@ -58,35 +63,59 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
     Err(unauthenticated_reply())
 }
 
-fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind) -> Result<(), Reply> {
+/// Rate-limit rules as a real instance applies them: only the most specific matching rule counts
+/// (single user, then users with a role — the lowest limit among role rules —, then all users). A request
+/// that a rule covers carries the rule's `X-RateLimit-*` headers, allowed or not.
+fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind, path: &str) -> Result<Option<RuleHeaders>, Reply> {
     if shared.config.rate_limits.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
+    let table = super::target_table(path);
+    let table = table.as_deref();
     let now = shared.now_unix();
     let hour = now - now.rem_euclid(3600);
     let roles = shared.roles_of(user);
-    let mut store = shared.store.lock().expect("store lock");
-    for (i, rule) in shared.config.rate_limits.iter().enumerate() {
-        let applies = rule.user.as_deref().is_none_or(|u| u == user)
+    let matching = shared.config.rate_limits.iter().enumerate().filter(|(_, rule)| {
+        rule.user.as_deref().is_none_or(|u| u == user)
             && rule.role.as_deref().is_none_or(|r| roles.iter().any(|x| x == r))
-            && (rule.api == ApiKind::Any || rule.api == api);
-        if !applies {
-            continue;
-        }
-        let count = store.rate_counters.entry((i, user.to_string(), hour)).or_insert(0);
-        if *count >= rule.per_hour {
-            let reset = hour + 3600;
-            let retry = (reset - now).max(1) as u64;
-            return Err(rate_limited_reply(
-                shared,
-                &rule.name,
-                rule.per_hour,
-                reset,
-                retry,
-                rule.api.label(),
-            ));
-        }
-        *count += 1;
+            && (rule.api == ApiKind::Any || rule.api == api)
+            && rule.table.as_deref().is_none_or(|t| Some(t) == table)
+    });
+    // Specificity: 0 = user rule, 1 = role rule, 2 = all users; then the lowest limit.
+    let specificity = |rule: &crate::config::RateLimitRule| match (&rule.user, &rule.role) {
+        (Some(_), _) => 0,
+        (None, Some(_)) => 1,
+        (None, None) => 2,
+    };
+    let Some((i, rule)) = matching.min_by_key(|(_, rule)| (specificity(rule), rule.per_hour)) else {
+        return Ok(None);
+    };
+    let mut store = shared.store.lock().expect("store lock");
+    let count = store.rate_counters.entry((i, user.to_string(), hour)).or_insert(0);
+    let reset = hour + 3600;
+    let rule_id = shared.rule_ids[i].as_str();
+    if *count >= rule.per_hour {
+        let retry = (reset - now).max(1) as u64;
+        return Err(rate_limited_reply(
+            shared,
+            rule_id,
+            rule.per_hour,
+            reset,
+            retry,
+            rule.api.label(),
+        ));
     }
-    Ok(())
+    *count += 1;
+    Ok(Some(RuleHeaders {
+        limit: rule.per_hour,
+        reset,
+        rule: rule_id.to_string(),
+    }))
+}
+
+/// The `X-RateLimit-*` headers of the rule that covered an allowed request.
+struct RuleHeaders {
+    limit: u32,
+    reset: i64,
+    rule: String,
 }

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::Req;
 use super::params::{Params, base_url};
-use super::records::{apply_priority, insert_record, prepare_fields, require_json_body, value_to_string};
+use super::records::{apply_computed, insert_record, prepare_fields, require_json_body, value_to_string};
 use super::reply::{Reply, acl_denied, bad_request, json_reply};
 use crate::config::ImportSetConfig;
 use crate::store::{Fields, Shared, Store, format_glide_time, new_sys_id};
@@ -17,7 +17,7 @@ pub fn load(shared: &Shared, req: &Req, user: &str, staging: &str, multiple: boo
     if !(shared.is_admin(user) || shared.roles_of(user).iter().any(|r| set.roles.contains(r))) {
         return acl_denied("Insert");
     }
-    let body = match require_json_body(req) {
+    let body = match require_json_body(shared, req) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -37,11 +37,19 @@ pub fn load(shared: &Shared, req: &Req, user: &str, staging: &str, multiple: boo
     let iset = format!("ISET{:07}", store.import_set_counter + 10000);
     let mut results = Vec::new();
     for staged in rows {
-        // The staging row itself is kept, as on an instance.
-        let staging_row: Fields = staged.iter().map(|(k, v)| (k.clone(), value_to_string(v))).collect();
+        // Staging-table columns are `u_`-prefixed; a column the staging table lacks is ignored. The staging
+        // row itself is kept, as on an instance.
+        let columns: Vec<(&String, &Value)> = staged
+            .iter()
+            .filter(|(k, _)| k.starts_with("u_") || set.field_map.contains_key(*k))
+            .collect();
+        let staging_row: Fields = columns
+            .iter()
+            .map(|(k, v)| ((*k).clone(), value_to_string(v)))
+            .collect();
         let _ = insert_record(shared, &mut store, staging, user, staging_row.clone());
         let mut mapped = Map::new();
-        for (k, v) in &staged {
+        for (k, v) in columns {
             let target = set
                 .field_map
                 .get(k)
@@ -72,7 +80,7 @@ fn transform_row(
 ) -> Value {
     let table = set.target_table.as_str();
     let error = |message: String| json!({"transform_map": set.transform_map, "table": table, "status": "error", "error_message": message});
-    let fields = match prepare_fields(shared, table, mapped, by_display) {
+    let fields = match prepare_fields(shared, store, table, mapped, by_display) {
         Ok(f) => f,
         Err(reply) => return error(reply_detail(&reply)),
     };
@@ -92,14 +100,19 @@ fn transform_row(
     let (status, row) = match existing {
         Some(sys_id) => {
             let now = format_glide_time(shared.now());
+            let mut updated = store
+                .tables
+                .get(table)
+                .and_then(|d| d.get(&sys_id))
+                .cloned()
+                .expect("row found above");
+            updated.extend(fields);
+            apply_computed(shared, store, table, &mut updated);
             let row = store
                 .tables
                 .get_mut(table)
                 .and_then(|d| d.get_mut(&sys_id))
                 .expect("row found above");
-            let mut updated = row.clone();
-            updated.extend(fields);
-            apply_priority(shared, table, &mut updated);
             let count: u64 = updated.get("sys_mod_count").and_then(|c| c.parse().ok()).unwrap_or(0);
             updated.insert("sys_mod_count".into(), (count + 1).to_string());
             updated.insert("sys_updated_on".into(), now);

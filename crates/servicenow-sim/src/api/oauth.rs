@@ -35,10 +35,14 @@ pub fn token(shared: &Shared, req: &Req) -> Reply {
     };
     let now = shared.now_unix();
     let user = match get("grant_type") {
+        // glide.oauth.inbound.ropc.grant_type.disabled (Security Center hardening) refuses the password grant.
+        "password" if shared.config.oauth.password_grant_disabled => return denied(),
         "password" => match shared.config.users.iter().find(|u| u.name == get("username")) {
             Some(u) if u.password == get("password") => u.name.clone(),
             _ => return denied(),
         },
+        // Refused until glide.oauth.inbound.client.credential.grant_type.enabled is true (default false).
+        "client_credentials" if !shared.config.oauth.client_credentials_enabled => return denied(),
         "client_credentials" => match &client.client_credentials_user {
             Some(u) => u.clone(),
             None => return denied(),

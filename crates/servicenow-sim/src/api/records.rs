@@ -7,11 +7,12 @@ use serde_json::{Map, Value};
 use super::Req;
 use super::params::header_str;
 use super::reply::{Reply, bad_request, error_reply};
+use crate::config::PriorityRule;
 use crate::store::{Fields, Shared, Store, format_glide_time, new_sys_id, priority};
 
-pub fn require_json_body(req: &Req) -> Result<Map<String, Value>, Reply> {
+pub fn require_json_body(shared: &Shared, req: &Req) -> Result<Map<String, Value>, Reply> {
     match header_str(&req.headers, &header::CONTENT_TYPE) {
-        None => {
+        None if shared.config.require_content_type_header => {
             return Err(bad_request(
                 "Missing Content-Type header",
                 Some("Set Content-Type: application/json"),
@@ -48,22 +49,23 @@ pub fn value_to_string(v: &Value) -> String {
     }
 }
 
-/// Normalise written fields: strings, schema filter, truncation, references; Err = 400 reply.
+/// Normalise written fields: strings, dictionary filter (fields the table lacks are dropped silently),
+/// truncation, references; Err = 400 reply.
 pub fn prepare_fields(
     shared: &Shared,
+    store: &Store,
     table: &str,
     input: &Map<String, Value>,
     by_display: bool,
 ) -> Result<Fields, Reply> {
     let cfg = shared.table_config(table);
+    let computed_priority = cfg.is_some_and(|c| c.priority != PriorityRule::Field);
     let mut out = Fields::new();
     for (k, v) in input {
-        if k.starts_with("sys_") || k == "number" || k == "priority" && cfg.is_some_and(|c| c.priority_matrix) {
+        if k.starts_with("sys_") || k == "number" || k == "priority" && computed_priority {
             continue;
         }
-        if let Some(fields) = cfg.and_then(|c| c.fields.as_ref())
-            && !fields.contains(k)
-        {
+        if cfg.is_some_and(|c| !c.has_field(k)) {
             continue;
         }
         let mut s = value_to_string(v);
@@ -72,14 +74,9 @@ pub fn prepare_fields(
         {
             s = s.chars().take(*max).collect();
         }
-        if shared
-            .config
-            .reference_fields
-            .get(k)
-            .is_some_and(|t| t == "sys_user_group")
-        {
+        if let Some(target) = cfg.and_then(|c| c.references.get(k)) {
             s = shared
-                .resolve_group(k, &s, by_display)
+                .resolve_reference(store, target, k, &s, by_display)
                 .map_err(|e| bad_request("Invalid reference", Some(&e.to_string())))?;
         }
         out.insert(k.clone(), s);
@@ -91,12 +88,13 @@ pub fn data_policy_check(shared: &Shared, table: &str, row: &Fields) -> Result<(
     let Some(cfg) = shared.table_config(table) else {
         return Ok(());
     };
-    let missing: Vec<&str> = cfg
-        .mandatory
-        .iter()
-        .filter(|f| row.get(*f).is_none_or(|v| v.trim().is_empty()))
-        .map(String::as_str)
-        .collect();
+    let empty = |f: &str| row.get(f).is_none_or(|v| v.trim().is_empty());
+    let mut missing: Vec<String> = cfg.mandatory.iter().filter(|f| empty(f)).cloned().collect();
+    for any in &cfg.mandatory_any {
+        if !any.is_empty() && any.iter().all(|f| empty(f)) {
+            missing.push(any.join(" or "));
+        }
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -110,16 +108,42 @@ pub fn data_policy_check(shared: &Shared, table: &str, row: &Fields) -> Result<(
     ))
 }
 
-pub fn apply_priority(shared: &Shared, table: &str, row: &mut Fields) {
-    if shared.table_config(table).is_some_and(|c| c.priority_matrix) {
-        let impact = row.get("impact").map(String::as_str).unwrap_or("3");
-        let urgency = row.get("urgency").map(String::as_str).unwrap_or("3");
-        let p = priority(impact, urgency).unwrap_or("5");
-        row.insert("priority".into(), p.into());
+/// Computed fields: priority by the table's rule, and empty fields filled from a referenced record.
+pub fn apply_computed(shared: &Shared, store: &Store, table: &str, row: &mut Fields) {
+    let Some(cfg) = shared.table_config(table) else {
+        return;
+    };
+    let from = |row: &Fields, reference: &str, field: &str| -> Option<String> {
+        let target = cfg.references.get(reference)?;
+        let id = row.get(reference)?;
+        shared.referenced(store, target, id)?.get(field).cloned()
+    };
+    for (field, source) in &cfg.fill_from_reference {
+        if row.get(field).is_none_or(|v| v.is_empty())
+            && let Some(v) = from(row, &source.reference, &source.field)
+        {
+            row.insert(field.clone(), v);
+        }
+    }
+    match &cfg.priority {
+        PriorityRule::Field => {}
+        PriorityRule::Lookup => {
+            let impact = row.get("impact").map(String::as_str).unwrap_or("3");
+            let urgency = row.get("urgency").map(String::as_str).unwrap_or("3");
+            let p = priority(impact, urgency).unwrap_or("5");
+            row.insert("priority".into(), p.into());
+        }
+        PriorityRule::FromReference { reference, field } => {
+            let p = from(row, reference, field)
+                .filter(|p| !p.is_empty())
+                .or_else(|| cfg.defaults.get("priority").cloned())
+                .unwrap_or_else(|| "4".into());
+            row.insert("priority".into(), p);
+        }
     }
 }
 
-/// Insert into `table` as `user` (ACL, data policy, numbering). Returns the stored row.
+/// Insert into `table` as `user` (data policy, numbering, computed fields). Returns the stored row.
 pub fn insert_record(
     shared: &Shared,
     store: &mut Store,
@@ -133,7 +157,7 @@ pub fn insert_record(
             row.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    apply_priority(shared, table, &mut row);
+    apply_computed(shared, store, table, &mut row);
     data_policy_check(shared, table, &row)?;
     let now = format_glide_time(shared.now());
     let data = store.tables.entry(table.to_string()).or_default();

@@ -5,10 +5,10 @@ use serde_json::{Map, Value, json};
 
 use super::Req;
 use super::params::{Params, base_url};
-use super::records::{apply_priority, data_policy_check, insert_record, prepare_fields, require_json_body};
+use super::records::{apply_computed, data_policy_check, insert_record, prepare_fields, require_json_body};
 use super::reply::{Reply, acl_denied, bad_request, empty_reply, error_reply, json_reply, not_found};
 use crate::query::EncodedQuery;
-use crate::store::{Fields, Shared, format_glide_time};
+use crate::store::{Fields, Shared, Store, format_glide_time};
 
 struct OutputOptions {
     fields: Option<Vec<String>>,
@@ -36,26 +36,33 @@ impl OutputOptions {
     }
 }
 
-fn render(shared: &Shared, row: &Fields, opts: &OutputOptions) -> Value {
+fn render(shared: &Shared, store: &Store, table: &str, row: &Fields, opts: &OutputOptions) -> Value {
+    let cfg = shared.table_config(table);
     let mut out = Map::new();
     let mut put = |k: &str, v: &str| {
-        let value = if let Some(target) = shared.config.reference_fields.get(k) {
-            let display = shared.group_name(v).unwrap_or("").to_string();
+        let reference = cfg.and_then(|c| c.references.get(k));
+        let value = if let Some(target) = reference {
+            let display = shared.display_value(store, table, k, v);
+            let link = format!("{}/api/now/table/{target}/{v}", opts.base);
             match opts.display_value.as_str() {
                 "true" => Value::String(display),
-                "all" => json!({"display_value": display, "value": v,
-                    "link": format!("{}/api/now/table/{target}/{v}", opts.base)}),
+                "all" => json!({"display_value": display, "value": v, "link": link}),
                 _ if v.is_empty() || opts.exclude_reference_link => Value::String(v.to_string()),
-                _ => json!({"link": format!("{}/api/now/table/{target}/{v}", opts.base), "value": v}),
+                _ => json!({"link": link, "value": v}),
             }
         } else {
-            Value::String(v.to_string())
+            match opts.display_value.as_str() {
+                "true" => Value::String(shared.display_value(store, table, k, v)),
+                "all" => json!({"display_value": shared.display_value(store, table, k, v), "value": v}),
+                _ => Value::String(v.to_string()),
+            }
         };
         out.insert(k.to_string(), value);
     };
     match &opts.fields {
         Some(fields) => {
-            for f in fields {
+            // A requested field the table lacks is left out of the answer.
+            for f in fields.iter().filter(|f| cfg.is_none_or(|c| c.has_field(f))) {
                 put(f, row.get(f).map(String::as_str).unwrap_or(""));
             }
         }
@@ -69,9 +76,9 @@ fn render(shared: &Shared, row: &Fields, opts: &OutputOptions) -> Value {
 }
 
 pub fn collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Reply {
-    if shared.table_config(table).is_none() && table != "sys_user_group" {
+    let Some(cfg) = shared.table_config(table) else {
         return bad_request(&format!("Invalid table {table}"), None);
-    }
+    };
     let params = Params::parse(req.query.as_bytes());
     let opts = OutputOptions::from(req, &params);
     match req.method {
@@ -79,26 +86,29 @@ pub fn collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Reply 
             if !shared.can_create(user, table) {
                 return acl_denied("Insert");
             }
-            let input = match require_json_body(req) {
+            let input = match require_json_body(shared, req) {
                 Ok(m) => m,
                 Err(r) => return r,
             };
-            let row = match prepare_fields(shared, table, &input, params.flag("sysparm_input_display_value")) {
+            let mut store = shared.store.lock().expect("store lock");
+            let by_display = params.flag("sysparm_input_display_value");
+            let row = match prepare_fields(shared, &store, table, &input, by_display) {
                 Ok(r) => r,
                 Err(r) => return r,
             };
-            let mut store = shared.store.lock().expect("store lock");
             let row = match insert_record(shared, &mut store, table, user, row) {
                 Ok(r) => r,
                 Err(reply) => return reply,
             };
+            let body = json!({"result": render(shared, &store, table, &row, &opts)});
             drop(store);
             let location = format!("{}/api/now/table/{table}/{}", opts.base, row["sys_id"]);
-            json_reply(StatusCode::CREATED, &json!({"result": render(shared, &row, &opts)}))
-                .header("location", location)
+            json_reply(StatusCode::CREATED, &body).header("location", location)
         }
         Method::GET => {
-            let query = EncodedQuery::parse(params.get("sysparm_query").unwrap_or(""));
+            let mut query = EncodedQuery::parse(params.get("sysparm_query").unwrap_or(""));
+            // A term naming a field the table lacks is an invalid part of the query.
+            query.drop_terms(|field| !cfg.has_field(field));
             let limit: usize = params
                 .get("sysparm_limit")
                 .and_then(|l| l.parse().ok())
@@ -107,22 +117,20 @@ pub fn collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Reply 
             let store = shared.store.lock().expect("store lock");
             let no_rows = query.dropped_terms > 0 && shared.config.invalid_query_returns_no_rows;
             let mut rows: Vec<&Fields> = match store.tables.get(table) {
-                Some(data) if !no_rows => data
-                    .rows
-                    .iter()
-                    .filter(|r| shared.can_read(user, table, r) && query.matches(r))
-                    .collect(),
+                Some(data) if !no_rows => data.rows.iter().filter(|r| query.matches(r)).collect(),
                 _ => Vec::new(),
             };
             if !query.order_by.is_empty() {
                 rows.sort_by(|a, b| query.compare(a, b));
             }
             let total = rows.len();
+            // sysparm_limit is applied before ACL evaluation: rows the user may not read still use up the page.
             let page: Vec<Value> = rows
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .map(|r| render(shared, r, &opts))
+                .filter(|r| shared.can_read(user, table, r))
+                .map(|r| render(shared, &store, table, r, &opts))
                 .collect();
             drop(store);
             json_reply(StatusCode::OK, &json!({"result": page})).header("x-total-count", total)
@@ -136,28 +144,38 @@ pub fn collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Reply 
 }
 
 pub fn record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &str) -> Reply {
-    if shared.table_config(table).is_none() && table != "sys_user_group" {
+    if shared.table_config(table).is_none() {
         return bad_request(&format!("Invalid table {table}"), None);
     }
     let params = Params::parse(req.query.as_bytes());
     let opts = OutputOptions::from(req, &params);
-    let mut store = shared.store.lock().expect("store lock");
-    let Some(data) = store.tables.get_mut(table) else {
-        return not_found();
+    let input = if matches!(req.method, Method::PATCH | Method::PUT) {
+        match require_json_body(shared, req) {
+            Ok(m) => Some(m),
+            Err(r) => return r,
+        }
+    } else {
+        None
     };
-    let Some(existing) = data.get(sys_id) else {
+    let mut store = shared.store.lock().expect("store lock");
+    let Some(existing) = store.tables.get(table).and_then(|d| d.get(sys_id)) else {
         return not_found();
     };
     if !shared.can_read(user, table, existing) {
         return not_found();
     }
     match req.method {
-        Method::GET => json_reply(StatusCode::OK, &json!({"result": render(shared, existing, &opts)})),
+        Method::GET => json_reply(
+            StatusCode::OK,
+            &json!({"result": render(shared, &store, table, existing, &opts)}),
+        ),
         Method::DELETE => {
-            if !shared.can_write(user, table, existing) {
+            if !shared.can_delete(user, table) {
                 return acl_denied("Delete");
             }
-            data.remove(sys_id);
+            if let Some(data) = store.tables.get_mut(table) {
+                data.remove(sys_id);
+            }
             if table == "sys_attachment" {
                 store.attachments.remove(sys_id);
             }
@@ -167,33 +185,34 @@ pub fn record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &str)
             if !shared.can_write(user, table, existing) {
                 return acl_denied("Update");
             }
-            drop(store);
-            let input = match require_json_body(req) {
-                Ok(m) => m,
-                Err(r) => return r,
-            };
-            let changes = match prepare_fields(shared, table, &input, params.flag("sysparm_input_display_value")) {
+            let mut updated = existing.clone();
+            let input = input.unwrap_or_default();
+            let changes = match prepare_fields(
+                shared,
+                &store,
+                table,
+                &input,
+                params.flag("sysparm_input_display_value"),
+            ) {
                 Ok(r) => r,
                 Err(r) => return r,
             };
-            let mut store = shared.store.lock().expect("store lock");
-            let now = format_glide_time(shared.now());
-            let Some(row) = store.tables.get_mut(table).and_then(|d| d.get_mut(sys_id)) else {
-                return not_found();
-            };
-            let mut updated = row.clone();
             updated.extend(changes);
-            apply_priority(shared, table, &mut updated);
+            apply_computed(shared, &store, table, &mut updated);
             if let Err(reply) = data_policy_check(shared, table, &updated) {
                 return reply;
             }
+            let now = format_glide_time(shared.now());
             let count: u64 = updated.get("sys_mod_count").and_then(|c| c.parse().ok()).unwrap_or(0);
             updated.insert("sys_mod_count".into(), (count + 1).to_string());
             updated.insert("sys_updated_on".into(), now);
             updated.insert("sys_updated_by".into(), user.to_string());
-            *row = updated.clone();
+            let body = json!({"result": render(shared, &store, table, &updated, &opts)});
+            if let Some(row) = store.tables.get_mut(table).and_then(|d| d.get_mut(sys_id)) {
+                *row = updated;
+            }
             drop(store);
-            json_reply(StatusCode::OK, &json!({"result": render(shared, &updated, &opts)}))
+            json_reply(StatusCode::OK, &body)
         }
         _ => error_reply(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -58,3 +58,19 @@ fn numeric_ordering() {
     let q = EncodedQuery::parse("ORDERBYn");
     assert_eq!(q.compare(&rec(&[("n", "9")]), &rec(&[("n", "10")])), Ordering::Less);
 }
+
+#[test]
+fn terms_on_fields_the_table_lacks_are_dropped() {
+    let mut q = EncodedQuery::parse("correlation_id=abc^ORname=x^state=1^NQcorrelation_id=z^ORDERBYcorrelation_id");
+    q.drop_terms(|f| f == "correlation_id");
+    assert_eq!(q.dropped_terms, 3);
+    assert!(q.order_by.is_empty());
+    // first group: name=x ^ state=1; second group: empty, so it matches every record
+    assert_eq!(q.groups[0].len(), 2);
+    assert!(q.groups[1].is_empty());
+    assert!(q.matches(&rec(&[("name", "other")])));
+    let mut q = EncodedQuery::parse("correlation_id=abc^ORname=x");
+    q.drop_terms(|f| f == "correlation_id");
+    assert!(q.matches(&rec(&[("name", "x")])));
+    assert!(!q.matches(&rec(&[("name", "y")])));
+}

@@ -56,3 +56,28 @@ pub fn incident(desc: &str) -> Value {
 pub fn error_detail(body: &Value) -> String {
     body["error"]["detail"].as_str().unwrap_or("").to_string()
 }
+
+/// Create with `sysparm_input_display_value=true` (reference fields by display value).
+pub async fn create_by_display(sim: &RunningSim, table: &str, user: &str, body: Value) -> Response {
+    req(
+        sim,
+        reqwest::Method::POST,
+        &format!("/api/now/table/{table}?sysparm_input_display_value=true"),
+        user,
+    )
+    .body(body.to_string())
+    .send()
+    .await
+    .expect("request sent")
+}
+
+/// sys_id of the record of `table` whose `field` is `value` (reference data).
+pub fn sys_id_of(sim: &RunningSim, table: &str, field: &str, value: &str) -> String {
+    sim.records(table)
+        .iter()
+        .find(|r| r[field] == value)
+        .unwrap_or_else(|| panic!("{table} has no record with {field}={value}"))["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
