@@ -204,8 +204,12 @@ impl Delivery {
                 Some(fields) => client.create_record(env.table(), &fields).await,
                 None => client.create_record(env.table(), env.fields()).await,
             };
-            if let (Outcome::Created(rec), Item::Aggregate { record }) = (&created, &env.item) {
-                attach_member_list(&client, record, rec).await;
+            match (&created, &env.item) {
+                (Outcome::Created(rec), Item::Aggregate { record }) => attach_member_list(&client, record, rec).await,
+                (Outcome::Created(rec), Item::Alert { decision, .. }) => {
+                    attach_trend_chart(&client, decision, rec).await
+                }
+                _ => {}
             }
             created
         };
@@ -539,6 +543,44 @@ pub async fn attach_member_list(client: &ServiceNowClient, record: &PlannedRecor
             sys_id = %created.sys_id,
             error = %o,
             "could not attach the member list to the aggregate record"
+        );
+    }
+}
+
+/// Upload the decision's weekly trend chart (HR case for a productivity alert with a weekly trend; never
+/// in minimal-data mode) to its newly created record, as [`crate::chart::CHART_FILE`]. Best effort like
+/// the member list: a chart that cannot be drawn or uploaded is logged, and the delivery still succeeds.
+pub async fn attach_trend_chart(client: &ServiceNowClient, decision: &relay_core::Decision, created: &CreatedRecord) {
+    let Some(chart) = decision.chart.as_ref() else {
+        return;
+    };
+    let png = match crate::chart::render_png(chart) {
+        Ok(png) => png,
+        Err(e) => {
+            tracing::warn!(
+                correlation_id = %decision.correlation_id,
+                sys_id = %created.sys_id,
+                error = %e,
+                "could not draw the trend chart; the record has none attached"
+            );
+            return;
+        }
+    };
+    if let Err(o) = client
+        .attach(
+            &created.table,
+            &created.sys_id,
+            crate::chart::CHART_FILE,
+            crate::chart::CHART_CONTENT_TYPE,
+            png,
+        )
+        .await
+    {
+        tracing::warn!(
+            correlation_id = %decision.correlation_id,
+            sys_id = %created.sys_id,
+            error = %o,
+            "could not attach the trend chart to the record"
         );
     }
 }
