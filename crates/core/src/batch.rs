@@ -59,6 +59,9 @@ pub struct PlannedRecord {
     /// (its description shows the first members in full and the rest by id only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_list: Option<String>,
+    /// For a single alert's record: the weekly trend chart to attach (see [`Decision::chart`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<crate::route::TrendChart>,
 }
 
 /// The records, and how to send them.
@@ -246,6 +249,7 @@ fn single(d: &Decision, i: usize) -> PlannedRecord {
         alert_ids: vec![d.alert_id.clone()],
         members: vec![i],
         member_list: None,
+        chart: d.chart.clone(),
     }
 }
 
@@ -329,6 +333,7 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
         alert_ids: ds.iter().map(|d| d.alert_id.clone()).collect(),
         members,
         member_list: Some(member_list),
+        chart: None,
     }
 }
 

@@ -205,9 +205,12 @@ impl Delivery {
                 None => client.create_record(env.table(), env.fields()).await,
             };
             match (&created, &env.item) {
-                (Outcome::Created(rec), Item::Aggregate { record }) => attach_member_list(&client, record, rec).await,
+                (Outcome::Created(rec), Item::Aggregate { record }) => {
+                    attach_member_list(&client, record, rec).await;
+                    attach_trend_chart(&client, &record.correlation_id, record.chart.as_ref(), rec).await
+                }
                 (Outcome::Created(rec), Item::Alert { decision, .. }) => {
-                    attach_trend_chart(&client, decision, rec).await
+                    attach_trend_chart(&client, &decision.correlation_id, decision.chart.as_ref(), rec).await
                 }
                 _ => {}
             }
@@ -547,18 +550,23 @@ pub async fn attach_member_list(client: &ServiceNowClient, record: &PlannedRecor
     }
 }
 
-/// Upload the decision's weekly trend chart (HR case for a productivity alert with a weekly trend; never
-/// in minimal-data mode) to its newly created record, as [`crate::chart::CHART_FILE`]. Best effort like
-/// the member list: a chart that cannot be drawn or uploaded is logged, and the delivery still succeeds.
-pub async fn attach_trend_chart(client: &ServiceNowClient, decision: &relay_core::Decision, created: &CreatedRecord) {
-    let Some(chart) = decision.chart.as_ref() else {
+/// Upload a weekly trend chart (HR case for a productivity alert with a weekly trend; never in
+/// minimal-data mode) to its newly created record, as [`crate::chart::CHART_FILE`]. Best effort like the
+/// member list: a chart that cannot be drawn or uploaded is logged, and the delivery still succeeds.
+pub async fn attach_trend_chart(
+    client: &ServiceNowClient,
+    correlation_id: &str,
+    chart: Option<&relay_core::TrendChart>,
+    created: &CreatedRecord,
+) {
+    let Some(chart) = chart else {
         return;
     };
     let png = match crate::chart::render_png(chart) {
         Ok(png) => png,
         Err(e) => {
             tracing::warn!(
-                correlation_id = %decision.correlation_id,
+                correlation_id = %correlation_id,
                 sys_id = %created.sys_id,
                 error = %e,
                 "could not draw the trend chart; the record has none attached"
@@ -577,7 +585,7 @@ pub async fn attach_trend_chart(client: &ServiceNowClient, decision: &relay_core
         .await
     {
         tracing::warn!(
-            correlation_id = %decision.correlation_id,
+            correlation_id = %correlation_id,
             sys_id = %created.sys_id,
             error = %o,
             "could not attach the trend chart to the record"

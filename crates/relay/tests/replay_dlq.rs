@@ -94,6 +94,7 @@ fn aggregate_envelope() -> Envelope {
             alert_ids: members.iter().map(Envelope::ledger_key).collect(),
             members: vec![0, 1],
             member_list: None,
+            chart: None,
         },
         now_ms(),
     )
