@@ -63,6 +63,9 @@ pub struct PlannedRecord {
     /// aggregate the one person every member names (none when they differ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person: Option<crate::route::PersonLookup>,
+    /// For a single alert's record: the weekly trend chart to attach (see [`Decision::chart`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<crate::route::TrendChart>,
 }
 
 /// The records, and how to send them.
@@ -251,6 +254,7 @@ fn single(d: &Decision, i: usize) -> PlannedRecord {
         members: vec![i],
         member_list: None,
         person: d.person.clone(),
+        chart: d.chart.clone(),
     }
 }
 
@@ -338,6 +342,7 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
             .person
             .clone()
             .filter(|p| ds.iter().all(|d| d.person.as_ref() == Some(p))),
+        chart: None,
     }
 }
 

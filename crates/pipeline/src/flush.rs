@@ -369,9 +369,9 @@ impl Flusher {
                                 answered.push(i);
                                 if let (Outcome::Created(rec), Some(r)) = (&o, plan.records.get(i)) {
                                     if open() {
-                                        crate::deliver::attach_member_list(c, r, rec).await;
-                                    } else if r.member_list.is_some() {
-                                        tracing::warn!(sys_id = %rec.sys_id, "flush deadline: the member list was not attached");
+                                        crate::deliver::attach_files(c, r, rec).await;
+                                    } else if r.member_list.is_some() || r.chart.is_some() {
+                                        tracing::warn!(sys_id = %rec.sys_id, "flush deadline: the attachment was not uploaded");
                                     }
                                 }
                                 outcomes.insert(i, (o, false));

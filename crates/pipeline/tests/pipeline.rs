@@ -683,3 +683,58 @@ async fn a_deliverer_that_died_mid_call_is_taken_over_without_a_second_record() 
     let e = h.state("emon-20261120-7f3a9c").await;
     assert_eq!((e.state, e.attempts), (DeliveryState::Completed, 2));
 }
+
+#[tokio::test]
+async fn the_productivity_hr_case_carries_its_weekly_trend_chart_as_a_png() {
+    let h = harness(Options::default()).await;
+    let r = h
+        .post(&sample("seed-productivity-non-work-browsing.json"), "wh-chart")
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    h.deliver_all().await;
+    let report = h.flusher.flush().await;
+    assert_eq!(report.created, 1, "{report:?}");
+    let hr = h.sim.records("sn_hr_core_case");
+    assert_eq!(hr.len(), 1);
+    let case = hr[0]["sys_id"].as_str().unwrap();
+    let attachments: Vec<Value> = h
+        .sim
+        .records("sys_attachment")
+        .into_iter()
+        .filter(|a| a["table_sys_id"] == case)
+        .collect();
+    assert_eq!(attachments.len(), 1, "{attachments:?}");
+    assert_eq!(attachments[0]["file_name"], "productivity-trend.png");
+    assert_eq!(attachments[0]["content_type"], "image/png");
+    let bytes = h
+        .sim
+        .attachment_content(attachments[0]["sys_id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&bytes[12..16], b"IHDR");
+}
+
+#[tokio::test]
+async fn a_failed_chart_upload_leaves_one_hr_case_and_the_alert_delivered() {
+    let h = harness(Options::default()).await;
+    h.sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 500 },
+        count: 5,
+        table: Some("sys_attachment".into()),
+        method: None,
+    });
+    let r = h
+        .post(&sample("seed-productivity-non-work-browsing.json"), "wh-chart-fail")
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    h.deliver_all().await;
+    let report = h.flusher.flush().await;
+    assert_eq!(report.created, 1, "{report:?}");
+    assert_eq!(
+        h.sim.records("sn_hr_core_case").len(),
+        1,
+        "the case is not created again"
+    );
+    assert!(h.sim.records("sys_attachment").is_empty());
+    assert_eq!(h.state("emon-20261122-5c9e10").await.state, DeliveryState::Completed);
+}

@@ -95,6 +95,7 @@ fn aggregate_envelope() -> Envelope {
             members: vec![0, 1],
             member_list: None,
             person: None,
+            chart: None,
         },
         now_ms(),
     )
