@@ -262,38 +262,10 @@ impl ServiceNowClient {
         if !safe {
             return Ok(None);
         }
-        let query = format!("{field}={value}");
-        let fields = format!("sys_id,{field}");
-        let url = format!("{}/api/now/table/sys_user", self.inner.instance_url);
-        let resp = self
-            .execute("find_user", "sys_user", Effect::Read, || {
-                self.inner.http.get(&url).query(&[
-                    ("sysparm_query", query.as_str()),
-                    ("sysparm_fields", fields.as_str()),
-                    ("sysparm_limit", "2"),
-                ])
-            })
-            .await?;
-        let result = result_of(&resp, Effect::Read, unix_now())?;
-        let Value::Array(rows) = result else {
-            return Err(Outcome::retryable("user lookup answer's result is not a list"));
-        };
-        let matching: Vec<String> = rows
-            .iter()
-            .filter(|r| {
-                r.get(field)
-                    .and_then(field_str)
-                    .is_some_and(|v| v.eq_ignore_ascii_case(value))
-            })
-            .filter_map(|r| r.get("sys_id").and_then(field_str))
-            .filter(|id| check_sys_id(id).is_ok())
-            .collect();
-        // two users with the same key name nobody for sure
-        Ok(if matching.len() == 1 {
-            matching.into_iter().next()
-        } else {
-            None
+        self.unique_sys_id("find_user", "sys_user", field, value, |found| {
+            found.eq_ignore_ascii_case(value)
         })
+        .await
     }
 
     /// The sys_id of the one `sys_user_group` named exactly `name`; None when there is none (an instance
@@ -308,24 +280,41 @@ impl ServiceNowClient {
         if !safe {
             return Ok(None);
         }
-        let query = format!("name={name}");
-        let url = format!("{}/api/now/table/sys_user_group", self.inner.instance_url);
+        self.unique_sys_id("find_group", "sys_user_group", "name", name, |found| found == name)
+            .await
+    }
+
+    /// The sys_id of the one row of `table` whose `field` equals `value` (a query-safe value), read back and
+    /// checked with `same`; None when no row or more than one matches (two candidates name nobody for sure).
+    async fn unique_sys_id(
+        &self,
+        op: &'static str,
+        table: &'static str,
+        field: &str,
+        value: &str,
+        same: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, Outcome> {
+        let query = format!("{field}={value}");
+        let fields = format!("sys_id,{field}");
+        let url = format!("{}/api/now/table/{table}", self.inner.instance_url);
         let resp = self
-            .execute("find_group", "sys_user_group", Effect::Read, || {
+            .execute(op, table, Effect::Read, || {
                 self.inner.http.get(&url).query(&[
                     ("sysparm_query", query.as_str()),
-                    ("sysparm_fields", "sys_id,name"),
+                    ("sysparm_fields", fields.as_str()),
                     ("sysparm_limit", "2"),
                 ])
             })
             .await?;
         let result = result_of(&resp, Effect::Read, unix_now())?;
         let Value::Array(rows) = result else {
-            return Err(Outcome::retryable("group lookup answer's result is not a list"));
+            return Err(Outcome::retryable(format!(
+                "{table} lookup answer's result is not a list"
+            )));
         };
         let matching: Vec<String> = rows
             .iter()
-            .filter(|r| r.get("name").and_then(field_str).is_some_and(|v| v == name))
+            .filter(|r| r.get(field).and_then(field_str).is_some_and(|v| same(&v)))
             .filter_map(|r| r.get("sys_id").and_then(field_str))
             .filter(|id| check_sys_id(id).is_ok())
             .collect();
