@@ -522,7 +522,7 @@ async fn five_hundred_low_alerts_become_grouped_records_in_few_batch_calls() {
         "the report counts real Batch API requests"
     );
     let records = s.sim.records("sn_compliance_policy_exception");
-    assert_eq!(records.len(), n("records"));
+    assert_eq!(records.len(), n("records"), "{report}");
     assert_eq!(s.depth(&s.batch).await, 0, "every flushed message deleted");
     for i in [0, 250, 499] {
         let st = s.status(&format!("low-{i:03}")).await;

@@ -5,7 +5,7 @@
 //! | attribute | type | |
 //! |---|---|---|
 //! | `alert_id` | S | partition key |
-//! | `state` | S | `ACCEPTED`, `QUEUED`, `IN_PROGRESS`, `RETRYING`, `COMPLETED`, `FAILED` |
+//! | `state` | S | `ACCEPTED`, `QUEUED`, `IN_PROGRESS`, `RETRYING`, `AGGREGATED`, `COMPLETED`, `FAILED` |
 //! | `attempts` | N | incremented atomically by each granted claim (`ADD`) |
 //! | `first_received_at_ms`, `updated_at_ms` | N | epoch ms |
 //! | `lease_until_ms` | N | only while a claim is held |
@@ -16,6 +16,11 @@
 //! | `expires_at` | N | TTL, epoch seconds |
 //! | `claim_token` | N | fencing token: `ADD`ed by each granted claim and each reopen; absent = 0 |
 //! | `no_create_before_ms`, `not_before_ms` | N | only when set |
+//! | `aggregate` | S | a member of a batch aggregate: the aggregate's key |
+//! | `plan` | S | a batch aggregate's own item: the queue message that delivers it (< 256 KiB) |
+//!
+//! Sealing an aggregate ([`Ledger::aggregate`]) is one TransactWriteItems: the aggregate's Put and one
+//! conditional Update per member, all or nothing.
 //!
 //! Items are mapped to and from [`LedgerEntry`] by `serde_dynamo` in `dynamo/item.rs`, which holds this
 //! layout; items written by earlier releases read back unchanged.
@@ -41,6 +46,9 @@ use item::{ItemError, from_item, record_value, to_item};
 
 /// How often a claim or accept that lost a race re-reads and tries again before giving up.
 const RACE_RETRIES: usize = 8;
+
+/// How often a seal ([`Ledger::aggregate`]) that failed transiently is sent again (with its request token).
+const SEAL_TRIES: u32 = 4;
 
 /// The delivery ledger in one DynamoDB table.
 #[derive(Debug, Clone)]
@@ -304,6 +312,7 @@ impl Ledger for DynamoLedger {
                 None => return Ok(Claim::Missing),
                 Some(e) if e.state == DeliveryState::Completed => return Ok(Claim::Completed(e)),
                 Some(e) if e.state == DeliveryState::Failed => return Ok(Claim::Failed(e)),
+                Some(e) if e.state == DeliveryState::Aggregated => return Ok(Claim::Aggregated(e)),
                 Some(LedgerEntry {
                     state: DeliveryState::InProgress,
                     lease_until_ms: Some(until),
@@ -371,6 +380,7 @@ impl Ledger for DynamoLedger {
             (":queued", state(DeliveryState::Queued)),
             (":in_progress", state(DeliveryState::InProgress)),
             (":retrying", state(DeliveryState::Retrying)),
+            (":aggregated", state(DeliveryState::Aggregated)),
             (":record", record),
             (":now", n(now_ms)),
             (":now_s", n(now_s())),
@@ -381,7 +391,9 @@ impl Ledger for DynamoLedger {
                 "UpdateItem(complete)",
                 alert_id,
                 "SET #state = :completed, #record = :record, #updated_at_ms = :now REMOVE #lease_until_ms",
-                &format!("{LIVE} AND {fenced} AND #state IN (:accepted, :queued, :in_progress, :retrying)"),
+                &format!(
+                    "{LIVE} AND {fenced} AND #state IN (:accepted, :queued, :in_progress, :retrying, :aggregated)"
+                ),
                 &[
                     "alert_id",
                     "expires_at",
@@ -524,8 +536,14 @@ impl Ledger for DynamoLedger {
             return Err(PortError::stale_claim(alert_id, current.claim_token, token));
         }
         let (fenced, token_value) = fence(token);
+        // a member of an aggregate goes back to its aggregate, which the replay reopens too
+        let reopened = if current.aggregate.is_some() {
+            DeliveryState::Aggregated
+        } else {
+            DeliveryState::Queued
+        };
         let mut values = vec![
-            (":queued", state(DeliveryState::Queued)),
+            (":queued", state(reopened)),
             (":failed", state(DeliveryState::Failed)),
             (":zero", n(0)),
             (":one", n(1)),
@@ -568,5 +586,112 @@ impl Ledger for DynamoLedger {
 
     async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
         self.read(alert_id).await
+    }
+
+    /// One TransactWriteItems: Put the plan (`attribute_not_exists(alert_id) OR expires_at <= now`) and, per
+    /// member, Update to `AGGREGATED` under `state = IN_PROGRESS AND claim_token = :token`. A cancelled
+    /// transaction (a condition failed) writes nothing and is `Stale`.
+    async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now_ms: i64) -> Result<(), PortError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+        relay_ports::transition::check_aggregate_request(plan, members)?;
+        let item = to_item(plan).map_err(|e| self.malformed(&plan.alert_id, e))?;
+        let built = |e: aws_sdk_dynamodb::error::BuildError| {
+            PortError::Rejected(format!("ledger table {}: cannot build the seal: {e}", self.table))
+        };
+        let mut writes = vec![
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(#alert_id) OR #expires_at <= :now_s")
+                        .set_expression_attribute_names(names(&["alert_id", "expires_at"]))
+                        .expression_attribute_values(":now_s", n(now_s()))
+                        .build()
+                        .map_err(built)?,
+                )
+                .build(),
+        ];
+        for (key, token) in members {
+            let (fenced, token_value) = fence(*token);
+            let mut values: HashMap<String, AttributeValue> = [
+                (":aggregated", state(DeliveryState::Aggregated)),
+                (":in_progress", state(DeliveryState::InProgress)),
+                (":aggregate", s(&plan.alert_id)),
+                (":now", n(now_ms)),
+                (":one", n(1)),
+                (":now_s", n(now_s())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            values.extend(token_value.map(|(k, v)| (k.to_string(), v)));
+            writes.push(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .key("alert_id", s(key))
+                            .update_expression(
+                                "SET #state = :aggregated, #aggregate = :aggregate, #updated_at_ms = :now \
+                                 ADD #claim_token :one REMOVE #lease_until_ms",
+                            )
+                            .condition_expression(format!("{LIVE} AND #state = :in_progress AND {fenced}"))
+                            .set_expression_attribute_names(names(&[
+                                "alert_id",
+                                "expires_at",
+                                "state",
+                                "aggregate",
+                                "updated_at_ms",
+                                "claim_token",
+                                "lease_until_ms",
+                            ]))
+                            .set_expression_attribute_values(Some(values))
+                            .build()
+                            .map_err(built)?,
+                    )
+                    .build(),
+            );
+        }
+        // The same request token on every try makes a retry idempotent (DynamoDB answers a repeated token
+        // within 10 minutes with the first outcome), so a transient failure — a 500, a throttle, a
+        // TransactionInProgress — is tried again without risking a second write.
+        let token = format!("{:x}", {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&plan.alert_id, plan.updated_at_ms, members).hash(&mut h);
+            h.finish()
+        });
+        let mut last = None;
+        for attempt in 0..SEAL_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            }
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(writes.clone()))
+                .client_request_token(&token)
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(SdkError::ServiceError(se)) if se.err().is_transaction_canceled_exception() => {
+                    return Err(PortError::Stale(format!(
+                        "aggregate {} not sealed: the plan exists or a member is no longer held ({})",
+                        plan.alert_id,
+                        se.err()
+                    )));
+                }
+                Err(e) => {
+                    let err = port_error(&self.op("TransactWriteItems(aggregate)", &plan.alert_id), e);
+                    if !matches!(err, PortError::Unavailable(_)) {
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| PortError::Unavailable("TransactWriteItems not sent".into())))
     }
 }

@@ -4,8 +4,8 @@
 //! assignment group always take part) and arrived in the same window become ONE record that lists every
 //! alert — an alert storm is one ticket. The records are then cut into Batch API requests.
 //!
-//! Deterministic: the same alerts give the same records with the same correlation ids, so a flush that is
-//! retried finds (by correlation id) the record an earlier, interrupted flush already created.
+//! Deterministic: the same alerts give the same records with the same correlation ids; an aggregate's id
+//! is derived from its whole member set (see `plan`).
 
 use std::collections::BTreeMap;
 
@@ -55,6 +55,10 @@ pub struct PlannedRecord {
     pub alert_ids: Vec<String>,
     /// Positions of those alerts in the planner's input.
     pub members: Vec<usize>,
+    /// When ingest accepted each of those alerts (epoch ms), in the same order: each alert's delivery
+    /// latency counts from its own arrival.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub received_at_ms: Vec<i64>,
     /// For an aggregate: every member alert in full, uploaded as [`MEMBER_LIST_FILE`] to the record
     /// (its description shows the first members in full and the rest by id only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +105,7 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
         let d = p.decision;
         if d.record_type == RecordType::ItomEvent {
             events.push(records.len());
-            records.push(single(d, i));
+            records.push(single(d, i, p.received_at_ms));
             continue;
         }
         let window = p.received_at_ms.div_euclid(window_ms);
@@ -122,14 +126,25 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
         });
         for chunk in split_members(&members, pending, settings.max_alerts_per_record.max(1)) {
             if chunk.len() == 1 {
-                records.push(single(pending[chunk[0]].decision, chunk[0]));
+                records.push(single(
+                    pending[chunk[0]].decision,
+                    chunk[0],
+                    pending[chunk[0]].received_at_ms,
+                ));
             } else {
-                // The earliest member names the record: a flush that is retried after an interruption
-                // drains the same earliest alert and finds the record by its correlation id, while a
-                // window drained by two flushes gets two different ids.
+                // The full member set names the record: an alert that joins the group later (after an
+                // interrupted flush, or in the next flush of the same window) makes a different record, never
+                // one found under an id whose record does not list it. The pipeline seals an aggregate's
+                // members in the ledger before it sends the record, so the same members are never planned
+                // into a second record.
                 let decisions: Vec<&Decision> = chunk.iter().map(|i| pending[*i].decision).collect();
-                let id_key = format!("{key}\u{1f}{}", decisions[0].alert_id);
-                records.push(aggregate(&decisions, chunk.clone(), &id_key));
+                let mut id_key = key.clone();
+                for d in &decisions {
+                    id_key.push('\u{1f}');
+                    id_key.push_str(&d.alert_id);
+                }
+                let received = chunk.iter().map(|i| pending[*i].received_at_ms).collect();
+                records.push(aggregate(&decisions, chunk.clone(), received, &id_key));
             }
         }
     }
@@ -243,7 +258,7 @@ fn aggregate_description(ds: &[&Decision], footer: &str, reserved: usize) -> Str
     truncate(&text, MAX_DESCRIPTION_FIELD.saturating_sub(reserved))
 }
 
-fn single(d: &Decision, i: usize) -> PlannedRecord {
+fn single(d: &Decision, i: usize, received_at_ms: i64) -> PlannedRecord {
     PlannedRecord {
         correlation_id: d.correlation_id.clone(),
         record_type: d.record_type,
@@ -252,13 +267,14 @@ fn single(d: &Decision, i: usize) -> PlannedRecord {
         dedupe: d.dedupe.clone(),
         alert_ids: vec![d.alert_id.clone()],
         members: vec![i],
+        received_at_ms: vec![received_at_ms],
         member_list: None,
         person: d.person.clone(),
         chart: d.chart.clone(),
     }
 }
 
-fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord {
+fn aggregate(ds: &[&Decision], members: Vec<usize>, received_at_ms: Vec<i64>, key: &str) -> PlannedRecord {
     let first = ds[0];
     let prefix = first
         .correlation_id
@@ -337,6 +353,7 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, key: &str) -> PlannedRecord 
         dedupe: first.dedupe.clone(),
         alert_ids: ds.iter().map(|d| d.alert_id.clone()).collect(),
         members,
+        received_at_ms,
         member_list: Some(member_list),
         person: first
             .person

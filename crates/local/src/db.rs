@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::{Durability, LocalError};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Upper bound on jobs sharing one transaction (keeps a commit's latency bounded).
 pub const MAX_JOBS_PER_TRANSACTION: usize = 512;
@@ -74,6 +74,12 @@ CREATE TABLE notifications (
     notice_json   TEXT    NOT NULL
 );
 CREATE INDEX notifications_alert ON notifications (alert_id, id);
+";
+
+/// Version 3: batch aggregates sealed before they are sent: a member's aggregate key, an aggregate's message.
+const MIGRATION_3: &str = "
+ALTER TABLE ledger ADD COLUMN aggregate TEXT;
+ALTER TABLE ledger ADD COLUMN plan_json TEXT;
 ";
 
 /// Version 2: the ledger's claim fencing token and the two "not before" instants of a scheduled retry.
@@ -176,7 +182,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), LocalError> {
         if version < 2 {
             conn.execute_batch(MIGRATION_2)?;
         }
-        // Later migrations go here: `if version < 3 { ... }`.
+        if version < 3 {
+            conn.execute_batch(MIGRATION_3)?;
+        }
+        // Later migrations go here: `if version < 4 { ... }`.
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         Ok(())
     })();

@@ -37,7 +37,7 @@ impl std::fmt::Debug for SqliteLedger {
 
 const COLUMNS: &str = "alert_id, webhook_id, state, attempts, first_received_at_ms, updated_at_ms, lease_until_ms, \
      needs_lookup, rule, record_type, target_table, severity, delivery, correlation_id, config_hash, record_json, \
-     last_error_class, last_error, expires_at_s, claim_token, no_create_before_ms, not_before_ms";
+     last_error_class, last_error, expires_at_s, claim_token, no_create_before_ms, not_before_ms, aggregate, plan_json";
 
 fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, LocalError>> {
     let alert_id: String = r.get(0)?;
@@ -79,6 +79,8 @@ fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, LocalError>> 
         claim_token: r.get::<_, i64>(19)? as u64,
         no_create_before_ms: r.get(20)?,
         not_before_ms: r.get(21)?,
+        aggregate: r.get(22)?,
+        plan: r.get(23)?,
     }))
 }
 
@@ -106,7 +108,7 @@ fn store(conn: &Connection, e: &LedgerEntry) -> Result<(), LocalError> {
         })?;
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO ledger ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
     ))?
     .execute(params![
         e.alert_id,
@@ -131,6 +133,8 @@ fn store(conn: &Connection, e: &LedgerEntry) -> Result<(), LocalError> {
         e.claim_token as i64,
         e.no_create_before_ms,
         e.not_before_ms,
+        e.aggregate,
+        e.plan,
     ])?;
     Ok(())
 }
@@ -359,6 +363,32 @@ impl Ledger for SqliteLedger {
                 };
                 let reopened = transition::reopen(&mut e, token, now_ms, expires_at_s).map_err(port_error)?;
                 Ok((reopened.then_some(e), reopened))
+            })
+            .await?)
+    }
+
+    async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now_ms: i64) -> Result<(), PortError> {
+        transition::check_aggregate_request(plan, members)?;
+        let (plan, members) = (plan.clone(), members.to_vec());
+        let now = self.store.now_ms();
+        Ok(self
+            .store
+            .writer
+            .run(move |conn| {
+                // one write transaction: every row is read and written, or none is
+                let live = |key: &str| -> Result<Option<LedgerEntry>, LocalError> {
+                    Ok(load(conn, key)?.filter(|e| !is_expired(e, now)))
+                };
+                let existing = live(&plan.alert_id)?;
+                let mut found = Vec::with_capacity(members.len());
+                for (key, token) in &members {
+                    found.push((live(key)?, key.as_str(), *token));
+                }
+                let sealed = transition::seal(&plan, existing.as_ref(), found, now_ms).map_err(port_error)?;
+                for e in &sealed {
+                    store(conn, e)?;
+                }
+                Ok(())
             })
             .await?)
     }

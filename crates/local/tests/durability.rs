@@ -39,6 +39,8 @@ fn entry(alert_id: &str, now: i64) -> LedgerEntry {
         claim_token: 0,
         no_create_before_ms: None,
         not_before_ms: None,
+        aggregate: None,
+        plan: None,
     }
 }
 

@@ -314,6 +314,11 @@ impl Delivery {
             let token = self.token_for(&key, entry).await?;
             self.ports.ledger.complete(&key, token, &record, now).await?;
         }
+        // one latency per alert, each from its own arrival (an aggregate of an earlier release: from its first)
+        let received = match &env.item {
+            Item::Aggregate { record } if !record.received_at_ms.is_empty() => record.received_at_ms.clone(),
+            _ => vec![env.received_at_ms],
+        };
         RecordDelivered {
             key: &env.ledger_key(),
             alert_ids: &env.alert_ids(),
@@ -321,7 +326,10 @@ impl Delivery {
             attempts: entry.attempts,
             found_existing: found,
             severity: severity_of(env),
-            latency: Duration::from_millis((now - env.received_at_ms).max(0) as u64),
+            latencies: received
+                .iter()
+                .map(|t| Duration::from_millis((now - t).max(0) as u64))
+                .collect(),
         }
         .emit();
         Ok(())
@@ -709,7 +717,8 @@ impl Deliverer {
         };
         let entry = match d.claim(&env).await {
             Ok(Claim::Claimed(entry)) => entry,
-            Ok(Claim::Completed(_) | Claim::Failed(_)) => return Disposition::Done,
+            // settled, or a member of a sealed aggregate (delivered with its aggregate): nothing to do
+            Ok(Claim::Completed(_) | Claim::Failed(_) | Claim::Aggregated(_)) => return Disposition::Done,
             Ok(Claim::Busy { lease_until_ms: until } | Claim::NotBefore { until_ms: until }) => {
                 let wait = Duration::from_millis((until - d.ports.clock.now_ms()).max(1000) as u64);
                 self.delay(msg, wait).await;

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_core::config::BatchSettings;
 use relay_core::{Config, RecordType};
-use relay_ports::{Claim, LedgerEntry, ReceivedMessage, RetryLater};
+use relay_ports::{Claim, DeliveryState, LedgerEntry, ReceivedMessage, RetryLater};
 use serde::Serialize;
 use servicenow_client::{BatchItem, Outcome};
 
@@ -80,6 +80,9 @@ pub struct FlushReport {
     pub left: usize,
     /// Alerts left for the next flush because this one reached its deadline before sending them.
     pub deferred: usize,
+    /// Batch messages of members of an aggregate sealed by an earlier flush: settled from the aggregate's
+    /// ledger entry, or the aggregate sent on to the realtime queue.
+    pub resumed: usize,
 }
 
 impl FlushReport {
@@ -89,6 +92,7 @@ impl FlushReport {
         self.dead_lettered += o.dead_lettered;
         self.left += o.left;
         self.deferred += o.deferred;
+        self.resumed += o.resumed;
     }
 }
 
@@ -195,6 +199,7 @@ impl Flusher {
 
         let mut done: Vec<ReceivedMessage> = Vec::new();
         let mut claimed: Vec<Claimed> = Vec::new();
+        let mut sealed_members: Vec<(ReceivedMessage, LedgerEntry)> = Vec::new();
         for (msg, env, claim) in claims {
             match (env, claim) {
                 (Err(why), _) => {
@@ -212,9 +217,11 @@ impl Flusher {
                     done.push(msg);
                 }
                 (Ok(env), Some(Claim::Claimed(entry))) => claimed.push(Claimed { msg, env, entry }),
+                (Ok(_), Some(Claim::Aggregated(entry))) => sealed_members.push((msg, entry)),
                 (Ok(_), _) => report.left += 1,
             }
         }
+        done.extend(self.resume_sealed(sealed_members, &mut report).await);
 
         // Aggregates that reached the batch queue go straight back to the realtime path.
         let (alerts, others): (Vec<Claimed>, Vec<Claimed>) = claimed
@@ -223,8 +230,9 @@ impl Flusher {
         for c in &others {
             let s = self
                 .retry_via_realtime(
-                    &[c],
+                    1,
                     c.env.clone(),
+                    c.entry.clone(),
                     Outcome::Retryable {
                         retry_after: None,
                         reason: "aggregate on the batch queue".into(),
@@ -270,7 +278,10 @@ impl Flusher {
             .iter()
             .enumerate()
             .filter(|(_, r)| {
+                // an aggregate's id comes from its whole member set, which is sealed before it is sent: it
+                // cannot have been sent before, so only a lone alert's record is looked up
                 r.record_type != RecordType::ItomEvent
+                    && r.members.len() == 1
                     && r.members
                         .iter()
                         .any(|m| crate::deliver::must_look_up(&alerts[*m].entry, &alerts[*m].env))
@@ -326,10 +337,34 @@ impl Flusher {
             outcomes.insert(i, (o, found));
         }
 
-        // Table records through the Batch API.
+        // Table records through the Batch API. An aggregate is sealed in the ledger just before its chunk is
+        // sent (its members can then never be delivered apart from it); one that cannot be sealed is not sent.
+        let mut plans: HashMap<usize, LedgerEntry> = HashMap::new();
         for chunk in &plan.chunks {
             if !open() {
                 break;
+            }
+            let to_seal: Vec<usize> = chunk
+                .iter()
+                .copied()
+                .filter(|i| plan.records[*i].members.len() > 1 && !outcomes.contains_key(i) && !skipped.contains(i))
+                .collect();
+            // one at a time: a seal is one small ledger transaction, and concurrent transactions only
+            // contend (moto's are not even safe to run concurrently)
+            let mut seals = Vec::with_capacity(to_seal.len());
+            for i in to_seal {
+                seals.push((i, self.seal(&plan.records[i], &alerts, last_start, deadline_ms).await));
+            }
+            for (i, sealed) in seals {
+                match sealed {
+                    Ok(entry) => {
+                        plans.insert(i, entry);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not seal an aggregate; its alerts wait for the next flush");
+                        skipped.insert(i);
+                    }
+                }
             }
             let items: Vec<BatchItem> = chunk
                 .iter()
@@ -407,9 +442,10 @@ impl Flusher {
             .collect();
         let (alerts_ref, records) = (&alerts, &plan.records);
         // the futures are built first (not by a closure inside the stream), so the flush future stays `Send`
+        let plans = &plans;
         let jobs: Vec<_> = jobs
             .into_iter()
-            .map(|(i, outcome)| async move { (i, self.settle(&records[i], alerts_ref, outcome).await) })
+            .map(|(i, outcome)| async move { (i, self.settle(&records[i], alerts_ref, plans.get(&i), outcome).await) })
             .collect();
         let settled: Vec<(usize, Settled)> = futures::stream::iter(jobs)
             .buffer_unordered(crate::defaults::FLUSH_SETTLE_CONCURRENCY)
@@ -428,7 +464,14 @@ impl Flusher {
     }
 
     /// Store the outcome of one record for each member alert; `None` = it was not sent before the deadline.
-    async fn settle(&self, record: &PlannedRecord, alerts: &[Claimed], outcome: Option<(Outcome, bool)>) -> Settled {
+    /// `plan`: the aggregate's sealed ledger entry (a record of several alerts is sent only once sealed).
+    async fn settle(
+        &self,
+        record: &PlannedRecord,
+        alerts: &[Claimed],
+        plan: Option<&LedgerEntry>,
+        outcome: Option<(Outcome, bool)>,
+    ) -> Settled {
         let d = &self.delivery;
         let members: Vec<&Claimed> = record.members.iter().map(|m| &alerts[*m]).collect();
         let env = self.envelope_for(record, alerts);
@@ -446,37 +489,147 @@ impl Flusher {
             s.report.deferred += members.len();
             return s;
         };
+        // the ledger entry the record is delivered under: the lone alert's own, or the sealed aggregate's
+        let entry = match plan {
+            Some(p) => p.clone(),
+            None => members[0].entry.clone(),
+        };
         match outcome {
             Outcome::Created(rec) => {
                 let rec = crate::deliver::record_ref(rec);
-                let mut ok = true;
-                for m in &members {
-                    let single = Envelope {
-                        item: m.env.item.clone(),
-                        ..env.clone()
-                    };
-                    if let Err(e) = d.settled(&single, &m.entry, rec.clone(), found).await {
-                        tracing::error!(alert_id = %m.entry.alert_id, error = %e, "record created but ledger not updated");
-                        ok = false;
+                match d.succeeded(&env, &entry, rec, found).await {
+                    Ok(()) => {
+                        s.report.created += 1;
+                        s.delete = true;
                     }
-                }
-                if ok {
-                    d.count_record(&env);
-                    s.report.created += 1;
-                    s.delete = true;
-                } else {
-                    // Leave the messages: they come back, are claimed, and the lookup finds the record.
-                    self.release(
-                        &members,
-                        &RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true),
-                    )
-                    .await;
-                    s.report.left += members.len();
+                    Err(e) => {
+                        // Leave the messages: they come back, and the next attempt (the lone alert claimed
+                        // again, or the aggregate resumed from its sealed entry) looks the record up.
+                        tracing::error!(alert_id = %entry.alert_id, error = %e, "record created but ledger not updated");
+                        let now = d.ports.clock.now_ms();
+                        let retry = RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true);
+                        let _ = d
+                            .ports
+                            .ledger
+                            .retry_later(&entry.alert_id, entry.claim_token, &retry, now)
+                            .await;
+                        s.report.left += members.len();
+                    }
                 }
                 s
             }
-            failure => self.retry_via_realtime(&members, env, failure).await,
+            failure => self.retry_via_realtime(members.len(), env, entry, failure).await,
         }
+    }
+
+    /// Seal `record` (several alerts) before it is sent: its ledger entry — held by this flush until the
+    /// deadline, no create by a later holder before the settle window after the last moment this flush may
+    /// send it, and the queue message that delivers it — and every member moved to `Aggregated`, in one
+    /// atomic ledger write. From then on the members are delivered with this record only: a copy of a
+    /// member's batch message, or a later flush after this one died, finds them sealed and resumes the
+    /// aggregate instead of grouping them again.
+    async fn seal(
+        &self,
+        record: &PlannedRecord,
+        alerts: &[Claimed],
+        last_start: i64,
+        deadline_ms: i64,
+    ) -> Result<LedgerEntry, relay_ports::PortError> {
+        let d = &self.delivery;
+        let env = self.envelope_for(record, alerts);
+        let now = d.ports.clock.now_ms();
+        let mut plan = new_entry(&env, None, d.settings.ledger_retention);
+        plan.state = DeliveryState::InProgress;
+        plan.attempts = 1;
+        plan.claim_token = 1;
+        plan.updated_at_ms = now;
+        plan.lease_until_ms = Some(deadline_ms.max(now));
+        // this flush sends it before `last_start`, within one attempt (the lease) of now; an insert may
+        // commit up to the settle window after it was sent
+        let last_send = last_start.min(now.saturating_add(d.settings.lease.as_millis() as i64));
+        plan.no_create_before_ms = Some(last_send.saturating_add(d.settings.settle.as_millis() as i64));
+        plan.plan = Some(env.to_json());
+        let members: Vec<(String, u64)> = record
+            .members
+            .iter()
+            .map(|m| (alerts[*m].entry.alert_id.clone(), alerts[*m].entry.claim_token))
+            .collect();
+        d.ports.ledger.aggregate(&plan, &members, now).await?;
+        Ok(plan)
+    }
+
+    /// Batch messages of alerts that an earlier flush sealed into an aggregate: once the aggregate is
+    /// settled, the member follows it (completed with its record, or failed with its error); until then
+    /// the aggregate's persisted message is sent to the realtime queue (a second copy is harmless: the
+    /// aggregate's ledger entry decides), so an aggregate whose flush died after sealing it is delivered.
+    /// Returns the messages that may be deleted.
+    async fn resume_sealed(
+        &self,
+        members: Vec<(ReceivedMessage, LedgerEntry)>,
+        report: &mut FlushReport,
+    ) -> Vec<ReceivedMessage> {
+        let d = &self.delivery;
+        let mut by_plan: std::collections::BTreeMap<String, Vec<(ReceivedMessage, LedgerEntry)>> =
+            std::collections::BTreeMap::new();
+        for (msg, entry) in members {
+            let key = entry.aggregate.clone().unwrap_or_default();
+            by_plan.entry(key).or_default().push((msg, entry));
+        }
+        let mut done = Vec::new();
+        for (key, members) in by_plan {
+            let plan = match d.ports.ledger.get(&key).await {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    tracing::error!(aggregate = %key, "the aggregate of sealed alerts has no ledger entry; messages kept");
+                    report.left += members.len();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(aggregate = %key, error = %e, "ledger unavailable; sealed alerts kept for later");
+                    report.left += members.len();
+                    continue;
+                }
+            };
+            let now = d.ports.clock.now_ms();
+            let settled = match (plan.state, &plan.record, &plan.plan) {
+                (DeliveryState::Completed, Some(record), _) => {
+                    for (_, m) in &members {
+                        if let Err(e) = d.ports.ledger.complete(&m.alert_id, m.claim_token, record, now).await {
+                            tracing::warn!(alert_id = %m.alert_id, error = %e, "could not complete a sealed alert");
+                        }
+                    }
+                    true
+                }
+                (DeliveryState::Failed, _, _) => {
+                    let class = plan.last_error_class.as_deref().unwrap_or("permanent");
+                    let error = plan.last_error.as_deref().unwrap_or("its aggregate was given up");
+                    for (_, m) in &members {
+                        if let Err(e) = d.ports.ledger.fail(&m.alert_id, m.claim_token, class, error, now).await {
+                            tracing::warn!(alert_id = %m.alert_id, error = %e, "could not fail a sealed alert");
+                        }
+                    }
+                    true
+                }
+                (_, _, Some(body)) => match d.ports.realtime.send(body, Duration::ZERO).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(aggregate = %key, error = %e, "realtime queue unavailable; sealed alerts kept");
+                        false
+                    }
+                },
+                _ => {
+                    tracing::error!(aggregate = %key, state = plan.state.as_str(), "the aggregate has no message; sealed alerts kept");
+                    false
+                }
+            };
+            if settled {
+                report.resumed += members.len();
+                done.extend(members.into_iter().map(|(msg, _)| msg));
+            } else {
+                report.left += members.len();
+            }
+        }
+        done
     }
 
     /// Hand the members back to a later attempt with `retry` (best effort: a member whose write fails is
@@ -508,64 +661,23 @@ impl Flusher {
         Envelope::aggregate(record.clone(), received)
     }
 
-    /// A record could not be created now: schedule it on the realtime queue (or dead-letter it), then
-    /// delete the batch messages it covers.
-    async fn retry_via_realtime(&self, members: &[&Claimed], env: Envelope, failure: Outcome) -> Settled {
+    /// A record could not be created now: schedule it on the realtime queue under `entry` (the lone alert's
+    /// own, or the sealed aggregate's), or dead-letter it; then its `members` batch messages may be deleted.
+    async fn retry_via_realtime(&self, members: usize, env: Envelope, entry: LedgerEntry, failure: Outcome) -> Settled {
         let mut s = Settled::default();
-        let report = &mut s.report;
         let d = &self.delivery;
-        let now = d.ports.clock.now_ms();
-        // The ledger entry the realtime deliverer will claim: the alert's own, or the aggregate's.
-        let entry = if members.len() == 1 {
-            members[0].entry.clone()
-        } else {
-            let mut e = new_entry(&env, None, d.settings.ledger_retention);
-            e.attempts = members.iter().map(|m| m.entry.attempts).max().unwrap_or(1);
-            e.needs_lookup = members.iter().any(|m| m.entry.needs_lookup);
-            if let Err(err) = d.ports.ledger.accept(&e).await {
-                tracing::error!(error = %err, "cannot record the aggregate; its alerts stay on the batch queue");
-                report.left += members.len();
-                return s;
-            }
-            e
-        };
-        let ambiguous = matches!(failure, Outcome::Ambiguous { .. });
-        let (class, reason) = (failure.class().to_string(), failure.to_string());
         match d.failed(&env, &entry, failure).await {
             AfterFailure::RetryIn(delay) => {
                 if let Err(e) = d.ports.realtime.send(&env.to_json(), delay).await {
                     tracing::error!(error = %e, "realtime queue unavailable; alerts stay on the batch queue");
-                    report.left += members.len();
+                    s.report.left += members;
                     return s;
                 }
-                if members.len() > 1 {
-                    for m in members {
-                        let _ = d
-                            .ports
-                            .ledger
-                            .retry_later(
-                                &m.entry.alert_id,
-                                m.entry.claim_token,
-                                &RetryLater::new(class.as_str(), reason.as_str()).needing_lookup(ambiguous),
-                                now,
-                            )
-                            .await;
-                    }
-                }
-                report.retried += 1;
+                s.report.retried += 1;
                 s.delete = true;
             }
             AfterFailure::DeadLettered => {
-                if members.len() > 1 {
-                    for m in members {
-                        let _ = d
-                            .ports
-                            .ledger
-                            .fail(&m.entry.alert_id, m.entry.claim_token, &class, &reason, now)
-                            .await;
-                    }
-                }
-                report.dead_lettered += 1;
+                s.report.dead_lettered += 1;
                 s.delete = true;
             }
         }

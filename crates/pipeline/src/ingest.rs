@@ -139,6 +139,8 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
         claim_token: 0,
         no_create_before_ms: None,
         not_before_ms: None,
+        aggregate: None,
+        plan: None,
         rule,
         record_type: envelope.record_type().as_str().to_string(),
         table: envelope.table().to_string(),
@@ -363,6 +365,8 @@ pub fn status_body(e: &LedgerEntry) -> Value {
         "config_hash": e.config_hash,
         "last_error_class": e.last_error_class,
         "last_error": e.last_error,
+        // a member of a batch aggregate: the aggregate's key (its status is the aggregate's delivery)
+        "aggregate": e.aggregate,
         "servicenow": e.record.as_ref().map(|r| json!({
             "table": r.table, "sys_id": r.sys_id, "number": r.number, "link": r.link,
         })).unwrap_or_else(|| json!({"table": e.table})),

@@ -157,8 +157,8 @@ pub struct RecordDelivered<'a> {
     pub attempts: u32,
     pub found_existing: bool,
     pub severity: &'static str,
-    /// From acceptance to now.
-    pub latency: Duration,
+    /// From acceptance to now, per alert the record covers.
+    pub latencies: Vec<Duration>,
 }
 
 impl TelemetryEvent for RecordDelivered<'_> {
@@ -175,7 +175,10 @@ impl TelemetryEvent for RecordDelivered<'_> {
             found_existing = self.found_existing,
             "record in ServiceNow"
         );
-        histogram!(names::DELIVERY_LATENCY_MS, "Severity" => self.severity).record(self.latency.as_secs_f64() * 1000.0);
+        let latency = histogram!(names::DELIVERY_LATENCY_MS, "Severity" => self.severity);
+        for l in &self.latencies {
+            latency.record(l.as_secs_f64() * 1000.0);
+        }
     }
 }
 

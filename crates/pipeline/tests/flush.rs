@@ -29,6 +29,11 @@ fn long_body(i: usize) -> Vec<u8> {
 
 /// Every alert id → the sys_ids of the records whose description or attached member list names it.
 fn listing(h: &Harness) -> HashMap<String, Vec<String>> {
+    listing_of(h, "long-")
+}
+
+/// [`listing`] of the alert ids that start with `prefix`.
+fn listing_of(h: &Harness, prefix: &str) -> HashMap<String, Vec<String>> {
     let attachments = h.sim.records("sys_attachment");
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for r in h.sim.records(TABLE) {
@@ -45,7 +50,10 @@ fn listing(h: &Harness) -> HashMap<String, Vec<String>> {
             let content = h.sim.attachment_content(a["sys_id"].as_str().unwrap()).unwrap();
             text.push_str(&String::from_utf8(content).unwrap());
         }
-        for id in text.split_whitespace().filter(|w| w.starts_with("long-")) {
+        for id in text
+            .split(|c: char| c.is_whitespace() || c == ':' || c == ',' || c == '(' || c == ')')
+            .filter(|w| w.starts_with(prefix))
+        {
             let list = out.entry(id.to_string()).or_default();
             if !list.contains(&sys_id) {
                 list.push(sys_id.clone());
@@ -227,6 +235,9 @@ impl Ledger for FlakyComplete {
     async fn get(&self, id: &str) -> Result<Option<LedgerEntry>, PortError> {
         self.inner.get(id).await
     }
+    async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now: i64) -> Result<(), PortError> {
+        self.inner.aggregate(plan, members, now).await
+    }
 }
 
 #[tokio::test]
@@ -292,14 +303,10 @@ async fn an_alert_id_shaped_like_an_aggregate_key_is_its_own_alert() {
     });
     assert_eq!(h.flusher.flush().await.retried, 1);
     // the aggregate waits on the realtime queue under its own ledger key
-    let msgs = h.realtime.receive(10, Duration::from_millis(500)).await.unwrap();
+    let msgs = h.realtime.list(10).await.unwrap();
     assert_eq!(msgs.len(), 1);
     let key = relay_pipeline::Envelope::from_json(&msgs[0].body).unwrap().ledger_key();
     assert!(key.starts_with("batch:"), "{key}");
-    h.realtime
-        .change_visibility(&msgs[0].receipt, Duration::ZERO)
-        .await
-        .unwrap();
 
     // an alert whose id is exactly that key is a new alert, not a re-sent webhook
     let reply = h.post(&alert_body(&key, "dlp", "critical", "E2"), "wh-x").await;
@@ -319,4 +326,144 @@ async fn an_alert_id_shaped_like_an_aggregate_key_is_its_own_alert() {
     assert_ne!(own.table, TABLE);
     assert_eq!(h.sim.records(&own.table).len(), 1, "the alert's own record");
     assert_eq!(h.sim.records(TABLE).len(), 1, "the aggregate's record");
+}
+
+/// Issue 13, case 1: a flush that is killed after its Batch API call created an aggregate, before it settled
+/// anything. When the aggregate's alerts come back, an alert of the same group and window that arrived
+/// meanwhile must get a record of its own: it is never completed against the earlier record, which does not
+/// list it, and the earlier alerts are never listed twice.
+#[tokio::test]
+async fn a_flush_killed_after_sending_an_aggregate_never_completes_a_later_alert_against_it() {
+    let h = harness(Options::default()).await;
+    // the killed flush's messages come back after a second
+    let ports = Ports {
+        batch: Arc::new(h.batch.clone().with_visibility_timeout(Duration::from_secs(1))),
+        ..h.ports.clone()
+    };
+    let flusher = Arc::new(Flusher::new(
+        Arc::new(h.flusher.delivery.with_ports(ports)),
+        FlushSettings {
+            budget: Duration::from_secs(3),
+            settle_reserve: Duration::from_secs(1),
+            ..h.flusher.settings.clone()
+        },
+    ));
+    for i in 0..3 {
+        let reply = h
+            .post(
+                &alert_body(&format!("kf-{i}"), "policy_violation", "low", "E1"),
+                &format!("wh-{i}"),
+            )
+            .await;
+        assert_eq!(reply.status, 202);
+    }
+    // the Batch API call commits, and its answer never comes: the process dies while waiting for it
+    h.sim.inject(Fault {
+        kind: FaultKind::TimeoutAfterWrite,
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    let running = tokio::spawn({
+        let f = flusher.clone();
+        async move { f.flush().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.sim.records(TABLE).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.abort();
+    assert!(
+        running.await.unwrap_err().is_cancelled(),
+        "the flush was killed mid-call"
+    );
+    let first = h.sim.records(TABLE);
+    assert_eq!(first.len(), 1, "the aggregate was created before the kill");
+    for i in 0..3 {
+        assert_eq!(
+            h.state(&format!("kf-{i}")).await.state,
+            DeliveryState::Aggregated,
+            "kf-{i}"
+        );
+    }
+
+    // a new alert of the same employee, type and window arrives; the old messages come back
+    let reply = h
+        .post(&alert_body("kf-3", "policy_violation", "low", "E1"), "wh-3")
+        .await;
+    assert_eq!(reply.status, 202);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let report = flusher.flush().await;
+    assert_eq!((report.resumed, report.alerts), (3, 1), "{report:?}");
+    h.deliver_all().await;
+
+    let records = h.sim.records(TABLE);
+    assert_eq!(records.len(), 2, "the aggregate once, the later alert alone");
+    let listed = listing_of(&h, "kf-");
+    let aggregate = first[0]["sys_id"].as_str().unwrap().to_string();
+    for i in 0..4 {
+        let id = format!("kf-{i}");
+        let e = h.state(&id).await;
+        assert_eq!(e.state, DeliveryState::Completed, "{id}");
+        let sys_id = e.record.unwrap().sys_id;
+        assert_eq!(
+            listed.get(&id),
+            Some(&vec![sys_id.clone()]),
+            "{id} is listed by its own record only"
+        );
+        assert_eq!(sys_id == aggregate, i < 3, "{id}");
+    }
+}
+
+/// Issue 13, case 6: while a failed aggregate waits on the realtime retry path, a second copy of one of its
+/// alerts' batch messages (SQS at-least-once, a failed delete) must not be delivered on its own.
+#[tokio::test]
+async fn a_copy_of_a_members_batch_message_is_delivered_with_its_aggregate_only() {
+    let h = harness(Options::default()).await;
+    for i in 0..3 {
+        h.post(
+            &alert_body(&format!("cp-{i}"), "policy_violation", "low", "E1"),
+            &format!("wh-{i}"),
+        )
+        .await;
+    }
+    let copy = h
+        .batch
+        .list(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.body.contains("\"cp-0\""))
+        .unwrap()
+        .body;
+    h.sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    let report = h.flusher.flush().await;
+    assert_eq!(
+        report.retried, 1,
+        "the aggregate takes the realtime retry path: {report:?}"
+    );
+
+    // the copy arrives while the aggregate waits
+    h.batch.send(&copy, Duration::ZERO).await.unwrap();
+    let again = h.flusher.flush().await;
+    assert_eq!((again.resumed, again.alerts, again.created), (1, 0, 0), "{again:?}");
+    assert!(h.sim.records(TABLE).is_empty(), "nothing created on its own");
+    h.deliver_all().await;
+
+    let records = h.sim.records(TABLE);
+    assert_eq!(records.len(), 1, "one record, for the aggregate");
+    let listed = listing_of(&h, "cp-");
+    let sys_id = records[0]["sys_id"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        let e = h.state(&format!("cp-{i}")).await;
+        assert_eq!(e.state, DeliveryState::Completed, "cp-{i}");
+        assert_eq!(e.record.unwrap().sys_id, sys_id);
+        assert_eq!(listed.get(&format!("cp-{i}")), Some(&vec![sys_id.clone()]));
+    }
+    assert_eq!(h.batch.depth().await.unwrap(), 0);
 }

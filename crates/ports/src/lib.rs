@@ -104,6 +104,9 @@ pub enum DeliveryState {
     InProgress,
     /// The last attempt failed with a retryable error; another attempt is scheduled.
     Retrying,
+    /// A member of a sealed batch aggregate (`aggregate` names its entry): the aggregate's delivery settles
+    /// it, and no claim is granted on it alone. Not final.
+    Aggregated,
     /// The record exists in ServiceNow (`record` is set). Final.
     Completed,
     /// Given up (permanent error or retry window exhausted); dead-lettered and notified. Final until replayed.
@@ -117,6 +120,7 @@ impl DeliveryState {
             DeliveryState::Queued => "QUEUED",
             DeliveryState::InProgress => "IN_PROGRESS",
             DeliveryState::Retrying => "RETRYING",
+            DeliveryState::Aggregated => "AGGREGATED",
             DeliveryState::Completed => "COMPLETED",
             DeliveryState::Failed => "FAILED",
         }
@@ -128,6 +132,7 @@ impl DeliveryState {
             "QUEUED" => DeliveryState::Queued,
             "IN_PROGRESS" => DeliveryState::InProgress,
             "RETRYING" => DeliveryState::Retrying,
+            "AGGREGATED" => DeliveryState::Aggregated,
             "COMPLETED" => DeliveryState::Completed,
             "FAILED" => DeliveryState::Failed,
             _ => return None,
@@ -182,6 +187,15 @@ pub struct LedgerEntry {
     /// carry. A claim before it answers [`Claim::NotBefore`].
     #[serde(default)]
     pub not_before_ms: Option<i64>,
+    /// For a member of a batch aggregate: the aggregate's ledger key (`batch:…`). Set when the aggregate is
+    /// sealed ([`Ledger::aggregate`]) and kept, so a replayed member returns to `Aggregated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+    /// For a batch aggregate's own entry: the queue message (envelope JSON) that delivers it, persisted when
+    /// it is sealed so that whoever finds one of its members can send it on (at most
+    /// [`MAX_MESSAGE_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
     /// What routing decided (for the status API and the audit trail).
     pub rule: String,
     pub record_type: String,
@@ -222,6 +236,9 @@ pub enum Claim {
     Busy { lease_until_ms: i64 },
     /// The entry must not be attempted before `until_ms` (its `not_before_ms`): retry then.
     NotBefore { until_ms: i64 },
+    /// The alert is a member of a sealed batch aggregate (the entry's `aggregate` names it): the aggregate's
+    /// delivery settles it; the caller must not deliver it alone.
+    Aggregated(LedgerEntry),
     /// No entry for this alert id.
     Missing,
 }
@@ -268,7 +285,8 @@ pub trait Ledger: Send + Sync {
     async fn forget(&self, alert_id: &str) -> Result<(), PortError>;
     /// Take the alert for one delivery attempt: allowed from `Accepted`, `Queued`, `Retrying`, or
     /// `InProgress` whose lease has expired (`lease_until_ms < now_ms`), unless `not_before_ms > now_ms`
-    /// ([`Claim::NotBefore`]). Increments `attempts` and `claim_token`, sets `InProgress` and
+    /// ([`Claim::NotBefore`]); an `Aggregated` entry answers [`Claim::Aggregated`].
+    /// Increments `attempts` and `claim_token`, sets `InProgress` and
     /// `lease_until_ms = now_ms + lease_ms`.
     async fn claim(&self, alert_id: &str, now_ms: i64, lease_ms: i64) -> Result<Claim, PortError>;
     /// Keep holding a claim: `lease_until_ms = max(lease_until_ms, now_ms + lease_ms)` while the entry is
@@ -279,7 +297,8 @@ pub trait Ledger: Send + Sync {
     /// first record. Fenced: [`PortError::Stale`] unless `token` is the entry's `claim_token`.
     async fn complete(&self, alert_id: &str, token: u64, record: &RecordRef, now_ms: i64) -> Result<(), PortError>;
     /// Non-final → `Retrying` with the error; clears the lease; `needs_lookup` is OR-ed in, the settle
-    /// window kept at its latest, `not_before_ms` replaced. Does nothing to a `Completed` or `Failed` entry.
+    /// window kept at its latest, `not_before_ms` replaced. Does nothing to a `Completed`, `Failed` or
+    /// `Aggregated` entry (a member is released only by its aggregate's outcome).
     /// Fenced like `complete`.
     async fn retry_later(&self, alert_id: &str, token: u64, retry: &RetryLater, now_ms: i64) -> Result<(), PortError>;
     /// Non-final → `Failed` with the error (`needs_lookup` kept). Does nothing to a `Completed` entry.
@@ -292,14 +311,25 @@ pub trait Ledger: Send + Sync {
         error: &str,
         now_ms: i64,
     ) -> Result<(), PortError>;
-    /// `Failed` → `Queued` for a replay from the dead-letter queue: the retry window restarts at `now_ms`
+    /// `Failed` → `Queued` (`Aggregated` for a member of an aggregate) for a replay from the dead-letter queue: the retry window restarts at `now_ms`
     /// (`first_received_at_ms = now_ms`, `attempts = 0`, `not_before_ms` cleared), `needs_lookup` and the
     /// settle window are kept, `expires_at_s` is raised to at least `expires_at_s` and `claim_token` is
     /// incremented. Returns false when the entry is not `Failed`; [`PortError::Stale`] when it is but
     /// `token` is not its `claim_token` (it changed since the caller read it).
     async fn reopen(&self, alert_id: &str, token: u64, now_ms: i64, expires_at_s: i64) -> Result<bool, PortError>;
     async fn get(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError>;
+    /// Seal a batch aggregate before its record is sent, in ONE atomic write: create `plan` (the aggregate's
+    /// own entry, written as given: its holder is the caller) and move every member `(key, token)` from
+    /// `InProgress` under `token` to `Aggregated`, with `aggregate = plan.alert_id` and `claim_token`
+    /// incremented. All or nothing: when a live entry exists under the plan's key, or any member is not
+    /// held under its token, nothing is written and the answer is [`PortError::Stale`]. At most
+    /// [`MAX_AGGREGATE_MEMBERS`] members ([`PortError::Rejected`] otherwise).
+    async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now_ms: i64) -> Result<(), PortError>;
 }
+
+/// The most members one [`Ledger::aggregate`] seals: DynamoDB's TransactWriteItems writes at most 100 items,
+/// the aggregate's own entry and 99 members.
+pub const MAX_AGGREGATE_MEMBERS: usize = 99;
 
 // ---------------------------------------------------------------------------------------------------------
 // Secrets, notifications, time
@@ -387,6 +417,7 @@ mod tests {
             DeliveryState::Queued,
             DeliveryState::InProgress,
             DeliveryState::Retrying,
+            DeliveryState::Aggregated,
             DeliveryState::Completed,
             DeliveryState::Failed,
         ] {

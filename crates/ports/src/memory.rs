@@ -241,6 +241,20 @@ impl Ledger for MemoryLedger {
         let mut map = self.entries.lock().expect("ledger lock");
         Ok(Self::live(&mut map, alert_id).map(|e| e.clone()))
     }
+
+    async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now_ms: i64) -> Result<(), PortError> {
+        transition::check_aggregate_request(plan, members)?;
+        let mut map = self.entries.lock().expect("ledger lock");
+        let existing = Self::live(&mut map, &plan.alert_id).map(|e| e.clone());
+        let found = members
+            .iter()
+            .map(|(key, token)| (Self::live(&mut map, key).map(|e| e.clone()), key.as_str(), *token))
+            .collect();
+        for e in transition::seal(plan, existing.as_ref(), found, now_ms)? {
+            map.insert(e.alert_id.clone(), e);
+        }
+        Ok(())
+    }
 }
 
 /// `Err(Stale)` unless `token` is the entry's claim token.

@@ -93,6 +93,7 @@ fn aggregate_envelope() -> Envelope {
             dedupe: Default::default(),
             alert_ids: members.iter().map(Envelope::ledger_key).collect(),
             members: vec![0, 1],
+            received_at_ms: members.iter().map(|m| m.received_at_ms).collect(),
             member_list: None,
             person: None,
             chart: None,

@@ -46,6 +46,12 @@ struct LedgerItem {
     no_create_before_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     not_before_ms: Option<i64>,
+    /// A member of a batch aggregate: the aggregate's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aggregate: Option<String>,
+    /// A batch aggregate's own item: its queue message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -109,6 +115,8 @@ impl From<&LedgerEntry> for LedgerItem {
             claim_token: e.claim_token,
             no_create_before_ms: e.no_create_before_ms,
             not_before_ms: e.not_before_ms,
+            aggregate: e.aggregate.clone(),
+            plan: e.plan.clone(),
         }
     }
 }
@@ -138,6 +146,8 @@ impl From<LedgerItem> for LedgerEntry {
             claim_token: i.claim_token,
             no_create_before_ms: i.no_create_before_ms,
             not_before_ms: i.not_before_ms,
+            aggregate: i.aggregate,
+            plan: i.plan,
         }
     }
 }
@@ -218,6 +228,8 @@ mod tests {
             claim_token: 0,
             no_create_before_ms: None,
             not_before_ms: None,
+            aggregate: None,
+            plan: None,
         }
     }
 
@@ -298,15 +310,25 @@ mod tests {
             claim_token: 7,
             no_create_before_ms: Some(1_700_000_190_000),
             not_before_ms: Some(1_700_003_600_000),
+            aggregate: Some("batch:emon:b:0123".into()),
+            plan: Some("{\"v\":1}".into()),
             ..entry()
         };
         let item = to_item(&e).unwrap();
+        assert_eq!(item["aggregate"], AttributeValue::S("batch:emon:b:0123".into()));
+        assert_eq!(item["plan"], AttributeValue::S("{\"v\":1}".into()));
         assert_eq!(item["claim_token"], n("7"));
         assert_eq!(item["no_create_before_ms"], n("1700000190000"));
         assert_eq!(item["not_before_ms"], n("1700003600000"));
         assert_eq!(from_item(item).unwrap(), e);
         let plain = to_item(&entry()).unwrap();
-        for absent in ["claim_token", "no_create_before_ms", "not_before_ms"] {
+        for absent in [
+            "claim_token",
+            "no_create_before_ms",
+            "not_before_ms",
+            "aggregate",
+            "plan",
+        ] {
             assert!(!plain.contains_key(absent), "{absent} must be absent when unset");
         }
     }

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::model::{
-    BatchSettings, Config, DeliveryMode, GROUP_KEYS, GroupSpec, ImpactUrgency, MAX_BATCH_WINDOW, RecordType, Rule,
-    Target, TypeDefaults,
+    BatchSettings, Config, DeliveryMode, GROUP_KEYS, GroupSpec, ImpactUrgency, MAX_ALERTS_PER_RECORD, MAX_BATCH_WINDOW,
+    RecordType, Rule, Target, TypeDefaults,
 };
 use super::raw::{RawConfig, RawDefaults, RawRule, RawTarget};
 use super::template::Template;
@@ -280,6 +280,15 @@ fn check_batch(p: &mut Problems, batch: &BatchSettings) {
         p.add(
             "batch",
             "max_alerts_per_record and max_requests_per_batch must be at least 1",
+        );
+    }
+    if batch.max_alerts_per_record > MAX_ALERTS_PER_RECORD {
+        p.add(
+            "batch.max_alerts_per_record",
+            format!(
+                "is {}; at most {MAX_ALERTS_PER_RECORD} (an aggregate's members are sealed in one ledger write)",
+                batch.max_alerts_per_record
+            ),
         );
     }
     if batch.max_batch_bytes < MIN_BATCH_BYTES {

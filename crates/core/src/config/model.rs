@@ -237,7 +237,11 @@ impl Default for PersonSettings {
 }
 
 /// Alerts in one aggregated batch record, unless the config says otherwise.
-pub const DEFAULT_MAX_ALERTS_PER_RECORD: usize = 100;
+pub const DEFAULT_MAX_ALERTS_PER_RECORD: usize = MAX_ALERTS_PER_RECORD;
+/// The most alerts one aggregated record may list: an aggregate's members are sealed in the ledger in one
+/// atomic write before its record is sent, and DynamoDB's TransactWriteItems writes at most 100 items (the
+/// aggregate and 99 members). Equals `relay_ports::MAX_AGGREGATE_MEMBERS`.
+pub const MAX_ALERTS_PER_RECORD: usize = 99;
 /// Records per Batch API request, unless the config says otherwise.
 pub const DEFAULT_MAX_REQUESTS_PER_BATCH: usize = 50;
 /// Upper bound of one Batch API request body, unless the config says otherwise.

@@ -173,6 +173,14 @@ struct DownLedger;
 
 #[async_trait::async_trait]
 impl relay_ports::Ledger for DownLedger {
+    async fn aggregate(
+        &self,
+        _: &relay_ports::LedgerEntry,
+        _: &[(String, u64)],
+        _: i64,
+    ) -> Result<(), relay_ports::PortError> {
+        Err(relay_ports::PortError::Unavailable("ledger down".into()))
+    }
     async fn accept(&self, _: &relay_ports::LedgerEntry) -> Result<relay_ports::Accept, relay_ports::PortError> {
         Err(relay_ports::PortError::Unavailable("ledger down".into()))
     }

@@ -20,7 +20,7 @@ pub struct ListArgs {
     /// The local database.
     #[arg(long, env = "RELAY_DB", default_value = settings::DEFAULT_DB)]
     pub db: PathBuf,
-    /// Only alerts in this state (ACCEPTED, QUEUED, IN_PROGRESS, RETRYING, COMPLETED, FAILED).
+    /// Only alerts in this state (ACCEPTED, QUEUED, IN_PROGRESS, RETRYING, AGGREGATED, COMPLETED, FAILED).
     #[arg(long)]
     pub state: Option<String>,
     /// Only alerts updated within this long (`90s`, `30m`, `12h`, `7d`).
@@ -127,7 +127,7 @@ pub fn run(args: &ListArgs) -> Result<(), CliError> {
     let state = match &args.state {
         Some(s) => Some(DeliveryState::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
             CliError::Invalid(format!(
-                "--state {s:?}: one of ACCEPTED, QUEUED, IN_PROGRESS, RETRYING, COMPLETED, FAILED"
+                "--state {s:?}: one of ACCEPTED, QUEUED, IN_PROGRESS, RETRYING, AGGREGATED, COMPLETED, FAILED"
             ))
         })?),
         None => None,
