@@ -204,7 +204,7 @@ h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.6em 0 .4em}\
 .meta{color:#57606a}.depths{display:flex;gap:1em}.depth{border:1px solid #d0d7de;border-radius:6px;\
 padding:.5em 1em;min-width:7em}.depth b{display:block;font-size:1.6em}.depth.alarm{border-color:#cf222e;\
 color:#cf222e}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .6em;\
-border-bottom:1px solid #eaeef2;vertical-align:top}th{background:#f6f8fa}td.err{color:#cf222e;\
+border-bottom:1px solid #eaeef2;vertical-align:top}th{background:#f6f8fa}td.t{white-space:nowrap}td.err{color:#cf222e;\
 max-width:36em;overflow-wrap:anywhere}.COMPLETED{color:#1a7f37}.FAILED{color:#cf222e}.RETRYING{color:#9a6700}\
 .empty{color:#57606a;font-style:italic}svg text{font:11px system-ui,sans-serif;fill:#57606a}";
 
@@ -251,7 +251,7 @@ pub fn render(view: &OpsView) -> String {
             let state = a["state"].as_str().unwrap_or("-");
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{record}</td>\
+                "<tr><td class=\"t\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{record}</td>\
                  <td>{}</td><td class=\"err\">{}</td></tr>",
                 cell(&a["updated_at"]),
                 cell(&a["alert_id"]),
@@ -299,13 +299,14 @@ fn latency_chart(view: &OpsView) -> String {
     const H: f64 = 200.0;
     const LEFT: f64 = 64.0;
     const BOTTOM: f64 = 24.0;
-    let plot_w = W - LEFT - 8.0;
+    let plot_w = W - LEFT - 24.0;
     let plot_h = H - BOTTOM - 8.0;
     let start = view.now_ms - CHART_MINUTES * 60_000;
     let mut minutes: Vec<Vec<i64>> = vec![Vec::new(); CHART_MINUTES as usize];
     for &(at, ms) in &view.latencies {
-        let i = (at - start).div_euclid(60_000);
-        if (0..CHART_MINUTES).contains(&i) {
+        // An instant exactly at `now` belongs to the last minute.
+        let i = (at - start).div_euclid(60_000).min(CHART_MINUTES - 1);
+        if i >= 0 {
             minutes[i as usize].push(ms);
         }
     }
