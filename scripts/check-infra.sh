@@ -3,6 +3,7 @@
 #   1. cfn-lint template.yaml
 #   2. sam validate --lint            (SAM transform + cfn-lint through the SAM CLI)
 #   3. infra/cdk: npm ci, cdk synth (offline, placeholder binaries), CDK assertion tests (npm test)
+#   4. scripts/lambda-dev-loop.sh: ingest, deliver and flush as Lambda runs them, against moto and the simulator
 # The template policy test (tests/tests/template_policy.rs) runs with `cargo test`.
 # `sam build` is NOT run here: it needs the aarch64 Rust target and a release build (scripts/sam-build.sh).
 set -euo pipefail
@@ -71,6 +72,10 @@ else
   echo "!!! check-infra: npm not found: SKIPPED the CDK app checks (infra/cdk synth + assertion tests) !!!"
   echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
 fi
+
+# The three function binaries under a stub Lambda runtime API against moto and the simulator (about 30 s
+# with a warm target; PROFILE=release scripts/lambda-dev-loop.sh for the release binaries).
+step "lambda dev loop" scripts/lambda-dev-loop.sh
 
 echo "==> [infra] timings"
 printf '    %s\n' "${timings[@]}"

@@ -6,8 +6,9 @@
 #    only when a local RustSec database exists),
 # 3. starts moto_server on a free loopback port and points the AWS SDK at it,
 # 4. runs every Rust test in the workspace (AWS adapter and Lambda tests included),
-# 5. runs the deploy-side checks (scripts/check-infra.sh),
-# 6. stops moto_server whatever happened.
+# 5. takes a headless Chromium screenshot of the operator page (scripts/screenshot-ops.sh),
+# 6. runs the deploy-side checks (scripts/check-infra.sh),
+# 7. stops moto_server whatever happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -67,6 +68,13 @@ export RELAY_REQUIRE_MOTO=1
 echo "==> cargo test --workspace"
 cargo test --workspace --all-targets --locked "$@"
 cargo test --workspace --doc --locked
+
+# The operator page in a real browser (skipped with a message when /usr/bin/chromium is absent); the
+# screenshot goes to a temporary file, docs/operator-page.png is refreshed by running the script by hand.
+echo "==> operator page in headless Chromium"
+shot=$(mktemp --suffix .png)
+RELAY_BIN="$root/target/debug/relay" scripts/screenshot-ops.sh "$shot"
+rm -f "$shot"
 
 if [ -x scripts/check-infra.sh ]; then
   echo "==> deploy-side checks"

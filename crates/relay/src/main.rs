@@ -86,10 +86,18 @@ fn init_logging() {
     }
 }
 
-/// Whether stderr gets ANSI colours: a terminal, and `NO_COLOR` unset or empty.
+/// Whether stderr gets ANSI colours.
 fn colour() -> bool {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    use_colour(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to a non-empty value (<https://no-color.org>:
+/// an empty `NO_COLOR` does not count).
+fn use_colour(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn dispatch(command: Command) -> Result<(), CliError> {
@@ -118,4 +126,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     error::exit(dispatch(cli.command))
+}
+
+#[cfg(test)]
+mod colour_tests {
+    use super::use_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn no_color_turns_colour_off_on_a_terminal() {
+        assert!(use_colour(None, true));
+        assert!(!use_colour(Some(OsStr::new("1")), true));
+        assert!(
+            !use_colour(Some(OsStr::new("false")), true),
+            "any non-empty value counts"
+        );
+        assert!(
+            use_colour(Some(OsStr::new("")), true),
+            "an empty NO_COLOR does not count"
+        );
+        assert!(
+            !use_colour(None, false),
+            "never into a pipe or file (journald, docker logs)"
+        );
+    }
 }

@@ -111,7 +111,9 @@ impl Local {
 
     pub fn banner(&self, args: &ServeArgs, base_url: &str, tls: bool) {
         println!("Alert Relay {} — local mode", env!("CARGO_PKG_VERSION"));
-        println!("  listening       {base_url}   (POST /v1/alerts, GET /v1/alerts/{{id}}, GET /healthz, GET /metrics)");
+        println!(
+            "  listening       {base_url}   (POST /v1/alerts, GET /v1/alerts/{{id}}, GET /ops, GET /healthz, GET /metrics)"
+        );
         if args.public && !tls {
             let warning = "WARNING: listening on every interface WITHOUT TLS: alerts and the read token cross the \
                            network in clear text; give --tls-cert/--tls-key or put a TLS proxy in front \
@@ -157,6 +159,7 @@ impl Local {
                 );
             }
         }
+        println!("  operator page   {base_url}/ops   (any user name, the read token as password)");
         println!(
             "  delivery        {} workers, lease {} s; batch flush every {} s",
             self.workers,

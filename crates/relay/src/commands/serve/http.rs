@@ -1,5 +1,5 @@
 //! The local HTTP server: the pipeline's router (the same one the ingest function serves) with the local
-//! routes `/healthz` and `/metrics` merged in, and the request trace and timeout layers.
+//! routes `/healthz`, `/metrics`, `/v1/ops/summary` and the operator page `/ops` merged in, and the request trace and timeout layers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +74,7 @@ pub fn app(local: &Local, args: &ServeArgs) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v1/ops/summary", get(summary))
+        .route("/ops", get(ops_page))
         .with_state(state);
     let allowed_hosts = if args.public && args.allowed_host.is_empty() {
         None
@@ -85,6 +86,7 @@ pub fn app(local: &Local, args: &ServeArgs) -> Router {
     let guard = Guard {
         allowed_hosts,
         read_token: local.read_token.clone(),
+        metrics_need_token: args.public,
         body_timeout: Duration::from_secs(args.body_timeout_seconds),
     };
     let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
@@ -136,6 +138,11 @@ async fn summary(State(app): State<LocalState>) -> Response {
         "queues": depths,
     }))
     .into_response()
+}
+
+/// The operator page (behind the read token).
+async fn ops_page(State(app): State<LocalState>) -> Response {
+    super::ops::page(&app.store, app.servicenow_url.clone(), app.simulator).await
 }
 
 async fn metrics_text(State(app): State<LocalState>) -> Response {

@@ -13,6 +13,7 @@ mod build;
 mod guard;
 mod http;
 mod listener;
+mod ops;
 mod tasks;
 
 #[derive(Args, Debug)]
@@ -128,3 +129,6 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     println!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
