@@ -16,16 +16,21 @@ root=$PWD
 profile=${PROFILE:-dev}
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 python=${PYTHON:-}
-for p in "$python" "$root/.venv/bin/python" /work/motoenv/bin/python; do
+for p in "$python" "$root/.venv/bin/python"; do
   [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import boto3, moto' 2>/dev/null && { python=$p; break; }
 done
 [ -n "$python" ] || { echo "lambda-dev-loop: a Python with boto3 and moto[server] is needed (scripts/requirements-test.txt)" >&2; exit 1; }
 moto_server=$(dirname "$python")/moto_server
 
-# Two builds, each selection as the test command's builds resolve its features (no rebuild when warm).
-echo "==> [lambda] cargo build --profile $profile -p servicenow-sim -p ingest -p deliver -p flush; -p relay"
-cargo build --locked --profile "$profile" -p servicenow-sim -p ingest -p deliver -p flush
-cargo build --locked --profile "$profile" -p relay
+# The debug binaries are built exactly as the test command builds them (`cargo test --workspace
+# --all-targets`, the same feature resolution), so after it this is a no-op; another profile builds the five.
+if [ "$profile" = dev ]; then
+  echo "==> [lambda] cargo test --workspace --all-targets --no-run (the test command's build)"
+  cargo test --locked --workspace --all-targets --no-run --quiet
+else
+  echo "==> [lambda] cargo build --profile $profile -p servicenow-sim -p ingest -p deliver -p flush -p relay"
+  cargo build --locked --profile "$profile" -p servicenow-sim -p ingest -p deliver -p flush -p relay
+fi
 bin="$root/target/$dir"
 
 work=$(mktemp -d)

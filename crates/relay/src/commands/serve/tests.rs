@@ -73,6 +73,8 @@ fn entry(alert_id: &str, now_ms: i64) -> LedgerEntry {
         claim_token: 0,
         no_create_before_ms: None,
         not_before_ms: None,
+        aggregate: None,
+        plan: None,
     }
 }
 
