@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use relay_e2e::campaign::{LedgerView, Stores, Verdict, listings};
 use relay_local::LocalStore;
 use relay_pipeline::{Envelope, WebhookSecrets};
 use relay_ports::{DeliveryState, Ledger};
@@ -37,21 +38,6 @@ use serde_json::{Value, json};
 use servicenow_sim::{Fault, FaultKind, RunningSim, SimConfig, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_relay");
-
-/// Every table the shipped config routes to (and the ones a rule could send to).
-const TABLES: &[&str] = &[
-    "sn_si_incident",
-    "sn_si_task",
-    "sn_hr_core_case",
-    "incident",
-    "sn_compliance_policy_exception",
-    "sn_risk_risk",
-    "sn_ti_observable",
-    "sn_hr_ef_employee_document",
-    "problem",
-    "task",
-    "em_event",
-];
 
 /// The longest late commit the campaign injects. A real instance's transaction quota (60 s) is longer;
 /// the relay's settle window after an ambiguous create (75 s) covers both.
@@ -356,83 +342,6 @@ struct Chaos {
 
 // --- reading back what happened ---------------------------------------------------------------------------
 
-/// One ServiceNow record the relay created, with the alerts it lists.
-#[derive(Debug)]
-struct Listing {
-    table: String,
-    sys_id: String,
-    number: String,
-    key: String,
-    aggregate: bool,
-    alerts: BTreeSet<String>,
-}
-
-/// The relay's key on a record: the correlation id, or the `[relay-key …]` marker in a text field (tables
-/// without a correlation id).
-fn relay_key(record: &Value) -> Option<String> {
-    if let Some(c) = record["correlation_id"].as_str().filter(|c| c.starts_with("emon:")) {
-        return Some(c.to_string());
-    }
-    for v in record.as_object()?.values() {
-        let Some(text) = v.as_str() else { continue };
-        if let Some(at) = text.find("[relay-key ") {
-            let rest = &text[at + "[relay-key ".len()..];
-            if let Some(end) = rest.find(']') {
-                return Some(rest[..end].to_string());
-            }
-        }
-    }
-    None
-}
-
-/// The campaign's alert ids named in `text`.
-fn ids_in(text: &str, prefix: &str, out: &mut BTreeSet<String>) {
-    for token in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
-        if token
-            .strip_prefix(prefix)
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        {
-            out.insert(token.to_string());
-        }
-    }
-}
-
-fn listings(sim: &RunningSim, prefix: &str) -> Vec<Listing> {
-    let attachments = sim.records("sys_attachment");
-    let mut out = Vec::new();
-    for table in TABLES {
-        for record in sim.records(table) {
-            let Some(key) = relay_key(&record) else { continue };
-            let sys_id = record["sys_id"].as_str().unwrap_or_default().to_string();
-            let aggregate = key.contains(":b:");
-            let mut alerts = BTreeSet::new();
-            if aggregate {
-                for v in record.as_object().into_iter().flat_map(|o| o.values()) {
-                    if let Some(text) = v.as_str() {
-                        ids_in(text, prefix, &mut alerts);
-                    }
-                }
-                for a in attachments.iter().filter(|a| a["table_sys_id"] == sys_id.as_str()) {
-                    if let Some(bytes) = a["sys_id"].as_str().and_then(|id| sim.attachment_content(id)) {
-                        ids_in(&String::from_utf8_lossy(&bytes), prefix, &mut alerts);
-                    }
-                }
-            } else if let Some(id) = key.split_once(':').map(|(_, id)| id.to_string()) {
-                alerts.insert(id);
-            }
-            out.push(Listing {
-                table: table.to_string(),
-                number: record["number"].as_str().unwrap_or_default().to_string(),
-                sys_id,
-                key,
-                aggregate,
-                alerts,
-            });
-        }
-    }
-    out
-}
-
 /// Whether the relay has nothing left to do for `accepted`: both queues empty and every alert final.
 async fn drained(store: &LocalStore, accepted: &BTreeSet<String>) -> Result<bool, String> {
     for q in ["realtime", "batch"] {
@@ -639,79 +548,26 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
         .map(|n| n.notice.alert_id)
         .collect();
 
-    let mut by_key: BTreeMap<&str, Vec<&Listing>> = BTreeMap::new();
-    let mut by_alert: BTreeMap<&str, Vec<&Listing>> = BTreeMap::new();
-    for r in &records {
-        by_key.entry(&r.key).or_default().push(r);
-        for a in &r.alerts {
-            by_alert.entry(a).or_default().push(r);
-        }
-    }
-    let describe = |r: &Listing| {
-        format!(
-            "{} {} ({}, key {}, lists {})",
-            r.table,
-            r.number,
-            r.sys_id,
-            r.key,
-            r.alerts.iter().cloned().collect::<Vec<_>>().join(",")
-        )
+    let mut stores = Stores {
+        dead_lettered,
+        notified,
+        ..Stores::default()
     };
-    let (mut passed, mut via_dlq, mut lost, mut duplicated) = (0usize, 0usize, Vec::new(), Vec::new());
-    let mut ledger_mismatch = Vec::new();
     for id in &accepted {
-        let listed = by_alert.get(id.as_str()).map(Vec::as_slice).unwrap_or_default();
-        let entry = ledger.get(id).await.unwrap();
-        let state = entry
-            .as_ref()
-            .map(|e| format!("{:?}", e.state))
-            .unwrap_or("none".into());
-        match listed {
-            [one] => {
-                passed += 1;
-                let points_at = entry.as_ref().and_then(|e| e.record.as_ref()).map(|r| r.sys_id.clone());
-                if points_at.as_deref() != Some(one.sys_id.as_str()) {
-                    ledger_mismatch.push(format!(
-                        "{id}: ledger {state} {points_at:?}, listed by {}",
-                        describe(one)
-                    ));
-                }
-            }
-            [] => match dead_lettered.get(id) {
-                Some(key) if notified.contains(key) => {
-                    passed += 1;
-                    via_dlq += 1;
-                }
-                dlq => lost.push(format!(
-                    "{id}: in no record; ledger {state} {:?}; dead-lettered {:?}; {}",
-                    entry.as_ref().map(|e| (&e.correlation_id, &e.record, &e.last_error)),
-                    dlq,
-                    if dlq.is_some() { "no notice" } else { "not in the DLQ" }
-                )),
-            },
-            many => duplicated.push(format!(
-                "{id}: in {} records: {}",
-                many.len(),
-                many.iter().map(|r| describe(r)).collect::<Vec<_>>().join(" | ")
-            )),
+        if let Some(e) = ledger.get(id).await.unwrap() {
+            let view = LedgerView {
+                state: e.state.as_str().to_string(),
+                sys_id: e.record.as_ref().map(|r| r.sys_id.clone()),
+                detail: format!("{} {:?}", e.correlation_id, e.last_error),
+            };
+            stores.ledger.insert(id.clone(), view);
         }
     }
-    let repeated_keys: Vec<String> = by_key
-        .iter()
-        .filter(|(_, rs)| rs.len() > 1)
-        .map(|(k, rs)| {
-            format!(
-                "{k}: {}",
-                rs.iter().map(|r| describe(r)).collect::<Vec<_>>().join(" | ")
-            )
-        })
-        .collect();
-    let unknown: Vec<&str> = by_alert.keys().copied().filter(|a| !accepted.contains(*a)).collect();
-    let aggregates = records.iter().filter(|r| r.aggregate).count();
+    let verdict = Verdict::judge(&accepted, &records, &stores);
 
     println!(
         "fault campaign: seed {}; {} accepted of {} sent ({} re-sent after no 202, {} repeated after a 202, {} abandoned); \
-         {} records ({} aggregates); kills: {} SIGKILL, {} SIGTERM ({} slow), {} mid-flush, {} at a flush tick; faults injected: {:?}; \
+         kills: {} SIGKILL, {} SIGTERM ({} slow), {} mid-flush, {} at a flush tick; faults injected: {:?}; \
          chaos {} s, total {} s, drained: {}, last stop clean: {}",
         settings.seed,
         accepted.len(),
@@ -719,8 +575,6 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
         shared.resent.load(Ordering::Relaxed),
         shared.repeated.load(Ordering::Relaxed),
         shared.abandoned.lock().unwrap().len(),
-        records.len(),
-        aggregates,
         chaos.sigkill,
         chaos.sigterm,
         chaos.slow_stops,
@@ -732,42 +586,20 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
         is_drained,
         stopped_cleanly
     );
-    for line in lost
-        .iter()
-        .map(|l| format!("LOST {l}"))
-        .chain(duplicated.iter().map(|d| format!("DUPLICATED {d}")))
-    {
-        println!("  {line}");
-    }
-    for k in &repeated_keys {
-        println!("  RECORD KEY TWICE {k}");
-    }
     for d in &dead_letter_reasons {
         println!("  DEAD-LETTERED {d}");
     }
-    for m in &ledger_mismatch {
-        println!("  LEDGER MISMATCH {m}");
-    }
-    if !unknown.is_empty() {
-        println!("  listed but never answered 202 (not counted): {unknown:?}");
-    }
-    println!(
-        "{passed} passed, {} lost, {} duplicated ({via_dlq} of the passed dead-lettered with a notice; seed {})",
-        lost.len(),
-        duplicated.len() + repeated_keys.len(),
-        settings.seed
-    );
+    println!("{}", verdict.report(settings.seed));
     assert!(
-        !accepted.is_empty() && records.len() > aggregates && aggregates > 0,
+        verdict.accepted > 0 && verdict.records > verdict.aggregates && verdict.aggregates > 0,
         "the campaign exercised both paths"
     );
     assert!(
-        lost.is_empty() && duplicated.is_empty() && repeated_keys.is_empty(),
-        "seed {}: {} lost, {} duplicated, {} record keys twice (see the lines above)",
+        verdict.lost.is_empty() && verdict.duplicates() == 0,
+        "seed {}: {} lost, {} duplicated (see the lines above)",
         settings.seed,
-        lost.len(),
-        duplicated.len(),
-        repeated_keys.len()
+        verdict.lost.len(),
+        verdict.duplicates()
     );
     assert!(
         is_drained,
