@@ -345,7 +345,7 @@ struct Chaos {
 /// Whether the relay has nothing left to do for `accepted`: both queues empty and every alert final.
 async fn drained(store: &LocalStore, accepted: &BTreeSet<String>) -> Result<bool, String> {
     for q in ["realtime", "batch"] {
-        if store.queue(q).list(1).await.map_err(|e| e.to_string())?.len() > 0 {
+        if !store.queue(q).list(1).await.map_err(|e| e.to_string())?.is_empty() {
             return Ok(false);
         }
     }
