@@ -103,6 +103,11 @@ impl RunningSim {
         self.shared.store.lock().expect("store lock").faults.push(fault);
     }
 
+    /// Drop every injected fault not yet used up (records, log and clock stay as they are).
+    pub fn clear_faults(&self) {
+        self.shared.store.lock().expect("store lock").faults.clear();
+    }
+
     pub fn set_hibernating(&self, on: bool) {
         self.shared.store.lock().expect("store lock").hibernating = on;
     }

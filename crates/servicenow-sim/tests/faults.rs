@@ -47,6 +47,21 @@ async fn server_errors_then_success_and_filters() {
 }
 
 #[tokio::test]
+async fn cleared_faults_apply_no_more_and_records_stay() {
+    let sim = start().await;
+    create_ok(&sim, "incident", "relay", incident("kept")).await;
+    sim.inject(Fault::new(FaultKind::ServerError { status: 503 }).times(5));
+    assert_eq!(
+        create(&sim, "incident", "relay", incident("x")).await.status().as_u16(),
+        503
+    );
+    sim.clear_faults();
+    create_ok(&sim, "incident", "relay", incident("y")).await;
+    assert_eq!(sim.records("incident").len(), 2, "the record created before stays");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn injected_rate_limit() {
     let sim = start().await;
     sim.inject(Fault::new(FaultKind::RateLimited { retry_after_s: 7 }));

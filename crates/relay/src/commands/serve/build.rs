@@ -47,9 +47,14 @@ impl Local {
         let lease = lease(args)?;
         let config_hash = config.hash.clone();
         let window = Duration::from_secs(args.batch_window_seconds.unwrap_or(config.batch_window_seconds).max(1));
+        // The flush's settle reserve covers one ServiceNow call of this relay's exchange timeout (each
+        // exchange repeated after a 401 at worst) plus the ledger writes after it, not the Lambda's.
+        let settle_reserve = Duration::from_secs(args.servicenow_timeout_seconds) * defaults::EXCHANGES_PER_CALL
+            + defaults::LEASE_MARGIN;
         let flush_settings = FlushSettings {
             drain_budget: defaults::FLUSH_DRAIN_BUDGET.min(window),
-            budget: defaults::FLUSH_BUDGET.min(window.max(defaults::FLUSH_SETTLE_RESERVE * 2)),
+            budget: defaults::FLUSH_BUDGET.min(window.max(settle_reserve * 2)),
+            settle_reserve,
             window,
             receive_wait: Duration::from_millis(50),
             ..FlushSettings::from_config(&config)
@@ -66,10 +71,12 @@ impl Local {
         let ports = Ports {
             ledger: Arc::new(store.ledger()),
             realtime: Arc::new(store.queue("realtime")),
+            // a flush ends within its budget and deletes or releases what it drained, so a drained message
+            // stays hidden only that long: after a crash mid-flush its alerts are flushed again soon after
             batch: Arc::new(
                 store
                     .queue("batch")
-                    .with_visibility_timeout(Duration::from_secs(300).max(window)),
+                    .with_visibility_timeout(flush_settings.budget + defaults::LEASE_MARGIN),
             ),
             dlq: Arc::new(store.queue("dlq")),
             secrets: Arc::new(relay_local::LocalSecretStore::new()),

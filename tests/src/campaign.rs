@@ -1,0 +1,349 @@
+//! The verdict of a fault campaign (issue 13), shared by the local one (`relay serve`,
+//! crates/relay/tests/fault_campaign.rs) and the Lambda one (tests/tests/lambda_campaign.rs): which
+//! ServiceNow records list which alerts, and whether every accepted alert is in exactly one record that
+//! lists it or in the dead-letter queue with a failure notice, with no record key twice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::Value;
+use servicenow_sim::RunningSim;
+
+/// Every table the shipped config routes to (and the ones a rule could send to).
+pub const TABLES: &[&str] = &[
+    "sn_si_incident",
+    "sn_si_task",
+    "sn_hr_core_case",
+    "incident",
+    "sn_compliance_policy_exception",
+    "sn_risk_risk",
+    "sn_ti_observable",
+    "sn_hr_ef_employee_document",
+    "problem",
+    "task",
+    "em_event",
+];
+
+/// One ServiceNow record the relay created, with the alerts it lists.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub table: String,
+    pub sys_id: String,
+    pub number: String,
+    /// The relay's key on the record (its correlation id).
+    pub key: String,
+    pub aggregate: bool,
+    pub alerts: BTreeSet<String>,
+}
+
+impl Listing {
+    fn describe(&self) -> String {
+        format!(
+            "{} {} ({}, key {}, lists {})",
+            self.table,
+            self.number,
+            self.sys_id,
+            self.key,
+            self.alerts.iter().cloned().collect::<Vec<_>>().join(",")
+        )
+    }
+}
+
+/// The relay's key on a record: the correlation id, or the `[relay-key …]` marker in a text field (tables
+/// without a correlation id).
+pub fn relay_key(record: &Value) -> Option<String> {
+    if let Some(c) = record["correlation_id"].as_str().filter(|c| c.starts_with("emon:")) {
+        return Some(c.to_string());
+    }
+    for v in record.as_object()?.values() {
+        let Some(text) = v.as_str() else { continue };
+        if let Some(at) = text.find("[relay-key ") {
+            let rest = &text[at + "[relay-key ".len()..];
+            if let Some(end) = rest.find(']') {
+                return Some(rest[..end].to_string());
+            }
+        }
+    }
+    None
+}
+
+/// The alert ids `<prefix><number>` named in `text`.
+pub fn ids_in(text: &str, prefix: &str, out: &mut BTreeSet<String>) {
+    for token in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+        if token
+            .strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            out.insert(token.to_string());
+        }
+    }
+}
+
+/// Every record of [`TABLES`] the relay created, with the alerts it lists: a single alert's record by its
+/// key (`<prefix>:<alert id>`), an aggregate (`…:b:…`) by the alert ids in its fields and in its attached
+/// files (the `alerts.txt` member list). Alert ids are `<prefix><number>`.
+pub fn listings(sim: &RunningSim, prefix: &str) -> Vec<Listing> {
+    let attachments = sim.records("sys_attachment");
+    let mut out = Vec::new();
+    for table in TABLES {
+        for record in sim.records(table) {
+            let Some(key) = relay_key(&record) else { continue };
+            let sys_id = record["sys_id"].as_str().unwrap_or_default().to_string();
+            let aggregate = key.contains(":b:");
+            let mut alerts = BTreeSet::new();
+            if aggregate {
+                for v in record.as_object().into_iter().flat_map(|o| o.values()) {
+                    if let Some(text) = v.as_str() {
+                        ids_in(text, prefix, &mut alerts);
+                    }
+                }
+                for a in attachments.iter().filter(|a| a["table_sys_id"] == sys_id.as_str()) {
+                    if let Some(bytes) = a["sys_id"].as_str().and_then(|id| sim.attachment_content(id)) {
+                        ids_in(&String::from_utf8_lossy(&bytes), prefix, &mut alerts);
+                    }
+                }
+            } else if let Some((_, id)) = key.split_once(':') {
+                alerts.insert(id.to_string());
+            }
+            out.push(Listing {
+                table: table.to_string(),
+                number: record["number"].as_str().unwrap_or_default().to_string(),
+                sys_id,
+                key,
+                aggregate,
+                alerts,
+            });
+        }
+    }
+    out
+}
+
+/// What the relay's ledger says about one alert.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerView {
+    /// The state, as the status API names it.
+    pub state: String,
+    /// The record it points at, when completed.
+    pub sys_id: Option<String>,
+    /// Anything worth printing about a lost alert (correlation id, last error).
+    pub detail: String,
+}
+
+/// What the relay's stores hold at the end of a campaign.
+#[derive(Debug, Default)]
+pub struct Stores {
+    pub ledger: HashMap<String, LedgerView>,
+    /// Alert id → the ledger key of the dead-letter message that covers it.
+    pub dead_lettered: HashMap<String, String>,
+    /// The keys failure notices were sent for.
+    pub notified: BTreeSet<String>,
+}
+
+/// The campaign's outcome.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub accepted: usize,
+    /// In exactly one record, or dead-lettered with a notice.
+    pub passed: usize,
+    /// Of the passed: dead-lettered with a notice.
+    pub dead_lettered: usize,
+    pub lost: Vec<String>,
+    pub duplicated: Vec<String>,
+    /// Record keys that occur on more than one record.
+    pub repeated_keys: Vec<String>,
+    /// Alerts in one record whose ledger points elsewhere (or is not completed).
+    pub ledger_mismatch: Vec<String>,
+    /// Alert ids listed by a record but never accepted (not counted).
+    pub unknown: Vec<String>,
+    pub records: usize,
+    pub aggregates: usize,
+}
+
+impl Verdict {
+    pub fn judge(accepted: &BTreeSet<String>, records: &[Listing], stores: &Stores) -> Verdict {
+        let mut by_key: BTreeMap<&str, Vec<&Listing>> = BTreeMap::new();
+        let mut by_alert: BTreeMap<&str, Vec<&Listing>> = BTreeMap::new();
+        for r in records {
+            by_key.entry(&r.key).or_default().push(r);
+            for a in &r.alerts {
+                by_alert.entry(a).or_default().push(r);
+            }
+        }
+        let mut v = Verdict {
+            accepted: accepted.len(),
+            records: records.len(),
+            aggregates: records.iter().filter(|r| r.aggregate).count(),
+            ..Verdict::default()
+        };
+        let none = LedgerView {
+            state: "none".into(),
+            ..LedgerView::default()
+        };
+        for id in accepted {
+            let listed = by_alert.get(id.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let entry = stores.ledger.get(id).unwrap_or(&none);
+            match listed {
+                [one] => {
+                    v.passed += 1;
+                    if entry.sys_id.as_deref() != Some(one.sys_id.as_str()) {
+                        v.ledger_mismatch.push(format!(
+                            "{id}: ledger {} {:?}, listed by {}",
+                            entry.state,
+                            entry.sys_id,
+                            one.describe()
+                        ));
+                    }
+                }
+                [] => match stores.dead_lettered.get(id) {
+                    Some(key) if stores.notified.contains(key) => {
+                        v.passed += 1;
+                        v.dead_lettered += 1;
+                    }
+                    dlq => v.lost.push(format!(
+                        "{id}: in no record; ledger {} {:?} {}; {}",
+                        entry.state,
+                        entry.sys_id,
+                        entry.detail,
+                        match dlq {
+                            Some(key) => format!("dead-lettered under {key} without a notice"),
+                            None => "not in the dead-letter queue".into(),
+                        }
+                    )),
+                },
+                many => v.duplicated.push(format!(
+                    "{id}: in {} records: {}",
+                    many.len(),
+                    many.iter().map(|r| r.describe()).collect::<Vec<_>>().join(" | ")
+                )),
+            }
+        }
+        v.repeated_keys = by_key
+            .iter()
+            .filter(|(_, rs)| rs.len() > 1)
+            .map(|(k, rs)| {
+                format!(
+                    "{k}: {}",
+                    rs.iter().map(|r| r.describe()).collect::<Vec<_>>().join(" | ")
+                )
+            })
+            .collect();
+        v.unknown = by_alert
+            .keys()
+            .filter(|a| !accepted.contains(**a))
+            .map(|a| a.to_string())
+            .collect();
+        v
+    }
+
+    /// Alerts duplicated, plus record keys that occur twice.
+    pub fn duplicates(&self) -> usize {
+        self.duplicated.len() + self.repeated_keys.len()
+    }
+
+    /// Every finding, one per line, then `N passed, L lost, D duplicated`.
+    pub fn report(&self, seed: u64) -> String {
+        let mut out = String::new();
+        for l in &self.lost {
+            out.push_str(&format!("  LOST {l}\n"));
+        }
+        for d in &self.duplicated {
+            out.push_str(&format!("  DUPLICATED {d}\n"));
+        }
+        for k in &self.repeated_keys {
+            out.push_str(&format!("  RECORD KEY TWICE {k}\n"));
+        }
+        for m in &self.ledger_mismatch {
+            out.push_str(&format!("  LEDGER MISMATCH {m}\n"));
+        }
+        if !self.unknown.is_empty() {
+            out.push_str(&format!(
+                "  listed but never answered 202 (not counted): {:?}\n",
+                self.unknown
+            ));
+        }
+        out.push_str(&format!(
+            "{} passed, {} lost, {} duplicated ({} of the passed dead-lettered with a notice; {} records, {} aggregates; seed {seed})",
+            self.passed,
+            self.lost.len(),
+            self.duplicates(),
+            self.dead_lettered,
+            self.records,
+            self.aggregates,
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_and_ids_are_read_from_records_and_member_lists() {
+        assert_eq!(
+            relay_key(&json!({"correlation_id": "emon:fc1-7"})).as_deref(),
+            Some("emon:fc1-7")
+        );
+        assert_eq!(
+            relay_key(&json!({"correlation_id": "", "description": "x\n\n[relay-key emon:b:abc]"})).as_deref(),
+            Some("emon:b:abc")
+        );
+        assert_eq!(relay_key(&json!({"description": "a test record"})), None);
+        let mut ids = BTreeSet::new();
+        ids_in(
+            "- 2026 [Low] fc1-7 (risk 3)\n- fc1-70\nfc1-\nfc1-7x fc2-1",
+            "fc1-",
+            &mut ids,
+        );
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["fc1-7", "fc1-70"]);
+    }
+
+    #[test]
+    fn the_verdict_counts_lost_duplicated_and_dead_lettered_alerts() {
+        let listing = |key: &str, sys_id: &str, alerts: &[&str]| Listing {
+            table: "incident".into(),
+            sys_id: sys_id.into(),
+            number: String::new(),
+            key: key.into(),
+            aggregate: key.contains(":b:"),
+            alerts: alerts.iter().map(|a| a.to_string()).collect(),
+        };
+        let records = [
+            listing("emon:a1", "s1", &["a1"]),
+            listing("emon:b:x", "s2", &["a2", "a3"]),
+            listing("emon:b:y", "s3", &["a3"]),
+            listing("emon:a4", "s4", &["a4"]),
+            listing("emon:a4", "s5", &["a4"]),
+        ];
+        let accepted: BTreeSet<String> = ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let mut stores = Stores::default();
+        stores.ledger.insert(
+            "a1".into(),
+            LedgerView {
+                state: "COMPLETED".into(),
+                sys_id: Some("s1".into()),
+                ..LedgerView::default()
+            },
+        );
+        stores.dead_lettered.insert("a5".into(), "a5".into());
+        stores.notified.insert("a5".into());
+        stores.dead_lettered.insert("a6".into(), "a6".into());
+        let v = Verdict::judge(&accepted, &records, &stores);
+        // a1, a2 (ledger mismatch only), a5 (dead-lettered with a notice)
+        assert_eq!((v.passed, v.dead_lettered), (3, 1));
+        // a6 dead-lettered without a notice, a7 nowhere
+        assert_eq!(v.lost.len(), 2, "{:?}", v.lost);
+        // a3 and a4 are each in two records; the key emon:a4 is on two records
+        assert_eq!((v.duplicated.len(), v.repeated_keys.len(), v.duplicates()), (2, 1, 3));
+        assert_eq!(
+            v.ledger_mismatch.len(),
+            1,
+            "a2's ledger says nothing: {:?}",
+            v.ledger_mismatch
+        );
+        assert!(v.report(9).ends_with("3 passed, 2 lost, 3 duplicated (1 of the passed dead-lettered with a notice; 5 records, 2 aggregates; seed 9)"));
+    }
+}
