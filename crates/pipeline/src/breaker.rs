@@ -4,8 +4,8 @@
 //! ServiceNow's rate limit answers 429 with a `Retry-After`; each deliverer honouring it for its own alert
 //! is not enough, because every other queued alert would still be claimed and sent, each earning its own
 //! 429. So the first answer with a `Retry-After` (a 429, or a 503 that carries one) opens the breaker until
-//! the instant it names, and a run of [`OPEN_AFTER_UNAVAILABLE`] 503s without one opens it for
-//! [`UNAVAILABLE_OPEN_FOR`]. While it is open no deliverer claims or calls: the message is delayed until it
+//! the instant it names, and a run of [`OPEN_AFTER_UNAVAILABLE`] 503s without one opens it for the backoff
+//! policy's ceiling of the run beyond that (growing as the 503s go on, up to the policy's cap). While it is open no deliverer claims or calls: the message is delayed until it
 //! closes, plus jitter, and no attempt is counted. When it closes it is half-open: one call goes through as
 //! a probe while the others keep waiting (at most [`PROBE_WAIT`] each time); a probe's success closes it,
 //! another 429 opens it again.
@@ -13,12 +13,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use relay_core::BackoffPolicy;
 use servicenow_client::Outcome;
 
 /// 503s in a row, none with a `Retry-After`, that open the breaker.
 pub const OPEN_AFTER_UNAVAILABLE: u32 = 3;
-/// How long such a run of 503s keeps it open.
-pub const UNAVAILABLE_OPEN_FOR: Duration = Duration::from_secs(30);
 /// While a probe is in flight the others wait this long before asking again (a probe whose caller never
 /// reports, say because its claim found the alert settled, frees the way after this).
 pub const PROBE_WAIT: Duration = Duration::from_secs(10);
@@ -48,6 +47,8 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Breaker {
     state: Mutex<State>,
+    /// How long a run of 503s opens it (the ceiling of the run's length past the threshold).
+    policy: BackoffPolicy,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -55,8 +56,12 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl Breaker {
-    pub fn new() -> Breaker {
-        Breaker::default()
+    /// A closed breaker; a run of 503s opens it for `policy`'s ceilings.
+    pub fn new(policy: BackoffPolicy) -> Breaker {
+        Breaker {
+            state: Mutex::default(),
+            policy,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -112,9 +117,9 @@ impl Breaker {
             Outcome::Retryable { reason, .. } if reason.starts_with("HTTP 503") => {
                 s.unavailable_in_a_row += 1;
                 if s.unavailable_in_a_row >= OPEN_AFTER_UNAVAILABLE {
-                    let until = now_ms.saturating_add(millis(UNAVAILABLE_OPEN_FOR));
+                    let open_for = self.policy.ceiling(s.unavailable_in_a_row + 1 - OPEN_AFTER_UNAVAILABLE);
+                    let until = now_ms.saturating_add(millis(open_for));
                     s.open_until_ms = Some(s.open_until_ms.map_or(until, |t| t.max(until)));
-                    s.unavailable_in_a_row = 0;
                     tracing::warn!(
                         open_until_ms = until,
                         "ServiceNow unavailable repeatedly; no calls until then"
@@ -153,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_429_opens_until_its_retry_after_then_one_probe_goes() {
-        let b = Breaker::new();
+        let b = Breaker::new(BackoffPolicy::default());
         assert_eq!(b.admit(0), Admit::Call);
         b.record(&limited(60), 1_000);
         assert_eq!(b.closed_until(1_000), Some(61_000));
@@ -169,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_probe_answered_429_opens_it_again() {
-        let b = Breaker::new();
+        let b = Breaker::new(BackoffPolicy::default());
         b.record(&limited(10), 0);
         assert_eq!(b.admit(10_000), Admit::Probe);
         b.record(&limited(20), 10_500);
@@ -178,7 +183,7 @@ mod tests {
 
     #[test]
     fn a_probe_that_made_no_call_lets_the_next_one_probe() {
-        let b = Breaker::new();
+        let b = Breaker::new(BackoffPolicy::default());
         b.record(&limited(1), 0);
         assert_eq!(b.admit(1_000), Admit::Probe);
         b.release_probe();
@@ -189,7 +194,7 @@ mod tests {
 
     #[test]
     fn repeated_503s_open_it_and_timeouts_do_not() {
-        let b = Breaker::new();
+        let b = Breaker::new(BackoffPolicy::default());
         let down = Outcome::Retryable {
             retry_after: None,
             reason: "HTTP 503".into(),
@@ -202,6 +207,9 @@ mod tests {
         b.record(&down, 0);
         assert_eq!(b.admit(0), Admit::Call);
         b.record(&down, 5);
-        assert_eq!(b.closed_until(5), Some(5 + millis(UNAVAILABLE_OPEN_FOR)));
+        // the policy's first ceiling (2 s), then doubling while the 503s go on
+        assert_eq!(b.closed_until(5), Some(2_005));
+        b.record(&down, 3_000);
+        assert_eq!(b.closed_until(3_000), Some(7_000));
     }
 }

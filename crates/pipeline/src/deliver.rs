@@ -144,10 +144,10 @@ impl Delivery {
         Delivery {
             ports: ports.clone(),
             servicenow: Arc::new(servicenow),
+            breaker: Arc::new(Breaker::new(settings.backoff)),
             settings,
             jitter: random_jitter(),
             people: Arc::default(),
-            breaker: Arc::default(),
         }
     }
 

@@ -154,6 +154,8 @@ pub struct Options {
     pub settle: Duration,
     /// The realtime queue's receive limit (`None`: derived from the backoff policy).
     pub max_receives: Option<u32>,
+    /// The longest server Retry-After honoured.
+    pub max_retry_after: Duration,
 }
 
 impl Default for Options {
@@ -166,6 +168,7 @@ impl Default for Options {
             lease: Duration::from_secs(5),
             settle: Duration::from_millis(50),
             max_receives: None,
+            max_retry_after: Duration::from_secs(5),
         }
     }
 }
@@ -217,7 +220,7 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
         base: Duration::from_millis(20),
         cap: Duration::from_millis(100),
         window: opts.window,
-        max_retry_after: Duration::from_secs(5),
+        max_retry_after: opts.max_retry_after,
     };
     let delivery = Delivery::new(
         &ports,
