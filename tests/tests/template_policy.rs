@@ -465,6 +465,30 @@ fn template_has_what_the_checks_look_at() {
 }
 
 #[test]
+fn the_receive_limit_default_is_the_one_derived_from_the_retry_window() {
+    let template = load_template();
+    let window = template["Parameters"]["RetryWindowSeconds"]["Default"]
+        .as_u64()
+        .expect("RetryWindowSeconds default");
+    let policy = relay_core::BackoffPolicy {
+        window: std::time::Duration::from_secs(window),
+        ..relay_core::BackoffPolicy::default()
+    };
+    assert_eq!(
+        template["Parameters"]["MaxReceiveCount"]["Default"].as_u64(),
+        Some(u64::from(relay_pipeline::defaults::max_receive_count(&policy))),
+        "MaxReceiveCount's default must be relay_pipeline::defaults::max_receive_count of the default window"
+    );
+    for queue in ["RealtimeQueue", "BatchQueue"] {
+        assert_eq!(
+            template["Resources"][queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"],
+            json!({"Ref": "MaxReceiveCount"}),
+            "{queue}"
+        );
+    }
+}
+
+#[test]
 fn short_form_tags_become_long_form_intrinsics() {
     let t = parse_template(
         "Resources:\n  A:\n    Type: X\n    Properties:\n      R: !Ref B\n      G: !GetAtt B.Arn\n      D: !GetAtt C.Endpoint.Address\n      S: !Sub 'x-${B}'\n      F: !FindInMap [M, K, V]\n      L: [!GetAtt B.QueueName]\n",

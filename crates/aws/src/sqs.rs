@@ -111,6 +111,7 @@ impl AlertQueue for SqsQueue {
             .wait_time_seconds(seconds_up(wait, MAX_WAIT))
             .set_visibility_timeout(self.visibility_timeout.map(|v| seconds_up(v, MAX_VISIBILITY)))
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
             .map_err(|e| port_error(&format!("SQS ReceiveMessage from {}", self.url), e))?;
@@ -127,11 +128,18 @@ impl AlertQueue for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|v| v.parse::<i64>().ok())
                     .ok_or_else(|| missing("a SentTimestamp"))?;
+                let receive_count = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| missing("an ApproximateReceiveCount"))?;
                 Ok(ReceivedMessage {
                     message_id: m.message_id.ok_or_else(|| missing("a MessageId"))?,
                     receipt: m.receipt_handle.ok_or_else(|| missing("a ReceiptHandle"))?,
                     body: m.body.unwrap_or_default(),
                     sent_at_ms,
+                    receive_count,
                 })
             })
             .collect()

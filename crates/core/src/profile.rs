@@ -107,6 +107,9 @@ pub struct Profile {
     /// Where the assignment group goes; None: the table takes no group.
     pub group_field: Option<String>,
     pub person_fields: Vec<String>,
+    /// The table's data policy requires the person (the HR case's `opened_for`): when the employee cannot
+    /// be looked up in `sys_user` now, the attempt is retried instead of sending a record it would refuse.
+    pub person_required: bool,
     pub states: BTreeMap<String, String>,
     pub domain: BTreeMap<String, Text>,
     /// field → literal value sent when no domain template (and no route field) gives the field one: what the
@@ -192,6 +195,8 @@ pub(crate) struct RawProfile {
     #[serde(default)]
     pub person_fields: Option<Vec<String>>,
     #[serde(default)]
+    pub person_required: Option<bool>,
+    #[serde(default)]
     pub states: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub domain: Option<BTreeMap<String, String>>,
@@ -232,6 +237,7 @@ impl RawProfile {
             description_field: pick(&self.description_field, &over.description_field),
             group_field: pick(&self.group_field, &over.group_field),
             person_fields: over.person_fields.clone().or_else(|| self.person_fields.clone()),
+            person_required: over.person_required.or(self.person_required),
             states: over.states.clone().or_else(|| self.states.clone()),
             domain,
             defaults,
@@ -348,6 +354,7 @@ pub(crate) fn compile_profiles(
                 description_field,
                 group_field,
                 person_fields,
+                person_required: r.person_required.unwrap_or(false),
                 states: r.states.clone().unwrap_or_default(),
                 domain,
                 defaults,

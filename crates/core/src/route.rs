@@ -98,6 +98,9 @@ pub struct PersonLookup {
     /// The long-text field where a lookup that found no one is noted.
     #[serde(default = "default_description_field")]
     pub note_field: String,
+    /// The table refuses a record without the person ([`crate::Profile::person_required`]).
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// A weekly trend to draw and attach.
@@ -380,6 +383,7 @@ impl Router {
                 fields: profile.person_fields.clone(),
                 cache_ttl_seconds: c.person.cache_ttl_seconds,
                 note_field: decision.description_field.clone(),
+                required: profile.person_required,
             });
         }
         if record_type == RecordType::HrCase

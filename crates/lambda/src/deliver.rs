@@ -38,6 +38,7 @@ pub fn delivery(settings: &Settings, ports: &Ports) -> Delivery {
             lease: settings.lease,
             ledger_retention: settings.ledger_retention,
             settle: settings.settle,
+            max_receives: relay_pipeline::defaults::max_receive_count(&settings.backoff),
         },
     )
 }
@@ -54,6 +55,12 @@ pub fn received(message: &SqsMessage) -> Option<ReceivedMessage> {
             .get("SentTimestamp")
             .and_then(|t| t.parse().ok())
             .unwrap_or(0),
+        // Lambda's SQS event source always sends it; without it the receive limit cannot be watched.
+        receive_count: message
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1),
     })
 }
 

@@ -199,7 +199,7 @@ impl SqliteQueue {
                          receipt = id || '.' || (receive_count + 1) || '.' || ?4
                      WHERE id IN (SELECT id FROM queue_messages WHERE queue = ?1 AND visible_at_ms <= ?2
                                   ORDER BY visible_at_ms, id LIMIT ?5)
-                     RETURNING id, message_id, receipt, body, sent_at_ms",
+                     RETURNING id, message_id, receipt, body, sent_at_ms, receive_count",
                 )?;
                 let mut got = stmt
                     .query_map(params![&*name, now, until, nonce, max], |r| {
@@ -210,6 +210,7 @@ impl SqliteQueue {
                                 receipt: r.get(2)?,
                                 body: r.get(3)?,
                                 sent_at_ms: r.get(4)?,
+                                receive_count: r.get(5)?,
                             },
                         ))
                     })?

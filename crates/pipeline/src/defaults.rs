@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use relay_core::BackoffPolicy;
+
 /// How long the ledger remembers an alert: the de-duplication horizon of re-sent webhooks and how long
 /// `GET /v1/alerts/{id}` answers.
 pub const LEDGER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -44,6 +46,40 @@ pub const SERVICENOW_TRANSACTION_QUOTA: Duration = Duration::from_secs(60);
 /// passed; attempts before then only look the record up. The quota plus a margin for clock differences and
 /// the request's time on the wire.
 pub const SETTLE_AFTER_AMBIGUOUS: Duration = Duration::from_secs(75);
+
+/// The most receives SQS allows a redrive policy (`maxReceiveCount` ≤ 1000).
+pub const SQS_MAX_RECEIVE_COUNT: u32 = 1000;
+
+/// Receives of a realtime message that are not delivery attempts, allowed for over the window: a claim
+/// answered `NotBefore` (a `Retry-After` longer than a queue delay, at most a few per window), `Busy` (a
+/// second copy of the message), an open circuit breaker, an unavailable ledger, a caught panic, a lost
+/// claim. Each of these is delayed at least as long as an attempt at the same receive count would be
+/// ([`BackoffPolicy::delay`] of the receive count), so past the first few they cost 450 s or more each.
+pub const NON_ATTEMPT_RECEIVES: u32 = 50;
+
+/// Receives kept below the limit: the deliverer gives an alert up itself (class `receive_limit`: DLQ
+/// copy, ledger FAILED, notice) once its message's receive count reaches `limit - RECEIVE_LIMIT_RESERVE`,
+/// so a failed dead-letter write can be retried this many times before SQS's redrive moves the message
+/// silently.
+pub const RECEIVE_LIMIT_RESERVE: u32 = 10;
+
+/// The realtime queue's `maxReceiveCount` for `policy`: every attempt the policy can make over its window
+/// ([`BackoffPolicy::max_attempts`]), plus the receives that are not attempts, plus the reserve for the
+/// deliverer's own give-up; at most SQS's 1000. 260 for the default 24 h policy (template.yaml's
+/// `MaxReceiveCount` default; a test keeps them equal).
+pub fn max_receive_count(policy: &BackoffPolicy) -> u32 {
+    policy
+        .max_attempts()
+        .saturating_add(NON_ATTEMPT_RECEIVES + RECEIVE_LIMIT_RESERVE)
+        .min(SQS_MAX_RECEIVE_COUNT)
+}
+
+/// The longest delay the deliverer hands to a realtime queue with `change_visibility`. SQS counts its
+/// 12 h visibility limit from the receive, and the local queue takes 12 h too; this leaves room for the
+/// time between the receive and the change (a Lambda batching window, the function's own run). A longer
+/// wait (a `Retry-After`, an open breaker) is kept as the ledger entry's `not_before_ms`: the message comes
+/// back after this, the claim answers `NotBefore` and it is delayed again without an attempt.
+pub const LONGEST_REDELAY: Duration = Duration::from_secs(11 * 3600 + 30 * 60);
 
 /// How long a fetched secret is used before it is fetched again.
 pub const SECRET_TTL: Duration = Duration::from_secs(300);
@@ -88,5 +124,23 @@ mod tests {
         assert_eq!(lease_for_attempts(Duration::from_secs(10)), Duration::from_secs(85));
         assert!(lease_for_attempts(SERVICENOW_TIMEOUT) > attempt_budget(SERVICENOW_TIMEOUT));
         assert_eq!(lease_for_function(Duration::from_secs(900)), Duration::from_secs(905));
+    }
+
+    #[test]
+    fn the_receive_limit_covers_every_attempt_of_the_window_and_stays_within_sqs() {
+        let policy = BackoffPolicy::default();
+        assert_eq!(policy.max_attempts(), 200);
+        assert_eq!(max_receive_count(&policy), 260);
+        let long = BackoffPolicy {
+            window: Duration::from_secs(48 * 3600),
+            ..policy
+        };
+        assert_eq!(max_receive_count(&long), 452);
+        let fast = BackoffPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+            ..policy
+        };
+        assert_eq!(max_receive_count(&fast), SQS_MAX_RECEIVE_COUNT);
     }
 }

@@ -14,6 +14,8 @@ use relay_ports::{Accept, Claim, FailureNotice, LedgerEntry, PortError, Received
 use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
 
 use crate::Ports;
+use crate::breaker::{Admit, Breaker};
+use crate::defaults::LONGEST_REDELAY;
 use crate::envelope::{DeadLetter, Envelope, Item};
 use crate::ingest::new_entry;
 use crate::secrets::ServiceNowTarget;
@@ -42,16 +44,35 @@ pub struct DeliverySettings {
     pub ledger_retention: Duration,
     /// After an ambiguous create, how long no new create is sent (`defaults::SETTLE_AFTER_AMBIGUOUS`).
     pub settle: Duration,
+    /// The realtime queue's receive limit (its redrive `maxReceiveCount`;
+    /// `defaults::max_receive_count(&backoff)`). The deliverer gives an alert up itself, with a notice,
+    /// `defaults::RECEIVE_LIMIT_RESERVE` receives before it.
+    pub max_receives: u32,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
+        DeliverySettings::for_policy(BackoffPolicy::default())
+    }
+}
+
+impl DeliverySettings {
+    /// The default settings with `backoff` (and the receive limit derived from it).
+    pub fn for_policy(backoff: BackoffPolicy) -> Self {
         DeliverySettings {
-            backoff: BackoffPolicy::default(),
+            backoff,
             lease: crate::defaults::lease_for_attempts(crate::defaults::SERVICENOW_TIMEOUT),
             ledger_retention: crate::defaults::LEDGER_RETENTION,
             settle: crate::defaults::SETTLE_AFTER_AMBIGUOUS,
+            max_receives: crate::defaults::max_receive_count(&backoff),
         }
+    }
+
+    /// The receive count from which the deliverer gives an alert up itself (class `receive_limit`).
+    pub fn give_up_at_receive(&self) -> u32 {
+        self.max_receives
+            .saturating_sub(crate::defaults::RECEIVE_LIMIT_RESERVE)
+            .max(1)
     }
 }
 
@@ -71,6 +92,8 @@ pub struct Delivery {
     pub jitter: Jitter,
     /// Resolved employees: (sys_user field, value) → sys_id or none, and when that answer expires.
     people: Arc<Mutex<PersonCache>>,
+    /// The instance's circuit breaker, shared by every deliverer and the flush of this process.
+    breaker: Arc<Breaker>,
 }
 
 /// (sys_user field, value) → the user's sys_id (or none), and when that answer expires.
@@ -121,6 +144,7 @@ impl Delivery {
         Delivery {
             ports: ports.clone(),
             servicenow: Arc::new(servicenow),
+            breaker: Arc::new(Breaker::new(settings.backoff)),
             settings,
             jitter: random_jitter(),
             people: Arc::default(),
@@ -135,6 +159,7 @@ impl Delivery {
             settings: self.settings.clone(),
             jitter: self.jitter.clone(),
             people: Arc::clone(&self.people),
+            breaker: Arc::clone(&self.breaker),
         }
     }
 
@@ -152,6 +177,12 @@ impl Delivery {
     /// [`Delivery::create`] under a claim: after a lookup that found nothing, the create is only sent once
     /// the claim is confirmed still held (a fenced lease renewal); a lost claim sends nothing.
     async fn create_held(&self, env: &Envelope, lookup_first: bool, held: Option<&Held>) -> (Outcome, bool) {
+        let (outcome, found) = self.create_unobserved(env, lookup_first, held).await;
+        self.observe(&outcome);
+        (outcome, found)
+    }
+
+    async fn create_unobserved(&self, env: &Envelope, lookup_first: bool, held: Option<&Held>) -> (Outcome, bool) {
         let client = match self.servicenow.client().await {
             Ok(c) => c,
             Err(o) => return (o, false),
@@ -201,10 +232,10 @@ impl Delivery {
                 Item::Aggregate { record } => record.person.as_ref(),
             };
             let created = match person {
-                Some(p) => {
-                    let fields = self.with_person(&client, p, env.fields()).await;
-                    client.create_record(env.table(), &fields).await
-                }
+                Some(p) => match self.with_person(&client, p, env.fields()).await {
+                    Ok(fields) => client.create_record(env.table(), &fields).await,
+                    Err(o) => o,
+                },
                 None => client.create_record(env.table(), env.fields()).await,
             };
             match (&created, &env.item) {
@@ -224,14 +255,54 @@ impl Delivery {
         (outcome, false)
     }
 
+    /// Whether the instance is closed to calls until some instant (epoch ms): its circuit breaker is open
+    /// (a 429 with Retry-After, or repeated 503s) or half-open with its one probe in flight. A caller that
+    /// gets `Some(t)` makes no claim and no call; it delays its work until `t` plus jitter, without
+    /// counting an attempt.
+    pub fn closed_until(&self) -> Option<i64> {
+        self.breaker.closed_until(self.ports.clock.now_ms())
+    }
+
+    /// Ask the breaker before claiming and calling (see [`crate::breaker`]).
+    pub fn admit(&self) -> Admit {
+        self.breaker.admit(self.ports.clock.now_ms())
+    }
+
+    /// Report what a ServiceNow call answered to the breaker. Every call the pipeline makes through
+    /// [`Delivery::create`] is reported; a caller making its own calls (the flush's Batch API calls)
+    /// reports them here.
+    pub fn observe(&self, outcome: &Outcome) {
+        self.breaker.record(outcome, self.ports.clock.now_ms());
+    }
+
+    /// A probe admitted by [`Delivery::admit`] made no call after all.
+    pub fn release_probe(&self) {
+        self.breaker.release_probe();
+    }
+
+    /// The delay of a message received `receive_count` times that is put back without an attempt (the
+    /// breaker is open, the claim answered Busy or NotBefore, the ledger is unavailable, the handler
+    /// panicked): at least `at_least` with jitter above it, and at least what an attempt at that receive
+    /// count would wait, so such receives do not burn the queue's receive limit; at most
+    /// [`LONGEST_REDELAY`].
+    pub fn delay_without_attempt(&self, receive_count: u32, at_least: Duration) -> Duration {
+        let at_least = (!at_least.is_zero()).then_some(at_least);
+        self.settings
+            .backoff
+            .delay(receive_count.max(1), at_least, (self.jitter)())
+            .min(LONGEST_REDELAY)
+    }
+
     /// `fields` with the employee's `sys_user` in the person's fields, or a note in its note field when
-    /// there is none. Answers are cached for the config's TTL; a miss is not an error.
+    /// there is none. Answers are cached for the config's TTL; a miss is not an error. A lookup that fails
+    /// now is retryable only where the table requires the person (`required`): elsewhere the record goes
+    /// with a note rather than waiting.
     pub async fn with_person(
         &self,
         client: &ServiceNowClient,
         p: &relay_core::PersonLookup,
         fields: &serde_json::Map<String, serde_json::Value>,
-    ) -> serde_json::Map<String, serde_json::Value> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Outcome> {
         let field = p.match_by.field();
         let key = (field.to_string(), p.value.clone());
         let now = Instant::now();
@@ -260,12 +331,21 @@ impl Delivery {
                 for f in &p.fields {
                     fields.insert(f.clone(), serde_json::Value::String(id.clone()));
                 }
-                return fields;
+                return Ok(fields);
             }
             Person::Missing => format!(
                 "no sys_user has {field} = the employee's; {} left empty",
                 p.fields.join(", ")
             ),
+            Person::Unavailable if p.required => {
+                return Err(Outcome::Retryable {
+                    retry_after: None,
+                    reason: format!(
+                        "the employee could not be looked up in sys_user now, and the table requires {}",
+                        p.fields.join(", ")
+                    ),
+                });
+            }
             Person::Unavailable => format!(
                 "the employee could not be looked up in sys_user now; {} left empty",
                 p.fields.join(", ")
@@ -274,7 +354,7 @@ impl Delivery {
         if let Some(serde_json::Value::String(text)) = fields.get_mut(&p.note_field) {
             text.push_str(&format!("\n\nPerson: {note}"));
         }
-        fields
+        Ok(fields)
     }
 
     /// Record a created record in the ledger for the envelope's key and every alert it covers, and count
@@ -383,8 +463,16 @@ impl Delivery {
                     Some(until) if until > now => delay.max(Duration::from_millis((until - now) as u64)),
                     _ => delay,
                 };
+                // A server's Retry-After is kept in the ledger as the instant before which no attempt may
+                // start: a queue that cannot carry the delay (SQS visibility ends 12 h after the receive; a
+                // re-sent message waits 15 min at most) brings the message back early, and the claim then
+                // answers NotBefore instead of calling again.
+                let not_before_ms = retry_after
+                    .is_some()
+                    .then(|| now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)));
                 let retry = RetryLater {
                     no_create_before_ms: ambiguous.then_some(settle_until).flatten(),
+                    not_before_ms,
                     ..RetryLater::new(class, reason.as_str()).needing_lookup(ambiguous)
                 };
                 if let Err(e) = self
@@ -429,7 +517,7 @@ impl Delivery {
         }
     }
 
-    async fn settle_give_up(
+    pub(crate) async fn settle_give_up(
         &self,
         env: &Envelope,
         entry: &LedgerEntry,
@@ -711,31 +799,56 @@ impl Deliverer {
             Err(e) => {
                 return match d.poison(&msg.body, &format!("not an alert envelope: {e}")).await {
                     Ok(()) => Disposition::Done,
-                    Err(_) => Disposition::RetryLater,
+                    Err(_) => self.put_back(msg, Duration::ZERO).await,
                 };
             }
+        };
+        let at_limit = msg.receive_count >= d.settings.give_up_at_receive();
+        // Near the receive limit no call is made: the alert is given up below whatever the breaker says.
+        let probe = match if at_limit { Admit::Call } else { d.admit() } {
+            Admit::Wait { until_ms } => {
+                return self.put_back(msg, self.until(until_ms)).await;
+            }
+            Admit::Probe => true,
+            Admit::Call => false,
+        };
+        let release = |disposition: Disposition| {
+            if probe {
+                d.release_probe();
+            }
+            disposition
         };
         let entry = match d.claim(&env).await {
             Ok(Claim::Claimed(entry)) => entry,
             // settled, or a member of a sealed aggregate (delivered with its aggregate): nothing to do
-            Ok(Claim::Completed(_) | Claim::Failed(_) | Claim::Aggregated(_)) => return Disposition::Done,
+            Ok(Claim::Completed(_) | Claim::Failed(_) | Claim::Aggregated(_)) => return release(Disposition::Done),
+            Ok(Claim::NotBefore { until_ms }) if at_limit => {
+                // not claimable before its Retry-After, but the queue will not hand the message out much
+                // longer: give it up under the entry's current token
+                let entry = match d.ports.ledger.get(&env.ledger_key()).await {
+                    Ok(Some(entry)) => entry,
+                    _ => return self.put_back(msg, self.until(until_ms)).await,
+                };
+                return self.give_up_at_limit(msg, &env, &entry).await;
+            }
             Ok(Claim::Busy { lease_until_ms: until } | Claim::NotBefore { until_ms: until }) => {
-                let wait = Duration::from_millis((until - d.ports.clock.now_ms()).max(1000) as u64);
-                self.delay(msg, wait).await;
-                return Disposition::RetryLater;
+                return release(self.put_back(msg, self.until(until)).await);
             }
             Ok(Claim::Missing) | Err(_) => {
                 tracing::warn!(alert_id = %env.ledger_key(), "ledger unavailable; the message will come back");
-                return Disposition::RetryLater;
+                return release(self.put_back(msg, Duration::ZERO).await);
             }
         };
+        if at_limit {
+            return self.give_up_at_limit(msg, &env, &entry).await;
+        }
         let held = Held::new(&entry);
         let lookup_first = must_look_up(&entry, &env);
         let (outcome, found) = d.holding(&held, d.create_held(&env, lookup_first, Some(&held))).await;
         if held.is_lost() && !matches!(outcome, Outcome::Created(_)) {
             // Another deliverer holds the alert now: it decides; nothing of this attempt is recorded.
             tracing::warn!(alert_id = %env.ledger_key(), "claim lost during the attempt; leaving the alert to its new holder");
-            return Disposition::RetryLater;
+            return self.put_back(msg, Duration::ZERO).await;
         }
         match outcome {
             Outcome::Created(rec) => match d.succeeded(&env, &entry, record_ref(rec), found).await {
@@ -750,7 +863,7 @@ impl Deliverer {
                         .ledger
                         .retry_later(&env.ledger_key(), entry.claim_token, &retry, now)
                         .await;
-                    Disposition::RetryLater
+                    self.put_back(msg, Duration::ZERO).await
                 }
             },
             failure => match d.failed(&env, &entry, failure).await {
@@ -763,12 +876,53 @@ impl Deliverer {
         }
     }
 
+    /// From now until `until_ms` (epoch ms).
+    fn until(&self, until_ms: i64) -> Duration {
+        Duration::from_millis(u64::try_from(until_ms - self.delivery.ports.clock.now_ms()).unwrap_or(0))
+    }
+
+    /// Keep a message without an attempt: delay it at least `at_least`, jittered and no shorter than an
+    /// attempt at its receive count would wait ([`Delivery::delay_without_attempt`]).
+    async fn put_back(&self, msg: &ReceivedMessage, at_least: Duration) -> Disposition {
+        let delay = self.delivery.delay_without_attempt(msg.receive_count, at_least);
+        self.delay(msg, delay).await;
+        Disposition::RetryLater
+    }
+
+    /// The message has been received so often that the queue's redrive would soon move it to the DLQ
+    /// without a notice: give the alert up now, with one (class `receive_limit`).
+    async fn give_up_at_limit(&self, msg: &ReceivedMessage, env: &Envelope, entry: &LedgerEntry) -> Disposition {
+        let d = &self.delivery;
+        let elapsed = Duration::from_millis((d.ports.clock.now_ms() - entry.first_received_at_ms).max(0) as u64);
+        let last = match (&entry.last_error_class, &entry.last_error) {
+            (Some(class), Some(error)) => format!("; last error ({class}): {error}"),
+            _ => String::new(),
+        };
+        let why = format!(
+            "the realtime queue handed the message out {} times (receive limit {}) after {} attempts over {} min; \
+             given up before the queue's redrive would move it without a notice{last}",
+            msg.receive_count,
+            d.settings.max_receives,
+            entry.attempts,
+            elapsed.as_secs() / 60
+        );
+        match d.settle_give_up(env, entry, "receive_limit", &why).await {
+            AfterFailure::DeadLettered => Disposition::Done,
+            AfterFailure::RetryIn(delay) => {
+                self.delay(msg, delay).await;
+                Disposition::RetryLater
+            }
+        }
+    }
+
+    /// Make the message visible again after `delay`, at most [`LONGEST_REDELAY`] (what SQS's 12 h
+    /// visibility limit allows; a longer wait is in the ledger as `not_before_ms`).
     async fn delay(&self, msg: &ReceivedMessage, delay: Duration) {
         if let Err(e) = self
             .delivery
             .ports
             .realtime
-            .change_visibility(&msg.receipt, delay)
+            .change_visibility(&msg.receipt, delay.min(LONGEST_REDELAY))
             .await
         {
             tracing::warn!(message_id = %msg.message_id, error = %e, "could not delay the message; it returns after the visibility timeout");
@@ -808,7 +962,7 @@ impl Deliverer {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(message_id = %m.message_id, error = %e, "delivery task panicked; message kept for retry");
-                    Disposition::RetryLater
+                    self.put_back(&m, Duration::ZERO).await
                 }
             };
             out.push((m, disposition));

@@ -176,9 +176,27 @@ impl Flusher {
     pub async fn flush_until(&self, deadline_ms: i64) -> FlushReport {
         let d = &self.delivery;
         let last_start = deadline_ms - self.settings.settle_reserve.as_millis() as i64;
-        let open = || d.ports.clock.now_ms() < last_start;
+        // no ServiceNow call starts after `last_start`, nor while the breaker keeps the instance closed
+        let open = || d.ports.clock.now_ms() < last_start && d.closed_until().is_none();
         let mut report = FlushReport::default();
         let drained = self.drain(last_start, &mut report).await;
+        if let Some(until) = d.closed_until() {
+            // ServiceNow asked to wait (or keeps failing): claim nothing, call nothing; the messages come back
+            // once it takes calls again (with jitter, so the next flush does not open with a burst)
+            let wait = Duration::from_millis((until - d.ports.clock.now_ms()).max(0) as u64);
+            for m in &drained {
+                let delay = d.delay_without_attempt(m.receive_count, wait);
+                let _ = d.ports.batch.change_visibility(&m.receipt, delay).await;
+            }
+            tracing::info!(
+                messages = drained.len(),
+                closed_until_ms = until,
+                "ServiceNow closed to calls; the batch waits"
+            );
+            report.left += drained.len();
+            FlushFinished { report: &report }.emit();
+            return report;
+        }
 
         // Parse and claim each alert (concurrently; claims are conditional writes).
         let claims: Vec<(ReceivedMessage, Result<Envelope, String>, Option<Claim>)> = futures::stream::iter(drained)
@@ -378,12 +396,22 @@ impl Flusher {
             // each record names its person, as a realtime record does
             let mut items = items;
             if let Ok(c) = &client {
-                for item in items.iter_mut() {
+                let mut ready = Vec::with_capacity(items.len());
+                for mut item in items {
                     let Ok(i) = item.id.parse::<usize>() else { continue };
                     if let Some(p) = &plan.records[i].person {
-                        item.fields = d.with_person(c, p, &item.fields).await;
+                        match d.with_person(c, p, &item.fields).await {
+                            Ok(fields) => item.fields = fields,
+                            // the table requires the person and sys_user cannot be asked now: not sent
+                            Err(o) => {
+                                outcomes.insert(i, (o, false));
+                                continue;
+                            }
+                        }
                     }
+                    ready.push(item);
                 }
+                items = ready;
             }
             if items.is_empty() {
                 continue;
@@ -400,6 +428,7 @@ impl Flusher {
                     Ok(results) => {
                         let mut answered: Vec<usize> = Vec::new();
                         for (id, o) in results {
+                            d.observe(&o);
                             if let Ok(i) = id.parse::<usize>() {
                                 answered.push(i);
                                 if let (Outcome::Created(rec), Some(r)) = (&o, plan.records.get(i)) {
@@ -428,6 +457,7 @@ impl Flusher {
                         }
                     }
                     Err(o) => {
+                        d.observe(&o);
                         for it in &items {
                             outcomes.insert(it.id.parse().unwrap_or(usize::MAX), (o.clone(), false));
                         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use relay_ports::{AlertQueue, Clock, Ledger, Notifier, SecretStore};
 
+pub mod breaker;
 pub mod chart;
 pub mod defaults;
 pub mod deliver;

@@ -467,3 +467,59 @@ async fn a_copy_of_a_members_batch_message_is_delivered_with_its_aggregate_only(
     }
     assert_eq!(h.batch.depth().await.unwrap(), 0);
 }
+
+/// Issue 13, case 9: after the Batch API answered 429 with a Retry-After, the next flush calls nothing and
+/// claims nothing: its messages wait (with jitter) until the instance takes calls again.
+#[tokio::test]
+async fn a_flush_while_servicenow_asked_to_wait_calls_nothing_and_holds_the_batch() {
+    let h = harness(Options::default()).await;
+    for i in 0..3 {
+        h.post(
+            &alert_body(&format!("rl-{i}"), "policy_violation", "low", &format!("E{i}")),
+            &format!("wh-{i}"),
+        )
+        .await;
+    }
+    h.sim.inject(Fault {
+        // (under the harness's longest honoured Retry-After, 5 s)
+        kind: FaultKind::RateLimited { retry_after_s: 4 },
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    let first = h.flusher.flush().await;
+    assert_eq!(first.retried, 3, "{first:?}");
+    assert!(
+        h.flusher.delivery.closed_until().is_some(),
+        "the 429 closed the instance to calls"
+    );
+
+    for i in 3..5 {
+        h.post(
+            &alert_body(&format!("rl-{i}"), "policy_violation", "low", &format!("E{i}")),
+            &format!("wh-{i}"),
+        )
+        .await;
+    }
+    let calls = h.sim.requests().len();
+    let second = h.flusher.flush().await;
+    assert_eq!((second.messages, second.left, second.alerts), (2, 2, 0), "{second:?}");
+    assert_eq!(h.sim.requests().len(), calls, "no call while ServiceNow asked to wait");
+    for i in 3..5 {
+        let e = h.state(&format!("rl-{i}")).await;
+        assert_eq!(
+            (e.state, e.attempts),
+            (DeliveryState::Queued, 0),
+            "rl-{i} was not claimed"
+        );
+    }
+    // the held messages come back no earlier than the Retry-After
+    let now = relay_ports::Clock::now_ms(&relay_ports::SystemClock);
+    for m in h.batch.list(10).await.unwrap() {
+        assert!(
+            m.visible_at_ms >= now + 3_000,
+            "visible again in {} ms",
+            m.visible_at_ms - now
+        );
+    }
+}

@@ -91,3 +91,38 @@ async fn a_person_not_in_sys_user_is_noted_and_the_record_still_made_and_the_ans
         .count();
     assert_eq!(lookups, 1, "the miss is cached for the TTL");
 }
+
+/// The HR case's data policy requires `opened_for`: when sys_user cannot be asked right now, the alert is
+/// retried (not sent without the person, which the instance refuses and which would dead-letter it).
+#[tokio::test]
+async fn an_hr_case_waits_for_a_sys_user_lookup_that_fails_now_instead_of_being_refused() {
+    let h = harness_with(Options::default(), SimConfig::default()).await;
+    let user = user_id(&h, "E2210");
+    h.sim.inject(servicenow_sim::Fault {
+        kind: servicenow_sim::FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: Some("sys_user".into()),
+        method: Some("GET".into()),
+    });
+    assert_eq!(
+        h.post(&sample("seed-productivity-non-work-browsing.json"), "wh-hr")
+            .await
+            .status,
+        202
+    );
+    let report = h.flusher.flush().await;
+    assert_eq!((report.created, report.retried), (0, 1), "{report:?}");
+    assert!(
+        h.sim.records("sn_hr_core_case").is_empty(),
+        "nothing sent without the person"
+    );
+    h.deliver_all().await;
+    let hr = h.sim.records("sn_hr_core_case");
+    assert_eq!(hr.len(), 1);
+    assert_eq!(hr[0]["opened_for"].as_str(), Some(&*user));
+    assert_eq!(
+        relay_ports::AlertQueue::depth(&h.dlq).await.unwrap(),
+        0,
+        "not dead-lettered"
+    );
+}

@@ -1456,6 +1456,7 @@ pub async fn queue_delay_is_respected(queue: &dyn AlertQueue) {
 pub async fn queue_visibility_and_change_visibility(queue: &dyn AlertQueue) {
     let id = queue.send("visibility", Duration::ZERO).await.expect("send");
     let first = receive_one(queue, Duration::from_secs(5)).await.expect("receive");
+    assert_eq!(first.receive_count, 1, "the first receive counts 1");
     assert!(
         receive_one(queue, Duration::from_secs(1)).await.is_none(),
         "a received message must be invisible"
@@ -1489,6 +1490,7 @@ pub async fn queue_visibility_and_change_visibility(queue: &dyn AlertQueue) {
         again.sent_at_ms, first.sent_at_ms,
         "sent_at_ms is the first send time, not the receive time"
     );
+    assert_eq!(again.receive_count, 2, "every receive is counted");
 
     // change_visibility(0) shows it at once.
     queue
@@ -1499,6 +1501,7 @@ pub async fn queue_visibility_and_change_visibility(queue: &dyn AlertQueue) {
         .await
         .expect("change_visibility(0) must show it at once");
     assert_eq!(third.message_id, id);
+    assert_eq!(third.receive_count, 3, "every receive is counted");
     queue
         .delete(&third.receipt)
         .await

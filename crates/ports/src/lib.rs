@@ -60,6 +60,10 @@ pub struct ReceivedMessage {
     pub body: String,
     /// When the message was first sent to the queue (epoch ms).
     pub sent_at_ms: i64,
+    /// How many times the queue has handed this message out, this receive included (SQS
+    /// `ApproximateReceiveCount`): 1 on the first receive. A redrive policy moves a message to its
+    /// dead-letter queue once this passes `maxReceiveCount`.
+    pub receive_count: u32,
 }
 
 /// A durable queue with visibility timeouts: the realtime queue, the batch queue, a dead-letter queue.

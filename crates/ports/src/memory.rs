@@ -19,6 +19,7 @@ struct Message {
     sent_at_ms: i64,
     visible_at_ms: i64,
     receipt: Option<String>,
+    receive_count: u32,
 }
 
 /// A queue in memory with SQS's visibility semantics (no persistence, no size limit beyond SQS's).
@@ -73,6 +74,7 @@ impl AlertQueue for MemoryQueue {
             sent_at_ms: now,
             visible_at_ms: now + delay.as_millis() as i64,
             receipt: None,
+            receive_count: 0,
         });
         Ok(id)
     }
@@ -92,11 +94,13 @@ impl AlertQueue for MemoryQueue {
                     let receipt = format!("{}#{}", m.id, self.next.fetch_add(1, Ordering::Relaxed));
                     m.receipt = Some(receipt.clone());
                     m.visible_at_ms = now + self.visibility.as_millis() as i64;
+                    m.receive_count += 1;
                     out.push(ReceivedMessage {
                         message_id: m.id.clone(),
                         receipt,
                         body: m.body.clone(),
                         sent_at_ms: m.sent_at_ms,
+                        receive_count: m.receive_count,
                     });
                 }
             }

@@ -16,15 +16,15 @@ fn ceilings_double_until_the_cap() {
 }
 
 #[test]
-fn full_jitter_scales_the_ceiling() {
+fn equal_jitter_keeps_half_the_ceiling() {
     let p = policy();
     assert_eq!(
         p.next_attempt(3, Duration::ZERO, None, 0.0),
-        NextAttempt::After(Duration::ZERO)
+        NextAttempt::After(Duration::from_secs(4))
     );
     assert_eq!(
         p.next_attempt(3, Duration::ZERO, None, 0.5),
-        NextAttempt::After(Duration::from_secs(4))
+        NextAttempt::After(Duration::from_secs(6))
     );
     assert_eq!(
         p.next_attempt(3, Duration::ZERO, None, 7.0),
@@ -32,21 +32,25 @@ fn full_jitter_scales_the_ceiling() {
     );
     assert_eq!(
         p.next_attempt(3, Duration::ZERO, None, f64::NAN),
-        NextAttempt::After(Duration::ZERO)
+        NextAttempt::After(Duration::from_secs(4))
     );
 }
 
 #[test]
-fn retry_after_is_a_lower_bound_up_to_twelve_hours() {
+fn retry_after_is_a_lower_bound_with_jitter_above_it_up_to_twelve_hours() {
     let p = policy();
     let ra = Some(Duration::from_secs(120));
     assert_eq!(
-        p.next_attempt(1, Duration::ZERO, ra, 0.9),
+        p.next_attempt(1, Duration::ZERO, ra, 0.0),
         NextAttempt::After(Duration::from_secs(120))
+    );
+    assert_eq!(
+        p.next_attempt(1, Duration::ZERO, ra, 0.5),
+        NextAttempt::After(Duration::from_secs(135))
     );
     let huge = Some(Duration::from_secs(100 * 3600));
     assert_eq!(
-        p.next_attempt(1, Duration::ZERO, huge, 0.1),
+        p.next_attempt(1, Duration::ZERO, huge, 0.0),
         NextAttempt::After(Duration::from_secs(12 * 3600))
     );
 }
@@ -54,16 +58,33 @@ fn retry_after_is_a_lower_bound_up_to_twelve_hours() {
 #[test]
 fn gives_up_when_the_next_attempt_would_leave_the_window() {
     let p = policy();
-    let almost = Duration::from_secs(24 * 3600 - 10);
+    let almost = Duration::from_secs(24 * 3600 - 500);
     assert_eq!(p.next_attempt(30, almost, None, 0.5), NextAttempt::GiveUp);
     assert_eq!(
         p.next_attempt(30, almost, None, 0.0),
-        NextAttempt::After(Duration::ZERO)
+        NextAttempt::After(Duration::from_secs(450))
     );
     assert_eq!(
         p.next_attempt(1, Duration::from_secs(25 * 3600), None, 0.0),
         NextAttempt::GiveUp
     );
+}
+
+#[test]
+fn the_default_policy_makes_at_most_two_hundred_attempts_in_a_day() {
+    // 1 + 2 + … + 256 s (511 s) over the first nine retries, then 450 s each: 1 + 9 + 190 attempts
+    assert_eq!(policy().max_attempts(), 200);
+    let zero = BackoffPolicy {
+        base: Duration::ZERO,
+        ..policy()
+    };
+    assert_eq!(zero.max_attempts(), u32::MAX);
+    let short = BackoffPolicy {
+        window: Duration::from_secs(3),
+        ..policy()
+    };
+    // attempts at 0, 1 s and 3 s
+    assert_eq!(short.max_attempts(), 3);
 }
 
 proptest! {
@@ -94,10 +115,24 @@ proptest! {
                 }
             }
             NextAttempt::GiveUp => {
-                let min_delay = retry_after_s.map(|s| Duration::from_secs(s).min(p.max_retry_after)).unwrap_or_default();
-                let max_delay = p.ceiling(attempts).mul_f64(jitter).max(min_delay);
-                prop_assert!(elapsed + max_delay > p.window);
+                prop_assert!(elapsed + p.delay(attempts, retry_after_s.map(Duration::from_secs), jitter) > p.window);
             }
+        }
+    }
+
+    #[test]
+    fn no_schedule_fits_more_attempts_in_the_window_than_max_attempts(
+        base_ms in 1u64..5_000, cap_ms in 1u64..600_000, window_s in 1u64..20_000,
+        jitters in proptest::collection::vec(0.0f64..1.0, 1..64),
+    ) {
+        let p = BackoffPolicy { base: Duration::from_millis(base_ms), cap: Duration::from_millis(cap_ms),
+            window: Duration::from_secs(window_s), ..policy() };
+        let mut elapsed = Duration::ZERO;
+        let mut attempts = 1u32;
+        while let NextAttempt::After(d) = p.next_attempt(attempts, elapsed, None, jitters[attempts as usize % jitters.len()]) {
+            elapsed += d;
+            attempts += 1;
+            prop_assert!(attempts <= p.max_attempts());
         }
     }
 }

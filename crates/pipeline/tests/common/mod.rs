@@ -152,6 +152,10 @@ pub struct Options {
     pub lease: Duration,
     /// The settle window after an ambiguous create.
     pub settle: Duration,
+    /// The realtime queue's receive limit (`None`: derived from the backoff policy).
+    pub max_receives: Option<u32>,
+    /// The longest server Retry-After honoured.
+    pub max_retry_after: Duration,
 }
 
 impl Default for Options {
@@ -163,6 +167,8 @@ impl Default for Options {
             batch_settings: None,
             lease: Duration::from_secs(5),
             settle: Duration::from_millis(50),
+            max_receives: None,
+            max_retry_after: Duration::from_secs(5),
         }
     }
 }
@@ -210,19 +216,23 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
         SigningKeys::Fixed(keys.clone()),
         IngestSettings::default(),
     );
+    let backoff = BackoffPolicy {
+        base: Duration::from_millis(20),
+        cap: Duration::from_millis(100),
+        window: opts.window,
+        max_retry_after: opts.max_retry_after,
+    };
     let delivery = Delivery::new(
         &ports,
         ServiceNowTarget::ready(client),
         DeliverySettings {
-            backoff: BackoffPolicy {
-                base: Duration::from_millis(20),
-                cap: Duration::from_millis(100),
-                window: opts.window,
-                max_retry_after: Duration::from_secs(5),
-            },
+            backoff,
             lease: opts.lease,
             ledger_retention: Duration::from_secs(3600),
             settle: opts.settle,
+            max_receives: opts
+                .max_receives
+                .unwrap_or_else(|| relay_pipeline::defaults::max_receive_count(&backoff)),
         },
     )
     .with_jitter(Arc::new(|| 0.5));

@@ -88,13 +88,11 @@ impl Local {
             &ports,
             ServiceNowTarget::ready(client),
             DeliverySettings {
-                backoff: BackoffPolicy {
+                lease,
+                ..DeliverySettings::for_policy(BackoffPolicy {
                     window: Duration::from_secs(args.retry_window_seconds),
                     ..BackoffPolicy::default()
-                },
-                lease,
-                ledger_retention: defaults::LEDGER_RETENTION,
-                settle: defaults::SETTLE_AFTER_AMBIGUOUS,
+                })
             },
         ));
         let flusher = Arc::new(Flusher::new(delivery.clone(), flush_settings));
