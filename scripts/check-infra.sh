@@ -74,7 +74,7 @@ else
 fi
 
 # The three function binaries under a stub Lambda runtime API against moto and the simulator (about 30 s
-# with a warm target; PROFILE=release scripts/lambda-dev-loop.sh for the release binaries).
+# with a warm target, about 3 minutes on a clean one; PROFILE=release scripts/lambda-dev-loop.sh for the release binaries).
 step "lambda dev loop" scripts/lambda-dev-loop.sh
 
 echo "==> [infra] timings"

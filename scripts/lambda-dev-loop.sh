@@ -22,15 +22,9 @@ done
 [ -n "$python" ] || { echo "lambda-dev-loop: a Python with boto3 and moto[server] is needed (scripts/requirements-test.txt)" >&2; exit 1; }
 moto_server=$(dirname "$python")/moto_server
 
-# The debug binaries are built exactly as the test command builds them (`cargo test --workspace
-# --all-targets`, the same feature resolution), so after it this is a no-op; another profile builds the five.
-if [ "$profile" = dev ]; then
-  echo "==> [lambda] cargo test --workspace --all-targets --no-run (the test command's build)"
-  cargo test --locked --workspace --all-targets --no-run --quiet
-else
-  echo "==> [lambda] cargo build --profile $profile -p servicenow-sim -p ingest -p deliver -p flush -p relay"
-  cargo build --locked --profile "$profile" -p servicenow-sim -p ingest -p deliver -p flush -p relay
-fi
+# The five binaries as Lambda and the loop run them (the test command's own build does not link every bin).
+echo "==> [lambda] cargo build --profile $profile -p servicenow-sim -p ingest -p deliver -p flush -p relay"
+cargo build --locked --quiet --profile "$profile" -p servicenow-sim -p ingest -p deliver -p flush -p relay
 bin="$root/target/$dir"
 
 work=$(mktemp -d)
