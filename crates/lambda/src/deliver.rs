@@ -34,11 +34,10 @@ pub fn delivery(settings: &Settings, ports: &Ports) -> Delivery {
         ports,
         target,
         DeliverySettings {
-            backoff: settings.backoff,
             lease: settings.lease,
             ledger_retention: settings.ledger_retention,
             settle: settings.settle,
-            max_receives: relay_pipeline::defaults::max_receive_count(&settings.backoff),
+            ..DeliverySettings::for_policy(settings.backoff)
         },
     )
 }

@@ -104,6 +104,13 @@ pub const FLUSH_BUDGET: Duration = Duration::from_secs(240);
 /// to store its results.
 pub const FLUSH_SETTLE_RESERVE: Duration = Duration::from_secs(SERVICENOW_TIMEOUT.as_secs() + 10);
 
+/// The settle reserve of a flush whose ServiceNow exchanges are bounded by `exchange_timeout` (`relay
+/// serve`): one call in flight (each exchange repeated after a 401 at worst) plus room for the ledger writes
+/// after it.
+pub fn flush_settle_reserve(exchange_timeout: Duration) -> Duration {
+    exchange_timeout * EXCHANGES_PER_CALL + LEASE_MARGIN
+}
+
 /// How many records a flush settles (ledger writes) at the same time.
 pub const FLUSH_SETTLE_CONCURRENCY: usize = 16;
 

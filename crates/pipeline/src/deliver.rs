@@ -371,6 +371,24 @@ impl Delivery {
         Ok(())
     }
 
+    /// The record of `entry` exists but the ledger did not take it (`error`): mark the entry for a lookup
+    /// (best effort), so the next attempt finds the record instead of creating it again.
+    pub async fn record_not_stored(&self, entry: &LedgerEntry, error: &PortError) {
+        tracing::error!(alert_id = %entry.alert_id, error = %error, "record created but ledger not updated");
+        let retry = RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true);
+        let now = self.ports.clock.now_ms();
+        let _ = self
+            .ports
+            .ledger
+            .retry_later(&entry.alert_id, entry.claim_token, &retry, now)
+            .await;
+    }
+
+    /// From now until `until_ms` (epoch ms); zero when it has passed.
+    pub fn until(&self, until_ms: i64) -> Duration {
+        Duration::from_millis(u64::try_from(until_ms - self.ports.clock.now_ms()).unwrap_or(0))
+    }
+
     /// One record `env` describes was made.
     pub fn count_record(&self, env: &Envelope) {
         RecordCreated {
@@ -807,7 +825,7 @@ impl Deliverer {
         // Near the receive limit no call is made: the alert is given up below whatever the breaker says.
         let probe = match if at_limit { Admit::Call } else { d.admit() } {
             Admit::Wait { until_ms } => {
-                return self.put_back(msg, self.until(until_ms)).await;
+                return self.put_back(msg, d.until(until_ms)).await;
             }
             Admit::Probe => true,
             Admit::Call => false,
@@ -827,12 +845,12 @@ impl Deliverer {
                 // longer: give it up under the entry's current token
                 let entry = match d.ports.ledger.get(&env.ledger_key()).await {
                     Ok(Some(entry)) => entry,
-                    _ => return self.put_back(msg, self.until(until_ms)).await,
+                    _ => return self.put_back(msg, d.until(until_ms)).await,
                 };
                 return self.give_up_at_limit(msg, &env, &entry).await;
             }
             Ok(Claim::Busy { lease_until_ms: until } | Claim::NotBefore { until_ms: until }) => {
-                return release(self.put_back(msg, self.until(until)).await);
+                return release(self.put_back(msg, d.until(until)).await);
             }
             Ok(Claim::Missing) | Err(_) => {
                 tracing::warn!(alert_id = %env.ledger_key(), "ledger unavailable; the message will come back");
@@ -854,15 +872,7 @@ impl Deliverer {
             Outcome::Created(rec) => match d.succeeded(&env, &entry, record_ref(rec), found).await {
                 Ok(()) => Disposition::Done,
                 Err(e) => {
-                    // The record exists but the ledger did not take it: the next attempt looks it up.
-                    tracing::error!(alert_id = %env.ledger_key(), error = %e, "record created but ledger not updated");
-                    let now = d.ports.clock.now_ms();
-                    let retry = RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true);
-                    let _ = d
-                        .ports
-                        .ledger
-                        .retry_later(&env.ledger_key(), entry.claim_token, &retry, now)
-                        .await;
+                    d.record_not_stored(&entry, &e).await;
                     self.put_back(msg, Duration::ZERO).await
                 }
             },
@@ -874,11 +884,6 @@ impl Deliverer {
                 AfterFailure::DeadLettered => Disposition::Done,
             },
         }
-    }
-
-    /// From now until `until_ms` (epoch ms).
-    fn until(&self, until_ms: i64) -> Duration {
-        Duration::from_millis(u64::try_from(until_ms - self.delivery.ports.clock.now_ms()).unwrap_or(0))
     }
 
     /// Keep a message without an attempt: delay it at least `at_least`, jittered and no shorter than an

@@ -183,7 +183,7 @@ impl Flusher {
         if let Some(until) = d.closed_until() {
             // ServiceNow asked to wait (or keeps failing): claim nothing, call nothing; the messages come back
             // once it takes calls again (with jitter, so the next flush does not open with a burst)
-            let wait = Duration::from_millis((until - d.ports.clock.now_ms()).max(0) as u64);
+            let wait = d.until(until);
             for m in &drained {
                 let delay = d.delay_without_attempt(m.receive_count, wait);
                 let _ = d.ports.batch.change_visibility(&m.receipt, delay).await;
@@ -369,12 +369,8 @@ impl Flusher {
                 .collect();
             // one at a time: a seal is one small ledger transaction, and concurrent transactions only
             // contend (moto's are not even safe to run concurrently)
-            let mut seals = Vec::with_capacity(to_seal.len());
             for i in to_seal {
-                seals.push((i, self.seal(&plan.records[i], &alerts, last_start, deadline_ms).await));
-            }
-            for (i, sealed) in seals {
-                match sealed {
+                match self.seal(&plan.records[i], &alerts, last_start, deadline_ms).await {
                     Ok(entry) => {
                         plans.insert(i, entry);
                     }
@@ -535,14 +531,7 @@ impl Flusher {
                     Err(e) => {
                         // Leave the messages: they come back, and the next attempt (the lone alert claimed
                         // again, or the aggregate resumed from its sealed entry) looks the record up.
-                        tracing::error!(alert_id = %entry.alert_id, error = %e, "record created but ledger not updated");
-                        let now = d.ports.clock.now_ms();
-                        let retry = RetryLater::new("ambiguous", "ledger update failed").needing_lookup(true);
-                        let _ = d
-                            .ports
-                            .ledger
-                            .retry_later(&entry.alert_id, entry.claim_token, &retry, now)
-                            .await;
+                        d.record_not_stored(&entry, &e).await;
                         s.report.left += members.len();
                     }
                 }

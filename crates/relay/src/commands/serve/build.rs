@@ -47,10 +47,8 @@ impl Local {
         let lease = lease(args)?;
         let config_hash = config.hash.clone();
         let window = Duration::from_secs(args.batch_window_seconds.unwrap_or(config.batch_window_seconds).max(1));
-        // The flush's settle reserve covers one ServiceNow call of this relay's exchange timeout (each
-        // exchange repeated after a 401 at worst) plus the ledger writes after it, not the Lambda's.
-        let settle_reserve = Duration::from_secs(args.servicenow_timeout_seconds) * defaults::EXCHANGES_PER_CALL
-            + defaults::LEASE_MARGIN;
+        // the flush's settle reserve follows this relay's exchange timeout, not the Lambda's
+        let settle_reserve = defaults::flush_settle_reserve(Duration::from_secs(args.servicenow_timeout_seconds));
         let flush_settings = FlushSettings {
             drain_budget: defaults::FLUSH_DRAIN_BUDGET.min(window),
             budget: defaults::FLUSH_BUDGET.min(window.max(settle_reserve * 2)),
