@@ -4,7 +4,7 @@
 #   2. sam validate --lint            (SAM transform + cfn-lint through the SAM CLI)
 #   3. infra/cdk: npm ci, cdk synth (offline, placeholder binaries), CDK assertion tests (npm test)
 #   4. scripts/lambda-dev-loop.sh: ingest, deliver and flush as Lambda runs them, against moto and the simulator
-# The template policy test (tests/tests/template_policy.rs) runs with `cargo test`.
+# The template policy test (crates/relay-e2e/tests/template_policy.rs) runs with `cargo test`.
 # `sam build` is NOT run here: it needs the aarch64 Rust target and a release build (scripts/sam-build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

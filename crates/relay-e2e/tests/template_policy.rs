@@ -25,7 +25,7 @@ const ACTIONS_WITHOUT_RESOURCE_LEVEL: &[&str] = &[
 const FUNCTION_TYPES: &[&str] = &["AWS::Serverless::Function", "AWS::Lambda::Function"];
 
 fn template_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml")
 }
 
 /// Loads a CloudFormation/SAM YAML template as JSON, with short-form intrinsic tags expanded.

@@ -1,6 +1,6 @@
 //! The three Lambda handlers over real AWS APIs (moto_server) and the ServiceNow simulator, invoked with
 //! the events Lambda sends (events/lambda/*.json). These prove the wiring: the pipeline's own logic is
-//! tested in crates/pipeline.
+//! tested in crates/relay-pipeline.
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use relay_core::{Alert, Config, Router};
 use std::hint::black_box;
 
-// the allocator the shipped binaries use (crates/lambda/src/lib.rs for the functions, crates/relay/src/main.rs)
+// the allocator the shipped binaries use (crates/relay-lambda/src/lib.rs for the functions, crates/relay/src/main.rs)
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

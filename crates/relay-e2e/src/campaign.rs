@@ -1,5 +1,5 @@
 //! The verdict of a fault campaign (issue 13), shared by the local one (`relay serve`,
-//! crates/relay/tests/fault_campaign.rs) and the Lambda one (tests/tests/lambda_campaign.rs): which
+//! crates/relay/tests/fault_campaign.rs) and the Lambda one (crates/relay-e2e/tests/lambda_campaign.rs): which
 //! ServiceNow records list which alerts, and whether every accepted alert is in exactly one record that
 //! lists it or in the dead-letter queue with a failure notice, with no record key twice.
 
