@@ -1,12 +1,142 @@
 //! The verdict of a fault campaign (issue 13), shared by the local one (`relay serve`,
 //! crates/relay/tests/fault_campaign.rs) and the Lambda one (crates/relay-e2e/tests/lambda_campaign.rs): which
 //! ServiceNow records list which alerts, and whether every accepted alert is in exactly one record that
-//! lists it or in the dead-letter queue with a failure notice, with no record key twice.
+//! lists it or in the dead-letter queue with a failure notice, with no record key twice. Also what both
+//! drivers share: their settings from the environment, the alerts they send and the faults they inject.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
+use rand::Rng;
+use rand::rngs::StdRng;
 use serde_json::Value;
-use servicenow_sim::RunningSim;
+use servicenow_sim::{Fault, FaultKind, RunningSim};
+
+// --- the driver's settings, alerts and faults ------------------------------------------------------------
+
+/// A campaign's size and seed: `RELAY_CAMPAIGN_SEED` (default: from the clock, printed),
+/// `RELAY_CAMPAIGN_SECONDS` (the chaos phase), `RELAY_CAMPAIGN_ALERTS` and `RELAY_CAMPAIGN_DRAIN_SECONDS`
+/// (how long the relay may take to settle everything after the chaos; default 120).
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignSettings {
+    pub seed: u64,
+    pub chaos: Duration,
+    pub alerts: usize,
+    pub drain: Duration,
+}
+
+impl CampaignSettings {
+    /// The settings from the environment, with these defaults for the size of the run.
+    pub fn from_env(alerts: usize, chaos: Duration) -> CampaignSettings {
+        let clock_seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_nanos() as u64;
+        CampaignSettings {
+            seed: env_or("RELAY_CAMPAIGN_SEED", clock_seed),
+            chaos: Duration::from_secs(env_or("RELAY_CAMPAIGN_SECONDS", chaos.as_secs())),
+            alerts: env_or("RELAY_CAMPAIGN_ALERTS", alerts),
+            drain: Duration::from_secs(env_or("RELAY_CAMPAIGN_DRAIN_SECONDS", 120)),
+        }
+    }
+
+    /// The line a campaign starts with (the seed that reproduces it).
+    pub fn describe(&self, what: &str) -> String {
+        format!(
+            "{what}: seed {} (RELAY_CAMPAIGN_SEED={} reproduces the driver's choices), {} alerts over {} s, drain up to {} s",
+            self.seed,
+            self.seed,
+            self.alerts,
+            self.chaos.as_secs(),
+            self.drain.as_secs()
+        )
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+const SEVERITIES: &[&str] = &["critical", "high", "medium", "low"];
+const TYPES: &[&str] = &[
+    "dlp",
+    "behavioral-anomaly",
+    "policy-violation",
+    "productivity",
+    "custom",
+];
+
+/// The sample alert of every alert type (file stem) and severity in `events/alerts`, as JSON: critical and
+/// high ones go the realtime way, medium and low ones are batched, each sample always for one employee (so
+/// aggregates form).
+pub fn templates() -> Vec<Value> {
+    let dir = crate::lambda::repo().join("events/alerts");
+    let mut out = Vec::new();
+    for t in TYPES {
+        for s in SEVERITIES {
+            let path = dir.join(format!("{t}-{s}.json"));
+            let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            out.push(serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+        }
+    }
+    out
+}
+
+/// The longest late commit a campaign injects. A real instance's transaction quota (60 s) is longer; the
+/// relay's settle window after an ambiguous create (75 s) covers both.
+pub const MAX_LATE_COMMIT_MS: u64 = 6_000;
+
+/// How many fault classes [`random_fault`] knows (every class of the simulator).
+pub const FAULT_CLASSES: usize = 10;
+
+/// A random fault of class `class` (0..FAULT_CLASSES), on a random table and method (or any).
+pub fn random_fault(rng: &mut StdRng, class: usize) -> Fault {
+    let kind = match class {
+        0 => FaultKind::ServerError {
+            status: [500, 502, 503][rng.random_range(0..3)],
+        },
+        1 => FaultKind::RateLimited {
+            retry_after_s: rng.random_range(1..=3),
+        },
+        2 => FaultKind::RevokeTokens,
+        3 => FaultKind::Latency {
+            ms: rng.random_range(300..=3_000),
+        },
+        4 => FaultKind::TimeoutAfterWrite,
+        5 => FaultKind::MalformedJson,
+        6 => FaultKind::TruncatedJson,
+        7 => FaultKind::ConnectionReset {
+            after_commit: rng.random_bool(0.5),
+        },
+        8 => FaultKind::TransactionCancelled,
+        _ => FaultKind::LateCommit {
+            ms: rng.random_range(500..=MAX_LATE_COMMIT_MS),
+        },
+    };
+    let count = match kind {
+        FaultKind::Latency { .. } => rng.random_range(3..=15),
+        _ => rng.random_range(1..=4),
+    };
+    let mut fault = Fault::new(kind).times(count);
+    // a fault without a table also hits the Batch API request (its items get none)
+    if rng.random_bool(0.5) {
+        fault =
+            fault.on_table(["sn_si_incident", "sn_hr_core_case", "incident", "sn_risk_risk"][rng.random_range(0..4)]);
+    }
+    match rng.random_range(0..3) {
+        0 => fault.on_method("POST"),
+        1 => fault.on_method("GET"),
+        _ => fault,
+    }
+}
+
+// --- the verdict ------------------------------------------------------------------------------------------
 
 /// Every table the shipped config routes to (and the ones a rule could send to).
 pub const TABLES: &[&str] = &[
@@ -136,6 +266,48 @@ pub struct Stores {
     pub dead_lettered: HashMap<String, String>,
     /// The keys failure notices were sent for.
     pub notified: BTreeSet<String>,
+    /// Why each dead-lettered message was given up, a line each (printed with the verdict).
+    pub dead_letter_reasons: Vec<String>,
+}
+
+impl Stores {
+    /// What the stores hold: the ledger entry of each accepted alert, the dead-letter messages' bodies,
+    /// and the keys the failure notices name.
+    pub async fn collect(
+        ledger: &dyn relay_ports::Ledger,
+        accepted: &BTreeSet<String>,
+        dead_letter_bodies: impl IntoIterator<Item = String>,
+        notified: BTreeSet<String>,
+    ) -> Stores {
+        let mut stores = Stores {
+            notified,
+            ..Stores::default()
+        };
+        for body in dead_letter_bodies {
+            let Ok(env) = relay_pipeline::Envelope::from_json(&body) else {
+                continue;
+            };
+            for id in env.alert_ids() {
+                stores.dead_lettered.insert(id, env.ledger_key());
+            }
+            if let Some(why) = &env.dead_letter {
+                stores.dead_letter_reasons.push(format!(
+                    "{} ({} alerts): {} after {} attempts: {}",
+                    env.ledger_key(),
+                    env.alert_ids().len(),
+                    why.error_class,
+                    why.attempts,
+                    why.error
+                ));
+            }
+        }
+        for id in accepted {
+            if let Some(e) = ledger.get(id).await.expect("read the ledger") {
+                stores.ledger.insert(id.clone(), LedgerView::of(&e));
+            }
+        }
+        stores
+    }
 }
 
 /// The campaign's outcome.
@@ -158,7 +330,37 @@ pub struct Verdict {
     pub aggregates: usize,
 }
 
+impl LedgerView {
+    /// The view of a ledger entry.
+    pub fn of(e: &relay_ports::LedgerEntry) -> LedgerView {
+        LedgerView {
+            state: e.state.as_str().to_string(),
+            sys_id: e.record.as_ref().map(|r| r.sys_id.clone()),
+            detail: format!("{} {:?}", e.correlation_id, e.last_error),
+        }
+    }
+}
+
 impl Verdict {
+    /// Panic unless the campaign exercised both paths, lost and duplicated nothing, and drained.
+    pub fn assert_holds(&self, seed: u64, drained: bool, drain: std::time::Duration) {
+        assert!(
+            self.accepted > 0 && self.records > self.aggregates && self.aggregates > 0,
+            "the campaign exercised both paths"
+        );
+        assert!(
+            self.lost.is_empty() && self.duplicates() == 0,
+            "seed {seed}: {} lost, {} duplicated (see the lines above)",
+            self.lost.len(),
+            self.duplicates()
+        );
+        assert!(
+            drained,
+            "seed {seed}: the relay did not drain within {} s",
+            drain.as_secs()
+        );
+    }
+
     pub fn judge(accepted: &BTreeSet<String>, records: &[Listing], stores: &Stores) -> Verdict {
         let mut by_key: BTreeMap<&str, Vec<&Listing>> = BTreeMap::new();
         let mut by_alert: BTreeMap<&str, Vec<&Listing>> = BTreeMap::new();

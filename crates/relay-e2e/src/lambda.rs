@@ -70,6 +70,13 @@ pub struct StackOptions {
     pub atomic_dynamo: bool,
     /// Use this realtime queue URL instead of the created queue (e.g. one that does not exist).
     pub realtime_queue_url: Option<String>,
+    /// The flush's budget (FLUSH_BUDGET_SECONDS, whole seconds).
+    pub flush_budget: Duration,
+    /// How long no create follows an ambiguous one (compressed: 50 ms).
+    pub settle: Duration,
+    /// The realtime queue's receive limit the deliverer watches (default: derived from the retry policy,
+    /// as on AWS).
+    pub max_receives: Option<u32>,
 }
 
 impl Default for StackOptions {
@@ -80,6 +87,9 @@ impl Default for StackOptions {
             username: "relay",
             atomic_dynamo: false,
             realtime_queue_url: None,
+            flush_budget: Duration::from_secs(60),
+            settle: Duration::from_millis(50),
+            max_receives: None,
         }
     }
 }
@@ -147,7 +157,7 @@ impl Stack {
             ("SERVICENOW_SECRET_ARN", servicenow_secret),
             ("FAILURE_TOPIC_ARN", topic.topic_arn.clone()),
             ("RETRY_WINDOW_SECONDS", opts.window.as_secs().max(1).to_string()),
-            ("FLUSH_BUDGET_SECONDS", "60".into()),
+            ("FLUSH_BUDGET_SECONDS", opts.flush_budget.as_secs().max(1).to_string()),
         ]);
         let mut settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
         settings.backoff = BackoffPolicy {
@@ -159,7 +169,7 @@ impl Stack {
         settings.lease = Duration::from_secs(5);
         settings.servicenow_timeout = Duration::from_millis(1500);
         settings.ledger_retention = Duration::from_secs(3600);
-        settings.settle = Duration::from_millis(50);
+        settings.settle = opts.settle;
 
         let mut ports = aws_ports(&settings, &sdk);
         let atomic = if opts.atomic_dynamo {
@@ -170,7 +180,11 @@ impl Stack {
             None
         };
         let ingest = ingest::ingest(&settings, &ports).await.expect("ingest pipeline");
-        let deliverer = Deliverer::new(Arc::new(deliver::delivery(&settings, &ports)));
+        let mut delivery = deliver::delivery(&settings, &ports);
+        if let Some(limit) = opts.max_receives {
+            delivery.settings.max_receives = limit;
+        }
+        let deliverer = Deliverer::new(Arc::new(delivery));
         let flusher = flush::flusher(&settings, &ports).expect("flush pipeline");
         Some(Stack {
             sdk,
@@ -300,6 +314,7 @@ impl Stack {
                 r["receiptHandle"] = json!(m.receipt);
                 r["body"] = json!(m.body);
                 r["attributes"]["SentTimestamp"] = json!(m.sent_at_ms.to_string());
+                r["attributes"]["ApproximateReceiveCount"] = json!(m.receive_count.to_string());
                 r["eventSourceARN"] = json!(queue.arn);
                 r
             })
@@ -353,9 +368,22 @@ impl Stack {
 
     /// Invoke the flush function with the scheduled event; returns its JSON result.
     pub async fn invoke_flush(&self) -> Value {
+        self.flush_with(Context::default()).await
+    }
+
+    /// Invoke the flush function as an invocation whose deadline is `timeout` from now (the function
+    /// timeout). Lambda ends an invocation at its deadline: wrap this in `tokio::time::timeout(timeout, …)`
+    /// to drop it there.
+    pub async fn invoke_flush_within(&self, timeout: Duration) -> Value {
+        let mut context = Context::default();
+        context.deadline = (SystemClock.now_ms() + timeout.as_millis() as i64) as u64;
+        self.flush_with(context).await
+    }
+
+    async fn flush_with(&self, context: Context) -> Value {
         let event: EventBridgeEvent =
             serde_json::from_value(envelope("scheduled-flush.json")).expect("scheduled event");
-        let report = flush::handle(&self.flusher, LambdaEvent::new(event, Context::default()))
+        let report = flush::handle(&self.flusher, LambdaEvent::new(event, context))
             .await
             .expect("infallible");
         serde_json::to_value(&report).expect("the report serializes")

@@ -433,6 +433,58 @@ async fn a_permanent_error_dead_letters_at_once_and_notifies() {
 }
 
 #[tokio::test]
+async fn near_the_receive_limit_the_deliverer_dead_letters_with_a_notice_before_the_redrive_would() {
+    // a receive limit of 12 (maxReceiveCount): the deliverer gives up at receive 2, before SQS's redrive
+    // would move the message to the DLQ with no notice and the ledger RETRYING
+    let s = stack!(StackOptions {
+        max_receives: Some(12),
+        ..StackOptions::default()
+    });
+    s.sim.inject(
+        Fault::new(FaultKind::ServerError { status: 500 })
+            .times(100)
+            .on_table("sn_si_incident")
+            .on_method("POST"),
+    );
+    s.post(&sample("seed-usb-copy-847-files.json"), "wh").await;
+    let (n, failed) = s.poll_realtime(Duration::from_secs(2)).await;
+    assert_eq!((n, failed.len()), (1, 1), "the first receive attempts and fails");
+    let e = s.entry(USB).await.unwrap();
+    assert_eq!((e.state, e.attempts), (DeliveryState::Retrying, 1), "{e:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.depth(&s.dlq).await == 0 && Instant::now() < deadline {
+        s.poll_realtime(Duration::from_secs(1)).await;
+    }
+    let e = s.entry(USB).await.unwrap();
+    assert_eq!(
+        (e.state, e.last_error_class.as_deref()),
+        (DeliveryState::Failed, Some("receive_limit")),
+        "given up at the second receive: {e:?}"
+    );
+    let creates = s
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/sn_si_incident"))
+        .count();
+    assert_eq!(creates, 1, "no attempt at the limit");
+    let dead = s.drain(&s.dlq, Duration::from_secs(2)).await;
+    assert_eq!(dead.len(), 1);
+    let env: Value = serde_json::from_str(&dead[0].body).unwrap();
+    assert_eq!(env["dead_letter"]["error_class"], "receive_limit");
+    let notices = s.notices(Duration::from_secs(3)).await;
+    assert_eq!(notices.len(), 1, "one delivery-failure notification");
+    assert_eq!(
+        (
+            notices[0].notice.alert_id.as_str(),
+            notices[0].notice.error_class.as_str()
+        ),
+        (USB, "receive_limit")
+    );
+    assert_eq!(s.depth(&s.realtime).await, 0, "acknowledged, not left to the redrive");
+}
+
+#[tokio::test]
 async fn servicenow_down_for_the_whole_window_dead_letters_and_publishes_to_sns() {
     let s = stack!(StackOptions {
         window: Duration::from_secs(4),

@@ -19,9 +19,9 @@
 //! default 40), `RELAY_CAMPAIGN_ALERTS` (default 500) and `RELAY_CAMPAIGN_DRAIN_SECONDS` (default 120) make
 //! a longer run (docs/local-mode.md, "Fault campaign").
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,78 +30,19 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use relay_e2e::campaign::{LedgerView, Stores, Verdict, listings};
+use relay_e2e::campaign::{
+    CampaignSettings, FAULT_CLASSES, MAX_LATE_COMMIT_MS, Stores, Verdict, listings, random_fault, templates,
+};
 use relay_local::LocalStore;
-use relay_pipeline::{Envelope, WebhookSecrets};
+use relay_pipeline::WebhookSecrets;
 use relay_ports::{DeliveryState, Ledger};
-use serde_json::{Value, json};
+use serde_json::json;
 use servicenow_sim::{Fault, FaultKind, RunningSim, SimConfig, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_relay");
 
-/// The longest late commit the campaign injects. A real instance's transaction quota (60 s) is longer;
-/// the relay's settle window after an ambiguous create (75 s) covers both.
-const MAX_LATE_COMMIT_MS: u64 = 6_000;
-
 /// The batch window (and flush period) of the relay under test.
 const WINDOW_MS: u64 = 3_000;
-
-const SEVERITIES: &[&str] = &["critical", "high", "medium", "low"];
-const TYPES: &[&str] = &[
-    "dlp",
-    "behavioral-anomaly",
-    "policy-violation",
-    "productivity",
-    "custom",
-];
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
-
-struct Settings {
-    seed: u64,
-    chaos: Duration,
-    alerts: usize,
-    drain: Duration,
-}
-
-impl Settings {
-    fn from_env() -> Settings {
-        let clock_seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        Settings {
-            seed: env_or("RELAY_CAMPAIGN_SEED", clock_seed),
-            chaos: Duration::from_secs(env_or("RELAY_CAMPAIGN_SECONDS", 40)),
-            alerts: env_or("RELAY_CAMPAIGN_ALERTS", 500),
-            drain: Duration::from_secs(env_or("RELAY_CAMPAIGN_DRAIN_SECONDS", 120)),
-        }
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The sample alert of `alert_type` (file stem) and `severity`, as JSON.
-fn templates() -> Vec<Value> {
-    let mut out = Vec::new();
-    for t in TYPES {
-        for s in SEVERITIES {
-            let path = repo().join("events/alerts").join(format!("{t}-{s}.json"));
-            out.push(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
-        }
-    }
-    out
-}
 
 // --- the relay process ------------------------------------------------------------------------------------
 
@@ -260,52 +201,6 @@ async fn send_until_accepted(
     }
 }
 
-// --- faults -----------------------------------------------------------------------------------------------
-
-/// How many fault classes [`random_fault`] knows (every class of the simulator).
-const FAULT_CLASSES: usize = 10;
-
-/// A random fault of class `class` (0..FAULT_CLASSES), on a random table and method (or any).
-fn random_fault(rng: &mut StdRng, class: usize) -> Fault {
-    let kind = match class {
-        0 => FaultKind::ServerError {
-            status: [500, 502, 503][rng.random_range(0..3)],
-        },
-        1 => FaultKind::RateLimited {
-            retry_after_s: rng.random_range(1..=3),
-        },
-        2 => FaultKind::RevokeTokens,
-        3 => FaultKind::Latency {
-            ms: rng.random_range(300..=3_000),
-        },
-        4 => FaultKind::TimeoutAfterWrite,
-        5 => FaultKind::MalformedJson,
-        6 => FaultKind::TruncatedJson,
-        7 => FaultKind::ConnectionReset {
-            after_commit: rng.random_bool(0.5),
-        },
-        8 => FaultKind::TransactionCancelled,
-        _ => FaultKind::LateCommit {
-            ms: rng.random_range(500..=MAX_LATE_COMMIT_MS),
-        },
-    };
-    let count = match kind {
-        FaultKind::Latency { .. } => rng.random_range(3..=15),
-        _ => rng.random_range(1..=4),
-    };
-    let mut fault = Fault::new(kind).times(count);
-    // a fault without a table also hits the Batch API request (its items get none)
-    if rng.random_bool(0.5) {
-        fault =
-            fault.on_table(["sn_si_incident", "sn_hr_core_case", "incident", "sn_risk_risk"][rng.random_range(0..4)]);
-    }
-    match rng.random_range(0..3) {
-        0 => fault.on_method("POST"),
-        1 => fault.on_method("GET"),
-        _ => fault,
-    }
-}
-
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -363,15 +258,8 @@ async fn drained(store: &LocalStore, accepted: &BTreeSet<String>) -> Result<bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_lettered() {
-    let settings = Settings::from_env();
-    println!(
-        "fault campaign: seed {} (RELAY_CAMPAIGN_SEED={} reproduces the driver's choices), {} alerts over {} s, drain up to {} s",
-        settings.seed,
-        settings.seed,
-        settings.alerts,
-        settings.chaos.as_secs(),
-        settings.drain.as_secs()
-    );
+    let settings = CampaignSettings::from_env(500, Duration::from_secs(40));
+    println!("{}", settings.describe("fault campaign"));
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let prefix = format!("fc{:x}-", settings.seed & 0xffff_ffff);
     let dir = tempfile::tempdir().unwrap();
@@ -520,26 +408,13 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
 
     // What ServiceNow holds, what the ledger says, what was dead-lettered and notified.
     let records = listings(&sim, &prefix);
-    let ledger = store.ledger();
-    let mut dead_lettered: HashMap<String, String> = HashMap::new();
-    let mut dead_letter_reasons: Vec<String> = Vec::new();
-    for m in store.queue("dlq").list(100_000).await.unwrap() {
-        if let Ok(env) = Envelope::from_json(&m.body) {
-            for id in env.alert_ids() {
-                dead_lettered.insert(id, env.ledger_key());
-            }
-            if let Some(why) = &env.dead_letter {
-                dead_letter_reasons.push(format!(
-                    "{} ({} alerts): {} after {} attempts: {}",
-                    env.ledger_key(),
-                    env.alert_ids().len(),
-                    why.error_class,
-                    why.attempts,
-                    why.error
-                ));
-            }
-        }
-    }
+    let dead_letters = store
+        .queue("dlq")
+        .list(100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body);
     let notified: BTreeSet<String> = store
         .recent_notifications(100_000)
         .await
@@ -547,22 +422,7 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
         .into_iter()
         .map(|n| n.notice.alert_id)
         .collect();
-
-    let mut stores = Stores {
-        dead_lettered,
-        notified,
-        ..Stores::default()
-    };
-    for id in &accepted {
-        if let Some(e) = ledger.get(id).await.unwrap() {
-            let view = LedgerView {
-                state: e.state.as_str().to_string(),
-                sys_id: e.record.as_ref().map(|r| r.sys_id.clone()),
-                detail: format!("{} {:?}", e.correlation_id, e.last_error),
-            };
-            stores.ledger.insert(id.clone(), view);
-        }
-    }
+    let stores = Stores::collect(&store.ledger(), &accepted, dead_letters, notified).await;
     let verdict = Verdict::judge(&accepted, &records, &stores);
 
     println!(
@@ -586,26 +446,10 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
         is_drained,
         stopped_cleanly
     );
-    for d in &dead_letter_reasons {
+    for d in &stores.dead_letter_reasons {
         println!("  DEAD-LETTERED {d}");
     }
     println!("{}", verdict.report(settings.seed));
-    assert!(
-        verdict.accepted > 0 && verdict.records > verdict.aggregates && verdict.aggregates > 0,
-        "the campaign exercised both paths"
-    );
-    assert!(
-        verdict.lost.is_empty() && verdict.duplicates() == 0,
-        "seed {}: {} lost, {} duplicated (see the lines above)",
-        settings.seed,
-        verdict.lost.len(),
-        verdict.duplicates()
-    );
-    assert!(
-        is_drained,
-        "seed {}: the relay did not drain within {} s",
-        settings.seed,
-        settings.drain.as_secs()
-    );
+    verdict.assert_holds(settings.seed, is_drained, settings.drain);
     sim.shutdown().await;
 }
