@@ -354,7 +354,7 @@ impl Flusher {
                                 if let (Outcome::Created(rec), Some(r)) = (&o, plan.records.get(i)) {
                                     if open() {
                                         crate::deliver::attach_files(c, r, rec).await;
-                                    } else if r.member_list.is_some() || r.chart.is_some() {
+                                    } else if r.member_list.is_some() || r.chart.is_some() || r.document.is_some() {
                                         tracing::warn!(sys_id = %rec.sys_id, "flush deadline: the attachment was not uploaded");
                                     }
                                 }

@@ -31,10 +31,11 @@ async fn attach_member_list(client: &ServiceNowClient, record: &PlannedRecord, c
 }
 
 /// Upload what a planned record carries besides its fields (an aggregate's member list, a lone alert's trend
-/// chart) to its newly created record.
+/// chart or document file) to its newly created record.
 pub async fn attach_files(client: &ServiceNowClient, record: &PlannedRecord, created: &CreatedRecord) {
     attach_member_list(client, record, created).await;
     attach_trend_chart(client, &record.correlation_id, record.chart.as_ref(), created).await;
+    crate::document::attach_document(client, &record.correlation_id, record.document.as_ref(), created).await;
 }
 
 /// Upload a weekly trend chart (HR case for a productivity alert with a weekly trend; never in

@@ -93,7 +93,9 @@ impl Delivery {
             match (&created, &env.item) {
                 (Outcome::Created(rec), Item::Aggregate { record }) => attach_files(&client, record, rec).await,
                 (Outcome::Created(rec), Item::Alert { decision, .. }) => {
-                    attach_trend_chart(&client, &decision.correlation_id, decision.chart.as_ref(), rec).await
+                    attach_trend_chart(&client, &decision.correlation_id, decision.chart.as_ref(), rec).await;
+                    crate::document::attach_document(&client, &decision.correlation_id, decision.document.as_ref(), rec)
+                        .await
                 }
                 _ => {}
             }

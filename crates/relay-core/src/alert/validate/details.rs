@@ -93,7 +93,7 @@ impl Checker {
         let path = "$.details.weekly_trend";
         match v {
             None | Some(Value::Null) => {
-                self.problem(path, "is required (hours per week, oldest first)");
+                self.problem(path, "is required (hours per day for each week, oldest first)");
                 None
             }
             Some(Value::Array(items)) if items.len() > MAX_TREND_WEEKS => {
@@ -107,7 +107,7 @@ impl Checker {
                 let checked: Vec<Option<f64>> = items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| self.number(Some(item), &format!("{path}[{i}]"), 168.0))
+                    .map(|(i, item)| self.number(Some(item), &format!("{path}[{i}]"), 24.0))
                     .collect();
                 checked.into_iter().collect()
             }
