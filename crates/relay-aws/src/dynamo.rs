@@ -28,74 +28,34 @@
 //! DynamoDB's TTL deletes expired items late (up to days), so every read treats an item whose
 //! `expires_at` is not in the future as absent, and every state change requires a live item.
 //! Expiry is judged against the machine's clock (the `Ledger` methods without a `now` argument must too).
-
-use std::collections::HashMap;
+//!
+//! This file holds the [`Ledger`] operations; `dynamo/expression.rs` the attribute and condition helpers
+//! they are written with, `dynamo/request.rs` the consistent read and the conditional update they share,
+//! `dynamo/seal.rs` the transaction that seals an aggregate.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use relay_ports::{
-    Accept, Claim, Clock, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater, SystemClock,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
+use relay_ports::{Accept, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater};
 
 use crate::error::port_error;
 
+mod expression;
 mod item;
-use item::{ItemError, from_item, record_value, to_item};
+mod request;
+mod seal;
+
+use expression::{LIVE, fence, is_condition_failure, n, names, now_s, s, state};
+use item::{record_value, to_item};
 
 /// How often a claim or accept that lost a race re-reads and tries again before giving up.
 const RACE_RETRIES: usize = 8;
-
-/// How often a seal ([`Ledger::aggregate`]) that failed transiently is sent again (with its request token).
-const SEAL_TRIES: u32 = 4;
 
 /// The delivery ledger in one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoLedger {
     client: Client,
     table: String,
-}
-
-const LIVE: &str = "attribute_exists(#alert_id) AND #expires_at > :now_s";
-
-/// `#name` → `name` for every attribute an expression references.
-fn names(list: &[&str]) -> Option<HashMap<String, String>> {
-    Some(list.iter().map(|n| (format!("#{n}"), (*n).to_string())).collect())
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn state(st: DeliveryState) -> AttributeValue {
-    s(st.as_str())
-}
-
-fn now_s() -> i64 {
-    SystemClock.now_ms().div_euclid(1000)
-}
-
-/// The fence of a write after a claim: the item still carries the caller's token. An item never claimed
-/// has no `claim_token` attribute, which is token 0.
-/// Returns the condition and the value it references (none for token 0).
-fn fence(token: u64) -> (&'static str, Option<(&'static str, AttributeValue)>) {
-    if token == 0 {
-        ("attribute_not_exists(#claim_token)", None)
-    } else {
-        ("#claim_token = :token", Some((":token", n(token))))
-    }
-}
-
-fn is_condition_failure<E>(err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    matches!(err, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
 }
 
 impl DynamoLedger {
@@ -113,78 +73,6 @@ impl DynamoLedger {
 
     pub fn table(&self) -> &str {
         &self.table
-    }
-
-    fn op(&self, name: &str, alert_id: &str) -> String {
-        format!("DynamoDB {name} on {} for {alert_id}", self.table)
-    }
-
-    fn malformed(&self, alert_id: &str, e: ItemError) -> PortError {
-        PortError::Rejected(format!("ledger table {}: item {alert_id} {e}", self.table))
-    }
-
-    /// The current, live entry (consistent read), or `None`.
-    async fn read(&self, alert_id: &str) -> Result<Option<LedgerEntry>, PortError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("alert_id", s(alert_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| port_error(&self.op("GetItem", alert_id), e))?;
-        let Some(item) = out.item else { return Ok(None) };
-        let entry = from_item(item).map_err(|e| self.malformed(alert_id, e))?;
-        Ok((entry.expires_at_s > now_s()).then_some(entry))
-    }
-
-    fn missing(&self, alert_id: &str) -> PortError {
-        PortError::NotFound(format!("ledger table {}: no entry for {alert_id}", self.table))
-    }
-
-    /// After a fenced write was refused: `NotFound`, `Stale`, or `Ok` (the entry is final and the write
-    /// would not have changed it).
-    async fn after_refused_write(&self, alert_id: &str, token: u64) -> Result<(), PortError> {
-        match self.read(alert_id).await? {
-            None => Err(self.missing(alert_id)),
-            Some(e) if e.claim_token != token => Err(PortError::stale_claim(alert_id, e.claim_token, token)),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// A conditional UpdateItem; `Ok(None)` when the condition failed, else the new item.
-    async fn update(
-        &self,
-        what: &str,
-        alert_id: &str,
-        update: &str,
-        condition: &str,
-        attr_names: &[&str],
-        values: Vec<(&str, AttributeValue)>,
-    ) -> Result<Option<LedgerEntry>, PortError> {
-        let values: HashMap<String, AttributeValue> = values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("alert_id", s(alert_id))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(names(attr_names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                let entry = from_item(item).map_err(|e| self.malformed(alert_id, e))?;
-                Ok(Some(entry))
-            }
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(port_error(&self.op(what, alert_id), e)),
-        }
     }
 }
 
@@ -592,106 +480,6 @@ impl Ledger for DynamoLedger {
     /// member, Update to `AGGREGATED` under `state = IN_PROGRESS AND claim_token = :token`. A cancelled
     /// transaction (a condition failed) writes nothing and is `Stale`.
     async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now_ms: i64) -> Result<(), PortError> {
-        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-        relay_ports::transition::check_aggregate_request(plan, members)?;
-        let item = to_item(plan).map_err(|e| self.malformed(&plan.alert_id, e))?;
-        let built = |e: aws_sdk_dynamodb::error::BuildError| {
-            PortError::Rejected(format!("ledger table {}: cannot build the seal: {e}", self.table))
-        };
-        let mut writes = vec![
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
-                        .condition_expression("attribute_not_exists(#alert_id) OR #expires_at <= :now_s")
-                        .set_expression_attribute_names(names(&["alert_id", "expires_at"]))
-                        .expression_attribute_values(":now_s", n(now_s()))
-                        .build()
-                        .map_err(built)?,
-                )
-                .build(),
-        ];
-        for (key, token) in members {
-            let (fenced, token_value) = fence(*token);
-            let mut values: HashMap<String, AttributeValue> = [
-                (":aggregated", state(DeliveryState::Aggregated)),
-                (":in_progress", state(DeliveryState::InProgress)),
-                (":aggregate", s(&plan.alert_id)),
-                (":now", n(now_ms)),
-                (":one", n(1)),
-                (":now_s", n(now_s())),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            values.extend(token_value.map(|(k, v)| (k.to_string(), v)));
-            writes.push(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .key("alert_id", s(key))
-                            .update_expression(
-                                "SET #state = :aggregated, #aggregate = :aggregate, #updated_at_ms = :now \
-                                 ADD #claim_token :one REMOVE #lease_until_ms",
-                            )
-                            .condition_expression(format!("{LIVE} AND #state = :in_progress AND {fenced}"))
-                            .set_expression_attribute_names(names(&[
-                                "alert_id",
-                                "expires_at",
-                                "state",
-                                "aggregate",
-                                "updated_at_ms",
-                                "claim_token",
-                                "lease_until_ms",
-                            ]))
-                            .set_expression_attribute_values(Some(values))
-                            .build()
-                            .map_err(built)?,
-                    )
-                    .build(),
-            );
-        }
-        // The same request token on every try makes a retry idempotent (DynamoDB answers a repeated token
-        // within 10 minutes with the first outcome), so a transient failure — a 500, a throttle, a
-        // TransactionInProgress — is tried again without risking a second write.
-        let token = format!("{:x}", {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&plan.alert_id, plan.updated_at_ms, members).hash(&mut h);
-            h.finish()
-        });
-        let mut last = None;
-        for attempt in 0..SEAL_TRIES {
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
-            }
-            let sent = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(writes.clone()))
-                .client_request_token(&token)
-                .send()
-                .await;
-            match sent {
-                Ok(_) => return Ok(()),
-                Err(SdkError::ServiceError(se)) if se.err().is_transaction_canceled_exception() => {
-                    return Err(PortError::Stale(format!(
-                        "aggregate {} not sealed: the plan exists or a member is no longer held ({})",
-                        plan.alert_id,
-                        se.err()
-                    )));
-                }
-                Err(e) => {
-                    let err = port_error(&self.op("TransactWriteItems(aggregate)", &plan.alert_id), e);
-                    if !matches!(err, PortError::Unavailable(_)) {
-                        return Err(err);
-                    }
-                    last = Some(err);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| PortError::Unavailable("TransactWriteItems not sent".into())))
+        self.seal(plan, members, now_ms).await
     }
 }

@@ -70,6 +70,10 @@ pub struct PlannedRecord {
     /// For a single alert's record: the weekly trend chart to attach (see [`Decision::chart`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<crate::route::TrendChart>,
+    /// For a single alert's record: the file the record wraps (see [`Decision::document`]); an aggregate's
+    /// file is its member list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<crate::route::DocumentFile>,
 }
 
 /// The records, and how to send them.
@@ -271,6 +275,7 @@ fn single(d: &Decision, i: usize, received_at_ms: i64) -> PlannedRecord {
         member_list: None,
         person: d.person.clone(),
         chart: d.chart.clone(),
+        document: d.document.clone(),
     }
 }
 
@@ -360,6 +365,7 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, received_at_ms: Vec<i64>, ke
             .clone()
             .filter(|p| ds.iter().all(|d| d.person.as_ref() == Some(p))),
         chart: None,
+        document: None,
     }
 }
 

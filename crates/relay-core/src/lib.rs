@@ -19,5 +19,6 @@ pub use batch::{BatchPlan, Pending, PlannedRecord};
 pub use config::{Config, ConfigError, ConfigLoadError, DeliveryMode, LoadedConfig, RecordType};
 pub use profile::{Dedupe, DedupeMatch, PriorityMethod, Profile};
 pub use route::{
-    AlertSummary, Decision, PersonLookup, PseudonymKey, Router, RouterError, TrendChart, correlation_id, is_query_safe,
+    AlertSummary, DOCUMENT_FILE, Decision, DocumentFile, PersonLookup, PseudonymKey, Router, RouterError, TrendChart,
+    correlation_id, is_query_safe,
 };

@@ -63,6 +63,10 @@ pub struct Decision {
     /// The weekly trend to attach as a chart (HR case with a `details.weekly_trend`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<TrendChart>,
+    /// The file the record wraps, to upload right after it is created (an employee document: see
+    /// [`DocumentFile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<DocumentFile>,
     /// Typed detail fields the alert did not carry (noted on the record).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_details: Vec<String>,
@@ -102,6 +106,18 @@ pub struct PersonLookup {
     #[serde(default)]
     pub required: bool,
 }
+
+/// The file an employee document record wraps: "Employee document to upload" (hr-agent-ws-create-emp-doc).
+/// A document without its file is not submitted, and the daily job "Clean up inactive employee documents"
+/// deletes it (installed-w-employee-doc-mngemnt), so the relay uploads the record's long text as the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentFile {
+    pub file_name: String,
+    pub text: String,
+}
+
+/// The file name of an employee document's [`DocumentFile`].
+pub const DOCUMENT_FILE: &str = "alert-report.txt";
 
 /// A weekly trend to draw and attach.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,7 +188,9 @@ pub struct Router {
 
 const MAX_CORRELATION_ID: usize = 100;
 
-/// A policy exception's `valid_to`: this many days after the alert (the window its 30-day history covers).
+/// A policy exception's `valid_to`: this many days after the alert (the window its 30-day history covers),
+/// or after the routing day when the alert is older: "Valid to … must be after Valid from and cannot be a
+/// past date" (request-policy-exception-ws).
 pub const VALID_TO_DAYS: i64 = 30;
 
 /// The calendar date (UTC, `YYYY-MM-DD`) `offset_days` after the instant `unix` (seconds).
@@ -242,7 +260,7 @@ impl Router {
 
     /// What the profile's templates may name for `alert` (see [`crate::profile::FACTS`]). The manager is
     /// left out when employees are pseudonymised; the department stays (it routes).
-    fn facts(&self, alert: &Alert, d: &Decision, summary: &str) -> Map<String, Value> {
+    fn facts(&self, alert: &Alert, d: &Decision, summary: &str, now_unix: i64) -> Map<String, Value> {
         let mut f = Map::new();
         let s = |v: &str| Value::String(v.to_string());
         f.insert("summary".into(), s(summary));
@@ -258,7 +276,7 @@ impl Router {
         if let Some(d) = date_after(alert.occurred_at_unix, 0) {
             f.insert("occurred_date".into(), s(&d));
         }
-        if let Some(d) = date_after(alert.occurred_at_unix, VALID_TO_DAYS) {
+        if let Some(d) = date_after(alert.occurred_at_unix.max(now_unix), VALID_TO_DAYS) {
             f.insert("valid_to".into(), s(&d));
         }
         if let Some(bytes) = alert.raw_details.get("bytes").and_then(Value::as_u64) {
@@ -276,8 +294,14 @@ impl Router {
         f
     }
 
-    /// Decide where `alert` goes.
+    /// Decide where `alert` goes, as if routed when it occurred (dates computed from `occurred_at`).
     pub fn route(&self, alert: &Alert) -> Decision {
+        self.route_at(alert, alert.occurred_at_unix)
+    }
+
+    /// Decide where `alert` goes when routed at `now_unix` (seconds): a validity window that an old alert's
+    /// `occurred_at` would put in the past (a policy exception's `valid_to`) runs from now instead.
+    pub fn route_at(&self, alert: &Alert, now_unix: i64) -> Decision {
         let c = &self.config;
         let defaults = &c.alert_types[&alert.alert_type];
         let rule = c.rules.iter().find(|r| r.guard.admits(alert) && r.when.matches(alert));
@@ -336,6 +360,7 @@ impl Router {
             description_field: profile.description_field.clone(),
             person: None,
             chart: None,
+            document: None,
             missing_details: alert.missing_details.clone(),
             assignment_group: group,
             delivery,
@@ -353,7 +378,7 @@ impl Router {
         };
         let custom_rule_name = alert.rule.as_ref().map(|r| r.name.as_str());
         let short = fields::summary(&decision, template, custom_rule_name);
-        let facts = self.facts(alert, &decision, &short);
+        let facts = self.facts(alert, &decision, &short, now_unix);
         let context = rule
             .and_then(|r| r.target.context.as_deref())
             .or(defaults.target.context.as_deref());
@@ -384,6 +409,17 @@ impl Router {
                 cache_ttl_seconds: c.person.cache_ttl_seconds,
                 note_field: decision.description_field.clone(),
                 required: profile.person_required,
+            });
+        }
+        if record_type == RecordType::EmployeeDocument {
+            let text = decision
+                .fields
+                .get(&decision.description_field)
+                .and_then(Value::as_str)
+                .unwrap_or(&short);
+            decision.document = Some(DocumentFile {
+                file_name: DOCUMENT_FILE.into(),
+                text: text.to_string(),
             });
         }
         if record_type == RecordType::HrCase

@@ -231,6 +231,18 @@ fn edge_cases_the_schema_once_disagreed_on_are_decided_alike() {
             false,
         ),
         (
+            "a weekly_trend value in hours per week (over 24)",
+            with(&productivity, &|x| {
+                x["details"]["weekly_trend"] = json!([3.9, 30.1, 4.4])
+            }),
+            false,
+        ),
+        (
+            "weekly_trend values of 0 and 24 hours per day",
+            with(&productivity, &|x| x["details"]["weekly_trend"] = json!([0, 24])),
+            true,
+        ),
+        (
             "weeks written 3.0",
             with(&productivity, &|x| x["details"]["weeks"] = json!(3.0)),
             true,

@@ -2,115 +2,39 @@
 //! Batch API, store each result, delete the messages whose records exist, and move every failed or
 //! unserviced record onto the realtime queue's retry path. A batch message is deleted only once its record
 //! exists, or once it is safely on the realtime queue or in the dead-letter queue.
+//!
+//! This file holds the flush itself ([`Flusher::flush_until`]: drain, claim, plan, send); `settings` holds
+//! [`FlushSettings`], `report` the [`FlushReport`], `seal` the aggregates sealed in the ledger (before they
+//! are sent, and resumed after a flush that died), `settle` what each record's outcome does to its alerts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
+use relay_core::RecordType;
 use relay_core::batch::{self, Pending, PlannedRecord};
-use relay_core::config::BatchSettings;
-use relay_core::{Config, RecordType};
-use relay_ports::{Claim, DeliveryState, LedgerEntry, ReceivedMessage, RetryLater};
-use serde::Serialize;
+use relay_ports::{Claim, LedgerEntry, ReceivedMessage};
 use servicenow_client::{BatchItem, Outcome};
 
-use crate::deliver::{AfterFailure, Delivery};
+use crate::deliver::Delivery;
 use crate::envelope::{Envelope, Item};
-use crate::ingest::new_entry;
 use crate::telemetry::{BatchSent, FlushFinished, TelemetryEvent};
 
-/// Flush settings.
-#[derive(Debug, Clone)]
-pub struct FlushSettings {
-    /// Stop draining after this long (the rest waits for the next flush).
-    pub drain_budget: Duration,
-    /// The whole flush ends within this (see [`Flusher::flush_until`]).
-    pub budget: Duration,
-    /// No claim, lookup or ServiceNow call starts later than this before the flush's deadline: the time
-    /// kept to settle what was sent.
-    pub settle_reserve: Duration,
-    /// Stop draining after this many messages.
-    pub max_messages: usize,
-    /// Aggregation window (alerts received in the same window are grouped).
-    pub window: Duration,
-    pub batch: BatchSettings,
-    /// Long-poll wait of each receive while draining.
-    pub receive_wait: Duration,
-}
+mod report;
+mod seal;
+mod settings;
+mod settle;
 
-impl FlushSettings {
-    /// The flush of the routing config: its aggregation window (`batch_window_seconds`) and batch settings,
-    /// with the default drain budget.
-    pub fn from_config(config: &Config) -> FlushSettings {
-        FlushSettings {
-            window: Duration::from_secs(config.batch_window_seconds.max(1)),
-            batch: config.batch.clone(),
-            ..FlushSettings::default()
-        }
-    }
-}
+pub use report::FlushReport;
+pub use settings::FlushSettings;
 
-impl Default for FlushSettings {
-    fn default() -> Self {
-        FlushSettings {
-            drain_budget: crate::defaults::FLUSH_DRAIN_BUDGET,
-            budget: crate::defaults::FLUSH_BUDGET,
-            settle_reserve: crate::defaults::FLUSH_SETTLE_RESERVE,
-            max_messages: crate::defaults::FLUSH_MAX_MESSAGES,
-            window: relay_core::config::DEFAULT_BATCH_WINDOW,
-            batch: BatchSettings::default(),
-            receive_wait: Duration::from_secs(1),
-        }
-    }
-}
-
-/// What one flush did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct FlushReport {
-    pub messages: usize,
-    pub alerts: usize,
-    pub duplicates: usize,
-    pub records: usize,
-    pub batch_calls: usize,
-    pub created: usize,
-    pub retried: usize,
-    pub dead_lettered: usize,
-    /// Messages left on the batch queue (claimed elsewhere, or the ledger was unavailable).
-    pub left: usize,
-    /// Alerts left for the next flush because this one reached its deadline before sending them.
-    pub deferred: usize,
-    /// Batch messages of members of an aggregate sealed by an earlier flush: settled from the aggregate's
-    /// ledger entry, or the aggregate sent on to the realtime queue.
-    pub resumed: usize,
-}
-
-impl FlushReport {
-    fn add(&mut self, o: &FlushReport) {
-        self.created += o.created;
-        self.retried += o.retried;
-        self.dead_lettered += o.dead_lettered;
-        self.left += o.left;
-        self.deferred += o.deferred;
-        self.resumed += o.resumed;
-    }
-}
+use settle::Settled;
 
 /// The flush pipeline: drains the batch queue of the delivery's ports.
 pub struct Flusher {
     pub delivery: Arc<Delivery>,
     pub settings: FlushSettings,
 }
-
-/// What settling one record did: its counts, and whether its members' batch messages may be deleted.
-#[derive(Default)]
-struct Settled {
-    report: FlushReport,
-    delete: bool,
-}
-
-/// The error class of alerts released because the flush reached its deadline before sending their record.
-const DEFERRED: &str = "deferred";
 
 struct Claimed {
     msg: ReceivedMessage,
@@ -430,7 +354,7 @@ impl Flusher {
                                 if let (Outcome::Created(rec), Some(r)) = (&o, plan.records.get(i)) {
                                     if open() {
                                         crate::deliver::attach_files(c, r, rec).await;
-                                    } else if r.member_list.is_some() || r.chart.is_some() {
+                                    } else if r.member_list.is_some() || r.chart.is_some() || r.document.is_some() {
                                         tracing::warn!(sys_id = %rec.sys_id, "flush deadline: the attachment was not uploaded");
                                     }
                                 }
@@ -489,182 +413,6 @@ impl Flusher {
         report
     }
 
-    /// Store the outcome of one record for each member alert; `None` = it was not sent before the deadline.
-    /// `plan`: the aggregate's sealed ledger entry (a record of several alerts is sent only once sealed).
-    async fn settle(
-        &self,
-        record: &PlannedRecord,
-        alerts: &[Claimed],
-        plan: Option<&LedgerEntry>,
-        outcome: Option<(Outcome, bool)>,
-    ) -> Settled {
-        let d = &self.delivery;
-        let members: Vec<&Claimed> = record.members.iter().map(|m| &alerts[*m]).collect();
-        let env = self.envelope_for(record, alerts);
-        let mut s = Settled::default();
-        let Some((outcome, found)) = outcome else {
-            // Release the alerts for the next flush: claimable again, their messages visible again now.
-            self.release(
-                &members,
-                &RetryLater::new(DEFERRED, "the flush reached its deadline first"),
-            )
-            .await;
-            for m in &members {
-                let _ = d.ports.batch.change_visibility(&m.msg.receipt, Duration::ZERO).await;
-            }
-            s.report.deferred += members.len();
-            return s;
-        };
-        // the ledger entry the record is delivered under: the lone alert's own, or the sealed aggregate's
-        let entry = match plan {
-            Some(p) => p.clone(),
-            None => members[0].entry.clone(),
-        };
-        match outcome {
-            Outcome::Created(rec) => {
-                let rec = crate::deliver::record_ref(rec);
-                match d.succeeded(&env, &entry, rec, found).await {
-                    Ok(()) => {
-                        s.report.created += 1;
-                        s.delete = true;
-                    }
-                    Err(e) => {
-                        // Leave the messages: they come back, and the next attempt (the lone alert claimed
-                        // again, or the aggregate resumed from its sealed entry) looks the record up.
-                        d.record_not_stored(&entry, &e).await;
-                        s.report.left += members.len();
-                    }
-                }
-                s
-            }
-            failure => self.retry_via_realtime(members.len(), env, entry, failure).await,
-        }
-    }
-
-    /// Seal `record` (several alerts) before it is sent: its ledger entry — held by this flush until the
-    /// deadline, no create by a later holder before the settle window after the last moment this flush may
-    /// send it, and the queue message that delivers it — and every member moved to `Aggregated`, in one
-    /// atomic ledger write. From then on the members are delivered with this record only: a copy of a
-    /// member's batch message, or a later flush after this one died, finds them sealed and resumes the
-    /// aggregate instead of grouping them again.
-    async fn seal(
-        &self,
-        record: &PlannedRecord,
-        alerts: &[Claimed],
-        last_start: i64,
-        deadline_ms: i64,
-    ) -> Result<LedgerEntry, relay_ports::PortError> {
-        let d = &self.delivery;
-        let env = self.envelope_for(record, alerts);
-        let now = d.ports.clock.now_ms();
-        let mut plan = new_entry(&env, None, d.settings.ledger_retention);
-        plan.state = DeliveryState::InProgress;
-        plan.attempts = 1;
-        plan.claim_token = 1;
-        plan.updated_at_ms = now;
-        plan.lease_until_ms = Some(deadline_ms.max(now));
-        // this flush sends it before `last_start`, within one attempt (the lease) of now; an insert may
-        // commit up to the settle window after it was sent
-        let last_send = last_start.min(now.saturating_add(d.settings.lease.as_millis() as i64));
-        plan.no_create_before_ms = Some(last_send.saturating_add(d.settings.settle.as_millis() as i64));
-        plan.plan = Some(env.to_json());
-        let members: Vec<(String, u64)> = record
-            .members
-            .iter()
-            .map(|m| (alerts[*m].entry.alert_id.clone(), alerts[*m].entry.claim_token))
-            .collect();
-        d.ports.ledger.aggregate(&plan, &members, now).await?;
-        Ok(plan)
-    }
-
-    /// Batch messages of alerts that an earlier flush sealed into an aggregate: once the aggregate is
-    /// settled, the member follows it (completed with its record, or failed with its error); until then
-    /// the aggregate's persisted message is sent to the realtime queue (a second copy is harmless: the
-    /// aggregate's ledger entry decides), so an aggregate whose flush died after sealing it is delivered.
-    /// Returns the messages that may be deleted.
-    async fn resume_sealed(
-        &self,
-        members: Vec<(ReceivedMessage, LedgerEntry)>,
-        report: &mut FlushReport,
-    ) -> Vec<ReceivedMessage> {
-        let d = &self.delivery;
-        let mut by_plan: std::collections::BTreeMap<String, Vec<(ReceivedMessage, LedgerEntry)>> =
-            std::collections::BTreeMap::new();
-        for (msg, entry) in members {
-            let key = entry.aggregate.clone().unwrap_or_default();
-            by_plan.entry(key).or_default().push((msg, entry));
-        }
-        let mut done = Vec::new();
-        for (key, members) in by_plan {
-            let plan = match d.ports.ledger.get(&key).await {
-                Ok(Some(p)) => p,
-                Ok(None) => {
-                    tracing::error!(aggregate = %key, "the aggregate of sealed alerts has no ledger entry; messages kept");
-                    report.left += members.len();
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(aggregate = %key, error = %e, "ledger unavailable; sealed alerts kept for later");
-                    report.left += members.len();
-                    continue;
-                }
-            };
-            let now = d.ports.clock.now_ms();
-            let settled = match (plan.state, &plan.record, &plan.plan) {
-                (DeliveryState::Completed, Some(record), _) => {
-                    for (_, m) in &members {
-                        if let Err(e) = d.ports.ledger.complete(&m.alert_id, m.claim_token, record, now).await {
-                            tracing::warn!(alert_id = %m.alert_id, error = %e, "could not complete a sealed alert");
-                        }
-                    }
-                    true
-                }
-                (DeliveryState::Failed, _, _) => {
-                    let class = plan.last_error_class.as_deref().unwrap_or("permanent");
-                    let error = plan.last_error.as_deref().unwrap_or("its aggregate was given up");
-                    for (_, m) in &members {
-                        if let Err(e) = d.ports.ledger.fail(&m.alert_id, m.claim_token, class, error, now).await {
-                            tracing::warn!(alert_id = %m.alert_id, error = %e, "could not fail a sealed alert");
-                        }
-                    }
-                    true
-                }
-                (_, _, Some(body)) => match d.ports.realtime.send(body, Duration::ZERO).await {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::warn!(aggregate = %key, error = %e, "realtime queue unavailable; sealed alerts kept");
-                        false
-                    }
-                },
-                _ => {
-                    tracing::error!(aggregate = %key, state = plan.state.as_str(), "the aggregate has no message; sealed alerts kept");
-                    false
-                }
-            };
-            if settled {
-                report.resumed += members.len();
-                done.extend(members.into_iter().map(|(msg, _)| msg));
-            } else {
-                report.left += members.len();
-            }
-        }
-        done
-    }
-
-    /// Hand the members back to a later attempt with `retry` (best effort: a member whose write fails is
-    /// claimable again once its lease ends).
-    async fn release(&self, members: &[&Claimed], retry: &RetryLater) {
-        let d = &self.delivery;
-        let now = d.ports.clock.now_ms();
-        for m in members {
-            let _ = d
-                .ports
-                .ledger
-                .retry_later(&m.entry.alert_id, m.entry.claim_token, retry, now)
-                .await;
-        }
-    }
-
     /// The envelope a planned record travels in: the alert itself for a lone alert, else an aggregate.
     fn envelope_for(&self, record: &PlannedRecord, alerts: &[Claimed]) -> Envelope {
         let first = &alerts[record.members[0]];
@@ -678,28 +426,5 @@ impl Flusher {
             .min()
             .unwrap_or(first.env.received_at_ms);
         Envelope::aggregate(record.clone(), received)
-    }
-
-    /// A record could not be created now: schedule it on the realtime queue under `entry` (the lone alert's
-    /// own, or the sealed aggregate's), or dead-letter it; then its `members` batch messages may be deleted.
-    async fn retry_via_realtime(&self, members: usize, env: Envelope, entry: LedgerEntry, failure: Outcome) -> Settled {
-        let mut s = Settled::default();
-        let d = &self.delivery;
-        match d.failed(&env, &entry, failure).await {
-            AfterFailure::RetryIn(delay) => {
-                if let Err(e) = d.ports.realtime.send(&env.to_json(), delay).await {
-                    tracing::error!(error = %e, "realtime queue unavailable; alerts stay on the batch queue");
-                    s.report.left += members;
-                    return s;
-                }
-                s.report.retried += 1;
-                s.delete = true;
-            }
-            AfterFailure::DeadLettered => {
-                s.report.dead_lettered += 1;
-                s.delete = true;
-            }
-        }
-        s
     }
 }

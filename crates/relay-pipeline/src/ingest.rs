@@ -240,7 +240,7 @@ impl Ingest {
                 );
             }
         };
-        let decision = self.router.route(&alert);
+        let decision = self.router.route_at(&alert, now_ms.div_euclid(1000));
         let envelope = Envelope::alert(decision, req.webhook_id.map(str::to_owned), now_ms);
         let Envelope {
             item: Item::Alert { decision, .. },

@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod chart;
 pub mod defaults;
 pub mod deliver;
+pub mod document;
 pub mod envelope;
 pub mod flush;
 pub mod http;

@@ -96,7 +96,7 @@ async fn unrelated_record(h: &Harness, table: &str, correlation_id: &str) -> Str
         ("name", "recorded by hand"),
         ("profile", "Corporate"),
         ("policy", "Acceptable Use Policy"),
-        ("valid_to", "2026-12-31"),
+        ("valid_to", "2099-12-31"),
         ("hr_service", "Productivity Review"),
         ("opened_for", "Alex Kim"),
         (

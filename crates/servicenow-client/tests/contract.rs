@@ -213,16 +213,25 @@ async fn rate_limit_rule_bites_with_retry_after() {
     };
     let sim = Simulator::start(config).await.unwrap();
     let c = client(&sim, relay());
-    created(c.create_record("incident", &incident("rl-1")).await);
-    created(c.create_record("incident", &incident("rl-2")).await);
-    match c.create_record("incident", &incident("rl-3")).await {
+    // the instance commits its counts every 30 s: start a commit period, burst past the limit inside it
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    sim.advance_clock(Duration::from_secs(30 - now % 30));
+    for i in 1..=3 {
+        created(c.create_record("incident", &incident(&format!("rl-{i}"))).await);
+    }
+    // the limit bites late, after the commit: a retryable outcome with the server's wait
+    sim.advance_clock(Duration::from_secs(30));
+    match c.create_record("incident", &incident("rl-4")).await {
         Outcome::Retryable {
             retry_after: Some(wait),
             ..
         } => assert!(wait <= Duration::from_secs(3600)),
         other => panic!("{other:?}"),
     }
-    assert_eq!(sim.records("incident").len(), 2);
+    assert_eq!(sim.records("incident").len(), 3);
     sim.shutdown().await;
 }
 

@@ -49,12 +49,22 @@ pub struct SimConfig {
     pub role_includes: BTreeMap<String, Vec<String>>,
     pub import_sets: Vec<ImportSetConfig>,
     pub rate_limits: Vec<RateLimitRule>,
+    /// Seconds between rate-limit count commits: each node counts requests and commits the count every 30 s,
+    /// so "a rate limit rule may not take effect for up to 30 seconds" (default 30; 0 counts exactly).
+    pub rate_limit_commit_interval_s: u64,
     pub oauth: OAuthConfig,
     pub batch: BatchConfig,
     /// What a display value (or sys_id) that matches no record of the referenced table does.
     pub unknown_reference: ReferencePolicy,
     /// What a display value that matches several records does.
     pub ambiguous_reference: ReferencePolicy,
+    /// What a write breaking a table's date rule (`tables[].date_rules`) does over the API. The documentation
+    /// states the rule for the form; the default is the harsher reading (refused).
+    pub date_rules_on_api: DateRulePolicy,
+    /// What a reference value outside its field's reference qualifier (`tables[].reference_qualifiers`)
+    /// does over the API. The documentation states the qualifier for the form only; the default is the
+    /// harsher reading (left empty, as an unknown reference value is).
+    pub qualified_reference: QualifierPolicy,
     /// `glide.invalid_query.returns_no_rows`: false (default) silently drops invalid query terms (terms that
     /// do not parse and terms naming a field the table lacks); true answers no rows.
     pub invalid_query_returns_no_rows: bool,
@@ -150,6 +160,69 @@ pub enum ReferencePolicy {
     First,
 }
 
+/// A scheduled job that deletes records without an attachment: it runs every `every_s` seconds of the
+/// simulator clock (at whole multiples of it since the epoch, UTC) and deletes each record created before
+/// the run that had no attachment by then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeJob {
+    /// The job's name (sysauto_script).
+    pub job: String,
+    pub every_s: u64,
+}
+
+/// What the instance does with a write that breaks a date rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateRulePolicy {
+    /// 403 "Operation Failed" with the rule's message; nothing is written.
+    Reject,
+    /// The rule binds the form only: the write goes through.
+    Ignore,
+}
+
+/// A date field's rule: later than another date field of the record (when that one is set) and/or not
+/// before today (the simulator clock's UTC date). Dates compare by their `YYYY-MM-DD` part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateRule {
+    pub field: String,
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub not_past: bool,
+    /// The message the instance answers with.
+    pub message: String,
+}
+
+/// What the instance does with a reference value that its field's reference qualifier excludes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualifierPolicy {
+    /// The field is left empty and the record is still written.
+    Blank,
+    /// 400 "Invalid reference" naming the field and value.
+    Reject,
+    /// The qualifier binds the form only: the value is kept.
+    Ignore,
+}
+
+/// A reference qualifier: only records of the referenced table whose `field` holds `contains` (one item of
+/// a comma-separated list, as a glide list) may be referenced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceQualifier {
+    pub field: String,
+    pub contains: String,
+}
+
+impl ReferenceQualifier {
+    pub fn admits(&self, row: &BTreeMap<String, String>) -> bool {
+        row.get(&self.field)
+            .is_some_and(|v| v.split(',').any(|item| item.trim() == self.contains))
+    }
+}
+
 /// One table of the data dictionary with its access rules (see `instance.yaml` for the default instance).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,6 +267,12 @@ pub struct TableConfig {
     /// Data policy: at least one field of each list must be non-empty.
     #[serde(default)]
     pub mandatory_any: Vec<Vec<String>>,
+    /// A scheduled job that deletes the table's records that have no attachment (None: no such job).
+    #[serde(default)]
+    pub purge_without_attachment: Option<PurgeJob>,
+    /// Date rules checked on insert and update (see `SimConfig::date_rules_on_api`).
+    #[serde(default)]
+    pub date_rules: Vec<DateRule>,
     /// How `priority` gets its value.
     #[serde(default)]
     pub priority: PriorityRule,
@@ -207,6 +286,9 @@ pub struct TableConfig {
     /// Reference fields: field → referenced table.
     #[serde(default)]
     pub references: BTreeMap<String, String>,
+    /// Reference qualifiers: reference field → which referenced records it may hold.
+    #[serde(default)]
+    pub reference_qualifiers: BTreeMap<String, ReferenceQualifier>,
     /// Choice lists: field → (value → label). Values off the list are stored as sent.
     #[serde(default)]
     pub choices: BTreeMap<String, BTreeMap<String, String>>,
@@ -310,6 +392,9 @@ impl TableConfig {
         };
         merge(&mut self.references, &parent.references);
         merge(&mut self.defaults, &parent.defaults);
+        for (k, v) in &parent.reference_qualifiers {
+            self.reference_qualifiers.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         for (k, v) in &parent.choices {
             self.choices.entry(k.clone()).or_insert_with(|| v.clone());
         }
@@ -322,6 +407,7 @@ impl TableConfig {
         }
         for f in &excluded {
             self.references.remove(f);
+            self.reference_qualifiers.remove(f);
             self.defaults.remove(f);
             self.choices.remove(f);
             self.max_lengths.remove(f);
@@ -492,10 +578,13 @@ impl Default for SimConfig {
                 },
             ],
             rate_limits: Vec::new(),
+            rate_limit_commit_interval_s: 30,
             oauth: OAuthConfig::default(),
             batch: BatchConfig::default(),
             unknown_reference: ReferencePolicy::Blank,
             ambiguous_reference: ReferencePolicy::Reject,
+            qualified_reference: QualifierPolicy::Blank,
+            date_rules_on_api: DateRulePolicy::Reject,
             invalid_query_returns_no_rows: false,
             max_content_length: 10 * 1024 * 1024,
             require_accept_header: false,

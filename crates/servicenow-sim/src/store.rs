@@ -68,6 +68,32 @@ impl TableData {
     }
 }
 
+/// One rate-limit count: what the database holds (and the rule enforces) and what the node has counted
+/// since the last commit (inbound-REST-API-rate-limiting: "Every 30 seconds, the count is committed").
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RateCount {
+    pub committed: u32,
+    pub pending: u32,
+    /// The commit period (clock seconds / interval) the pending count belongs to.
+    pub period: i64,
+}
+
+impl RateCount {
+    /// Commit the pending count if a commit time passed since it was counted; `interval_s` 0 commits at once.
+    pub fn commit_due(&mut self, now: i64, interval_s: u64) {
+        let period = if interval_s == 0 {
+            now
+        } else {
+            now.div_euclid(interval_s as i64)
+        };
+        if interval_s == 0 || period > self.period {
+            self.committed += self.pending;
+            self.pending = 0;
+            self.period = period;
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Token {
     pub user: String,
@@ -81,12 +107,16 @@ pub struct Store {
     pub access_tokens: HashMap<String, Token>,
     pub refresh_tokens: HashMap<String, Token>,
     /// (rule index, user, hour start) → requests counted.
-    pub rate_counters: HashMap<(usize, String, i64), u32>,
+    pub rate_counters: HashMap<(usize, String, i64), RateCount>,
     pub log: VecDeque<LoggedRequest>,
     pub faults: Vec<Fault>,
     pub hibernating: bool,
     pub attachments: HashMap<String, Bytes>,
     pub import_set_counter: u64,
+    /// Simulator clock (unix s) of the last reset: scheduled jobs run from then on.
+    pub jobs_since: i64,
+    /// Table → the simulator clock (unix s) of its scheduled job's last run.
+    pub jobs_ran_until: HashMap<String, i64>,
 }
 
 pub struct Shared {
@@ -150,8 +180,28 @@ fn seed_rows(config: &SimConfig) -> Vec<(String, Fields)> {
             ("sys_user_group".to_string(), row)
         })
         .collect();
+    // a `records` row of sys_user_group naming a configured group adds its fields (type, manager, …) to that
+    // group's row (the first not yet described); other rows are more records
+    let mut described: Vec<usize> = Vec::new();
     for (table, list) in &config.records {
         for r in list {
+            let group = (table == "sys_user_group")
+                .then(|| {
+                    (0..rows.len()).find(|i| {
+                        let (t, g) = &rows[*i];
+                        t == "sys_user_group" && g.get("name") == r.get("name") && !described.contains(i)
+                    })
+                })
+                .flatten();
+            if let Some(i) = group {
+                described.push(i);
+                rows[i].1.extend(
+                    r.iter()
+                        .filter(|(k, _)| *k != "sys_id")
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                continue;
+            }
             let mut row = r.clone();
             row.entry("sys_id".into()).or_insert_with(new_sys_id);
             rows.push((table.clone(), row));
@@ -263,6 +313,58 @@ impl Shared {
             store.tables.entry(table.clone()).or_default().insert(row);
         }
         self.clock_offset_ms.store(0, Ordering::SeqCst);
+        store.jobs_since = self.now_unix();
+    }
+
+    /// Run the scheduled jobs whose run time the clock has passed since they last ran (each run acts as of
+    /// its own run time): `purge_without_attachment` deletes the records created before the run that had no
+    /// attachment by then.
+    pub fn run_due_jobs(&self, store: &mut Store) {
+        let now = self.now_unix();
+        for t in &self.config.tables {
+            let Some(job) = &t.purge_without_attachment else {
+                continue;
+            };
+            let every = job.every_s.max(1) as i64;
+            let last_run = now - now.rem_euclid(every);
+            let ran_until = store.jobs_ran_until.get(&t.name).copied().unwrap_or(store.jobs_since);
+            if last_run <= ran_until {
+                continue;
+            }
+            store.jobs_ran_until.insert(t.name.clone(), last_run);
+            let Some(run_at) = OffsetDateTime::from_unix_timestamp(last_run)
+                .ok()
+                .map(format_glide_time)
+            else {
+                continue;
+            };
+            let before_run = |r: &Fields| r.get("sys_created_on").is_some_and(|c| *c <= run_at);
+            let attached: Vec<String> = store
+                .tables
+                .get("sys_attachment")
+                .map(|a| {
+                    a.rows
+                        .iter()
+                        .filter(|r| r.get("table_name") == Some(&t.name) && before_run(r))
+                        .filter_map(|r| r.get("table_sys_id").cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some(data) = store.tables.get_mut(&t.name) else {
+                continue;
+            };
+            let purged: Vec<String> = data
+                .rows
+                .iter()
+                .filter(|r| before_run(r))
+                .filter_map(|r| r.get("sys_id").cloned())
+                .filter(|id| !attached.contains(id))
+                .collect();
+            for id in &purged {
+                data.remove(id);
+            }
+            tracing::debug!(job = %job.job, table = %t.name, purged = purged.len(), "scheduled job ran");
+        }
     }
 
     pub fn now(&self) -> OffsetDateTime {
@@ -406,7 +508,8 @@ impl Shared {
     }
 
     pub fn records_json(&self, table: &str) -> Vec<serde_json::Value> {
-        let store = self.store.lock().expect("store lock");
+        let mut store = self.store.lock().expect("store lock");
+        self.run_due_jobs(&mut store);
         let Some(data) = store.tables.get(table) else {
             return Vec::new();
         };

@@ -213,6 +213,8 @@ async fn oauth_lifetime_is_configurable() {
 #[tokio::test]
 async fn rate_limit_per_user_per_hour() {
     let mut config = SimConfig::default();
+    // exact counts here; the 30 s commit is tested in platform_rules.rs
+    config.rate_limit_commit_interval_s = 0;
     config.rate_limits.push(RateLimitRule {
         name: "relay table api".into(),
         sys_id: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),

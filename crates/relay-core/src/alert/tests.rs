@@ -189,6 +189,13 @@ fn typed_details_are_checked_per_alert_type() {
     assert!(has(&p, "$.details.hours_per_day", "out of range"));
     assert!(has(&p, "$.details.categories[1]", "must be a string"));
     assert!(has(&p, "$.details.weekly_trend", "list of numbers"));
+    // the weekly trend is hours per day, like hours_per_day: a weekly total (29.4 h) is out of range
+    let mut v = usb_copy();
+    v["alert_type"] = json!("productivity");
+    v["details"] = json!({"hours_per_day": 4.2, "categories": [], "weekly_trend": [4.4, 29.4]});
+    let p = problems(v);
+    assert!(has(&p, "$.details.weekly_trend[1]", "must be 0 to 24"), "{p:?}");
+    assert!(!p.iter().any(|p| p.path == "$.details.weekly_trend[0]"), "{p:?}");
 
     let mut v = usb_copy();
     v["alert_type"] = json!("policy_violation");

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use relay_core::{Alert, Router};
+use relay_ports::Clock;
 use serde_json::json;
 
 use crate::error::CliError;
@@ -33,7 +34,7 @@ pub fn run(args: &RouteArgs) -> Result<(), CliError> {
     let body = read_input(&args.alert).map_err(CliError::failed)?;
     match Alert::from_slice(&body) {
         Ok(alert) => {
-            let d = router.route(&alert);
+            let d = router.route_at(&alert, relay_ports::SystemClock.now_ms().div_euclid(1000));
             print_json(&json!({
                 "alert_id": d.alert_id,
                 "rule": d.rule,

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::Req;
 use super::params::{Params, base_url, header_str};
 use super::records::insert_record;
-use super::reply::{Reply, bad_request, empty_reply, error_reply, json_reply, not_found};
+use super::reply::{Reply, acl_denied, bad_request, empty_reply, error_reply, json_reply, not_found};
 use crate::store::{Fields, Shared};
 
 pub fn upload(shared: &Shared, req: &Req, user: &str) -> Reply {
@@ -33,6 +33,16 @@ pub fn upload(shared: &Shared, req: &Req, user: &str) -> Reply {
         .get(table)
         .and_then(|t| t.get(table_sys_id))
         .is_some_and(|row| shared.can_read(user, table, row));
+    // c_AttachmentAPI: the user "must also have any roles required to read and write records on the target
+    // table"
+    let writable = store
+        .tables
+        .get(table)
+        .and_then(|t| t.get(table_sys_id))
+        .is_some_and(|row| shared.can_write(user, table, row));
+    if visible && !writable {
+        return acl_denied("Insert");
+    }
     if !visible {
         return error_reply(
             StatusCode::NOT_FOUND,

@@ -65,7 +65,8 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
 
 /// Rate-limit rules as a real instance applies them: only the most specific matching rule counts
 /// (single user, then users with a role — the lowest limit among role rules —, then all users). A request
-/// that a rule covers carries the rule's `X-RateLimit-*` headers, allowed or not.
+/// that a rule covers carries the rule's `X-RateLimit-*` headers, allowed or not. Counts are committed every
+/// `rate_limit_commit_interval_s` (30 s, as documented), and a rule enforces only what was committed.
 fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind, path: &str) -> Result<Option<RuleHeaders>, Reply> {
     if shared.config.rate_limits.is_empty() {
         return Ok(None);
@@ -91,10 +92,14 @@ fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind, path: &str) -> Re
         return Ok(None);
     };
     let mut store = shared.store.lock().expect("store lock");
-    let count = store.rate_counters.entry((i, user.to_string(), hour)).or_insert(0);
+    let count = store.rate_counters.entry((i, user.to_string(), hour)).or_default();
+    let interval = shared.config.rate_limit_commit_interval_s;
+    count.commit_due(now, interval);
     let reset = hour + 3600;
     let rule_id = shared.rule_ids[i].as_str();
-    if *count >= rule.per_hour {
+    // The rule sees only the committed count: a burst inside one commit period is not refused until the
+    // next commit, and then the whole overshoot counts.
+    if count.committed >= rule.per_hour {
         let retry = (reset - now).max(1) as u64;
         return Err(rate_limited_reply(
             shared,
@@ -105,7 +110,8 @@ fn check_rate_limit(shared: &Shared, user: &str, api: ApiKind, path: &str) -> Re
             rule.api.label(),
         ));
     }
-    *count += 1;
+    count.pending += 1;
+    count.commit_due(now, interval);
     Ok(Some(RuleHeaders {
         limit: rule.per_hour,
         reset,

@@ -59,6 +59,7 @@ pub fn target_table(path: &str) -> Option<String> {
 
 /// Route a (top-level or batch item) request to its API.
 pub fn handle(shared: &Shared, req: &Req) -> Reply {
+    shared.run_due_jobs(&mut shared.store.lock().expect("store lock"));
     if req.path == "/oauth_token.do" {
         return oauth::token(shared, req);
     }

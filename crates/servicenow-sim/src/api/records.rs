@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::Req;
 use super::params::header_str;
 use super::reply::{Reply, bad_request, error_reply};
-use crate::config::PriorityRule;
+use crate::config::{DateRulePolicy, PriorityRule, QualifierPolicy};
 use crate::store::{Fields, Shared, Store, format_glide_time, new_sys_id, priority};
 
 pub fn require_json_body(shared: &Shared, req: &Req) -> Result<Map<String, Value>, Reply> {
@@ -78,6 +78,24 @@ pub fn prepare_fields(
             s = shared
                 .resolve_reference(store, target, k, &s, by_display)
                 .map_err(|e| bad_request("Invalid reference", Some(&e.to_string())))?;
+            if let Some(q) = cfg.and_then(|c| c.reference_qualifiers.get(k))
+                && !s.is_empty()
+                && !shared.referenced(store, target, &s).is_some_and(|row| q.admits(row))
+            {
+                match shared.config.qualified_reference {
+                    QualifierPolicy::Blank => s.clear(),
+                    QualifierPolicy::Ignore => {}
+                    QualifierPolicy::Reject => {
+                        return Err(bad_request(
+                            "Invalid reference",
+                            Some(&format!(
+                                "{k}: the {target} record {s} is outside the field's reference qualifier ({} contains {})",
+                                q.field, q.contains
+                            )),
+                        ));
+                    }
+                }
+            }
         }
         out.insert(k.clone(), s);
     }
@@ -106,6 +124,37 @@ pub fn data_policy_check(shared: &Shared, table: &str, row: &Fields) -> Result<(
             missing.join(", ")
         )),
     ))
+}
+
+/// The table's date rules on the record to be written: Err = 403 with the rule's message (unless the
+/// instance applies them on the form only).
+pub fn date_rule_check(shared: &Shared, table: &str, row: &Fields) -> Result<(), Reply> {
+    let Some(cfg) = shared.table_config(table) else {
+        return Ok(());
+    };
+    if shared.config.date_rules_on_api == DateRulePolicy::Ignore {
+        return Ok(());
+    }
+    let date = |f: &str| {
+        row.get(f)
+            .map(|v| v.trim().chars().take(10).collect::<String>())
+            .filter(|v| !v.is_empty())
+    };
+    let today = shared.now().date().to_string();
+    for rule in &cfg.date_rules {
+        let Some(value) = date(&rule.field) else {
+            continue;
+        };
+        let before_other = rule.after.as_deref().and_then(date).is_some_and(|other| value <= other);
+        if before_other || (rule.not_past && value < today) {
+            return Err(error_reply(
+                StatusCode::FORBIDDEN,
+                "Operation Failed",
+                Some(&format!("{}: {value}", rule.message)),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Computed fields: priority by the table's rule, and empty fields filled from a referenced record.
@@ -159,6 +208,7 @@ pub fn insert_record(
     }
     apply_computed(shared, store, table, &mut row);
     data_policy_check(shared, table, &row)?;
+    date_rule_check(shared, table, &row)?;
     let now = format_glide_time(shared.now());
     let data = store.tables.entry(table.to_string()).or_default();
     if let Some(prefix) = cfg.and_then(|c| c.prefix.as_ref()) {

@@ -5,7 +5,9 @@ use serde_json::{Map, Value, json};
 
 use super::Req;
 use super::params::{Params, base_url};
-use super::records::{apply_computed, data_policy_check, insert_record, prepare_fields, require_json_body};
+use super::records::{
+    apply_computed, data_policy_check, date_rule_check, insert_record, prepare_fields, require_json_body,
+};
 use super::reply::{Reply, acl_denied, bad_request, empty_reply, error_reply, json_reply, not_found};
 use crate::query::EncodedQuery;
 use crate::store::{Fields, Shared, Store, format_glide_time};
@@ -200,6 +202,9 @@ pub fn record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &str)
             updated.extend(changes);
             apply_computed(shared, &store, table, &mut updated);
             if let Err(reply) = data_policy_check(shared, table, &updated) {
+                return reply;
+            }
+            if let Err(reply) = date_rule_check(shared, table, &updated) {
                 return reply;
             }
             let now = format_glide_time(shared.now());
