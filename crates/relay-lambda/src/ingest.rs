@@ -2,8 +2,9 @@
 //! ([`relay_pipeline::http::routes`]), the same router `relay serve` serves.
 //!
 //! The only Lambda-specific part is [`from_api_gateway`]: a request of a named stage (`/prod/v1/alerts`)
-//! has the stage stripped from its path, and the status link's base (`https://<domain>[/<stage>]`) comes from
-//! the API Gateway request context.
+//! has the stage stripped from its path, and the status link's base (`https://<domain>[/<stage>]`) and the
+//! caller's address (for the sender allow-list, `WEBHOOK_SOURCE_CIDRS`) come from the API Gateway request
+//! context.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use metrics_cloudwatch_embedded::Collector;
 use relay_pipeline::http::StatusBase;
-use relay_pipeline::{Ingest, IngestSettings, Ports, SigningKeys};
+use relay_pipeline::{Ingest, IngestSettings, Ports, SigningKeys, SourceAddr};
 use tower::ServiceBuilder;
 
 use crate::{LambdaError, Settings, build_router, cached_secret, load_config};
@@ -26,20 +27,26 @@ pub async fn ingest(settings: &Settings, ports: &Ports) -> Result<Ingest, Lambda
         SigningKeys::Secret(keys),
         IngestSettings {
             ledger_retention: settings.ledger_retention,
+            allowed_sources: settings.allowed_sources.clone(),
             ..IngestSettings::default()
         },
     ))
 }
 
-/// Strip the stage from the path and put the public base URL in the request for the status link.
+/// Strip the stage from the path, put the public base URL in the request for the status link, and the
+/// caller's address (`requestContext.http.sourceIp`) for the sender allow-list.
 pub fn from_api_gateway(mut request: Request) -> Request {
     if let Some(RequestContext::ApiGatewayV2(ctx)) = request.request_context_ref() {
+        let source: Option<std::net::IpAddr> = ctx.http.source_ip.as_deref().and_then(|ip| ip.parse().ok());
         let domain = ctx.domain_name.as_deref().filter(|d| !d.is_empty()).map(str::to_owned);
         let stage = ctx
             .stage
             .as_deref()
             .filter(|s| !s.is_empty() && *s != "$default")
             .map(str::to_owned);
+        if let Some(ip) = source {
+            request.extensions_mut().insert(SourceAddr(ip));
+        }
         if let Some(domain) = domain {
             let base = match &stage {
                 Some(stage) => format!("https://{domain}/{stage}"),

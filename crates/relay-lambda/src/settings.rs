@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use relay_core::BackoffPolicy;
-use relay_pipeline::defaults;
+use relay_pipeline::{SourceAllowList, defaults};
 
 use crate::LambdaError;
 
@@ -50,6 +50,9 @@ pub struct Settings {
     pub ledger_retention: Duration,
     /// After an ambiguous create, how long no new create is sent.
     pub settle: Duration,
+    /// `WEBHOOK_SOURCE_CIDRS` (optional): the networks webhooks may come from, separated by commas (the
+    /// monitoring product's egress addresses); empty: any.
+    pub allowed_sources: SourceAllowList,
 }
 
 const REQUIRED: [&str; 7] = [
@@ -99,6 +102,13 @@ impl Settings {
             None => defaults::lease_for_attempts(defaults::SERVICENOW_TIMEOUT),
             Some(_) => defaults::lease_for_function(seconds("FUNCTION_TIMEOUT_SECONDS", 0, 1)),
         };
+        let allowed_sources = match SourceAllowList::parse(&get("WEBHOOK_SOURCE_CIDRS").unwrap_or_default()) {
+            Ok(list) => list,
+            Err(e) => {
+                problems.push(format!("WEBHOOK_SOURCE_CIDRS: {e}"));
+                SourceAllowList::default()
+            }
+        };
         if !problems.is_empty() {
             return Err(LambdaError::Settings(problems.join("; ")));
         }
@@ -124,6 +134,7 @@ impl Settings {
             servicenow_timeout: defaults::SERVICENOW_TIMEOUT,
             ledger_retention: defaults::LEDGER_RETENTION,
             settle: defaults::SETTLE_AFTER_AMBIGUOUS,
+            allowed_sources,
         })
     }
 }
@@ -135,6 +146,20 @@ mod tests {
 
     fn full() -> HashMap<&'static str, String> {
         REQUIRED.iter().map(|k| (*k, format!("value-of-{k}"))).collect()
+    }
+
+    #[test]
+    fn a_bad_sender_allow_list_is_named() {
+        let mut env = full();
+        env.insert("WEBHOOK_SOURCE_CIDRS", "203.0.113.0/24, 10.0.0.0/99".into());
+        let err = Settings::from_lookup(|k| env.get(k).cloned()).unwrap_err().to_string();
+        assert!(
+            err.contains("WEBHOOK_SOURCE_CIDRS") && err.contains("10.0.0.0/99"),
+            "{err}"
+        );
+        env.insert("WEBHOOK_SOURCE_CIDRS", "203.0.113.0/24 198.51.100.7".into());
+        let s = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(s.allowed_sources.to_string(), "203.0.113.0/24, 198.51.100.7/32");
     }
 
     #[test]

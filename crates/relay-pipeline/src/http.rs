@@ -2,7 +2,9 @@
 //! `lambda_http::run` in the ingest function and by `axum::serve` in `relay serve` (which adds its local
 //! routes, `/healthz` and `/metrics`).
 //!
-//! * `POST /v1/alerts` → [`Ingest::accept`]: 202 with the alert id and its status link, or a clear 4xx/503.
+//! * `POST /v1/alerts` → [`Ingest::accept`]: 202 with the alert id and its status link, or a clear 4xx/503;
+//!   403 first when the request's [`SourceAddr`] (an extension the adapter inserts) is not on the sender
+//!   allow-list.
 //! * `GET /v1/alerts/{alert_id}` (and `HEAD`) → [`Ingest::status`].
 //! * A known path with another method: 405 with `Allow`; anything else: 404. Both as JSON.
 
@@ -16,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::SourceAddr;
 use crate::ingest::{Ingest, Reply, WebhookRequest};
 
 /// The public base URL of the service (`https://<domain>[/<stage>]`), for the status link of a 202. The
@@ -73,9 +76,16 @@ fn json_response(status: StatusCode, body: String, retry_after: Option<u64>) -> 
 async fn post_alert(
     State(app): State<App>,
     base: Option<axum::Extension<StatusBase>>,
+    source: Option<axum::Extension<SourceAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(refused) = app
+        .ingest
+        .refuse_source(source.map(|axum::Extension(SourceAddr(ip))| ip))
+    {
+        return response(refused);
+    }
     let h = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let base = match base {
         Some(axum::Extension(StatusBase(b))) => b,

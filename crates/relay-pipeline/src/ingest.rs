@@ -85,6 +85,8 @@ pub struct IngestSettings {
     pub ledger_retention: Duration,
     /// A cached signing secret older than this is refetched after a signature mismatch (rotation).
     pub secret_refresh_after: Duration,
+    /// The networks webhooks may come from (empty: any).
+    pub allowed_sources: crate::SourceAllowList,
 }
 
 impl Default for IngestSettings {
@@ -92,6 +94,7 @@ impl Default for IngestSettings {
         IngestSettings {
             ledger_retention: crate::defaults::LEDGER_RETENTION,
             secret_refresh_after: crate::defaults::SECRET_REFRESH_AFTER,
+            allowed_sources: crate::SourceAllowList::default(),
         }
     }
 }
@@ -208,6 +211,21 @@ impl Ingest {
     }
 
     /// `POST /v1/alerts`. `status_base` is the public base URL for the status link (no trailing slash).
+    /// `None` when a webhook from `source` may go on to [`Ingest::accept`]; otherwise the 403 to answer
+    /// (the sender allow-list, checked before the body is looked at).
+    pub fn refuse_source(&self, source: Option<std::net::IpAddr>) -> Option<Reply> {
+        let allowed = &self.settings.allowed_sources;
+        if allowed.admits(source) {
+            return None;
+        }
+        let from = source.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+        Some(self.reject(
+            403,
+            "source",
+            json!({"error": format!("webhooks from {from} are not accepted: the sender allow-list is {allowed}")}),
+        ))
+    }
+
     pub async fn accept(&self, req: WebhookRequest<'_>, status_base: &str) -> Reply {
         if req.body.len() > MAX_BODY_BYTES {
             return self.reject(

@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod replay;
 pub mod secrets;
 pub mod signature;
+pub mod sources;
 pub mod telemetry;
 
 pub use deliver::{AfterFailure, Deliverer, Delivery, DeliverySettings, Disposition, Jitter, random_jitter};
@@ -28,6 +29,7 @@ pub use flush::{FlushReport, FlushSettings, Flusher};
 pub use ingest::{Ingest, IngestSettings, Reply, SigningKeys, WebhookRequest};
 pub use secrets::{CachedSecret, SecretDocument, ServiceNowSettings, ServiceNowTarget, WebhookKeys};
 pub use signature::WebhookSecrets;
+pub use sources::{SourceAddr, SourceAllowList};
 
 /// The adapters the pipelines run over: SQS, DynamoDB, Secrets Manager and SNS on AWS; one SQLite file,
 /// a secrets file and the log locally; in-memory ones in benchmarks.

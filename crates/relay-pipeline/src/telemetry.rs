@@ -75,7 +75,7 @@ pub trait TelemetryEvent {
 /// A webhook was refused with `status`.
 pub struct WebhookRejected {
     pub status: u16,
-    /// `too_large`, `not_json`, `signature`, `invalid`, `unavailable`.
+    /// `source` (not on the sender allow-list), `too_large`, `not_json`, `signature`, `invalid`, `unavailable`.
     pub reason: &'static str,
 }
 

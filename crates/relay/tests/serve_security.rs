@@ -35,6 +35,7 @@ fn relay_cmd(dir: &Path) -> Command {
         .env_remove("RELAY_SERVICENOW_FILE")
         .env_remove("SERVICENOW_INSTANCE_URL")
         .env_remove("RELAY_ALLOWED_HOSTS")
+        .env_remove("RELAY_ALLOWED_SOURCES")
         .env_remove("RELAY_DB");
     c
 }
@@ -468,4 +469,41 @@ fn relay_sign_writes_a_signed_api_gateway_event_the_relay_accepts() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("/nonexistent/webhook-secret.json"), "{}", text(&o));
+}
+
+#[test]
+fn webhooks_from_outside_the_sender_allow_list_get_403_and_a_bad_list_stops_the_start() {
+    let post = |addr: &str| {
+        raw(
+            addr,
+            "POST /v1/alerts HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(dir.path(), &["--allow-source", "203.0.113.0/24, 10.0.0.0/8"]);
+    let answer = post(&relay.addr);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("127.0.0.1") && answer.contains("203.0.113.0/24, 10.0.0.0/8"),
+        "the answer names the source and the list: {answer}"
+    );
+    drop(relay);
+    // the loopback sender on the list: on to the signature check (an unsigned body: 401)
+    let relay = start(dir.path(), &["--allow-source", "127.0.0.1"]);
+    let answer = post(&relay.addr);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    drop(relay);
+    let o = relay_cmd(dir.path())
+        .args(["serve", "--port", "0", "--db"])
+        .arg(dir.path().join("relay.db"))
+        .args(["--allow-source", "203.0.113.0/33"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--allow-source") && text(&o).contains("203.0.113.0/33"),
+        "{}",
+        text(&o)
+    );
 }

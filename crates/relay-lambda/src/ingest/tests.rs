@@ -42,7 +42,15 @@ fn signed_post(edit: impl FnOnce(&mut Value)) -> Request {
 }
 
 async fn ingest_over_memory() -> Arc<Ingest> {
+    ingest_with_sources(None).await
+}
+
+/// The ingest function over in-memory ports, with `WEBHOOK_SOURCE_CIDRS` when given.
+async fn ingest_with_sources(cidrs: Option<&str>) -> Arc<Ingest> {
     let settings = Settings::from_lookup(|k| {
+        if k == "WEBHOOK_SOURCE_CIDRS" {
+            return cidrs.map(str::to_string);
+        }
         (k.ends_with("_URL") || k.ends_with("_ARN") || k.ends_with("_TABLE")).then(|| format!("test-{k}"))
     })
     .unwrap();
@@ -142,4 +150,23 @@ async fn without_a_domain_the_host_header_makes_the_link_and_refusals_are_the_ro
     )
     .await;
     assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn the_sender_allow_list_reads_the_source_ip_of_the_request_context() {
+    // the sample event comes from 203.0.113.10
+    let inside = ingest_with_sources(Some("203.0.113.0/24")).await;
+    let (status, body) = answer(&inside, signed_post(|_| {})).await;
+    assert_eq!(status, 202, "{body}");
+
+    let outside = ingest_with_sources(Some("198.51.100.0/24, 2001:db8::/32")).await;
+    let (status, body) = answer(&outside, signed_post(|_| {})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("203.0.113.10"), "{body}");
+    let (status, body) = answer(
+        &outside,
+        signed_post(|e| e["requestContext"]["http"]["sourceIp"] = "198.51.100.20".into()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
 }

@@ -238,3 +238,48 @@ async fn an_unavailable_ledger_is_a_503_with_retry_after() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn a_webhook_from_outside_the_sender_allow_list_is_refused_before_its_signature() {
+    let ports = ports();
+    let ingest = Ingest::new(
+        &ports,
+        Arc::new(Rules::new(Config::default_config(), None).unwrap()),
+        SigningKeys::Fixed(WebhookSecrets::parse(&[SECRET]).unwrap()),
+        IngestSettings {
+            allowed_sources: crate::SourceAllowList::parse("203.0.113.0/24").unwrap(),
+            ..IngestSettings::default()
+        },
+    );
+    let app = routes(Arc::new(ingest), "http");
+    let from = |ip: &str, mut req: Request<Body>| {
+        req.extensions_mut().insert(SourceAddr(ip.parse().unwrap()));
+        req
+    };
+    // a correctly signed alert from outside: 403 naming the address and the list, nothing queued
+    let (status, _, body) = call(&app, from("198.51.100.7", signed(SAMPLE, "wh-out"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("198.51.100.7") && error.contains("203.0.113.0/24"),
+        "{error}"
+    );
+    // no known source (an adapter that did not say): refused too
+    let (status, _, body) = call(&app, signed(SAMPLE, "wh-unknown")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unknown address"), "{body}");
+    assert_eq!(
+        ports.realtime.depth().await.unwrap(),
+        0,
+        "nothing from outside is queued"
+    );
+    // from inside: the signature is checked as always
+    let mut forged = signed(SAMPLE, "wh-forged");
+    forged
+        .headers_mut()
+        .insert("webhook-signature", "v1,AAAA".parse().unwrap());
+    let (status, _, _) = call(&app, from("203.0.113.9", forged)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = call(&app, from("203.0.113.9", signed(SAMPLE, "wh-in"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}

@@ -9,7 +9,7 @@ use relay_core::BackoffPolicy;
 use relay_local::{Durability, LocalStore, StoreOptions};
 use relay_pipeline::{
     Delivery, DeliverySettings, FlushSettings, Flusher, Ingest, IngestSettings, Ports, ServiceNowTarget, SigningKeys,
-    defaults,
+    SourceAllowList, defaults,
 };
 use relay_ports::SystemClock;
 use secrecy::SecretString;
@@ -81,7 +81,17 @@ impl Local {
             notifier: Arc::new(store.notifier()),
             clock: Arc::new(SystemClock),
         };
-        let ingest = Ingest::new(&ports, router, SigningKeys::Fixed(keys), IngestSettings::default());
+        let allowed_sources = SourceAllowList::parse(args.allowed_sources.as_deref().unwrap_or(""))
+            .map_err(|e| CliError::invalid(format!("--allow-source: {e}")))?;
+        let ingest = Ingest::new(
+            &ports,
+            router,
+            SigningKeys::Fixed(keys),
+            IngestSettings {
+                allowed_sources,
+                ..IngestSettings::default()
+            },
+        );
         let delivery = Arc::new(Delivery::new(
             &ports,
             ServiceNowTarget::ready(client),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use relay_pipeline::SourceAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -112,9 +113,9 @@ pub async fn serve(
         connections.spawn(async move {
             let _permit = permit;
             match tls {
-                None => connection(stream, app, limits, token).await,
+                None => connection(stream, peer, app, limits, token).await,
                 Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => connection(tls_stream, app, limits, token).await,
+                    Ok(Ok(tls_stream)) => connection(tls_stream, peer, app, limits, token).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -128,11 +129,16 @@ pub async fn serve(
     }
 }
 
-async fn connection<S>(stream: S, app: Router, limits: Limits, token: CancellationToken)
+/// Serve one connection from `peer`; each request carries the peer's address ([`SourceAddr`], for the
+/// sender allow-list).
+async fn connection<S>(stream: S, peer: std::net::SocketAddr, app: Router, limits: Limits, token: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| app.clone().oneshot(request));
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(SourceAddr(peer.ip()));
+        app.clone().oneshot(request)
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

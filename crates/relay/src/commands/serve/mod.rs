@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// Host headers get 421 (DNS rebinding). With --public and none given, any host is answered.
     #[arg(long, env = "RELAY_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_host: Vec<String>,
+    /// Networks webhooks may come from: addresses or CIDR networks, comma-separated (the monitoring
+    /// product's egress addresses). A webhook from elsewhere gets 403 before its signature is checked.
+    /// Default: any. Behind a reverse proxy the source is the proxy: filter there (docs/local-mode.md).
+    #[arg(long = "allow-source", env = "RELAY_ALLOWED_SOURCES")]
+    pub allowed_sources: Option<String>,
     /// The read token of GET /v1/alerts/{id} and the operator page (one line). Default: RELAY_READ_TOKEN,
     /// else read-token next to the database (generated on first start).
     #[arg(long, env = "RELAY_READ_TOKEN_FILE")]
