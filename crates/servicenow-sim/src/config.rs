@@ -8,20 +8,24 @@ use std::path::Path;
 use crate::SimError;
 
 mod auth;
+mod latency;
 mod limits;
 mod policies;
+mod profile;
 mod tables;
 
 pub use auth::{OAuthClientConfig, OAuthConfig, UserConfig};
-pub use limits::{ApiKind, BatchConfig, RateLimitRule};
+pub use latency::{Latency, LatencyApi, LatencyConfig};
+pub use limits::{ApiKind, BatchConfig, RateLimitRule, TransactionLimit};
 pub use policies::{DateRulePolicy, QualifierPolicy, ReferencePolicy};
+pub use profile::{REALISTIC_SEED, SimProfile};
 pub use tables::{
     DateRule, FromReference, ImportSetConfig, PriorityRule, PurgeJob, ReferenceQualifier, Restriction, SYSTEM_FIELDS,
     TableConfig,
 };
 
 /// A configuration whose parts do not fit together.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     #[error("import set {staging_table} targets unknown table {target_table}")]
     UnknownImportTarget {
@@ -42,6 +46,14 @@ pub enum ConfigError {
     },
     #[error("reference data for unknown table {table}")]
     UnknownRecordTable { table: String },
+    #[error("transactions.max_concurrent must be at least 1")]
+    NoTransactionThreads,
+    #[error("latency.{api}: median_ms must be positive and p99_ms at least the median (got {median_ms} / {p99_ms})")]
+    InvalidLatency {
+        api: &'static str,
+        median_ms: f64,
+        p99_ms: f64,
+    },
 }
 
 /// Role that may do everything (as on a real instance).
@@ -67,6 +79,10 @@ pub struct SimConfig {
     pub rate_limit_commit_interval_s: u64,
     pub oauth: OAuthConfig,
     pub batch: BatchConfig,
+    /// Latency per API, applied to every request (default: none, every request answers at once).
+    pub latency: LatencyConfig,
+    /// The API_INT pool: REST transactions executing at once, and its queue (None, the default: no limit).
+    pub transactions: Option<TransactionLimit>,
     /// What a display value (or sys_id) that matches no record of the referenced table does.
     pub unknown_reference: ReferencePolicy,
     /// What a display value that matches several records does.
@@ -189,6 +205,8 @@ impl Default for SimConfig {
             rate_limit_commit_interval_s: 30,
             oauth: OAuthConfig::default(),
             batch: BatchConfig::default(),
+            latency: LatencyConfig::default(),
+            transactions: None,
             unknown_reference: ReferencePolicy::Blank,
             ambiguous_reference: ReferencePolicy::Reject,
             qualified_reference: QualifierPolicy::Blank,
@@ -241,6 +259,10 @@ impl SimConfig {
                 });
             }
         }
+        if self.transactions.is_some_and(|t| t.max_concurrent == 0) {
+            return Err(ConfigError::NoTransactionThreads);
+        }
+        self.latency.validate()?;
         let tables = self.resolved_tables()?;
         let find = |n: &str| tables.iter().find(|t| t.name == n);
         for t in &tables {

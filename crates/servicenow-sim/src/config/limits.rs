@@ -74,3 +74,16 @@ impl Default for BatchConfig {
         }
     }
 }
+
+/// The instance's pool of threads for inbound REST transactions (the API_INT semaphore pool) and its
+/// request queue: a request that finds every thread busy waits in the queue; one that finds the queue full
+/// too is rejected with 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionLimit {
+    /// Transactions executing at once (instance-wide).
+    pub max_concurrent: usize,
+    /// Transactions that may wait for a thread (0: rejected at once when every thread is busy).
+    #[serde(default)]
+    pub queue_depth: usize,
+}
