@@ -10,12 +10,13 @@ mod faults;
 pub mod query;
 mod server;
 mod store;
+mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::SimConfig;
+pub use config::{SimConfig, SimProfile};
 pub use faults::{Fault, FaultKind};
 pub use server::is_loopback_peer;
 pub use store::LoggedRequest;

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -153,16 +154,22 @@ async fn handle_connection_request(
         via_batch: false,
     };
     let table = api::target_table(&req.path);
-    let fault = {
-        let mut store = shared.store.lock().expect("store lock");
-        if store.hibernating {
-            drop(store);
-            let reply = api::hibernating_reply();
-            log(&shared, &req.method, &req.path, &req.query, 200, None, table, None);
-            return Ok(into_response(reply));
-        }
-        take_matching(&mut store.faults, table.as_deref(), req.method.as_str())
+    if shared.store.lock().expect("store lock").hibernating {
+        let reply = api::hibernating_reply();
+        log(&shared, &req.method, &req.path, &req.query, 200, None, table, None);
+        return Ok(into_response(reply));
+    }
+    // The transaction takes an API_INT thread (waiting in the queue if need be) and holds it until it answers.
+    let Ok(slot) = shared.transactions.admit().await else {
+        let reply = api::transactions_exhausted_reply();
+        log(&shared, &req.method, &req.path, &req.query, 429, None, table, None);
+        return Ok(into_response(reply));
     };
+    let fault = take_matching(
+        &mut shared.store.lock().expect("store lock").faults,
+        table.as_deref(),
+        req.method.as_str(),
+    );
     let fault_name = fault.as_ref().map(|f| f.name());
 
     // Faults that act before the request is handled.
@@ -210,6 +217,7 @@ async fn handle_connection_request(
         let late = shared.clone();
         return match crate::faults::timing::commit_later(delay, move || {
             let reply = api::handle(&late, &req);
+            drop(slot);
             let status = reply.status.as_u16();
             log(
                 &late,
@@ -231,6 +239,13 @@ async fn handle_connection_request(
     }
 
     let mut reply = api::handle(&shared, &req);
+    let latency = api::latency_api(&req).map_or(Duration::ZERO, |a| shared.transactions.latency(a));
+    let running = latency + reply.hold;
+    if !running.is_zero() {
+        tokio::time::sleep(running).await;
+    }
+    // The transaction has finished: whatever happens to its answer, the thread is free.
+    drop(slot);
 
     // Faults that act after the request was handled (and committed).
     match &fault {

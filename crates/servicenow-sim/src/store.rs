@@ -131,6 +131,7 @@ pub struct Shared {
     pub roles: HashMap<String, Vec<String>>,
     /// sys_id of each rate-limit rule (configured or generated).
     pub rule_ids: Vec<String>,
+    pub transactions: crate::transactions::Transactions,
 }
 
 pub fn new_sys_id() -> String {
@@ -272,6 +273,7 @@ impl Shared {
             .map(|r| r.sys_id.clone().unwrap_or_else(new_sys_id))
             .collect();
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let transactions = crate::transactions::Transactions::new(config.transactions, config.latency.clone());
         let shared = Shared {
             config,
             store: Mutex::new(Store::default()),
@@ -280,6 +282,7 @@ impl Shared {
             shutdown,
             roles,
             rule_ids,
+            transactions,
         };
         shared.reset();
         shared

@@ -102,6 +102,7 @@ pub fn one(shared: &Shared, req: &Req, user: &str, sys_id: &str, content: bool) 
                 body: bytes,
                 content_type: "application/octet-stream",
                 user: None,
+                hold: std::time::Duration::ZERO,
             }
         }
         (Method::GET, false) => {

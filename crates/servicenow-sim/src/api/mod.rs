@@ -15,13 +15,13 @@ mod table;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
-use crate::config::ApiKind;
+use crate::config::{ApiKind, LatencyApi};
 use crate::store::Shared;
 use gate::with_api;
 use reply::bad_request;
 pub use reply::{
     Reply, empty_reply, error_reply, hibernating_reply, json_reply, rate_limited_reply, server_error_reply,
-    unauthenticated_reply,
+    transactions_exhausted_reply, unauthenticated_reply,
 };
 
 pub struct Req {
@@ -53,6 +53,24 @@ pub fn target_table(path: &str) -> Option<String> {
     match segs.as_slice() {
         ["table", t, ..] | ["import", t, ..] => Some(t.to_string()),
         ["attachment", ..] => Some("sys_attachment".into()),
+        _ => None,
+    }
+}
+
+/// The latency a top-level request takes (None: none of its own — a batch's items take theirs, unknown
+/// resources answer at once).
+pub fn latency_api(req: &Req) -> Option<LatencyApi> {
+    match req.path.as_str() {
+        "/oauth_token.do" => return Some(LatencyApi::OAuth),
+        "/api/global/em/jsonv2" => return Some(LatencyApi::Event),
+        _ => {}
+    }
+    let (_, segs) = now_segments(&req.path)?;
+    match segs.first() {
+        Some(&"table") if req.method == Method::GET => Some(LatencyApi::TableRead),
+        Some(&"table") => Some(LatencyApi::TableWrite),
+        Some(&"import") => Some(LatencyApi::ImportSet),
+        Some(&"attachment") => Some(LatencyApi::Attachment),
         _ => None,
     }
 }
@@ -144,5 +162,38 @@ mod tests {
         );
         assert_eq!(target_table("/api/global/em/jsonv2").as_deref(), Some("em_event"));
         assert_eq!(target_table("/api/now/v1/batch"), None);
+    }
+
+    #[test]
+    fn latency_of_request() {
+        let req = |method: Method, path: &str| Req {
+            method,
+            path: path.into(),
+            query: String::new(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            via_batch: false,
+        };
+        let of = |m, p| latency_api(&req(m, p));
+        assert_eq!(of(Method::GET, "/api/now/table/incident"), Some(LatencyApi::TableRead));
+        assert_eq!(
+            of(Method::POST, "/api/now/v2/table/incident"),
+            Some(LatencyApi::TableWrite)
+        );
+        assert_eq!(
+            of(Method::PATCH, "/api/now/table/incident/abc"),
+            Some(LatencyApi::TableWrite)
+        );
+        assert_eq!(
+            of(Method::POST, "/api/now/import/u_incident_import"),
+            Some(LatencyApi::ImportSet)
+        );
+        assert_eq!(
+            of(Method::POST, "/api/now/attachment/file"),
+            Some(LatencyApi::Attachment)
+        );
+        assert_eq!(of(Method::POST, "/api/global/em/jsonv2"), Some(LatencyApi::Event));
+        assert_eq!(of(Method::POST, "/oauth_token.do"), Some(LatencyApi::OAuth));
+        assert_eq!(of(Method::POST, "/api/now/v1/batch"), None, "the items take theirs");
     }
 }

@@ -1,5 +1,7 @@
 //! Replies in ServiceNow's shapes: the JSON envelope, the error envelope and the canned errors.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::{Value, json};
@@ -12,6 +14,9 @@ pub struct Reply {
     pub body: Bytes,
     pub content_type: &'static str,
     pub user: Option<String>,
+    /// How long the transaction keeps running after its work is done before it answers (a batch's items,
+    /// one after another); the request's own latency comes on top.
+    pub hold: Duration,
 }
 
 impl Reply {
@@ -36,6 +41,7 @@ pub fn json_reply(status: StatusCode, value: &Value) -> Reply {
         body: Bytes::from(serde_json::to_vec(value).expect("serialisable")),
         content_type: JSON,
         user: None,
+        hold: Duration::ZERO,
     }
 }
 
@@ -46,6 +52,7 @@ pub fn empty_reply(status: StatusCode) -> Reply {
         body: Bytes::new(),
         content_type: JSON,
         user: None,
+        hold: Duration::ZERO,
     }
 }
 
@@ -92,6 +99,20 @@ pub fn rate_limited_reply(
     .header("retry-after", retry_after_s)
 }
 
+/// Every API_INT thread busy and its request queue full: "additional transactions will be rejected with a
+/// 429 error". The rejection comes before the REST framework, so no JSON envelope, no rate-limit headers and
+/// no `Retry-After` (the body is not documented; the harsher reading).
+pub fn transactions_exhausted_reply() -> Reply {
+    Reply {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        headers: Vec::new(),
+        body: Bytes::from_static(b"Too Many Requests"),
+        content_type: "text/plain;charset=UTF-8",
+        user: None,
+        hold: Duration::ZERO,
+    }
+}
+
 pub const HIBERNATING_PAGE: &str = "<!DOCTYPE html><html><head><title>Instance Hibernating</title></head><body>\
 <h1>Your instance is hibernating</h1><p>This developer instance is hibernating because it has been inactive. \
 Sign in to the developer portal to wake it up.</p></body></html>";
@@ -103,6 +124,7 @@ pub fn hibernating_reply() -> Reply {
         body: Bytes::from_static(HIBERNATING_PAGE.as_bytes()),
         content_type: "text/html;charset=UTF-8",
         user: None,
+        hold: Duration::ZERO,
     }
 }
 

@@ -14,7 +14,7 @@ use relay_pipeline::{
 use relay_ports::SystemClock;
 use secrecy::SecretString;
 use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCredentials};
-use servicenow_sim::{RunningSim, SimConfig, Simulator};
+use servicenow_sim::{RunningSim, SimConfig, SimProfile, Simulator};
 
 use super::ServeArgs;
 use crate::error::CliError;
@@ -142,7 +142,15 @@ impl Local {
         );
         match &self.simulator {
             Some(s) => {
-                println!("  ServiceNow      built-in simulator at {}  (user relay)", s.base_url());
+                let profile = match (&args.simulator_config, args.simulator_profile) {
+                    (Some(_), _) => "",
+                    (None, SimProfile::Instant) => "",
+                    (None, SimProfile::Realistic) => ", profile realistic",
+                };
+                println!(
+                    "  ServiceNow      built-in simulator at {}  (user relay{profile})",
+                    s.base_url()
+                );
                 println!(
                     "                  see the records: curl {}/sim/records/sn_si_incident",
                     s.base_url()
@@ -235,7 +243,7 @@ async fn servicenow(args: &ServeArgs) -> Result<(ServiceNowClient, String, Optio
             let sim_config = match &args.simulator_config {
                 Some(p) => SimConfig::from_yaml_file(p)
                     .map_err(|e| CliError::invalid(format!("simulator config {}: {e}", p.display())))?,
-                None => SimConfig::default(),
+                None => args.simulator_profile.config(),
             };
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.simulator_port))
                 .await

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use servicenow_sim::SimProfile;
 
 use crate::error::CliError;
 use crate::settings;
@@ -69,8 +70,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub simulator_port: u16,
     /// Simulator instance definition (YAML, see servicenow-sim); default: the standard demo instance.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "simulator_profile")]
     pub simulator_config: Option<PathBuf>,
+    /// Simulator profile: `instant` (the demo instance, answering at once) or `realistic` (per-API latency,
+    /// 16 concurrent REST transactions, a rate-limit rule; see servicenow-sim API.md).
+    #[arg(long, value_enum, default_value_t = SimProfile::Instant)]
+    pub simulator_profile: SimProfile,
     /// Concurrent delivery workers (each takes up to 10 alerts at a time).
     #[arg(long, default_value_t = 8)]
     pub workers: usize,

@@ -284,3 +284,39 @@ async fn metrics_need_the_read_token_on_a_public_server() {
         "a loopback server's metrics stay open to local scrapers"
     );
 }
+
+#[tokio::test]
+async fn the_realistic_simulator_profile_starts_a_limited_slow_instance() {
+    let server = server(&["--simulator-profile", "realistic"]).await;
+    let sim = server.local.simulator.as_ref().expect("the built-in simulator");
+    let started = std::time::Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/now/table/incident", sim.base_url()))
+        .basic_auth("relay", Some("relay-password"))
+        .json(&serde_json::json!({"short_description": "profile smoke"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(
+        resp.headers()["x-ratelimit-limit"],
+        "10000",
+        "the profile's rate-limit rule"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(10),
+        "a Table API write takes time"
+    );
+    let both = [
+        "serve",
+        "--simulator-profile",
+        "realistic",
+        "--simulator-config",
+        "sim.yaml",
+    ];
+    assert!(
+        Cli::try_parse_from(both).is_err(),
+        "a profile and a config file exclude each other"
+    );
+    assert!(Cli::try_parse_from(["serve", "--simulator-profile", "fast"]).is_err());
+}
