@@ -39,6 +39,10 @@ pub struct Pending<'a> {
     pub decision: &'a Decision,
     /// When ingest accepted it (epoch ms): decides its window.
     pub received_at_ms: i64,
+    /// Planned as its own record, never grouped: an earlier attempt may already have created that record
+    /// (a flush that sent it and was ended before it could say so), which only a lookup under its own key
+    /// finds. Grouping it would put it in a second record.
+    pub alone: bool,
 }
 
 /// One record to create: a single alert's own record, or an aggregate of several.
@@ -109,6 +113,10 @@ pub fn plan(pending: &[Pending<'_>], settings: &BatchSettings, window_ms: i64) -
         let d = p.decision;
         if d.record_type == RecordType::ItomEvent {
             events.push(records.len());
+            records.push(single(d, i, p.received_at_ms));
+            continue;
+        }
+        if p.alone {
             records.push(single(d, i, p.received_at_ms));
             continue;
         }

@@ -206,6 +206,8 @@ impl Flusher {
             .map(|(c, decision)| Pending {
                 decision,
                 received_at_ms: c.env.received_at_ms,
+                // an earlier attempt (a flush ended after sending it alone) may have created its record
+                alone: crate::deliver::must_look_up(&c.entry, &c.env),
             })
             .collect();
         let plan = batch::plan(&pending, &self.settings.batch, self.settings.window.as_millis() as i64);
@@ -221,7 +223,8 @@ impl Flusher {
             .enumerate()
             .filter(|(_, r)| {
                 // an aggregate's id comes from its whole member set, which is sealed before it is sent: it
-                // cannot have been sent before, so only a lone alert's record is looked up
+                // cannot have been sent before, so only a lone alert's record is looked up (an alert an
+                // earlier attempt may have sent is always planned alone: `Pending::alone`)
                 r.record_type != RecordType::ItomEvent
                     && r.members.len() == 1
                     && r.members

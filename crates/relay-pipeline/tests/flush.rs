@@ -418,6 +418,85 @@ async fn a_flush_killed_after_sending_an_aggregate_never_completes_a_later_alert
 /// Issue 13, case 6: while a failed aggregate waits on the realtime retry path, a second copy of one of its
 /// alerts' batch messages (SQS at-least-once, a failed delete) must not be delivered on its own.
 #[tokio::test]
+async fn a_lone_alert_a_killed_flush_sent_is_never_grouped_into_a_second_record() {
+    let h = harness(Options {
+        lease: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    // the killed flush's message comes back after a second, when its claim has run out too
+    let ports = Ports {
+        batch: Arc::new(h.batch.clone().with_visibility_timeout(Duration::from_secs(1))),
+        ..h.ports.clone()
+    };
+    let flusher = Arc::new(Flusher::new(
+        Arc::new(h.flusher.delivery.with_ports(ports)),
+        FlushSettings {
+            budget: Duration::from_secs(3),
+            settle_reserve: Duration::from_secs(1),
+            ..h.flusher.settings.clone()
+        },
+    ));
+    let reply = h
+        .post(&alert_body("kl-0", "policy_violation", "low", "E2"), "wh-0")
+        .await;
+    assert_eq!(reply.status, 202);
+    // its record (a group of one) is committed by the Batch API, and the process dies waiting for the answer
+    h.sim.inject(Fault {
+        kind: FaultKind::TimeoutAfterWrite,
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    let running = tokio::spawn({
+        let f = flusher.clone();
+        async move { f.flush().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.sim.records(TABLE).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.abort();
+    assert!(
+        running.await.unwrap_err().is_cancelled(),
+        "the flush was killed mid-call"
+    );
+    assert_eq!(h.sim.records(TABLE).len(), 1, "its record was created before the kill");
+
+    // more alerts of the same employee, type and window arrive; the old message comes back
+    for i in 1..4 {
+        let reply = h
+            .post(
+                &alert_body(&format!("kl-{i}"), "policy_violation", "low", "E2"),
+                &format!("wh-{i}"),
+            )
+            .await;
+        assert_eq!(reply.status, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let report = flusher.flush().await;
+    assert_eq!(report.alerts, 4, "{report:?}");
+    h.deliver_all().await;
+
+    let listed = listing_of(&h, "kl-");
+    for i in 0..4 {
+        let id = format!("kl-{i}");
+        let e = h.state(&id).await;
+        assert_eq!(e.state, DeliveryState::Completed, "{id}");
+        assert_eq!(
+            listed.get(&id),
+            Some(&vec![e.record.unwrap().sys_id]),
+            "{id} is listed by exactly one record, the one its ledger names"
+        );
+    }
+    assert_eq!(
+        h.sim.records(TABLE).len(),
+        2,
+        "kl-0 alone (found again), the later three together"
+    );
+}
+
+#[tokio::test]
 async fn a_copy_of_a_members_batch_message_is_delivered_with_its_aggregate_only() {
     let h = harness(Options::default()).await;
     for i in 0..3 {

@@ -25,6 +25,7 @@ fn pend(ds: &[Decision], at: i64) -> Vec<Pending<'_>> {
         .map(|d| Pending {
             decision: d,
             received_at_ms: at,
+            alone: false,
         })
         .collect()
 }
@@ -75,10 +76,12 @@ fn different_employees_types_and_windows_stay_apart() {
         Pending {
             decision: &same[0],
             received_at_ms: 299_999,
+            alone: false,
         },
         Pending {
             decision: &same[1],
             received_at_ms: 300_000,
+            alone: false,
         },
     ];
     assert_eq!(plan(&pending, &BatchSettings::default(), 300_000).records.len(), 2);
@@ -292,4 +295,20 @@ fn an_aggregate_names_the_one_person_its_members_share_and_none_when_they_differ
     let p = plan(&pend(&mixed, 0), &settings, 300_000);
     assert_eq!(p.records.len(), 1);
     assert_eq!(p.records[0].person, None, "two employees: no one person is named");
+}
+
+#[test]
+fn an_alert_an_earlier_attempt_may_have_sent_alone_is_never_grouped() {
+    let ds: Vec<Decision> = (0..4).map(|i| decision(i, "E1", "policy_violation", "low")).collect();
+    let mut pending = pend(&ds, 1_000);
+    pending[1].alone = true;
+    let plan = plan(&pending, &BatchSettings::default(), 300_000);
+    assert_eq!(plan.records.len(), 2, "{:?}", plan.records);
+    let alone = plan.records.iter().find(|r| r.members == [1]).expect("its own record");
+    assert_eq!(
+        alone.correlation_id, ds[1].correlation_id,
+        "under its own key, where a lookup finds it"
+    );
+    let group = plan.records.iter().find(|r| r.members.len() > 1).unwrap();
+    assert_eq!(group.members, [0, 2, 3]);
 }
