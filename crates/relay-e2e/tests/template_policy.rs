@@ -977,6 +977,15 @@ fn dashboard_body_is_json_and_shows_every_metric() {
     ] {
         assert!(text.contains(metric), "dashboard lacks {metric}");
     }
+    let sub = &template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"];
+    assert!(
+        sub[0].as_str().is_some_and(|b| b.contains("${CriticalQueueName}")),
+        "the dashboard shows the critical queue's oldest message"
+    );
+    assert_eq!(
+        sub[1]["CriticalQueueName"],
+        json!({"Fn::GetAtt": ["CriticalQueue", "QueueName"]})
+    );
 }
 
 #[test]
