@@ -4,8 +4,8 @@
 # the ServiceNow simulator, creates the dev resources (scripts/lambda-dev-resources.py, the names of
 # events/env.json), and runs each binary under a stub Lambda runtime API (scripts/lambda-runtime-stub.py)
 # with an events/ envelope:
-#   ingest  ← `relay sign --apigw-event` of a critical and a low alert     → 202 twice, one message on the realtime queue
-#   deliver ← that message as an SQS event (events/lambda/sqs-batch.json)   → no batchItemFailures, the record
+#   ingest  ← `relay sign --apigw-event` of a critical and a low alert     → 202 twice, one message on the critical queue
+#   deliver ← that message as an SQS event of the critical queue            → no batchItemFailures, the record
 #                                                                             in the simulator, ledger COMPLETED
 #   flush   ← events/lambda/scheduled-flush.json                            → the low alert's record created
 #
@@ -83,16 +83,19 @@ import json, sys, boto3
 endpoint, out = sys.argv[1], sys.argv[2]
 kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
 sqs = boto3.client("sqs", **kw)
-url = sqs.get_queue_url(QueueName="relay-dev-realtime")["QueueUrl"]
+realtime = sqs.get_queue_url(QueueName="relay-dev-realtime")["QueueUrl"]
+left = sqs.receive_message(QueueUrl=realtime, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+assert not left, f"the critical alert went to the realtime queue: {len(left)} message(s) there"
+url = sqs.get_queue_url(QueueName="relay-dev-critical")["QueueUrl"]
 msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2, AttributeNames=["All"]).get("Messages", [])
-assert len(msgs) == 1, f"expected one message on the realtime queue, found {len(msgs)}"
+assert len(msgs) == 1, f"expected one message on the critical queue, found {len(msgs)}"
 event = json.load(open("events/lambda/sqs-batch.json"))
 rec = event["Records"][0]
 m = msgs[0]
 rec.update(messageId=m["MessageId"], receiptHandle=m["ReceiptHandle"], body=m["Body"], md5OfBody=m["MD5OfBody"],
-           eventSourceARN="arn:aws:sqs:us-east-1:123456789012:relay-dev-realtime")
+           eventSourceARN="arn:aws:sqs:us-east-1:123456789012:relay-dev-critical")
 json.dump(event, open(out, "w"))
-print("ok   the realtime queue holds the accepted alert")
+print("ok   the critical queue holds the accepted critical alert")
 PY
 invoke "$bin/deliver" DeliverFunction "$work/deliver.out" "$work/sqs.json"
 check "deliver reports no failed item" "a[0]['kind']=='response' and a[0]['body'].get('batchItemFailures')==[]" "$work/deliver.out"

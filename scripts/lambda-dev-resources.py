@@ -28,6 +28,7 @@ dlq = sqs.create_queue(QueueName="relay-dev-dlq")["QueueUrl"]
 dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1000"})
 sqs.create_queue(QueueName="relay-dev-realtime", Attributes={"VisibilityTimeout": "30", "RedrivePolicy": redrive})
+sqs.create_queue(QueueName="relay-dev-critical", Attributes={"VisibilityTimeout": "30", "RedrivePolicy": redrive})
 sqs.create_queue(QueueName="relay-dev-batch", Attributes={"VisibilityTimeout": "600"})
 
 ddb = boto3.client("dynamodb", **kw)

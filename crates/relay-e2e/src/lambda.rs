@@ -4,7 +4,7 @@
 //!
 //! Handlers are invoked as Lambda invokes them: API Gateway v2 events go through `lambda_http`'s adapter
 //! (JSON in, the serialized API Gateway response out); SQS batches are real `ReceiveMessage` results put
-//! into the SQS event envelope, and [`Stack::poll_realtime`] deletes what the handler did not report as
+//! into the SQS event envelope, and [`Stack::poll_realtime`] (or [`Stack::poll_critical`]) deletes what the handler did not report as
 //! failed, as the event source mapping does; the flush gets the scheduled event.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use relay_aws::testing::{self, AtomicDynamo, PublishedNotice, TestQueue, TestTopic};
 use relay_core::BackoffPolicy;
 use relay_lambda::{Settings, aws_ports, deliver, flush, ingest};
-use relay_pipeline::{Deliverer, Flusher, Ingest, Ports, WebhookSecrets};
+use relay_pipeline::{Flusher, Ingest, Ports, WebhookSecrets};
 use relay_ports::{AlertQueue, Clock, LedgerEntry, ReceivedMessage, SystemClock};
 use serde_json::{Value, json};
 use servicenow_sim::{RunningSim, SimConfig, Simulator};
@@ -77,6 +77,9 @@ pub struct StackOptions {
     /// The realtime queue's receive limit the deliverer watches (default: derived from the retry policy,
     /// as on AWS).
     pub max_receives: Option<u32>,
+    /// Set `CRITICAL_QUEUE_URL` to the stack's critical queue (as template.yaml does). Off by default: the
+    /// stack then behaves as one from before the critical lane (critical alerts on the realtime queue).
+    pub critical_lane: bool,
 }
 
 impl Default for StackOptions {
@@ -90,6 +93,7 @@ impl Default for StackOptions {
             flush_budget: Duration::from_secs(60),
             settle: Duration::from_millis(50),
             max_receives: None,
+            critical_lane: false,
         }
     }
 }
@@ -109,11 +113,13 @@ pub struct Stack {
     pub settings: Settings,
     pub ports: Ports,
     pub realtime: TestQueue,
+    /// Always created; used only with [`StackOptions::critical_lane`].
+    pub critical: TestQueue,
     pub batch: TestQueue,
     pub dlq: TestQueue,
     pub topic: TestTopic,
     pub ingest: Arc<Ingest>,
-    pub deliverer: Deliverer,
+    pub lanes: deliver::Lanes,
     pub flusher: Flusher,
     pub signing: WebhookSecrets,
     _atomic: Option<AtomicDynamo>,
@@ -128,8 +134,9 @@ impl Stack {
         let sim = Simulator::start(opts.sim)
             .await
             .expect("start the ServiceNow simulator");
-        let (realtime, batch, dlq, table, topic) = tokio::join!(
+        let (realtime, critical, batch, dlq, table, topic) = tokio::join!(
             testing::create_queue(&sdk, "realtime", 30),
+            testing::create_queue(&sdk, "critical", 30),
             testing::create_queue(&sdk, "batch", 60),
             testing::create_queue(&sdk, "dlq", 30),
             testing::create_ledger_table(&sdk, "ledger"),
@@ -145,7 +152,7 @@ impl Stack {
             .to_string(),
         )
         .await;
-        let env: HashMap<&str, String> = HashMap::from([
+        let mut env: HashMap<&str, String> = HashMap::from([
             (
                 "REALTIME_QUEUE_URL",
                 opts.realtime_queue_url.clone().unwrap_or_else(|| realtime.url.clone()),
@@ -159,6 +166,9 @@ impl Stack {
             ("RETRY_WINDOW_SECONDS", opts.window.as_secs().max(1).to_string()),
             ("FLUSH_BUDGET_SECONDS", opts.flush_budget.as_secs().max(1).to_string()),
         ]);
+        if opts.critical_lane {
+            env.insert("CRITICAL_QUEUE_URL", critical.url.clone());
+        }
         let mut settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
         settings.backoff = BackoffPolicy {
             base: Duration::from_millis(20),
@@ -184,7 +194,7 @@ impl Stack {
         if let Some(limit) = opts.max_receives {
             delivery.settings.max_receives = limit;
         }
-        let deliverer = Deliverer::new(Arc::new(delivery));
+        let lanes = deliver::Lanes::new(&settings, Arc::new(delivery));
         let flusher = flush::flusher(&settings, &ports).expect("flush pipeline");
         Some(Stack {
             sdk,
@@ -192,11 +202,12 @@ impl Stack {
             settings,
             ports,
             realtime,
+            critical,
             batch,
             dlq,
             topic,
             ingest: Arc::new(ingest),
-            deliverer,
+            lanes,
             flusher,
             signing: WebhookSecrets::parse(&[SIGNING_SECRET]).expect("signing secret"),
             _atomic: atomic,
@@ -325,7 +336,7 @@ impl Stack {
     /// Invoke the deliver function with an SQS batch; returns the partial batch response (checked to
     /// serialize as Lambda expects).
     pub async fn invoke_deliver(&self, event: SqsEvent) -> SqsBatchResponse {
-        let response = deliver::handle(&self.deliverer, LambdaEvent::new(event, Context::default()))
+        let response = deliver::handle(&self.lanes, LambdaEvent::new(event, Context::default()))
             .await
             .expect("infallible");
         let v = serde_json::to_value(&response).expect("serializes");
@@ -336,12 +347,21 @@ impl Stack {
     /// One event-source-mapping poll of the realtime queue: receive up to 10, invoke deliver, delete what
     /// was not reported failed. Returns how many messages were handled and the failed message ids.
     pub async fn poll_realtime(&self, wait: Duration) -> (usize, Vec<String>) {
-        let queue = self.realtime.adapter(&self.sdk);
-        let messages = queue.receive(10, wait).await.expect("receive from the realtime queue");
+        self.poll(&self.realtime, wait).await
+    }
+
+    /// [`Stack::poll_realtime`] of the critical queue (its own event source mapping).
+    pub async fn poll_critical(&self, wait: Duration) -> (usize, Vec<String>) {
+        self.poll(&self.critical, wait).await
+    }
+
+    async fn poll(&self, from: &TestQueue, wait: Duration) -> (usize, Vec<String>) {
+        let queue = from.adapter(&self.sdk);
+        let messages = queue.receive(10, wait).await.expect("receive from the queue");
         if messages.is_empty() {
             return (0, vec![]);
         }
-        let response = self.invoke_deliver(self.sqs_event(&self.realtime, &messages)).await;
+        let response = self.invoke_deliver(self.sqs_event(from, &messages)).await;
         let failed: Vec<String> = response
             .batch_item_failures
             .iter()

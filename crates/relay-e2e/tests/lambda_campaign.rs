@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use relay_aws::testing::TestQueue;
 use relay_e2e::campaign::{
     CampaignSettings, FAULT_CLASSES, MAX_LATE_COMMIT_MS, Stores, Verdict, listings, random_fault, templates,
 };
@@ -46,8 +47,8 @@ struct Chaos {
 
 /// What the event source mapping does with an invocation's answer: delete every message it did not report
 /// as failed.
-async fn settle_like_the_event_source(s: &Stack, messages: &[ReceivedMessage], failed: &[String]) {
-    let queue = s.realtime.adapter(&s.sdk);
+async fn settle_like_the_event_source(s: &Stack, from: &TestQueue, messages: &[ReceivedMessage], failed: &[String]) {
+    let queue = from.adapter(&s.sdk);
     for m in messages.iter().filter(|m| !failed.contains(&m.message_id)) {
         // a copy's made-up receipt handle cannot be deleted; the original's can
         let _ = queue.delete(&m.receipt).await;
@@ -97,6 +98,7 @@ async fn flush_invocation(s: &Stack, limit: Duration, end: Option<Duration>, aft
 /// accepted alert is final or `deadline` passed; whether they all are.
 async fn drain(s: &Stack, accepted: &BTreeSet<String>, deadline: Instant) -> bool {
     while Instant::now() < deadline {
+        s.poll_critical(Duration::ZERO).await;
         s.poll_realtime(Duration::from_millis(500)).await;
         s.invoke_flush().await;
         if drained(s, accepted).await {
@@ -108,7 +110,7 @@ async fn drain(s: &Stack, accepted: &BTreeSet<String>, deadline: Instant) -> boo
 
 /// Whether every accepted alert is final (completed or failed) and both queues are empty.
 async fn drained(s: &Stack, accepted: &BTreeSet<String>) -> bool {
-    if s.depth(&s.realtime).await > 0 || s.depth(&s.batch).await > 0 {
+    if s.depth(&s.realtime).await > 0 || s.depth(&s.critical).await > 0 || s.depth(&s.batch).await > 0 {
         return false;
     }
     for id in accepted {
@@ -126,6 +128,8 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
     let s = match Stack::start(StackOptions {
         // deliverers race on one item, and moto's conditional writes are not atomic on their own
         atomic_dynamo: true,
+        // critical alerts on their own queue, as template.yaml deploys it
+        critical_lane: true,
         // nothing reaches the end of its window during the campaign: every alert must be delivered
         window: Duration::from_secs(3_600),
         // a flush that was ended holds its sealed aggregates until its deadline
@@ -198,12 +202,13 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
         }
     };
 
-    // The realtime queue's event source mapping, twice (two concurrent pollers).
-    let poller = |k: u64| {
+    // The event source mappings: two concurrent pollers of the realtime queue, one of the critical queue.
+    let poller = |k: u64, from: &'static str| {
         let (s, count) = (&s, &count);
         async move {
             let mut rng = StdRng::seed_from_u64(seed ^ (0x100 + k));
-            let queue = s.realtime.adapter(&s.sdk);
+            let from = if from == "critical" { &s.critical } else { &s.realtime };
+            let queue = from.adapter(&s.sdk);
             while Instant::now() < chaos_end {
                 let messages = queue.receive(10, Duration::from_secs(1)).await.expect("receive");
                 if messages.is_empty() {
@@ -214,8 +219,7 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
                     0 => {
                         // the invocation times out: Lambda ends it, the mapping deletes nothing
                         let limit = Duration::from_millis(rng.random_range(20..=2_500));
-                        let _ =
-                            tokio::time::timeout(limit, s.invoke_deliver(s.sqs_event(&s.realtime, &messages))).await;
+                        let _ = tokio::time::timeout(limit, s.invoke_deliver(s.sqs_event(from, &messages))).await;
                         count(&|c| c.timed_out_delivers += 1);
                     }
                     1 => {
@@ -228,8 +232,8 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
                             })
                             .collect();
                         let (a, b) = tokio::join!(
-                            s.invoke_deliver(s.sqs_event(&s.realtime, &messages)),
-                            s.invoke_deliver(s.sqs_event(&s.realtime, &twins)),
+                            s.invoke_deliver(s.sqs_event(from, &messages)),
+                            s.invoke_deliver(s.sqs_event(from, &twins)),
                         );
                         let failed = |r: &aws_lambda_events::event::sqs::SqsBatchResponse| -> Vec<String> {
                             r.batch_item_failures
@@ -237,8 +241,8 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
                                 .map(|f| f.item_identifier.clone())
                                 .collect()
                         };
-                        settle_like_the_event_source(s, &messages, &failed(&a)).await;
-                        settle_like_the_event_source(s, &twins, &failed(&b)).await;
+                        settle_like_the_event_source(s, from, &messages, &failed(&a)).await;
+                        settle_like_the_event_source(s, from, &twins, &failed(&b)).await;
                         count(&|c| c.twin_delivers += 1);
                     }
                     2 => {
@@ -247,13 +251,13 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
                         count(&|c| c.realtime_copies += n);
                     }
                     _ => {
-                        let r = s.invoke_deliver(s.sqs_event(&s.realtime, &messages)).await;
+                        let r = s.invoke_deliver(s.sqs_event(from, &messages)).await;
                         let failed: Vec<String> = r
                             .batch_item_failures
                             .iter()
                             .map(|f| f.item_identifier.clone())
                             .collect();
-                        settle_like_the_event_source(s, &messages, &failed).await;
+                        settle_like_the_event_source(s, from, &messages, &failed).await;
                     }
                 }
             }
@@ -310,7 +314,14 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
         }
     };
 
-    let (mut accepted, ..) = tokio::join!(sender, faults, poller(1), poller(2), flusher);
+    let (mut accepted, ..) = tokio::join!(
+        sender,
+        faults,
+        poller(1, "realtime"),
+        poller(2, "realtime"),
+        poller(3, "critical"),
+        flusher
+    );
     s.sim.clear_faults();
     let chaos_took = started.elapsed();
 

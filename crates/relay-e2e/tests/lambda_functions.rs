@@ -618,3 +618,80 @@ async fn unserviced_batch_items_are_retried_through_deliver_and_delivered() {
         );
     }
 }
+
+// ----- the critical lane: ingest sends critical alerts to the critical queue, deliver handles a batch from
+// either event source mapping and puts a retried message back on the queue it came from
+
+fn with_critical_lane() -> StackOptions {
+    StackOptions {
+        critical_lane: true,
+        ..StackOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn critical_alerts_go_to_the_critical_queue_and_both_queues_are_delivered() {
+    let s = stack!(with_critical_lane());
+    assert_eq!(
+        s.post(&sample("seed-usb-copy-847-files.json"), "wh-usb").await.status,
+        202
+    );
+    let high = alert_body("high-1", "policy_violation", "high", "E7");
+    assert_eq!(s.post(&high, "wh-high").await.status, 202);
+    assert_eq!((s.depth(&s.critical).await, s.depth(&s.realtime).await), (1, 1));
+
+    let (n, failed) = s.poll_critical(Duration::from_secs(2)).await;
+    assert_eq!((n, failed.len()), (1, 0));
+    assert_eq!(s.entry(USB).await.unwrap().state, DeliveryState::Completed);
+    assert_eq!(
+        s.entry("high-1").await.unwrap().state,
+        DeliveryState::Queued,
+        "the other lane waits for its own poll"
+    );
+
+    let (n, failed) = s.poll_realtime(Duration::from_secs(2)).await;
+    assert_eq!((n, failed.len()), (1, 0));
+    assert_eq!(s.entry("high-1").await.unwrap().state, DeliveryState::Completed);
+    assert_eq!((s.depth(&s.critical).await, s.depth(&s.realtime).await), (0, 0));
+}
+
+#[tokio::test]
+async fn without_a_critical_queue_critical_alerts_use_the_realtime_queue() {
+    let s = stack!(StackOptions::default());
+    assert_eq!(
+        s.post(&sample("seed-usb-copy-847-files.json"), "wh-usb").await.status,
+        202
+    );
+    assert_eq!((s.depth(&s.critical).await, s.depth(&s.realtime).await), (0, 1));
+    s.deliver_until_empty(Duration::from_secs(10)).await;
+    assert_eq!(s.entry(USB).await.unwrap().state, DeliveryState::Completed);
+}
+
+#[tokio::test]
+async fn a_retried_critical_alert_stays_on_the_critical_queue() {
+    let s = stack!(with_critical_lane());
+    s.sim.inject(
+        Fault::new(FaultKind::ServerError { status: 503 })
+            .times(1)
+            .on_table("sn_si_incident")
+            .on_method("POST"),
+    );
+    assert_eq!(
+        s.post(&sample("seed-usb-copy-847-files.json"), "wh-usb").await.status,
+        202
+    );
+    let (n, failed) = s.poll_critical(Duration::from_secs(2)).await;
+    assert_eq!((n, failed.len()), (1, 1), "the 503 is reported for retry");
+    assert_eq!(s.entry(USB).await.unwrap().state, DeliveryState::Retrying);
+    assert_eq!((s.depth(&s.critical).await, s.depth(&s.realtime).await), (1, 0));
+
+    // back after its retry delay (not the 30 s visibility timeout): delayed on the queue it came from
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.entry(USB).await.unwrap().state != DeliveryState::Completed && Instant::now() < deadline {
+        s.poll_critical(Duration::from_secs(1)).await;
+    }
+    let e = s.entry(USB).await.unwrap();
+    assert_eq!((e.state, e.attempts), (DeliveryState::Completed, 2));
+    assert_eq!(s.depth(&s.realtime).await, 0, "never on the realtime queue");
+    assert_eq!(s.sim.records("sn_si_incident").len(), 1);
+}

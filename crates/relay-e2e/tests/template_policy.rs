@@ -7,6 +7,8 @@
 //! - a queue without SSE, or a (non dead-letter) queue without a redrive policy to a dead-letter queue,
 //! - a dead-letter queue without an alarm (with an action) on its depth,
 //! - an SQS/stream event source without `ReportBatchItemFailures`,
+//! - queue access beyond what a function names (an SQS permission on a queue that is neither in its
+//!   environment nor one of its event sources), or an SQS event source its role cannot consume,
 //! - a log group without retention.
 //!
 //! Every check has a negative test that mutates a copy of the template in memory.
@@ -412,6 +414,85 @@ fn check_status_route_auth(template: &Value) -> Vec<String> {
     problems
 }
 
+/// The SQS queues of this template that `value` (a `Ref`/`Fn::GetAtt`) points at.
+fn queue_id<'a>(template: &Value, value: &'a Value) -> Option<&'a str> {
+    referenced_id(value)
+        .filter(|id| resources(template).get(*id).map(|r| &r["Type"]) == Some(&json!("AWS::SQS::Queue")))
+}
+
+/// The SQS actions each queue gets from the inline policies of `role`.
+fn queue_actions<'a>(template: &Value, role: &'a Value) -> BTreeMap<&'a str, BTreeSet<String>> {
+    let mut out: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for policy in as_list(&role["Properties"]["Policies"]) {
+        for statement in as_list(&policy["PolicyDocument"]["Statement"]) {
+            let actions: Vec<String> = as_list(&statement["Action"])
+                .iter()
+                .filter_map(|a| a.as_str())
+                .filter(|a| a.starts_with("sqs:"))
+                .map(str::to_owned)
+                .collect();
+            for resource in as_list(&statement["Resource"]) {
+                if let Some(id) = queue_id(template, resource) {
+                    out.entry(id).or_default().extend(actions.iter().cloned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Least privilege on the queues: a function's role acts only on queues the function names (a variable
+/// of its environment or one of its event sources), and every SQS event source of a function can be
+/// consumed by its role (receive, delete, change visibility, read attributes).
+fn check_queue_access(template: &Value) -> Vec<String> {
+    const CONSUME: [&str; 4] = [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    ];
+    let mut problems = Vec::new();
+    for (id, function) in resources_of_type(template, FUNCTION_TYPES) {
+        let props = &function["Properties"];
+        let Some(role) = props
+            .get("Role")
+            .and_then(referenced_id)
+            .and_then(|r| resources(template).get(r))
+        else {
+            continue;
+        };
+        let mut named: BTreeSet<&str> = props["Environment"]["Variables"]
+            .as_object()
+            .map(|vars| vars.values().filter_map(|v| queue_id(template, v)).collect())
+            .unwrap_or_default();
+        let mut sources = Vec::new();
+        if let Some(events) = props["Events"].as_object() {
+            for (name, event) in events.iter().filter(|(_, e)| e["Type"] == "SQS") {
+                if let Some(queue) = queue_id(template, &event["Properties"]["Queue"]) {
+                    named.insert(queue);
+                    sources.push((name, queue));
+                }
+            }
+        }
+        let access = queue_actions(template, role);
+        for (queue, actions) in &access {
+            if !named.contains(queue) {
+                problems.push(format!(
+                    "{id}: its role has {actions:?} on {queue}, a queue the function does not name (least privilege)"
+                ));
+            }
+        }
+        for (name, queue) in sources {
+            let granted = access.get(queue).cloned().unwrap_or_default();
+            let missing: Vec<&str> = CONSUME.iter().copied().filter(|a| !granted.contains(*a)).collect();
+            if !missing.is_empty() {
+                problems.push(format!("{id}.Events.{name}: its role lacks {missing:?} on {queue}"));
+            }
+        }
+    }
+    problems
+}
+
 fn check_log_retention(template: &Value) -> Vec<String> {
     resources_of_type(template, &["AWS::Logs::LogGroup"])
         .filter(|(_, g)| g["Properties"].get("RetentionInDays").is_none())
@@ -428,6 +509,7 @@ fn all_checks(template: &Value) -> Vec<String> {
         check_queues(template),
         check_dead_letter_alarms(template),
         check_event_sources(template),
+        check_queue_access(template),
         check_status_route_auth(template),
         check_log_retention(template),
     ]
@@ -452,16 +534,76 @@ fn template_has_what_the_checks_look_at() {
     // Guards against checks passing vacuously because the template lost its resources.
     let template = load_template();
     assert_eq!(resources_of_type(&template, FUNCTION_TYPES).count(), 3);
-    assert_eq!(resources_of_type(&template, &["AWS::SQS::Queue"]).count(), 4);
+    assert_eq!(resources_of_type(&template, &["AWS::SQS::Queue"]).count(), 5);
     assert_eq!(
         dead_letter_queues(&template),
         BTreeSet::from(["BatchDeadLetterQueue".to_owned(), "DeadLetterQueue".to_owned()])
     );
     assert!(policy_statements(&template).len() >= 20);
+    for lane in ["RealtimeQueue", "CriticalQueue"] {
+        assert_eq!(
+            template["Resources"]["DeliverFunction"]["Properties"]["Events"][lane]["Type"], "SQS",
+            "{lane}"
+        );
+    }
+}
+
+#[test]
+fn the_critical_lane_has_its_own_queue_mapping_and_concurrency() {
+    let t = load_template();
+    let r = &t["Resources"];
+    let critical = &r["CriticalQueue"]["Properties"];
     assert_eq!(
-        template["Resources"]["DeliverFunction"]["Properties"]["Events"]["RealtimeQueue"]["Type"],
-        "SQS"
+        critical["RedrivePolicy"]["deadLetterTargetArn"],
+        json!({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
     );
+    assert_eq!(
+        critical["VisibilityTimeout"],
+        r["RealtimeQueue"]["Properties"]["VisibilityTimeout"]
+    );
+    let mapping = &r["DeliverFunction"]["Properties"]["Events"]["CriticalQueue"]["Properties"];
+    assert_eq!(mapping["Queue"], json!({"Fn::GetAtt": ["CriticalQueue", "Arn"]}));
+    assert_eq!(
+        mapping["ScalingConfig"]["MaximumConcurrency"],
+        json!({"Ref": "CriticalMaximumConcurrency"}),
+        "its own concurrency, not the realtime queue's"
+    );
+    let param = &t["Parameters"]["CriticalMaximumConcurrency"];
+    // Lambda's MaximumConcurrency is 2..=1000
+    assert!(param["Default"].as_u64().is_some_and(|d| d >= 2), "{param}");
+    assert!(param["MinValue"].as_u64().is_some_and(|m| m >= 2), "{param}");
+    for function in ["IngestFunction", "DeliverFunction"] {
+        assert_eq!(
+            r[function]["Properties"]["Environment"]["Variables"]["CRITICAL_QUEUE_URL"],
+            json!({"Ref": "CriticalQueue"}),
+            "{function}"
+        );
+    }
+    let actions = |role: &str| {
+        queue_actions(&t, &r[role])
+            .get("CriticalQueue")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        actions("IngestRole"),
+        BTreeSet::from(["sqs:SendMessage".into(), "sqs:GetQueueAttributes".into()])
+    );
+    assert_eq!(
+        actions("DeliverRole"),
+        BTreeSet::from([
+            "sqs:ReceiveMessage".into(),
+            "sqs:DeleteMessage".into(),
+            "sqs:ChangeMessageVisibility".into(),
+            "sqs:GetQueueAttributes".into()
+        ]),
+        "deliver consumes the critical queue and never sends to it"
+    );
+    assert!(
+        actions("FlushRole").is_empty(),
+        "flush has no business with the critical queue"
+    );
+    assert!(t["Outputs"]["CriticalQueueUrl"].is_object());
 }
 
 #[test]
@@ -479,7 +621,7 @@ fn the_receive_limit_default_is_the_one_derived_from_the_retry_window() {
         Some(u64::from(relay_pipeline::defaults::max_receive_count(&policy))),
         "MaxReceiveCount's default must be relay_pipeline::defaults::max_receive_count of the default window"
     );
-    for queue in ["RealtimeQueue", "BatchQueue"] {
+    for queue in ["RealtimeQueue", "CriticalQueue", "BatchQueue"] {
         assert_eq!(
             template["Resources"][queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"],
             json!({"Ref": "MaxReceiveCount"}),
@@ -705,6 +847,40 @@ fn an_event_source_without_partial_batch_failures_is_caught() {
 }
 
 #[test]
+fn queue_access_beyond_what_a_function_names_is_caught() {
+    // ingest may send to the critical queue only while it is told the queue's URL
+    let t = mutated(|t| {
+        t["Resources"]["IngestFunction"]["Properties"]["Environment"]["Variables"]
+            .as_object_mut()
+            .unwrap()
+            .remove("CRITICAL_QUEUE_URL");
+    });
+    assert_caught(check_queue_access(&t), "IngestFunction: its role has");
+    // flush gets a permission on a queue it never names
+    let t = mutated(|t| {
+        statements_of_role(t, "FlushRole").push(json!({
+            "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": ["CriticalQueue", "Arn"]}
+        }));
+    });
+    assert_caught(check_queue_access(&t), "a queue the function does not name");
+}
+
+#[test]
+fn an_event_source_the_role_cannot_consume_is_caught() {
+    let t = mutated(|t| {
+        for statement in statements_of_role(t, "DeliverRole") {
+            if statement["Sid"] == "ConsumeRealtimeQueues" {
+                statement["Resource"] = json!({"Fn::GetAtt": ["RealtimeQueue", "Arn"]});
+            }
+        }
+    });
+    assert_caught(
+        check_queue_access(&t),
+        "DeliverFunction.Events.CriticalQueue: its role lacks",
+    );
+}
+
+#[test]
 fn a_status_route_without_iam_auth_is_caught() {
     fn route(t: &mut Value) -> &mut Value {
         &mut t["Resources"]["IngestFunction"]["Properties"]["Events"]["GetAlertStatus"]["Properties"]
@@ -801,6 +977,15 @@ fn dashboard_body_is_json_and_shows_every_metric() {
     ] {
         assert!(text.contains(metric), "dashboard lacks {metric}");
     }
+    let sub = &template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"];
+    assert!(
+        sub[0].as_str().is_some_and(|b| b.contains("${CriticalQueueName}")),
+        "the dashboard shows the critical queue's oldest message"
+    );
+    assert_eq!(
+        sub[1]["CriticalQueueName"],
+        json!({"Fn::GetAtt": ["CriticalQueue", "QueueName"]})
+    );
 }
 
 #[test]

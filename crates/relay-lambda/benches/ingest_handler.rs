@@ -70,6 +70,7 @@ impl Bench {
         let ports = Ports {
             ledger: ledger.clone(),
             realtime: realtime.clone(),
+            critical: realtime.clone(),
             batch: batch.clone(),
             dlq: Arc::new(MemoryQueue::new(Duration::from_secs(30))),
             secrets: Arc::new(secrets),

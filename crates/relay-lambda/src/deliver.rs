@@ -1,5 +1,7 @@
-//! The deliver function: an SQS batch from the realtime queue → [`Deliverer::handle_all`] → a partial batch
-//! response naming the messages to retry.
+//! The deliver function: an SQS batch from the realtime queue or the critical queue (two event source
+//! mappings, each with its own concurrency) → [`Deliverer::handle_all`] → a partial batch response naming
+//! the messages to retry. A message is put back (its visibility changed) on the queue it came from, so a
+//! retried critical alert stays on the critical queue.
 //!
 //! Each message is handled on its own task: one message's failure (or panic) marks only that message for
 //! retry, never the whole invocation. Delivered and dead-lettered messages are left out of
@@ -63,17 +65,63 @@ pub fn received(message: &SqsMessage) -> Option<ReceivedMessage> {
     })
 }
 
+/// The deliverers of the two queues the function reads: a record whose event source is the critical queue
+/// is handled (and put back) there, every other one on the realtime queue.
+#[derive(Clone)]
+pub struct Lanes {
+    realtime: Deliverer,
+    critical: Deliverer,
+    /// The critical queue's name (`CRITICAL_QUEUE_URL`'s last path segment), when it has one of its own.
+    critical_queue: Option<String>,
+}
+
+impl Lanes {
+    pub fn new(settings: &Settings, delivery: Arc<Delivery>) -> Lanes {
+        Lanes {
+            realtime: Deliverer::new(Arc::clone(&delivery)),
+            critical: Deliverer::critical(delivery),
+            critical_queue: settings.critical_queue_url.as_deref().and_then(queue_name_of_url),
+        }
+    }
+
+    /// Whether a record from `event_source_arn` came from the critical queue.
+    fn is_critical(&self, event_source_arn: Option<&str>) -> bool {
+        match (&self.critical_queue, event_source_arn.and_then(queue_name_of_arn)) {
+            (Some(critical), Some(queue)) => critical == queue,
+            _ => false,
+        }
+    }
+}
+
+/// The queue name in an SQS queue URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`).
+fn queue_name_of_url(url: &str) -> Option<String> {
+    url.trim_end_matches('/')
+        .rsplit_once('/')
+        .map(|(_, name)| name.to_string())
+        .filter(|name| !name.is_empty())
+}
+
+/// The queue name in an SQS queue ARN (`arn:aws:sqs:<region>:<account>:<name>`).
+fn queue_name_of_arn(arn: &str) -> Option<&str> {
+    arn.rsplit_once(':')
+        .map(|(_, name)| name)
+        .filter(|name| !name.is_empty())
+}
+
 /// Handle one SQS batch. Never fails the invocation: problems become per-message retries.
-pub async fn handle(deliverer: &Deliverer, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Infallible> {
-    let mut messages = Vec::with_capacity(event.payload.records.len());
+pub async fn handle(lanes: &Lanes, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Infallible> {
+    let (mut realtime, mut critical) = (Vec::new(), Vec::new());
     for record in &event.payload.records {
         match received(record) {
-            Some(m) => messages.push(m),
+            Some(m) if lanes.is_critical(record.event_source_arn.as_deref()) => critical.push(m),
+            Some(m) => realtime.push(m),
             None => tracing::error!("SQS record without a message id or receipt handle; skipped"),
         }
     }
     let mut response = SqsBatchResponse::default();
-    for (message, disposition) in deliverer.handle_all(messages).await {
+    // an event source mapping sends one queue's messages per batch: one of the two is empty
+    let (realtime, critical) = tokio::join!(lanes.realtime.handle_all(realtime), lanes.critical.handle_all(critical));
+    for (message, disposition) in realtime.into_iter().chain(critical) {
         if disposition == Disposition::RetryLater {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = message.message_id;
@@ -84,13 +132,39 @@ pub async fn handle(deliverer: &Deliverer, event: LambdaEvent<SqsEvent>) -> Resu
 }
 
 /// Serve SQS batches until the runtime stops, flushing the metrics after each one.
-pub async fn run(deliverer: Deliverer, metrics: &'static Collector) -> Result<(), LambdaError> {
-    let deliverer = Arc::new(deliverer);
+pub async fn run(lanes: Lanes, metrics: &'static Collector) -> Result<(), LambdaError> {
+    let lanes = Arc::new(lanes);
     let service = lambda_runtime::service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let deliverer = deliverer.clone();
-        async move { handle(&deliverer, event).await }
+        let lanes = lanes.clone();
+        async move { handle(&lanes, event).await }
     });
     metrics_cloudwatch_embedded::lambda::service::run(metrics, service)
         .await
         .map_err(|e| LambdaError::Runtime(e.to_string()))
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_come_from_urls_and_arns_alike() {
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/relay-critical";
+        assert_eq!(queue_name_of_url(url).as_deref(), Some("relay-critical"));
+        assert_eq!(
+            queue_name_of_url("http://127.0.0.1:5602/123456789012/q/").as_deref(),
+            Some("q")
+        );
+        assert_eq!(queue_name_of_url("no-slash"), None);
+        assert_eq!(
+            queue_name_of_arn("arn:aws:sqs:eu-west-1:123456789012:relay-critical"),
+            Some("relay-critical")
+        );
+        assert_eq!(queue_name_of_arn("arn:aws:sqs:eu-west-1:123456789012:"), None);
+        // a queue whose name merely starts with the critical queue's is not the critical queue
+        assert_ne!(
+            queue_name_of_arn("arn:aws:sqs:eu-west-1:123456789012:relay-critical-old"),
+            queue_name_of_url(url).as_deref()
+        );
+    }
 }

@@ -64,6 +64,13 @@ pub fn aws_ports(settings: &Settings, sdk: &aws_config::SdkConfig) -> Ports {
             sqs.clone(),
             &settings.realtime_queue_url,
         )),
+        critical: Arc::new(relay_aws::SqsQueue::from_client(
+            sqs.clone(),
+            settings
+                .critical_queue_url
+                .as_deref()
+                .unwrap_or(&settings.realtime_queue_url),
+        )),
         batch: Arc::new(relay_aws::SqsQueue::from_client(sqs.clone(), &settings.batch_queue_url)),
         dlq: Arc::new(relay_aws::SqsQueue::from_client(sqs, &settings.dlq_url)),
         secrets: Arc::new(relay_aws::SecretsManagerStore::new(sdk)),

@@ -16,6 +16,10 @@ use crate::LambdaError;
 pub struct Settings {
     /// `REALTIME_QUEUE_URL`
     pub realtime_queue_url: String,
+    /// `CRITICAL_QUEUE_URL` (optional): the critical alerts' queue, read by its own event source mapping;
+    /// without it critical alerts go to the realtime queue (a stack from before the critical lane). The
+    /// template sets it for ingest (which sends there) and deliver (which consumes it); flush never uses it.
+    pub critical_queue_url: Option<String>,
     /// `BATCH_QUEUE_URL`
     pub batch_queue_url: String,
     /// `DLQ_URL`: where deliver and flush dead-letter the alerts they give up on.
@@ -115,6 +119,7 @@ impl Settings {
         let req = |k: &str| get(k).unwrap_or_default();
         Ok(Settings {
             realtime_queue_url: req("REALTIME_QUEUE_URL"),
+            critical_queue_url: get("CRITICAL_QUEUE_URL"),
             batch_queue_url: req("BATCH_QUEUE_URL"),
             dlq_url: req("DLQ_URL"),
             ledger_table: req("LEDGER_TABLE"),
@@ -173,6 +178,10 @@ mod tests {
         assert_eq!(s.metrics_namespace, "AlertRelay");
         assert_eq!(s.config_path, None);
         assert_eq!(s.pseudonym_secret_arn, None);
+        assert_eq!(
+            s.critical_queue_url, None,
+            "optional: critical alerts use the realtime queue"
+        );
 
         let mut env = full();
         env.insert("RETRY_WINDOW_SECONDS", "120".into());
@@ -180,12 +189,14 @@ mod tests {
         env.insert("METRICS_NAMESPACE", "Relay".into());
         env.insert("RELAY_CONFIG_PATH", "/opt/relay.yaml".into());
         env.insert("PSEUDONYM_SECRET_ARN", "arn:p".into());
+        env.insert("CRITICAL_QUEUE_URL", "https://sqs/critical".into());
         let s = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
         assert_eq!(s.backoff.window, Duration::from_secs(120));
         assert_eq!(s.flush_budget, Duration::from_secs(30));
         assert_eq!(s.metrics_namespace, "Relay");
         assert_eq!(s.config_path, Some(PathBuf::from("/opt/relay.yaml")));
         assert_eq!(s.pseudonym_secret_arn.as_deref(), Some("arn:p"));
+        assert_eq!(s.critical_queue_url.as_deref(), Some("https://sqs/critical"));
     }
 
     #[test]

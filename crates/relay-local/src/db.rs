@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::{Durability, LocalError};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Upper bound on jobs sharing one transaction (keeps a commit's latency bounded).
 pub const MAX_JOBS_PER_TRANSACTION: usize = 512;
@@ -80,6 +80,13 @@ CREATE INDEX notifications_alert ON notifications (alert_id, id);
 const MIGRATION_3: &str = "
 ALTER TABLE ledger ADD COLUMN aggregate TEXT;
 ALTER TABLE ledger ADD COLUMN plan_json TEXT;
+";
+
+/// Version 4: queue priority lanes. Each message carries its lane's priority (0 = critical, 1 = the rest;
+/// messages of earlier releases are 1), and receives take the lowest priority first.
+const MIGRATION_4: &str = "
+ALTER TABLE queue_messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX queue_messages_priority ON queue_messages (queue, priority, visible_at_ms, id);
 ";
 
 /// Version 2: the ledger's claim fencing token and the two "not before" instants of a scheduled retry.
@@ -185,7 +192,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), LocalError> {
         if version < 3 {
             conn.execute_batch(MIGRATION_3)?;
         }
-        // Later migrations go here: `if version < 4 { ... }`.
+        if version < 4 {
+            conn.execute_batch(MIGRATION_4)?;
+        }
+        // Later migrations go here: `if version < 5 { ... }`.
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         Ok(())
     })();

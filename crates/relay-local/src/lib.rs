@@ -173,7 +173,7 @@ impl StoreInner {
         self.options.clock.now_ms()
     }
 
-    fn signal(&self, queue: &str) -> Arc<Notify> {
+    pub(crate) fn signal(&self, queue: &str) -> Arc<Notify> {
         let mut signals = self.signals.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(signals.entry(queue.to_string()).or_default())
     }
@@ -242,7 +242,6 @@ impl LocalStore {
         SqliteQueue::new(
             Arc::clone(&self.inner),
             name.to_string(),
-            self.inner.signal(name),
             self.inner.options.default_visibility_timeout,
         )
     }

@@ -30,12 +30,34 @@ pub struct QueuedMessage {
     pub receive_count: u32,
 }
 
+/// The priority stored with a critical message: received before every other message of its queue.
+pub const CRITICAL_PRIORITY: i64 = 0;
+/// The priority of every other message (and of messages written before priorities existed).
+pub const NORMAL_PRIORITY: i64 = 1;
+
+/// Which messages of a queue a handle sends and receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Sends at [`NORMAL_PRIORITY`]; receives every message, critical ones first.
+    All,
+    /// Sends at [`CRITICAL_PRIORITY`]; receives (and counts) critical messages only.
+    Critical,
+}
+
 /// One named queue in the store. Cheap to clone.
+///
+/// A queue has two lanes: [`SqliteQueue::critical_lane`] sends messages that every receive hands out
+/// before the others (whenever both are visible), and receives only those, so a worker reserved for it
+/// is never busy with other work.
 #[derive(Clone)]
 pub struct SqliteQueue {
     store: Arc<StoreInner>,
     name: Arc<str>,
+    lane: Lane,
+    /// Wakes receivers of the whole queue.
     signal: Arc<Notify>,
+    /// Wakes receivers of the critical lane only.
+    critical_signal: Arc<Notify>,
     visibility_timeout: Duration,
 }
 
@@ -43,6 +65,7 @@ impl std::fmt::Debug for SqliteQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteQueue")
             .field("name", &self.name)
+            .field("lane", &self.lane)
             .field("visibility_timeout", &self.visibility_timeout)
             .finish_non_exhaustive()
     }
@@ -70,12 +93,54 @@ fn receipt_row(receipt: &str) -> Option<i64> {
 }
 
 impl SqliteQueue {
-    pub(crate) fn new(store: Arc<StoreInner>, name: String, signal: Arc<Notify>, visibility_timeout: Duration) -> Self {
+    pub(crate) fn new(store: Arc<StoreInner>, name: String, visibility_timeout: Duration) -> Self {
         SqliteQueue {
+            signal: store.signal(&name),
+            critical_signal: store.signal(&format!("{name}#critical")),
             store,
             name: name.into(),
-            signal,
+            lane: Lane::All,
             visibility_timeout,
+        }
+    }
+
+    /// This queue's critical lane: a handle whose sends are received before every other message of the
+    /// queue, and whose receives (and `depth`) see the critical messages only. Deletes and visibility
+    /// changes by receipt work from either handle; a retried message keeps its priority.
+    pub fn critical_lane(mut self) -> Self {
+        self.lane = Lane::Critical;
+        self
+    }
+
+    /// The priority this handle sends at.
+    fn priority(&self) -> i64 {
+        match self.lane {
+            Lane::All => NORMAL_PRIORITY,
+            Lane::Critical => CRITICAL_PRIORITY,
+        }
+    }
+
+    /// The highest priority number this handle receives.
+    fn receives_up_to(&self) -> i64 {
+        match self.lane {
+            Lane::All => NORMAL_PRIORITY,
+            Lane::Critical => CRITICAL_PRIORITY,
+        }
+    }
+
+    /// Wake a receiver that can take a message sent at this handle's priority.
+    fn wake(&self) {
+        if self.lane == Lane::Critical {
+            self.critical_signal.notify_one();
+        }
+        self.signal.notify_one();
+    }
+
+    /// The signal this handle's receives wait on.
+    fn waits_on(&self) -> &Notify {
+        match self.lane {
+            Lane::All => &self.signal,
+            Lane::Critical => &self.critical_signal,
         }
     }
 
@@ -147,7 +212,8 @@ impl SqliteQueue {
     }
 
     /// Move the message `message_id` to the queue `to`, visible there at once, in one transaction (never
-    /// lost, never on both queues). It gets a new message id and send time. Returns the new id, or `None` if
+    /// lost, never on both queues), at the priority of `to`'s lane. It gets a new message id and send time.
+    /// Returns the new id, or `None` if
     /// the message was not on this queue. This is what `relay replay-dlq --local` uses.
     pub async fn move_to(&self, message_id: &str, to: &SqliteQueue) -> Result<Option<String>, LocalError> {
         if !Arc::ptr_eq(&self.store, &to.store) {
@@ -159,6 +225,7 @@ impl SqliteQueue {
         let dest = Arc::clone(&to.name);
         let id = message_id.to_string();
         let now = self.store.now_ms();
+        let priority = to.priority();
         let moved = self
             .store
             .writer
@@ -170,23 +237,25 @@ impl SqliteQueue {
                 let Some(body) = body else { return Ok(None) };
                 let new_id = uuid::Uuid::new_v4().to_string();
                 conn.prepare_cached(
-                    "INSERT INTO queue_messages (queue, message_id, body, sent_at_ms, visible_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?4)",
+                    "INSERT INTO queue_messages (queue, message_id, body, sent_at_ms, visible_at_ms, priority)
+                     VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
                 )?
-                .execute(params![&*dest, new_id, body, now])?;
+                .execute(params![&*dest, new_id, body, now, priority])?;
                 Ok(Some(new_id))
             })
             .await?;
         if moved.is_some() {
-            to.signal.notify_one();
+            to.wake();
         }
         Ok(moved)
     }
 
-    /// One receive attempt: lease up to `max` visible messages. When none is visible, also says when the
-    /// next one becomes visible (so a waiting receiver sleeps exactly that long).
+    /// One receive attempt: lease up to `max` visible messages of this handle's lane, the lowest priority
+    /// first, then in the order they became visible. When none is visible, also says when the next one
+    /// becomes visible (so a waiting receiver sleeps exactly that long).
     async fn try_receive(&self, max: u32) -> Result<(Vec<ReceivedMessage>, Option<i64>), LocalError> {
         let name = Arc::clone(&self.name);
+        let up_to = self.receives_up_to();
         let now = self.store.now_ms();
         let until = now.saturating_add(millis(self.visibility_timeout));
         let nonce = receipt_nonce();
@@ -197,31 +266,35 @@ impl SqliteQueue {
                     "UPDATE queue_messages
                      SET visible_at_ms = ?3, receive_count = receive_count + 1,
                          receipt = id || '.' || (receive_count + 1) || '.' || ?4
-                     WHERE id IN (SELECT id FROM queue_messages WHERE queue = ?1 AND visible_at_ms <= ?2
-                                  ORDER BY visible_at_ms, id LIMIT ?5)
-                     RETURNING id, message_id, receipt, body, sent_at_ms, receive_count",
+                     WHERE id IN (SELECT id FROM queue_messages
+                                  WHERE queue = ?1 AND priority <= ?6 AND visible_at_ms <= ?2
+                                  ORDER BY priority, visible_at_ms, id LIMIT ?5)
+                     RETURNING id, priority, message_id, receipt, body, sent_at_ms, receive_count",
                 )?;
                 let mut got = stmt
-                    .query_map(params![&*name, now, until, nonce, max], |r| {
+                    .query_map(params![&*name, now, until, nonce, max, up_to], |r| {
                         Ok((
-                            r.get::<_, i64>(0)?,
+                            (r.get::<_, i64>(1)?, r.get::<_, i64>(0)?),
                             ReceivedMessage {
-                                message_id: r.get(1)?,
-                                receipt: r.get(2)?,
-                                body: r.get(3)?,
-                                sent_at_ms: r.get(4)?,
-                                receive_count: r.get(5)?,
+                                message_id: r.get(2)?,
+                                receipt: r.get(3)?,
+                                body: r.get(4)?,
+                                sent_at_ms: r.get(5)?,
+                                receive_count: r.get(6)?,
                             },
                         ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 if !got.is_empty() {
-                    got.sort_by_key(|(row, _)| *row);
+                    // RETURNING has no order: critical first, then by row (the send order)
+                    got.sort_by_key(|(key, _)| *key);
                     return Ok((got.into_iter().map(|(_, m)| m).collect(), None));
                 }
                 let next: Option<i64> = conn
-                    .prepare_cached("SELECT MIN(visible_at_ms) FROM queue_messages WHERE queue = ?1")?
-                    .query_row(params![&*name], |r| r.get(0))?;
+                    .prepare_cached(
+                        "SELECT MIN(visible_at_ms) FROM queue_messages WHERE queue = ?1 AND priority <= ?2",
+                    )?
+                    .query_row(params![&*name, up_to], |r| r.get(0))?;
                 Ok((Vec::new(), next))
             })
             .await
@@ -236,7 +309,7 @@ impl SqliteQueue {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Register for the wake-up before looking, so a send between the look and the wait is not missed.
-            let woken = self.signal.notified();
+            let woken = self.waits_on().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let (got, next_visible) = self.try_receive(max).await?;
@@ -274,18 +347,19 @@ impl SqliteQueue {
         let visible = now + millis(delay);
         let id = uuid::Uuid::new_v4().to_string();
         let message_id = id.clone();
+        let priority = self.priority();
         self.store
             .writer
             .run(move |conn| {
                 conn.prepare_cached(
-                    "INSERT INTO queue_messages (queue, message_id, body, sent_at_ms, visible_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO queue_messages (queue, message_id, body, sent_at_ms, visible_at_ms, priority)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![&*name, message_id, body, now, visible])?;
+                .execute(params![&*name, message_id, body, now, visible, priority])?;
                 Ok(())
             })
             .await?;
-        self.signal.notify_one();
+        self.wake();
         Ok(id)
     }
 
@@ -369,6 +443,8 @@ impl SqliteQueue {
             })
             .await?;
         if delay.is_zero() {
+            // the message may be critical whichever handle put it back
+            self.critical_signal.notify_one();
             self.signal.notify_one();
         }
         Ok(())
@@ -376,12 +452,13 @@ impl SqliteQueue {
 
     async fn depth_inner(&self) -> Result<u64, LocalError> {
         let name = Arc::clone(&self.name);
+        let up_to = self.receives_up_to();
         self.store
             .readers
             .run(move |conn| {
                 let n: i64 = conn
-                    .prepare_cached("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1")?
-                    .query_row(params![&*name], |r| r.get(0))?;
+                    .prepare_cached("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1 AND priority <= ?2")?
+                    .query_row(params![&*name, up_to], |r| r.get(0))?;
                 Ok(u64::try_from(n).unwrap_or(0))
             })
             .await

@@ -289,3 +289,97 @@ async fn two_stores_on_one_file_never_receive_a_message_twice() {
     assert_eq!(unique, sent, "every message was received");
     assert_eq!(qa.depth().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_critical_message_sent_after_a_backlog_is_received_first_and_keeps_its_priority_on_retry() {
+    let (_dir, store, clock) = store_with_clock();
+    let realtime = store.queue("realtime").with_visibility_timeout(Duration::from_secs(30));
+    let critical = store.queue("realtime").critical_lane();
+    for i in 0..200 {
+        realtime.send(&format!("high-{i}"), Duration::ZERO).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    let id = critical.send("critical", Duration::ZERO).await.unwrap();
+    assert_eq!(
+        realtime.depth().await.unwrap(),
+        201,
+        "the whole queue counts every lane"
+    );
+    assert_eq!(
+        critical.depth().await.unwrap(),
+        1,
+        "the critical lane counts its own messages"
+    );
+
+    let first = realtime.receive(3, Duration::ZERO).await.unwrap();
+    let bodies: Vec<&str> = first.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["critical", "high-0", "high-1"],
+        "critical first, then the backlog in send order"
+    );
+
+    // a retry (visibility change by receipt) keeps the message critical, from either handle
+    realtime
+        .change_visibility(&first[0].receipt, Duration::from_secs(5))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(6));
+    let again = realtime.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!((again[0].message_id.as_str(), again[0].receive_count), (id.as_str(), 2));
+
+    // the critical lane hands out critical messages only
+    critical
+        .change_visibility(&again[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    let lane: Vec<String> = critical
+        .receive(10, Duration::ZERO)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(lane, ["critical"]);
+    assert!(
+        critical.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+        "no high alert on the critical lane"
+    );
+}
+
+#[tokio::test]
+async fn a_critical_lane_receiver_is_woken_by_a_critical_send() {
+    let (_dir, store, _clock) = store_with_clock();
+    let critical = store.queue("realtime").critical_lane();
+    let waiting = tokio::spawn({
+        let critical = critical.clone();
+        async move { critical.receive(1, Duration::from_secs(30)).await }
+    });
+    tokio::task::yield_now().await;
+    store.queue("realtime").send("high", Duration::ZERO).await.unwrap();
+    critical.send("critical", Duration::ZERO).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got[0].body, "critical");
+}
+
+#[tokio::test]
+async fn a_message_moved_to_the_critical_lane_is_critical_there() {
+    let (_dir, store, _clock) = store_with_clock();
+    let dlq = store.queue("dlq");
+    let realtime = store.queue("realtime");
+    realtime.send("high", Duration::ZERO).await.unwrap();
+    let dead = dlq.send("critical", Duration::ZERO).await.unwrap();
+    dlq.move_to(&dead, &realtime.clone().critical_lane())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = realtime.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["critical", "high"]
+    );
+}

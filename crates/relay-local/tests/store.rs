@@ -23,6 +23,45 @@ fn a_new_file_is_in_wal_mode_at_the_current_schema_version() {
     LocalStore::open(&path).expect("reopening a current file migrates nothing and works");
 }
 
+#[tokio::test]
+async fn a_version_3_file_keeps_its_queued_messages_and_gains_priorities() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    drop(LocalStore::open(&path).unwrap());
+    {
+        // the file as a version-3 build left it: no priority column, one message waiting
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX queue_messages_priority;
+             ALTER TABLE queue_messages DROP COLUMN priority;
+             INSERT INTO queue_messages (queue, message_id, body, sent_at_ms, visible_at_ms)
+             VALUES ('realtime', 'old-1', 'from v3', 0, 0);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let store = LocalStore::open(&path).unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let realtime = store.queue("realtime");
+    realtime
+        .clone()
+        .critical_lane()
+        .send("critical", Duration::ZERO)
+        .await
+        .unwrap();
+    let got = realtime.receive(10, Duration::ZERO).await.unwrap();
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["critical", "from v3"],
+        "the old message is readable, behind the critical one"
+    );
+}
+
 #[test]
 fn a_file_from_a_newer_build_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();

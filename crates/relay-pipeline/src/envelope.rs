@@ -82,6 +82,11 @@ impl Envelope {
         }
     }
 
+    /// Whether this message travels in the critical lane: a critical alert (an aggregate never does).
+    pub fn is_critical(&self) -> bool {
+        matches!(&self.item, Item::Alert { decision, .. } if decision.severity == relay_core::Severity::Critical)
+    }
+
     pub fn table(&self) -> &str {
         match &self.item {
             Item::Alert { decision, .. } => &decision.table,

@@ -318,7 +318,7 @@ impl Ingest {
         }
         .emit();
         let queue = match decision.delivery {
-            DeliveryMode::Realtime => &self.ports.realtime,
+            DeliveryMode::Realtime => self.ports.realtime_lane(&envelope),
             DeliveryMode::Batch => &self.ports.batch,
         };
         if let Err(e) = queue.send(&envelope.to_json(), Duration::ZERO).await {

@@ -38,6 +38,10 @@ pub struct Ports {
     pub ledger: Arc<dyn Ledger>,
     /// Realtime alerts, and every retry (batch records that could not be created come here too).
     pub realtime: Arc<dyn AlertQueue>,
+    /// Critical realtime alerts, and their retries: handed out before any other realtime work. On AWS its own
+    /// SQS queue with its own event source mapping (the realtime queue when `CRITICAL_QUEUE_URL` is unset);
+    /// locally the realtime queue's critical lane (`relay_local::SqliteQueue::critical_lane`).
+    pub critical: Arc<dyn AlertQueue>,
     /// Medium and low alerts waiting for the next flush.
     pub batch: Arc<dyn AlertQueue>,
     /// Where delivery puts what it gave up on.
@@ -45,4 +49,16 @@ pub struct Ports {
     pub secrets: Arc<dyn SecretStore>,
     pub notifier: Arc<dyn Notifier>,
     pub clock: Arc<dyn Clock>,
+}
+
+impl Ports {
+    /// The queue a realtime message goes to: the critical lane for a critical alert, the realtime queue
+    /// for everything else.
+    pub fn realtime_lane(&self, envelope: &Envelope) -> &Arc<dyn AlertQueue> {
+        if envelope.is_critical() {
+            &self.critical
+        } else {
+            &self.realtime
+        }
+    }
 }

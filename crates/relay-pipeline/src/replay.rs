@@ -87,12 +87,13 @@ pub enum ReplayError {
 }
 
 /// Replay one received dead-letter message: reopen (`FAILED` → `QUEUED`) every ledger entry it covers, send
-/// it to the realtime queue, delete it from the dead-letter queue. Returns how many entries were reopened.
+/// it to the realtime queue (a critical alert to the `critical` queue), delete it from the dead-letter queue. Returns how many entries were reopened.
 /// On a reopen or send error the message stays on the dead-letter queue: moved with its entry still
 /// `FAILED`, the deliverer would drop it.
 pub async fn replay_one(
     ledger: &dyn Ledger,
     realtime: &dyn AlertQueue,
+    critical: &dyn AlertQueue,
     dlq: &dyn AlertQueue,
     msg: &ReceivedMessage,
     env: &Envelope,
@@ -113,10 +114,8 @@ pub async fn replay_one(
             Err(source) => return Err(ReplayError::Reopen { key, source }),
         }
     }
-    realtime
-        .send(&msg.body, Duration::ZERO)
-        .await
-        .map_err(ReplayError::Send)?;
+    let queue = if env.is_critical() { critical } else { realtime };
+    queue.send(&msg.body, Duration::ZERO).await.map_err(ReplayError::Send)?;
     dlq.delete(&msg.receipt).await.map_err(ReplayError::Delete)?;
     Ok(reopened)
 }
@@ -126,6 +125,8 @@ pub struct Replay<'a> {
     /// The dead-letter queue; its visibility timeout must outlast the run's work on one batch.
     pub dlq: &'a dyn AlertQueue,
     pub realtime: &'a dyn AlertQueue,
+    /// Where a replayed critical alert goes (the realtime queue on a stack without a critical queue).
+    pub critical: &'a dyn AlertQueue,
     pub ledger: &'a dyn Ledger,
     pub clock: &'a dyn Clock,
 }
@@ -224,7 +225,17 @@ impl Replay<'_> {
         let outcome = if dry_run {
             ReplayOutcome::WouldReplay
         } else {
-            match replay_one(self.ledger, self.realtime, self.dlq, m, &env, self.clock.now_ms()).await {
+            match replay_one(
+                self.ledger,
+                self.realtime,
+                self.critical,
+                self.dlq,
+                m,
+                &env,
+                self.clock.now_ms(),
+            )
+            .await
+            {
                 Ok(reopened) => ReplayOutcome::Replayed { reopened },
                 Err(e) => ReplayOutcome::Failed { error: e.to_string() },
             }

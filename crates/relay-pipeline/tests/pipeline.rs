@@ -211,7 +211,8 @@ async fn rejected_webhooks_get_clear_errors_and_nothing_is_queued() {
 async fn queue_down_answers_503_and_the_senders_retry_is_accepted_afresh() {
     let mut h = harness(Options::default()).await;
     let body = sample("seed-usb-copy-847-files.json");
-    h.rebuild_ingest(|p| p.realtime = Arc::new(DownQueue));
+    // the seed alert is critical: it goes to the critical lane
+    h.rebuild_ingest(|p| p.critical = Arc::new(DownQueue));
     let r = h.post(&body, "wh-1").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.retry_after, Some(5));
@@ -379,6 +380,7 @@ async fn a_replay_after_an_ambiguous_last_attempt_finds_the_record_instead_of_cr
     let reopened = relay_pipeline::replay::replay_one(
         h.ports.ledger.as_ref(),
         &h.realtime,
+        h.ports.critical.as_ref(),
         &h.dlq,
         &dead,
         &env,

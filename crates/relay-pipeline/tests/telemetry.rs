@@ -108,7 +108,7 @@ async fn ingest_emits_accepted_duplicate_and_every_rejection_reason() {
     }
     // the queue is down: the alert is routed (and audited), then refused as unavailable
     let mut down = harness(Options::default()).await;
-    down.rebuild_ingest(|p| p.realtime = Arc::new(DownQueue));
+    down.rebuild_ingest(|p| p.critical = Arc::new(DownQueue));
     assert_eq!(down.post(&usb, "wh-2").await.status, 503);
     let m = down.metrics.take();
     assert_eq!(total(&m, "AlertsRejected", &[("Reason", "unavailable")]), 1, "{m:?}");

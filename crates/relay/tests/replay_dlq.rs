@@ -543,3 +543,22 @@ async fn local_replay_takes_the_same_steps_over_the_sqlite_store() {
     );
     assert!(all_visible(&left), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_critical_alert_goes_to_the_critical_queue_when_it_is_given() {
+    let Some(_endpoint) = moto_endpoint() else { return };
+    let stack = Stack::new().await;
+    let config = relay_aws::sdk_config().await;
+    let critical = create_queue(&config, "replay-crit", 30).await.adapter(&config);
+    let (crit, high) = (
+        alert_envelope("seed-usb-copy-847-files.json"),
+        alert_envelope("dlp-high.json"),
+    );
+    let crit_body = stack.dead_letter(&crit).await;
+    let high_body = stack.dead_letter(&high).await;
+    let o = stack.replay(&["--critical-queue-url", critical.url()]);
+    expect_exit(&o, 0, &[]);
+    assert_eq!(stack.drain(&critical).await, [crit_body]);
+    assert_eq!(stack.drain(&stack.realtime).await, [high_body]);
+    assert_eq!(stack.state(&crit.ledger_key()).await, DeliveryState::Queued);
+}

@@ -1012,3 +1012,62 @@ async fn the_metrics_endpoint_shows_every_series_after_the_samples() {
         "descriptions are exported: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_critical_alert_is_delivered_while_every_worker_is_busy_with_a_backlog_of_high_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    // the first round of high alerts (incident table) hangs in ServiceNow for 6 s
+    sim.inject(Fault {
+        kind: FaultKind::Latency { ms: 6000 },
+        count: 10,
+        table: Some("incident".into()),
+        method: Some("POST".into()),
+    });
+    let sn = servicenow_file(dir.path(), &sim.base_url(), "relay", "relay-password");
+    let args = [
+        "--servicenow-file",
+        sn.to_str().unwrap(),
+        "--servicenow-timeout-seconds",
+        "10",
+        "--workers",
+        "1",
+    ];
+    let relay = start_relay(dir.path(), &args);
+    let keys = secrets(dir.path());
+    let highs: Vec<String> = (0..30).map(|i| format!("high-{i}")).collect();
+    for id in &highs {
+        let (s, _) = post(
+            &relay.url,
+            &keys,
+            &sample_with_id("custom-high.json", id),
+            &format!("m-{id}"),
+        )
+        .await;
+        assert_eq!(s, 202);
+    }
+    eventually(10, "the only worker busy with the backlog", || async {
+        state_of(&relay.url, "high-0").await["state"] == "IN_PROGRESS"
+    })
+    .await;
+    let (s, _) = post(
+        &relay.url,
+        &keys,
+        &sample_with_id("dlp-critical.json", "crit-1"),
+        "m-crit",
+    )
+    .await;
+    assert_eq!(s, 202);
+    eventually(5, "the critical alert delivered by the reserved worker", || async {
+        state_of(&relay.url, "crit-1").await["state"] == "COMPLETED"
+    })
+    .await;
+    assert!(
+        sim.records("incident").is_empty(),
+        "the critical record exists while the first round of high alerts is still in ServiceNow"
+    );
+    eventually(60, "the backlog delivered", || all_completed(&relay.url, &highs)).await;
+    let (exit, _) = relay.stop();
+    assert!(exit.success());
+    sim.shutdown().await;
+}

@@ -1,9 +1,8 @@
-//! deliver: SQS realtime queue → ServiceNow, one record per alert, partial batch responses for retries.
+//! deliver: SQS realtime and critical queues → ServiceNow, one record per alert, partial batch responses for retries.
 
 use std::sync::Arc;
 
 use relay_lambda::{LambdaError, Settings, aws_ports, deliver, telemetry};
-use relay_pipeline::Deliverer;
 
 // The pipeline allocates many small strings per alert; mimalloc serves them faster (BENCHMARKS.md).
 #[global_allocator]
@@ -15,6 +14,6 @@ async fn main() -> Result<(), LambdaError> {
     let settings = Settings::from_env()?;
     let metrics = telemetry::init_metrics(&settings, "deliver")?;
     let ports = aws_ports(&settings, &relay_aws::sdk_config().await);
-    let deliverer = Deliverer::new(Arc::new(deliver::delivery(&settings, &ports)));
-    deliver::run(deliverer, metrics).await
+    let lanes = deliver::Lanes::new(&settings, Arc::new(deliver::delivery(&settings, &ports)));
+    deliver::run(lanes, metrics).await
 }

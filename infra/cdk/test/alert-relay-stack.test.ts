@@ -82,9 +82,9 @@ describe('AlertRelayStack (template.yaml included into CDK)', () => {
     });
   });
 
-  it('consumes the realtime queue with partial batch failures and capped concurrency', () => {
+  it('consumes the realtime and critical queues with partial batch failures and capped concurrency each', () => {
     template.hasResourceProperties('AWS::Serverless::Function', {
-      Events: {
+      Events: Match.objectLike({
         RealtimeQueue: {
           Type: 'SQS',
           Properties: Match.objectLike({
@@ -92,13 +92,22 @@ describe('AlertRelayStack (template.yaml included into CDK)', () => {
             ScalingConfig: { MaximumConcurrency: { Ref: 'DeliverMaximumConcurrency' } },
           }),
         },
-      },
+        CriticalQueue: {
+          Type: 'SQS',
+          Properties: Match.objectLike({
+            Queue: { 'Fn::GetAtt': 'CriticalQueue.Arn' },
+            FunctionResponseTypes: ['ReportBatchItemFailures'],
+            ScalingConfig: { MaximumConcurrency: { Ref: 'CriticalMaximumConcurrency' } },
+          }),
+        },
+      }),
+      Environment: { Variables: Match.objectLike({ CRITICAL_QUEUE_URL: { Ref: 'CriticalQueue' } }) },
     });
   });
 
   it('encrypts every queue and redrives the work queues to dead-letter queues', () => {
     const queues = template.findResources('AWS::SQS::Queue');
-    assert.equal(Object.keys(queues).length, 4);
+    assert.equal(Object.keys(queues).length, 5);
     for (const [id, q] of Object.entries(queues)) {
       assert.equal(q.Properties.SqsManagedSseEnabled, true, `${id} SSE`);
     }
@@ -106,8 +115,9 @@ describe('AlertRelayStack (template.yaml included into CDK)', () => {
       .map((q) => getAttTarget(q.Properties.RedrivePolicy?.deadLetterTargetArn))
       .filter((t) => t !== undefined)
       .sort();
-    assert.deepEqual(redriveTargets, ['BatchDeadLetterQueue.Arn', 'DeadLetterQueue.Arn']);
+    assert.deepEqual(redriveTargets, ['BatchDeadLetterQueue.Arn', 'DeadLetterQueue.Arn', 'DeadLetterQueue.Arn']);
     assert.equal(queues.RealtimeQueue.Properties.MessageRetentionPeriod, 345600);
+    assert.equal(queues.CriticalQueue.Properties.MessageRetentionPeriod, 345600);
     assert.equal(queues.DeadLetterQueue.Properties.MessageRetentionPeriod, 1209600);
   });
 

@@ -55,9 +55,12 @@ async fn ingest_with_sources(cidrs: Option<&str>) -> Arc<Ingest> {
     })
     .unwrap();
     let q = || Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+    let realtime = q();
     let ports = Ports {
         ledger: Arc::new(MemoryLedger::new()),
-        realtime: q(),
+        // one queue for both lanes, as on a stack without a critical queue
+        critical: realtime.clone(),
+        realtime,
         batch: q(),
         dlq: q(),
         secrets: Arc::new(MemorySecrets::new([(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_ports::{Claim, LedgerEntry, PortError, ReceivedMessage};
+use relay_ports::{AlertQueue, Claim, LedgerEntry, PortError, ReceivedMessage};
 use servicenow_client::Outcome;
 
 use super::claim::{Held, must_look_up};
@@ -23,15 +23,25 @@ pub enum Disposition {
     RetryLater,
 }
 
-/// The realtime deliverer: one message at a time, many concurrently.
+/// The realtime deliverer: one message at a time, many concurrently, from one queue (the realtime queue or
+/// the critical one): the queue it polls and puts messages back on, so a retried message stays in its lane.
 #[derive(Clone)]
 pub struct Deliverer {
     pub delivery: Arc<Delivery>,
+    queue: Arc<dyn AlertQueue>,
 }
 
 impl Deliverer {
+    /// The deliverer of the realtime queue (`ports.realtime`).
     pub fn new(delivery: Arc<Delivery>) -> Self {
-        Deliverer { delivery }
+        let queue = Arc::clone(&delivery.ports.realtime);
+        Deliverer { delivery, queue }
+    }
+
+    /// The deliverer of the critical queue (`ports.critical`).
+    pub fn critical(delivery: Arc<Delivery>) -> Self {
+        let queue = Arc::clone(&delivery.ports.critical);
+        Deliverer { delivery, queue }
     }
 
     /// Handle one message from the realtime queue.
@@ -149,9 +159,7 @@ impl Deliverer {
     /// visibility limit allows; a longer wait is in the ledger as `not_before_ms`).
     async fn delay(&self, msg: &ReceivedMessage, delay: Duration) {
         if let Err(e) = self
-            .delivery
-            .ports
-            .realtime
+            .queue
             .change_visibility(&msg.receipt, delay.min(LONGEST_REDELAY))
             .await
         {
@@ -159,10 +167,10 @@ impl Deliverer {
         }
     }
 
-    /// One round of the local worker: receive up to `max` messages from the realtime queue (waiting up to
-    /// `wait`), handle them, delete the finished ones. Returns how many were received.
+    /// One round of the local worker: receive up to `max` messages from this deliverer's queue (waiting up
+    /// to `wait`), handle them, delete the finished ones. Returns how many were received.
     pub async fn poll_once(&self, max: u32, wait: Duration) -> Result<usize, PortError> {
-        let queue = &self.delivery.ports.realtime;
+        let queue = &self.queue;
         let messages = queue.receive(max, wait).await?;
         let n = messages.len();
         for (m, disposition) in self.handle_all(messages).await {

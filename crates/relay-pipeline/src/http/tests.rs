@@ -21,9 +21,12 @@ const SAMPLE: &[u8] = include_bytes!("../../../../events/alerts/seed-usb-copy-84
 
 fn ports() -> Ports {
     let q = || Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+    let realtime = q();
     Ports {
         ledger: Arc::new(MemoryLedger::new()),
-        realtime: q(),
+        // one queue for both lanes, as on a stack without a critical queue
+        critical: realtime.clone(),
+        realtime,
         batch: q(),
         dlq: q(),
         secrets: Arc::new(MemorySecrets::default()),

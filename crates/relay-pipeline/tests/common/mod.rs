@@ -201,6 +201,7 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
     let ports = Ports {
         ledger: Arc::new(store.ledger()),
         realtime: Arc::new(realtime.clone()),
+        critical: Arc::new(realtime.clone().critical_lane()),
         batch: Arc::new(batch.clone()),
         dlq: Arc::new(dlq.clone()),
         secrets: Arc::new(relay_local::LocalSecretStore::new()),

@@ -45,6 +45,10 @@ pub struct ReplayArgs {
     /// With --aws: the realtime queue's URL (stack output RealtimeQueueUrl).
     #[arg(long, env = "REALTIME_QUEUE_URL")]
     pub realtime_queue_url: Option<String>,
+    /// With --aws: the critical queue's URL (stack output CriticalQueueUrl), where replayed critical alerts
+    /// go; without it they go to the realtime queue.
+    #[arg(long, env = "CRITICAL_QUEUE_URL")]
+    pub critical_queue_url: Option<String>,
     /// With --aws: the ledger's DynamoDB table (stack output LedgerTableName).
     #[arg(long, env = "LEDGER_TABLE")]
     pub ledger_table: Option<String>,
@@ -79,10 +83,12 @@ fn replay_local(args: &ReplayArgs) -> Result<(), CliError> {
     let store = LocalStore::open(&args.db).map_err(CliError::failed)?;
     let dlq = store.queue("dlq").with_visibility_timeout(VISIBILITY);
     let realtime = store.queue("realtime");
+    let critical = store.queue("realtime").critical_lane();
     let ledger = store.ledger();
     let replay = Replay {
         dlq: &dlq,
         realtime: &realtime,
+        critical: &critical,
         ledger: &ledger,
         clock: &SystemClock,
     };
@@ -100,6 +106,8 @@ fn replay_local(args: &ReplayArgs) -> Result<(), CliError> {
 struct AwsTarget {
     dlq_url: String,
     realtime_queue_url: String,
+    /// Optional: a stack from before the critical lane has none.
+    critical_queue_url: Option<String>,
     ledger_table: String,
 }
 
@@ -143,6 +151,7 @@ impl AwsTarget {
             ] => Ok(AwsTarget {
                 dlq_url,
                 realtime_queue_url,
+                critical_queue_url: given(&args.critical_queue_url),
                 ledger_table,
             }),
             _ => Err(MissingSettings(missing)),
@@ -156,13 +165,21 @@ async fn replay_aws(target: &AwsTarget, dry_run: bool, json: bool) -> Result<(),
     let config = relay_aws::sdk_config().await;
     let dlq = SqsQueue::new(&config, &target.dlq_url).with_visibility_timeout(VISIBILITY);
     let realtime = SqsQueue::from_client(dlq.client().clone(), &target.realtime_queue_url);
+    let critical_url = target
+        .critical_queue_url
+        .as_deref()
+        .unwrap_or(&target.realtime_queue_url);
+    let critical = SqsQueue::from_client(dlq.client().clone(), critical_url);
     let ledger = DynamoLedger::new(&config, &target.ledger_table);
-    realtime.depth().await.map_err(|e| {
-        CliError::Failed(format!(
-            "cannot reach the realtime queue {}: {e}",
-            target.realtime_queue_url
-        ))
-    })?;
+    for (queue, name, url) in [
+        (&realtime, "realtime", &target.realtime_queue_url[..]),
+        (&critical, "critical", critical_url),
+    ] {
+        queue
+            .depth()
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot reach the {name} queue {url}: {e}")))?;
+    }
     ledger
         .get("replay-dlq:check")
         .await
@@ -170,6 +187,7 @@ async fn replay_aws(target: &AwsTarget, dry_run: bool, json: bool) -> Result<(),
     let replay = Replay {
         dlq: &dlq,
         realtime: &realtime,
+        critical: &critical,
         ledger: &ledger,
         clock: &SystemClock,
     };

@@ -69,6 +69,9 @@ impl Local {
         let ports = Ports {
             ledger: Arc::new(store.ledger()),
             realtime: Arc::new(store.queue("realtime")),
+            // the realtime queue's critical lane: received first by every worker, and alone by one reserved
+            // worker (tasks.rs), so a backlog of high alerts never holds a critical one
+            critical: Arc::new(store.queue("realtime").critical_lane()),
             // a flush ends within its budget and deletes or releases what it drained, so a drained message
             // stays hidden only that long: after a crash mid-flush its alerts are flushed again soon after
             batch: Arc::new(

@@ -21,9 +21,14 @@ pub struct Tasks {
 pub fn start(local: &Local) -> Tasks {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // `workers` deliverers of the whole realtime queue (critical messages first), plus one reserved for the
+    // critical lane: with every other worker busy on a backlog of high alerts (each round can last a
+    // ServiceNow timeout), a critical alert is still picked up at once
     let deliverer = Deliverer::new(local.delivery.clone());
-    for _ in 0..local.workers {
-        let (d, token) = (deliverer.clone(), token.clone());
+    let critical = Deliverer::critical(local.delivery.clone());
+    let lanes = std::iter::once(critical).chain(std::iter::repeat_n(deliverer, local.workers));
+    for d in lanes {
+        let token = token.clone();
         tracker.spawn(async move {
             // checked between polls: a delivery that has started runs to its end
             while !token.is_cancelled() {
