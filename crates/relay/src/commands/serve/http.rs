@@ -38,9 +38,15 @@ pub async fn listen(args: &ServeArgs) -> Result<tokio::net::TcpListener, CliErro
         .map_err(|e| CliError::failed(format!("cannot listen on port {}: {e}", args.port)))
 }
 
-/// The process's Prometheus recorder, installed on first use.
+/// The process's Prometheus recorder, installed on first use (once: callers on several threads wait for the
+/// first, as a second install fails).
 pub fn prometheus() -> Result<&'static PrometheusHandle, CliError> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    let _installing = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(h) = HANDLE.get() {
         return Ok(h);
     }
