@@ -355,6 +355,15 @@ impl Stack {
         self.poll(&self.critical, wait).await
     }
 
+    /// The message ids a partial batch response reports for retry (the rest the mapping deletes).
+    pub fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
+        response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect()
+    }
+
     async fn poll(&self, from: &TestQueue, wait: Duration) -> (usize, Vec<String>) {
         let queue = from.adapter(&self.sdk);
         let messages = queue.receive(10, wait).await.expect("receive from the queue");
@@ -362,11 +371,7 @@ impl Stack {
             return (0, vec![]);
         }
         let response = self.invoke_deliver(self.sqs_event(from, &messages)).await;
-        let failed: Vec<String> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
+        let failed = Stack::failed_ids(&response);
         for m in &messages {
             if !failed.contains(&m.message_id) {
                 queue.delete(&m.receipt).await.expect("delete a handled message");

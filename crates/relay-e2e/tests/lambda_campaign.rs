@@ -235,14 +235,8 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
                             s.invoke_deliver(s.sqs_event(from, &messages)),
                             s.invoke_deliver(s.sqs_event(from, &twins)),
                         );
-                        let failed = |r: &aws_lambda_events::event::sqs::SqsBatchResponse| -> Vec<String> {
-                            r.batch_item_failures
-                                .iter()
-                                .map(|f| f.item_identifier.clone())
-                                .collect()
-                        };
-                        settle_like_the_event_source(s, from, &messages, &failed(&a)).await;
-                        settle_like_the_event_source(s, from, &twins, &failed(&b)).await;
+                        settle_like_the_event_source(s, from, &messages, &Stack::failed_ids(&a)).await;
+                        settle_like_the_event_source(s, from, &twins, &Stack::failed_ids(&b)).await;
                         count(&|c| c.twin_delivers += 1);
                     }
                     2 => {
@@ -252,12 +246,7 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
                     }
                     _ => {
                         let r = s.invoke_deliver(s.sqs_event(from, &messages)).await;
-                        let failed: Vec<String> = r
-                            .batch_item_failures
-                            .iter()
-                            .map(|f| f.item_identifier.clone())
-                            .collect();
-                        settle_like_the_event_source(s, from, &messages, &failed).await;
+                        settle_like_the_event_source(s, from, &messages, &Stack::failed_ids(&r)).await;
                     }
                 }
             }

@@ -332,32 +332,26 @@ async fn an_alert_id_shaped_like_an_aggregate_key_is_its_own_alert() {
 /// anything. When the aggregate's alerts come back, an alert of the same group and window that arrived
 /// meanwhile must get a record of its own: it is never completed against the earlier record, which does not
 /// list it, and the earlier alerts are never listed twice.
-#[tokio::test]
-async fn a_flush_killed_after_sending_an_aggregate_never_completes_a_later_alert_against_it() {
-    let h = harness(Options::default()).await;
-    // the killed flush's messages come back after a second
+/// A flusher over the harness whose drained batch messages come back after a second (a killed flush's
+/// messages), with a 3 s budget.
+fn flusher_whose_messages_return_after_a_second(h: &Harness) -> Arc<Flusher> {
     let ports = Ports {
         batch: Arc::new(h.batch.clone().with_visibility_timeout(Duration::from_secs(1))),
         ..h.ports.clone()
     };
-    let flusher = Arc::new(Flusher::new(
+    Arc::new(Flusher::new(
         Arc::new(h.flusher.delivery.with_ports(ports)),
         FlushSettings {
             budget: Duration::from_secs(3),
             settle_reserve: Duration::from_secs(1),
             ..h.flusher.settings.clone()
         },
-    ));
-    for i in 0..3 {
-        let reply = h
-            .post(
-                &alert_body(&format!("kf-{i}"), "policy_violation", "low", "E1"),
-                &format!("wh-{i}"),
-            )
-            .await;
-        assert_eq!(reply.status, 202);
-    }
-    // the Batch API call commits, and its answer never comes: the process dies while waiting for it
+    ))
+}
+
+/// Run a flush whose Batch API call commits and never answers, and kill it (abort the task) once the
+/// records exist: the process died waiting for the answer.
+async fn kill_flush_after_its_batch_call_commits(h: &Harness, flusher: &Arc<Flusher>) {
     h.sim.inject(Fault {
         kind: FaultKind::TimeoutAfterWrite,
         count: 1,
@@ -377,6 +371,24 @@ async fn a_flush_killed_after_sending_an_aggregate_never_completes_a_later_alert
         running.await.unwrap_err().is_cancelled(),
         "the flush was killed mid-call"
     );
+}
+
+#[tokio::test]
+async fn a_flush_killed_after_sending_an_aggregate_never_completes_a_later_alert_against_it() {
+    let h = harness(Options::default()).await;
+    // the killed flush's messages come back after a second
+    let flusher = flusher_whose_messages_return_after_a_second(&h);
+    for i in 0..3 {
+        let reply = h
+            .post(
+                &alert_body(&format!("kf-{i}"), "policy_violation", "low", "E1"),
+                &format!("wh-{i}"),
+            )
+            .await;
+        assert_eq!(reply.status, 202);
+    }
+    // the Batch API call commits, and its answer never comes: the process dies while waiting for it
+    kill_flush_after_its_batch_call_commits(&h, &flusher).await;
     let first = h.sim.records(TABLE);
     assert_eq!(first.len(), 1, "the aggregate was created before the kill");
     for i in 0..3 {
@@ -425,42 +437,13 @@ async fn a_lone_alert_a_killed_flush_sent_is_never_grouped_into_a_second_record(
     })
     .await;
     // the killed flush's message comes back after a second, when its claim has run out too
-    let ports = Ports {
-        batch: Arc::new(h.batch.clone().with_visibility_timeout(Duration::from_secs(1))),
-        ..h.ports.clone()
-    };
-    let flusher = Arc::new(Flusher::new(
-        Arc::new(h.flusher.delivery.with_ports(ports)),
-        FlushSettings {
-            budget: Duration::from_secs(3),
-            settle_reserve: Duration::from_secs(1),
-            ..h.flusher.settings.clone()
-        },
-    ));
+    let flusher = flusher_whose_messages_return_after_a_second(&h);
     let reply = h
         .post(&alert_body("kl-0", "policy_violation", "low", "E2"), "wh-0")
         .await;
     assert_eq!(reply.status, 202);
     // its record (a group of one) is committed by the Batch API, and the process dies waiting for the answer
-    h.sim.inject(Fault {
-        kind: FaultKind::TimeoutAfterWrite,
-        count: 1,
-        table: None,
-        method: Some("POST".into()),
-    });
-    let running = tokio::spawn({
-        let f = flusher.clone();
-        async move { f.flush().await }
-    });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while h.sim.records(TABLE).is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    running.abort();
-    assert!(
-        running.await.unwrap_err().is_cancelled(),
-        "the flush was killed mid-call"
-    );
+    kill_flush_after_its_batch_call_commits(&h, &flusher).await;
     assert_eq!(h.sim.records(TABLE).len(), 1, "its record was created before the kill");
 
     // more alerts of the same employee, type and window arrive; the old message comes back
