@@ -11,11 +11,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use relay_core::Severity;
 use relay_ports::RecordRef;
 use servicenow_client::{CreatedRecord, Outcome};
 
 use crate::Ports;
 use crate::breaker::{Admit, Breaker};
+use crate::concurrency::{ConcurrencyLimit, Lane, Permit};
 use crate::defaults::LONGEST_REDELAY;
 use crate::envelope::{Envelope, Item};
 use crate::secrets::ServiceNowTarget;
@@ -47,6 +49,8 @@ pub struct Delivery {
     people: Arc<Mutex<PersonCache>>,
     /// The instance's circuit breaker, shared by every deliverer and the flush of this process.
     breaker: Arc<Breaker>,
+    /// How many ServiceNow calls this process has in flight, shared the same way.
+    limit: Arc<ConcurrencyLimit>,
 }
 
 pub(crate) fn record_ref(r: CreatedRecord) -> RecordRef {
@@ -55,6 +59,19 @@ pub(crate) fn record_ref(r: CreatedRecord) -> RecordRef {
         sys_id: r.sys_id,
         number: r.number,
         link: r.link,
+    }
+}
+
+/// The lane an envelope's ServiceNow calls wait in: critical alerts, the other realtime alerts, batch work
+/// (aggregates and the lone medium/low alerts a flush sends).
+fn lane_of(env: &Envelope) -> Lane {
+    match &env.item {
+        Item::Alert { decision, .. } => match decision.severity {
+            Severity::Critical => Lane::Critical,
+            Severity::High => Lane::Realtime,
+            Severity::Medium | Severity::Low => Lane::Batch,
+        },
+        Item::Aggregate { .. } => Lane::Batch,
     }
 }
 
@@ -71,7 +88,12 @@ impl Delivery {
         Delivery {
             ports: ports.clone(),
             servicenow: Arc::new(servicenow),
-            breaker: Arc::new(Breaker::new(settings.backoff)),
+            breaker: Arc::new(if settings.breaker {
+                Breaker::new(settings.backoff)
+            } else {
+                Breaker::disabled()
+            }),
+            limit: Arc::new(ConcurrencyLimit::new(settings.concurrency)),
             settings,
             jitter: random_jitter(),
             people: Arc::default(),
@@ -87,6 +109,7 @@ impl Delivery {
             jitter: self.jitter.clone(),
             people: Arc::clone(&self.people),
             breaker: Arc::clone(&self.breaker),
+            limit: Arc::clone(&self.limit),
         }
     }
 
@@ -113,6 +136,17 @@ impl Delivery {
     /// reports them here.
     pub fn observe(&self, outcome: &Outcome) {
         self.breaker.record(outcome, self.ports.clock.now_ms());
+    }
+
+    /// Wait for a slot to call ServiceNow for `lane` ([`crate::concurrency`]); report the answer on the
+    /// permit.
+    pub async fn slot(&self, lane: Lane) -> Permit {
+        self.limit.acquire(lane).await
+    }
+
+    /// The process's ServiceNow concurrency limit.
+    pub fn concurrency(&self) -> &ConcurrencyLimit {
+        &self.limit
     }
 
     /// A probe admitted by [`Delivery::admit`] made no call after all.

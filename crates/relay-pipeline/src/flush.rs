@@ -16,6 +16,7 @@ use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_ports::{Claim, LedgerEntry, ReceivedMessage};
 use servicenow_client::{BatchItem, Outcome};
 
+use crate::concurrency::Lane;
 use crate::deliver::Delivery;
 use crate::envelope::{Envelope, Item};
 use crate::telemetry::{BatchSent, FlushFinished, TelemetryEvent};
@@ -289,6 +290,13 @@ impl Flusher {
             if !open() {
                 break;
             }
+            // a slot in the batch lane (behind every waiting realtime call), waited for until the last start
+            let Ok(slot) = tokio::time::timeout(d.until(last_start), d.slot(Lane::Batch)).await else {
+                break;
+            };
+            if !open() {
+                break;
+            }
             let to_seal: Vec<usize> = chunk
                 .iter()
                 .copied()
@@ -381,6 +389,7 @@ impl Flusher {
                     }
                     Err(o) => {
                         d.observe(&o);
+                        slot.answered_batch(&o);
                         for it in &items {
                             outcomes.insert(it.id.parse().unwrap_or(usize::MAX), (o.clone(), false));
                         }

@@ -10,6 +10,7 @@ use relay_ports::{AlertQueue, Clock, Ledger, Notifier, SecretStore};
 
 pub mod breaker;
 pub mod chart;
+pub mod concurrency;
 pub mod defaults;
 pub mod deliver;
 pub mod document;

@@ -26,6 +26,7 @@ pub mod names {
     pub const DELIVERY_FAILED: &str = "DeliveryFailed";
     pub const SERVICENOW_CALL_MS: &str = "ServiceNowCallMs";
     pub const BATCH_SIZE: &str = "BatchSize";
+    pub const SERVICENOW_CONCURRENCY: &str = "ServiceNowConcurrencyLimit";
 }
 
 /// Units and help texts of every metric (CloudWatch takes the unit, Prometheus the help text). Call once
@@ -65,6 +66,11 @@ pub fn describe() {
     );
     describe_histogram!(SERVICENOW_CALL_MS, Unit::Milliseconds, "ServiceNow calls, by outcome");
     describe_histogram!(BATCH_SIZE, Unit::Count, "Records per Batch API request");
+    metrics::describe_gauge!(
+        SERVICENOW_CONCURRENCY,
+        Unit::Count,
+        "ServiceNow calls this process lets run at once (the adaptive limit)"
+    );
 }
 
 /// Something that happened, told once to the audit trail and to the metrics.

@@ -29,7 +29,9 @@ impl Delivery {
     /// [`Delivery::create`] under a claim: after a lookup that found nothing, the create is only sent once
     /// the claim is confirmed still held (a fenced lease renewal); a lost claim sends nothing.
     pub(super) async fn create_held(&self, env: &Envelope, lookup_first: bool, held: Option<&Held>) -> (Outcome, bool) {
+        let slot = self.slot(super::lane_of(env)).await;
         let (outcome, found) = self.create_unobserved(env, lookup_first, held).await;
+        slot.answered(&outcome);
         self.observe(&outcome);
         (outcome, found)
     }

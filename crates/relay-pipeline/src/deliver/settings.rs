@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use relay_core::BackoffPolicy;
 
+use crate::concurrency::ConcurrencyMode;
+
 /// Settings shared by deliver and flush.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
@@ -20,6 +22,11 @@ pub struct DeliverySettings {
     /// `defaults::max_receive_count(&backoff)`). The deliverer gives an alert up itself, with a notice,
     /// `defaults::RECEIVE_LIMIT_RESERVE` receives before it.
     pub max_receives: u32,
+    /// How many ServiceNow calls the process has in flight ([`crate::concurrency`]).
+    pub concurrency: ConcurrencyMode,
+    /// Whether a 429 with Retry-After (or a run of 503s) stops every caller ([`crate::breaker`]). Off only
+    /// to measure what it saves (`relay load --naive`).
+    pub breaker: bool,
 }
 
 impl Default for DeliverySettings {
@@ -37,6 +44,8 @@ impl DeliverySettings {
             ledger_retention: crate::defaults::LEDGER_RETENTION,
             settle: crate::defaults::SETTLE_AFTER_AMBIGUOUS,
             max_receives: crate::defaults::max_receive_count(&backoff),
+            concurrency: ConcurrencyMode::default(),
+            breaker: true,
         }
     }
 

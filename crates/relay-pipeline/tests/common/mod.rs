@@ -234,6 +234,7 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
             max_receives: opts
                 .max_receives
                 .unwrap_or_else(|| relay_pipeline::defaults::max_receive_count(&backoff)),
+            ..DeliverySettings::for_policy(backoff)
         },
     )
     .with_jitter(Arc::new(|| 0.5));

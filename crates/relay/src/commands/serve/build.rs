@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use relay_core::BackoffPolicy;
 use relay_local::{Durability, LocalStore, StoreOptions};
+use relay_pipeline::concurrency::ConcurrencyMode;
 use relay_pipeline::{
     Delivery, DeliverySettings, FlushSettings, Flusher, Ingest, IngestSettings, Ports, ServiceNowTarget, SigningKeys,
     SourceAllowList, defaults,
@@ -29,6 +30,8 @@ pub struct Local {
     pub lease: Duration,
     pub window: Duration,
     pub workers: usize,
+    /// `--naive-delivery`: no reserved critical worker.
+    pub naive: bool,
     pub config_name: String,
     pub config_hash: String,
     pub servicenow_url: String,
@@ -43,6 +46,9 @@ impl Local {
         let (config, config_name) = args.config.load().map_err(CliError::invalid)?;
         if args.workers == 0 {
             return Err(CliError::invalid("--workers must be at least 1"));
+        }
+        if args.servicenow_max_concurrency == 0 {
+            return Err(CliError::invalid("--servicenow-max-concurrency must be at least 1"));
         }
         let lease = lease(args)?;
         let config_hash = config.hash.clone();
@@ -71,7 +77,11 @@ impl Local {
             realtime: Arc::new(store.queue("realtime")),
             // the realtime queue's critical lane: received first by every worker, and alone by one reserved
             // worker (tasks.rs), so a backlog of high alerts never holds a critical one
-            critical: Arc::new(store.queue("realtime").critical_lane()),
+            critical: Arc::new(if args.naive_delivery {
+                store.queue("realtime")
+            } else {
+                store.queue("realtime").critical_lane()
+            }),
             // a flush ends within its budget and deletes or releases what it drained, so a drained message
             // stays hidden only that long: after a crash mid-flush its alerts are flushed again soon after
             batch: Arc::new(
@@ -100,6 +110,15 @@ impl Local {
             ServiceNowTarget::ready(client),
             DeliverySettings {
                 lease,
+                concurrency: if args.naive_delivery {
+                    ConcurrencyMode::Fixed(8)
+                } else {
+                    ConcurrencyMode::Adaptive {
+                        initial: 4.min(args.servicenow_max_concurrency),
+                        max: args.servicenow_max_concurrency,
+                    }
+                },
+                breaker: !args.naive_delivery,
                 ..DeliverySettings::for_policy(BackoffPolicy {
                     window: Duration::from_secs(args.retry_window_seconds),
                     ..BackoffPolicy::default()
@@ -115,6 +134,7 @@ impl Local {
             lease,
             window,
             workers: args.workers,
+            naive: args.naive_delivery,
             config_name,
             config_hash,
             servicenow_url,
@@ -185,8 +205,9 @@ impl Local {
         }
         println!("  operator page   {base_url}/ops   (any user name, the read token as password)");
         println!(
-            "  delivery        {} workers, lease {} s; batch flush every {} s",
+            "  delivery        {} workers, at most {} ServiceNow calls at once, lease {} s; batch flush every {} s",
             self.workers,
+            self.delivery.settings.concurrency.max(),
             self.lease.as_secs(),
             self.window.as_secs()
         );

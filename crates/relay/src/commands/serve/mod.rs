@@ -96,6 +96,15 @@ pub struct ServeArgs {
     /// Fsync every commit (survives power loss, slower). Default: survives a killed process.
     #[arg(long)]
     pub fsync: bool,
+    /// The most ServiceNow calls in flight at once; the limit is learned below it (it grows while latency
+    /// holds and backs off on 429/503 or rising latency).
+    #[arg(long, env = "RELAY_SERVICENOW_MAX_CONCURRENCY", default_value_t = 16)]
+    pub servicenow_max_concurrency: usize,
+    /// Deliver as a plain worker pool does, to measure what the lanes, the adaptive limit and the breaker
+    /// save (`relay load --naive`): one FIFO lane for every realtime alert, a fixed limit of 8 calls, no
+    /// circuit breaker. Never for production.
+    #[arg(long, hide = true)]
+    pub naive_delivery: bool,
 }
 
 /// Serve until SIGINT or SIGTERM, then finish the work in progress; exit 1 when it cannot start.

@@ -26,7 +26,10 @@ pub fn start(local: &Local) -> Tasks {
     // ServiceNow timeout), a critical alert is still picked up at once
     let deliverer = Deliverer::new(local.delivery.clone());
     let critical = Deliverer::critical(local.delivery.clone());
-    let lanes = std::iter::once(critical).chain(std::iter::repeat_n(deliverer, local.workers));
+    let reserved = (!local.naive).then_some(critical);
+    let lanes = reserved
+        .into_iter()
+        .chain(std::iter::repeat_n(deliverer, local.workers));
     for d in lanes {
         let token = token.clone();
         tracker.spawn(async move {
