@@ -128,7 +128,7 @@ impl Breaker {
                 s.unavailable_in_a_row = 0;
                 tracing::warn!(open_until_ms = until, "ServiceNow asked to wait; no calls until then");
             }
-            Outcome::Retryable { reason, .. } if reason.starts_with("HTTP 503") => {
+            o if o.is_unavailable() => {
                 s.unavailable_in_a_row += 1;
                 if s.unavailable_in_a_row >= OPEN_AFTER_UNAVAILABLE {
                     let open_for = self.policy.ceiling(s.unavailable_in_a_row + 1 - OPEN_AFTER_UNAVAILABLE);
@@ -151,7 +151,7 @@ impl Breaker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn limited(secs: u64) -> Outcome {
@@ -161,7 +161,8 @@ mod tests {
         }
     }
 
-    fn created() -> Outcome {
+    /// A created incident (the answer that closes the breaker and feeds the concurrency limit).
+    pub(crate) fn created() -> Outcome {
         Outcome::Created(servicenow_client::CreatedRecord {
             table: "incident".into(),
             sys_id: "x".into(),

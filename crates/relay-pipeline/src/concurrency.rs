@@ -57,11 +57,24 @@ impl ConcurrencyMode {
     }
 }
 
+/// Where an adaptive limit starts.
+pub const ADAPTIVE_START: usize = 4;
+
+impl ConcurrencyMode {
+    /// Adaptive from [`ADAPTIVE_START`] (or `max`, when lower) up to `max`.
+    pub fn adaptive_up_to(max: usize) -> ConcurrencyMode {
+        ConcurrencyMode::Adaptive {
+            initial: ADAPTIVE_START.min(max),
+            max,
+        }
+    }
+}
+
 impl Default for ConcurrencyMode {
-    /// Adaptive from 4 up to 16: ServiceNow's documented default of concurrent integration transactions per
-    /// node is of that order, and the relay shares the instance with other integrations.
+    /// Adaptive up to 16: ServiceNow's documented default of concurrent integration transactions per node
+    /// is of that order, and the relay shares the instance with other integrations.
     fn default() -> Self {
-        ConcurrencyMode::Adaptive { initial: 4, max: 16 }
+        ConcurrencyMode::adaptive_up_to(16)
     }
 }
 
@@ -112,15 +125,6 @@ pub struct ConcurrencyLimit {
     mode: ConcurrencyMode,
     state: Mutex<State>,
     freed: Notify,
-}
-
-fn backpressure(outcome: &Outcome) -> bool {
-    match outcome {
-        Outcome::Retryable { retry_after, reason } => {
-            retry_after.is_some() || reason.starts_with("HTTP 429") || reason.starts_with("HTTP 503")
-        }
-        _ => false,
-    }
 }
 
 impl ConcurrencyLimit {
@@ -221,18 +225,32 @@ impl ConcurrencyLimit {
         let max = max.max(1) as f64;
         let mut s = self.state();
         let before = s.limit;
-        if backpressure(outcome) {
+        if outcome.is_backpressure() {
             s.backpressure += 1;
             if !s.window.backed_off {
                 s.limit = (s.limit * BACKPRESSURE_DECREASE).max(1.0);
                 s.window.backed_off = true;
             }
         }
-        let Some(elapsed) = elapsed else {
-            let after = s.limit;
-            drop(s);
-            return self.changed(before, after);
-        };
+        if let Some(elapsed) = elapsed {
+            s.sample(elapsed, max);
+        }
+        let after = s.limit;
+        drop(s);
+        if after as usize != before as usize {
+            metrics::gauge!(crate::telemetry::names::SERVICENOW_CONCURRENCY).set(after.floor());
+            tracing::debug!(limit = after as usize, "ServiceNow concurrency limit changed");
+            if after > before {
+                self.freed.notify_waiters();
+            }
+        }
+    }
+}
+
+impl State {
+    /// One answer's latency into the window; a full window grows, shrinks or keeps the limit.
+    fn sample(&mut self, elapsed: Duration, max: f64) {
+        let s = self;
         s.window.answers += 1;
         s.window.sum_ms += elapsed.as_secs_f64() * 1000.0;
         if s.window.answers >= s.window.size {
@@ -253,19 +271,6 @@ impl ConcurrencyLimit {
                 });
             }
             s.window = Window::opened(s.limit, s.in_flight);
-        }
-        let after = s.limit;
-        drop(s);
-        self.changed(before, after);
-    }
-
-    fn changed(&self, before: f64, after: f64) {
-        if after as usize != before as usize {
-            metrics::gauge!(crate::telemetry::names::SERVICENOW_CONCURRENCY).set(after.floor());
-            tracing::debug!(limit = after as usize, "ServiceNow concurrency limit changed");
-            if after > before {
-                self.freed.notify_waiters();
-            }
         }
     }
 }
@@ -317,14 +322,7 @@ impl Drop for Permit {
 mod tests {
     use super::*;
 
-    fn created() -> Outcome {
-        Outcome::Created(servicenow_client::CreatedRecord {
-            table: "incident".into(),
-            sys_id: "x".into(),
-            number: None,
-            link: String::new(),
-        })
-    }
+    use crate::breaker::tests::created;
 
     fn limited() -> Outcome {
         Outcome::Retryable {

@@ -62,6 +62,21 @@ impl Outcome {
         }
     }
 
+    /// A 503 without an answer body of use: the instance (or its load balancer) is unavailable.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Outcome::Retryable { reason, .. } if reason.starts_with("HTTP 503"))
+    }
+
+    /// The instance pushed back: a 429 or a 503, or any retryable answer with a `Retry-After`.
+    pub fn is_backpressure(&self) -> bool {
+        match self {
+            Outcome::Retryable { retry_after, reason } => {
+                retry_after.is_some() || reason.starts_with("HTTP 429") || self.is_unavailable()
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn retryable(reason: impl Into<String>) -> Self {
         Outcome::Retryable {
             retry_after: None,

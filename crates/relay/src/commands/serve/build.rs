@@ -113,10 +113,7 @@ impl Local {
                 concurrency: if args.naive_delivery {
                     ConcurrencyMode::Fixed(8)
                 } else {
-                    ConcurrencyMode::Adaptive {
-                        initial: 4.min(args.servicenow_max_concurrency),
-                        max: args.servicenow_max_concurrency,
-                    }
+                    ConcurrencyMode::adaptive_up_to(args.servicenow_max_concurrency)
                 },
                 breaker: !args.naive_delivery,
                 ..DeliverySettings::for_policy(BackoffPolicy {
