@@ -354,6 +354,12 @@ impl Ledger for DynamoLedger {
         }
         update.push_str(" REMOVE ");
         update.push_str(&remove.join(", "));
+        if retry.unsent {
+            // the released claim made no call: it does not count as an attempt
+            update.push_str(" ADD #attempts :minus_one");
+            attr_names.push("attempts");
+            values.push((":minus_one", n(-1)));
+        }
         let done = self
             .update(
                 "UpdateItem(retry_later)",

@@ -11,7 +11,7 @@ use crate::error::port_error;
 
 /// The longest `DelaySeconds` SQS accepts (15 minutes). Longer `send` delays are capped to it: a message
 /// that must wait longer is received and put back with [`AlertQueue::change_visibility`] (visibility, up to 12 h).
-pub const MAX_DELAY: Duration = Duration::from_secs(900);
+pub const MAX_DELAY: Duration = relay_ports::MAX_SEND_DELAY;
 /// The longest visibility timeout SQS accepts (12 hours); longer `change_visibility` delays are capped to it.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 /// The longest long-poll wait SQS accepts; longer `receive` waits are capped to it.

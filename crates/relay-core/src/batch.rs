@@ -63,8 +63,10 @@ pub struct PlannedRecord {
     /// latency counts from its own arrival.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub received_at_ms: Vec<i64>,
-    /// For an aggregate: every member alert in full, uploaded as [`MEMBER_LIST_FILE`] to the record
-    /// (its description shows the first members in full and the rest by id only).
+    /// For an aggregate whose description cannot show every member in full (more than
+    /// [`DESCRIBED_MEMBERS`], or an activity text cut short): every member alert in full, uploaded as
+    /// [`MEMBER_LIST_FILE`] to the record. None for a lone alert and for an aggregate its description lists
+    /// completely (one upload fewer per record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_list: Option<String>,
     /// Who the record is about, resolved to `sys_user` at delivery: the alert's person, or for an
@@ -208,24 +210,28 @@ fn member_line(d: &Decision) -> String {
     )
 }
 
-/// An aggregate's description, at most [`MAX_DESCRIPTION_FIELD`] characters: the first members (up to
+/// An aggregate's description, at most [`MAX_DESCRIPTION_FIELD`] characters less `reserved` (text the
+/// caller puts in front of it), always ending with `footer`: the first members (up to
 /// [`DESCRIBED_MEMBERS`]) with their activity, the following ones by id while they fit, and a count of the
-/// rest, which the attached member list holds.
-/// The aggregate's description: at most [`MAX_DESCRIPTION_FIELD`] characters less `reserved` (text the caller
-/// puts in front of it), always ending with `footer`.
-fn aggregate_description(ds: &[&Decision], footer: &str, reserved: usize) -> String {
+/// rest, which the attached member list holds. The flag is true when the description shows every member in
+/// full (then the record needs no member list: one upload fewer per aggregate).
+fn aggregate_description(ds: &[&Decision], footer: &str, reserved: usize) -> (String, bool) {
     let n = ds.len();
-    let mut text = format!(
+    let chars = |s: &str| s.chars().count();
+    let header_with_list = format!(
         "{n} alerts aggregated by the relay's batch window. The first ones in full, the others by id; \
          the attached {MEMBER_LIST_FILE} lists every alert in full.\n"
     );
-    let chars = |s: &str| s.chars().count();
     // room kept for the closing "… and N more" line and the footer
     let reserve = chars(footer) + 120 + reserved;
     let budget = MAX_DESCRIPTION_FIELD.saturating_sub(reserve);
-    let mut used = chars(&text);
+    let mut body = String::new();
+    let mut used = chars(&header_with_list);
     let mut shown = 0;
+    let mut cut = false;
     for d in ds.iter().take(DESCRIBED_MEMBERS) {
+        let activity = one_line(&d.summary.description);
+        cut |= chars(&activity) > DESCRIBED_ACTIVITY_CHARS;
         let line = format!(
             "\n- {} [{}] {} (risk {}/100, employee {}): {}\n  Evidence: {}",
             d.summary.occurred_at,
@@ -233,41 +239,50 @@ fn aggregate_description(ds: &[&Decision], footer: &str, reserved: usize) -> Str
             d.alert_id,
             d.summary.risk_score,
             d.employee_ref,
-            truncate(&one_line(&d.summary.description), DESCRIBED_ACTIVITY_CHARS),
+            truncate(&activity, DESCRIBED_ACTIVITY_CHARS),
             d.summary.evidence_url,
         );
         let len = chars(&line);
         if used + len > budget {
             break;
         }
-        text.push_str(&line);
+        body.push_str(&line);
         used += len;
         shown += 1;
     }
+    let complete = shown == n && !cut;
     if shown < n {
         let header = "\n\nFurther alerts:";
         if used + chars(header) <= budget {
-            text.push_str(header);
+            body.push_str(header);
             used += chars(header);
             for d in &ds[shown..] {
                 let line = format!("\n- {}", d.alert_id);
                 if used + chars(&line) > budget {
                     break;
                 }
-                text.push_str(&line);
+                body.push_str(&line);
                 used += chars(&line);
                 shown += 1;
             }
         }
     }
     if shown < n {
-        text.push_str(&format!(
+        body.push_str(&format!(
             "\n… and {} more alerts: see the attached {MEMBER_LIST_FILE}.",
             n - shown
         ));
     }
-    text.push_str(footer);
-    truncate(&text, MAX_DESCRIPTION_FIELD.saturating_sub(reserved))
+    let header = if complete {
+        format!("{n} alerts aggregated by the relay's batch window:\n")
+    } else {
+        header_with_list
+    };
+    let text = format!("{header}{body}{footer}");
+    (
+        truncate(&text, MAX_DESCRIPTION_FIELD.saturating_sub(reserved)),
+        complete,
+    )
 }
 
 fn single(d: &Decision, i: usize, received_at_ms: i64) -> PlannedRecord {
@@ -333,8 +348,10 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, received_at_ms: Vec<i64>, ke
     } else {
         String::new()
     };
-    let description = format!("{prefix}{}", aggregate_description(ds, &footer, prefix.chars().count()));
-    let member_list: String = ds.iter().map(|d| member_line(d)).collect();
+    let (text, complete) = aggregate_description(ds, &footer, prefix.chars().count());
+    let description = format!("{prefix}{text}");
+    // the full list goes as a file only when the description cannot carry it
+    let member_list = (!complete).then(|| ds.iter().map(|d| member_line(d)).collect::<String>());
 
     // the first member's fields, by its profile: only fields its table has are replaced
     let mut fields = first.fields.clone();
@@ -367,7 +384,7 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, received_at_ms: Vec<i64>, ke
         alert_ids: ds.iter().map(|d| d.alert_id.clone()).collect(),
         members,
         received_at_ms,
-        member_list: Some(member_list),
+        member_list,
         person: first
             .person
             .clone()

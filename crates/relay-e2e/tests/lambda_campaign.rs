@@ -28,6 +28,10 @@ use relay_ports::{AlertQueue, Clock, DeliveryState, ReceivedMessage, SystemClock
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind, SimConfig};
 
+/// The late aggregate's size: one alert more than an aggregate's description shows in full, so its record
+/// gets a member list to upload (the upload the ended flush is caught in).
+const LATE_GROUP: usize = relay_core::batch::DESCRIBED_MEMBERS + 1;
+
 /// What the driver did, printed with the verdict.
 #[derive(Debug, Default)]
 struct Chaos {
@@ -319,13 +323,14 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
     let mut is_drained = drain(&s, &accepted, drain_deadline).await;
 
     // Then one flush ended for certain right after its Batch API request, while it uploads the member list
-    // of an aggregate (5 low alerts of one employee): the records exist, the ledger and the queue do not
-    // say so yet. The next flushes must finish it.
+    // of an aggregate (low alerts of one employee, one more than its description shows in full, so it has a
+    // member list): the records exist, the ledger and the queue do not say so yet. The next flushes must
+    // finish it.
     let low = templates
         .iter()
         .find(|t| t["severity"] == "low")
         .expect("a low-severity sample");
-    for n in settings.alerts..settings.alerts + 5 {
+    for n in settings.alerts..settings.alerts + LATE_GROUP {
         let mut alert = low.clone();
         let id = format!("{prefix}{n}");
         alert["alert_id"] = json!(id);
@@ -368,7 +373,7 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
         "lambda fault campaign: seed {}; {} accepted of {}; {:?}; chaos {} s, total {} s, drained: {is_drained}",
         settings.seed,
         accepted.len(),
-        settings.alerts + 5,
+        settings.alerts + LATE_GROUP,
         chaos.lock().unwrap(),
         chaos_took.as_secs(),
         took.as_secs(),

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use crate::{LocalError, StoreInner};
 
 /// Longest `send` delay (as SQS `DelaySeconds`: 15 minutes).
-pub const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
+pub use relay_ports::MAX_SEND_DELAY;
 /// Longest `change_visibility` delay (as SQS `ChangeMessageVisibility`: 12 hours).
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
 /// Most messages one `receive` returns (as SQS).

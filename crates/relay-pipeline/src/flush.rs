@@ -14,13 +14,13 @@ use futures::StreamExt;
 use relay_core::RecordType;
 use relay_core::batch::{self, Pending, PlannedRecord};
 use relay_ports::{Claim, LedgerEntry, ReceivedMessage};
-use servicenow_client::{BatchItem, Outcome};
+use servicenow_client::Outcome;
 
-use crate::concurrency::Lane;
 use crate::deliver::Delivery;
 use crate::envelope::{Envelope, Item};
-use crate::telemetry::{BatchSent, FlushFinished, TelemetryEvent};
+use crate::telemetry::{FlushFinished, TelemetryEvent};
 
+mod chunk;
 mod report;
 mod seal;
 mod settings;
@@ -89,6 +89,12 @@ impl Flusher {
         }
     }
 
+    /// True while ServiceNow calls may start: before `last_start`, and not while the breaker keeps the
+    /// instance closed.
+    fn open(&self, last_start: i64) -> bool {
+        self.delivery.ports.clock.now_ms() < last_start && self.delivery.closed_until().is_none()
+    }
+
     /// Run one flush within the flush budget.
     pub async fn flush(&self) -> FlushReport {
         let deadline = self.delivery.ports.clock.now_ms() + self.settings.budget.as_millis() as i64;
@@ -101,8 +107,7 @@ impl Flusher {
     pub async fn flush_until(&self, deadline_ms: i64) -> FlushReport {
         let d = &self.delivery;
         let last_start = deadline_ms - self.settings.settle_reserve.as_millis() as i64;
-        // no ServiceNow call starts after `last_start`, nor while the breaker keeps the instance closed
-        let open = || d.ports.clock.now_ms() < last_start && d.closed_until().is_none();
+        let open = || self.open(last_start);
         let mut report = FlushReport::default();
         let drained = self.drain(last_start, &mut report).await;
         if let Some(until) = d.closed_until() {
@@ -283,119 +288,32 @@ impl Flusher {
             outcomes.insert(i, (o, found));
         }
 
-        // Table records through the Batch API. An aggregate is sealed in the ledger just before its chunk is
-        // sent (its members can then never be delivered apart from it); one that cannot be sealed is not sent.
+        // Table records through the Batch API, several requests at once (`chunk`). An aggregate is sealed in
+        // the ledger just before its chunk is sent (its members can then never be delivered apart from it);
+        // one that cannot be sealed is not sent.
+        let seal_lock = tokio::sync::Mutex::new(());
+        let chunks = chunk::Chunks {
+            plan: &plan,
+            alerts: &alerts,
+            client: &client,
+            outcomes: &outcomes,
+            skipped: &skipped,
+            last_start,
+            deadline_ms,
+            seal_lock: &seal_lock,
+        };
+        // built first, as the settle futures below, so the flush future stays `Send`
+        let sends: Vec<_> = plan.chunks.iter().map(|c| self.send_chunk(c, &chunks)).collect();
+        let results: Vec<chunk::ChunkResult> = futures::stream::iter(sends)
+            .buffer_unordered(crate::defaults::FLUSH_BATCH_CONCURRENCY)
+            .collect()
+            .await;
         let mut plans: HashMap<usize, LedgerEntry> = HashMap::new();
-        for chunk in &plan.chunks {
-            if !open() {
-                break;
-            }
-            // a slot in the batch lane (behind every waiting realtime call), waited for until the last start
-            let Ok(slot) = tokio::time::timeout(d.until(last_start), d.slot(Lane::Batch)).await else {
-                break;
-            };
-            if !open() {
-                break;
-            }
-            let to_seal: Vec<usize> = chunk
-                .iter()
-                .copied()
-                .filter(|i| plan.records[*i].members.len() > 1 && !outcomes.contains_key(i) && !skipped.contains(i))
-                .collect();
-            // one at a time: a seal is one small ledger transaction, and concurrent transactions only
-            // contend (moto's are not even safe to run concurrently)
-            for i in to_seal {
-                match self.seal(&plan.records[i], &alerts, last_start, deadline_ms).await {
-                    Ok(entry) => {
-                        plans.insert(i, entry);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not seal an aggregate; its alerts wait for the next flush");
-                        skipped.insert(i);
-                    }
-                }
-            }
-            let items: Vec<BatchItem> = chunk
-                .iter()
-                .filter(|i| !outcomes.contains_key(i) && !skipped.contains(i))
-                .map(|&i| BatchItem {
-                    id: i.to_string(),
-                    table: plan.records[i].table.clone(),
-                    fields: plan.records[i].fields.clone(),
-                })
-                .collect();
-            // each record names its person, as a realtime record does
-            let mut items = items;
-            if let Ok(c) = &client {
-                let mut ready = Vec::with_capacity(items.len());
-                for mut item in items {
-                    let Ok(i) = item.id.parse::<usize>() else { continue };
-                    if let Some(p) = &plan.records[i].person {
-                        match d.with_person(c, p, &item.fields).await {
-                            Ok(fields) => item.fields = fields,
-                            // the table requires the person and sys_user cannot be asked now: not sent
-                            Err(o) => {
-                                outcomes.insert(i, (o, false));
-                                continue;
-                            }
-                        }
-                    }
-                    ready.push(item);
-                }
-                items = ready;
-            }
-            if items.is_empty() {
-                continue;
-            }
-            report.batch_calls += 1;
-            BatchSent { items: items.len() }.emit();
-            match &client {
-                Err(o) => {
-                    for it in &items {
-                        outcomes.insert(it.id.parse().unwrap_or(usize::MAX), (o.clone(), false));
-                    }
-                }
-                Ok(c) => match c.send_batch(&items).await {
-                    Ok(results) => {
-                        let mut answered: Vec<usize> = Vec::new();
-                        for (id, o) in results {
-                            d.observe(&o);
-                            if let Ok(i) = id.parse::<usize>() {
-                                answered.push(i);
-                                if let (Outcome::Created(rec), Some(r)) = (&o, plan.records.get(i)) {
-                                    if open() {
-                                        crate::deliver::attach_files(c, r, rec).await;
-                                    } else if r.member_list.is_some() || r.chart.is_some() || r.document.is_some() {
-                                        tracing::warn!(sys_id = %rec.sys_id, "flush deadline: the attachment was not uploaded");
-                                    }
-                                }
-                                outcomes.insert(i, (o, false));
-                            }
-                        }
-                        for it in &items {
-                            let i: usize = it.id.parse().unwrap_or(usize::MAX);
-                            if !answered.contains(&i) {
-                                outcomes.insert(
-                                    i,
-                                    (
-                                        Outcome::Ambiguous {
-                                            reason: "no result for the item in the batch response".into(),
-                                        },
-                                        false,
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                    Err(o) => {
-                        d.observe(&o);
-                        slot.answered_batch(&o);
-                        for it in &items {
-                            outcomes.insert(it.id.parse().unwrap_or(usize::MAX), (o.clone(), false));
-                        }
-                    }
-                },
-            }
+        for r in results {
+            report.batch_calls += usize::from(r.sent);
+            plans.extend(r.sealed);
+            skipped.extend(r.skipped);
+            outcomes.extend(r.outcomes);
         }
 
         // Settle every record (a bounded number at a time): sent ones by their outcome, the others deferred.

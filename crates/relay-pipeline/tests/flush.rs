@@ -137,9 +137,10 @@ async fn a_flush_ends_by_its_deadline_and_the_next_one_delivers_the_rest_once() 
         ..Options::default()
     })
     .await;
-    let n = 20;
+    let n = 40;
     for i in 0..n {
-        // twenty employees: twenty records, ten Batch API calls of two
+        // forty employees: forty records, twenty Batch API calls of two (a few at once: more than the
+        // flush below has time for)
         let body = alert_body(&format!("d-{i}"), "policy_violation", "low", &format!("E{i}"));
         h.post(&body, &format!("wh-{i}")).await;
     }
@@ -176,11 +177,24 @@ async fn a_flush_ends_by_its_deadline_and_the_next_one_delivers_the_rest_once() 
             e.state
         );
     }
+    // a deferred alert was never sent: its claim did not count, so it is neither looked up nor sent alone
+    for i in 0..n {
+        let e = h.state(&format!("d-{i}")).await;
+        if e.state == DeliveryState::Retrying {
+            assert_eq!(e.attempts, 0, "d-{i}: {e:?}");
+        }
+    }
+    let lookups_before = lookups(&h);
     let next = h.flusher.flush().await;
     assert_eq!(
         (next.alerts, next.created),
         (report.deferred, report.deferred),
         "{next:?}"
+    );
+    assert_eq!(
+        lookups(&h),
+        lookups_before,
+        "the next flush looked no deferred record up"
     );
     assert_eq!(h.batch.depth().await.unwrap(), 0);
     let records = h.sim.records(TABLE);
@@ -188,6 +202,15 @@ async fn a_flush_ends_by_its_deadline_and_the_next_one_delivers_the_rest_once() 
     for i in 0..n {
         assert_eq!(h.state(&format!("d-{i}")).await.state, DeliveryState::Completed);
     }
+}
+
+/// Dedupe lookups (Table API reads) on the flushed table so far.
+fn lookups(h: &Harness) -> usize {
+    h.sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.table.as_deref() == Some(TABLE))
+        .count()
 }
 
 /// The SQLite ledger, with `complete` of one alert failing once.
@@ -584,4 +607,44 @@ async fn a_flush_while_servicenow_asked_to_wait_calls_nothing_and_holds_the_batc
             m.visible_at_ms - now
         );
     }
+}
+
+#[tokio::test]
+async fn a_batch_refused_for_an_hour_moves_to_the_realtime_queue_and_the_ledger_keeps_the_wait() {
+    // a queue send waits 15 minutes at most: the flush sends the retry with that delay and the ledger
+    // entry carries the hour, so the message coming back early is put back, not sent
+    let h = harness(Options {
+        max_retry_after: Duration::from_secs(7_200),
+        window: Duration::from_secs(24 * 3600),
+        ..Options::default()
+    })
+    .await;
+    for i in 0..3 {
+        let body = alert_body(&format!("hour-{i}"), "policy_violation", "low", &format!("E{i}"));
+        h.post(&body, &format!("wh-hour-{i}")).await;
+    }
+    h.sim.inject(Fault {
+        kind: FaultKind::RateLimited { retry_after_s: 3_600 },
+        count: 1,
+        table: None,
+        method: Some("POST".into()),
+    });
+    let report = h.flusher.flush().await;
+    assert_eq!((report.retried, report.left, report.created), (3, 0, 0), "{report:?}");
+    assert_eq!(h.batch.depth().await.unwrap(), 0, "the batch messages are done with");
+    assert_eq!(
+        h.realtime.depth().await.unwrap(),
+        3,
+        "each record waits on the realtime queue"
+    );
+    let in_an_hour = relay_ports::Clock::now_ms(&relay_ports::SystemClock) + 3_500_000;
+    for i in 0..3 {
+        let e = h.state(&format!("hour-{i}")).await;
+        assert_eq!(e.state, DeliveryState::Retrying, "hour-{i}: {e:?}");
+        assert!(
+            e.not_before_ms.is_some_and(|t| t >= in_an_hour),
+            "hour-{i} waits the hour: {e:?}"
+        );
+    }
+    assert!(h.sim.records(TABLE).is_empty());
 }

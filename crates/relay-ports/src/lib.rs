@@ -52,6 +52,11 @@ impl PortError {
 /// and an empty one, with [`PortError::Rejected`] naming its size, and enqueues nothing.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
+/// The longest delay a queue `send` takes (SQS `DelaySeconds`: 15 minutes). A message that must wait
+/// longer is sent with this delay and its ledger entry carries the rest (`not_before_ms`): when it comes
+/// back early, the claim answers [`Claim::NotBefore`] and it is put back.
+pub const MAX_SEND_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// One message taken from a queue. The receipt is valid for this receive only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
@@ -69,7 +74,8 @@ pub struct ReceivedMessage {
 /// A durable queue with visibility timeouts: the realtime queue, the batch queue, a dead-letter queue.
 #[async_trait]
 pub trait AlertQueue: Send + Sync {
-    /// Enqueue `body`; it becomes visible after `delay` (0 = at once). Returns the message id.
+    /// Enqueue `body`; it becomes visible after `delay` (0 = at once; at most [`MAX_SEND_DELAY`]). Returns
+    /// the message id.
     /// An `Err` means the message is NOT on the queue.
     async fn send(&self, body: &str, delay: Duration) -> Result<String, PortError>;
     /// Take up to `max` visible messages, waiting up to `wait` for the first one. Taken messages are
@@ -255,6 +261,9 @@ pub struct RetryLater {
     pub error: String,
     /// OR-ed into the entry's `needs_lookup`.
     pub needs_lookup: bool,
+    /// The claim being released made no ServiceNow call (a flush deferred its record): `attempts` goes
+    /// back down by one, so the alert is not looked up, nor planned alone, as if it had been sent.
+    pub unsent: bool,
     /// The settle window of an ambiguous create; the entry keeps the latest of this and its own.
     pub no_create_before_ms: Option<i64>,
     /// Replaces the entry's `not_before_ms` (None clears it).

@@ -97,6 +97,9 @@ pub fn retry_later(e: &mut LedgerEntry, token: u64, retry: &RetryLater, now_ms: 
     e.last_error_class = Some(retry.error_class.clone());
     e.last_error = Some(retry.error.clone());
     e.needs_lookup |= retry.needs_lookup;
+    if retry.unsent {
+        e.attempts = e.attempts.saturating_sub(1);
+    }
     e.no_create_before_ms = e.no_create_before_ms.max(retry.no_create_before_ms);
     e.not_before_ms = retry.not_before_ms;
     e.lease_until_ms = None;

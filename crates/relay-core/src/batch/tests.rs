@@ -52,6 +52,40 @@ fn alerts_of_one_employee_and_type_become_one_record_listing_all() {
     assert!(!r.fields.contains_key("correlation_id"));
     assert!(desc.ends_with(&format!("[relay-key {}]", r.correlation_id)), "{desc}");
     assert_eq!(plan.chunks, vec![vec![0]]);
+    // every member is in the description in full: no member list to upload, and none is promised
+    assert_eq!(r.member_list, None);
+    assert!(!desc.contains(MEMBER_LIST_FILE), "{desc}");
+}
+
+#[test]
+fn an_aggregate_carries_a_member_list_only_when_its_description_cannot_show_every_member_in_full() {
+    let many: Vec<Decision> = (0..DESCRIBED_MEMBERS + 1)
+        .map(|i| decision(i, "E1", "policy_violation", "low"))
+        .collect();
+    let p = plan(&pend(&many, 0), &BatchSettings::default(), 300_000);
+    let list = p.records[0]
+        .member_list
+        .as_deref()
+        .expect("one member more than the description shows");
+    assert!(many.iter().all(|d| list.contains(&d.alert_id)));
+    assert!(
+        p.records[0].fields["description"]
+            .as_str()
+            .unwrap()
+            .contains(MEMBER_LIST_FILE)
+    );
+    // two members, one of whose activity is longer than the description keeps
+    let mut long = vec![
+        decision(0, "E1", "policy_violation", "low"),
+        decision(1, "E1", "policy_violation", "low"),
+    ];
+    long[1].summary.description = "x".repeat(DESCRIBED_ACTIVITY_CHARS + 1);
+    let p = plan(&pend(&long, 0), &BatchSettings::default(), 300_000);
+    let list = p.records[0]
+        .member_list
+        .as_deref()
+        .expect("an activity cut short in the description");
+    assert!(list.contains(&"x".repeat(DESCRIBED_ACTIVITY_CHARS + 1)));
 }
 
 #[test]

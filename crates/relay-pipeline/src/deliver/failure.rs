@@ -60,12 +60,12 @@ impl Delivery {
                     Some(until) if until > now => delay.max(Duration::from_millis((until - now) as u64)),
                     _ => delay,
                 };
-                // A server's Retry-After is kept in the ledger as the instant before which no attempt may
-                // start: a queue that cannot carry the delay (SQS visibility ends 12 h after the receive; a
-                // re-sent message waits 15 min at most) brings the message back early, and the claim then
-                // answers NotBefore instead of calling again.
-                let not_before_ms = retry_after
-                    .is_some()
+                // A server's Retry-After (and any delay longer than a re-sent message can wait) is kept in
+                // the ledger as the instant before which no attempt may start: a queue that cannot carry the
+                // delay (SQS visibility ends 12 h after the receive; a re-sent message waits 15 min at most)
+                // brings the message back early, and the claim then answers NotBefore instead of calling
+                // again.
+                let not_before_ms = (retry_after.is_some() || delay > relay_ports::MAX_SEND_DELAY)
                     .then(|| now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)));
                 let retry = RetryLater {
                     no_create_before_ms: ambiguous.then_some(settle_until).flatten(),

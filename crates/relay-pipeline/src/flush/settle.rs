@@ -40,7 +40,10 @@ impl Flusher {
             // Release the alerts for the next flush: claimable again, their messages visible again now.
             self.release(
                 &members,
-                &RetryLater::new(DEFERRED, "the flush reached its deadline first"),
+                &RetryLater {
+                    unsent: true,
+                    ..RetryLater::new(DEFERRED, "the flush reached its deadline first")
+                },
             )
             .await;
             for m in &members {
@@ -102,6 +105,8 @@ impl Flusher {
         let d = &self.delivery;
         match d.failed(&env, &entry, failure).await {
             AfterFailure::RetryIn(delay) => {
+                // a longer wait is in the ledger (`not_before_ms`): the message may come back early
+                let delay = delay.min(relay_ports::MAX_SEND_DELAY);
                 if let Err(e) = d.ports.realtime.send(&env.to_json(), delay).await {
                     tracing::error!(error = %e, "realtime queue unavailable; alerts stay on the batch queue");
                     s.report.left += members;

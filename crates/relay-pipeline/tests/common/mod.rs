@@ -156,6 +156,8 @@ pub struct Options {
     pub max_receives: Option<u32>,
     /// The longest server Retry-After honoured.
     pub max_retry_after: Duration,
+    /// The limit of concurrent ServiceNow calls (`None`: the default, adaptive).
+    pub concurrency: Option<relay_pipeline::concurrency::ConcurrencyMode>,
 }
 
 impl Default for Options {
@@ -169,6 +171,7 @@ impl Default for Options {
             settle: Duration::from_millis(50),
             max_receives: None,
             max_retry_after: Duration::from_secs(5),
+            concurrency: None,
         }
     }
 }
@@ -223,10 +226,12 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
         window: opts.window,
         max_retry_after: opts.max_retry_after,
     };
+    let defaults = DeliverySettings::for_policy(backoff);
     let delivery = Delivery::new(
         &ports,
         ServiceNowTarget::ready(client),
         DeliverySettings {
+            concurrency: opts.concurrency.unwrap_or(defaults.concurrency),
             backoff,
             lease: opts.lease,
             ledger_retention: Duration::from_secs(3600),
@@ -234,7 +239,7 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
             max_receives: opts
                 .max_receives
                 .unwrap_or_else(|| relay_pipeline::defaults::max_receive_count(&backoff)),
-            ..DeliverySettings::for_policy(backoff)
+            ..defaults
         },
     )
     .with_jitter(Arc::new(|| 0.5));

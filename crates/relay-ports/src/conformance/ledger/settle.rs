@@ -79,7 +79,8 @@ pub async fn ledger_complete(ledger: &dyn Ledger) {
 }
 
 /// `retry_later`: non-final → `Retrying` with the error, lease cleared, `needs_lookup` OR-ed in (never
-/// cleared); `Completed` and `Failed` entries are left alone; a missing id is `NotFound`.
+/// cleared), `attempts` one less when `unsent`; `Completed` and `Failed` entries are left alone; a missing
+/// id is `NotFound`.
 pub async fn ledger_retry_later(ledger: &dyn Ledger) {
     let t = now();
     let e = accepted(ledger, "retry", t).await;
@@ -138,6 +139,29 @@ pub async fn ledger_retry_later(ledger: &dyn Ledger) {
         .await
         .expect("retry_later");
     assert!(!must_get(ledger, &plain.alert_id).await.needs_lookup);
+
+    // a released claim that made no call (a deferred flush record) does not count as an attempt
+    claimed(ledger, &plain.alert_id, t + 3).await;
+    assert_eq!(must_get(ledger, &plain.alert_id).await.attempts, 2);
+    ledger
+        .retry_later(
+            &plain.alert_id,
+            token(ledger, &plain.alert_id).await,
+            &RetryLater {
+                unsent: true,
+                ..RetryLater::new("deferred", "the flush reached its deadline first")
+            },
+            t + 4,
+        )
+        .await
+        .expect("retry_later");
+    let got = must_get(ledger, &plain.alert_id).await;
+    assert_eq!(
+        got.attempts, 1,
+        "retry_later(unsent) must take the claim's attempt back"
+    );
+    assert_eq!(got.state, DeliveryState::Retrying);
+    assert!(!got.needs_lookup);
 
     // Final states are untouched.
     let c = accepted(ledger, "retry-completed", t).await;
