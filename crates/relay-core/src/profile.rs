@@ -83,6 +83,17 @@ impl Dedupe {
         }
     }
 
+    /// The key a value of the dedupe field carries (the inverse of `written`), if any.
+    pub fn key_in<'a>(&self, value: &'a str) -> Option<&'a str> {
+        match self.matching {
+            DedupeMatch::Equals => Some(value).filter(|v| !v.is_empty()),
+            DedupeMatch::Contains => value
+                .split_once("[relay-key ")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(key, _)| key),
+        }
+    }
+
     /// True when a found row's value of the dedupe field is ours.
     pub fn is_ours(&self, found: Option<&str>, key: &str) -> bool {
         match (self.matching, found) {
@@ -515,6 +526,27 @@ pub fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dedupe_key_is_read_back_from_what_was_written() {
+        let equals = Dedupe::default();
+        let contains = Dedupe {
+            field: "description".into(),
+            matching: DedupeMatch::Contains,
+        };
+        for d in [&equals, &contains] {
+            let text = format!("Routed by rule r\n\n{}", d.written("emon:b:0a1b"));
+            let value = if d.matching == DedupeMatch::Equals {
+                d.written("emon:b:0a1b")
+            } else {
+                text
+            };
+            assert_eq!(d.key_in(&value), Some("emon:b:0a1b"), "{d:?}");
+            assert!(d.is_ours(Some(&value), "emon:b:0a1b"));
+        }
+        assert_eq!(equals.key_in(""), None);
+        assert_eq!(contains.key_in("no marker here"), None);
+    }
 
     #[test]
     fn the_shipped_profiles_compile() {

@@ -262,15 +262,19 @@ pub fn servicenow_settings(file: Option<&Path>) -> Result<Option<ServiceNowSetti
         .map_err(SettingsError::InvalidServiceNowVariables)
 }
 
-/// The Table API tables a route of `config` can take (Event Management's `em_event` is not one).
-pub fn mapped_tables(config: &Config) -> Vec<String> {
-    let tables: std::collections::BTreeSet<String> = config
-        .routed_targets()
+/// The Table API tables a route of `config` can take (Event Management's `em_event` is not one), each with
+/// the first record type routed to it (whose profile says how the relay marks its records there).
+pub fn mapped_tables(config: &Config) -> Vec<(relay_core::RecordType, String)> {
+    let mut tables: std::collections::BTreeMap<String, relay_core::RecordType> = std::collections::BTreeMap::new();
+    for (record_type, table) in config.routed_targets() {
+        if table != "em_event" {
+            tables.entry(table).or_insert(record_type);
+        }
+    }
+    tables
         .into_iter()
-        .map(|(_, table)| table)
-        .filter(|t| t != "em_event")
-        .collect();
-    tables.into_iter().collect()
+        .map(|(table, record_type)| (record_type, table))
+        .collect()
 }
 
 #[cfg(test)]
@@ -346,7 +350,10 @@ mod tests {
 
     #[test]
     fn the_default_config_maps_the_security_and_hr_tables() {
-        let tables = mapped_tables(&Config::default_config());
+        let tables: Vec<String> = mapped_tables(&Config::default_config())
+            .into_iter()
+            .map(|(_, table)| table)
+            .collect();
         for t in ["sn_si_incident", "sn_si_task", "sn_hr_core_case"] {
             assert!(tables.iter().any(|x| x == t), "{t} in {tables:?}");
         }

@@ -3,6 +3,10 @@
 //! (open loop: the schedule does not wait for answers), waits until every accepted alert is delivered, and
 //! reports throughput, webhook → record latency (from the send to the ledger's completion time, which is
 //! written after ServiceNow answered with the record), exactly-once counts and the server's peak RSS.
+//! `--profile storm` (storm.rs) runs the alert storm against the realistic simulator, once with the
+//! relay's delivery and once with the naive one, side by side.
+
+mod storm;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -12,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use relay_core::Config;
 use relay_local::LocalStore;
 use relay_pipeline::WebhookSecrets;
-use relay_ports::{Clock, DeliveryState, SystemClock};
+use relay_ports::{Clock, DeliveryState, LedgerEntry, SystemClock};
 use serde_json::Value;
 
 use crate::api::RelayApi;
@@ -23,6 +28,25 @@ use crate::settings;
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
+    /// `throughput` (the default: `--rate` alerts/s of `--mix` for `--duration` s against the instant
+    /// simulator) or `storm` (10,000 alerts in 60 s over 500 employees against the realistic simulator, run
+    /// twice: the relay's delivery, then `--naive-delivery`; BENCHMARKS.md gives the mix).
+    #[arg(long, default_value = "throughput")]
+    pub profile: String,
+    /// `storm` only: scale the storm's alerts, seconds, employees and batch window by this factor (0 < F ≤ 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// `storm` only: print the two runs' figures as one JSON object instead of the Markdown table.
+    #[arg(long)]
+    pub json: bool,
+    /// `storm` only: `relay serve --servicenow-max-concurrency` of the relay's run (the naive run keeps its
+    /// fixed 8).
+    #[arg(long, default_value_t = 16)]
+    pub servicenow_max_concurrency: usize,
+    /// `storm` only: write the relay's ServiceNow calls (the simulator's request log, one JSON object per
+    /// line) to `storm-relay.jsonl` and `storm-naive.jsonl` in this directory.
+    #[arg(long)]
+    pub requests_log: Option<PathBuf>,
     /// Alerts per second to offer.
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
@@ -44,8 +68,11 @@ pub struct LoadArgs {
     pub append: Option<PathBuf>,
 }
 
-/// How long the queues may take to drain after the last send.
+/// How long the throughput run's queues may take to drain after the last send.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The user the simulator's `admin` account stands for, excluded from the relay's call counts.
+const SIM_ADMIN: (&str, &str) = ("admin", "admin-password");
 
 const HEADER: &str = "| mix | offered | sent | accepted | errors | send rate | delivered (first send → last record) | \
                       e2e p50 | e2e p99 | e2e max | HTTP ack p50 / p99 | exactly once | server peak RSS |\n\
@@ -54,84 +81,96 @@ const HEADER: &str = "| mix | offered | sent | accepted | errors | send rate | d
 const SAMPLES: [(&str, &str); 20] = [
     (
         "dlp-critical",
-        include_str!("../../../../events/alerts/dlp-critical.json"),
+        include_str!("../../../../../events/alerts/dlp-critical.json"),
     ),
-    ("dlp-high", include_str!("../../../../events/alerts/dlp-high.json")),
-    ("dlp-medium", include_str!("../../../../events/alerts/dlp-medium.json")),
-    ("dlp-low", include_str!("../../../../events/alerts/dlp-low.json")),
+    ("dlp-high", include_str!("../../../../../events/alerts/dlp-high.json")),
+    (
+        "dlp-medium",
+        include_str!("../../../../../events/alerts/dlp-medium.json"),
+    ),
+    ("dlp-low", include_str!("../../../../../events/alerts/dlp-low.json")),
     (
         "policy-violation-critical",
-        include_str!("../../../../events/alerts/policy-violation-critical.json"),
+        include_str!("../../../../../events/alerts/policy-violation-critical.json"),
     ),
     (
         "policy-violation-high",
-        include_str!("../../../../events/alerts/policy-violation-high.json"),
+        include_str!("../../../../../events/alerts/policy-violation-high.json"),
     ),
     (
         "policy-violation-medium",
-        include_str!("../../../../events/alerts/policy-violation-medium.json"),
+        include_str!("../../../../../events/alerts/policy-violation-medium.json"),
     ),
     (
         "policy-violation-low",
-        include_str!("../../../../events/alerts/policy-violation-low.json"),
+        include_str!("../../../../../events/alerts/policy-violation-low.json"),
     ),
     (
         "behavioral-anomaly-critical",
-        include_str!("../../../../events/alerts/behavioral-anomaly-critical.json"),
+        include_str!("../../../../../events/alerts/behavioral-anomaly-critical.json"),
     ),
     (
         "behavioral-anomaly-high",
-        include_str!("../../../../events/alerts/behavioral-anomaly-high.json"),
+        include_str!("../../../../../events/alerts/behavioral-anomaly-high.json"),
     ),
     (
         "behavioral-anomaly-medium",
-        include_str!("../../../../events/alerts/behavioral-anomaly-medium.json"),
+        include_str!("../../../../../events/alerts/behavioral-anomaly-medium.json"),
     ),
     (
         "behavioral-anomaly-low",
-        include_str!("../../../../events/alerts/behavioral-anomaly-low.json"),
+        include_str!("../../../../../events/alerts/behavioral-anomaly-low.json"),
     ),
     (
         "productivity-critical",
-        include_str!("../../../../events/alerts/productivity-critical.json"),
+        include_str!("../../../../../events/alerts/productivity-critical.json"),
     ),
     (
         "productivity-high",
-        include_str!("../../../../events/alerts/productivity-high.json"),
+        include_str!("../../../../../events/alerts/productivity-high.json"),
     ),
     (
         "productivity-medium",
-        include_str!("../../../../events/alerts/productivity-medium.json"),
+        include_str!("../../../../../events/alerts/productivity-medium.json"),
     ),
     (
         "productivity-low",
-        include_str!("../../../../events/alerts/productivity-low.json"),
+        include_str!("../../../../../events/alerts/productivity-low.json"),
     ),
     (
         "custom-critical",
-        include_str!("../../../../events/alerts/custom-critical.json"),
+        include_str!("../../../../../events/alerts/custom-critical.json"),
     ),
     (
         "custom-high",
-        include_str!("../../../../events/alerts/custom-high.json"),
+        include_str!("../../../../../events/alerts/custom-high.json"),
     ),
     (
         "custom-medium",
-        include_str!("../../../../events/alerts/custom-medium.json"),
+        include_str!("../../../../../events/alerts/custom-medium.json"),
     ),
-    ("custom-low", include_str!("../../../../events/alerts/custom-low.json")),
+    (
+        "custom-low",
+        include_str!("../../../../../events/alerts/custom-low.json"),
+    ),
 ];
 
 /// Run the benchmark and print its Markdown table row (and append it to `--append`).
 pub fn run(args: &LoadArgs) -> Result<(), CliError> {
-    let templates = templates(&args.mix)?;
-    let dir = std::env::temp_dir().join(format!("relay-load-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
-    let result = measure(args, &templates, &dir.join("relay.db"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let row = result?;
-    println!("{HEADER}");
-    println!("{row}");
+    let text = match args.profile.as_str() {
+        "throughput" => {
+            let templates = templates(&args.mix)?;
+            let row = in_temp_dir(|dir| measure(args, &templates, &dir.join("relay.db")))?;
+            format!("{HEADER}\n{row}")
+        }
+        "storm" => storm::run(args)?,
+        other => {
+            return Err(CliError::Invalid(format!(
+                "--profile must be throughput or storm (got {other:?})"
+            )));
+        }
+    };
+    println!("{text}");
     if let Some(path) = &args.append {
         let cannot = |e: std::io::Error| CliError::Failed(format!("cannot append to {}: {e}", path.display()));
         let mut f = std::fs::OpenOptions::new()
@@ -139,9 +178,33 @@ pub fn run(args: &LoadArgs) -> Result<(), CliError> {
             .create(true)
             .open(path)
             .map_err(cannot)?;
-        writeln!(f, "{row}").map_err(cannot)?;
+        // the throughput table's header is in BENCHMARKS.md already: append its row only
+        let appended = if args.profile == "throughput" {
+            text.lines().last().unwrap_or_default().to_string()
+        } else {
+            text.clone()
+        };
+        writeln!(f, "{appended}").map_err(cannot)?;
     }
     Ok(())
+}
+
+/// `f` with a fresh private temporary directory, removed afterwards.
+fn in_temp_dir<T>(f: impl FnOnce(&Path) -> Result<T, CliError>) -> Result<T, CliError> {
+    let dir = std::env::temp_dir().join(format!("relay-load-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
+    let result = f(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The sample alert `name` (e.g. `dlp-critical`).
+fn sample(name: &str) -> Result<Value, CliError> {
+    let (_, text) = SAMPLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| CliError::Failed(format!("no sample alert {name}")))?;
+    serde_json::from_str(text).map_err(|e| CliError::Failed(format!("sample {name}: {e}")))
 }
 
 /// The sample alerts of `mix`.
@@ -160,7 +223,7 @@ fn templates(mix: &str) -> Result<Vec<Value>, CliError> {
     SAMPLES
         .iter()
         .filter(|(name, _)| wanted(name) == Some(true))
-        .map(|(name, text)| serde_json::from_str(text).map_err(|e| CliError::Failed(format!("sample {name}: {e}"))))
+        .map(|(name, _)| sample(name))
         .collect()
 }
 
@@ -172,11 +235,21 @@ struct Server {
 }
 
 impl Server {
-    fn start(workers: usize, db: &Path) -> Result<Server, CliError> {
+    /// `relay serve --port 0 --workers N --db DB` with `extra` arguments; its log (stderr) goes to `log`
+    /// when given, else to this process's stderr.
+    fn start(workers: usize, db: &Path, extra: &[String], log: Option<&Path>) -> Result<Server, CliError> {
         let exe = std::env::current_exe().map_err(|e| CliError::Failed(format!("cannot find this binary: {e}")))?;
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::File::create(path).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?,
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(exe)
-            .args(["serve", "--port", "0", "--batch-window-seconds", "2", "--workers"])
+            .stderr(stderr)
+            .args(["serve", "--port", "0", "--workers"])
             .arg(workers.to_string())
+            .args(extra)
             .arg("--db")
             .arg(db)
             .env("RELAY_LOG", "warn")
@@ -266,37 +339,27 @@ struct Sent {
 }
 
 fn measure(args: &LoadArgs, templates: &[Value], db: &Path) -> Result<String, CliError> {
-    let server = Server::start(args.workers, db)?;
+    let server = Server::start(args.workers, db, &["--batch-window-seconds".into(), "2".into()], None)?;
     let (keys, _) = settings::signing_secrets(None, db, false).map_err(CliError::failed)?;
     let total = args.rate * args.duration;
     println!(
         "load: {total} alerts at {}/s for {} s, mix {}, against {}",
         args.rate, args.duration, args.mix, server.url
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(args.connections)
             .build()
             .map_err(CliError::failed)?;
         let api = RelayApi::new(http.clone(), &server.url);
-        let sent = send_all(args, templates, &api, Arc::new(keys)).await?;
-        wait_until_drained(&api).await?;
-        let store = LocalStore::open(db).map_err(CliError::failed)?;
-        let ledger = store.ledger();
-        let done = ledger
-            .list_in_state(DeliveryState::Completed, u32::MAX)
-            .await
-            .map_err(CliError::failed)?;
-        let failed = ledger
-            .list_in_state(DeliveryState::Failed, u32::MAX)
-            .await
-            .map_err(CliError::failed)?;
-        let (records, distinct) = simulator_records(&http, &server.simulator_url).await?;
+        let alert = |i: u64| {
+            let mut alert = templates[i as usize % templates.len()].clone();
+            alert["alert_id"] = Value::String(format!("load-{i}"));
+            alert
+        };
+        let sent = send_all(total, args.rate as f64, args.connections, alert, &api, Arc::new(keys)).await?;
+        let (done, failed) = settled(db, DRAIN_LIMIT).await?;
+        let (records, distinct) = simulator_records(&http, &server.simulator_url, &Config::default_config()).await?;
 
         let completed_at: HashMap<&str, (i64, &str)> = done
             .iter()
@@ -346,24 +409,34 @@ fn measure(args: &LoadArgs, templates: &[Value], db: &Path) -> Result<String, Cl
     })
 }
 
-/// Send `rate × duration` alerts on a fixed schedule (open loop), at most `connections` in flight.
+/// The load tool's own runtime (one thread: the server gets the rest of the machine).
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+}
+
+/// Send alerts `alert(0) … alert(total − 1)` on a fixed schedule of `rate` per second (open loop), at most
+/// `connections` in flight.
 async fn send_all(
-    args: &LoadArgs,
-    templates: &[Value],
+    total: u64,
+    rate: f64,
+    connections: usize,
+    alert: impl Fn(u64) -> Value,
     api: &RelayApi,
     keys: Arc<WebhookSecrets>,
 ) -> Result<Sent, CliError> {
-    let total = args.rate * args.duration;
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(args.connections));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(connections));
     let started = Instant::now();
     let mut handles = Vec::with_capacity(total as usize);
     let mut sent_at = Vec::with_capacity(total as usize);
     for i in 0..total {
-        let due = started + Duration::from_secs_f64(i as f64 / args.rate as f64);
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let mut alert = templates[i as usize % templates.len()].clone();
-        let id = format!("load-{i}");
-        alert["alert_id"] = Value::String(id.clone());
+        let alert = alert(i);
+        let id = alert["alert_id"].as_str().unwrap_or_default().to_string();
         let body = serde_json::to_vec(&alert).map_err(CliError::failed)?;
         let permit = in_flight.clone().acquire_owned().await.map_err(CliError::failed)?;
         let (api, keys) = (api.clone(), keys.clone());
@@ -404,30 +477,68 @@ async fn send_all(
     })
 }
 
-/// Wait until the realtime and batch queues are empty (every accepted alert delivered or failed).
-async fn wait_until_drained(api: &RelayApi) -> Result<(), CliError> {
-    let deadline = Instant::now() + DRAIN_LIMIT;
+/// Once no alert is waiting ([`wait_until_settled`]): the ledger's completed entries and the failed ones.
+async fn settled(db: &Path, limit: Duration) -> Result<(Vec<LedgerEntry>, Vec<LedgerEntry>), CliError> {
+    let store = LocalStore::open(db).map_err(CliError::failed)?;
+    wait_until_settled(&store, limit).await?;
+    let ledger = store.ledger();
+    let mut lists = Vec::new();
+    for state in [DeliveryState::Completed, DeliveryState::Failed] {
+        lists.push(ledger.list_in_state(state, u32::MAX).await.map_err(CliError::failed)?);
+    }
+    let failed = lists.pop().unwrap_or_default();
+    Ok((lists.pop().unwrap_or_default(), failed))
+}
+
+/// Wait until no ledger entry is waiting any more (every accepted alert is delivered or failed), reading the
+/// server's database (WAL: the server keeps writing meanwhile).
+async fn wait_until_settled(store: &LocalStore, limit: Duration) -> Result<(), CliError> {
+    const WAITING: [DeliveryState; 5] = [
+        DeliveryState::Accepted,
+        DeliveryState::Queued,
+        DeliveryState::InProgress,
+        DeliveryState::Retrying,
+        DeliveryState::Aggregated,
+    ];
+    let deadline = Instant::now() + limit;
     loop {
-        let health = api.get_json("/healthz").await.map_err(CliError::failed)?;
-        let queues = &health["queues"];
-        if queues["realtime"] == 0 && queues["batch"] == 0 {
+        let mut waiting = Vec::new();
+        for state in WAITING {
+            let n = store
+                .ledger()
+                .list_in_state(state, u32::MAX)
+                .await
+                .map_err(CliError::failed)?
+                .len();
+            if n > 0 {
+                waiting.push(format!("{n} {}", state.as_str()));
+            }
+        }
+        if waiting.is_empty() {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(CliError::Failed(format!(
-                "queues not drained after {} s: {queues}",
-                DRAIN_LIMIT.as_secs()
+                "alerts still waiting {} s after the last send: {}",
+                limit.as_secs(),
+                waiting.join(", ")
             )));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Exactly once: (records, distinct correlation ids) over every table the default config maps to.
-async fn simulator_records(http: &reqwest::Client, simulator_url: &str) -> Result<(usize, usize), CliError> {
+/// Exactly once: (records, distinct relay keys) over every table `config` routes to (the key read from each
+/// table's dedupe field, as its profile writes it).
+async fn simulator_records(
+    http: &reqwest::Client,
+    simulator_url: &str,
+    config: &Config,
+) -> Result<(usize, usize), CliError> {
     let mut records = 0usize;
-    let mut correlation = HashSet::new();
-    for table in settings::mapped_tables(&relay_core::Config::default_config()) {
+    let mut keys = HashSet::new();
+    for (record_type, table) in settings::mapped_tables(config) {
+        let dedupe = &config.profile_for(record_type, &table).dedupe;
         let v: Value = http
             .get(format!("{simulator_url}/sim/records/{table}"))
             .send()
@@ -438,10 +549,14 @@ async fn simulator_records(http: &reqwest::Client, simulator_url: &str) -> Resul
             .map_err(CliError::failed)?;
         for r in v["result"].as_array().cloned().unwrap_or_default() {
             records += 1;
-            correlation.insert(r["correlation_id"].as_str().unwrap_or("").to_string());
+            // a record without the key counts once: a second one shows as a duplicate
+            let key = dedupe
+                .key_in(r[dedupe.field.as_str()].as_str().unwrap_or(""))
+                .unwrap_or("");
+            keys.insert(format!("{table}/{key}"));
         }
     }
-    Ok((records, correlation.len()))
+    Ok((records, keys.len()))
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
