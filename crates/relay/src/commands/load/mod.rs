@@ -539,14 +539,7 @@ async fn simulator_records(
     let mut keys = HashSet::new();
     for (record_type, table) in settings::mapped_tables(config) {
         let dedupe = &config.profile_for(record_type, &table).dedupe;
-        let v: Value = http
-            .get(format!("{simulator_url}/sim/records/{table}"))
-            .send()
-            .await
-            .map_err(CliError::failed)?
-            .json()
-            .await
-            .map_err(CliError::failed)?;
+        let v: Value = sim_json(http, &format!("{simulator_url}/sim/records/{table}"), "records").await?;
         for r in v["result"].as_array().cloned().unwrap_or_default() {
             records += 1;
             // a record without the key counts once: a second one shows as a duplicate
@@ -557,6 +550,24 @@ async fn simulator_records(
         }
     }
     Ok((records, keys.len()))
+}
+
+/// A JSON document from the simulator's own API (`/sim/...`); `what` names it in an error.
+async fn sim_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    what: &str,
+) -> Result<T, CliError> {
+    let answer = http
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| CliError::Failed(format!("the simulator's {what} ({url}): {e}")))?;
+    answer
+        .json()
+        .await
+        .map_err(|e| CliError::Failed(format!("the simulator's {what} ({url}): {e}")))
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use servicenow_sim::LoggedRequest;
 
 use super::{
-    LoadArgs, SIM_ADMIN, Server, in_temp_dir, percentile, runtime, sample, send_all, settled, simulator_records,
+    LoadArgs, SIM_ADMIN, Server, in_temp_dir, percentile, runtime, sample, send_all, settled, sim_json,
+    simulator_records,
 };
 use crate::api::RelayApi;
 use crate::error::CliError;
@@ -365,14 +366,7 @@ async fn relay_calls(http: &reqwest::Client, simulator_url: &str) -> Result<Vec<
     struct Log {
         result: Vec<LoggedRequest>,
     }
-    let log: Log = http
-        .get(format!("{simulator_url}/sim/requests"))
-        .send()
-        .await
-        .map_err(CliError::failed)?
-        .json()
-        .await
-        .map_err(|e| CliError::Failed(format!("the simulator's request log: {e}")))?;
+    let log: Log = sim_json(http, &format!("{simulator_url}/sim/requests"), "request log").await?;
     Ok(log
         .result
         .into_iter()
@@ -398,105 +392,96 @@ async fn concurrency_limit(http: &reqwest::Client, url: &str) -> Option<f64> {
 /// The side-by-side Markdown table: one row per figure, the two runs, and naive ÷ relay where a ratio says
 /// something.
 fn table(plan: &Plan, ours: &Figures, naive: &Figures) -> String {
-    let mut rows: Vec<(String, String, String, String)> = Vec::new();
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.1}×", a / b)
-        } else {
-            "–".into()
-        }
+    type Show<'a> = &'a dyn Fn(&Figures) -> String;
+    type Size<'a> = &'a dyn Fn(&Figures) -> f64;
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    // One row: the figure of each run and, when it has a size, naive ÷ relay.
+    let mut row = |what: String, show: Show, size: Option<Size>| {
+        let ratio = match size {
+            Some(size) if size(ours) > 0.0 => format!("{:.1}×", size(naive) / size(ours)),
+            Some(_) => "–".into(),
+            None => String::new(),
+        };
+        rows.push([what, show(ours), show(naive), ratio]);
     };
     let secs = |ms: i64| format!("{:.1} s", ms as f64 / 1000.0);
     for name in SEVERITIES {
-        let (a, b) = (&ours.severity[name], &naive.severity[name]);
-        for (what, x, y) in [
-            ("p50", a.p50_ms, b.p50_ms),
-            ("p99", a.p99_ms, b.p99_ms),
-            ("max", a.max_ms, b.max_ms),
-        ] {
-            rows.push((
-                format!("{name} {what} (webhook → record; {} sent)", a.sent),
-                secs(x),
-                secs(y),
-                ratio(y as f64, x as f64),
-            ));
+        let stat = |what: &str, f: &Figures| {
+            let s = &f.severity[name];
+            match what {
+                "p50" => s.p50_ms,
+                "p99" => s.p99_ms,
+                _ => s.max_ms,
+            }
+        };
+        for what in ["p50", "p99", "max"] {
+            row(
+                format!("{name} {what} (webhook → record; {} sent)", ours.severity[name].sent),
+                &|f| secs(stat(what, f)),
+                Some(&|f| stat(what, f) as f64),
+            );
         }
     }
-    rows.push((
+    row(
         "time until the last batch record".into(),
-        format!("{:.1} s", ours.last_batch_record_s),
-        format!("{:.1} s", naive.last_batch_record_s),
-        ratio(naive.last_batch_record_s, ours.last_batch_record_s),
-    ));
-    rows.push((
+        &|f| format!("{:.1} s", f.last_batch_record_s),
+        Some(&|f| f.last_batch_record_s),
+    );
+    row(
         "ServiceNow requests (of them Batch API; items)".into(),
-        format!(
-            "{} ({}; {})",
-            ours.servicenow_requests, ours.batch_requests, ours.batch_items
-        ),
-        format!(
-            "{} ({}; {})",
-            naive.servicenow_requests, naive.batch_requests, naive.batch_items
-        ),
-        ratio(naive.servicenow_requests as f64, ours.servicenow_requests as f64),
-    ));
-    rows.push((
+        &|f| format!("{} ({}; {})", f.servicenow_requests, f.batch_requests, f.batch_items),
+        Some(&|f| f.servicenow_requests as f64),
+    );
+    row(
         "ServiceNow calls per alert".into(),
-        format!("{:.3}", ours.calls_per_alert),
-        format!("{:.3}", naive.calls_per_alert),
-        ratio(naive.calls_per_alert, ours.calls_per_alert),
-    ));
-    let per_minute = |f: &Figures| {
-        let total: u64 = f.throttled_per_minute.iter().sum();
-        let minutes: Vec<String> = f.throttled_per_minute.iter().map(u64::to_string).collect();
-        format!(
-            "{total} (per minute: {})",
-            if minutes.is_empty() {
+        &|f| format!("{:.3}", f.calls_per_alert),
+        Some(&|f| f.calls_per_alert),
+    );
+    row(
+        "429 answers".into(),
+        &|f| {
+            let total: u64 = f.throttled_per_minute.iter().sum();
+            let minutes: Vec<String> = f.throttled_per_minute.iter().map(u64::to_string).collect();
+            let minutes = if minutes.is_empty() {
                 "0".into()
             } else {
                 minutes.join(", ")
-            }
-        )
-    };
-    rows.push(("429 answers".into(), per_minute(ours), per_minute(naive), String::new()));
-    let errors = |f: &Figures| format!("{:?}", f.error_answers);
-    rows.push((
+            };
+            format!("{total} (per minute: {minutes})")
+        },
+        None,
+    );
+    row(
         "answers ≥ 400 by status".into(),
-        errors(ours),
-        errors(naive),
-        String::new(),
-    ));
-    let exactly = |f: &Figures| {
-        format!(
-            "{} records, {} distinct: {} duplicated; {} of {} accepted not delivered ({} failed)",
-            f.records, f.distinct_records, f.duplicated, f.not_delivered, f.accepted, f.failed
-        )
-    };
-    rows.push((
+        &|f| format!("{:?}", f.error_answers),
+        None,
+    );
+    row(
         "records, lost, duplicated".into(),
-        exactly(ours),
-        exactly(naive),
-        String::new(),
-    ));
-    let limit = |f: &Figures| f.concurrency_limit.map_or("–".into(), |l| format!("{l:.0}"));
-    rows.push((
+        &|f| {
+            format!(
+                "{} records, {} distinct: {} duplicated; {} of {} accepted not delivered ({} failed)",
+                f.records, f.distinct_records, f.duplicated, f.not_delivered, f.accepted, f.failed
+            )
+        },
+        None,
+    );
+    row(
         "concurrency limit at the end".into(),
-        limit(ours),
-        limit(naive),
-        String::new(),
-    ));
-    rows.push((
+        &|f| f.concurrency_limit.map_or("–".into(), |l| format!("{l:.0}")),
+        None,
+    );
+    row(
         "server peak RSS".into(),
-        format!("{} MiB", ours.peak_rss_mib),
-        format!("{} MiB", naive.peak_rss_mib),
-        ratio(naive.peak_rss_mib as f64, ours.peak_rss_mib as f64),
-    ));
+        &|f| format!("{} MiB", f.peak_rss_mib),
+        Some(&|f| f.peak_rss_mib as f64),
+    );
     let mut out = format!(
         "storm: {} alerts over {:.0} s, {} employees, batch window {} s, realistic simulator\n\n\
          | figure | relay | naive | naive ÷ relay |\n|---|---|---|---|\n",
         plan.alerts, plan.seconds, plan.employees, plan.batch_window_seconds
     );
-    for (what, a, b, r) in rows {
+    for [what, a, b, r] in rows {
         out.push_str(&format!("| {what} | {a} | {b} | {r} |\n"));
     }
     out.trim_end().to_string()
@@ -505,6 +490,70 @@ fn table(plan: &Plan, ours: &Figures, naive: &Figures) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn figures(scale: i64) -> Figures {
+        let severity = SEVERITIES
+            .iter()
+            .map(|name| {
+                let latency = Latency {
+                    sent: 10,
+                    delivered: 10,
+                    p50_ms: 1_000 * scale,
+                    p99_ms: 2_000 * scale,
+                    max_ms: 3_000 * scale,
+                };
+                (name.to_string(), latency)
+            })
+            .collect();
+        Figures {
+            accepted: 40,
+            rejected: BTreeMap::new(),
+            severity,
+            last_batch_record_s: 60.0 * scale as f64,
+            servicenow_requests: 10 * scale as u64,
+            batch_requests: 2,
+            batch_items: 30,
+            calls_per_alert: 0.25 * scale as f64,
+            error_answers: BTreeMap::from([(429, 3)]),
+            throttled_per_minute: vec![1, 2],
+            records: 40,
+            distinct_records: 40,
+            duplicated: 0,
+            not_delivered: 0,
+            failed: 0,
+            concurrency_limit: None,
+            peak_rss_mib: 0,
+        }
+    }
+
+    #[test]
+    fn the_table_has_one_row_per_figure_with_naive_over_relay() {
+        let plan = Plan::scaled(0.01).unwrap();
+        let text = table(&plan, &figures(1), &figures(4));
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| figure"))
+            .collect();
+        assert_eq!(rows.len(), SEVERITIES.len() * 3 + 8, "{text}");
+        assert!(
+            text.contains(&format!(
+                "| {} p99 (webhook → record; 10 sent) | 2.0 s | 8.0 s | 4.0× |",
+                SEVERITIES[0]
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("| ServiceNow calls per alert | 0.250 | 1.000 | 4.0× |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 429 answers | 3 (per minute: 1, 2) | 3 (per minute: 1, 2) |  |"),
+            "{text}"
+        );
+        // a size of 0 in the relay's run has no ratio
+        assert!(text.contains("| server peak RSS | 0 MiB | 0 MiB | – |"), "{text}");
+        assert!(text.contains("| concurrency limit at the end | – | – |  |"), "{text}");
+    }
 
     #[test]
     fn the_storm_mix_is_the_documented_one() {
