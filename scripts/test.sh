@@ -69,6 +69,11 @@ echo "==> cargo test --workspace"
 cargo test --workspace --all-targets --locked "$@"
 cargo test --workspace --doc --locked
 
+# The local-mode build without the AWS SDK (the quick start's `--no-default-features`): it compiles, and
+# `replay-dlq --aws` says it is not built in. Only the relay binary's own unit tests, so ≈ 1 minute.
+echo "==> relay without the aws feature"
+cargo test --locked -p relay --no-default-features --bin relay
+
 # The operator page in a real browser (skipped with a message when /usr/bin/chromium is absent); the
 # screenshot goes to a temporary file, docs/operator-page.png is refreshed by running the script by hand.
 echo "==> operator page in headless Chromium"

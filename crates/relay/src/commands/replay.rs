@@ -11,10 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+#[cfg(feature = "aws")]
 use relay_aws::{DynamoLedger, SqsQueue};
 use relay_local::LocalStore;
 use relay_pipeline::replay::{Replay, ReplayOutcome, ReplayReport, ReplayedMessage};
-use relay_ports::{AlertQueue, Ledger, SystemClock};
+use relay_ports::SystemClock;
+#[cfg(feature = "aws")]
+use relay_ports::{AlertQueue, Ledger};
 
 use super::runtime;
 use crate::error::CliError;
@@ -65,8 +68,7 @@ pub struct ReplayArgs {
 /// a queue or the ledger cannot be reached, 2 for a missing database or `--aws` setting.
 pub fn run(args: &ReplayArgs) -> Result<(), CliError> {
     if args.aws {
-        let target = AwsTarget::from_args(args).map_err(CliError::invalid)?;
-        runtime().block_on(replay_aws(&target, args.dry_run, args.json))
+        replay_aws_built_in(args)
     } else {
         replay_local(args)
     }
@@ -102,6 +104,7 @@ fn replay_local(args: &ReplayArgs) -> Result<(), CliError> {
 }
 
 /// Where `--aws` replays: the stack outputs DeadLetterQueueUrl, RealtimeQueueUrl and LedgerTableName.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct AwsTarget {
     dlq_url: String,
@@ -112,6 +115,7 @@ struct AwsTarget {
 }
 
 /// `--aws` without one or more of the required settings.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 #[derive(Debug, thiserror::Error)]
 #[error(
     "replay-dlq --aws needs {} (the stack outputs DeadLetterQueueUrl, RealtimeQueueUrl and LedgerTableName: \
@@ -120,6 +124,7 @@ struct AwsTarget {
 )]
 struct MissingSettings(Vec<&'static str>);
 
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 impl AwsTarget {
     /// The target from `--dlq-url` / `DLQ_URL`, `--realtime-queue-url` / `REALTIME_QUEUE_URL` and
     /// `--ledger-table` / `LEDGER_TABLE`; every missing (or blank) one is named.
@@ -159,8 +164,24 @@ impl AwsTarget {
     }
 }
 
+#[cfg(feature = "aws")]
+fn replay_aws_built_in(args: &ReplayArgs) -> Result<(), CliError> {
+    let target = AwsTarget::from_args(args).map_err(CliError::invalid)?;
+    runtime().block_on(replay_aws(&target, args.dry_run, args.json))
+}
+
+/// A relay built with `--no-default-features` has no AWS SDK: say so, and how to get it.
+#[cfg(not(feature = "aws"))]
+fn replay_aws_built_in(_args: &ReplayArgs) -> Result<(), CliError> {
+    Err(CliError::invalid(
+        "this relay was built without AWS support (--no-default-features), so replay-dlq --aws cannot run; \
+         build it with the default features (cargo build --profile local -p relay) or use --local",
+    ))
+}
+
 /// `--aws`: the SQS queues and the DynamoDB ledger. The realtime queue and the table are checked before
 /// anything is touched, so a wrong URL or name fails here, by name (the DLQ when its depth is read).
+#[cfg(feature = "aws")]
 async fn replay_aws(target: &AwsTarget, dry_run: bool, json: bool) -> Result<(), CliError> {
     let config = relay_aws::sdk_config().await;
     let dlq = SqsQueue::new(&config, &target.dlq_url).with_visibility_timeout(VISIBILITY);
@@ -304,5 +325,44 @@ fn print_summary(report: &ReplayReport, next: &str) {
              (or counted late): run again later to replay them",
             report.depth, report.seen
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReplayArgs,
+    }
+
+    fn args(argv: &[&str]) -> ReplayArgs {
+        Cli::try_parse_from(std::iter::once("replay-dlq").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn aws_settings_that_are_missing_are_named() {
+        let args = args(&["--aws", "--dlq-url", "https://sqs.example/dlq"]);
+        let err = AwsTarget::from_args(&args).unwrap_err().to_string();
+        assert!(err.contains("--realtime-queue-url (or REALTIME_QUEUE_URL)"), "{err}");
+        assert!(err.contains("--ledger-table (or LEDGER_TABLE)"), "{err}");
+        assert!(!err.contains("--dlq-url"), "given, so not named: {err}");
+    }
+
+    /// Built with `--no-default-features` (scripts/test.sh runs these tests so), `--aws` is refused with the
+    /// way to get it, before any setting is looked at.
+    #[cfg(not(feature = "aws"))]
+    #[test]
+    fn without_the_aws_feature_replay_aws_says_how_to_build_it() {
+        let err = run(&args(&["--aws"])).unwrap_err();
+        assert!(matches!(err, CliError::Invalid(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("built without AWS support"), "{text}");
+        assert!(text.contains("--local"), "{text}");
     }
 }
