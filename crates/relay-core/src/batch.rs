@@ -76,10 +76,14 @@ pub struct PlannedRecord {
     /// For a single alert's record: the weekly trend chart to attach (see [`Decision::chart`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<crate::route::TrendChart>,
-    /// For a single alert's record: the file the record wraps (see [`Decision::document`]); an aggregate's
-    /// file is its member list.
+    /// The file the record wraps (see [`Decision::document`]): a single alert's text, or for an aggregate
+    /// every member in full (the member list is attached besides only when the description cannot carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document: Option<crate::route::DocumentFile>,
+    /// The date some fields carry that must not be in the past when the record is sent (the first
+    /// member's: the fields are its).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<crate::route::ValidTo>,
 }
 
 /// The records, and how to send them.
@@ -299,6 +303,7 @@ fn single(d: &Decision, i: usize, received_at_ms: i64) -> PlannedRecord {
         person: d.person.clone(),
         chart: d.chart.clone(),
         document: d.document.clone(),
+        valid_to: d.valid_to.clone(),
     }
 }
 
@@ -350,8 +355,14 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, received_at_ms: Vec<i64>, ke
     };
     let (text, complete) = aggregate_description(ds, &footer, prefix.chars().count());
     let description = format!("{prefix}{text}");
+    let full_list = || ds.iter().map(|d| member_line(d)).collect::<String>();
     // the full list goes as a file only when the description cannot carry it
-    let member_list = (!complete).then(|| ds.iter().map(|d| member_line(d)).collect::<String>());
+    let member_list = (!complete).then(full_list);
+    // a record that wraps a file (an employee document) wraps every member in full
+    let document = first.document.as_ref().map(|d| crate::route::DocumentFile {
+        file_name: d.file_name.clone(),
+        text: format!("{short}\n\n{}", full_list()),
+    });
 
     // the first member's fields, by its profile: only fields its table has are replaced
     let mut fields = first.fields.clone();
@@ -390,7 +401,8 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, received_at_ms: Vec<i64>, ke
             .clone()
             .filter(|p| ds.iter().all(|d| d.person.as_ref() == Some(p))),
         chart: None,
-        document: None,
+        document,
+        valid_to: first.valid_to.clone(),
     }
 }
 

@@ -20,5 +20,5 @@ pub use config::{Config, ConfigError, ConfigLoadError, DeliveryMode, LoadedConfi
 pub use profile::{Dedupe, DedupeMatch, PriorityMethod, Profile};
 pub use route::{
     AlertSummary, DOCUMENT_FILE, Decision, DocumentFile, PersonLookup, PseudonymKey, Router, RouterError, TrendChart,
-    correlation_id, is_query_safe,
+    ValidTo, correlation_id, is_query_safe,
 };

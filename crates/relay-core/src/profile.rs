@@ -424,6 +424,13 @@ enum Part {
 }
 
 impl Text {
+    /// True when the template names the fact `path` (`{path}`).
+    pub fn names(&self, path: &str) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Path(named) if named == path))
+    }
+
     pub fn parse(s: &str) -> Result<Text, String> {
         let mut parts = Vec::new();
         let mut rest = s;

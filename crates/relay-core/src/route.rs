@@ -67,6 +67,9 @@ pub struct Decision {
     /// [`DocumentFile`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document: Option<DocumentFile>,
+    /// The date some fields carry that must not be in the past when the record is sent ([`ValidTo`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<ValidTo>,
     /// Typed detail fields the alert did not carry (noted on the record).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_details: Vec<String>,
@@ -192,6 +195,64 @@ const MAX_CORRELATION_ID: usize = 100;
 /// or after the routing day when the alert is older: "Valid to … must be after Valid from and cannot be a
 /// past date" (request-policy-exception-ws).
 pub const VALID_TO_DAYS: i64 = 30;
+
+/// A date a record must not carry in the past: a policy exception's `valid_to` ("Valid to … cannot be a past
+/// date", governance-risk-compliance/grc-compliance-management-workspace/request-policy-exception-ws).
+/// Routing sets it [`VALID_TO_DAYS`] after the alert occurred or was routed; a record sent on a later day (a
+/// retry after midnight, a replay from the dead-letter queue weeks later, a local relay started again after
+/// a month switched off) carries it from the day it is sent instead, so the instance does not refuse it and
+/// the exception still runs its whole window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidTo {
+    /// The date the fields carry, `YYYY-MM-DD`.
+    pub date: String,
+    /// The fields whose template named `{valid_to}`.
+    pub fields: Vec<String>,
+}
+
+impl ValidTo {
+    /// The fields of `profile` whose template names `{valid_to}`, when any got a value.
+    fn of(
+        profile: &crate::profile::Profile,
+        facts: &Map<String, Value>,
+        fields: &Map<String, Value>,
+    ) -> Option<ValidTo> {
+        let date = facts.get("valid_to")?.as_str()?;
+        let named: Vec<String> = profile
+            .domain
+            .iter()
+            .filter(|(field, text)| text.names("valid_to") && fields.contains_key(field.as_str()))
+            .map(|(field, _)| field.clone())
+            .collect();
+        (!named.is_empty()).then(|| ValidTo {
+            date: date.to_string(),
+            fields: named,
+        })
+    }
+
+    /// `fields` as they go out at `now_unix`: with the date moved to [`VALID_TO_DAYS`] after that day when
+    /// this is later than the date they carry; borrowed unchanged otherwise (and without a `valid_to`).
+    pub fn apply<'a>(
+        valid_to: Option<&ValidTo>,
+        fields: &'a Map<String, Value>,
+        now_unix: i64,
+    ) -> std::borrow::Cow<'a, Map<String, Value>> {
+        let later = valid_to.zip(date_after(now_unix, VALID_TO_DAYS));
+        match later {
+            // dates are `YYYY-MM-DD`: they compare as text
+            Some((v, date)) if date > v.date => {
+                let mut out = fields.clone();
+                for field in &v.fields {
+                    if let Some(Value::String(text)) = out.get_mut(field) {
+                        *text = text.replace(&v.date, &date);
+                    }
+                }
+                std::borrow::Cow::Owned(out)
+            }
+            _ => std::borrow::Cow::Borrowed(fields),
+        }
+    }
+}
 
 /// The calendar date (UTC, `YYYY-MM-DD`) `offset_days` after the instant `unix` (seconds).
 pub(crate) fn date_after(unix: i64, offset_days: i64) -> Option<String> {
@@ -361,6 +422,7 @@ impl Router {
             person: None,
             chart: None,
             document: None,
+            valid_to: None,
             missing_details: alert.missing_details.clone(),
             assignment_group: group,
             delivery,
@@ -396,6 +458,7 @@ impl Router {
                 facts: &facts,
             },
         );
+        decision.valid_to = ValidTo::of(profile, &facts, &decision.fields);
         let identity_may_leave = self.pseudonym_key.is_none();
         if identity_may_leave && c.person.resolve && !profile.person_fields.is_empty() {
             let value = match c.person.match_by {

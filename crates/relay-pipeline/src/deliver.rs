@@ -31,7 +31,7 @@ mod person;
 mod settings;
 mod settle;
 
-pub use attach::attach_files;
+pub use attach::{Files, attach_files};
 pub use claim::{Held, must_look_up};
 pub use deliverer::{Deliverer, Disposition};
 pub use failure::AfterFailure;

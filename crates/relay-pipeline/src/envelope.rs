@@ -128,6 +128,16 @@ impl Envelope {
         }
     }
 
+    /// The fields as they go out at `now_ms` (a date that must not be in the past moved on: see
+    /// [`relay_core::ValidTo`]).
+    pub fn fields_at(&self, now_ms: i64) -> std::borrow::Cow<'_, serde_json::Map<String, serde_json::Value>> {
+        let valid_to = match &self.item {
+            Item::Alert { decision, .. } => decision.valid_to.as_ref(),
+            Item::Aggregate { record } => record.valid_to.as_ref(),
+        };
+        relay_core::ValidTo::apply(valid_to, self.fields(), now_ms.div_euclid(1000))
+    }
+
     /// The ledger keys this message settles: for an aggregate each member alert's, then its own key last
     /// (so while any member is not settled, the aggregate itself is not final and its retry finishes the job).
     pub fn covered_keys(&self) -> Vec<String> {

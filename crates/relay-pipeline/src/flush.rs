@@ -254,7 +254,14 @@ impl Flusher {
                             .find_by_key(&r.table, &crate::envelope::record_key(&r.dedupe, &r.correlation_id))
                             .await
                         {
-                            Ok(Some(found)) => Some((Outcome::Created(found), true)),
+                            // an earlier attempt created it: what it did not upload is uploaded now
+                            Ok(Some(found)) => {
+                                let files = crate::deliver::Files::of_record(r);
+                                match crate::deliver::attach_files(c, &files, &found, true).await {
+                                    Ok(()) => Some((Outcome::Created(found), true)),
+                                    Err(pending) => Some((pending, false)),
+                                }
+                            }
                             Ok(None) => None,
                             Err(o) => Some((o, false)),
                         },

@@ -13,7 +13,6 @@ pub mod chart;
 pub mod concurrency;
 pub mod defaults;
 pub mod deliver;
-pub mod document;
 pub mod envelope;
 pub mod flush;
 pub mod http;

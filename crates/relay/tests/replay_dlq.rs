@@ -98,6 +98,7 @@ fn aggregate_envelope() -> Envelope {
             person: None,
             chart: None,
             document: None,
+            valid_to: None,
         },
         now_ms(),
     )

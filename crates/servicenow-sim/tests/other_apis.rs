@@ -252,6 +252,47 @@ async fn attachments() {
         .unwrap();
     assert_eq!(hidden.status().as_u16(), 404);
     assert_eq!(sim.records("sys_attachment").len(), 1);
+
+    // the metadata of many: a query on sys_attachment, read through each attachment's record
+    let admin_file = attach("sn_si_incident", other["sys_id"].as_str().unwrap().to_string(), "admin")
+        .await
+        .unwrap();
+    assert_eq!(admin_file.status().as_u16(), 201);
+    let list = |query: String, user: &'static str| {
+        let url = format!("{}/api/now/attachment", sim.base_url());
+        async move {
+            let resp = client()
+                .get(url)
+                .query(&[("sysparm_query", query.as_str())])
+                .basic_auth(user, Some(password(user)))
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let body: Value = resp.json().await.unwrap();
+            body["result"].as_array().unwrap().clone()
+        }
+    };
+    let mine = list(
+        format!("table_name=incident^table_sys_id={id}^file_name=trend.png"),
+        "relay",
+    )
+    .await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["table_sys_id"], id);
+    assert_eq!(mine[0]["file_name"], "trend.png");
+    assert_eq!(
+        list(format!("table_sys_id={id}^file_name=other.png"), "relay")
+            .await
+            .len(),
+        0
+    );
+    // the SIR's file is there for the admin, but not for a user who cannot read the SIR
+    let sir = other["sys_id"].as_str().unwrap();
+    assert_eq!(list(format!("table_sys_id={sir}"), "admin").await.len(), 1);
+    assert_eq!(list(format!("table_sys_id={sir}"), "relay").await.len(), 0);
+    assert_eq!(list(String::new(), "relay").await.len(), 1, "only what relay may read");
     sim.shutdown().await;
 }
 

@@ -372,6 +372,41 @@ fn a_policy_exception_carries_policy_validity_and_the_30_day_history() {
 }
 
 #[test]
+fn a_policy_exception_sent_after_its_valid_to_day_runs_30_days_from_the_day_it_is_sent() {
+    let d = shipped("policy-violation-medium.json");
+    let v = d.valid_to.clone().expect("the profile names {valid_to}");
+    assert_eq!(v.date, "2026-12-23");
+    assert_eq!(v.fields, vec!["valid_to".to_string()]);
+    let day = |date: &str| {
+        let date = time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]")).unwrap();
+        date.midnight().assume_utc().unix_timestamp()
+    };
+    // sent on the day it was routed (or any day before valid_to is 30 days away): unchanged, not copied
+    let same = ValidTo::apply(Some(&v), &d.fields, day("2026-11-23") + 3600);
+    assert!(matches!(same, std::borrow::Cow::Borrowed(_)));
+    // sent 40 days later (a replay from the dead-letter queue): valid to 30 days after that day
+    let later = ValidTo::apply(Some(&v), &d.fields, day("2027-01-02") + 60);
+    assert_eq!(later["valid_to"], "2027-02-01");
+    assert_eq!(
+        later["valid_from"], "2026-11-23",
+        "the exception still starts when the violation occurred"
+    );
+    let untouched: Vec<_> = d
+        .fields
+        .keys()
+        .filter(|k| *k != "valid_to" && later[*k] != d.fields[*k])
+        .collect();
+    assert!(untouched.is_empty(), "{untouched:?}");
+    // a table whose profile has no valid_to never changes
+    let incident = shipped("seed-usb-copy-847-files.json");
+    assert!(incident.valid_to.is_none());
+    assert!(matches!(
+        ValidTo::apply(incident.valid_to.as_ref(), &incident.fields, day("2030-01-01")),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}
+
+#[test]
 fn a_risk_carries_its_key_in_its_description_and_never_sends_task_fields() {
     let mut v = base(
         "policy_violation",

@@ -7,7 +7,7 @@ use relay_core::RecordType;
 use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
 
 use super::Delivery;
-use super::attach::{attach_files, attach_trend_chart};
+use super::attach::{Files, attach_files};
 use super::claim::Held;
 use crate::envelope::{Envelope, Item};
 use crate::telemetry::{ServiceNowCalled, TelemetryEvent};
@@ -17,6 +17,19 @@ fn event_link(client: &ServiceNowClient, correlation_id: &str) -> String {
         "{}/em_event_list.do?sysparm_query=message_key%3D{correlation_id}",
         client.instance_url()
     )
+}
+
+/// `record` with its files uploaded ([`attach_files`]): Created, or the failure of a file the delivery
+/// depends on (an employee document's), with the record named in its reason.
+async fn with_files(client: &ServiceNowClient, env: &Envelope, record: CreatedRecord, found: bool) -> Outcome {
+    let files = match &env.item {
+        Item::Alert { decision, .. } => Files::of_decision(decision),
+        Item::Aggregate { record } => Files::of_record(record),
+    };
+    match attach_files(client, &files, &record, found).await {
+        Ok(()) => Outcome::Created(record),
+        Err(pending) => pending,
+    }
 }
 
 impl Delivery {
@@ -59,7 +72,8 @@ impl Delivery {
         } else {
             if lookup_first {
                 match client.find_by_key(env.table(), &env.record_key()).await {
-                    Ok(Some(found)) => return (Outcome::Created(found), true),
+                    // an earlier attempt created it: what it did not upload is uploaded now
+                    Ok(Some(found)) => return (with_files(&client, env, found, true).await, true),
                     Ok(None) => {}
                     Err(o) => return (o, false),
                 }
@@ -85,23 +99,18 @@ impl Delivery {
                 Item::Alert { decision, .. } => decision.person.as_ref(),
                 Item::Aggregate { record } => record.person.as_ref(),
             };
+            let fields = env.fields_at(self.ports.clock.now_ms());
             let created = match person {
-                Some(p) => match self.with_person(&client, p, env.fields()).await {
+                Some(p) => match self.with_person(&client, p, &fields).await {
                     Ok(fields) => client.create_record(env.table(), &fields).await,
                     Err(o) => o,
                 },
-                None => client.create_record(env.table(), env.fields()).await,
+                None => client.create_record(env.table(), &fields).await,
             };
-            match (&created, &env.item) {
-                (Outcome::Created(rec), Item::Aggregate { record }) => attach_files(&client, record, rec).await,
-                (Outcome::Created(rec), Item::Alert { decision, .. }) => {
-                    attach_trend_chart(&client, &decision.correlation_id, decision.chart.as_ref(), rec).await;
-                    crate::document::attach_document(&client, &decision.correlation_id, decision.document.as_ref(), rec)
-                        .await
-                }
-                _ => {}
+            match created {
+                Outcome::Created(rec) => with_files(&client, env, rec, false).await,
+                failure => failure,
             }
-            created
         };
         ServiceNowCalled {
             outcome: outcome.class(),

@@ -5,9 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use relay_core::batch::BatchPlan;
+use relay_core::batch::{BatchPlan, PlannedRecord};
 use relay_ports::LedgerEntry;
-use servicenow_client::{BatchItem, Outcome, ServiceNowClient};
+use servicenow_client::{BatchItem, CreatedRecord, Outcome, ServiceNowClient};
 
 use super::{Claimed, Flusher};
 use crate::concurrency::Lane;
@@ -42,6 +42,48 @@ pub(super) struct ChunkResult {
 }
 
 impl Flusher {
+    /// Upload a record's files after its Batch API request answered ([`crate::deliver::attach_files`]),
+    /// also when it answered after the last start, until half of the settle reserve is left (settling the
+    /// records is quick ledger work). Created, or — when the employee document's file is not uploaded (it
+    /// failed, or the deadline came first) — the failure that makes the next attempt find the record and
+    /// upload it.
+    async fn with_files(
+        &self,
+        c: &ServiceNowClient,
+        r: &PlannedRecord,
+        rec: CreatedRecord,
+        deadline_ms: i64,
+    ) -> Outcome {
+        let files = crate::deliver::Files::of_record(r);
+        if files.is_empty() {
+            return Outcome::Created(rec);
+        }
+        let until = deadline_ms - self.settings.settle_reserve.as_millis() as i64 / 2;
+        let left = self.delivery.until(until);
+        let uploaded = if left.is_zero() {
+            None
+        } else {
+            tokio::time::timeout(left, crate::deliver::attach_files(c, &files, &rec, false))
+                .await
+                .ok()
+        };
+        match uploaded {
+            Some(Ok(())) => Outcome::Created(rec),
+            Some(Err(pending)) => pending,
+            None if files.document.is_some() => Outcome::Ambiguous {
+                reason: format!(
+                    "{} {} exists but the flush deadline came before its document file was uploaded",
+                    rec.table,
+                    rec.number.as_deref().unwrap_or(&rec.sys_id)
+                ),
+            },
+            None => {
+                tracing::warn!(sys_id = %rec.sys_id, "flush deadline: the attachment was not uploaded");
+                Outcome::Created(rec)
+            }
+        }
+    }
+
     /// Send one chunk. A chunk that cannot start before the flush's last start (no slot in time, the deadline
     /// passed, the breaker closed) sends nothing: its records get no outcome and wait for the next flush.
     pub(super) async fn send_chunk(&self, chunk: &[usize], cx: &Chunks<'_>) -> ChunkResult {
@@ -81,7 +123,9 @@ impl Flusher {
         let mut items: Vec<BatchItem> = Vec::with_capacity(chunk.len());
         for &i in chunk.iter().filter(|i| unsettled(i) && !result.skipped.contains(i)) {
             let record = &cx.plan.records[i];
-            let mut fields = record.fields.clone();
+            let now_unix = d.ports.clock.now_ms().div_euclid(1000);
+            let mut fields =
+                relay_core::ValidTo::apply(record.valid_to.as_ref(), &record.fields, now_unix).into_owned();
             // each record names its person, as a realtime record does
             if let (Ok(c), Some(p)) = (cx.client, &record.person) {
                 match d.with_person(c, p, &fields).await {
@@ -121,18 +165,10 @@ impl Flusher {
                     d.observe(&o);
                     let Ok(i) = id.parse::<usize>() else { continue };
                     answered.insert(i);
-                    if let (Outcome::Created(rec), Some(r)) = (&o, cx.plan.records.get(i)) {
-                        // a request that answered after the last start still gets its files, until half of
-                        // the settle reserve is left (settling the records is quick ledger work)
-                        let files = crate::deliver::attach_files(c, r, rec);
-                        let until = cx.deadline_ms - self.settings.settle_reserve.as_millis() as i64 / 2;
-                        let has_files = r.member_list.is_some() || r.chart.is_some() || r.document.is_some();
-                        let left = d.until(until);
-                        let uploaded = !left.is_zero() && tokio::time::timeout(left, files).await.is_ok();
-                        if !uploaded && has_files {
-                            tracing::warn!(sys_id = %rec.sys_id, "flush deadline: the attachment was not uploaded");
-                        }
-                    }
+                    let o = match (o, cx.plan.records.get(i)) {
+                        (Outcome::Created(rec), Some(r)) => self.with_files(c, r, rec, cx.deadline_ms).await,
+                        (o, _) => o,
+                    };
                     result.outcomes.push((i, (o, false)));
                 }
                 for it in items.iter().filter(|it| !answered.contains(&index(it))) {

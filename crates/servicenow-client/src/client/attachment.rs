@@ -1,6 +1,7 @@
 //! Files uploaded to a record with the Attachment API.
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use serde_json::Value;
 
 use super::{ServiceNowClient, unix_now};
 use crate::Outcome;
@@ -55,5 +56,34 @@ impl ServiceNowClient {
             .ok_or_else(|| Outcome::Ambiguous {
                 reason: "attachment answer has no sys_id: it may exist".into(),
             })
+    }
+
+    /// The names of the files attached to a record (the Attachment API's metadata query on
+    /// `sys_attachment`), read back and kept only when they name this record: a query term the instance
+    /// ignores cannot make another record's file count. Used after a lookup found a record an earlier
+    /// attempt created, to upload only what that attempt did not.
+    pub async fn attachment_names(&self, table: &str, sys_id: &str) -> Result<Vec<String>, Outcome> {
+        check_table(table).map_err(Outcome::permanent_local)?;
+        check_sys_id(sys_id).map_err(Outcome::permanent_local)?;
+        let query = format!("table_name={table}^table_sys_id={sys_id}");
+        let url = format!("{}/api/now/attachment", self.inner.instance_url);
+        let resp = self
+            .execute("attachments", table, Effect::Read, || {
+                self.inner
+                    .http
+                    .get(&url)
+                    .query(&[("sysparm_query", query.as_str()), ("sysparm_limit", "100")])
+            })
+            .await?;
+        let result = result_of(&resp, Effect::Read, unix_now())?;
+        let Value::Array(rows) = result else {
+            return Err(Outcome::retryable("attachment list answer's result is not a list"));
+        };
+        let is = |row: &Value, field: &str, value: &str| row.get(field).and_then(field_str).as_deref() == Some(value);
+        Ok(rows
+            .iter()
+            .filter(|row| is(row, "table_sys_id", sys_id) && is(row, "table_name", table))
+            .filter_map(|row| row.get("file_name").and_then(field_str))
+            .collect())
     }
 }

@@ -1,4 +1,5 @@
-//! Attachment API: upload (`POST /api/now/attachment/file`), metadata, content and delete.
+//! Attachment API: upload (`POST /api/now/attachment/file`), the metadata of many (`GET /api/now/attachment`)
+//! or one, content and delete.
 
 use http::{Method, StatusCode, header};
 use serde_json::{Map, Value, json};
@@ -7,7 +8,7 @@ use super::Req;
 use super::params::{Params, base_url, header_str};
 use super::records::insert_record;
 use super::reply::{Reply, acl_denied, bad_request, empty_reply, error_reply, json_reply, not_found};
-use crate::store::{Fields, Shared};
+use crate::store::{Fields, Shared, Store};
 
 pub fn upload(shared: &Shared, req: &Req, user: &str) -> Reply {
     let params = Params::parse(req.query.as_bytes());
@@ -80,17 +81,51 @@ pub fn upload(shared: &Shared, req: &Req, user: &str) -> Reply {
         .header("location", format!("{base}/api/now/attachment/{sys_id}"))
 }
 
+/// Whether `user` may see attachment `meta`: an attachment is read through its record (a record the user
+/// cannot read has no attachments for them; an admin sees all).
+fn parent_visible(shared: &Shared, store: &Store, user: &str, meta: &Fields) -> bool {
+    let table = meta.get("table_name").map(String::as_str).unwrap_or("");
+    let sys_id = meta.get("table_sys_id").map(String::as_str).unwrap_or("");
+    shared.is_admin(user)
+        || store
+            .tables
+            .get(table)
+            .and_then(|t| t.get(sys_id))
+            .is_some_and(|row| shared.can_read(user, table, row))
+}
+
+/// `GET /api/now/attachment` (c_AttachmentAPI, "Returns the metadata for multiple attachments"):
+/// `sysparm_query` on `sys_attachment` (ORDERBY supported), `sysparm_limit` (default 1000) and
+/// `sysparm_offset`. As on the Table API, the page is cut before read access is checked, so attachments of
+/// records the user may not read use up the page and are left out of it.
+pub fn list(shared: &Shared, req: &Req, user: &str) -> Reply {
+    let params = Params::parse(req.query.as_bytes());
+    let store = shared.store.lock().expect("store lock");
+    let (rows, limit, offset) = super::table::query_rows(shared, &store, "sys_attachment", &params, 1000);
+    let total = rows.len();
+    let page: Vec<Value> = rows
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .filter(|meta| parent_visible(shared, &store, user, meta))
+        .map(|meta| {
+            Value::Object(
+                meta.iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            )
+        })
+        .collect();
+    drop(store);
+    json_reply(StatusCode::OK, &json!({"result": page})).header("x-total-count", total)
+}
+
 pub fn one(shared: &Shared, req: &Req, user: &str, sys_id: &str, content: bool) -> Reply {
     let mut store = shared.store.lock().expect("store lock");
     let Some(meta) = store.tables.get("sys_attachment").and_then(|t| t.get(sys_id)).cloned() else {
         return not_found();
     };
-    let parent_visible = store
-        .tables
-        .get(meta.get("table_name").map(String::as_str).unwrap_or(""))
-        .and_then(|t| t.get(meta.get("table_sys_id").map(String::as_str).unwrap_or("")))
-        .is_some_and(|row| shared.can_read(user, meta.get("table_name").map(String::as_str).unwrap_or(""), row));
-    if !parent_visible && !shared.is_admin(user) {
+    if !parent_visible(shared, &store, user, &meta) {
         return not_found();
     }
     match (req.method.clone(), content) {

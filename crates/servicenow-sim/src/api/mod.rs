@@ -118,6 +118,7 @@ pub fn handle(shared: &Shared, req: &Req) -> Reply {
                 import_set::load(s, r, u, &staging, true)
             })
         }
+        ["attachment"] if req.method == Method::GET => with_api(shared, req, ApiKind::Attachment, attachment::list),
         ["attachment", "file"] if req.method == Method::POST => {
             with_api(shared, req, ApiKind::Attachment, attachment::upload)
         }

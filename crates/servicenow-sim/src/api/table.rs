@@ -77,8 +77,38 @@ fn render(shared: &Shared, store: &Store, table: &str, row: &Fields, opts: &Outp
     Value::Object(out)
 }
 
+/// The rows of `table` that `sysparm_query` selects, in its order, with `sysparm_limit` (default
+/// `default_limit`) and `sysparm_offset`. A term naming a field the table lacks is an invalid part of the
+/// query: dropped, or no rows with `invalid_query_returns_no_rows`.
+pub fn query_rows<'a>(
+    shared: &Shared,
+    store: &'a Store,
+    table: &str,
+    params: &Params,
+    default_limit: usize,
+) -> (Vec<&'a Fields>, usize, usize) {
+    let mut query = EncodedQuery::parse(params.get("sysparm_query").unwrap_or(""));
+    if let Some(cfg) = shared.table_config(table) {
+        query.drop_terms(|field| !cfg.has_field(field));
+    }
+    let limit: usize = params
+        .get("sysparm_limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(default_limit);
+    let offset: usize = params.get("sysparm_offset").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let no_rows = query.dropped_terms > 0 && shared.config.invalid_query_returns_no_rows;
+    let mut rows: Vec<&Fields> = match store.tables.get(table) {
+        Some(data) if !no_rows => data.rows.iter().filter(|r| query.matches(r)).collect(),
+        _ => Vec::new(),
+    };
+    if !query.order_by.is_empty() {
+        rows.sort_by(|a, b| query.compare(a, b));
+    }
+    (rows, limit, offset)
+}
+
 pub fn collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Reply {
-    let Some(cfg) = shared.table_config(table) else {
+    if shared.table_config(table).is_none() {
         return bad_request(&format!("Invalid table {table}"), None);
     };
     let params = Params::parse(req.query.as_bytes());
@@ -108,23 +138,8 @@ pub fn collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Reply 
             json_reply(StatusCode::CREATED, &body).header("location", location)
         }
         Method::GET => {
-            let mut query = EncodedQuery::parse(params.get("sysparm_query").unwrap_or(""));
-            // A term naming a field the table lacks is an invalid part of the query.
-            query.drop_terms(|field| !cfg.has_field(field));
-            let limit: usize = params
-                .get("sysparm_limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(10_000);
-            let offset: usize = params.get("sysparm_offset").and_then(|l| l.parse().ok()).unwrap_or(0);
             let store = shared.store.lock().expect("store lock");
-            let no_rows = query.dropped_terms > 0 && shared.config.invalid_query_returns_no_rows;
-            let mut rows: Vec<&Fields> = match store.tables.get(table) {
-                Some(data) if !no_rows => data.rows.iter().filter(|r| query.matches(r)).collect(),
-                _ => Vec::new(),
-            };
-            if !query.order_by.is_empty() {
-                rows.sort_by(|a, b| query.compare(a, b));
-            }
+            let (rows, limit, offset) = query_rows(shared, &store, table, &params, 10_000);
             let total = rows.len();
             // sysparm_limit is applied before ACL evaluation: rows the user may not read still use up the page.
             let page: Vec<Value> = rows
