@@ -63,6 +63,9 @@ pub fn render_png(chart: &TrendChart) -> Result<Vec<u8>, ChartError> {
     let mut encoder = png::Encoder::new(&mut out, w, h);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
+    // fdeflate: a chart is mostly flat colour, which it compresses about as well as the default zlib level
+    // at a fraction of the CPU (the default level was 30 % of `relay serve`'s CPU at 2,000 alerts/s).
+    encoder.set_compression(png::Compression::Fast);
     let mut writer = encoder.write_header()?;
     writer.write_image_data(&rgb)?;
     writer.finish()?;

@@ -157,9 +157,23 @@ async fn attach_trend_chart(
     chart: &TrendChart,
     record: &CreatedRecord,
 ) {
-    let png = match crate::chart::render_png(chart) {
-        Ok(png) => png,
+    // Drawing and encoding take milliseconds of CPU: off the async workers, which serve webhooks meanwhile.
+    let drawn = {
+        let chart = chart.clone();
+        tokio::task::spawn_blocking(move || crate::chart::render_png(&chart)).await
+    };
+    let png = match drawn {
+        Ok(Ok(png)) => png,
         Err(e) => {
+            tracing::warn!(
+                correlation_id = %correlation_id,
+                sys_id = %record.sys_id,
+                error = %e,
+                "drawing the trend chart failed; the record has none attached"
+            );
+            return;
+        }
+        Ok(Err(e)) => {
             tracing::warn!(
                 correlation_id = %correlation_id,
                 sys_id = %record.sys_id,
