@@ -162,18 +162,9 @@ async fn attach_trend_chart(
         let chart = chart.clone();
         tokio::task::spawn_blocking(move || crate::chart::render_png(&chart)).await
     };
-    let png = match drawn {
-        Ok(Ok(png)) => png,
+    let png = match drawn.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+        Ok(png) => png,
         Err(e) => {
-            tracing::warn!(
-                correlation_id = %correlation_id,
-                sys_id = %record.sys_id,
-                error = %e,
-                "drawing the trend chart failed; the record has none attached"
-            );
-            return;
-        }
-        Ok(Err(e)) => {
             tracing::warn!(
                 correlation_id = %correlation_id,
                 sys_id = %record.sys_id,
