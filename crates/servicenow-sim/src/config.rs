@@ -17,11 +17,11 @@ mod tables;
 pub use auth::{OAuthClientConfig, OAuthConfig, UserConfig};
 pub use latency::{Latency, LatencyApi, LatencyConfig};
 pub use limits::{ApiKind, BatchConfig, RateLimitRule, TransactionLimit};
-pub use policies::{DateRulePolicy, QualifierPolicy, ReferencePolicy};
+pub use policies::{FormRulePolicy, QualifierPolicy, ReferencePolicy};
 pub use profile::{REALISTIC_SEED, SimProfile};
 pub use tables::{
-    DateRule, FromReference, ImportSetConfig, PriorityRule, PurgeJob, ReferenceQualifier, Restriction, SYSTEM_FIELDS,
-    TableConfig,
+    DateRule, FromReference, ImportSetConfig, PriorityRule, PurgeJob, ReadThrough, ReferenceQualifier, Restriction,
+    SYSTEM_FIELDS, StateRule, TableConfig,
 };
 
 /// A configuration whose parts do not fit together.
@@ -46,6 +46,8 @@ pub enum ConfigError {
     },
     #[error("reference data for unknown table {table}")]
     UnknownRecordTable { table: String },
+    #[error("table {table} has journal fields but the dictionary has no sys_journal_field table to keep them")]
+    NoJournalTable { table: String },
     #[error("transactions.max_concurrent must be at least 1")]
     NoTransactionThreads,
     #[error("latency.{api}: median_ms must be positive and p99_ms at least the median (got {median_ms} / {p99_ms})")]
@@ -89,7 +91,11 @@ pub struct SimConfig {
     pub ambiguous_reference: ReferencePolicy,
     /// What a write breaking a table's date rule (`tables[].date_rules`) does over the API. The documentation
     /// states the rule for the form; the default is the harsher reading (refused).
-    pub date_rules_on_api: DateRulePolicy,
+    pub date_rules_on_api: FormRulePolicy,
+    /// What a write that moves a record into a state without the fields its state rule makes mandatory
+    /// (`tables[].state_rules`, e.g. an incident resolved without close code and notes) does over the API.
+    /// The documentation states these for the form; the default is the harsher reading (refused).
+    pub state_rules_on_api: FormRulePolicy,
     /// What a reference value outside its field's reference qualifier (`tables[].reference_qualifiers`)
     /// does over the API. The documentation states the qualifier for the form only; the default is the
     /// harsher reading (left empty, as an unknown reference value is).
@@ -210,7 +216,8 @@ impl Default for SimConfig {
             unknown_reference: ReferencePolicy::Blank,
             ambiguous_reference: ReferencePolicy::Reject,
             qualified_reference: QualifierPolicy::Blank,
-            date_rules_on_api: DateRulePolicy::Reject,
+            date_rules_on_api: FormRulePolicy::Reject,
+            state_rules_on_api: FormRulePolicy::Reject,
             invalid_query_returns_no_rows: false,
             max_content_length: 10 * 1024 * 1024,
             require_accept_header: false,
@@ -275,6 +282,11 @@ impl SimConfig {
                     });
                 }
             }
+        }
+        if let Some(t) = tables.iter().find(|t| !t.journal_fields.is_empty())
+            && find("sys_journal_field").is_none()
+        {
+            return Err(ConfigError::NoJournalTable { table: t.name.clone() });
         }
         for table in self.records.keys() {
             if find(table).is_none() {

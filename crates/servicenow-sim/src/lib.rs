@@ -89,6 +89,25 @@ impl RunningSim {
         store.attachments.get(sys_id).map(|b| b.to_vec())
     }
 
+    /// Act on a record as `user` (None: `admin`) would in the instance's UI — resolve, close, reassign, add
+    /// a work note — with that user's write ACL and the table's rules (state model, data policies, journal
+    /// fields); references by display value or sys_id. Returns the stored record (journal fields are in
+    /// `records("sys_journal_field")`), or the error status and message the instance answers.
+    pub fn act_as(
+        &self,
+        user: Option<&str>,
+        table: &str,
+        sys_id: &str,
+        fields: serde_json::Value,
+    ) -> Result<serde_json::Value, (u16, String)> {
+        let fields = fields.as_object().cloned().unwrap_or_default();
+        let user = user.unwrap_or(server::ANALYST);
+        match api::act_as(&self.shared, user, table, sys_id, &fields) {
+            Ok(row) => Ok(serde_json::to_value(row).unwrap_or_default()),
+            Err(reply) => Err((reply.status.as_u16(), String::from_utf8_lossy(&reply.body).into_owned())),
+        }
+    }
+
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.shared
             .store

@@ -348,6 +348,9 @@ pub fn into_response(reply: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The user an analyst action acts as when the request names none.
+pub const ANALYST: &str = "admin";
+
 fn control(shared: &Shared, peer: SocketAddr, method: &Method, path: &str, body: &[u8]) -> Reply {
     if !is_loopback_peer(&peer) {
         return api::error_reply(
@@ -358,6 +361,36 @@ fn control(shared: &Shared, peer: SocketAddr, method: &Method, path: &str, body:
     }
     let rest = &path["/sim".len()..];
     match (method, rest) {
+        (&Method::POST, r) if r.starts_with("/records/") => {
+            let Some((table, sys_id)) = r["/records/".len()..].split_once('/') else {
+                return api::error_reply(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid path",
+                    Some("expected /sim/records/{table}/{sys_id}"),
+                );
+            };
+            let parsed = serde_json::from_slice::<serde_json::Value>(body).ok();
+            let Some(fields) = parsed
+                .as_ref()
+                .and_then(|v| v.get("fields"))
+                .and_then(|f| f.as_object())
+            else {
+                return api::error_reply(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid body",
+                    Some("expected {\"fields\": {...}, \"user\": \"admin\"}"),
+                );
+            };
+            let user = parsed
+                .as_ref()
+                .and_then(|v| v.get("user"))
+                .and_then(|u| u.as_str())
+                .unwrap_or(ANALYST);
+            match api::act_as(shared, user, table, sys_id, fields) {
+                Ok(row) => api::json_reply(StatusCode::OK, &serde_json::json!({ "result": row })),
+                Err(reply) => reply,
+            }
+        }
         (&Method::GET, r) if r.starts_with("/records/") => {
             let table = &r["/records/".len()..];
             api::json_reply(

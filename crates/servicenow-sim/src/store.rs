@@ -410,10 +410,15 @@ impl Shared {
     }
 
     /// Read ACL: restriction first, then read/write roles, then the *_own roles on the user's own records.
+    /// A table read through its parent (`read_through`) needs the store to find the parent: see
+    /// [`Shared::can_read_in`].
     pub fn can_read(&self, user: &str, table: &str, row: &Fields) -> bool {
         let Some(t) = self.table_config(table) else {
             return self.is_admin(user);
         };
+        if t.read_through.is_some() {
+            return self.is_admin(user);
+        }
         if let Some(r) = &t.restriction
             && row.get(&r.field).is_some_and(|v| v == "true")
         {
@@ -423,6 +428,19 @@ impl Shared {
             || self.has_any(user, &t.write_roles)
             || (Self::created_by(user, row)
                 && (self.has_any(user, &t.read_own_roles) || self.has_any(user, &t.write_own_roles)))
+    }
+
+    /// [`Shared::can_read`], with rows of a `read_through` table readable when the record they belong to is.
+    pub fn can_read_in(&self, store: &Store, user: &str, table: &str, row: &Fields) -> bool {
+        let through = self.table_config(table).and_then(|t| t.read_through.as_ref());
+        let Some(through) = through else {
+            return self.can_read(user, table, row);
+        };
+        let parent_table = row.get(&through.table_field).map(String::as_str).unwrap_or("");
+        let parent = row
+            .get(&through.id_field)
+            .and_then(|id| store.tables.get(parent_table)?.get(id));
+        self.is_admin(user) || parent.is_some_and(|p| self.can_read(user, parent_table, p))
     }
 
     pub fn can_write(&self, user: &str, table: &str, row: &Fields) -> bool {

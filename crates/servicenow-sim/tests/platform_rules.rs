@@ -11,7 +11,7 @@ use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use servicenow_sim::SimConfig;
-use servicenow_sim::config::{ApiKind, DateRulePolicy, QualifierPolicy, RateLimitRule, UserConfig};
+use servicenow_sim::config::{ApiKind, FormRulePolicy, QualifierPolicy, RateLimitRule, UserConfig};
 
 async fn status_and_body(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
@@ -197,7 +197,7 @@ async fn a_policy_exception_valid_to_must_follow_valid_from_and_not_be_past() {
     sim.shutdown().await;
 
     let mut config = SimConfig::default();
-    config.date_rules_on_api = DateRulePolicy::Ignore;
+    config.date_rules_on_api = FormRulePolicy::Ignore;
     let sim = start_with(config).await;
     created(&sim, table, exception(&day(-40), &day(-10))).await;
     sim.shutdown().await;

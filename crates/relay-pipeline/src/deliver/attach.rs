@@ -162,7 +162,10 @@ async fn attach_trend_chart(
         let chart = chart.clone();
         tokio::task::spawn_blocking(move || crate::chart::render_png(&chart)).await
     };
-    let png = match drawn.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+    let png = match drawn
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
         Ok(png) => png,
         Err(e) => {
             tracing::warn!(

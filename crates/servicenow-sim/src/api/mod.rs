@@ -11,6 +11,7 @@ mod params;
 mod records;
 mod reply;
 mod table;
+pub use table::act_as;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};

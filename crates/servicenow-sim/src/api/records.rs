@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::Req;
 use super::params::header_str;
 use super::reply::{Reply, bad_request, error_reply};
-use crate::config::{DateRulePolicy, PriorityRule, QualifierPolicy};
+use crate::config::{FormRulePolicy, PriorityRule, QualifierPolicy};
 use crate::store::{Fields, Shared, Store, format_glide_time, new_sys_id, priority};
 
 pub fn require_json_body(shared: &Shared, req: &Req) -> Result<Map<String, Value>, Reply> {
@@ -132,7 +132,7 @@ pub fn date_rule_check(shared: &Shared, table: &str, row: &Fields) -> Result<(),
     let Some(cfg) = shared.table_config(table) else {
         return Ok(());
     };
-    if shared.config.date_rules_on_api == DateRulePolicy::Ignore {
+    if shared.config.date_rules_on_api == FormRulePolicy::Ignore {
         return Ok(());
     }
     let date = |f: &str| {
@@ -206,6 +206,7 @@ pub fn insert_record(
             row.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
+    state_rule_apply(shared, store, table, None, &mut row, user)?;
     apply_computed(shared, store, table, &mut row);
     data_policy_check(shared, table, &row)?;
     date_rule_check(shared, table, &row)?;
@@ -222,6 +223,143 @@ pub fn insert_record(
     row.insert("sys_updated_by".into(), user.to_string());
     row.insert("sys_mod_count".into(), "0".into());
     row.insert("sys_class_name".into(), table.to_string());
+    let notes = take_journal(shared, table, &mut row);
     data.insert(row.clone());
+    let sys_id = row.get("sys_id").cloned().unwrap_or_default();
+    append_journal(shared, store, table, &sys_id, user, notes);
     Ok(row)
 }
+
+/// Update the record `sys_id` of `table` as `user` with the written `input` (the caller checked the write
+/// ACL): fields normalised, state rules, computed fields, data policy, date rules, system fields, journal
+/// entries. Returns the stored row; Err = the error reply, nothing written.
+pub fn update_record(
+    shared: &Shared,
+    store: &mut Store,
+    table: &str,
+    sys_id: &str,
+    user: &str,
+    input: &Map<String, Value>,
+    by_display: bool,
+) -> Result<Fields, Reply> {
+    let Some(existing) = store.tables.get(table).and_then(|d| d.get(sys_id)).cloned() else {
+        return Err(super::reply::not_found());
+    };
+    let mut updated = existing.clone();
+    updated.extend(prepare_fields(shared, store, table, input, by_display)?);
+    state_rule_apply(shared, store, table, existing.get("state"), &mut updated, user)?;
+    apply_computed(shared, store, table, &mut updated);
+    data_policy_check(shared, table, &updated)?;
+    date_rule_check(shared, table, &updated)?;
+    let now = format_glide_time(shared.now());
+    let count: u64 = updated.get("sys_mod_count").and_then(|c| c.parse().ok()).unwrap_or(0);
+    updated.insert("sys_mod_count".into(), (count + 1).to_string());
+    updated.insert("sys_updated_on".into(), now);
+    updated.insert("sys_updated_by".into(), user.to_string());
+    let notes = take_journal(shared, table, &mut updated);
+    if let Some(row) = store.tables.get_mut(table).and_then(|d| d.get_mut(sys_id)) {
+        *row = updated.clone();
+    }
+    append_journal(shared, store, table, sys_id, user, notes);
+    Ok(updated)
+}
+
+/// The state model on a write that sets `state` (an insert, or an update changing it): the mandatory fields
+/// of the new state's rule (403 "Data Policy Exception" unless `state_rules_on_api` is `ignore`), then
+/// `active` and the `on_enter` fields.
+pub fn state_rule_apply(
+    shared: &Shared,
+    store: &Store,
+    table: &str,
+    before: Option<&String>,
+    row: &mut Fields,
+    user: &str,
+) -> Result<(), Reply> {
+    let Some(cfg) = shared.table_config(table) else {
+        return Ok(());
+    };
+    let Some(state) = row.get("state").cloned() else {
+        return Ok(());
+    };
+    if before == Some(&state) {
+        return Ok(());
+    }
+    let Some(rule) = cfg.state_rules.iter().find(|r| r.states.contains(&state)) else {
+        return Ok(());
+    };
+    let empty = |f: &str| row.get(f).is_none_or(|v| v.trim().is_empty());
+    let missing: Vec<&str> = rule.mandatory.iter().map(String::as_str).filter(|f| empty(f)).collect();
+    if !missing.is_empty() && shared.config.state_rules_on_api == FormRulePolicy::Reject {
+        let label = cfg.choices.get("state").and_then(|c| c.get(&state)).unwrap_or(&state);
+        return Err(error_reply(
+            StatusCode::FORBIDDEN,
+            "Operation Failed",
+            Some(&format!(
+                "Data Policy Exception: \n\tThe following fields are mandatory when the state is {label}: {}",
+                missing.join(", ")
+            )),
+        ));
+    }
+    if let Some(active) = rule.active
+        && cfg.has_field("active")
+    {
+        row.insert("active".into(), active.to_string());
+    }
+    for (field, value) in &rule.on_enter {
+        let v = match value.as_str() {
+            "$now" => format_glide_time(shared.now()),
+            // a reference to sys_user holds the user's sys_id (every user who can log in has a row)
+            "$user" if cfg.references.get(field).is_some_and(|t| t == "sys_user") => store
+                .tables
+                .get("sys_user")
+                .and_then(|d| d.rows.iter().find(|r| r.get("user_name").is_some_and(|n| n == user)))
+                .and_then(|r| r.get("sys_id").cloned())
+                .unwrap_or_default(),
+            "$user" => user.to_string(),
+            literal => literal.to_string(),
+        };
+        row.insert(field.clone(), v);
+    }
+    Ok(())
+}
+
+/// Take the journal fields out of a row about to be stored: the non-empty ones, in field order.
+fn take_journal(shared: &Shared, table: &str, row: &mut Fields) -> Vec<(String, String)> {
+    let Some(cfg) = shared.table_config(table) else {
+        return Vec::new();
+    };
+    cfg.journal_fields
+        .iter()
+        .filter_map(|f| row.remove(f).filter(|v| !v.trim().is_empty()).map(|v| (f.clone(), v)))
+        .collect()
+}
+
+/// Append journal entries of the record `sys_id` of `table` to `sys_journal_field`.
+fn append_journal(
+    shared: &Shared,
+    store: &mut Store,
+    table: &str,
+    sys_id: &str,
+    user: &str,
+    notes: Vec<(String, String)>,
+) {
+    if notes.is_empty() {
+        return;
+    }
+    let now = format_glide_time(shared.now());
+    let journal = store.tables.entry(JOURNAL_TABLE.to_string()).or_default();
+    for (element, value) in notes {
+        let mut entry = Fields::new();
+        entry.insert("sys_id".into(), new_sys_id());
+        entry.insert("element".into(), element);
+        entry.insert("element_id".into(), sys_id.to_string());
+        entry.insert("name".into(), table.to_string());
+        entry.insert("value".into(), value);
+        entry.insert("sys_created_on".into(), now.clone());
+        entry.insert("sys_created_by".into(), user.to_string());
+        journal.insert(entry);
+    }
+}
+
+/// Where journal entries live.
+pub const JOURNAL_TABLE: &str = "sys_journal_field";

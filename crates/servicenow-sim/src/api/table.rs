@@ -5,12 +5,10 @@ use serde_json::{Map, Value, json};
 
 use super::Req;
 use super::params::{Params, base_url};
-use super::records::{
-    apply_computed, data_policy_check, date_rule_check, insert_record, prepare_fields, require_json_body,
-};
+use super::records::{insert_record, prepare_fields, require_json_body, update_record};
 use super::reply::{Reply, acl_denied, bad_request, empty_reply, error_reply, json_reply, not_found};
 use crate::query::EncodedQuery;
-use crate::store::{Fields, Shared, Store, format_glide_time};
+use crate::store::{Fields, Shared, Store};
 
 struct OutputOptions {
     fields: Option<Vec<String>>,
@@ -146,7 +144,7 @@ pub fn collection(shared: &Shared, req: &Req, user: &str, table: &str) -> Reply 
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .filter(|r| shared.can_read(user, table, r))
+                .filter(|r| shared.can_read_in(&store, user, table, r))
                 .map(|r| render(shared, &store, table, r, &opts))
                 .collect();
             drop(store);
@@ -178,7 +176,7 @@ pub fn record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &str)
     let Some(existing) = store.tables.get(table).and_then(|d| d.get(sys_id)) else {
         return not_found();
     };
-    if !shared.can_read(user, table, existing) {
+    if !shared.can_read_in(&store, user, table, existing) {
         return not_found();
     }
     match req.method {
@@ -202,37 +200,16 @@ pub fn record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &str)
             if !shared.can_write(user, table, existing) {
                 return acl_denied("Update");
             }
-            let mut updated = existing.clone();
             let input = input.unwrap_or_default();
-            let changes = match prepare_fields(
-                shared,
-                &store,
-                table,
-                &input,
-                params.flag("sysparm_input_display_value"),
-            ) {
-                Ok(r) => r,
-                Err(r) => return r,
-            };
-            updated.extend(changes);
-            apply_computed(shared, &store, table, &mut updated);
-            if let Err(reply) = data_policy_check(shared, table, &updated) {
-                return reply;
+            let by_display = params.flag("sysparm_input_display_value");
+            match update_record(shared, &mut store, table, sys_id, user, &input, by_display) {
+                Ok(updated) => {
+                    let body = json!({"result": render(shared, &store, table, &updated, &opts)});
+                    drop(store);
+                    json_reply(StatusCode::OK, &body)
+                }
+                Err(reply) => reply,
             }
-            if let Err(reply) = date_rule_check(shared, table, &updated) {
-                return reply;
-            }
-            let now = format_glide_time(shared.now());
-            let count: u64 = updated.get("sys_mod_count").and_then(|c| c.parse().ok()).unwrap_or(0);
-            updated.insert("sys_mod_count".into(), (count + 1).to_string());
-            updated.insert("sys_updated_on".into(), now);
-            updated.insert("sys_updated_by".into(), user.to_string());
-            let body = json!({"result": render(shared, &store, table, &updated, &opts)});
-            if let Some(row) = store.tables.get_mut(table).and_then(|d| d.get_mut(sys_id)) {
-                *row = updated;
-            }
-            drop(store);
-            json_reply(StatusCode::OK, &body)
         }
         _ => error_reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -240,4 +217,27 @@ pub fn record(shared: &Shared, req: &Req, user: &str, table: &str, sys_id: &str)
             Some(req.method.as_str()),
         ),
     }
+}
+
+/// An update as a person working the record makes it (the control API's analyst actions: resolve, close,
+/// reassign, add a work note): `user`'s write ACL, then the same rules as a Table API PATCH, reference
+/// fields by display value or sys_id.
+pub fn act_as(
+    shared: &Shared,
+    user: &str,
+    table: &str,
+    sys_id: &str,
+    fields: &Map<String, Value>,
+) -> Result<Fields, Reply> {
+    if shared.table_config(table).is_none() {
+        return Err(bad_request(&format!("Invalid table {table}"), None));
+    }
+    let mut store = shared.store.lock().expect("store lock");
+    let Some(existing) = store.tables.get(table).and_then(|d| d.get(sys_id)) else {
+        return Err(not_found());
+    };
+    if !shared.can_write(user, table, existing) {
+        return Err(acl_denied("Update"));
+    }
+    update_record(shared, &mut store, table, sys_id, user, fields, true)
 }

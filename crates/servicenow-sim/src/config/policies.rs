@@ -13,10 +13,11 @@ pub enum ReferencePolicy {
     First,
 }
 
-/// What the instance does with a write that breaks a date rule.
+/// What the instance does over the API with a write that breaks a rule the documentation states for the form
+/// (a date rule, the mandatory close fields of a state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DateRulePolicy {
+pub enum FormRulePolicy {
     /// 403 "Operation Failed" with the rule's message; nothing is written.
     Reject,
     /// The rule binds the form only: the write goes through.

@@ -28,6 +28,32 @@ pub struct DateRule {
     pub message: String,
 }
 
+/// A rule of a table's state model: what a record entering one of `states` must carry and what the
+/// instance sets then (`active`, and `on_enter` fields: `$now` = the simulator time, `$user` = the writer,
+/// anything else a literal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateRule {
+    pub states: Vec<String>,
+    /// Fields that must be non-empty in these states (see `SimConfig::state_rules_on_api`).
+    #[serde(default)]
+    pub mandatory: Vec<String>,
+    /// The value of `active` in these states (None: left as it is).
+    #[serde(default)]
+    pub active: Option<bool>,
+    #[serde(default)]
+    pub on_enter: BTreeMap<String, String>,
+}
+
+/// Rows readable by whoever may read the record they belong to: `table_field` names its table,
+/// `id_field` its sys_id (`sys_journal_field`: `name`, `element_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadThrough {
+    pub table_field: String,
+    pub id_field: String,
+}
+
 /// A reference qualifier: only records of the referenced table whose `field` holds `contains` (one item of
 /// a comma-separated list, as a glide list) may be referenced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +148,16 @@ pub struct TableConfig {
     /// field → where an empty field is filled from on insert (a field of a referenced record).
     #[serde(default)]
     pub fill_from_reference: BTreeMap<String, FromReference>,
+    /// Journal fields (work notes, additional comments; inherited): a value written to one is not stored
+    /// on the record but appended to `sys_journal_field` (element = the field, element_id = the record).
+    #[serde(default)]
+    pub journal_fields: Vec<String>,
+    /// The table's state model (not inherited: each table has its own states).
+    #[serde(default)]
+    pub state_rules: Vec<StateRule>,
+    /// Read access through the record a row belongs to (instead of the read roles).
+    #[serde(default)]
+    pub read_through: Option<ReadThrough>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +255,11 @@ impl TableConfig {
         for (k, v) in &parent.choices {
             self.choices.entry(k.clone()).or_insert_with(|| v.clone());
         }
+        for f in &parent.journal_fields {
+            if !self.journal_fields.contains(f) {
+                self.journal_fields.push(f.clone());
+            }
+        }
         for (k, v) in &parent.max_lengths {
             self.max_lengths.entry(k.clone()).or_insert(*v);
         }
@@ -233,6 +274,7 @@ impl TableConfig {
             self.choices.remove(f);
             self.max_lengths.remove(f);
         }
+        self.journal_fields.retain(|f| !excluded.contains(f));
         self.extends = None;
         self
     }

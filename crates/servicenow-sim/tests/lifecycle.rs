@@ -1,0 +1,286 @@
+//! A record's life after creation (issue 14): journal fields kept in `sys_journal_field`, the state models
+//! with their mandatory close fields and the `active` flag, and an analyst acting on records through the
+//! control API.
+#![allow(clippy::field_reassign_with_default)]
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+use servicenow_sim::SimConfig;
+use servicenow_sim::config::FormRulePolicy;
+
+async fn patch(sim: &servicenow_sim::RunningSim, table: &str, sys_id: &str, user: &str, body: Value) -> (u16, Value) {
+    let resp = req(sim, Method::PATCH, &format!("/api/now/table/{table}/{sys_id}"), user)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A security incident created by `user`, as JSON (`sys_id`, `number`).
+async fn new_sir(sim: &servicenow_sim::RunningSim, user: &str, desc: &str) -> Value {
+    create_ok(sim, "sn_si_incident", user, json!({"short_description": desc})).await
+}
+
+fn journal_of(sim: &servicenow_sim::RunningSim, sys_id: &str) -> Vec<Value> {
+    sim.records("sys_journal_field")
+        .into_iter()
+        .filter(|e| e["element_id"] == sys_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_work_note_is_a_journal_entry_not_a_field_of_the_record() {
+    let sim = start().await;
+    let mut body = incident("usb copy");
+    body["work_notes"] = json!("first note, written with the record");
+    let inc = create_ok(&sim, "incident", "relay", body).await;
+    let id = inc["sys_id"].as_str().unwrap().to_string();
+
+    let (s, _) = patch(&sim, "incident", &id, "relay", json!({"work_notes": "a repeat alert"})).await;
+    assert_eq!(s, 200);
+    // an empty value adds no entry
+    let (s, _) = patch(&sim, "incident", &id, "relay", json!({"work_notes": "  "})).await;
+    assert_eq!(s, 200);
+
+    let entries = journal_of(&sim, &id);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let values: Vec<&str> = entries.iter().map(|e| e["value"].as_str().unwrap()).collect();
+    assert_eq!(values, ["first note, written with the record", "a repeat alert"]);
+    for e in &entries {
+        assert_eq!(e["element"], "work_notes");
+        assert_eq!(e["name"], "incident");
+        assert_eq!(e["sys_created_by"], "relay");
+    }
+    // the record itself reads back without the journal text
+    let (s, read) = get_json(&sim, &format!("/api/now/table/incident/{id}"), "relay").await;
+    assert_eq!(s, 200);
+    assert!(read["result"].get("work_notes").is_none_or(|v| v == ""), "{read}");
+    assert!(sim.records("incident")[0].get("work_notes").is_none());
+
+    // the journal is queryable over the Table API by whoever may read the incident
+    let path = format!("/api/now/table/sys_journal_field?sysparm_query=element_id={id}^element=work_notes");
+    for user in ["relay", "readonly"] {
+        let (s, list) = get_json(&sim, &path, user).await;
+        assert_eq!(s, 200);
+        assert_eq!(list["result"].as_array().unwrap().len(), 2, "{user}: {list}");
+    }
+    // and cannot be written directly
+    let resp = create(
+        &sim,
+        "sys_journal_field",
+        "relay",
+        json!({"element_id": id, "value": "x"}),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 403);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn journal_entries_of_a_record_the_user_may_not_read_are_hidden() {
+    let sim = start().await;
+    // sn_si.integration_user reads only the SIRs it created
+    let own = new_sir(&sim, "relay", "own").await;
+    let other = new_sir(&sim, "admin", "analyst's").await;
+    let (own_id, other_id) = (own["sys_id"].as_str().unwrap(), other["sys_id"].as_str().unwrap());
+    assert_eq!(
+        patch(&sim, "sn_si_incident", own_id, "relay", json!({"work_notes": "mine"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        patch(
+            &sim,
+            "sn_si_incident",
+            other_id,
+            "admin",
+            json!({"work_notes": "theirs"})
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, list) = get_json(
+        &sim,
+        "/api/now/table/sys_journal_field?sysparm_query=element=work_notes",
+        "relay",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let values: Vec<&str> = list["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["mine"]);
+    let (_, all) = get_json(
+        &sim,
+        "/api/now/table/sys_journal_field?sysparm_query=element=work_notes",
+        "admin",
+    )
+    .await;
+    assert_eq!(all["result"].as_array().unwrap().len(), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn resolving_an_incident_needs_its_close_code_and_notes_and_closing_makes_it_inactive() {
+    let sim = start().await;
+    let inc = create_ok(&sim, "incident", "relay", incident("after-hours access")).await;
+    let id = inc["sys_id"].as_str().unwrap().to_string();
+    let stored = |sim: &servicenow_sim::RunningSim| sim.records("incident")[0].clone();
+    assert_eq!(stored(&sim)["active"], "true");
+
+    let (s, body) = patch(&sim, "incident", &id, "relay", json!({"state": "6"})).await;
+    assert_eq!(s, 403, "{body}");
+    let detail = error_detail(&body);
+    assert!(
+        detail.contains("mandatory when the state is Resolved: close_code, close_notes"),
+        "{detail}"
+    );
+    assert_eq!(stored(&sim)["state"], "1", "nothing written");
+
+    let resolve = json!({"state": "6", "close_code": "Solution provided", "close_notes": "all alerts resolved"});
+    let (s, _) = patch(&sim, "incident", &id, "relay", resolve).await;
+    assert_eq!(s, 200);
+    let r = stored(&sim);
+    assert_eq!(r["state"], "6");
+    assert_eq!(
+        r["active"], "true",
+        "a resolved incident stays active until it is closed"
+    );
+    assert_eq!(r["resolved_by"], sys_id_of(&sim, "sys_user", "user_name", "relay"));
+    assert!(!r["resolved_at"].as_str().unwrap().is_empty());
+
+    // reopened by the caller: back to In Progress, active
+    let (s, _) = patch(&sim, "incident", &id, "relay", json!({"state": "2"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(stored(&sim)["active"], "true");
+    // closed (the close fields are still on the record): inactive, closed_at/closed_by set
+    let (s, _) = patch(&sim, "incident", &id, "relay", json!({"state": "7"})).await;
+    assert_eq!(s, 200);
+    let r = stored(&sim);
+    assert_eq!(r["active"], "false");
+    assert!(!r["closed_at"].as_str().unwrap().is_empty());
+    // cancelling another incident needs no close fields
+    let other = create_ok(&sim, "incident", "relay", incident("duplicate")).await;
+    let (s, _) = patch(
+        &sim,
+        "incident",
+        other["sys_id"].as_str().unwrap(),
+        "relay",
+        json!({"state": "8"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    sim.shutdown().await;
+
+    // an instance whose close rule binds the form only lets the bare resolve through
+    let mut cfg = SimConfig::default();
+    cfg.state_rules_on_api = FormRulePolicy::Ignore;
+    let sim = start_with(cfg).await;
+    let inc = create_ok(&sim, "incident", "relay", incident("x")).await;
+    let (s, _) = patch(
+        &sim,
+        "incident",
+        inc["sys_id"].as_str().unwrap(),
+        "relay",
+        json!({"state": "6"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn closing_a_security_incident_needs_its_close_code_and_notes() {
+    let sim = start().await;
+    let sir = new_sir(&sim, "relay", "usb copy").await;
+    let id = sir["sys_id"].as_str().unwrap();
+    let (s, body) = patch(&sim, "sn_si_incident", id, "relay", json!({"state": "3"})).await;
+    assert_eq!(s, 403);
+    assert!(error_detail(&body).contains("close_code, close_notes"), "{body}");
+    let close = json!({"state": "3", "close_code": "False positive", "close_notes": "dismissed"});
+    assert_eq!(patch(&sim, "sn_si_incident", id, "relay", close).await.0, 200);
+    let r = &sim.records("sn_si_incident")[0];
+    assert_eq!(r["active"], "false");
+    assert_eq!(r["close_code"], "False positive");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_analyst_acts_on_records_through_the_control_api() {
+    let sim = start().await;
+    let sir = new_sir(&sim, "relay", "usb copy").await;
+    let id = sir["sys_id"].as_str().unwrap().to_string();
+
+    // over HTTP: reassign and note, as admin (the default)
+    let resp = client()
+        .post(format!("{}/sim/records/sn_si_incident/{id}", sim.base_url()))
+        .json(&json!({"fields": {"assignment_group": "Security Operations", "work_notes": "taking this"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let row: Value = resp.json().await.unwrap();
+    assert_eq!(
+        row["result"]["assignment_group"],
+        sys_id_of(&sim, "sys_user_group", "name", "Security Operations"),
+        "references by display value"
+    );
+    let notes = journal_of(&sim, &id);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["sys_created_by"], "admin");
+
+    // the same rules as the Table API: the close fields, the user's write ACL
+    let (status, message) = sim
+        .act_as(None, "sn_si_incident", &id, json!({"state": "3"}))
+        .unwrap_err();
+    assert_eq!(status, 403);
+    assert!(message.contains("close_code"), "{message}");
+    let closed = sim
+        .act_as(
+            None,
+            "sn_si_incident",
+            &id,
+            json!({"state": "3", "close_code": "Resolved", "close_notes": "done"}),
+        )
+        .unwrap();
+    assert_eq!(closed["active"], "false");
+    let theirs = new_sir(&sim, "admin", "analyst's").await;
+    let err = sim
+        .act_as(
+            Some("relay"),
+            "sn_si_incident",
+            theirs["sys_id"].as_str().unwrap(),
+            json!({"work_notes": "x"}),
+        )
+        .unwrap_err();
+    assert_eq!(err.0, 403);
+    assert_eq!(sim.act_as(None, "incident", "0123", json!({})).unwrap_err().0, 404);
+
+    // bad control requests name the problem
+    let resp = client()
+        .post(format!("{}/sim/records/sn_si_incident/{id}", sim.base_url()))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    sim.shutdown().await;
+}
+
+#[test]
+fn a_table_with_journal_fields_needs_the_journal_table() {
+    let mut cfg = SimConfig::default();
+    cfg.tables.retain(|t| t.name != "sys_journal_field");
+    let err = cfg.validate().unwrap_err();
+    assert!(err.to_string().contains("sys_journal_field"), "{err}");
+}
