@@ -1,6 +1,7 @@
 //! The client: its construction and the one authorized request every operation sends (`execute`). The
 //! operations are in one file per API: `lookup` (Table API reads), `table` (Table API writes),
-//! `import` (Import Set API), `batch` (Batch API), `events` (Event Management) and `attachment`.
+//! `import` (Import Set API), `batch` (Batch API), `events` (Event Management), `attachment` and
+//! `lifecycle` (a record after creation: updates, its journal, many records read back).
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -18,10 +19,12 @@ mod attachment;
 mod batch;
 mod events;
 mod import;
+mod lifecycle;
 mod lookup;
 mod table;
 
 pub use batch::BatchItem;
+pub use lifecycle::{JournalEntry, MAX_READ_IDS};
 pub use lookup::{Expect, LOOKUP_ROWS, RecordKey};
 
 /// A ServiceNow REST client. Cheap to clone; clones share the connection pool and the OAuth token.

@@ -10,7 +10,7 @@ mod config;
 mod credentials;
 mod outcome;
 
-pub use client::{BatchItem, Expect, LOOKUP_ROWS, RecordKey, ServiceNowClient};
+pub use client::{BatchItem, Expect, JournalEntry, LOOKUP_ROWS, MAX_READ_IDS, RecordKey, ServiceNowClient};
 pub use config::{ClientConfig, MAX_CORRELATION_ID_LEN, correlation_query, validate_instance_url};
 pub use credentials::{CredentialSource, Credentials, ExposeSecret, SecretString, StaticCredentials};
 pub use outcome::{CreatedRecord, Outcome};

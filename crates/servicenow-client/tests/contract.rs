@@ -1212,3 +1212,160 @@ async fn delete_removes_own_record_and_classifies_failures() {
     assert_eq!(sim.records("incident").len(), 1);
     sim.shutdown().await;
 }
+
+// ----------------------------------------------------------------------------------------------------
+// after creation: updates, journal, read back
+// ----------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn work_notes_are_appended_and_read_back_from_the_journal() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let c = client(&sim, relay());
+    let a = created(c.create_record("incident", &incident("j-a")).await);
+    let b = created(c.create_record("incident", &incident("j-b")).await);
+    c.add_journal_entry("incident", &a.sys_id, "work_notes", "repeat alert 1 [relay-key k1]")
+        .await
+        .unwrap();
+    c.add_journal_entry("incident", &b.sys_id, "work_notes", "another record's note")
+        .await
+        .unwrap();
+    c.add_journal_entry("incident", &a.sys_id, "work_notes", "repeat alert 2 [relay-key k2]")
+        .await
+        .unwrap();
+    let notes = c.journal("incident", &a.sys_id, "work_notes").await.unwrap();
+    let values: Vec<&str> = notes.iter().map(|n| n.value.as_str()).collect();
+    assert_eq!(
+        values,
+        ["repeat alert 1 [relay-key k1]", "repeat alert 2 [relay-key k2]"]
+    );
+    assert!(
+        notes
+            .iter()
+            .all(|n| n.created_by == "relay" && !n.created_on.is_empty())
+    );
+    assert!(c.journal("incident", &a.sys_id, "comments").await.unwrap().is_empty());
+    // the instance keeps them in the journal, not on the record
+    let stored = sim.records("incident");
+    assert!(stored.iter().all(|r| r.get("work_notes").is_none()));
+    assert_eq!(sim.records("sys_journal_field").len(), 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_note_whose_answer_is_lost_is_ambiguous_and_the_journal_shows_it_once() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let c = client_with(&sim, Arc::new(StaticCredentials(relay())), Duration::from_millis(500));
+    let rec = created(c.create_record("incident", &incident("j-lost")).await);
+    sim.inject(fault(FaultKind::TimeoutAfterWrite, Some("incident"), Some("PATCH")));
+    let err = c
+        .add_journal_entry("incident", &rec.sys_id, "work_notes", "note [relay-key k-lost]")
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "ambiguous", "{err:?}");
+    let notes = c.journal("incident", &rec.sys_id, "work_notes").await.unwrap();
+    assert_eq!(
+        notes.len(),
+        1,
+        "applied once: a retry must look here before writing it again"
+    );
+    assert!(notes[0].value.contains("[relay-key k-lost]"));
+    // a 503 applies nothing and is retryable
+    sim.inject(fault(
+        FaultKind::ServerError { status: 503 },
+        Some("incident"),
+        Some("PATCH"),
+    ));
+    let err = c
+        .add_journal_entry("incident", &rec.sys_id, "work_notes", "second")
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "retryable", "{err:?}");
+    assert_eq!(c.journal("incident", &rec.sys_id, "work_notes").await.unwrap().len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_update_the_state_model_refuses_is_permanent_and_names_the_fields() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let c = client(&sim, relay());
+    let rec = created(c.create_record("incident", &incident("j-resolve")).await);
+    let bare = json!({"state": "6"}).as_object().unwrap().clone();
+    let err = c.update_record("incident", &rec.sys_id, &bare).await.unwrap_err();
+    assert_eq!(err.class(), "permanent", "{err:?}");
+    assert!(err.to_string().contains("close_code, close_notes"), "{err}");
+    let full = json!({"state": "6", "close_code": "Solution provided", "close_notes": "resolved at the source"});
+    c.update_record("incident", &rec.sys_id, full.as_object().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sim.records("incident")[0]["state"], "6");
+    // bad names are refused before any request
+    let before = sim.requests().len();
+    let bad = json!({"state; drop": "6"}).as_object().unwrap().clone();
+    assert_eq!(
+        c.update_record("incident", &rec.sys_id, &bad)
+            .await
+            .unwrap_err()
+            .class(),
+        "permanent"
+    );
+    assert_eq!(
+        c.update_record("incident", "../x", &full.as_object().unwrap().clone())
+            .await
+            .unwrap_err()
+            .class(),
+        "permanent"
+    );
+    assert_eq!(sim.requests().len(), before);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn records_are_read_back_by_sys_id_with_their_current_state() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let c = client(&sim, relay());
+    let ids: Vec<String> = create_incidents(&c, &["r-1", "r-2", "r-3"]).await;
+    // an analyst resolves the second one in the instance
+    sim.act_as(
+        None,
+        "incident",
+        &ids[1],
+        json!({"state": "6", "close_code": "Solution provided", "close_notes": "false alarm"}),
+    )
+    .unwrap();
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let asked = [ids[0].as_str(), ids[1].as_str(), unknown];
+    let rows = c
+        .read_records("incident", &asked, &["state", "active", "close_code", "sys_updated_on"])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let state_of = |id: &str| {
+        rows.iter()
+            .find(|r| r["sys_id"] == id)
+            .map(|r| (r["state"].as_str().unwrap().to_string(), r["close_code"].clone()))
+            .unwrap()
+    };
+    assert_eq!(state_of(&ids[0]).0, "1");
+    assert_eq!(state_of(&ids[1]), ("6".into(), json!("Solution provided")));
+    assert!(c.read_records("incident", &[], &["state"]).await.unwrap().is_empty());
+    let many: Vec<String> = (0..=servicenow_client::MAX_READ_IDS)
+        .map(|i| format!("{i:032x}"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let before = sim.requests().len();
+    assert_eq!(
+        c.read_records("incident", &many, &["state"]).await.unwrap_err().class(),
+        "permanent"
+    );
+    assert_eq!(sim.requests().len(), before, "refused without a request");
+    sim.shutdown().await;
+}
+
+/// Create one incident per correlation id; their sys_ids in order.
+async fn create_incidents(c: &ServiceNowClient, keys: &[&str]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for k in keys {
+        ids.push(created(c.create_record("incident", &incident(k)).await).sys_id);
+    }
+    ids
+}
