@@ -96,6 +96,14 @@ pub struct SimConfig {
     /// (`tables[].state_rules`, e.g. an incident resolved without close code and notes) does over the API.
     /// The documentation states these for the form; the default is the harsher reading (refused).
     pub state_rules_on_api: FormRulePolicy,
+    /// What a non-admin update of a record in a final state (`state_rules[].final`: a closed incident) does.
+    /// The documentation says a closed incident "cannot" be reopened, not how; the default is the harsher
+    /// reading (refused with 403); `ignore` lets it through.
+    pub final_state_writes: FormRulePolicy,
+    /// Who reads `sys_journal_field`: false (the default, the harsher reading) = its read roles only
+    /// (`audit_viewer`: "Provides read access to the sys_audit, sys_journal_field, and sys_history_set
+    /// tables"); true = also whoever may read the record an entry belongs to (`read_through`).
+    pub journal_read_through_record: bool,
     /// What a reference value outside its field's reference qualifier (`tables[].reference_qualifiers`)
     /// does over the API. The documentation states the qualifier for the form only; the default is the
     /// harsher reading (left empty, as an unknown reference value is).
@@ -147,7 +155,7 @@ struct InstanceData {
 const INSTANCE_YAML: &str = include_str!("instance.yaml");
 
 /// Roles of the default integration user `relay`: the role each routed table needs to insert.
-pub const RELAY_ROLES: [&str; 9] = [
+pub const RELAY_ROLES: [&str; 10] = [
     "itil",
     "sn_si.integration_user",
     "sn_ti.write",
@@ -157,6 +165,7 @@ pub const RELAY_ROLES: [&str; 9] = [
     "sn_hr_ef.document_writer",
     "evt_mgmt_integration",
     "import_set_loader",
+    "audit_viewer",
 ];
 
 impl Default for SimConfig {
@@ -218,6 +227,8 @@ impl Default for SimConfig {
             qualified_reference: QualifierPolicy::Blank,
             date_rules_on_api: FormRulePolicy::Reject,
             state_rules_on_api: FormRulePolicy::Reject,
+            final_state_writes: FormRulePolicy::Reject,
+            journal_read_through_record: false,
             invalid_query_returns_no_rows: false,
             max_content_length: 10 * 1024 * 1024,
             require_accept_header: false,

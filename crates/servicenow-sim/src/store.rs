@@ -410,15 +410,12 @@ impl Shared {
     }
 
     /// Read ACL: restriction first, then read/write roles, then the *_own roles on the user's own records.
-    /// A table read through its parent (`read_through`) needs the store to find the parent: see
+    /// Reading a table's rows through their parent record (`read_through`) needs the store: see
     /// [`Shared::can_read_in`].
     pub fn can_read(&self, user: &str, table: &str, row: &Fields) -> bool {
         let Some(t) = self.table_config(table) else {
             return self.is_admin(user);
         };
-        if t.read_through.is_some() {
-            return self.is_admin(user);
-        }
         if let Some(r) = &t.restriction
             && row.get(&r.field).is_some_and(|v| v == "true")
         {
@@ -430,12 +427,16 @@ impl Shared {
                 && (self.has_any(user, &t.read_own_roles) || self.has_any(user, &t.write_own_roles)))
     }
 
-    /// [`Shared::can_read`], with rows of a `read_through` table readable when the record they belong to is.
+    /// [`Shared::can_read`], and when the instance lets journal entries be read through their record
+    /// (`journal_read_through_record`), a `read_through` row whose record the user may read.
     pub fn can_read_in(&self, store: &Store, user: &str, table: &str, row: &Fields) -> bool {
         let through = self.table_config(table).and_then(|t| t.read_through.as_ref());
-        let Some(through) = through else {
+        let Some(through) = through.filter(|_| self.config.journal_read_through_record) else {
             return self.can_read(user, table, row);
         };
+        if self.can_read(user, table, row) {
+            return true;
+        }
         let parent_table = row.get(&through.table_field).map(String::as_str).unwrap_or("");
         let parent = row
             .get(&through.id_field)

@@ -9,7 +9,7 @@ use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use servicenow_sim::SimConfig;
-use servicenow_sim::config::FormRulePolicy;
+use servicenow_sim::config::{FormRulePolicy, UserConfig};
 
 async fn patch(sim: &servicenow_sim::RunningSim, table: &str, sys_id: &str, user: &str, body: Value) -> (u16, Value) {
     let resp = req(sim, Method::PATCH, &format!("/api/now/table/{table}/{sys_id}"), user)
@@ -62,13 +62,14 @@ async fn a_work_note_is_a_journal_entry_not_a_field_of_the_record() {
     assert!(read["result"].get("work_notes").is_none_or(|v| v == ""), "{read}");
     assert!(sim.records("incident")[0].get("work_notes").is_none());
 
-    // the journal is queryable over the Table API by whoever may read the incident
+    // the journal is queryable over the Table API by audit_viewer (the relay holds it), not by every
+    // user who may read the incident
     let path = format!("/api/now/table/sys_journal_field?sysparm_query=element_id={id}^element=work_notes");
-    for user in ["relay", "readonly"] {
-        let (s, list) = get_json(&sim, &path, user).await;
-        assert_eq!(s, 200);
-        assert_eq!(list["result"].as_array().unwrap().len(), 2, "{user}: {list}");
-    }
+    let (s, list) = get_json(&sim, &path, "relay").await;
+    assert_eq!(s, 200);
+    assert_eq!(list["result"].as_array().unwrap().len(), 2, "{list}");
+    let (s, list) = get_json(&sim, &path, "readonly").await;
+    assert_eq!((s, list["result"].as_array().unwrap().len()), (200, 0), "{list}");
     // and cannot be written directly
     let resp = create(
         &sim,
@@ -82,14 +83,21 @@ async fn a_work_note_is_a_journal_entry_not_a_field_of_the_record() {
 }
 
 #[tokio::test]
-async fn journal_entries_of_a_record_the_user_may_not_read_are_hidden() {
-    let sim = start().await;
-    // sn_si.integration_user reads only the SIRs it created
-    let own = new_sir(&sim, "relay", "own").await;
+async fn journal_entries_read_through_the_record_when_the_instance_allows_it() {
+    let mut cfg = SimConfig::default();
+    cfg.journal_read_through_record = true;
+    // an integration user without audit_viewer: reads only the SIRs it created
+    cfg.users.push(UserConfig {
+        name: "agent".into(),
+        password: "agent-password".into(),
+        roles: vec!["sn_si.integration_user".into()],
+    });
+    let sim = start_with(cfg).await;
+    let own = new_sir(&sim, "agent", "own").await;
     let other = new_sir(&sim, "admin", "analyst's").await;
     let (own_id, other_id) = (own["sys_id"].as_str().unwrap(), other["sys_id"].as_str().unwrap());
     assert_eq!(
-        patch(&sim, "sn_si_incident", own_id, "relay", json!({"work_notes": "mine"}))
+        patch(&sim, "sn_si_incident", own_id, "agent", json!({"work_notes": "mine"}))
             .await
             .0,
         200
@@ -106,27 +114,25 @@ async fn journal_entries_of_a_record_the_user_may_not_read_are_hidden() {
         .0,
         200
     );
-    let (s, list) = get_json(
-        &sim,
-        "/api/now/table/sys_journal_field?sysparm_query=element=work_notes",
-        "relay",
-    )
-    .await;
+    let path = "/api/now/table/sys_journal_field?sysparm_query=element=work_notes";
+    let values = |list: &Value| -> Vec<String> {
+        list["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["value"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, list) = get_json(&sim, path, "agent").await;
     assert_eq!(s, 200);
-    let values: Vec<&str> = list["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["value"].as_str().unwrap())
-        .collect();
-    assert_eq!(values, ["mine"]);
-    let (_, all) = get_json(
-        &sim,
-        "/api/now/table/sys_journal_field?sysparm_query=element=work_notes",
-        "admin",
-    )
-    .await;
-    assert_eq!(all["result"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        values(&list),
+        ["mine"],
+        "entries of records it may not read stay hidden"
+    );
+    // audit_viewer reads every entry, whatever the record: the exposure infra/servicenow-roles.md names
+    let (_, all) = get_json(&sim, path, "relay").await;
+    assert_eq!(values(&all), ["mine", "theirs"]);
     sim.shutdown().await;
 }
 
@@ -169,6 +175,18 @@ async fn resolving_an_incident_needs_its_close_code_and_notes_and_closing_makes_
     let r = stored(&sim);
     assert_eq!(r["active"], "false");
     assert!(!r["closed_at"].as_str().unwrap().is_empty());
+    // Closed is final: the relay may neither reopen it nor add a note; admin may
+    let (s, body) = patch(&sim, "incident", &id, "relay", json!({"state": "2"})).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        error_detail(&body).contains("is Closed: a closed record cannot be updated or reopened"),
+        "{body}"
+    );
+    let (s, _) = patch(&sim, "incident", &id, "relay", json!({"work_notes": "late repeat"})).await;
+    assert_eq!(s, 403);
+    assert!(journal_of(&sim, &id).is_empty());
+    let (s, _) = patch(&sim, "incident", &id, "admin", json!({"work_notes": "admin note"})).await;
+    assert_eq!(s, 200);
     // cancelling another incident needs no close fields
     let other = create_ok(&sim, "incident", "relay", incident("duplicate")).await;
     let (s, _) = patch(
@@ -182,11 +200,27 @@ async fn resolving_an_incident_needs_its_close_code_and_notes_and_closing_makes_
     assert_eq!(s, 200);
     sim.shutdown().await;
 
-    // an instance whose close rule binds the form only lets the bare resolve through
+    // an instance whose close rule binds the form only lets the bare resolve through, and one that lets
+    // closed records be updated takes the reopen
     let mut cfg = SimConfig::default();
     cfg.state_rules_on_api = FormRulePolicy::Ignore;
+    cfg.final_state_writes = FormRulePolicy::Ignore;
     let sim = start_with(cfg).await;
     let inc = create_ok(&sim, "incident", "relay", incident("x")).await;
+    let closed = create_ok(&sim, "incident", "relay", incident("closed")).await;
+    let closed_id = closed["sys_id"].as_str().unwrap();
+    assert_eq!(
+        patch(&sim, "incident", closed_id, "relay", json!({"state": "7"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        patch(&sim, "incident", closed_id, "relay", json!({"state": "2"}))
+            .await
+            .0,
+        200
+    );
     let (s, _) = patch(
         &sim,
         "incident",

@@ -245,6 +245,7 @@ pub fn update_record(
     let Some(existing) = store.tables.get(table).and_then(|d| d.get(sys_id)).cloned() else {
         return Err(super::reply::not_found());
     };
+    final_state_check(shared, table, &existing, user)?;
     let mut updated = existing.clone();
     updated.extend(prepare_fields(shared, store, table, input, by_display)?);
     state_rule_apply(shared, store, table, existing.get("state"), &mut updated, user)?;
@@ -321,6 +322,34 @@ pub fn state_rule_apply(
         row.insert(field.clone(), v);
     }
     Ok(())
+}
+
+/// A record in a final state (a closed incident) is updated by admin only, unless `final_state_writes` is
+/// `ignore`: 403 naming the record and its state.
+fn final_state_check(shared: &Shared, table: &str, row: &Fields, user: &str) -> Result<(), Reply> {
+    let Some(cfg) = shared.table_config(table) else {
+        return Ok(());
+    };
+    let Some(state) = row.get("state") else {
+        return Ok(());
+    };
+    let is_final = cfg.state_rules.iter().any(|r| r.is_final && r.states.contains(state));
+    if !is_final || shared.is_admin(user) || shared.config.final_state_writes == FormRulePolicy::Ignore {
+        return Ok(());
+    }
+    let label = cfg.choices.get("state").and_then(|c| c.get(state)).unwrap_or(state);
+    let name = row
+        .get("number")
+        .or_else(|| row.get("sys_id"))
+        .cloned()
+        .unwrap_or_default();
+    Err(error_reply(
+        StatusCode::FORBIDDEN,
+        "Operation Failed",
+        Some(&format!(
+            "{table} {name} is {label}: a closed record cannot be updated or reopened"
+        )),
+    ))
 }
 
 /// Take the journal fields out of a row about to be stored: the non-empty ones, in field order.

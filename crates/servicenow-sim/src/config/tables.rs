@@ -43,6 +43,9 @@ pub struct StateRule {
     pub active: Option<bool>,
     #[serde(default)]
     pub on_enter: BTreeMap<String, String>,
+    /// The record is finished in these states: no user but admin may update it (`SimConfig::final_state_writes`).
+    #[serde(default, rename = "final")]
+    pub is_final: bool,
 }
 
 /// Rows readable by whoever may read the record they belong to: `table_field` names its table,
