@@ -17,7 +17,7 @@ pub use alert::{Alert, AlertType, InvalidAlert, Problem, Severity};
 pub use backoff::{BackoffPolicy, NextAttempt};
 pub use batch::{BatchPlan, Pending, PlannedRecord};
 pub use config::{Config, ConfigError, ConfigLoadError, DeliveryMode, LoadedConfig, RecordType};
-pub use profile::{Dedupe, DedupeMatch, PriorityMethod, Profile};
+pub use profile::{Dedupe, DedupeMatch, Lifecycle, PriorityMethod, Profile, Transition};
 pub use route::{
     AlertSummary, DOCUMENT_FILE, Decision, DocumentFile, PersonLookup, PseudonymKey, Router, RouterError, TrendChart,
     ValidTo, correlation_id, is_query_safe,

@@ -104,6 +104,116 @@ impl Dedupe {
     }
 }
 
+/// A state change the relay makes on a record (resolving it when its alerts are resolved, closing it as a
+/// false positive): the state, the fields the table's state model requires with it (a close code), and the
+/// field the resolution's note goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub state: String,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    #[serde(default)]
+    pub notes_field: Option<String>,
+}
+
+impl Transition {
+    /// The fields to write: the state, the required fields, and `notes` in the notes field.
+    pub fn fields_with(&self, notes: &str) -> Map<String, Value> {
+        let mut out = Map::new();
+        out.insert("state".into(), Value::String(self.state.clone()));
+        for (k, v) in &self.fields {
+            out.insert(k.clone(), Value::String(v.clone()));
+        }
+        if let Some(f) = &self.notes_field {
+            out.insert(f.clone(), Value::String(notes.to_string()));
+        }
+        out
+    }
+}
+
+/// A record's life on its table after the relay created it: where notes go, which states are done, how the
+/// relay resolves it, closes it as a false positive, reopens it, and links a new record to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// The journal field notes are written to (`work_notes`); None: the table has none.
+    #[serde(default)]
+    pub journal: Option<String>,
+    /// States in which the record is done (resolved, closed, cancelled).
+    #[serde(default)]
+    pub done_states: Vec<String>,
+    #[serde(default)]
+    pub resolve: Option<Transition>,
+    #[serde(default)]
+    pub false_positive: Option<Transition>,
+    /// Done states a record cannot leave (a closed incident): it is never reopened or noted on.
+    #[serde(default)]
+    pub final_states: Vec<String>,
+    /// The state a done (not final) record goes back to when reopened; None: its state model does not reopen.
+    #[serde(default)]
+    pub reopen_state: Option<String>,
+    /// The field of a new record that references an earlier one; None: linked by a note on each.
+    #[serde(default)]
+    pub link_field: Option<String>,
+}
+
+impl Lifecycle {
+    /// Is `state` one of the done states?
+    pub fn is_done(&self, state: &str) -> bool {
+        self.done_states.iter().any(|s| s == state)
+    }
+
+    /// Can a record in `state` be reopened (done, not final, and the table has a reopen state)?
+    pub fn can_reopen(&self, state: &str) -> bool {
+        self.reopen_state.is_some() && self.is_done(state) && !self.final_states.iter().any(|s| s == state)
+    }
+
+    /// Every field the lifecycle names, with what names it.
+    fn named_fields(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(j) = &self.journal {
+            out.push(("lifecycle.journal", j.as_str()));
+        }
+        if let Some(l) = &self.link_field {
+            out.push(("lifecycle.link_field", l.as_str()));
+        }
+        for (what, t) in [
+            ("lifecycle.resolve", &self.resolve),
+            ("lifecycle.false_positive", &self.false_positive),
+        ] {
+            if let Some(t) = t {
+                out.push((what, "state"));
+                out.extend(t.fields.keys().map(|k| (what, k.as_str())));
+                out.extend(t.notes_field.as_deref().map(|f| (what, f)));
+            }
+        }
+        out
+    }
+
+    /// Every state the lifecycle names, with what names it.
+    fn named_states(&self) -> Vec<(&'static str, &str)> {
+        let mut out: Vec<(&'static str, &str)> = self
+            .done_states
+            .iter()
+            .map(|s| ("lifecycle.done_states", s.as_str()))
+            .collect();
+        out.extend(
+            self.resolve
+                .as_ref()
+                .map(|t| ("lifecycle.resolve.state", t.state.as_str())),
+        );
+        out.extend(
+            self.false_positive
+                .as_ref()
+                .map(|t| ("lifecycle.false_positive.state", t.state.as_str())),
+        );
+        out.extend(self.reopen_state.as_deref().map(|s| ("lifecycle.reopen_state", s)));
+        out.extend(self.final_states.iter().map(|s| ("lifecycle.final_states", s.as_str())));
+        out
+    }
+}
+
 /// One profile, compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -122,6 +232,7 @@ pub struct Profile {
     /// be looked up in `sys_user` now, the attempt is retried instead of sending a record it would refuse.
     pub person_required: bool,
     pub states: BTreeMap<String, String>,
+    pub lifecycle: Lifecycle,
     pub domain: BTreeMap<String, Text>,
     /// field → literal value sent when no domain template (and no route field) gives the field one: what the
     /// table's data policy requires and the alert may not say (an HR service, a policy, a risk's entity).
@@ -209,6 +320,9 @@ pub(crate) struct RawProfile {
     pub person_required: Option<bool>,
     #[serde(default)]
     pub states: Option<BTreeMap<String, String>>,
+    /// Replaces the shipped lifecycle as a whole.
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
     #[serde(default)]
     pub domain: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -250,6 +364,7 @@ impl RawProfile {
             person_fields: over.person_fields.clone().or_else(|| self.person_fields.clone()),
             person_required: over.person_required.or(self.person_required),
             states: over.states.clone().or_else(|| self.states.clone()),
+            lifecycle: over.lifecycle.clone().or_else(|| self.lifecycle.clone()),
             domain,
             defaults,
             context: over.context.clone().or_else(|| self.context.clone()),
@@ -329,6 +444,23 @@ pub(crate) fn compile_profiles(
         for k in defaults.keys() {
             named.push(("defaults", k));
         }
+        let lifecycle = r.lifecycle.clone().unwrap_or_default();
+        named.extend(lifecycle.named_fields());
+        let states = r.states.clone().unwrap_or_default();
+        for f in lifecycle.final_states.iter().filter(|f| !lifecycle.is_done(f)) {
+            problems.push((
+                loc.clone(),
+                format!("lifecycle.final_states names state {f:?}, which is not one of its done_states"),
+            ));
+        }
+        for (what, state) in lifecycle.named_states() {
+            if !states.contains_key(state) {
+                problems.push((
+                    loc.clone(),
+                    format!("{what} names state {state:?}, which is not one of the profile's states"),
+                ));
+            }
+        }
         for (what, f) in named {
             if !fields.contains(f) {
                 problems.push((
@@ -366,7 +498,8 @@ pub(crate) fn compile_profiles(
                 group_field,
                 person_fields,
                 person_required: r.person_required.unwrap_or(false),
-                states: r.states.clone().unwrap_or_default(),
+                states,
+                lifecycle,
                 domain,
                 defaults,
                 context,

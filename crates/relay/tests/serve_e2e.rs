@@ -734,6 +734,9 @@ async fn test_connection_reports_every_table() {
             "{table}: {}",
             text(&o)
         );
+        // task tables have a journal: the note goes to sys_journal_field and is read back (audit_viewer)
+        let journaled = table != "sn_risk_risk";
+        assert_eq!(line.contains("note read back"), journaled, "{table}: {line}");
     }
     // only routed tables are probed: no bare task, no unrouted table
     for table in ["task", "sn_ti_observable", "sn_hr_ef_employee_document", "problem"] {
@@ -751,6 +754,20 @@ async fn test_connection_reports_every_table() {
             "{table}: the admin's test record is gone again"
         );
     }
+    // an integration user without audit_viewer: notes are written but cannot be read back; reported, not failed
+    let mut cfg = SimConfig::default();
+    for u in cfg.users.iter_mut().filter(|u| u.name == "relay") {
+        u.roles.retain(|r| r != "audit_viewer");
+    }
+    let blind = Simulator::start(cfg).await.unwrap();
+    let o = tc(&servicenow_file(d, &blind.base_url(), "relay", "relay-password"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        line_of(&o, "incident").contains("note written but NOT read back from sys_journal_field (grant audit_viewer"),
+        "{}",
+        text(&o)
+    );
+    blind.shutdown().await;
     // hibernating
     sim.set_hibernating(true);
     let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "relay-password"));

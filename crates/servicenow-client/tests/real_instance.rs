@@ -256,13 +256,82 @@ async fn every_routed_table_round_trips(c: &ServiceNowClient, username: &str) ->
             None,
             "{table}: a lookup by another key must find nothing, never an existing row"
         );
-        match c.delete_record(&table, &rec.sys_id).await {
-            Ok(()) => {}
-            Err(Outcome::Permanent { status: 403, .. }) => left.push(format!("{table} {}", rec.sys_id)),
-            Err(o) => panic!("{table}: delete failed: {o}"),
+        let mut made = vec![rec.sys_id.clone()];
+        if let Some(second) = lifecycle_round_trip(c, &table, profile, &rec.sys_id, &fields).await {
+            made.push(second);
+        }
+        for sys_id in made {
+            match c.delete_record(&table, &sys_id).await {
+                Ok(()) => {}
+                Err(Outcome::Permanent { status: 403, .. }) => left.push(format!("{table} {sys_id}")),
+                Err(o) => panic!("{table}: delete failed: {o}"),
+            }
         }
     }
     left
+}
+
+/// The profile's lifecycle on the record `sys_id` (created with `fields`): a note written to its journal
+/// field and read back from the journal, the record resolved as the profile resolves it (the state model's
+/// close fields accepted, the state read back) and reopened where the profile says it can be; then a
+/// second record closed as a false positive. Returns the second record's sys_id.
+async fn lifecycle_round_trip(
+    c: &ServiceNowClient,
+    table: &str,
+    profile: &relay_core::Profile,
+    sys_id: &str,
+    fields: &serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    let life = &profile.lifecycle;
+    if let Some(journal) = &life.journal {
+        let note = format!("[Alert Relay connection test] note {}", unique("note"));
+        c.add_journal_entry(table, sys_id, journal, &note)
+            .await
+            .unwrap_or_else(|o| panic!("{table}: a note to {journal} is refused: {o}"));
+        let entries = c.journal(table, sys_id, journal).await.expect("journal read");
+        assert!(
+            entries.iter().any(|e| e.value == note),
+            "{table}: the note is not read back from sys_journal_field (does the user hold audit_viewer?): {entries:?}"
+        );
+    }
+    let state_of = |rows: Vec<serde_json::Map<String, serde_json::Value>>| {
+        rows.first()
+            .and_then(|r| r.get("state"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    if let Some(resolve) = &life.resolve {
+        c.update_record(table, sys_id, &resolve.fields_with("resolved by the connection test"))
+            .await
+            .unwrap_or_else(|o| panic!("{table}: resolving as the profile does is refused: {o}"));
+        let rows = c.read_records(table, &[sys_id], &["state"]).await.expect("read back");
+        assert_eq!(state_of(rows), Some(resolve.state.clone()), "{table}: resolved state");
+        if let Some(reopen) = life.reopen_state.as_deref().filter(|_| life.can_reopen(&resolve.state)) {
+            let mut back = serde_json::Map::new();
+            back.insert("state".into(), reopen.into());
+            c.update_record(table, sys_id, &back)
+                .await
+                .unwrap_or_else(|o| panic!("{table}: reopening to {reopen} is refused: {o}"));
+        }
+    }
+    let fp = life.false_positive.as_ref()?;
+    let second = match c.create_record(table, fields).await {
+        Outcome::Created(r) => r.sys_id,
+        other => panic!("{table}: second record refused: {other}"),
+    };
+    c.update_record(
+        table,
+        &second,
+        &fp.fields_with("dismissed as a false positive by the connection test"),
+    )
+    .await
+    .unwrap_or_else(|o| panic!("{table}: closing as a false positive is refused: {o}"));
+    let rows = c
+        .read_records(table, &[second.as_str()], &["state"])
+        .await
+        .expect("read back");
+    assert_eq!(state_of(rows), Some(fp.state.clone()), "{table}: false-positive state");
+    Some(second)
 }
 
 #[tokio::test]

@@ -405,3 +405,50 @@ fn profiles_can_be_overridden_and_a_new_field_then_passes_the_check() {
         "profiles.hr_case: dedupe.field names field \"u_nothing\""
     ));
 }
+
+#[test]
+fn a_lifecycle_naming_a_field_or_state_its_table_lacks_is_rejected() {
+    let c = Config::from_yaml(MINIMAL).unwrap();
+    let sir = &c.profiles["security_incident"].lifecycle;
+    assert_eq!(sir.journal.as_deref(), Some("work_notes"));
+    assert!(sir.is_done("3") && !sir.is_done("16"));
+    let fp = sir
+        .false_positive
+        .as_ref()
+        .unwrap()
+        .fields_with("dismissed by the monitoring product");
+    assert_eq!(fp["state"], "3");
+    assert_eq!(fp["close_code"], "False positive");
+    assert_eq!(fp["close_notes"], "dismissed by the monitoring product");
+    // non-task tables have no journal
+    assert_eq!(c.profiles["risk"].lifecycle.journal, None);
+
+    let bad = format!(
+        "{MINIMAL}profiles:\n  incident:\n    lifecycle:\n      journal: u_notes\n      done_states: [\"6\", \"9\"]\n      resolve: {{state: \"6\", fields: {{u_code: x}}, notes_field: close_notes}}\n"
+    );
+    let p = problems(&bad);
+    assert!(
+        has(
+            &p,
+            "profiles.incident: lifecycle.journal names field \"u_notes\", which table incident does not have"
+        ),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "profiles.incident: lifecycle.resolve names field \"u_code\""),
+        "{p:?}"
+    );
+    assert!(
+        has(
+            &p,
+            "profiles.incident: lifecycle.done_states names state \"9\", which is not one of the profile's states"
+        ),
+        "{p:?}"
+    );
+    // an override replaces the shipped lifecycle as a whole
+    let off = format!("{MINIMAL}profiles:\n  incident:\n    lifecycle: {{}}\n");
+    assert_eq!(
+        Config::from_yaml(&off).unwrap().profiles["incident"].lifecycle,
+        crate::profile::Lifecycle::default()
+    );
+}

@@ -162,6 +162,10 @@ async fn check_table(
             format!("lookup by {} failed: {}", profile.dedupe.field, verdict(&o).1),
         ),
     };
+    let found = match note_check(client, &table, profile, &record.sys_id).await {
+        Some(note) => format!("{found}, {note}"),
+        None => found,
+    };
     let (ok, detail) = match client.delete_record(&table, &record.sys_id).await {
         Ok(()) => (found_ok, format!("created {shown}, {found}, deleted")),
         // integration roles usually may not delete: the check stands, the record stays for a human
@@ -179,6 +183,29 @@ async fn check_table(
     };
     let detail = if ok { format!("OK ({detail})") } else { detail };
     TableCheck { table, ok, detail }
+}
+
+/// Where the table has a journal (its profile's `lifecycle.journal`): a note written to the test record and
+/// read back from `sys_journal_field`, the only place a note can be checked after a lost answer. A note
+/// that cannot be written or read back is reported, not failed: the relay writes no notes yet.
+async fn note_check(
+    client: &ServiceNowClient,
+    table: &str,
+    profile: &relay_core::Profile,
+    sys_id: &str,
+) -> Option<String> {
+    let journal = profile.lifecycle.journal.as_deref()?;
+    let note = format!("[Alert Relay connection test] {}", uuid::Uuid::new_v4().simple());
+    if let Err(o) = client.add_journal_entry(table, sys_id, journal, &note).await {
+        return Some(format!("a note to {journal} is refused ({})", verdict(&o).1));
+    }
+    Some(match client.journal(table, sys_id, journal).await {
+        Ok(entries) if entries.iter().any(|e| e.value == note) => "note read back".to_string(),
+        Ok(_) => "note written but NOT read back from sys_journal_field (grant audit_viewer, \
+                  infra/servicenow-roles.md): a note whose answer is lost could not be checked"
+            .to_string(),
+        Err(o) => format!("note written, journal read failed: {}", verdict(&o).1),
+    })
 }
 
 /// What a create (or delete) outcome means for the operator: whether the table is usable, and why not.
