@@ -25,13 +25,14 @@ const BEYOND_THE_SCHEMA: [(&str, &str); 2] = [
 ];
 
 /// How many problems the validator reports for each invalid sample (docs/alert-schema.md names them).
-const PROBLEM_COUNTS: [(&str, usize); 6] = [
+const PROBLEM_COUNTS: [(&str, usize); 7] = [
     ("bad-values.json", 7),
     ("missing-required-fields.json", 6),
     ("too-long-and-wrong-types.json", 7),
     ("not-json.json", 1),
     ("impossible-date.json", 1),
     ("bad-evidence-port.json", 1),
+    ("resolution-event.json", 1),
 ];
 
 fn repo() -> PathBuf {

@@ -25,7 +25,7 @@ pub const MAX_LIST_ITEMS: usize = 100;
 
 /// The top-level keys schema v1 defines; any other key is accepted, listed in `Alert::ignored_fields` and
 /// never sent to ServiceNow.
-pub const KNOWN_FIELDS: [&str; 12] = [
+pub const KNOWN_FIELDS: [&str; 13] = [
     "schema_version",
     "alert_id",
     "alert_type",
@@ -38,4 +38,5 @@ pub const KNOWN_FIELDS: [&str; 12] = [
     "details",
     "rule",
     "test",
+    "event",
 ];

@@ -376,3 +376,34 @@ fn evidence_links_already_in_normal_form_leave_unchanged_and_others_normalised()
         assert!(has(&problems(v), "$.evidence_url", ""), "{refused}");
     }
 }
+
+#[test]
+fn a_lifecycle_event_is_refused_by_name_instead_of_passing_as_a_new_alert() {
+    // without the check, a resolution carrying the original alert_id would be accepted as a new alert and
+    // answered as a duplicate: dropped without a word
+    for event in ["updated", "resolved", "dismissed"] {
+        let mut v = usb_copy();
+        v["event"] = json!(event);
+        v["resolution"] = json!({"reason": "false_positive"});
+        let p = problems(v);
+        assert!(
+            has(
+                &p,
+                "$.event",
+                &format!("event \"{event}\" is not supported by this relay version")
+            ),
+            "{p:?}"
+        );
+    }
+    let mut v = usb_copy();
+    v["event"] = json!("closed");
+    assert!(has(&problems(v), "$.event", "unknown event \"closed\""));
+    let mut v = usb_copy();
+    v["event"] = json!(3);
+    assert!(has(&problems(v), "$.event", "unknown event 3"));
+    // "raised" is a new alert, as a body without an event is; neither lists `event` as ignored
+    let mut v = usb_copy();
+    v["event"] = json!("raised");
+    let a = Alert::from_value(&v).unwrap();
+    assert!(a.ignored_fields.is_empty(), "{:?}", a.ignored_fields);
+}

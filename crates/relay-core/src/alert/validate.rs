@@ -52,6 +52,25 @@ impl Alert {
             );
         }
 
+        // A lifecycle event (an update, resolution or dismissal of an alert already sent) would otherwise
+        // pass as a new alert and, carrying the original alert_id, be answered as a duplicate and dropped:
+        // refused by name until this relay acts on them (docs/record-lifecycle.md).
+        match obj.get("event") {
+            None => {}
+            Some(Value::String(e)) if e == "raised" => {}
+            Some(Value::String(e)) if ["updated", "resolved", "dismissed"].contains(&e.as_str()) => c.problem(
+                "$.event",
+                format!(
+                    "event {e:?} is not supported by this relay version: it creates records for new alerts \
+                     (event \"raised\" or no event) and does not yet update, resolve or dismiss them"
+                ),
+            ),
+            Some(other) => c.problem(
+                "$.event",
+                format!("unknown event {other}; this relay accepts \"raised\" (or no event)"),
+            ),
+        }
+
         let alert_id = c.required(obj.get("alert_id"), "$.alert_id", MAX_ALERT_ID);
         let alert_type = c.one_of(
             obj.get("alert_type"),
