@@ -447,6 +447,31 @@ pub(crate) fn compile_profiles(
         let lifecycle = r.lifecycle.clone().unwrap_or_default();
         named.extend(lifecycle.named_fields());
         let states = r.states.clone().unwrap_or_default();
+        let transitions = [
+            ("lifecycle.resolve", &lifecycle.resolve),
+            ("lifecycle.false_positive", &lifecycle.false_positive),
+        ];
+        for (what, t) in transitions {
+            let Some(t) = t else { continue };
+            if !lifecycle.is_done(&t.state) {
+                problems.push((
+                    loc.clone(),
+                    format!("{what}.state {:?} is not one of its done_states", t.state),
+                ));
+            }
+            if t.fields.contains_key("state") || t.notes_field.as_deref() == Some("state") {
+                problems.push((
+                    loc.clone(),
+                    format!("{what} sets state in fields: give it as {what}.state"),
+                ));
+            }
+        }
+        if let Some(r) = lifecycle.reopen_state.as_deref().filter(|r| lifecycle.is_done(r)) {
+            problems.push((
+                loc.clone(),
+                format!("lifecycle.reopen_state {r:?} is one of its done_states: a reopened record must be open"),
+            ));
+        }
         for f in lifecycle.final_states.iter().filter(|f| !lifecycle.is_done(f)) {
             problems.push((
                 loc.clone(),

@@ -1298,6 +1298,19 @@ async fn an_update_the_state_model_refuses_is_permanent_and_names_the_fields() {
         .await
         .unwrap();
     assert_eq!(sim.records("incident")[0]["state"], "6");
+    // closed: final. A retried close whose first answer was lost gets this too: read the state back
+    let close = json!({"state": "7"});
+    c.update_record("incident", &rec.sys_id, close.as_object().unwrap())
+        .await
+        .unwrap();
+    let err = c
+        .add_journal_entry("incident", &rec.sys_id, "work_notes", "late")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Outcome::Permanent { status: 403, .. }) && err.to_string().contains("final state"),
+        "{err:?}"
+    );
     // bad names are refused before any request
     let before = sim.requests().len();
     let bad = json!({"state; drop": "6"}).as_object().unwrap().clone();

@@ -312,6 +312,11 @@ async fn lifecycle_round_trip(
             c.update_record(table, sys_id, &back)
                 .await
                 .unwrap_or_else(|o| panic!("{table}: reopening to {reopen} is refused: {o}"));
+            let rows = c
+                .read_records(table, &[sys_id], &["state", "active"])
+                .await
+                .expect("read back");
+            assert_eq!(state_of(rows), Some(reopen.to_string()), "{table}: reopened state");
         }
     }
     let fp = life.false_positive.as_ref()?;
@@ -363,4 +368,67 @@ async fn every_routed_table_round_trips_on_the_instance() {
     for entry in left {
         println!("the integration user may not delete: delete by hand: {entry}");
     }
+}
+
+/// Each profile's lifecycle agrees with the simulator's model of its table: every state it names is one of
+/// the table's state choices, its final states are the table's final states, its journal is a journal field
+/// of the table, and each transition sends every field the table's rule makes mandatory in that state.
+#[test]
+fn every_profile_lifecycle_agrees_with_the_simulators_state_model() {
+    let config = relay_core::Config::default_config();
+    let tables = servicenow_sim::SimConfig::default().resolved_tables().unwrap();
+    let mut checked = 0;
+    for profile in config.profiles.values() {
+        let life = &profile.lifecycle;
+        let Some(t) = tables.iter().find(|t| t.name == profile.table) else {
+            panic!("{}: table {} is not in the simulator", profile.name, profile.table);
+        };
+        if life == &relay_core::Lifecycle::default() {
+            continue;
+        }
+        checked += 1;
+        let name = &profile.name;
+        if let Some(j) = &life.journal {
+            assert!(
+                t.journal_fields.contains(j),
+                "{name}: {j} is no journal field of {}",
+                t.name
+            );
+        }
+        let choices = t.choices.get("state");
+        let mut named: Vec<&String> = life.done_states.iter().collect();
+        named.extend(life.reopen_state.as_ref());
+        named.extend(
+            life.resolve
+                .iter()
+                .chain(life.false_positive.iter())
+                .map(|tr| &tr.state),
+        );
+        for state in named {
+            assert!(
+                choices.is_some_and(|c| c.contains_key(state)),
+                "{name}: state {state} is not a state of {}",
+                t.name
+            );
+        }
+        let mut sim_final: Vec<&String> = t
+            .state_rules
+            .iter()
+            .filter(|r| r.is_final)
+            .flat_map(|r| r.states.iter())
+            .collect();
+        let mut profile_final: Vec<&String> = life.final_states.iter().collect();
+        sim_final.sort();
+        profile_final.sort();
+        assert_eq!(profile_final, sim_final, "{name}: final states");
+        for tr in life.resolve.iter().chain(life.false_positive.iter()) {
+            let sent = tr.fields_with("notes");
+            for rule in t.state_rules.iter().filter(|r| r.states.contains(&tr.state)) {
+                for m in &rule.mandatory {
+                    assert!(sent.contains_key(m), "{name}: moving to {} needs {m}", tr.state);
+                }
+            }
+        }
+    }
+    assert!(checked >= 7, "{checked} profiles with a lifecycle");
 }

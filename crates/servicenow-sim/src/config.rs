@@ -48,6 +48,12 @@ pub enum ConfigError {
     UnknownRecordTable { table: String },
     #[error("table {table} has journal fields but the dictionary has no sys_journal_field table to keep them")]
     NoJournalTable { table: String },
+    #[error("table {table}: {what} names field {field}, which the table does not have")]
+    UnknownRuleField {
+        table: String,
+        what: &'static str,
+        field: String,
+    },
     #[error("transactions.max_concurrent must be at least 1")]
     NoTransactionThreads,
     #[error("latency.{api}: median_ms must be positive and p99_ms at least the median (got {median_ms} / {p99_ms})")]
@@ -168,6 +174,17 @@ pub const RELAY_ROLES: [&str; 10] = [
     "audit_viewer",
 ];
 
+/// The roles of the default `analyst` user: an agent of each routed table (installed-with-sir: sn_si.analyst;
+/// components-installed-with-case-and-knowledge-management: sn_hr_core.case_writer; request-policy-exception:
+/// sn_compliance.manager reviews exceptions; t_CreateRisk: sn_risk.user).
+pub const ANALYST_ROLES: [&str; 5] = [
+    "itil",
+    "sn_si.analyst",
+    "sn_hr_core.case_writer",
+    "sn_compliance.manager",
+    "sn_risk.user",
+];
+
 impl Default for SimConfig {
     fn default() -> Self {
         let data: InstanceData = serde_yaml_ng::from_str(INSTANCE_YAML).expect("instance.yaml is valid");
@@ -187,6 +204,13 @@ impl Default for SimConfig {
                     name: "readonly".into(),
                     password: "readonly-password".into(),
                     roles: strings(&["itil_read"]),
+                },
+                // The person working the records in the instance (an analyst acting through the control API):
+                // the agent roles of each routed table, not admin, so ACLs and final states bind it.
+                UserConfig {
+                    name: "analyst".into(),
+                    password: "analyst-password".into(),
+                    roles: strings(&ANALYST_ROLES),
                 },
             ],
             oauth_clients: vec![OAuthClientConfig {
@@ -292,6 +316,21 @@ impl SimConfig {
                         target: target.clone(),
                     });
                 }
+            }
+        }
+        for t in &tables {
+            let mut named: Vec<(&'static str, &String)> =
+                t.journal_fields.iter().map(|f| ("journal_fields", f)).collect();
+            for r in &t.state_rules {
+                named.extend(r.mandatory.iter().map(|f| ("state_rules.mandatory", f)));
+                named.extend(r.on_enter.keys().map(|f| ("state_rules.on_enter", f)));
+            }
+            if let Some((what, field)) = named.into_iter().find(|(_, f)| !t.has_field(f)) {
+                return Err(ConfigError::UnknownRuleField {
+                    table: t.name.clone(),
+                    what,
+                    field: field.clone(),
+                });
             }
         }
         if let Some(t) = tables.iter().find(|t| !t.journal_fields.is_empty())

@@ -348,8 +348,9 @@ pub fn into_response(reply: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
-/// The user an analyst action acts as when the request names none.
-pub const ANALYST: &str = "admin";
+/// The user an analyst action acts as when the request names none (the default instance's `analyst`: agent
+/// roles, not admin).
+pub const ANALYST: &str = "analyst";
 
 fn control(shared: &Shared, peer: SocketAddr, method: &Method, path: &str, body: &[u8]) -> Reply {
     if !is_loopback_peer(&peer) {

@@ -144,8 +144,19 @@ async fn resolving_an_incident_needs_its_close_code_and_notes_and_closing_makes_
     let stored = |sim: &servicenow_sim::RunningSim| sim.records("incident")[0].clone();
     assert_eq!(stored(&sim)["active"], "true");
 
-    let (s, body) = patch(&sim, "incident", &id, "relay", json!({"state": "6"})).await;
+    let (s, body) = patch(
+        &sim,
+        "incident",
+        &id,
+        "relay",
+        json!({"state": "6", "work_notes": "resolving"}),
+    )
+    .await;
     assert_eq!(s, 403, "{body}");
+    assert!(
+        journal_of(&sim, &id).is_empty(),
+        "a refused write adds no journal entry"
+    );
     let detail = error_detail(&body);
     assert!(
         detail.contains("mandatory when the state is Resolved: close_code, close_notes"),
@@ -158,6 +169,9 @@ async fn resolving_an_incident_needs_its_close_code_and_notes_and_closing_makes_
     assert_eq!(s, 200);
     let r = stored(&sim);
     assert_eq!(r["state"], "6");
+    // the close fields stay mandatory while it is resolved: clearing them is refused
+    let (s, _) = patch(&sim, "incident", &id, "relay", json!({"close_notes": ""})).await;
+    assert_eq!(s, 403);
     assert_eq!(
         r["active"], "true",
         "a resolved incident stays active until it is closed"
@@ -179,7 +193,7 @@ async fn resolving_an_incident_needs_its_close_code_and_notes_and_closing_makes_
     let (s, body) = patch(&sim, "incident", &id, "relay", json!({"state": "2"})).await;
     assert_eq!(s, 403, "{body}");
     assert!(
-        error_detail(&body).contains("is Closed: a closed record cannot be updated or reopened"),
+        error_detail(&body).contains("is Closed: a record in a final state cannot be updated or reopened"),
         "{body}"
     );
     let (s, _) = patch(&sim, "incident", &id, "relay", json!({"work_notes": "late repeat"})).await;
@@ -255,7 +269,7 @@ async fn an_analyst_acts_on_records_through_the_control_api() {
     let sir = new_sir(&sim, "relay", "usb copy").await;
     let id = sir["sys_id"].as_str().unwrap().to_string();
 
-    // over HTTP: reassign and note, as admin (the default)
+    // over HTTP: reassign and note, as the default instance's analyst (agent roles, not admin)
     let resp = client()
         .post(format!("{}/sim/records/sn_si_incident/{id}", sim.base_url()))
         .json(&json!({"fields": {"assignment_group": "Security Operations", "work_notes": "taking this"}}))
@@ -271,7 +285,7 @@ async fn an_analyst_acts_on_records_through_the_control_api() {
     );
     let notes = journal_of(&sim, &id);
     assert_eq!(notes.len(), 1);
-    assert_eq!(notes[0]["sys_created_by"], "admin");
+    assert_eq!(notes[0]["sys_created_by"], "analyst");
 
     // the same rules as the Table API: the close fields, the user's write ACL
     let (status, message) = sim
@@ -288,6 +302,19 @@ async fn an_analyst_acts_on_records_through_the_control_api() {
         )
         .unwrap();
     assert_eq!(closed["active"], "false");
+    // closed is final for the analyst too; admin may still write
+    let (status, message) = sim
+        .act_as(None, "sn_si_incident", &id, json!({"work_notes": "one more"}))
+        .unwrap_err();
+    assert_eq!(status, 403);
+    assert!(
+        message.contains("is Closed: a record in a final state cannot be updated"),
+        "{message}"
+    );
+    assert!(
+        sim.act_as(Some("admin"), "sn_si_incident", &id, json!({"work_notes": "admin"}))
+            .is_ok()
+    );
     let theirs = new_sir(&sim, "admin", "analyst's").await;
     let err = sim
         .act_as(
@@ -317,4 +344,16 @@ fn a_table_with_journal_fields_needs_the_journal_table() {
     cfg.tables.retain(|t| t.name != "sys_journal_field");
     let err = cfg.validate().unwrap_err();
     assert!(err.to_string().contains("sys_journal_field"), "{err}");
+}
+
+#[test]
+fn a_state_rule_naming_a_field_the_table_lacks_is_a_config_error() {
+    let mut cfg = SimConfig::default();
+    let incident = cfg.tables.iter_mut().find(|t| t.name == "incident").unwrap();
+    incident.state_rules[0].mandatory.push("u_close_reason".into());
+    let err = cfg.validate().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "table incident: state_rules.mandatory names field u_close_reason, which the table does not have"
+    );
 }

@@ -518,7 +518,7 @@ async fn yaml_config_overrides_defaults() {
     )
     .unwrap();
     assert_eq!(cfg.oauth.access_token_lifetime_s, 60);
-    assert_eq!(cfg.users.len(), 3, "users keep their defaults");
+    assert_eq!(cfg.users.len(), 4, "users keep their defaults");
     let err = SimConfig::from_yaml_str("nonsense_key: 1\n").unwrap_err().to_string();
     assert!(err.contains("nonsense_key"), "{err}");
     let err = SimConfig::from_yaml_str(

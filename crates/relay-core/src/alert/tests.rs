@@ -401,6 +401,10 @@ fn a_lifecycle_event_is_refused_by_name_instead_of_passing_as_a_new_alert() {
     let mut v = usb_copy();
     v["event"] = json!(3);
     assert!(has(&problems(v), "$.event", "unknown event 3"));
+    // null is absent, as everywhere in the body
+    let mut v = usb_copy();
+    v["event"] = Value::Null;
+    assert!(Alert::from_value(&v).is_ok());
     // "raised" is a new alert, as a body without an event is; neither lists `event` as ignored
     let mut v = usb_copy();
     v["event"] = json!("raised");

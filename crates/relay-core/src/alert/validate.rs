@@ -56,7 +56,7 @@ impl Alert {
         // pass as a new alert and, carrying the original alert_id, be answered as a duplicate and dropped:
         // refused by name until this relay acts on them (docs/record-lifecycle.md).
         match obj.get("event") {
-            None => {}
+            None | Some(Value::Null) => {}
             Some(Value::String(e)) if e == "raised" => {}
             Some(Value::String(e)) if ["updated", "resolved", "dismissed"].contains(&e.as_str()) => c.problem(
                 "$.event",

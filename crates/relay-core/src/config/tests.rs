@@ -445,6 +445,18 @@ fn a_lifecycle_naming_a_field_or_state_its_table_lacks_is_rejected() {
         ),
         "{p:?}"
     );
+    let bad = format!(
+        "{MINIMAL}profiles:\n  incident:\n    lifecycle:\n      done_states: [\"6\"]\n      final_states: [\"7\"]\n      resolve: {{state: \"2\", fields: {{state: \"6\"}}}}\n      reopen_state: \"6\"\n"
+    );
+    let p = problems(&bad);
+    for needle in [
+        "profiles.incident: lifecycle.resolve.state \"2\" is not one of its done_states",
+        "profiles.incident: lifecycle.resolve sets state in fields",
+        "profiles.incident: lifecycle.reopen_state \"6\" is one of its done_states",
+        "profiles.incident: lifecycle.final_states names state \"7\", which is not one of its done_states",
+    ] {
+        assert!(has(&p, needle), "{needle}: {p:?}");
+    }
     // an override replaces the shipped lifecycle as a whole
     let off = format!("{MINIMAL}profiles:\n  incident:\n    lifecycle: {{}}\n");
     assert_eq!(

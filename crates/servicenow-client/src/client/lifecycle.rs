@@ -25,7 +25,8 @@ pub struct JournalEntry {
 impl ServiceNowClient {
     /// Update fields of one record with the Table API (PATCH). A journal field (`work_notes`) given a value
     /// gets one more entry. `Err(Ambiguous)` when the update was sent but its answer lost: it may have been
-    /// applied (for a journal entry: read the journal before writing it again).
+    /// applied (for a journal entry: read the journal before writing it again; for a state change: read the
+    /// state back — a retried close of a record the lost attempt already closed is refused as final).
     pub async fn update_record(&self, table: &str, sys_id: &str, fields: &Map<String, Value>) -> Result<(), Outcome> {
         check_table(table).map_err(Outcome::permanent_local)?;
         check_sys_id(sys_id).map_err(Outcome::permanent_local)?;
@@ -63,7 +64,9 @@ impl ServiceNowClient {
     /// The entries of the journal field `field` of a record, oldest first (`sys_journal_field`, where the
     /// instance keeps them: the record's own field reads back empty). Rows are read back and kept only when
     /// they name this record, table and field: a query term the instance ignores cannot make another
-    /// record's note count.
+    /// record's note count. A user who may not read `sys_journal_field` (it needs `audit_viewer`) gets an
+    /// empty list, not an error: the instance filters rows by ACL. So an empty answer proves nothing until
+    /// `relay test-connection` has read a note back as this user.
     pub async fn journal(&self, table: &str, sys_id: &str, field: &str) -> Result<Vec<JournalEntry>, Outcome> {
         check_table(table).map_err(Outcome::permanent_local)?;
         check_sys_id(sys_id).map_err(Outcome::permanent_local)?;

@@ -5,10 +5,10 @@ use serde_json::{Map, Value, json};
 
 use super::Req;
 use super::params::{Params, base_url};
-use super::records::{apply_computed, insert_record, prepare_fields, require_json_body, value_to_string};
+use super::records::{apply_update, insert_record, prepare_fields, require_json_body, value_to_string};
 use super::reply::{Reply, acl_denied, bad_request, json_reply};
 use crate::config::ImportSetConfig;
-use crate::store::{Fields, Shared, Store, format_glide_time, new_sys_id};
+use crate::store::{Fields, Shared, Store, new_sys_id};
 
 pub fn load(shared: &Shared, req: &Req, user: &str, staging: &str, multiple: bool) -> Reply {
     let Some(set) = shared.config.import_sets.iter().find(|s| s.staging_table == staging) else {
@@ -98,28 +98,10 @@ fn transform_row(
             .and_then(|r| r.get("sys_id").cloned())
     });
     let (status, row) = match existing {
-        Some(sys_id) => {
-            let now = format_glide_time(shared.now());
-            let mut updated = store
-                .tables
-                .get(table)
-                .and_then(|d| d.get(&sys_id))
-                .cloned()
-                .expect("row found above");
-            updated.extend(fields);
-            apply_computed(shared, store, table, &mut updated);
-            let row = store
-                .tables
-                .get_mut(table)
-                .and_then(|d| d.get_mut(&sys_id))
-                .expect("row found above");
-            let count: u64 = updated.get("sys_mod_count").and_then(|c| c.parse().ok()).unwrap_or(0);
-            updated.insert("sys_mod_count".into(), (count + 1).to_string());
-            updated.insert("sys_updated_on".into(), now);
-            updated.insert("sys_updated_by".into(), user.to_string());
-            *row = updated.clone();
-            ("updated", updated)
-        }
+        Some(sys_id) => match apply_update(shared, store, table, &sys_id, user, fields) {
+            Ok(row) => ("updated", row),
+            Err(reply) => return error(reply_detail(&reply)),
+        },
         None => match insert_record(shared, store, table, user, fields) {
             Ok(row) => ("inserted", row),
             Err(reply) => return error(reply_detail(&reply)),

@@ -242,12 +242,26 @@ pub fn update_record(
     input: &Map<String, Value>,
     by_display: bool,
 ) -> Result<Fields, Reply> {
+    let changes = prepare_fields(shared, store, table, input, by_display)?;
+    apply_update(shared, store, table, sys_id, user, changes)
+}
+
+/// [`update_record`] with the written fields already normalised (an import set's transform updating the
+/// row its coalesce field found).
+pub fn apply_update(
+    shared: &Shared,
+    store: &mut Store,
+    table: &str,
+    sys_id: &str,
+    user: &str,
+    changes: Fields,
+) -> Result<Fields, Reply> {
     let Some(existing) = store.tables.get(table).and_then(|d| d.get(sys_id)).cloned() else {
         return Err(super::reply::not_found());
     };
     final_state_check(shared, table, &existing, user)?;
     let mut updated = existing.clone();
-    updated.extend(prepare_fields(shared, store, table, input, by_display)?);
+    updated.extend(changes);
     state_rule_apply(shared, store, table, existing.get("state"), &mut updated, user)?;
     apply_computed(shared, store, table, &mut updated);
     data_policy_check(shared, table, &updated)?;
@@ -282,16 +296,14 @@ pub fn state_rule_apply(
     let Some(state) = row.get("state").cloned() else {
         return Ok(());
     };
-    if before == Some(&state) {
-        return Ok(());
-    }
     let Some(rule) = cfg.state_rules.iter().find(|r| r.states.contains(&state)) else {
         return Ok(());
     };
+    // a data policy holds on every write while its condition does, not only on the one entering the state
     let empty = |f: &str| row.get(f).is_none_or(|v| v.trim().is_empty());
     let missing: Vec<&str> = rule.mandatory.iter().map(String::as_str).filter(|f| empty(f)).collect();
     if !missing.is_empty() && shared.config.state_rules_on_api == FormRulePolicy::Reject {
-        let label = cfg.choices.get("state").and_then(|c| c.get(&state)).unwrap_or(&state);
+        let label = state_label(cfg, &state);
         return Err(error_reply(
             StatusCode::FORBIDDEN,
             "Operation Failed",
@@ -301,12 +313,15 @@ pub fn state_rule_apply(
             )),
         ));
     }
+    if before == Some(&state) {
+        return Ok(());
+    }
     if let Some(active) = rule.active
         && cfg.has_field("active")
     {
         row.insert("active".into(), active.to_string());
     }
-    for (field, value) in &rule.on_enter {
+    for (field, value) in rule.on_enter.iter().filter(|(f, _)| cfg.has_field(f)) {
         let v = match value.as_str() {
             "$now" => format_glide_time(shared.now()),
             // a reference to sys_user holds the user's sys_id (every user who can log in has a row)
@@ -337,7 +352,7 @@ fn final_state_check(shared: &Shared, table: &str, row: &Fields, user: &str) -> 
     if !is_final || shared.is_admin(user) || shared.config.final_state_writes == FormRulePolicy::Ignore {
         return Ok(());
     }
-    let label = cfg.choices.get("state").and_then(|c| c.get(state)).unwrap_or(state);
+    let label = state_label(cfg, state);
     let name = row
         .get("number")
         .or_else(|| row.get("sys_id"))
@@ -347,9 +362,18 @@ fn final_state_check(shared: &Shared, table: &str, row: &Fields, user: &str) -> 
         StatusCode::FORBIDDEN,
         "Operation Failed",
         Some(&format!(
-            "{table} {name} is {label}: a closed record cannot be updated or reopened"
+            "{table} {name} is {label}: a record in a final state cannot be updated or reopened"
         )),
     ))
+}
+
+/// The label of a state value (its choice), else the value.
+fn state_label<'a>(cfg: &'a crate::config::TableConfig, state: &'a str) -> &'a str {
+    cfg.choices
+        .get("state")
+        .and_then(|c| c.get(state))
+        .map(String::as_str)
+        .unwrap_or(state)
 }
 
 /// Take the journal fields out of a row about to be stored: the non-empty ones, in field order.
