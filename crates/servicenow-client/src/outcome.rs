@@ -318,6 +318,14 @@ pub(crate) fn record_from(result: &Value, instance_url: &str, table: &str) -> Op
     Some(CreatedRecord::new(instance_url, table, &sys_id, number))
 }
 
+/// The rows of a list answer (`what` names the request in the error).
+pub(crate) fn rows_of(result: Value, what: &str) -> Result<Vec<Value>, Outcome> {
+    match result {
+        Value::Array(rows) => Ok(rows),
+        _ => Err(Outcome::retryable(format!("{what} answer's result is not a list"))),
+    }
+}
+
 /// A field value: a string, or a reference `{"value": ...}`.
 pub(crate) fn field_str(v: &Value) -> Option<String> {
     match v {

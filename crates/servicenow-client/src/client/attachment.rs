@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{ServiceNowClient, unix_now};
 use crate::Outcome;
 use crate::config::{check_sys_id, check_table};
-use crate::outcome::{Effect, field_str, result_of};
+use crate::outcome::{Effect, field_str, result_of, rows_of};
 
 impl ServiceNowClient {
     /// Upload a file to a record with the Attachment API. Returns the attachment's sys_id.
@@ -76,9 +76,7 @@ impl ServiceNowClient {
             })
             .await?;
         let result = result_of(&resp, Effect::Read, unix_now())?;
-        let Value::Array(rows) = result else {
-            return Err(Outcome::retryable("attachment list answer's result is not a list"));
-        };
+        let rows = rows_of(result, "attachment list")?;
         let is = |row: &Value, field: &str, value: &str| row.get(field).and_then(field_str).as_deref() == Some(value);
         Ok(rows
             .iter()

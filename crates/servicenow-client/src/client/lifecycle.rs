@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::{ServiceNowClient, unix_now};
 use crate::Outcome;
 use crate::config::{check_field, check_sys_id, check_table};
-use crate::outcome::{Effect, field_str, result_of};
+use crate::outcome::{Effect, field_str, result_of, rows_of};
 
 /// The most records one [`ServiceNowClient::read_records`] call asks for (`sys_idIN…` of 32-character
 /// ids stays well under the URL lengths instances and proxies accept).
@@ -153,13 +153,5 @@ impl ServiceNowClient {
                     .is_some_and(|id| sys_ids.contains(&id.as_str()))
             })
             .collect())
-    }
-}
-
-/// The rows of a list answer.
-fn rows_of(result: Value, what: &str) -> Result<Vec<Value>, Outcome> {
-    match result {
-        Value::Array(rows) => Ok(rows),
-        _ => Err(Outcome::retryable(format!("{what} answer's result is not a list"))),
     }
 }

@@ -1,10 +1,9 @@
 //! Lookups through the Table API: a record by the relay's key, a `sys_user`, a `sys_user_group`.
 
-use serde_json::Value;
 
 use super::{ServiceNowClient, unix_now};
 use crate::config::{check_field, check_sys_id, check_table, correlation_query};
-use crate::outcome::{Effect, field_str, record_from, result_of};
+use crate::outcome::{Effect, field_str, record_from, result_of, rows_of};
 use crate::{CreatedRecord, Outcome};
 
 /// Rows a key lookup reads: enough to find ours among rows a real instance returns for a query whose term
@@ -79,9 +78,7 @@ impl ServiceNowClient {
             })
             .await?;
         let result = result_of(&resp, Effect::Read, unix_now())?;
-        let Value::Array(rows) = result else {
-            return Err(Outcome::retryable("lookup answer's result is not a list"));
-        };
+        let rows = rows_of(result, "lookup")?;
         let ours = rows.iter().find(|row| {
             let value = row.get(key.field).and_then(field_str);
             match (&key.expect, value) {
@@ -157,11 +154,7 @@ impl ServiceNowClient {
             })
             .await?;
         let result = result_of(&resp, Effect::Read, unix_now())?;
-        let Value::Array(rows) = result else {
-            return Err(Outcome::retryable(format!(
-                "{table} lookup answer's result is not a list"
-            )));
-        };
+        let rows = rows_of(result, &format!("{table} lookup"))?;
         let matching: Vec<String> = rows
             .iter()
             .filter(|r| r.get(field).and_then(field_str).is_some_and(|v| same(&v)))
