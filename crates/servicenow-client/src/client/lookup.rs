@@ -1,6 +1,5 @@
 //! Lookups through the Table API: a record by the relay's key, a `sys_user`, a `sys_user_group`.
 
-
 use super::{ServiceNowClient, unix_now};
 use crate::config::{check_field, check_sys_id, check_table, correlation_query};
 use crate::outcome::{Effect, field_str, record_from, result_of, rows_of};
