@@ -373,6 +373,7 @@ async fn malformed_items_and_bad_arguments_are_rejected() {
         sys_id: "abc".into(),
         number: None,
         link: "l".into(),
+        note: false,
     };
     ledger
         .complete(&entry.alert_id, held.claim_token, &record, now + 1)

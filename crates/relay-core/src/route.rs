@@ -70,6 +70,9 @@ pub struct Decision {
     /// The date some fields carry that must not be in the past when the record is sent ([`ValidTo`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_to: Option<ValidTo>,
+    /// The thread this alert joins, when threads are on for its route ([`ThreadPlan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadPlan>,
     /// Typed detail fields the alert did not carry (noted on the record).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_details: Vec<String>,
@@ -84,6 +87,30 @@ pub struct Decision {
     pub fields: Map<String, Value>,
     pub config_hash: String,
 }
+
+/// The thread a realtime alert joins (see [`crate::config::ThreadSettings`]): while the record the thread's
+/// first alert opened is open and the window runs, a later alert of the thread becomes a journal entry on
+/// it. Decided at routing, with what delivery needs of the table's lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadPlan {
+    /// The thread's ledger key: `thread:<table>:<40 hex digits of SHA-256 over the key's parts>` (no
+    /// employee identifier in the clear).
+    pub key: String,
+    /// How long after the thread's record was opened it takes more alerts (seconds).
+    pub window_s: i64,
+    /// The journal field the note goes to (`work_notes`).
+    pub journal: String,
+    /// States in which the thread's record is done: a later alert then opens a new record.
+    pub done_states: Vec<String>,
+    /// The new record's field that references the done one; None: the new record's long text names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_field: Option<String>,
+    /// The journal entry's text: the marker of the alert's correlation id, then what a record would say.
+    pub note: String,
+}
+
+/// What a thread's ledger key starts with.
+pub const THREAD_PREFIX: &str = "thread:";
 
 fn default_summary_field() -> String {
     "short_description".into()
@@ -423,6 +450,7 @@ impl Router {
             chart: None,
             document: None,
             valid_to: None,
+            thread: None,
             missing_details: alert.missing_details.clone(),
             assignment_group: group,
             delivery,
@@ -459,6 +487,11 @@ impl Router {
             },
         );
         decision.valid_to = ValidTo::of(profile, &facts, &decision.fields);
+        let threads = c
+            .threads
+            .overridden(defaults.target.thread.as_ref())
+            .overridden(rule.and_then(|r| r.target.thread.as_ref()));
+        decision.thread = thread_plan(&threads, alert, &decision, profile, &short);
         let identity_may_leave = self.pseudonym_key.is_none();
         if identity_may_leave && c.person.resolve && !profile.person_fields.is_empty() {
             let value = match c.person.match_by {
@@ -500,6 +533,64 @@ impl Router {
         }
         decision
     }
+}
+
+/// The thread `d` joins under `settings`: realtime records of a table with a journal, when threads are on.
+fn thread_plan(
+    settings: &crate::config::ThreadSettings,
+    alert: &Alert,
+    d: &Decision,
+    profile: &crate::profile::Profile,
+    summary: &str,
+) -> Option<ThreadPlan> {
+    let journal = profile.lifecycle.journal.clone()?;
+    if !settings.enabled || d.delivery != DeliveryMode::Realtime || d.record_type == RecordType::ItomEvent {
+        return None;
+    }
+    let mut hash = Sha256::new();
+    let mut part = |name: &str, value: &str| {
+        // length-prefixed: no two key part lists hash alike
+        for s in [name, value] {
+            hash.update((s.len() as u64).to_be_bytes());
+            hash.update(s.as_bytes());
+        }
+    };
+    part("table", &d.table);
+    // a test alert never joins a real alert's thread, nor the other way round
+    part("test", if d.test { "1" } else { "0" });
+    for k in &settings.key {
+        match k.as_str() {
+            "employee" => part(k, &d.employee_ref),
+            "alert_type" => part(k, d.alert_type.as_str()),
+            "custom_rule" => part(k, alert.rule.as_ref().map_or("", |r| r.name.as_str())),
+            "rule" => part(k, &d.rule),
+            "severity" => part(k, d.severity.as_str()),
+            _ => {}
+        }
+    }
+    let digest = hex::encode(hash.finalize());
+    let long_text = d
+        .fields
+        .get(&d.description_field)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let note = format!(
+        "{} Another alert of this thread: {} ({}, risk {}, rule {}, occurred {})\n{summary}\n\n{long_text}",
+        crate::profile::Dedupe::marker(&d.correlation_id),
+        d.alert_id,
+        d.severity.as_str(),
+        d.summary.risk_score,
+        d.rule,
+        d.summary.occurred_at,
+    );
+    Some(ThreadPlan {
+        key: format!("{THREAD_PREFIX}{}:{}", d.table, &digest[..40]),
+        window_s: i64::from(settings.window_days) * 86_400,
+        journal,
+        done_states: profile.lifecycle.done_states.clone(),
+        link_field: profile.lifecycle.link_field.clone(),
+        note,
+    })
 }
 
 #[cfg(test)]

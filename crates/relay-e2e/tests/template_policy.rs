@@ -966,6 +966,7 @@ fn dashboard_body_is_json_and_shows_every_metric() {
         "AlertsAccepted",
         "AlertsRejected",
         "RecordsCreated",
+        "ThreadNotes",
         "DeliveryRetries",
         "DeliveryFailed",
         "DeliveryLatencyMs",

@@ -32,6 +32,7 @@ fn record(id: &str) -> RecordRef {
         sys_id: format!("sys-{id}"),
         number: None,
         link: String::new(),
+        note: false,
     }
 }
 

@@ -202,13 +202,14 @@ impl SqliteLedger {
     }
 
     /// Entries in `state`, oldest update first, at most `limit` (for `relay status` and operator tools).
+    /// Alerts only: a thread's own entry (`delivery` `thread`) is not listed.
     pub async fn list_in_state(&self, state: DeliveryState, limit: u32) -> Result<Vec<LedgerEntry>, LocalError> {
         let now = self.store.now_ms();
         self.store
             .readers
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE state = ?1 AND expires_at_s >= ?2 \
+                    "SELECT {COLUMNS} FROM ledger WHERE state = ?1 AND expires_at_s >= ?2 AND delivery <> 'thread' \
                      ORDER BY updated_at_ms, alert_id LIMIT ?3"
                 ))?;
                 let rows = stmt.query_map(params![state.as_str(), now.div_euclid(1000), limit], read_entry)?;
@@ -221,14 +222,15 @@ impl SqliteLedger {
             .await
     }
 
-    /// Entries matching `filter`, most recently updated first (for `relay list` and the operator page).
+    /// Entries matching `filter`, most recently updated first (for `relay list` and the operator page);
+    /// alerts only, as [`SqliteLedger::list_in_state`].
     pub async fn list_recent(&self, filter: ListFilter) -> Result<Vec<LedgerEntry>, LocalError> {
         let now = self.store.now_ms();
         self.store
             .readers
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 \
+                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery <> 'thread' \
                      AND (?2 IS NULL OR state = ?2) AND updated_at_ms >= ?3 \
                      AND (?4 IS NULL OR record_type = ?4 OR rule = ?4) \
                      ORDER BY updated_at_ms DESC, alert_id LIMIT ?5"

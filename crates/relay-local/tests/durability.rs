@@ -79,6 +79,7 @@ async fn crash_child_writes_until_killed() {
                                 sys_id: format!("sys-{}", m.body),
                                 number: None,
                                 link: String::new(),
+                                note: false,
                             };
                             ledger
                                 .complete(&m.body, held.claim_token, &record, now)

@@ -6,7 +6,8 @@
 //! submodules hold one concern each: `settings`, `claim` (claiming an alert and holding the claim),
 //! `attempt` (one attempt's ServiceNow calls), `person` (the employee lookup), `attach` (files
 //! uploaded to a created record), `settle` (recording a created record), `failure` (retrying or giving
-//! up) and `deliverer` (the realtime queue's message loop).
+//! up), `thread` (a repeat alert as a note on its thread's record) and `deliverer` (the realtime queue's
+//! message loop).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,12 +31,14 @@ mod failure;
 mod person;
 mod settings;
 mod settle;
+mod thread;
 
 pub use attach::{Files, attach_files};
 pub use claim::{Held, must_look_up};
 pub use deliverer::{Deliverer, Disposition};
 pub use failure::AfterFailure;
 pub use settings::{DeliverySettings, Jitter, random_jitter};
+pub use thread::{MAX_GENERATIONS, ThreadRole};
 
 use person::PersonCache;
 
@@ -59,6 +62,7 @@ pub(crate) fn record_ref(r: CreatedRecord) -> RecordRef {
         sys_id: r.sys_id,
         number: r.number,
         link: r.link,
+        note: false,
     }
 }
 

@@ -182,10 +182,10 @@ pub fn aggregate_key(correlation_id: &str) -> String {
 }
 
 /// Ledger key of one alert: its id, unless the id starts like an aggregate's key (or like an escaped
-/// key), then the id behind [`ESCAPED_ALERT_PREFIX`]. Distinct alert ids keep distinct keys, and no alert
-/// key is ever an aggregate's.
+/// key, or a thread's), then the id behind [`ESCAPED_ALERT_PREFIX`]. Distinct alert ids keep distinct keys,
+/// and no alert key is ever an aggregate's or a thread's.
 pub fn alert_key(alert_id: &str) -> String {
-    if alert_id.starts_with(AGGREGATE_PREFIX) || alert_id.starts_with(ESCAPED_ALERT_PREFIX) {
+    if is_escaped(alert_id) {
         format!("{ESCAPED_ALERT_PREFIX}{alert_id}")
     } else {
         alert_id.to_string()
@@ -195,9 +195,16 @@ pub fn alert_key(alert_id: &str) -> String {
 /// The alert id behind an alert's ledger key (the inverse of [`alert_key`]).
 pub fn alert_id_of_key(key: &str) -> &str {
     match key.strip_prefix(ESCAPED_ALERT_PREFIX) {
-        Some(id) if id.starts_with(AGGREGATE_PREFIX) || id.starts_with(ESCAPED_ALERT_PREFIX) => id,
+        Some(id) if is_escaped(id) => id,
         _ => key,
     }
+}
+
+/// Whether an alert id starts like a key that is not an alert's (and so is escaped by [`alert_key`]).
+fn is_escaped(alert_id: &str) -> bool {
+    [AGGREGATE_PREFIX, ESCAPED_ALERT_PREFIX, relay_core::THREAD_PREFIX]
+        .iter()
+        .any(|p| alert_id.starts_with(p))
 }
 
 #[cfg(test)]
@@ -213,11 +220,14 @@ mod tests {
             "alert:x",
             "alert:alert:x",
             "x:batch:",
+            "thread:incident:ab",
+            "alert:thread:x",
         ];
         let mut keys: Vec<String> = ids.iter().map(|id| alert_key(id)).collect();
         for (id, key) in ids.iter().zip(&keys) {
             assert_eq!(alert_id_of_key(key), *id);
             assert!(!key.starts_with(AGGREGATE_PREFIX), "{key}");
+            assert!(!key.starts_with(relay_core::THREAD_PREFIX), "{key}");
         }
         keys.push(aggregate_key("emon:b:1"));
         let n = keys.len();

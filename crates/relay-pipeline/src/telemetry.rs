@@ -21,6 +21,7 @@ pub mod names {
     pub const ALERTS_DUPLICATE: &str = "AlertsDuplicate";
     pub const ALERTS_REJECTED: &str = "AlertsRejected";
     pub const RECORDS_CREATED: &str = "RecordsCreated";
+    pub const THREAD_NOTES: &str = "ThreadNotes";
     pub const DELIVERY_LATENCY_MS: &str = "DeliveryLatencyMs";
     pub const DELIVERY_RETRIES: &str = "DeliveryRetries";
     pub const DELIVERY_FAILED: &str = "DeliveryFailed";
@@ -48,6 +49,11 @@ pub fn describe() {
         RECORDS_CREATED,
         Unit::Count,
         "ServiceNow records created (an aggregate counts once)"
+    );
+    describe_counter!(
+        THREAD_NOTES,
+        Unit::Count,
+        "Alerts written as a work note on their thread's open record instead of a new record"
     );
     describe_histogram!(
         DELIVERY_LATENCY_MS,
@@ -197,6 +203,17 @@ pub struct RecordCreated {
 impl TelemetryEvent for RecordCreated {
     fn emit(self) {
         counter!(names::RECORDS_CREATED, "RecordType" => self.record_type, "Severity" => self.severity).increment(1);
+    }
+}
+
+/// An alert became a journal entry on its thread's record.
+pub struct ThreadNoted {
+    pub record_type: &'static str,
+}
+
+impl TelemetryEvent for ThreadNoted {
+    fn emit(self) {
+        counter!(names::THREAD_NOTES, "RecordType" => self.record_type).increment(1);
     }
 }
 

@@ -163,6 +163,10 @@ pub struct RecordRef {
     pub number: Option<String>,
     /// Link to the record in the instance UI.
     pub link: String,
+    /// The alert became a journal entry (a work note) on this record, which an earlier alert of its
+    /// thread opened, rather than the record itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub note: bool,
 }
 
 /// One alert's delivery record. Keyed by `alert_id`.

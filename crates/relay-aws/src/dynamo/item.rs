@@ -66,6 +66,8 @@ struct RecordItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     number: Option<String>,
     link: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    note: bool,
 }
 
 impl From<&RecordRef> for RecordItem {
@@ -75,6 +77,7 @@ impl From<&RecordRef> for RecordItem {
             sys_id: r.sys_id.clone(),
             number: r.number.clone(),
             link: r.link.clone(),
+            note: r.note,
         }
     }
 }
@@ -86,6 +89,7 @@ impl From<RecordItem> for RecordRef {
             sys_id: r.sys_id,
             number: r.number,
             link: r.link,
+            note: r.note,
         }
     }
 }
@@ -221,6 +225,7 @@ mod tests {
                 sys_id: "s".into(),
                 number: Some("INC0010001".into()),
                 link: "l".into(),
+                note: false,
             }),
             last_error_class: Some("retryable".into()),
             last_error: Some("503".into()),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::model::{
     BatchSettings, Config, DeliveryMode, GROUP_KEYS, GroupSpec, ImpactUrgency, MAX_ALERTS_PER_RECORD, MAX_BATCH_WINDOW,
-    RecordType, Rule, Target, TypeDefaults,
+    MAX_THREAD_WINDOW_DAYS, RecordType, Rule, THREAD_KEYS, Target, ThreadOverride, TypeDefaults,
 };
 use super::raw::{RawConfig, RawDefaults, RawRule, RawTarget};
 use super::template::Template;
@@ -67,6 +67,15 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
     }
     known_tables.extend(profiles.values().map(|prof| prof.table.clone()));
     check_batch(&mut p, &raw.batch);
+    check_thread(
+        &mut p,
+        "threads",
+        &ThreadOverride {
+            enabled: Some(raw.threads.enabled),
+            window_days: Some(raw.threads.window_days),
+            key: Some(raw.threads.key.clone()),
+        },
+    );
 
     // a rule may name a priority that the defaults or any alert type defines
     let mut all_priorities = raw.defaults.priorities.clone();
@@ -97,6 +106,7 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
         privacy: raw.privacy,
         tables,
         batch: raw.batch,
+        threads: raw.threads,
         alert_types,
         rules,
         profiles,
@@ -265,6 +275,25 @@ fn compile_tables(
         }
     }
     (tables, known_tables)
+}
+
+fn check_thread(p: &mut Problems, loc: &str, t: &ThreadOverride) {
+    for k in t.key.iter().flatten() {
+        if !THREAD_KEYS.contains(&k.as_str()) {
+            p.add(
+                loc,
+                format!("thread key {k:?} is unknown; known: {}", THREAD_KEYS.join(", ")),
+            );
+        }
+    }
+    if let Some(w) = t.window_days
+        && !(1..=MAX_THREAD_WINDOW_DAYS).contains(&w)
+    {
+        p.add(
+            loc,
+            format!("thread window_days {w} must be between 1 and {MAX_THREAD_WINDOW_DAYS}"),
+        );
+    }
 }
 
 fn check_batch(p: &mut Problems, batch: &BatchSettings) {
@@ -506,7 +535,11 @@ fn compile_target(p: &mut Problems, loc: &str, raw: &RawTarget, ctx: TargetConte
             p.add(loc, format!("fields.{k} is not a ServiceNow field name"));
         }
     }
+    if let Some(t) = &raw.thread {
+        check_thread(p, loc, t);
+    }
     Target {
+        thread: raw.thread.clone(),
         record_type,
         table: raw.table.clone(),
         assignment_group: raw.assignment_group.clone(),

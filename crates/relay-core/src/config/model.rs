@@ -303,6 +303,63 @@ pub struct Target {
     pub fields: BTreeMap<String, String>,
     /// Context lines instead of the profile's.
     pub context: Option<Vec<crate::profile::Text>>,
+    /// This route's thread settings, over the alert type's and the config's.
+    pub thread: Option<ThreadOverride>,
+}
+
+/// Threads: a realtime alert whose thread key matches a record the relay opened within the window, while that
+/// record is open, becomes a journal entry (a work note) on it instead of a new record
+/// (docs/record-lifecycle.md). The config's top-level `threads`; a route's `thread` overrides any part.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThreadSettings {
+    /// Off unless the config turns it on (for every route, or per route).
+    pub enabled: bool,
+    /// How long after its record was opened a thread takes more alerts (days).
+    pub window_days: u32,
+    /// What alerts of one thread share, besides the table: `employee`, `alert_type`, `custom_rule` (the
+    /// custom rule that raised the alert, when there is one), `rule` (the routing rule), `severity`.
+    pub key: Vec<String>,
+}
+
+/// The most days a thread window may span (the ledger keeps an alert's entry 30 days by default).
+pub const MAX_THREAD_WINDOW_DAYS: u32 = 30;
+
+/// What a thread key may be made of ([`ThreadSettings::key`]).
+pub const THREAD_KEYS: [&str; 5] = ["employee", "alert_type", "custom_rule", "rule", "severity"];
+
+impl Default for ThreadSettings {
+    fn default() -> Self {
+        ThreadSettings {
+            enabled: false,
+            window_days: 7,
+            key: vec!["employee".into(), "alert_type".into(), "custom_rule".into()],
+        }
+    }
+}
+
+/// A route's `thread:` — any part of [`ThreadSettings`], the rest from the alert type's and the config's.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadOverride {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub window_days: Option<u32>,
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+}
+
+impl ThreadSettings {
+    /// These settings with `o`'s parts in their place.
+    pub fn overridden(&self, o: Option<&ThreadOverride>) -> ThreadSettings {
+        let Some(o) = o else { return self.clone() };
+        ThreadSettings {
+            enabled: o.enabled.unwrap_or(self.enabled),
+            window_days: o.window_days.unwrap_or(self.window_days),
+            key: o.key.clone().unwrap_or_else(|| self.key.clone()),
+        }
+    }
 }
 
 /// One ordered routing rule.
@@ -348,6 +405,7 @@ pub struct Config {
     pub privacy: Privacy,
     pub tables: BTreeMap<RecordType, String>,
     pub batch: BatchSettings,
+    pub threads: ThreadSettings,
     pub alert_types: BTreeMap<AlertType, TypeDefaults>,
     pub rules: Vec<Rule>,
     /// Record profiles by name (`config/profiles.yaml` with the config's `profiles:` overrides).

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub custom_detail_fields: Vec<String>,
     #[serde(default)]
     pub batch: BatchSettings,
+    #[serde(default)]
+    pub threads: super::model::ThreadSettings,
     pub alert_types: BTreeMap<String, RawTarget>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -132,6 +134,9 @@ pub(super) struct RawTarget {
     /// Lines added to the record's long text instead of the profile's.
     #[serde(default)]
     pub context: Option<Vec<String>>,
+    /// This route's thread settings (any part of the top-level `threads`).
+    #[serde(default)]
+    pub thread: Option<super::model::ThreadOverride>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

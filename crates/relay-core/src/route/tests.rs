@@ -479,3 +479,104 @@ fn with_pseudonymisation_no_identity_leaves() {
         assert!(!all.contains(identity), "{identity} left in {all}");
     }
 }
+
+const THREADED: &str = r#"
+version: 1
+threads: {enabled: true}
+alert_types:
+  dlp: {record_type: security_incident, assignment_group: Security Operations}
+  policy_violation: {record_type: policy_exception, assignment_group: Compliance}
+  behavioral_anomaly: {record_type: security_incident, assignment_group: IT Security, thread: {enabled: false}}
+  productivity: {record_type: hr_case, assignment_group: HR Partners}
+  custom: {record_type: incident, assignment_group: Service Desk}
+rules:
+  - name: by-rule
+    when: {field: risk_score, gte: 95}
+    thread: {key: [rule], window_days: 2}
+"#;
+
+fn threaded_router() -> Router {
+    Router::new(Config::from_yaml(THREADED).unwrap(), None).unwrap()
+}
+
+fn thread_of(r: &Router, v: Value) -> Option<ThreadPlan> {
+    r.route(&alert(v)).thread
+}
+
+#[test]
+fn threads_are_off_unless_the_config_turns_them_on() {
+    assert_eq!(thread_of(&router(), base("dlp", "critical", json!({}))), None);
+}
+
+#[test]
+fn a_thread_key_is_the_table_employee_and_alert_type_hashed() {
+    let r = threaded_router();
+    let mut v = base("dlp", "critical", json!({}));
+    let t = thread_of(&r, v.clone()).expect("a realtime security incident joins a thread");
+    assert!(t.key.starts_with("thread:sn_si_incident:"), "{}", t.key);
+    assert!(!t.key.contains("E1"), "no employee id in the clear: {}", t.key);
+    assert_eq!(t.window_s, 7 * 86_400);
+    assert_eq!(t.journal, "work_notes");
+    assert!(t.done_states.contains(&"3".to_string()), "{:?}", t.done_states);
+    assert_eq!(t.link_field.as_deref(), Some("parent_security_incident"));
+    assert!(t.note.starts_with("[relay-key "), "{}", t.note);
+    // another alert of the same employee and type: the same thread
+    v["alert_id"] = json!("a-200");
+    v["severity"] = json!("high");
+    let same = thread_of(&r, v.clone()).unwrap();
+    assert_eq!(same.key, t.key);
+    assert_ne!(same.note, t.note, "each note names its own alert");
+    // another employee: another thread
+    v["employee"]["id"] = json!("E2");
+    assert_ne!(thread_of(&r, v.clone()).unwrap().key, t.key);
+    // a test alert never joins a real alert's thread
+    let mut test = base("dlp", "critical", json!({}));
+    test["test"] = json!(true);
+    assert_ne!(thread_of(&r, test).unwrap().key, t.key);
+}
+
+#[test]
+fn custom_alerts_thread_by_their_rule_and_routes_override_the_settings() {
+    let r = threaded_router();
+    let mut a = base("custom", "critical", json!({}));
+    a["rule"] = json!({"id": "r1", "name": "Rule one"});
+    let mut b = a.clone();
+    b["rule"] = json!({"id": "r2", "name": "Rule two"});
+    assert_ne!(thread_of(&r, a).unwrap().key, thread_of(&r, b).unwrap().key);
+    // the alert type turns them off
+    assert_eq!(thread_of(&r, base("behavioral_anomaly", "critical", json!({}))), None);
+    // a rule keys by itself alone, with its own window
+    let mut hot = base("dlp", "critical", json!({}));
+    hot["risk_score"] = json!(99);
+    let t1 = thread_of(&r, hot.clone()).unwrap();
+    hot["employee"]["id"] = json!("E9");
+    hot["alert_type"] = json!("dlp");
+    let t2 = thread_of(&r, hot).unwrap();
+    assert_eq!(t1.key, t2.key, "keyed by the rule only");
+    assert_eq!(t1.window_s, 2 * 86_400);
+}
+
+#[test]
+fn batched_alerts_and_tables_without_a_journal_have_no_thread() {
+    let r = threaded_router();
+    // low severity is batched
+    assert_eq!(thread_of(&r, base("dlp", "low", json!({}))), None);
+}
+
+#[test]
+fn thread_settings_are_checked() {
+    let bad = THREADED
+        .replace(
+            "threads: {enabled: true}",
+            "threads: {enabled: true, key: [employee, mood], window_days: 0}",
+        )
+        .replace("window_days: 2", "window_days: 31");
+    let e = Config::from_yaml(&bad).unwrap_err().to_string();
+    assert!(e.contains("thread key \"mood\" is unknown"), "{e}");
+    assert!(e.contains("window_days 0 must be between 1 and 30"), "{e}");
+    assert!(e.contains("window_days 31 must be between 1 and 30"), "{e}");
+    let e = Config::from_yaml(&THREADED.replace("thread: {key: [rule]", "thread: {keys: [rule]"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keys"), "{e}");
+}

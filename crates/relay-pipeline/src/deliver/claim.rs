@@ -79,6 +79,16 @@ impl Held {
         }
     }
 
+    /// After a lookup that found nothing: while the settle window of an earlier ambiguous write runs (it may
+    /// still commit), nothing is written; the retryable outcome that says so.
+    pub(super) fn still_settling(&self, now_ms: i64, what: &str) -> Option<Outcome> {
+        let until = self.no_create_before_ms.filter(|t| *t > now_ms)?;
+        Some(Outcome::Retryable {
+            retry_after: None,
+            reason: format!("not found yet; an earlier ambiguous {what} may still commit until {until} (epoch ms)"),
+        })
+    }
+
     /// Before a create: the claim must still be ours (renewed for a whole attempt). Otherwise the create
     /// is not sent; the outcome says why (retryable: nothing was sent).
     pub(super) async fn confirm(&self, d: &Delivery) -> Result<(), Outcome> {

@@ -4,15 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_ports::{AlertQueue, Claim, LedgerEntry, PortError, ReceivedMessage};
+use relay_ports::{AlertQueue, Claim, LedgerEntry, PortError, ReceivedMessage, RecordRef, RetryLater};
 use servicenow_client::Outcome;
 
 use super::claim::{Held, must_look_up};
 use super::failure::AfterFailure;
+use super::thread::ThreadRole;
 use super::{Delivery, record_ref};
 use crate::breaker::Admit;
 use crate::defaults::LONGEST_REDELAY;
 use crate::envelope::Envelope;
+use crate::telemetry::{TelemetryEvent, ThreadNoted};
 
 /// What to do with a message after handling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,13 +99,51 @@ impl Deliverer {
         }
         let held = Held::new(&entry);
         let lookup_first = must_look_up(&entry, &env);
-        let (outcome, found) = d.holding(&held, d.create_held(&env, lookup_first, Some(&held))).await;
+        let (outcome, found, role) = d.holding(&held, d.create_held(&env, lookup_first, Some(&held))).await;
+        d.settle_thread(&role, &outcome).await;
         if held.is_lost() && !matches!(outcome, Outcome::Created(_)) {
             // Another deliverer holds the alert now: it decides; nothing of this attempt is recorded.
             tracing::warn!(alert_id = %env.ledger_key(), "claim lost during the attempt; leaving the alert to its new holder");
             return self.put_back(msg, Duration::ZERO).await;
         }
+        if let ThreadRole::Wait { until_ms } = role {
+            // nothing was sent: release the claim without counting the attempt, and come back when the
+            // thread's first alert has opened its record
+            let retry = RetryLater {
+                unsent: true,
+                ..RetryLater::new("thread_busy", "the thread's first alert is opening its record")
+            };
+            let now = d.ports.clock.now_ms();
+            if let Err(e) = d
+                .ports
+                .ledger
+                .retry_later(&entry.alert_id, entry.claim_token, &retry, now)
+                .await
+            {
+                tracing::warn!(alert_id = %entry.alert_id, error = %e, "could not release the claim; its lease ends on its own");
+            }
+            return release(self.put_back(msg, d.until(until_ms)).await);
+        }
         match outcome {
+            Outcome::Created(rec) if matches!(role, ThreadRole::Note) => {
+                let record = RecordRef {
+                    note: true,
+                    ..record_ref(rec)
+                };
+                match d.settled(&env, &entry, record, found).await {
+                    Ok(()) => {
+                        ThreadNoted {
+                            record_type: env.record_type().as_str(),
+                        }
+                        .emit();
+                        Disposition::Done
+                    }
+                    Err(e) => {
+                        d.record_not_stored(&entry, &e).await;
+                        self.put_back(msg, Duration::ZERO).await
+                    }
+                }
+            }
             Outcome::Created(rec) => match d.succeeded(&env, &entry, record_ref(rec), found).await {
                 Ok(()) => Disposition::Done,
                 Err(e) => {

@@ -67,6 +67,7 @@ fn sample_record(n: u32) -> RecordRef {
         sys_id: format!("{n:032x}"),
         number: Some(format!("SIR{n:07}")),
         link: format!("https://example.service-now.com/sn_si_incident.do?sys_id={n:032x}"),
+        note: false,
     }
 }
 

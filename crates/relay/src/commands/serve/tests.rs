@@ -95,6 +95,7 @@ async fn seed(local: &build::Local) {
         sys_id: "0123456789abcdef0123456789abcdef".into(),
         number: Some(format!("SIR{INJECTED}")),
         link: "javascript:alert(document.cookie)".into(),
+        note: false,
     };
     ledger
         .complete(&key("emon-ops-1"), c.claim_token, &record, now)
@@ -245,6 +246,7 @@ async fn a_real_record_link_is_linked() {
         sys_id: "ab".into(),
         number: Some("SIR0010001".into()),
         link: "https://acme.service-now.com/sn_si_incident.do?sys_id=ab&sysparm_view=".into(),
+        note: false,
     };
     ledger.complete(&key, c.claim_token, &record, now).await.unwrap();
     let page = text(

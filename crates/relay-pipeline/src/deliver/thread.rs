@@ -1,0 +1,300 @@
+//! Threads (docs/record-lifecycle.md): a realtime alert whose thread has an open record the relay opened
+//! within the thread window becomes a journal entry on it instead of a new record.
+//!
+//! A thread is a ledger entry keyed by its [`ThreadPlan::key`], kept through the same conditional writes
+//! as an alert's: the first alert of a thread claims the entry (so two alerts arriving together never
+//! both open a record), creates its own record and completes the thread's entry with it; the entry
+//! expires when the window ends. A later alert finds the entry completed, reads its record's state and
+//! writes a note carrying its correlation id's marker — after an ambiguous attempt it first looks for its
+//! own record and for that marker in the record's journal, so a note is not written twice where the
+//! journal is readable. When the record is done (resolved, closed, cancelled), the thread goes on in its
+//! next generation (`<key>#<n>`): a new record that references the done one.
+
+use relay_core::ThreadPlan;
+use relay_ports::{Accept, Claim, LedgerEntry, PortError, RecordRef, RetryLater};
+use serde_json::{Map, Value};
+use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
+
+use super::Delivery;
+use super::claim::Held;
+use crate::envelope::{Envelope, Item};
+use crate::ingest::new_entry;
+
+/// How many generations of one thread (each a record that was done before the next alert came) are
+/// followed before an alert opens a record of its own, unthreaded.
+pub const MAX_GENERATIONS: u32 = 8;
+
+/// What an attempt did about its alert's thread.
+#[derive(Debug)]
+pub enum ThreadRole {
+    /// No thread (or none could be used): the alert's own record, as without threads.
+    Alone,
+    /// The alert opened the thread's record and holds the thread's entry (complete it with the record,
+    /// or release it).
+    Opener(Box<LedgerEntry>),
+    /// The alert is a journal entry on the thread's record.
+    Note,
+    /// The thread's first alert is opening its record right now: come back then, with nothing sent.
+    Wait { until_ms: i64 },
+}
+
+/// Where a thread stands for one alert.
+enum Joined {
+    Alone,
+    Opener {
+        thread: Box<LedgerEntry>,
+        follows: Option<RecordRef>,
+    },
+    Note(RecordRef),
+    Wait {
+        until_ms: i64,
+    },
+}
+
+fn generation_key(plan: &ThreadPlan, generation: u32) -> String {
+    match generation {
+        0 => plan.key.clone(),
+        n => format!("{}#{n}", plan.key),
+    }
+}
+
+/// The thread plan of an envelope: realtime alerts routed with threads on.
+pub(super) fn plan_of(env: &Envelope) -> Option<&ThreadPlan> {
+    match &env.item {
+        Item::Alert { decision, .. } => decision.thread.as_ref(),
+        Item::Aggregate { .. } => None,
+    }
+}
+
+impl Delivery {
+    /// The entry of a thread generation, claimed when it is open to a new record (missing, expired, or left
+    /// by an opener that failed).
+    async fn claim_thread(&self, env: &Envelope, plan: &ThreadPlan, key: &str) -> Result<Claim, PortError> {
+        let lease = self.settings.lease.as_millis() as i64;
+        let ledger = &self.ports.ledger;
+        let now = self.ports.clock.now_ms();
+        let claim = ledger.claim(key, now, lease).await?;
+        let expired = |e: &LedgerEntry| e.expires_at_s <= now.div_euclid(1000);
+        match claim {
+            Claim::Missing => {}
+            Claim::Completed(ref e) if expired(e) => {}
+            other => return Ok(other),
+        }
+        let mut entry = new_entry(env, None, self.settings.ledger_retention);
+        entry.alert_id = key.to_string();
+        entry.delivery = "thread".into();
+        entry.first_received_at_ms = now;
+        entry.updated_at_ms = now;
+        entry.expires_at_s = now.div_euclid(1000) + plan.window_s;
+        match ledger.accept(&entry).await? {
+            Accept::New => ledger.claim(key, now, lease).await,
+            // written meanwhile by another alert of the thread
+            Accept::Duplicate(_) => ledger.claim(key, now, lease).await,
+        }
+    }
+
+    /// Find where the thread stands: walk its generations until one is open to this alert.
+    async fn join(&self, client: &ServiceNowClient, env: &Envelope, plan: &ThreadPlan) -> Result<Joined, Outcome> {
+        let mut follows = None;
+        for generation in 0..MAX_GENERATIONS {
+            let key = generation_key(plan, generation);
+            let claim = self
+                .claim_thread(env, plan, &key)
+                .await
+                .map_err(|e| Outcome::Retryable {
+                    retry_after: None,
+                    reason: format!("the thread's ledger entry could not be read: {e}"),
+                })?;
+            let record = match claim {
+                Claim::Claimed(thread) => {
+                    return Ok(Joined::Opener {
+                        thread: Box::new(thread),
+                        follows,
+                    });
+                }
+                Claim::Busy {
+                    lease_until_ms: until_ms,
+                }
+                | Claim::NotBefore { until_ms } => {
+                    return Ok(Joined::Wait { until_ms });
+                }
+                Claim::Completed(e) => match e.record {
+                    Some(r) => r,
+                    None => return Ok(Joined::Alone),
+                },
+                Claim::Failed(_) | Claim::Aggregated(_) | Claim::Missing => return Ok(Joined::Alone),
+            };
+            let rows = client
+                .read_records(&record.table, &[&record.sys_id], &["state"])
+                .await?;
+            let state = rows.first().and_then(|r| r.get("state")).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            match state {
+                Some(s) if !plan.done_states.contains(&s) => return Ok(Joined::Note(record)),
+                // done, or gone (deleted, or no longer readable): the thread goes on in a new record
+                _ => follows = Some(record),
+            }
+        }
+        Ok(Joined::Alone)
+    }
+
+    /// One attempt for an alert with a thread plan, under its claim `held`: join the thread, then open
+    /// its record, note the alert on it, or create the alert's own record.
+    pub(super) async fn threaded(
+        &self,
+        client: &ServiceNowClient,
+        env: &Envelope,
+        plan: &ThreadPlan,
+        lookup_first: bool,
+        held: &Held,
+    ) -> (Outcome, bool, ThreadRole) {
+        let joined = match self.join(client, env, plan).await {
+            Ok(j) => j,
+            Err(o) => return (o, false, ThreadRole::Alone),
+        };
+        match joined {
+            Joined::Wait { until_ms } => (
+                Outcome::Retryable {
+                    retry_after: None,
+                    reason: "the thread's first alert is opening its record".into(),
+                },
+                false,
+                ThreadRole::Wait { until_ms },
+            ),
+            Joined::Alone => {
+                let (o, found) = self
+                    .create_with(client, env, lookup_first, Some(held), &Map::new())
+                    .await;
+                (o, found, ThreadRole::Alone)
+            }
+            Joined::Opener { thread, follows } => {
+                let extra = follows.map(|r| follow_fields(env, plan, &r)).unwrap_or_default();
+                let thread_held = Held::new(&thread);
+                let (o, found) = self
+                    .holding(
+                        &thread_held,
+                        self.create_with(client, env, lookup_first, Some(held), &extra),
+                    )
+                    .await;
+                (o, found, ThreadRole::Opener(thread))
+            }
+            Joined::Note(record) => {
+                let (o, found, noted) = self.note(client, env, plan, lookup_first, held, &record).await;
+                (o, found, if noted { ThreadRole::Note } else { ThreadRole::Alone })
+            }
+        }
+    }
+
+    /// Note the alert on the thread's open `record`. Returns the outcome, whether a record was found rather
+    /// than written, and whether the alert is a note (false: its own record was found or made instead).
+    async fn note(
+        &self,
+        client: &ServiceNowClient,
+        env: &Envelope,
+        plan: &ThreadPlan,
+        lookup_first: bool,
+        held: &Held,
+        record: &RecordRef,
+    ) -> (Outcome, bool, bool) {
+        let as_created = || {
+            Outcome::Created(CreatedRecord {
+                table: record.table.clone(),
+                sys_id: record.sys_id.clone(),
+                number: record.number.clone(),
+                link: record.link.clone(),
+            })
+        };
+        let marker = relay_core::Dedupe::marker(env.correlation_id());
+        if lookup_first {
+            // an earlier attempt may have made the alert's own record, or its note
+            match client.find_by_key(env.table(), &env.record_key()).await {
+                Ok(Some(_)) => {
+                    let (o, found) = self.create_with(client, env, true, Some(held), &Map::new()).await;
+                    return (o, found, false);
+                }
+                Ok(None) => {}
+                Err(o) => return (o, false, true),
+            }
+            match client.journal(&record.table, &record.sys_id, &plan.journal).await {
+                Ok(entries) if entries.iter().any(|e| e.value.contains(&marker)) => return (as_created(), true, true),
+                Ok(_) => {}
+                Err(o) => return (o, false, true),
+            }
+            if let Some(wait) = held.still_settling(self.ports.clock.now_ms(), "write") {
+                return (wait, false, true);
+            }
+        }
+        if let Err(o) = held.confirm(self).await {
+            return (o, false, true);
+        }
+        match client
+            .add_journal_entry(&record.table, &record.sys_id, &plan.journal, &plan.note)
+            .await
+        {
+            Ok(()) => (as_created(), false, true),
+            // the record refuses notes (closed since its state was read, or no write right on the
+            // journal): the alert is not lost, it gets its own record
+            Err(Outcome::Permanent { message, .. }) => {
+                tracing::warn!(alert_id = %env.ledger_key(), error = %message, "the thread's record refused the note; creating the alert's own record");
+                let (o, found) = self.create_with(client, env, false, Some(held), &Map::new()).await;
+                (o, found, false)
+            }
+            Err(o) => (o, false, true),
+        }
+    }
+
+    /// After an attempt with a thread role: complete the thread's entry with the record its opener made, or
+    /// release it when the opener failed, so the next alert of the thread may open it.
+    pub(super) async fn settle_thread(&self, role: &ThreadRole, outcome: &Outcome) {
+        let ThreadRole::Opener(thread) = role else { return };
+        let now = self.ports.clock.now_ms();
+        let ledger = &self.ports.ledger;
+        let written = match outcome {
+            Outcome::Created(rec) => {
+                let record = super::record_ref(rec.clone());
+                ledger
+                    .complete(&thread.alert_id, thread.claim_token, &record, now)
+                    .await
+            }
+            failure => {
+                let retry = RetryLater::new(failure.class(), "the thread's opening alert is being retried")
+                    .needing_lookup(matches!(failure, Outcome::Ambiguous { .. }));
+                ledger
+                    .retry_later(&thread.alert_id, thread.claim_token, &retry, now)
+                    .await
+            }
+        };
+        if let Err(e) = written {
+            // the entry's lease ends on its own; the next alert of the thread then opens it
+            tracing::warn!(thread = %thread.alert_id, error = %e, "could not settle the thread's ledger entry");
+        }
+    }
+}
+
+/// The fields that make a new record of a thread reference the done one: the profile's link field, or,
+/// where the table has none, a line in the record's long text.
+fn follow_fields(env: &Envelope, plan: &ThreadPlan, done: &RecordRef) -> Map<String, Value> {
+    let mut extra = Map::new();
+    match &plan.link_field {
+        Some(field) => {
+            extra.insert(field.clone(), Value::String(done.sys_id.clone()));
+        }
+        None => {
+            if let Item::Alert { decision, .. } = &env.item {
+                let text = env
+                    .fields()
+                    .get(&decision.description_field)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = done.number.as_deref().unwrap_or(&done.sys_id);
+                extra.insert(
+                    decision.description_field.clone(),
+                    Value::String(format!("Follows {name} ({}), which was done.\n\n{text}", done.link)),
+                );
+            }
+        }
+    }
+    extra
+}

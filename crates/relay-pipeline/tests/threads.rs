@@ -1,0 +1,228 @@
+//! Threads (issue 14, docs/record-lifecycle.md): repeat realtime alerts of one thread become work notes on
+//! the record its first alert opened, through the real pipeline over SQLite and the simulator.
+
+mod common;
+
+use common::{Harness, Options, alert_body, harness, total};
+use relay_core::Config;
+use relay_core::profile::Dedupe;
+use relay_ports::DeliveryState;
+use serde_json::{Value, json};
+use servicenow_sim::{Fault, FaultKind};
+
+fn threaded_config() -> Config {
+    let mut config = Config::default_config();
+    config.threads.enabled = true;
+    config
+}
+
+async fn threaded() -> Harness {
+    harness(Options {
+        config: threaded_config(),
+        ..Options::default()
+    })
+    .await
+}
+
+fn journal_of(h: &Harness, sys_id: &str) -> Vec<Value> {
+    h.sim
+        .records("sys_journal_field")
+        .into_iter()
+        .filter(|e| e["element_id"] == sys_id && e["element"] == "work_notes")
+        .collect()
+}
+
+fn marker(h: &Harness, alert_id: &str) -> String {
+    Dedupe::marker(&relay_core::correlation_id(
+        &h.router.config().correlation_prefix,
+        alert_id,
+    ))
+}
+
+async fn post(h: &Harness, id: &str, employee: &str) {
+    let reply = h
+        .post(&alert_body(id, "dlp", "critical", employee), &format!("wh-{id}"))
+        .await;
+    assert_eq!(reply.status, 202, "{id}");
+}
+
+#[tokio::test]
+async fn repeat_alerts_of_a_thread_become_work_notes_on_its_open_record() {
+    let h = threaded().await;
+    for id in ["t-1", "t-2", "t-3"] {
+        post(&h, id, "E1001").await;
+        h.deliver_all().await;
+    }
+    let sirs = h.sim.records("sn_si_incident");
+    assert_eq!(sirs.len(), 1, "one security incident for the thread: {sirs:#?}");
+    let sir = sirs[0]["sys_id"].as_str().unwrap().to_string();
+    let notes = journal_of(&h, &sir);
+    assert_eq!(notes.len(), 2, "the 2nd and 3rd alerts are notes: {notes:#?}");
+    for (note, id) in notes.iter().zip(["t-2", "t-3"]) {
+        let text = note["value"].as_str().unwrap();
+        assert!(text.contains(&marker(&h, id)), "{text}");
+        assert!(text.contains(id), "the note names its alert: {text}");
+    }
+    let first = h.state("t-1").await;
+    assert_eq!(first.state, DeliveryState::Completed);
+    assert!(!first.record.as_ref().unwrap().note, "the first alert made the record");
+    for id in ["t-2", "t-3"] {
+        let e = h.state(id).await;
+        assert_eq!(e.state, DeliveryState::Completed, "{id}");
+        let r = e.record.unwrap();
+        assert_eq!(r.sys_id, sir, "{id} maps to the thread's record");
+        assert!(r.note, "{id} is a note");
+    }
+    let m = h.metrics.take();
+    assert_eq!(total(&m, "ThreadNotes", &[]), 2);
+    assert_eq!(total(&m, "RecordsCreated", &[]), 1);
+
+    // another employee's alert is another thread
+    post(&h, "t-4", "E2002").await;
+    h.deliver_all().await;
+    assert_eq!(h.sim.records("sn_si_incident").len(), 2);
+}
+
+#[tokio::test]
+async fn alerts_of_one_thread_arriving_together_open_one_record() {
+    let h = threaded().await;
+    let ids: Vec<String> = (0..6).map(|i| format!("burst-{i}")).collect();
+    for id in &ids {
+        post(&h, id, "E1001").await;
+    }
+    // delivered concurrently: all six are handed out in one receive
+    h.deliver_all().await;
+    let sirs = h.sim.records("sn_si_incident");
+    assert_eq!(sirs.len(), 1, "{sirs:#?}");
+    let sir = sirs[0]["sys_id"].as_str().unwrap().to_string();
+    let notes = journal_of(&h, &sir);
+    assert_eq!(notes.len(), 5, "{notes:#?}");
+    let mut notes_seen = 0;
+    for id in &ids {
+        let e = h.state(id).await;
+        assert_eq!(e.state, DeliveryState::Completed, "{id}");
+        let r = e.record.unwrap();
+        assert_eq!(r.sys_id, sir);
+        if r.note {
+            notes_seen += 1;
+            let mine = notes
+                .iter()
+                .filter(|n| n["value"].as_str().unwrap().contains(&marker(&h, id)))
+                .count();
+            assert_eq!(mine, 1, "exactly one note for {id}");
+        }
+    }
+    assert_eq!(notes_seen, 5);
+}
+
+#[tokio::test]
+async fn an_alert_after_its_threads_record_is_closed_opens_a_new_record_that_references_it() {
+    let h = threaded().await;
+    post(&h, "c-1", "E1001").await;
+    h.deliver_all().await;
+    let first = h.sim.records("sn_si_incident")[0]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // an analyst walks it along the NIST flow and closes it
+    for state in ["16", "18", "19", "20", "100"] {
+        h.sim
+            .act_as(None, "sn_si_incident", &first, json!({"state": state}))
+            .unwrap_or_else(|e| panic!("to {state}: {e:?}"));
+    }
+    h.sim
+        .act_as(
+            None,
+            "sn_si_incident",
+            &first,
+            json!({"state": "3", "close_code": "Investigation completed", "close_notes": "done"}),
+        )
+        .unwrap();
+
+    post(&h, "c-2", "E1001").await;
+    h.deliver_all().await;
+    let sirs = h.sim.records("sn_si_incident");
+    assert_eq!(sirs.len(), 2, "a closed record takes no notes: a new one is opened");
+    let second = sirs.iter().find(|r| r["sys_id"] != first.as_str()).unwrap();
+    assert_eq!(
+        second["parent_security_incident"],
+        first.as_str(),
+        "the new record references the closed one"
+    );
+    assert!(
+        journal_of(&h, &first).is_empty(),
+        "nothing written to the closed record"
+    );
+    let e = h.state("c-2").await;
+    assert!(!e.record.as_ref().unwrap().note);
+
+    // the thread goes on in the new record
+    post(&h, "c-3", "E1001").await;
+    h.deliver_all().await;
+    assert_eq!(h.sim.records("sn_si_incident").len(), 2);
+    let second_id = second["sys_id"].as_str().unwrap();
+    assert_eq!(journal_of(&h, second_id).len(), 1);
+    assert_eq!(h.state("c-3").await.record.unwrap().sys_id, second_id);
+}
+
+#[tokio::test]
+async fn a_note_whose_answer_was_lost_is_found_in_the_journal_not_written_again() {
+    let h = threaded().await;
+    post(&h, "a-1", "E1001").await;
+    h.deliver_all().await;
+    let sir = h.sim.records("sn_si_incident")[0]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // the note commits, its answer is lost
+    h.sim.inject(Fault {
+        kind: FaultKind::TimeoutAfterWrite,
+        count: 1,
+        table: Some("sn_si_incident".into()),
+        method: Some("PATCH".into()),
+    });
+    post(&h, "a-2", "E1001").await;
+    h.deliver_all().await;
+    let e = h.state("a-2").await;
+    assert_eq!(e.state, DeliveryState::Completed);
+    assert!(e.needs_lookup, "the lost answer made the attempt ambiguous");
+    assert!(e.attempts >= 2, "{e:?}");
+    let notes = journal_of(&h, &sir);
+    assert_eq!(notes.len(), 1, "the retry found the note: {notes:#?}");
+    assert!(notes[0]["value"].as_str().unwrap().contains(&marker(&h, "a-2")));
+    assert_eq!(
+        h.sim.records("sn_si_incident").len(),
+        1,
+        "and made no record of its own"
+    );
+}
+
+#[tokio::test]
+async fn a_record_whose_first_create_failed_is_still_one_record_for_the_thread() {
+    let h = threaded().await;
+    // the opener's create is refused once (503): the thread is released, its retry opens the record
+    h.sim.inject(Fault {
+        kind: FaultKind::ServerError { status: 503 },
+        count: 1,
+        table: Some("sn_si_incident".into()),
+        method: Some("POST".into()),
+    });
+    post(&h, "r-1", "E1001").await;
+    h.deliver_all().await;
+    post(&h, "r-2", "E1001").await;
+    h.deliver_all().await;
+    let sirs = h.sim.records("sn_si_incident");
+    assert_eq!(sirs.len(), 1, "{sirs:#?}");
+    assert!(h.state("r-2").await.record.unwrap().note);
+}
+
+#[tokio::test]
+async fn without_threads_every_alert_is_its_own_record() {
+    let h = harness(Options::default()).await;
+    for id in ["n-1", "n-2"] {
+        post(&h, id, "E1001").await;
+        h.deliver_all().await;
+    }
+    assert_eq!(h.sim.records("sn_si_incident").len(), 2);
+    assert!(h.sim.records("sys_journal_field").is_empty());
+}
