@@ -385,8 +385,9 @@ pub fn status_body(e: &LedgerEntry) -> Value {
         "last_error": e.last_error,
         // a member of a batch aggregate: the aggregate's key (its status is the aggregate's delivery)
         "aggregate": e.aggregate,
+        // `note`: the alert is a work note on this record, which its thread's first alert opened
         "servicenow": e.record.as_ref().map(|r| json!({
-            "table": r.table, "sys_id": r.sys_id, "number": r.number, "link": r.link,
+            "table": r.table, "sys_id": r.sys_id, "number": r.number, "link": r.link, "note": r.note,
         })).unwrap_or_else(|| json!({"table": e.table})),
     })
 }

@@ -1088,3 +1088,80 @@ async fn a_critical_alert_is_delivered_while_every_worker_is_busy_with_a_backlog
     assert!(exit.success());
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_threads_on_repeat_usb_copies_become_notes_and_a_closed_incident_starts_a_linked_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo().join("config/relay.yaml")).unwrap();
+    let config = shipped.replace("threads:\n  enabled: false", "threads:\n  enabled: true");
+    assert_ne!(config, shipped, "the shipped config has a threads block to turn on");
+    let config_path = dir.path().join("relay.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let relay = start_relay(dir.path(), &["--config", config_path.to_str().unwrap()]);
+    let sim = relay.sim_url.clone().expect("built-in simulator");
+    let keys = secrets(dir.path());
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let id = format!("emon-thread-{n}");
+        let (status, _) = post(
+            &relay.url,
+            &keys,
+            &sample_with_id("seed-usb-copy-847-files.json", &id),
+            &format!("wh-{id}"),
+        )
+        .await;
+        assert_eq!(status, 202);
+        ids.push(id);
+        eventually(30, "the alert delivered", || all_completed(&relay.url, &ids)).await;
+    }
+    let sirs = sim_records(&sim, "sn_si_incident").await;
+    assert_eq!(sirs.len(), 1, "three USB copies of one employee: one security incident");
+    let first = sirs[0]["sys_id"].as_str().unwrap().to_string();
+    let notes: Vec<Value> = sim_records(&sim, "sys_journal_field")
+        .await
+        .into_iter()
+        .filter(|n| n["element_id"] == first.as_str() && n["element"] == "work_notes")
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:#?}");
+    for id in &ids[1..] {
+        let s = state_of(&relay.url, id).await;
+        assert_eq!(s["servicenow"]["sys_id"], first.as_str(), "{s}");
+        assert_eq!(s["servicenow"]["note"], true, "the status says it is a note: {s}");
+    }
+
+    // an analyst closes it along the NIST flow; the next alert opens a new incident that references it
+    let client = reqwest::Client::new();
+    for fields in [
+        json!({"state": "16"}),
+        json!({"state": "18"}),
+        json!({"state": "19"}),
+        json!({"state": "20"}),
+        json!({"state": "100"}),
+        json!({"state": "3", "close_code": "Investigation completed", "close_notes": "contained"}),
+    ] {
+        let r = client
+            .post(format!("{sim}/sim/records/sn_si_incident/{first}"))
+            .json(&json!({ "fields": fields }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{fields}: {}", r.text().await.unwrap());
+    }
+    let id = "emon-thread-4".to_string();
+    let (status, _) = post(
+        &relay.url,
+        &keys,
+        &sample_with_id("seed-usb-copy-847-files.json", &id),
+        "wh-emon-thread-4",
+    )
+    .await;
+    assert_eq!(status, 202);
+    ids.push(id);
+    eventually(30, "the fourth alert delivered", || all_completed(&relay.url, &ids)).await;
+    let sirs = sim_records(&sim, "sn_si_incident").await;
+    assert_eq!(sirs.len(), 2);
+    let second = sirs.iter().find(|r| r["sys_id"] != first.as_str()).unwrap();
+    assert_eq!(second["parent_security_incident"], first.as_str(), "{second:#}");
+    assert_eq!(state_of(&relay.url, "emon-thread-1").await["servicenow"]["note"], false);
+    relay.stop();
+}
