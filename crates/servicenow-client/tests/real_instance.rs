@@ -341,9 +341,12 @@ async fn lifecycle_round_trip(
 
 #[tokio::test]
 async fn every_routed_table_round_trips_on_the_simulator() {
-    let sim = servicenow_sim::Simulator::start(servicenow_sim::SimConfig::default())
-        .await
-        .unwrap();
+    // the profiles make moves the documented state flows refuse (REFUSED_PROFILE_MOVES, checked by
+    // every_profile_lifecycle_agrees_with_the_simulators_state_model): this round trip runs on an instance
+    // that does not enforce the flows, everything else as the default instance
+    let mut config = servicenow_sim::SimConfig::default();
+    config.state_transition_writes = servicenow_sim::config::FormRulePolicy::Ignore;
+    let sim = servicenow_sim::Simulator::start(config).await.unwrap();
     let c = client(
         &sim.base_url(),
         Credentials::Basic {
@@ -370,14 +373,31 @@ async fn every_routed_table_round_trips_on_the_instance() {
     }
 }
 
+/// The profile moves the simulator's state flows (`state_transitions`, from the documentation) refuse: a
+/// record in its table's default state resolved or dismissed in one write, a resolved one reopened. Each is
+/// a move the profile makes and the documented flow does not declare; `relay-core`'s profiles decide what to
+/// do about them (walk the flow, or an instance setting). Sorted.
+const REFUSED_PROFILE_MOVES: [&str; 7] = [
+    "problem false_positive: New → Closed",
+    "problem resolve: New → Resolved",
+    "security_incident false_positive: Draft → Closed",
+    "security_incident resolve: Draft → Closed",
+    "security_task resolve: Ready → Close Complete",
+    "task reopen: Closed Complete → Work in Progress",
+    "task resolve: Open → Closed Complete",
+];
+
 /// Each profile's lifecycle agrees with the simulator's model of its table: every state it names is one of
 /// the table's state choices, its final states are the table's final states, its journal is a journal field
-/// of the table, and each transition sends every field the table's rule makes mandatory in that state.
+/// of the table, each transition sends every field the table's rule makes mandatory in that state, and the
+/// moves it makes from a new record (its table's default state) are the table's state flow's, but for
+/// [`REFUSED_PROFILE_MOVES`].
 #[test]
 fn every_profile_lifecycle_agrees_with_the_simulators_state_model() {
     let config = relay_core::Config::default_config();
     let tables = servicenow_sim::SimConfig::default().resolved_tables().unwrap();
     let mut checked = 0;
+    let mut refused: Vec<String> = Vec::new();
     for profile in config.profiles.values() {
         let life = &profile.lifecycle;
         let Some(t) = tables.iter().find(|t| t.name == profile.table) else {
@@ -429,6 +449,36 @@ fn every_profile_lifecycle_agrees_with_the_simulators_state_model() {
                 }
             }
         }
+        // the moves: a new record (the table's default state) resolved or dismissed, a resolved one reopened
+        let Some(initial) = t.defaults.get("state") else {
+            continue;
+        };
+        assert!(
+            t.initial_state_allowed(initial),
+            "{name}: a new {} record starts in {initial}",
+            t.name
+        );
+        let label = |s: &str| choices.and_then(|c| c.get(s)).cloned().unwrap_or_else(|| s.to_string());
+        let mut moves: Vec<(&str, &str, &str)> = Vec::new();
+        if let Some(r) = &life.resolve {
+            moves.push(("resolve", initial, &r.state));
+            if let Some(back) = life.reopen_state.as_deref().filter(|_| life.can_reopen(&r.state)) {
+                moves.push(("reopen", &r.state, back));
+            }
+        }
+        if let Some(fp) = &life.false_positive {
+            moves.push(("false_positive", initial, &fp.state));
+        }
+        for (what, from, to) in moves {
+            if !t.transition_allowed(from, to) {
+                refused.push(format!("{name} {what}: {} → {}", label(from), label(to)));
+            }
+        }
     }
     assert!(checked >= 7, "{checked} profiles with a lifecycle");
+    refused.sort();
+    assert_eq!(
+        refused, REFUSED_PROFILE_MOVES,
+        "the profile moves the simulator's state flows refuse changed"
+    );
 }

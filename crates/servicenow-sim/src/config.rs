@@ -54,6 +54,12 @@ pub enum ConfigError {
         what: &'static str,
         field: String,
     },
+    #[error("table {table}: {what} names state {state}, which is not one of the table's state choices")]
+    UnknownState {
+        table: String,
+        what: &'static str,
+        state: String,
+    },
     #[error("transactions.max_concurrent must be at least 1")]
     NoTransactionThreads,
     #[error("latency.{api}: median_ms must be positive and p99_ms at least the median (got {median_ms} / {p99_ms})")]
@@ -106,6 +112,15 @@ pub struct SimConfig {
     /// The documentation says a closed incident "cannot" be reopened, not how; the default is the harsher
     /// reading (refused with 403); `ignore` lets it through.
     pub final_state_writes: FormRulePolicy,
+    /// What a non-admin write moving a record along a move its table's state flow does not declare
+    /// (`tables[].state_transitions`: an incident New → Closed, a security incident Draft → Closed) does.
+    /// The documentation describes the flows (the SIR process definition's `choice` arrays "determine the
+    /// content of the state dropdown"), not how the API refuses another move; the default is the harsher
+    /// reading (refused with 403); `ignore` lets any move through.
+    pub state_transition_writes: FormRulePolicy,
+    /// What a non-admin insert in a state outside its table's `initial_states` (an incident created Closed)
+    /// does. UNSURE whether the API refuses it; the default is the harsher reading (refused with 403).
+    pub initial_state_inserts: FormRulePolicy,
     /// Who reads `sys_journal_field`: false (the default, the harsher reading) = its read roles only
     /// (`audit_viewer`: "Provides read access to the sys_audit, sys_journal_field, and sys_history_set
     /// tables"); true = also whoever may read the record an entry belongs to (`read_through`).
@@ -252,6 +267,8 @@ impl Default for SimConfig {
             date_rules_on_api: FormRulePolicy::Reject,
             state_rules_on_api: FormRulePolicy::Reject,
             final_state_writes: FormRulePolicy::Reject,
+            state_transition_writes: FormRulePolicy::Reject,
+            initial_state_inserts: FormRulePolicy::Reject,
             journal_read_through_record: false,
             invalid_query_returns_no_rows: false,
             max_content_length: 10 * 1024 * 1024,
@@ -331,6 +348,22 @@ impl SimConfig {
                     what,
                     field: field.clone(),
                 });
+            }
+            // the state flow names states of the table (when it has a state choice list)
+            if let Some(choices) = t.choices.get("state") {
+                let mut states: Vec<(&'static str, &String)> =
+                    t.initial_states.iter().map(|s| ("initial_states", s)).collect();
+                for (from, next) in &t.state_transitions {
+                    states.push(("state_transitions", from));
+                    states.extend(next.iter().map(|s| ("state_transitions", s)));
+                }
+                if let Some((what, state)) = states.into_iter().find(|(_, s)| !choices.contains_key(*s)) {
+                    return Err(ConfigError::UnknownState {
+                        table: t.name.clone(),
+                        what,
+                        state: state.clone(),
+                    });
+                }
             }
         }
         if let Some(t) = tables.iter().find(|t| !t.journal_fields.is_empty())

@@ -89,7 +89,7 @@ impl RunningSim {
         store.attachments.get(sys_id).map(|b| b.to_vec())
     }
 
-    /// Act on a record as `user` (None: `admin`) would in the instance's UI — resolve, close, reassign, add
+    /// Act on a record as `user` (None: the analyst) would in the instance's UI — resolve, close, reassign, add
     /// a work note — with that user's write ACL and the table's rules (state model, data policies, journal
     /// fields); references by display value or sys_id. Returns the stored record (journal fields are in
     /// `records("sys_journal_field")`), or the error status and message the instance answers.

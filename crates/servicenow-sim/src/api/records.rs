@@ -192,7 +192,8 @@ pub fn apply_computed(shared: &Shared, store: &Store, table: &str, row: &mut Fie
     }
 }
 
-/// Insert into `table` as `user` (data policy, numbering, computed fields). Returns the stored row.
+/// Insert into `table` as `user` (initial state, state rules, data policy, numbering, computed fields). Returns
+/// the stored row.
 pub fn insert_record(
     shared: &Shared,
     store: &mut Store,
@@ -206,6 +207,7 @@ pub fn insert_record(
             row.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
+    initial_state_check(shared, table, &row, user)?;
     state_rule_apply(shared, store, table, None, &mut row, user)?;
     apply_computed(shared, store, table, &mut row);
     data_policy_check(shared, table, &row)?;
@@ -231,8 +233,8 @@ pub fn insert_record(
 }
 
 /// Update the record `sys_id` of `table` as `user` with the written `input` (the caller checked the write
-/// ACL): fields normalised, state rules, computed fields, data policy, date rules, system fields, journal
-/// entries. Returns the stored row; Err = the error reply, nothing written.
+/// ACL): fields normalised, final states, state flow, state rules, computed fields, data policy, date rules,
+/// system fields, journal entries. Returns the stored row; Err = the error reply, nothing written.
 pub fn update_record(
     shared: &Shared,
     store: &mut Store,
@@ -262,6 +264,7 @@ pub fn apply_update(
     final_state_check(shared, table, &existing, user)?;
     let mut updated = existing.clone();
     updated.extend(changes);
+    state_transition_check(shared, table, &existing, &updated, user)?;
     state_rule_apply(shared, store, table, existing.get("state"), &mut updated, user)?;
     apply_computed(shared, store, table, &mut updated);
     data_policy_check(shared, table, &updated)?;
@@ -363,6 +366,82 @@ fn final_state_check(shared: &Shared, table: &str, row: &Fields, user: &str) -> 
         "Operation Failed",
         Some(&format!(
             "{table} {name} is {label}: a record in a final state cannot be updated or reopened"
+        )),
+    ))
+}
+
+/// A non-admin update that moves the record along a move its table's state flow does not declare
+/// (`state_transitions`) is refused, unless `state_transition_writes` is `ignore`: 403 naming the move and the
+/// moves the record has. Setting the same state again is no move. Admin passes, as with final states
+/// (setup-assistant-reference: an administrator "can correct the security incident or task to valid states").
+fn state_transition_check(
+    shared: &Shared,
+    table: &str,
+    before: &Fields,
+    after: &Fields,
+    user: &str,
+) -> Result<(), Reply> {
+    let Some(cfg) = shared.table_config(table) else {
+        return Ok(());
+    };
+    let Some(to) = after.get("state") else {
+        return Ok(());
+    };
+    let Some(from) = before.get("state") else {
+        // a record that had no state takes one as an insert would
+        return initial_state_check(shared, table, after, user);
+    };
+    if cfg.transition_allowed(from, to)
+        || shared.is_admin(user)
+        || shared.config.state_transition_writes == FormRulePolicy::Ignore
+    {
+        return Ok(());
+    }
+    let next: Vec<&str> = cfg.next_states(from).iter().map(|s| state_label(cfg, s)).collect();
+    let next = if next.is_empty() {
+        "no other state".to_string()
+    } else {
+        next.join(", ")
+    };
+    let name = before
+        .get("number")
+        .or_else(|| before.get("sys_id"))
+        .cloned()
+        .unwrap_or_default();
+    let from = state_label(cfg, from);
+    Err(error_reply(
+        StatusCode::FORBIDDEN,
+        "Operation Failed",
+        Some(&format!(
+            "Invalid state transition from {from} to {}: {table} {name} in {from} may move to {next}",
+            state_label(cfg, to)
+        )),
+    ))
+}
+
+/// A non-admin insert in a state outside the table's `initial_states` is refused, unless
+/// `initial_state_inserts` is `ignore`: 403 naming the state and the states a new record starts in.
+fn initial_state_check(shared: &Shared, table: &str, row: &Fields, user: &str) -> Result<(), Reply> {
+    let Some(cfg) = shared.table_config(table) else {
+        return Ok(());
+    };
+    let Some(state) = row.get("state") else {
+        return Ok(());
+    };
+    if cfg.initial_state_allowed(state)
+        || shared.is_admin(user)
+        || shared.config.initial_state_inserts == FormRulePolicy::Ignore
+    {
+        return Ok(());
+    }
+    let starts: Vec<&str> = cfg.initial_states.iter().map(|s| state_label(cfg, s)).collect();
+    Err(error_reply(
+        StatusCode::FORBIDDEN,
+        "Operation Failed",
+        Some(&format!(
+            "Invalid initial state {}: a new {table} record starts in {}",
+            state_label(cfg, state),
+            starts.join(" or ")
         )),
     ))
 }

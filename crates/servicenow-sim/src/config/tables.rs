@@ -158,6 +158,15 @@ pub struct TableConfig {
     /// The table's state model (not inherited: each table has its own states).
     #[serde(default)]
     pub state_rules: Vec<StateRule>,
+    /// Which state may follow which: state → the states a record in it may move to (setting the same state
+    /// again is no move). A state that is not a key has no moves out. Empty: the table has no state flow and
+    /// any state may follow any (see `SimConfig::state_transition_writes`). Not inherited.
+    #[serde(default)]
+    pub state_transitions: BTreeMap<String, Vec<String>>,
+    /// The states a record may be inserted in (empty: any; see `SimConfig::initial_state_inserts`). Not
+    /// inherited.
+    #[serde(default)]
+    pub initial_states: Vec<String>,
     /// Read access through the record a row belongs to (instead of the read roles).
     #[serde(default)]
     pub read_through: Option<ReadThrough>,
@@ -228,6 +237,27 @@ impl TableConfig {
         } else {
             "sys_id"
         }
+    }
+
+    /// Does the table's state flow let a record move from state `from` to state `to`? Setting the same state
+    /// again is no move (true); a table without `state_transitions` lets any state follow any (true).
+    pub fn transition_allowed(&self, from: &str, to: &str) -> bool {
+        from == to
+            || self.state_transitions.is_empty()
+            || self
+                .state_transitions
+                .get(from)
+                .is_some_and(|next| next.iter().any(|s| s == to))
+    }
+
+    /// The states a record in `from` may move to (empty: none, or the table has no state flow).
+    pub fn next_states(&self, from: &str) -> &[String] {
+        self.state_transitions.get(from).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// May a record be inserted in `state`? (A table without `initial_states` takes any state.)
+    pub fn initial_state_allowed(&self, state: &str) -> bool {
+        self.initial_states.is_empty() || self.initial_states.iter().any(|s| s == state)
     }
 
     /// This table with its parent's dictionary merged in (the parent already resolved).
