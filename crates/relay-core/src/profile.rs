@@ -111,6 +111,11 @@ impl Dedupe {
 #[serde(deny_unknown_fields)]
 pub struct Transition {
     pub state: String,
+    /// The states a record passes through, in order, before `state`, where its table's state flow allows
+    /// no shortcut (a security incident under the NIST stateful process: Draft → Analysis → … → Review →
+    /// Closed). The walk starts after the record's current state when that is one of them.
+    #[serde(default)]
+    pub via: Vec<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
     #[serde(default)]
@@ -118,6 +123,19 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// The writes that take a record in `current` to this transition's state, one update each: the rest of
+    /// `via` (the state alone; from the state after `current` when it is one of them), then `state` with its
+    /// fields and `notes`.
+    pub fn writes_from(&self, current: &str, notes: &str) -> Vec<Map<String, Value>> {
+        let start = self.via.iter().position(|s| s == current).map_or(0, |i| i + 1);
+        let mut out: Vec<Map<String, Value>> = self.via[start..]
+            .iter()
+            .map(|s| Map::from_iter([("state".to_string(), Value::String(s.clone()))]))
+            .collect();
+        out.push(self.fields_with(notes));
+        out
+    }
+
     /// The fields to write: the state, the required fields, and `notes` in the notes field.
     pub fn fields_with(&self, notes: &str) -> Map<String, Value> {
         let mut out = Map::new();
@@ -198,16 +216,19 @@ impl Lifecycle {
             .iter()
             .map(|s| ("lifecycle.done_states", s.as_str()))
             .collect();
-        out.extend(
-            self.resolve
-                .as_ref()
-                .map(|t| ("lifecycle.resolve.state", t.state.as_str())),
-        );
-        out.extend(
-            self.false_positive
-                .as_ref()
-                .map(|t| ("lifecycle.false_positive.state", t.state.as_str())),
-        );
+        for (what, via, t) in [
+            ("lifecycle.resolve.state", "lifecycle.resolve.via", &self.resolve),
+            (
+                "lifecycle.false_positive.state",
+                "lifecycle.false_positive.via",
+                &self.false_positive,
+            ),
+        ] {
+            if let Some(t) = t {
+                out.push((what, t.state.as_str()));
+                out.extend(t.via.iter().map(|s| (via, s.as_str())));
+            }
+        }
         out.extend(self.reopen_state.as_deref().map(|s| ("lifecycle.reopen_state", s)));
         out.extend(self.final_states.iter().map(|s| ("lifecycle.final_states", s.as_str())));
         out

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use relay_core::Alert;
+use relay_core::alert::Body;
 use relay_core::alert::{DlpChannel, KNOWN_FIELDS};
 use relay_core::{AlertType, Severity};
 use serde_json::{Value, json};
@@ -32,7 +33,7 @@ const PROBLEM_COUNTS: [(&str, usize); 7] = [
     ("not-json.json", 1),
     ("impossible-date.json", 1),
     ("bad-evidence-port.json", 1),
-    ("resolution-event.json", 1),
+    ("lifecycle-bad-resolution.json", 4),
 ];
 
 fn repo() -> PathBuf {
@@ -88,6 +89,38 @@ fn every_sample_alert_passes_the_schema_and_the_validator() {
 }
 
 #[test]
+fn every_sample_lifecycle_event_passes_the_schema_and_the_validator() {
+    let v = validator();
+    let samples = fixtures("events/lifecycle");
+    assert!(samples.len() >= 3, "an update, a resolution, a dismissal");
+    for (name, body) in samples {
+        match Body::from_slice(&body) {
+            Ok(Body::Event(_)) => {}
+            other => panic!("{name}: not a lifecycle event to the validator: {other:?}"),
+        }
+        let instance: Value = serde_json::from_slice(&body).unwrap();
+        let errors = schema_errors(&v, &instance);
+        assert!(errors.is_empty(), "{name}: the schema rejects it: {errors:#?}");
+    }
+    // the schema's event fields are the validator's
+    let s = schema();
+    let fields: BTreeSet<&str> = s["$defs"]["lifecycle_event"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(fields, relay_core::alert::EVENT_FIELDS.into_iter().collect());
+    // an event body with the alert's fields repeated is still an event, for both
+    let mut e: Value =
+        serde_json::from_slice(&std::fs::read(repo().join("events/lifecycle/usb-copy-resolved.json")).unwrap())
+            .unwrap();
+    e["severity"] = json!("critical");
+    assert!(v.is_valid(&e));
+    assert!(matches!(Body::from_value(&e), Ok(Body::Event(_))));
+}
+
+#[test]
 fn every_invalid_sample_fails_the_validator_and_the_schema_unless_listed() {
     let v = validator();
     let samples = fixtures("events/invalid");
@@ -99,7 +132,7 @@ fn every_invalid_sample_fails_the_validator_and_the_schema_unless_listed() {
     }
 
     for (name, body) in &samples {
-        let problems = match Alert::from_slice(body) {
+        let problems = match Body::from_slice(body) {
             Ok(_) => panic!("{name}: the validator accepts it"),
             Err(e) => e.problems,
         };
@@ -146,7 +179,8 @@ fn counts_written_with_a_fraction_pass_both() {
 #[test]
 fn the_schema_names_the_fields_and_values_the_validator_knows() {
     let s = schema();
-    let properties: BTreeSet<&str> = s["properties"]
+    let alert = &s["$defs"]["alert"];
+    let properties: BTreeSet<&str> = alert["properties"]
         .as_object()
         .unwrap()
         .keys()
@@ -155,7 +189,7 @@ fn the_schema_names_the_fields_and_values_the_validator_knows() {
     assert_eq!(properties, KNOWN_FIELDS.into_iter().collect());
 
     // required: exactly what an empty object is missing
-    let required: BTreeSet<&str> = s["required"]
+    let required: BTreeSet<&str> = alert["required"]
         .as_array()
         .unwrap()
         .iter()
@@ -178,11 +212,11 @@ fn the_schema_names_the_fields_and_values_the_validator_knows() {
             .collect()
     };
     assert_eq!(
-        strings(&s["properties"]["alert_type"]["enum"]),
+        strings(&alert["properties"]["alert_type"]["enum"]),
         AlertType::ALL.map(|t| t.as_str().to_string())
     );
     assert_eq!(
-        strings(&s["properties"]["severity"]["enum"]),
+        strings(&alert["properties"]["severity"]["enum"]),
         Severity::ALL.map(|t| t.as_str().to_string())
     );
     assert_eq!(
@@ -214,6 +248,11 @@ fn edge_cases_the_schema_once_disagreed_on_are_decided_alike() {
         (
             "schema_version \"2\"",
             with(&usb, &|x| x["schema_version"] = json!("2")),
+            true,
+        ),
+        (
+            "schema_version \"3\"",
+            with(&usb, &|x| x["schema_version"] = json!("3")),
             false,
         ),
         (

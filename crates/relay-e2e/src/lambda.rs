@@ -80,6 +80,9 @@ pub struct StackOptions {
     /// Set `CRITICAL_QUEUE_URL` to the stack's critical queue (as template.yaml does). Off by default: the
     /// stack then behaves as one from before the critical lane (critical alerts on the realtime queue).
     pub critical_lane: bool,
+    /// A routing config (YAML) for the ingest function (`RELAY_CONFIG_PATH`); the compiled-in default
+    /// otherwise.
+    pub config: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -94,6 +97,7 @@ impl Default for StackOptions {
             settle: Duration::from_millis(50),
             max_receives: None,
             critical_lane: false,
+            config: None,
         }
     }
 }
@@ -123,6 +127,7 @@ pub struct Stack {
     pub flusher: Flusher,
     pub signing: WebhookSecrets,
     _atomic: Option<AtomicDynamo>,
+    _config_dir: Option<tempfile::TempDir>,
 }
 
 impl Stack {
@@ -169,6 +174,13 @@ impl Stack {
         if opts.critical_lane {
             env.insert("CRITICAL_QUEUE_URL", critical.url.clone());
         }
+        let config_dir = opts.config.as_ref().map(|yaml| {
+            let dir = tempfile::tempdir().expect("a directory for the config");
+            let path = dir.path().join("relay.yaml");
+            std::fs::write(&path, yaml).expect("write the config");
+            env.insert("RELAY_CONFIG_PATH", path.display().to_string());
+            dir
+        });
         let mut settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
         settings.backoff = BackoffPolicy {
             base: Duration::from_millis(20),
@@ -211,6 +223,7 @@ impl Stack {
             flusher,
             signing: WebhookSecrets::parse(&[SIGNING_SECRET]).expect("signing secret"),
             _atomic: atomic,
+            _config_dir: config_dir,
         })
     }
 

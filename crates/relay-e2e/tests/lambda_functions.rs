@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use relay_e2e::lambda::{Stack, StackOptions, alert_body, sample};
+use relay_e2e::lambda::{Stack, StackOptions, alert_body, repo, sample};
 use relay_ports::{AlertQueue, Clock, DeliveryState, ReceivedMessage};
-use serde_json::Value;
+use serde_json::{Value, json};
 use servicenow_sim::{Fault, FaultKind, SimConfig};
 
 const USB: &str = "emon-20261120-7f3a9c";
@@ -694,4 +694,71 @@ async fn a_retried_critical_alert_stays_on_the_critical_queue() {
     assert_eq!((e.state, e.attempts), (DeliveryState::Completed, 2));
     assert_eq!(s.depth(&s.realtime).await, 0, "never on the realtime queue");
     assert_eq!(s.sim.records("sn_si_incident").len(), 1);
+}
+
+#[tokio::test]
+async fn threads_and_lifecycle_events_through_the_lambda_handlers() {
+    let shipped = std::fs::read_to_string(repo().join("config/relay.yaml")).unwrap();
+    let config = shipped.replace("threads:\n  enabled: false", "threads:\n  enabled: true");
+    assert_ne!(config, shipped);
+    let s = stack!(StackOptions {
+        config: Some(config),
+        ..StackOptions::default()
+    });
+    // three USB copies of one employee, delivered one after another: one SIR, two work notes
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let id = format!("emon-lambda-thread-{n}");
+        let mut v: Value = serde_json::from_slice(&sample("seed-usb-copy-847-files.json")).unwrap();
+        v["alert_id"] = json!(id);
+        let r = s.post(&serde_json::to_vec(&v).unwrap(), &format!("wh-{id}")).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        s.deliver_until_empty(Duration::from_secs(20)).await;
+        ids.push(id);
+    }
+    let sirs = s.sim.records("sn_si_incident");
+    assert_eq!(sirs.len(), 1, "{sirs:#?}");
+    let sir = sirs[0]["sys_id"].as_str().unwrap().to_string();
+    let notes = |s: &Stack| {
+        s.sim
+            .records("sys_journal_field")
+            .into_iter()
+            .filter(|j| j["element_id"] == sir.as_str())
+            .count()
+    };
+    assert_eq!(notes(&s), 2);
+    let st = s.status(&ids[1]).await;
+    assert_eq!(st.body["servicenow"]["sys_id"], sir.as_str(), "{:?}", st.body);
+    assert_eq!(st.body["servicenow"]["note"], true);
+
+    // a resolution for each: the SIR closes with the last one, through its state flow
+    for (n, id) in ids.iter().enumerate() {
+        let body = serde_json::to_vec(&json!({"event": "resolved", "alert_id": id})).unwrap();
+        let r = s.post(&body, &format!("wh-{id}-resolved")).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        s.deliver_until_empty(Duration::from_secs(20)).await;
+        let state = s.sim.records("sn_si_incident")[0]["state"].clone();
+        assert_eq!(state, if n < 2 { "10" } else { "3" }, "after {} resolutions", n + 1);
+    }
+    assert_eq!(
+        s.sim.records("sn_si_incident")[0]["close_code"],
+        "Investigation completed"
+    );
+    assert_eq!(notes(&s), 5, "two thread notes and three resolution notes");
+    let unknown = s
+        .post(
+            br#"{"event": "dismissed", "alert_id": "emon-never-sent"}"#,
+            "wh-unknown",
+        )
+        .await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+    // the next alert: a new SIR that references the closed one
+    let mut v: Value = serde_json::from_slice(&sample("seed-usb-copy-847-files.json")).unwrap();
+    v["alert_id"] = json!("emon-lambda-thread-4");
+    assert_eq!(s.post(&serde_json::to_vec(&v).unwrap(), "wh-4").await.status, 202);
+    s.deliver_until_empty(Duration::from_secs(20)).await;
+    let sirs = s.sim.records("sn_si_incident");
+    assert_eq!(sirs.len(), 2);
+    let second = sirs.iter().find(|r| r["sys_id"] != sir.as_str()).unwrap();
+    assert_eq!(second["parent_security_incident"], sir.as_str());
 }

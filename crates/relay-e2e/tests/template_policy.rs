@@ -967,6 +967,7 @@ fn dashboard_body_is_json_and_shows_every_metric() {
         "AlertsRejected",
         "RecordsCreated",
         "ThreadNotes",
+        "LifecycleEvents",
         "DeliveryRetries",
         "DeliveryFailed",
         "DeliveryLatencyMs",

@@ -125,6 +125,11 @@ pub const FLUSH_MAX_MESSAGES: usize = 10_000;
 /// The CloudWatch namespace of the metrics.
 pub const METRICS_NAMESPACE: &str = "AlertRelay";
 
+/// How long ingest waits for the alert of a lifecycle event that arrived before it (then 404): long enough
+/// for a sender that posts the alert and its resolution back to back over two connections, short against
+/// API Gateway's 29 s.
+pub const EVENT_WAIT: Duration = Duration::from_secs(3);
+
 #[cfg(test)]
 mod tests {
     use super::*;

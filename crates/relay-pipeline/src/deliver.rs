@@ -27,6 +27,7 @@ mod attach;
 mod attempt;
 mod claim;
 mod deliverer;
+mod event;
 mod failure;
 mod person;
 mod settings;
@@ -38,7 +39,7 @@ pub use claim::{Held, must_look_up};
 pub use deliverer::{Deliverer, Disposition};
 pub use failure::AfterFailure;
 pub use settings::{DeliverySettings, Jitter, random_jitter};
-pub use thread::{MAX_GENERATIONS, ThreadRole};
+pub use thread::{MAX_GENERATIONS, Role};
 
 use person::PersonCache;
 
@@ -66,6 +67,16 @@ pub(crate) fn record_ref(r: CreatedRecord) -> RecordRef {
     }
 }
 
+/// A record the pipeline already knows (a thread's, an alert's) as the outcome of an attempt that ends on it.
+pub(crate) fn created_on(r: &RecordRef) -> Outcome {
+    Outcome::Created(CreatedRecord {
+        table: r.table.clone(),
+        sys_id: r.sys_id.clone(),
+        number: r.number.clone(),
+        link: r.link.clone(),
+    })
+}
+
 /// The lane an envelope's ServiceNow calls wait in: critical alerts, the other realtime alerts, batch work
 /// (aggregates and the lone medium/low alerts a flush sends).
 fn lane_of(env: &Envelope) -> Lane {
@@ -76,6 +87,7 @@ fn lane_of(env: &Envelope) -> Lane {
             Severity::Medium | Severity::Low => Lane::Batch,
         },
         Item::Aggregate { .. } => Lane::Batch,
+        Item::Event { .. } => Lane::Realtime,
     }
 }
 
@@ -83,6 +95,7 @@ fn severity_of(env: &Envelope) -> &'static str {
     match &env.item {
         Item::Alert { decision, .. } => decision.severity.as_str(),
         Item::Aggregate { .. } => "batch",
+        Item::Event { .. } => "event",
     }
 }
 

@@ -32,6 +32,8 @@ pub enum Item {
     },
     /// A batch record (several alerts) that the flush could not create; delivered like an alert.
     Aggregate { record: Box<PlannedRecord> },
+    /// A lifecycle event (update, resolution, dismissal) of an alert already sent.
+    Event { plan: Box<crate::lifecycle::EventPlan> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +68,15 @@ impl Envelope {
         }
     }
 
+    pub fn event(plan: crate::lifecycle::EventPlan, received_at_ms: i64) -> Envelope {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            received_at_ms,
+            item: Item::Event { plan: Box::new(plan) },
+            dead_letter: None,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("envelopes always serialise")
     }
@@ -74,11 +85,13 @@ impl Envelope {
         serde_json::from_str(body)
     }
 
-    /// The ledger key this message is delivered under: the alert id, or `batch:<correlation id>`.
+    /// The ledger key this message is delivered under: the alert id, `batch:<correlation id>`, or the
+    /// event's `event:<hash>`.
     pub fn ledger_key(&self) -> String {
         match &self.item {
             Item::Alert { decision, .. } => alert_key(&decision.alert_id),
             Item::Aggregate { record } => aggregate_key(&record.correlation_id),
+            Item::Event { plan } => plan.key.clone(),
         }
     }
 
@@ -91,6 +104,7 @@ impl Envelope {
         match &self.item {
             Item::Alert { decision, .. } => &decision.table,
             Item::Aggregate { record } => &record.table,
+            Item::Event { plan } => &plan.table,
         }
     }
 
@@ -98,13 +112,16 @@ impl Envelope {
         match &self.item {
             Item::Alert { decision, .. } => decision.record_type,
             Item::Aggregate { record } => record.record_type,
+            Item::Event { plan } => RecordType::parse(&plan.record_type).unwrap_or(RecordType::Incident),
         }
     }
 
+    /// The correlation id of the record this message makes; an event's own key (it makes none).
     pub fn correlation_id(&self) -> &str {
         match &self.item {
             Item::Alert { decision, .. } => &decision.correlation_id,
             Item::Aggregate { record } => &record.correlation_id,
+            Item::Event { plan } => &plan.key,
         }
     }
 
@@ -113,6 +130,7 @@ impl Envelope {
         match &self.item {
             Item::Alert { decision, .. } => &decision.dedupe,
             Item::Aggregate { record } => &record.dedupe,
+            Item::Event { plan } => &plan.dedupe,
         }
     }
 
@@ -125,6 +143,7 @@ impl Envelope {
         match &self.item {
             Item::Alert { decision, .. } => &decision.fields,
             Item::Aggregate { record } => &record.fields,
+            Item::Event { plan } => &plan.no_fields,
         }
     }
 
@@ -134,6 +153,7 @@ impl Envelope {
         let valid_to = match &self.item {
             Item::Alert { decision, .. } => decision.valid_to.as_ref(),
             Item::Aggregate { record } => record.valid_to.as_ref(),
+            Item::Event { .. } => None,
         };
         relay_core::ValidTo::apply(valid_to, self.fields(), now_ms.div_euclid(1000))
     }
@@ -154,6 +174,7 @@ impl Envelope {
         match &self.item {
             Item::Alert { decision, .. } => vec![decision.alert_id.clone()],
             Item::Aggregate { record } => record.alert_ids.clone(),
+            Item::Event { plan } => vec![plan.event.alert_id.clone()],
         }
     }
 }
@@ -202,9 +223,14 @@ pub fn alert_id_of_key(key: &str) -> &str {
 
 /// Whether an alert id starts like a key that is not an alert's (and so is escaped by [`alert_key`]).
 fn is_escaped(alert_id: &str) -> bool {
-    [AGGREGATE_PREFIX, ESCAPED_ALERT_PREFIX, relay_core::THREAD_PREFIX]
-        .iter()
-        .any(|p| alert_id.starts_with(p))
+    [
+        AGGREGATE_PREFIX,
+        ESCAPED_ALERT_PREFIX,
+        relay_core::THREAD_PREFIX,
+        crate::lifecycle::EVENT_PREFIX,
+    ]
+    .iter()
+    .any(|p| alert_id.starts_with(p))
 }
 
 #[cfg(test)]
@@ -222,12 +248,14 @@ mod tests {
             "x:batch:",
             "thread:incident:ab",
             "alert:thread:x",
+            "event:0123",
         ];
         let mut keys: Vec<String> = ids.iter().map(|id| alert_key(id)).collect();
         for (id, key) in ids.iter().zip(&keys) {
             assert_eq!(alert_id_of_key(key), *id);
             assert!(!key.starts_with(AGGREGATE_PREFIX), "{key}");
             assert!(!key.starts_with(relay_core::THREAD_PREFIX), "{key}");
+            assert!(!key.starts_with(crate::lifecycle::EVENT_PREFIX), "{key}");
         }
         keys.push(aggregate_key("emon:b:1"));
         let n = keys.len();

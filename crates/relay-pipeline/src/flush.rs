@@ -203,7 +203,7 @@ impl Flusher {
             .iter()
             .map(|c| match &c.env.item {
                 Item::Alert { decision, .. } => decision.as_ref(),
-                Item::Aggregate { .. } => unreachable!("partitioned"),
+                Item::Aggregate { .. } | Item::Event { .. } => unreachable!("partitioned"),
             })
             .collect();
         let pending: Vec<Pending<'_>> = alerts

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use relay_core::{Alert, DeliveryMode, Router};
-use relay_ports::{Accept, DeliveryState, LedgerEntry};
+use relay_core::alert::Body;
+use relay_core::{DeliveryMode, Router};
+use relay_ports::{Accept, AlertQueue, DeliveryState, LedgerEntry};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -17,6 +18,8 @@ use crate::envelope::{Envelope, Item, alert_id_of_key, alert_key};
 use crate::secrets::WebhookKeys;
 use crate::signature::{SignatureError, WebhookSecrets};
 use crate::telemetry::{AlertAccepted, AlertRouted, TelemetryEvent, WebhookRejected};
+
+mod event;
 
 /// SQS's message limit, and so the largest alert body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -87,6 +90,8 @@ pub struct IngestSettings {
     pub secret_refresh_after: Duration,
     /// The networks webhooks may come from (empty: any).
     pub allowed_sources: crate::SourceAllowList,
+    /// How long a lifecycle event waits for its alert to be accepted before it is answered 404.
+    pub event_wait: Duration,
 }
 
 impl Default for IngestSettings {
@@ -95,6 +100,7 @@ impl Default for IngestSettings {
             ledger_retention: crate::defaults::LEDGER_RETENTION,
             secret_refresh_after: crate::defaults::SECRET_REFRESH_AFTER,
             allowed_sources: crate::SourceAllowList::default(),
+            event_wait: crate::defaults::EVENT_WAIT,
         }
     }
 }
@@ -129,6 +135,12 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
             String::new(),
             format!("batch of {}", record.alert_ids.len()),
         ),
+        // an event's entry names the alert it is about in `rule`
+        Item::Event { plan } => (
+            format!("{} {}", plan.event.kind.as_str(), plan.event.alert_id),
+            String::new(),
+            "event".to_string(),
+        ),
     };
     LedgerEntry {
         alert_id: envelope.ledger_key(),
@@ -152,7 +164,7 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
         correlation_id: envelope.correlation_id().to_string(),
         config_hash: match &envelope.item {
             Item::Alert { decision, .. } => decision.config_hash.clone(),
-            Item::Aggregate { .. } => String::new(),
+            Item::Aggregate { .. } | Item::Event { .. } => String::new(),
         },
         record: None,
         last_error_class: None,
@@ -248,8 +260,9 @@ impl Ingest {
             }
             return self.reject(401, "signature", json!({"error": format!("signature rejected: {e}")}));
         }
-        let alert = match Alert::from_slice(req.body) {
-            Ok(a) => a,
+        let alert = match Body::from_slice(req.body) {
+            Ok(Body::Alert(a)) => a,
+            Ok(Body::Event(event)) => return self.accept_event(event, &req, now_ms, status_base).await,
             Err(invalid) => {
                 return self.reject(
                     400,
@@ -282,25 +295,10 @@ impl Ingest {
                 },
             )
         };
-        let unavailable = |what: &str| {
-            Reply::retry_later(
-                &json!({"error": format!("{what} is unavailable; the alert was NOT accepted, retry later")}),
-                5,
-            )
-        };
-
         let entry = new_entry(&envelope, req.webhook_id, self.settings.ledger_retention);
-        match self.ports.ledger.accept(&entry).await {
-            Err(e) => {
-                tracing::error!(alert_id = %decision.alert_id, error = %e, "ledger write failed");
-                WebhookRejected {
-                    status: 503,
-                    reason: "unavailable",
-                }
-                .emit();
-                return unavailable("the delivery ledger");
-            }
-            Ok(Accept::Duplicate(existing)) if existing.state != DeliveryState::Accepted => {
+        match self.record_entry(&entry).await {
+            Err(reply) => return reply,
+            Ok(true) => {
                 AlertRouted {
                     decision,
                     duplicate: true,
@@ -308,9 +306,7 @@ impl Ingest {
                 .emit();
                 return accepted(true);
             }
-            // New, or a duplicate whose first enqueue was never confirmed: (re-)enqueue. A second copy on
-            // the queue is harmless: delivery claims the alert in the ledger first.
-            Ok(_) => {}
+            Ok(false) => {}
         }
         AlertRouted {
             decision,
@@ -321,29 +317,56 @@ impl Ingest {
             DeliveryMode::Realtime => self.ports.realtime_lane(&envelope),
             DeliveryMode::Batch => &self.ports.batch,
         };
-        if let Err(e) = queue.send(&envelope.to_json(), Duration::ZERO).await {
-            tracing::error!(alert_id = %decision.alert_id, error = %e, "enqueue failed");
-            if let Err(e) = self.ports.ledger.forget(&alert_key(&decision.alert_id)).await {
-                tracing::error!(alert_id = %decision.alert_id, error = %e, "could not undo the ledger entry");
-            }
-            WebhookRejected {
-                status: 503,
-                reason: "unavailable",
-            }
-            .emit();
-            return unavailable("the queue");
-        }
-        if let Err(e) = self
-            .ports
-            .ledger
-            .mark_queued(&alert_key(&decision.alert_id), now_ms)
-            .await
-        {
-            // The alert is on the queue; only its status lags. Delivery moves it on regardless.
-            tracing::warn!(alert_id = %decision.alert_id, error = %e, "could not mark the alert queued");
+        if let Err(reply) = self.enqueue(&envelope, queue, now_ms).await {
+            return reply;
         }
         AlertAccepted { decision }.emit();
         accepted(false)
+    }
+
+    /// Write a new message's ledger entry: `Ok(false)` when it is new (or a duplicate whose first enqueue
+    /// was never confirmed: enqueue it again — a second copy is harmless, delivery claims the entry first),
+    /// `Ok(true)` for a duplicate already queued, `Err` with the 503 when the ledger is unavailable.
+    async fn record_entry(&self, entry: &LedgerEntry) -> Result<bool, Reply> {
+        match self.ports.ledger.accept(entry).await {
+            Err(e) => {
+                tracing::error!(alert_id = %entry.alert_id, error = %e, "ledger write failed");
+                Err(self.unavailable("the delivery ledger"))
+            }
+            Ok(Accept::Duplicate(existing)) if existing.state != DeliveryState::Accepted => Ok(true),
+            Ok(_) => Ok(false),
+        }
+    }
+
+    /// Put a new message on `queue` and mark its entry queued; when the send fails the entry is forgotten
+    /// (the sender's retry is accepted afresh) and the answer is the 503.
+    async fn enqueue(&self, envelope: &Envelope, queue: &Arc<dyn AlertQueue>, now_ms: i64) -> Result<(), Reply> {
+        let key = envelope.ledger_key();
+        if let Err(e) = queue.send(&envelope.to_json(), Duration::ZERO).await {
+            tracing::error!(alert_id = %key, error = %e, "enqueue failed");
+            if let Err(e) = self.ports.ledger.forget(&key).await {
+                tracing::error!(alert_id = %key, error = %e, "could not undo the ledger entry");
+            }
+            return Err(self.unavailable("the queue"));
+        }
+        if let Err(e) = self.ports.ledger.mark_queued(&key, now_ms).await {
+            // The message is on the queue; only its status lags. Delivery moves it on regardless.
+            tracing::warn!(alert_id = %key, error = %e, "could not mark the message queued");
+        }
+        Ok(())
+    }
+
+    /// The 503 of a port that is down: nothing was accepted.
+    fn unavailable(&self, what: &str) -> Reply {
+        WebhookRejected {
+            status: 503,
+            reason: "unavailable",
+        }
+        .emit();
+        Reply::retry_later(
+            &json!({"error": format!("{what} is unavailable; the alert was NOT accepted, retry later")}),
+            5,
+        )
     }
 
     /// `GET /v1/alerts/{alert_id}`: the delivery status from the ledger.

@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod flush;
 pub mod http;
 pub mod ingest;
+pub mod lifecycle;
 pub mod replay;
 pub mod secrets;
 pub mod signature;

@@ -22,6 +22,7 @@ pub mod names {
     pub const ALERTS_REJECTED: &str = "AlertsRejected";
     pub const RECORDS_CREATED: &str = "RecordsCreated";
     pub const THREAD_NOTES: &str = "ThreadNotes";
+    pub const LIFECYCLE_EVENTS: &str = "LifecycleEvents";
     pub const DELIVERY_LATENCY_MS: &str = "DeliveryLatencyMs";
     pub const DELIVERY_RETRIES: &str = "DeliveryRetries";
     pub const DELIVERY_FAILED: &str = "DeliveryFailed";
@@ -54,6 +55,11 @@ pub fn describe() {
         THREAD_NOTES,
         Unit::Count,
         "Alerts written as a work note on their thread's open record instead of a new record"
+    );
+    describe_counter!(
+        LIFECYCLE_EVENTS,
+        Unit::Count,
+        "Lifecycle events (updated, resolved, dismissed) noted on their alert's record, by whether they closed it"
     );
     describe_histogram!(
         DELIVERY_LATENCY_MS,
@@ -214,6 +220,23 @@ pub struct ThreadNoted {
 impl TelemetryEvent for ThreadNoted {
     fn emit(self) {
         counter!(names::THREAD_NOTES, "RecordType" => self.record_type).increment(1);
+    }
+}
+
+/// A lifecycle event was noted on its alert's record (and, `resolved`, moved the record to a done state).
+pub struct LifecycleApplied {
+    pub kind: &'static str,
+    pub record_type: &'static str,
+    pub resolved: bool,
+}
+
+impl TelemetryEvent for LifecycleApplied {
+    fn emit(self) {
+        tracing::info!(target: "audit", event = "lifecycle_event_applied", kind = self.kind,
+            record_type = self.record_type, resolved = self.resolved);
+        counter!(names::LIFECYCLE_EVENTS, "Event" => self.kind, "RecordType" => self.record_type,
+            "Resolved" => if self.resolved { "true" } else { "false" })
+        .increment(1);
     }
 }
 

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{Harness, Options, alert_body, harness, total};
+use common::{Harness, Options, alert_body, harness, journal_of, total};
 use relay_core::Config;
 use relay_core::profile::Dedupe;
 use relay_ports::DeliveryState;
-use serde_json::{Value, json};
+use serde_json::json;
 use servicenow_sim::{Fault, FaultKind};
 
 fn threaded_config() -> Config {
@@ -22,14 +22,6 @@ async fn threaded() -> Harness {
         ..Options::default()
     })
     .await
-}
-
-fn journal_of(h: &Harness, sys_id: &str) -> Vec<Value> {
-    h.sim
-        .records("sys_journal_field")
-        .into_iter()
-        .filter(|e| e["element_id"] == sys_id && e["element"] == "work_notes")
-        .collect()
 }
 
 fn marker(h: &Harness, alert_id: &str) -> String {
@@ -225,4 +217,38 @@ async fn without_threads_every_alert_is_its_own_record() {
     }
     assert_eq!(h.sim.records("sn_si_incident").len(), 2);
     assert!(h.sim.records("sys_journal_field").is_empty());
+}
+
+#[tokio::test]
+async fn an_opener_whose_create_lost_its_answer_keeps_the_thread_to_one_record() {
+    let h = threaded().await;
+    // the first alert's create commits but its answer is lost
+    h.sim.inject(Fault {
+        kind: FaultKind::TimeoutAfterWrite,
+        count: 1,
+        table: Some("sn_si_incident".into()),
+        method: Some("POST".into()),
+    });
+    post(&h, "o-1", "E1001").await;
+    h.deliverer
+        .poll_once(10, std::time::Duration::from_millis(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.sim.records("sn_si_incident").len(),
+        1,
+        "the lost answer's record exists"
+    );
+    assert!(h.state("o-1").await.needs_lookup);
+    // a second alert of the thread while the first is being retried: it must not open another record
+    post(&h, "o-2", "E1001").await;
+    h.deliver_all().await;
+    let sirs = h.sim.records("sn_si_incident");
+    assert_eq!(sirs.len(), 1, "{sirs:#?}");
+    let sir = sirs[0]["sys_id"].as_str().unwrap();
+    let first = h.state("o-1").await.record.unwrap();
+    assert_eq!((first.sys_id.as_str(), first.note), (sir, false));
+    let second = h.state("o-2").await.record.unwrap();
+    assert_eq!((second.sys_id.as_str(), second.note), (sir, true));
+    assert_eq!(journal_of(&h, sir).len(), 1);
 }

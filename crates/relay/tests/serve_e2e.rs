@@ -1090,7 +1090,7 @@ async fn a_critical_alert_is_delivered_while_every_worker_is_busy_with_a_backlog
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn with_threads_on_repeat_usb_copies_become_notes_and_a_closed_incident_starts_a_linked_one() {
+async fn with_threads_on_repeat_usb_copies_become_notes_resolutions_close_the_incident_and_the_next_alert_links_it() {
     let dir = tempfile::tempdir().unwrap();
     let shipped = std::fs::read_to_string(repo().join("config/relay.yaml")).unwrap();
     let config = shipped.replace("threads:\n  enabled: false", "threads:\n  enabled: true");
@@ -1129,24 +1129,45 @@ async fn with_threads_on_repeat_usb_copies_become_notes_and_a_closed_incident_st
         assert_eq!(s["servicenow"]["note"], true, "the status says it is a note: {s}");
     }
 
-    // an analyst closes it along the NIST flow; the next alert opens a new incident that references it
-    let client = reqwest::Client::new();
-    for fields in [
-        json!({"state": "16"}),
-        json!({"state": "18"}),
-        json!({"state": "19"}),
-        json!({"state": "20"}),
-        json!({"state": "100"}),
-        json!({"state": "3", "close_code": "Investigation completed", "close_notes": "contained"}),
-    ] {
-        let r = client
-            .post(format!("{sim}/sim/records/sn_si_incident/{first}"))
-            .json(&json!({ "fields": fields }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{fields}: {}", r.text().await.unwrap());
+    // the monitoring product resolves each alert: the incident closes with the last one
+    let sir_state = || async {
+        sim_records(&sim, "sn_si_incident").await[0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (n, id) in ids.clone().iter().enumerate() {
+        let body = serde_json::to_vec(&json!({"schema_version": "2", "event": "resolved", "alert_id": id,
+            "resolution": {"reason": "remediated", "note": "device recovered"}}))
+        .unwrap();
+        let (status, reply) = post(&relay.url, &keys, &body, &format!("wh-{id}-resolved")).await;
+        assert_eq!(status, 202, "{reply}");
+        let event_notes = n + 1;
+        eventually(30, "the resolution noted", || async {
+            sim_records(&sim, "sys_journal_field")
+                .await
+                .iter()
+                .filter(|j| j["value"].as_str().unwrap_or_default().contains("[relay-resolved "))
+                .count()
+                == event_notes
+        })
+        .await;
+        if n < 2 {
+            assert_eq!(sir_state().await, "10", "alerts of the incident are still open");
+        }
     }
+    eventually(30, "the incident closed", || async { sir_state().await == "3" }).await;
+    assert_eq!(
+        sim_records(&sim, "sn_si_incident").await[0]["close_code"],
+        "Investigation completed"
+    );
+    // an unknown alert's resolution is refused by name
+    let body = br#"{"event": "resolved", "alert_id": "emon-never-sent"}"#;
+    let (status, reply) = post(&relay.url, &keys, body, "wh-unknown").await;
+    assert_eq!(status, 404, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("emon-never-sent"), "{reply}");
+
+    // the next alert opens a new incident that references the closed one
     let id = "emon-thread-4".to_string();
     let (status, _) = post(
         &relay.url,

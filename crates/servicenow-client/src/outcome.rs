@@ -84,7 +84,8 @@ impl Outcome {
         }
     }
 
-    pub(crate) fn permanent_local(message: impl Into<String>) -> Self {
+    /// A refusal decided before any call (bad input, a missing prerequisite): permanent, with no HTTP status.
+    pub fn permanent_local(message: impl Into<String>) -> Self {
         Outcome::Permanent {
             message: message.into(),
             detail: None,

@@ -9,11 +9,22 @@ mod validate;
 mod tests;
 
 pub use model::{
-    Alert, AlertType, ComplianceHistory, CustomRule, Details, DlpChannel, Employee, InvalidAlert, Problem, Severity,
+    Alert, AlertType, Body, ComplianceHistory, CustomRule, Details, DlpChannel, Employee, EventKind, InvalidAlert,
+    LifecycleEvent, Problem, Resolution, Severity,
 };
 
-/// The schema version this build understands.
-pub const SCHEMA_VERSION: &str = "1";
+/// The schema version this build writes in its docs: 2 adds lifecycle events (`event` updated, resolved,
+/// dismissed). Bodies of version 1 stay valid.
+pub const SCHEMA_VERSION: &str = "2";
+
+/// Every schema version this build accepts.
+pub const SCHEMA_VERSIONS: [&str; 2] = ["1", "2"];
+
+/// The longest `resolution.reason`.
+pub const MAX_REASON: usize = 200;
+
+/// The top-level keys a lifecycle event uses.
+pub const EVENT_FIELDS: [&str; 5] = ["schema_version", "alert_id", "event", "resolution", "occurred_at"];
 
 pub const MAX_ALERT_ID: usize = 128;
 pub const MAX_EMPLOYEE_FIELD: usize = 128;
@@ -23,7 +34,7 @@ pub const MAX_URL: usize = 2048;
 pub const MAX_NAME: usize = 200;
 pub const MAX_LIST_ITEMS: usize = 100;
 
-/// The top-level keys schema v1 defines; any other key is accepted, listed in `Alert::ignored_fields` and
+/// The top-level keys an alert (schema v1 and v2) defines; any other key is accepted, listed in `Alert::ignored_fields` and
 /// never sent to ServiceNow.
 pub const KNOWN_FIELDS: [&str; 13] = [
     "schema_version",

@@ -251,3 +251,65 @@ impl fmt::Display for Problem {
 pub struct InvalidAlert {
     pub problems: Vec<Problem>,
 }
+
+/// What a lifecycle event says happened to an alert already sent (schema version 2's `event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The alert changed (new evidence, a comment): a work note on its record.
+    Updated,
+    /// The alert is resolved: a work note; the record is resolved once every alert it covers is.
+    Resolved,
+    /// The alert was a false positive: as resolved, closing the record as a false positive.
+    Dismissed,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 3] = [EventKind::Updated, EventKind::Resolved, EventKind::Dismissed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Updated => "updated",
+            EventKind::Resolved => "resolved",
+            EventKind::Dismissed => "dismissed",
+        }
+    }
+
+    /// Resolved or dismissed: the alert is over.
+    pub fn ends_the_alert(self) -> bool {
+        !matches!(self, EventKind::Updated)
+    }
+}
+
+/// Why and how an alert was resolved or dismissed, or what an update says.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resolution {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A change to an alert already sent: `{"event": "resolved", "alert_id": …, "resolution": {…}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    /// The original alert's id.
+    pub alert_id: String,
+    pub kind: EventKind,
+    #[serde(default)]
+    pub resolution: Resolution,
+    /// When it happened (RFC 3339), when the sender says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
+    /// Top-level keys the event body carried that an event does not use (never sent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_fields: Vec<String>,
+}
+
+/// A webhook body: a new alert, or a lifecycle event of one already sent.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // parsed once per request and matched at once
+pub enum Body {
+    Alert(Alert),
+    Event(LifecycleEvent),
+}

@@ -311,8 +311,13 @@ fn evidence_urls_need_a_host_and_leave_normalised() {
 #[test]
 fn unsupported_schema_version_is_named() {
     let mut v = usb_copy();
-    v["schema_version"] = json!("2");
-    assert!(has(&problems(v), "$.schema_version", "unsupported schema version"));
+    for ver in [json!("3"), json!(1.0), json!(null), json!("v2")] {
+        v["schema_version"] = ver.clone();
+        assert!(
+            has(&problems(v.clone()), "$.schema_version", "unsupported schema version"),
+            "{ver}"
+        );
+    }
 }
 
 #[test]
@@ -378,26 +383,28 @@ fn evidence_links_already_in_normal_form_leave_unchanged_and_others_normalised()
 }
 
 #[test]
-fn a_lifecycle_event_is_refused_by_name_instead_of_passing_as_a_new_alert() {
+fn a_lifecycle_event_is_never_taken_for_a_new_alert() {
     // without the check, a resolution carrying the original alert_id would be accepted as a new alert and
     // answered as a duplicate: dropped without a word
     for event in ["updated", "resolved", "dismissed"] {
         let mut v = usb_copy();
         v["event"] = json!(event);
         v["resolution"] = json!({"reason": "false_positive"});
-        let p = problems(v);
+        let p = problems(v.clone());
         assert!(
-            has(
-                &p,
-                "$.event",
-                &format!("event \"{event}\" is not supported by this relay version")
-            ),
+            has(&p, "$.event", &format!("event \"{event}\" is a lifecycle event")),
             "{p:?}"
         );
+        // as a body it is the event
+        assert!(matches!(Body::from_value(&v), Ok(Body::Event(e)) if e.kind.as_str() == event));
     }
     let mut v = usb_copy();
     v["event"] = json!("closed");
-    assert!(has(&problems(v), "$.event", "unknown event \"closed\""));
+    assert!(has(&problems(v.clone()), "$.event", "unknown event \"closed\""));
+    assert!(
+        Body::from_value(&v).is_err(),
+        "an unknown event is not a new alert either"
+    );
     let mut v = usb_copy();
     v["event"] = json!(3);
     assert!(has(&problems(v), "$.event", "unknown event 3"));
@@ -410,4 +417,63 @@ fn a_lifecycle_event_is_refused_by_name_instead_of_passing_as_a_new_alert() {
     v["event"] = json!("raised");
     let a = Alert::from_value(&v).unwrap();
     assert!(a.ignored_fields.is_empty(), "{:?}", a.ignored_fields);
+    assert!(matches!(Body::from_value(&v), Ok(Body::Alert(_))));
+}
+
+#[test]
+fn a_lifecycle_event_needs_only_the_alert_id() {
+    let v = json!({"schema_version": "2", "event": "dismissed", "alert_id": "a-1",
+        "resolution": {"reason": "false_positive", "note": "HR confirmed a scheduled training\nsession"},
+        "occurred_at": "2026-11-21T09:00:00Z", "severity": "low"});
+    let Ok(Body::Event(e)) = Body::from_value(&v) else {
+        panic!("an event")
+    };
+    assert_eq!(e.alert_id, "a-1");
+    assert_eq!(e.kind, EventKind::Dismissed);
+    assert_eq!(e.resolution.reason.as_deref(), Some("false_positive"));
+    assert!(e.resolution.note.as_deref().unwrap().contains("training\nsession"));
+    assert_eq!(
+        e.ignored_fields,
+        vec!["severity".to_string()],
+        "the alert's fields are ignored"
+    );
+    let Ok(Body::Event(e)) = Body::from_value(&json!({"event": "updated", "alert_id": "a-1"})) else {
+        panic!("an event")
+    };
+    assert_eq!(e.resolution, Resolution::default());
+}
+
+#[test]
+fn a_bad_lifecycle_event_names_each_problem() {
+    let v = json!({"event": "resolved", "schema_version": "3",
+        "resolution": {"reason": "x".repeat(201), "who": "me"}, "occurred_at": "yesterday"});
+    let Err(e) = Body::from_value(&v) else {
+        panic!("refused")
+    };
+    let p = e.problems;
+    assert!(has(&p, "$.alert_id", "is required"), "{p:?}");
+    assert!(has(&p, "$.schema_version", "unsupported schema version \"3\""), "{p:?}");
+    assert!(
+        has(&p, "$.resolution.reason", "is 201 characters long; the limit is 200"),
+        "{p:?}"
+    );
+    assert!(has(&p, "$.resolution.who", "is not a resolution field"), "{p:?}");
+    assert!(has(&p, "$.occurred_at", "is not an RFC 3339 timestamp"), "{p:?}");
+    let Err(e) = Body::from_value(&json!({"event": "resolved", "alert_id": "a", "resolution": "done"})) else {
+        panic!("refused")
+    };
+    assert!(
+        has(&e.problems, "$.resolution", "must be an object"),
+        "{:?}",
+        e.problems
+    );
+}
+
+#[test]
+fn schema_versions_one_and_two_are_accepted() {
+    for ver in [json!("1"), json!(1), json!("2"), json!(2)] {
+        let mut v = usb_copy();
+        v["schema_version"] = ver.clone();
+        assert!(Alert::from_value(&v).is_ok(), "{ver}");
+    }
 }

@@ -10,9 +10,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use url::Url;
 
-use super::model::{Alert, AlertType, CustomRule, Employee, InvalidAlert, Problem, Severity};
+use super::model::{
+    Alert, AlertType, Body, CustomRule, Employee, EventKind, InvalidAlert, LifecycleEvent, Problem, Resolution,
+    Severity,
+};
 use super::{
-    KNOWN_FIELDS, MAX_ALERT_ID, MAX_DEPARTMENT, MAX_DESCRIPTION, MAX_EMPLOYEE_FIELD, MAX_NAME, MAX_URL, SCHEMA_VERSION,
+    EVENT_FIELDS, KNOWN_FIELDS, MAX_ALERT_ID, MAX_DEPARTMENT, MAX_DESCRIPTION, MAX_EMPLOYEE_FIELD, MAX_NAME,
+    MAX_REASON, MAX_URL, SCHEMA_VERSION, SCHEMA_VERSIONS,
 };
 
 mod details;
@@ -42,33 +46,16 @@ impl Alert {
             return Err(c.finish());
         };
 
-        if let Some(ver) = obj.get("schema_version")
-            && ver.as_str() != Some(SCHEMA_VERSION)
-            && ver.as_u64() != Some(1)
-        {
-            c.problem(
-                "$.schema_version",
-                format!("unsupported schema version {ver}; this relay understands \"{SCHEMA_VERSION}\""),
-            );
-        }
-
-        // A lifecycle event (an update, resolution or dismissal of an alert already sent) would otherwise
-        // pass as a new alert and, carrying the original alert_id, be answered as a duplicate and dropped:
-        // refused by name until this relay acts on them (docs/record-lifecycle.md).
+        c.schema_version(obj.get("schema_version"));
+        // A lifecycle event is parsed by `Body::from_value`; here `event` may only say a new alert.
         match obj.get("event") {
             None | Some(Value::Null) => {}
             Some(Value::String(e)) if e == "raised" => {}
-            Some(Value::String(e)) if ["updated", "resolved", "dismissed"].contains(&e.as_str()) => c.problem(
+            Some(Value::String(e)) if EventKind::ALL.iter().any(|k| k.as_str() == e) => c.problem(
                 "$.event",
-                format!(
-                    "event {e:?} is not supported by this relay version: it creates records for new alerts \
-                     (event \"raised\" or no event) and does not yet update, resolve or dismiss them"
-                ),
+                format!("event {e:?} is a lifecycle event of an alert already sent, not a new alert"),
             ),
-            Some(other) => c.problem(
-                "$.event",
-                format!("unknown event {other}; this relay accepts \"raised\" (or no event)"),
-            ),
+            Some(other) => c.problem("$.event", unknown_event(other)),
         }
 
         let alert_id = c.required(obj.get("alert_id"), "$.alert_id", MAX_ALERT_ID);
@@ -193,6 +180,103 @@ fn looks_like_email(e: &str) -> bool {
         .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !e.contains(' '))
 }
 
+fn unknown_event(v: &Value) -> String {
+    format!("unknown event {v}; known: \"raised\" (a new alert, the default), \"updated\", \"resolved\", \"dismissed\"")
+}
+
+fn invalid_json(e: &serde_json::Error) -> InvalidAlert {
+    InvalidAlert {
+        problems: vec![Problem {
+            path: "$".into(),
+            message: format!("body is not valid JSON: {e}"),
+        }],
+    }
+}
+
+impl Body {
+    /// Parse and validate a webhook body: a new alert (no `event`, or `raised`), or a lifecycle event.
+    pub fn from_slice(body: &[u8]) -> Result<Body, InvalidAlert> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => Body::from_value(&v),
+            Err(e) => Err(invalid_json(&e)),
+        }
+    }
+
+    /// Validate an already-parsed body.
+    pub fn from_value(v: &Value) -> Result<Body, InvalidAlert> {
+        let kind = v
+            .get("event")
+            .and_then(Value::as_str)
+            .and_then(|e| EventKind::ALL.into_iter().find(|k| k.as_str() == e));
+        match kind {
+            Some(kind) => LifecycleEvent::from_value(v, kind).map(Body::Event),
+            None => Alert::from_value(v).map(Body::Alert),
+        }
+    }
+}
+
+impl LifecycleEvent {
+    /// Validate a lifecycle event's body (`event` is `kind`): the original `alert_id`, an optional
+    /// `resolution` {`reason`, `note`} and `occurred_at`; the alert's own fields may be repeated and are
+    /// ignored.
+    fn from_value(v: &Value, kind: EventKind) -> Result<LifecycleEvent, InvalidAlert> {
+        let mut c = Checker::default();
+        let obj = v.as_object().expect("an event was read from an object");
+        c.schema_version(obj.get("schema_version"));
+        let alert_id = c.required(obj.get("alert_id"), "$.alert_id", MAX_ALERT_ID);
+        let resolution = match obj.get("resolution") {
+            None | Some(Value::Null) => Resolution::default(),
+            Some(Value::Object(r)) => {
+                for k in r.keys().filter(|k| !["reason", "note"].contains(&k.as_str())) {
+                    c.problem(&format!("$.resolution.{k}"), "is not a resolution field (reason, note)");
+                }
+                Resolution {
+                    reason: c.optional(r.get("reason"), "$.resolution.reason", MAX_REASON),
+                    note: c.string(
+                        r.get("note"),
+                        "$.resolution.note",
+                        MAX_DESCRIPTION,
+                        Presence::Optional,
+                        Lines::Many,
+                    ),
+                }
+            }
+            Some(other) => {
+                c.problem(
+                    "$.resolution",
+                    format!("must be an object {{reason, note}}, got {}", self::kind(other)),
+                );
+                Resolution::default()
+            }
+        };
+        let occurred_at = c.optional(obj.get("occurred_at"), "$.occurred_at", MAX_TIMESTAMP);
+        if let Some(s) = &occurred_at
+            && OffsetDateTime::parse(s, &Rfc3339).is_err()
+        {
+            c.problem(
+                "$.occurred_at",
+                format!("{s:?} is not an RFC 3339 timestamp (e.g. 2026-11-20T14:03:00Z)"),
+            );
+        }
+        let mut ignored_fields: Vec<String> = obj
+            .keys()
+            .filter(|k| !EVENT_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        ignored_fields.sort_unstable();
+        match alert_id {
+            Some(alert_id) if c.problems.is_empty() => Ok(LifecycleEvent {
+                alert_id,
+                kind,
+                resolution,
+                occurred_at,
+                ignored_fields,
+            }),
+            _ => Err(c.finish()),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
@@ -206,6 +290,27 @@ impl Checker {
             path: path.to_owned(),
             message: message.into(),
         });
+    }
+
+    /// `schema_version`: absent, or one this build accepts.
+    fn schema_version(&mut self, v: Option<&Value>) {
+        let Some(ver) = v else { return };
+        let ok = match ver {
+            Value::String(s) => SCHEMA_VERSIONS.contains(&s.as_str()),
+            Value::Number(n) => n
+                .as_u64()
+                .is_some_and(|n| SCHEMA_VERSIONS.contains(&n.to_string().as_str())),
+            _ => false,
+        };
+        if !ok {
+            self.problem(
+                "$.schema_version",
+                format!(
+                    "unsupported schema version {ver}; this relay understands {} (\"{SCHEMA_VERSION}\" is the latest)",
+                    SCHEMA_VERSIONS.map(|s| format!("\"{s}\"")).join(" and ")
+                ),
+            );
+        }
     }
 
     fn finish(self) -> InvalidAlert {

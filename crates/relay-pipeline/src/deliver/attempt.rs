@@ -10,7 +10,7 @@ use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
 use super::Delivery;
 use super::attach::{Files, attach_files};
 use super::claim::Held;
-use super::thread::{ThreadRole, plan_of};
+use super::thread::{Role, plan_of};
 use crate::envelope::{Envelope, Item};
 use crate::telemetry::{ServiceNowCalled, TelemetryEvent};
 
@@ -27,6 +27,7 @@ async fn with_files(client: &ServiceNowClient, env: &Envelope, record: CreatedRe
     let files = match &env.item {
         Item::Alert { decision, .. } => Files::of_decision(decision),
         Item::Aggregate { record } => Files::of_record(record),
+        Item::Event { .. } => return Outcome::Created(record),
     };
     match attach_files(client, &files, &record, found).await {
         Ok(()) => Outcome::Created(record),
@@ -50,11 +51,14 @@ impl Delivery {
         env: &Envelope,
         lookup_first: bool,
         held: Option<&Held>,
-    ) -> (Outcome, bool, ThreadRole) {
+    ) -> (Outcome, bool, Role) {
         let slot = self.slot(super::lane_of(env)).await;
         let (outcome, found, role) = self.attempt_unobserved(env, lookup_first, held).await;
-        slot.answered(&outcome);
-        self.observe(&outcome);
+        // a thread's wait made no call: it tells the limit and the breaker nothing
+        if !matches!(role, Role::Wait { .. }) {
+            slot.answered(&outcome);
+            self.observe(&outcome);
+        }
         (outcome, found, role)
     }
 
@@ -63,17 +67,21 @@ impl Delivery {
         env: &Envelope,
         lookup_first: bool,
         held: Option<&Held>,
-    ) -> (Outcome, bool, ThreadRole) {
+    ) -> (Outcome, bool, Role) {
         let client = match self.servicenow.client().await {
             Ok(c) => c,
-            Err(o) => return (o, false, ThreadRole::Alone),
+            Err(o) => return (o, false, Role::Alone),
         };
         let started = Instant::now();
-        let (outcome, found, role) = match (plan_of(env), held) {
-            (Some(plan), Some(held)) => self.threaded(&client, env, plan, lookup_first, held).await,
+        let (outcome, found, role) = match (&env.item, plan_of(env), held) {
+            (Item::Event { plan }, _, Some(held)) => {
+                let (o, resolved) = self.apply_event(&client, plan, lookup_first, held).await;
+                (o, false, Role::Event { resolved })
+            }
+            (_, Some(plan), Some(held)) => self.threaded(&client, env, plan, lookup_first, held).await,
             _ => {
                 let (o, found) = self.create_with(&client, env, lookup_first, held, &Map::new()).await;
-                (o, found, ThreadRole::Alone)
+                (o, found, Role::Alone)
             }
         };
         ServiceNowCalled {
@@ -129,6 +137,7 @@ impl Delivery {
         let person = match &env.item {
             Item::Alert { decision, .. } => decision.person.as_ref(),
             Item::Aggregate { record } => record.person.as_ref(),
+            Item::Event { .. } => None,
         };
         let mut fields = env.fields_at(self.ports.clock.now_ms());
         if !extra.is_empty() {

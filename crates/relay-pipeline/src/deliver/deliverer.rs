@@ -9,12 +9,12 @@ use servicenow_client::Outcome;
 
 use super::claim::{Held, must_look_up};
 use super::failure::AfterFailure;
-use super::thread::ThreadRole;
+use super::thread::Role;
 use super::{Delivery, record_ref};
 use crate::breaker::Admit;
 use crate::defaults::LONGEST_REDELAY;
 use crate::envelope::Envelope;
-use crate::telemetry::{TelemetryEvent, ThreadNoted};
+use crate::telemetry::{LifecycleApplied, TelemetryEvent, ThreadNoted};
 
 /// What to do with a message after handling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,13 +100,13 @@ impl Deliverer {
         let held = Held::new(&entry);
         let lookup_first = must_look_up(&entry, &env);
         let (outcome, found, role) = d.holding(&held, d.create_held(&env, lookup_first, Some(&held))).await;
-        d.settle_thread(&role, &outcome).await;
+        d.settle_thread(&role, &outcome, &held).await;
         if held.is_lost() && !matches!(outcome, Outcome::Created(_)) {
             // Another deliverer holds the alert now: it decides; nothing of this attempt is recorded.
             tracing::warn!(alert_id = %env.ledger_key(), "claim lost during the attempt; leaving the alert to its new holder");
             return self.put_back(msg, Duration::ZERO).await;
         }
-        if let ThreadRole::Wait { until_ms } = role {
+        if let Role::Wait { until_ms } = role {
             // nothing was sent: release the claim without counting the attempt, and come back when the
             // thread's first alert has opened its record
             let retry = RetryLater {
@@ -125,7 +125,30 @@ impl Deliverer {
             return release(self.put_back(msg, d.until(until_ms)).await);
         }
         match outcome {
-            Outcome::Created(rec) if matches!(role, ThreadRole::Note) => {
+            Outcome::Created(rec) if matches!(role, Role::Event { .. }) => {
+                let record = RecordRef {
+                    note: true,
+                    ..record_ref(rec)
+                };
+                match d.settled(&env, &entry, record, found).await {
+                    Ok(()) => {
+                        if let (Role::Event { resolved }, crate::envelope::Item::Event { plan }) = (&role, &env.item) {
+                            LifecycleApplied {
+                                kind: plan.event.kind.as_str(),
+                                record_type: env.record_type().as_str(),
+                                resolved: *resolved,
+                            }
+                            .emit();
+                        }
+                        Disposition::Done
+                    }
+                    Err(e) => {
+                        d.record_not_stored(&entry, &e).await;
+                        self.put_back(msg, Duration::ZERO).await
+                    }
+                }
+            }
+            Outcome::Created(rec) if matches!(role, Role::Note) => {
                 let record = RecordRef {
                     note: true,
                     ..record_ref(rec)

@@ -13,22 +13,27 @@
 use relay_core::ThreadPlan;
 use relay_ports::{Accept, Claim, LedgerEntry, PortError, RecordRef, RetryLater};
 use serde_json::{Map, Value};
-use servicenow_client::{CreatedRecord, Outcome, ServiceNowClient};
+use servicenow_client::{Outcome, ServiceNowClient};
 
 use super::Delivery;
 use super::claim::Held;
 use crate::envelope::{Envelope, Item};
 use crate::ingest::new_entry;
+use crate::lifecycle::is_marked;
 
 /// How many generations of one thread (each a record that was done before the next alert came) are
 /// followed before an alert opens a record of its own, unthreaded.
 pub const MAX_GENERATIONS: u32 = 8;
 
-/// What an attempt did about its alert's thread.
+/// What an attempt's message became: a record of its own, a thread's opener or note, or a lifecycle event
+/// applied to its alert's record.
 #[derive(Debug)]
-pub enum ThreadRole {
+pub enum Role {
     /// No thread (or none could be used): the alert's own record, as without threads.
     Alone,
+    /// A lifecycle event, noted on its alert's record (`resolved`: whether it moved the record to a done
+    /// state).
+    Event { resolved: bool },
     /// The alert opened the thread's record and holds the thread's entry (complete it with the record,
     /// or release it).
     Opener(Box<LedgerEntry>),
@@ -46,6 +51,8 @@ enum Joined {
         follows: Option<RecordRef>,
     },
     Note(RecordRef),
+    /// An earlier attempt's note is on this (since done) record.
+    Noted(RecordRef),
     Wait {
         until_ms: i64,
     },
@@ -62,7 +69,7 @@ fn generation_key(plan: &ThreadPlan, generation: u32) -> String {
 pub(super) fn plan_of(env: &Envelope) -> Option<&ThreadPlan> {
     match &env.item {
         Item::Alert { decision, .. } => decision.thread.as_ref(),
-        Item::Aggregate { .. } => None,
+        Item::Aggregate { .. } | Item::Event { .. } => None,
     }
 }
 
@@ -93,8 +100,16 @@ impl Delivery {
         }
     }
 
-    /// Find where the thread stands: walk its generations until one is open to this alert.
-    async fn join(&self, client: &ServiceNowClient, env: &Envelope, plan: &ThreadPlan) -> Result<Joined, Outcome> {
+    /// Find where the thread stands: walk its generations until one is open to this alert. After an
+    /// ambiguous attempt (`lookup_first`) a done record's journal is checked for this alert's note, which
+    /// the lost answer may have written before the record was closed.
+    async fn join(
+        &self,
+        client: &ServiceNowClient,
+        env: &Envelope,
+        plan: &ThreadPlan,
+        lookup_first: bool,
+    ) -> Result<Joined, Outcome> {
         let mut follows = None;
         for generation in 0..MAX_GENERATIONS {
             let key = generation_key(plan, generation);
@@ -107,6 +122,20 @@ impl Delivery {
                 })?;
             let record = match claim {
                 Claim::Claimed(thread) => {
+                    // The previous opener's create was ambiguous: its record may exist. Found, it is the
+                    // thread's record (this alert becomes a note on it); the opener's own retry finds it
+                    // by its key either way.
+                    if thread.needs_lookup && thread.correlation_id != env.correlation_id() {
+                        let theirs = crate::envelope::record_key(env.dedupe(), &thread.correlation_id);
+                        if let Some(found) = client.find_by_key(env.table(), &theirs).await? {
+                            let record = super::record_ref(found);
+                            let now = self.ports.clock.now_ms();
+                            if let Err(e) = self.ports.ledger.complete(&key, thread.claim_token, &record, now).await {
+                                tracing::warn!(thread = %key, error = %e, "could not complete the thread with its found record");
+                            }
+                            return Ok(Joined::Note(record));
+                        }
+                    }
                     return Ok(Joined::Opener {
                         thread: Box::new(thread),
                         follows,
@@ -134,10 +163,27 @@ impl Delivery {
             match state {
                 Some(s) if !plan.done_states.contains(&s) => return Ok(Joined::Note(record)),
                 // done, or gone (deleted, or no longer readable): the thread goes on in a new record
-                _ => follows = Some(record),
+                _ => {
+                    if lookup_first && self.noted_on(client, env, plan, &record).await? {
+                        return Ok(Joined::Noted(record));
+                    }
+                    follows = Some(record);
+                }
             }
         }
         Ok(Joined::Alone)
+    }
+
+    /// Whether `record`'s journal has this alert's note.
+    async fn noted_on(
+        &self,
+        client: &ServiceNowClient,
+        env: &Envelope,
+        plan: &ThreadPlan,
+        record: &RecordRef,
+    ) -> Result<bool, Outcome> {
+        let entries = client.journal(&record.table, &record.sys_id, &plan.journal).await?;
+        Ok(entries.iter().any(|e| is_marked(&e.value, env.correlation_id())))
     }
 
     /// One attempt for an alert with a thread plan, under its claim `held`: join the thread, then open
@@ -149,10 +195,10 @@ impl Delivery {
         plan: &ThreadPlan,
         lookup_first: bool,
         held: &Held,
-    ) -> (Outcome, bool, ThreadRole) {
-        let joined = match self.join(client, env, plan).await {
+    ) -> (Outcome, bool, Role) {
+        let joined = match self.join(client, env, plan, lookup_first).await {
             Ok(j) => j,
-            Err(o) => return (o, false, ThreadRole::Alone),
+            Err(o) => return (o, false, Role::Alone),
         };
         match joined {
             Joined::Wait { until_ms } => (
@@ -161,13 +207,13 @@ impl Delivery {
                     reason: "the thread's first alert is opening its record".into(),
                 },
                 false,
-                ThreadRole::Wait { until_ms },
+                Role::Wait { until_ms },
             ),
             Joined::Alone => {
                 let (o, found) = self
                     .create_with(client, env, lookup_first, Some(held), &Map::new())
                     .await;
-                (o, found, ThreadRole::Alone)
+                (o, found, Role::Alone)
             }
             Joined::Opener { thread, follows } => {
                 let extra = follows.map(|r| follow_fields(env, plan, &r)).unwrap_or_default();
@@ -178,11 +224,12 @@ impl Delivery {
                         self.create_with(client, env, lookup_first, Some(held), &extra),
                     )
                     .await;
-                (o, found, ThreadRole::Opener(thread))
+                (o, found, Role::Opener(thread))
             }
+            Joined::Noted(record) => (super::created_on(&record), true, Role::Note),
             Joined::Note(record) => {
                 let (o, found, noted) = self.note(client, env, plan, lookup_first, held, &record).await;
-                (o, found, if noted { ThreadRole::Note } else { ThreadRole::Alone })
+                (o, found, if noted { Role::Note } else { Role::Alone })
             }
         }
     }
@@ -198,15 +245,7 @@ impl Delivery {
         held: &Held,
         record: &RecordRef,
     ) -> (Outcome, bool, bool) {
-        let as_created = || {
-            Outcome::Created(CreatedRecord {
-                table: record.table.clone(),
-                sys_id: record.sys_id.clone(),
-                number: record.number.clone(),
-                link: record.link.clone(),
-            })
-        };
-        let marker = relay_core::Dedupe::marker(env.correlation_id());
+        let as_created = || super::created_on(record);
         if lookup_first {
             // an earlier attempt may have made the alert's own record, or its note
             match client.find_by_key(env.table(), &env.record_key()).await {
@@ -217,9 +256,9 @@ impl Delivery {
                 Ok(None) => {}
                 Err(o) => return (o, false, true),
             }
-            match client.journal(&record.table, &record.sys_id, &plan.journal).await {
-                Ok(entries) if entries.iter().any(|e| e.value.contains(&marker)) => return (as_created(), true, true),
-                Ok(_) => {}
+            match self.noted_on(client, env, plan, record).await {
+                Ok(true) => return (as_created(), true, true),
+                Ok(false) => {}
                 Err(o) => return (o, false, true),
             }
             if let Some(wait) = held.still_settling(self.ports.clock.now_ms(), "write") {
@@ -247,8 +286,8 @@ impl Delivery {
 
     /// After an attempt with a thread role: complete the thread's entry with the record its opener made, or
     /// release it when the opener failed, so the next alert of the thread may open it.
-    pub(super) async fn settle_thread(&self, role: &ThreadRole, outcome: &Outcome) {
-        let ThreadRole::Opener(thread) = role else { return };
+    pub(super) async fn settle_thread(&self, role: &Role, outcome: &Outcome, held: &Held) {
+        let Role::Opener(thread) = role else { return };
         let now = self.ports.clock.now_ms();
         let ledger = &self.ports.ledger;
         let written = match outcome {
@@ -259,8 +298,18 @@ impl Delivery {
                     .await
             }
             failure => {
-                let retry = RetryLater::new(failure.class(), "the thread's opening alert is being retried")
-                    .needing_lookup(matches!(failure, Outcome::Ambiguous { .. }));
+                // While the opener's create may still commit (a lost answer, or its settle window still
+                // running), no other alert may open the thread: they wait, then look its record up first.
+                let ambiguous = matches!(failure, Outcome::Ambiguous { .. });
+                let settling = held
+                    .no_create_before_ms
+                    .filter(|t| *t > now)
+                    .or(ambiguous.then(|| now + self.settings.settle.as_millis() as i64));
+                let retry = RetryLater {
+                    not_before_ms: settling,
+                    ..RetryLater::new(failure.class(), "the thread's opening alert is being retried")
+                        .needing_lookup(settling.is_some())
+                };
                 ledger
                     .retry_later(&thread.alert_id, thread.claim_token, &retry, now)
                     .await

@@ -335,3 +335,12 @@ pub fn alert_body(id: &str, alert_type: &str, severity: &str, employee: &str) ->
     }
     serde_json::to_vec(&v).unwrap()
 }
+
+/// The work notes the simulator keeps for the record `sys_id`, oldest first.
+pub fn journal_of(h: &Harness, sys_id: &str) -> Vec<serde_json::Value> {
+    h.sim
+        .records("sys_journal_field")
+        .into_iter()
+        .filter(|e| e["element_id"] == sys_id && e["element"] == "work_notes")
+        .collect()
+}
