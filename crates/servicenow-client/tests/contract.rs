@@ -1382,3 +1382,29 @@ async fn create_incidents(c: &ServiceNowClient, keys: &[&str]) -> Vec<String> {
     }
     ids
 }
+
+#[tokio::test]
+async fn a_journal_longer_than_one_page_is_read_whole_in_order() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let c = client(&sim, relay());
+    let a = created(c.create_record("incident", &incident("j-busy")).await);
+    for i in 0..1_205 {
+        sim.act_as(
+            None,
+            "incident",
+            &a.sys_id,
+            json!({"work_notes": format!("note {i:04}")}),
+        )
+        .unwrap();
+    }
+    let notes = c.journal("incident", &a.sys_id, "work_notes").await.unwrap();
+    assert_eq!(notes.len(), 1_205, "two pages of 1000, the second part full");
+    assert_eq!(notes[0].value, "note 0000");
+    assert_eq!(notes[1_204].value, "note 1204");
+    let journal_calls = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("sys_journal_field"))
+        .count();
+    assert_eq!(journal_calls, 2);
+}

@@ -13,6 +13,11 @@ use crate::outcome::{Effect, field_str, result_of, rows_of};
 /// ids stays well under the URL lengths instances and proxies accept).
 pub const MAX_READ_IDS: usize = 100;
 
+/// Journal entries asked for per call of [`ServiceNowClient::journal`], and the most calls it makes (20 000
+/// entries of one record).
+const JOURNAL_PAGE: usize = 1000;
+const JOURNAL_PAGES: usize = 20;
+
 /// One journal entry (a work note or an additional comment) of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
@@ -73,29 +78,43 @@ impl ServiceNowClient {
         check_field(field).map_err(Outcome::permanent_local)?;
         let query = format!("element_id={sys_id}^name={table}^element={field}^ORDERBYsys_created_on");
         let url = format!("{}/api/now/table/sys_journal_field", self.inner.instance_url);
-        let resp = self
-            .execute("journal", table, Effect::Read, || {
-                self.inner.http.get(&url).query(&[
-                    ("sysparm_query", query.as_str()),
-                    (
-                        "sysparm_fields",
-                        "element,element_id,name,value,sys_created_on,sys_created_by",
-                    ),
-                    ("sysparm_limit", "1000"),
-                ])
-            })
-            .await?;
-        let rows = rows_of(result_of(&resp, Effect::Read, unix_now())?, "journal")?;
         let text = |row: &Value, f: &str| row.get(f).and_then(field_str).unwrap_or_default();
-        Ok(rows
-            .iter()
-            .filter(|r| text(r, "element_id") == sys_id && text(r, "name") == table && text(r, "element") == field)
-            .map(|r| JournalEntry {
-                value: text(r, "value"),
-                created_on: text(r, "sys_created_on"),
-                created_by: text(r, "sys_created_by"),
-            })
-            .collect())
+        let mut out = Vec::new();
+        // page by page: a busy record's journal can outgrow one answer
+        for page in 0..JOURNAL_PAGES {
+            let offset = (page * JOURNAL_PAGE).to_string();
+            let limit = JOURNAL_PAGE.to_string();
+            let resp = self
+                .execute("journal", table, Effect::Read, || {
+                    self.inner.http.get(&url).query(&[
+                        ("sysparm_query", query.as_str()),
+                        (
+                            "sysparm_fields",
+                            "element,element_id,name,value,sys_created_on,sys_created_by",
+                        ),
+                        ("sysparm_limit", limit.as_str()),
+                        ("sysparm_offset", offset.as_str()),
+                    ])
+                })
+                .await?;
+            let rows = rows_of(result_of(&resp, Effect::Read, unix_now())?, "journal")?;
+            let full = rows.len() >= JOURNAL_PAGE;
+            out.extend(
+                rows.iter()
+                    .filter(|r| {
+                        text(r, "element_id") == sys_id && text(r, "name") == table && text(r, "element") == field
+                    })
+                    .map(|r| JournalEntry {
+                        value: text(r, "value"),
+                        created_on: text(r, "sys_created_on"),
+                        created_by: text(r, "sys_created_by"),
+                    }),
+            );
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The current `fields` of the records `sys_ids` of `table` (one `sys_idIN…` query; at most
