@@ -19,6 +19,6 @@ pub use batch::{BatchPlan, Pending, PlannedRecord};
 pub use config::{Config, ConfigError, ConfigLoadError, DeliveryMode, LoadedConfig, RecordType};
 pub use profile::{Dedupe, DedupeMatch, Lifecycle, PriorityMethod, Profile, Transition};
 pub use route::{
-    AlertSummary, DOCUMENT_FILE, Decision, DocumentFile, PersonLookup, PseudonymKey, Router, RouterError,
-    THREAD_PREFIX, ThreadPlan, TrendChart, ValidTo, correlation_id, is_query_safe,
+    AlertSummary, DOCUMENT_FILE, Decision, DocumentFile, EscalationStep, PersonLookup, PseudonymKey, Router,
+    RouterError, THREAD_PREFIX, ThreadPlan, ThreadStats, TrendChart, ValidTo, correlation_id, is_query_safe,
 };

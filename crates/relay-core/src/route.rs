@@ -105,8 +105,72 @@ pub struct ThreadPlan {
     /// The new record's field that references the done one; None: the new record's long text names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_field: Option<String>,
-    /// The journal entry's text: the marker of the alert's correlation id, then what a record would say.
+    /// The journal entry's text: the markers of the alert's correlation id and its risk, then what a record
+    /// would say.
     pub note: String,
+    /// This alert's part in the thread's escalation: its risk_score and DLP channel.
+    #[serde(default)]
+    pub risk: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The escalation steps of the route, strongest first, and how the table takes a priority.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation: Vec<EscalationStep>,
+    #[serde(default)]
+    pub priority_method: PriorityMethod,
+}
+
+/// An escalation step as delivery applies it: the thresholds, and the priority with what the table is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationStep {
+    #[serde(flatten)]
+    pub when: crate::config::Escalation,
+    pub impact: u8,
+    pub urgency: u8,
+    /// 1 Critical … 5 Planning.
+    pub servicenow_priority: u8,
+}
+
+/// What a thread's alerts add up to, for its escalation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    pub alerts: u32,
+    pub peak_risk: u8,
+    pub sum_risk: u32,
+    pub channels: std::collections::BTreeSet<String>,
+}
+
+impl ThreadStats {
+    pub fn add(&mut self, risk: u8, channel: Option<&str>) {
+        self.alerts += 1;
+        self.peak_risk = self.peak_risk.max(risk);
+        self.sum_risk += u32::from(risk);
+        if let Some(c) = channel {
+            self.channels.insert(c.to_string());
+        }
+    }
+
+    /// The marker a note carries for its alert's part: `[relay-risk <risk>:<channel or ->]`.
+    pub fn marker(risk: u8, channel: Option<&str>) -> String {
+        format!("[relay-risk {risk}:{}]", channel.unwrap_or("-"))
+    }
+
+    /// The (risk, channel) of a marker's key (`92:usb`).
+    pub fn parse(key: &str) -> Option<(u8, Option<&str>)> {
+        let (risk, channel) = key.split_once(':')?;
+        Some((risk.parse().ok()?, (channel != "-").then_some(channel)))
+    }
+}
+
+impl EscalationStep {
+    /// Whether `stats` reach every threshold of this step.
+    pub fn reached(&self, stats: &ThreadStats) -> bool {
+        let w = &self.when;
+        w.peak_risk.is_none_or(|t| stats.peak_risk >= t)
+            && w.sum_risk.is_none_or(|t| stats.sum_risk >= t)
+            && w.alerts.is_none_or(|t| stats.alerts >= t)
+            && w.channels.is_none_or(|t| stats.channels.len() as u32 >= t)
+    }
 }
 
 /// What a thread's ledger key starts with.
@@ -491,7 +555,28 @@ impl Router {
             .threads
             .overridden(defaults.target.thread.as_ref())
             .overridden(rule.and_then(|r| r.target.thread.as_ref()));
-        decision.thread = thread_plan(&threads, alert, &decision, profile, &short);
+        decision.thread = thread_plan(&threads, alert, &decision, profile, &short).map(|mut t| {
+            let mut steps: Vec<EscalationStep> = threads
+                .escalation
+                .iter()
+                .map(|e| {
+                    let iu = defaults
+                        .priorities
+                        .get(&e.priority)
+                        .copied()
+                        .unwrap_or(ImpactUrgency { impact: 2, urgency: 3 });
+                    EscalationStep {
+                        when: e.clone(),
+                        impact: iu.impact,
+                        urgency: iu.urgency,
+                        servicenow_priority: iu.servicenow_priority(),
+                    }
+                })
+                .collect();
+            steps.sort_by_key(|s| s.servicenow_priority);
+            t.escalation = steps;
+            t
+        });
         let identity_may_leave = self.pseudonym_key.is_none();
         if identity_may_leave && c.person.resolve && !profile.person_fields.is_empty() {
             let value = match c.person.match_by {
@@ -574,9 +659,14 @@ fn thread_plan(
         .get(&d.description_field)
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let channel = match &alert.details {
+        Details::Dlp { channel: Some(c), .. } => Some(c.as_str().to_string()),
+        _ => None,
+    };
     let note = format!(
-        "{} Another alert of this thread: {} ({}, risk {}, rule {}, occurred {})\n{summary}\n\n{long_text}",
+        "{} {} Another alert of this thread: {} ({}, risk {}, rule {}, occurred {})\n{summary}\n\n{long_text}",
         crate::profile::Dedupe::marker(&d.correlation_id),
+        ThreadStats::marker(d.summary.risk_score, channel.as_deref()),
         d.alert_id,
         d.severity.as_str(),
         d.summary.risk_score,
@@ -590,6 +680,10 @@ fn thread_plan(
         done_states: profile.lifecycle.done_states.clone(),
         link_field: profile.lifecycle.link_field.clone(),
         note,
+        risk: d.summary.risk_score,
+        channel,
+        escalation: Vec::new(),
+        priority_method: profile.priority,
     })
 }
 

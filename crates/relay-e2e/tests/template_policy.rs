@@ -968,6 +968,7 @@ fn dashboard_body_is_json_and_shows_every_metric() {
         "RecordsCreated",
         "ThreadNotes",
         "LifecycleEvents",
+        "ThreadEscalations",
         "DeliveryRetries",
         "DeliveryFailed",
         "DeliveryLatencyMs",

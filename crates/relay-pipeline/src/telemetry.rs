@@ -23,6 +23,7 @@ pub mod names {
     pub const RECORDS_CREATED: &str = "RecordsCreated";
     pub const THREAD_NOTES: &str = "ThreadNotes";
     pub const LIFECYCLE_EVENTS: &str = "LifecycleEvents";
+    pub const THREAD_ESCALATIONS: &str = "ThreadEscalations";
     pub const DELIVERY_LATENCY_MS: &str = "DeliveryLatencyMs";
     pub const DELIVERY_RETRIES: &str = "DeliveryRetries";
     pub const DELIVERY_FAILED: &str = "DeliveryFailed";
@@ -55,6 +56,11 @@ pub fn describe() {
         THREAD_NOTES,
         Unit::Count,
         "Alerts written as a work note on their thread's open record instead of a new record"
+    );
+    describe_counter!(
+        THREAD_ESCALATIONS,
+        Unit::Count,
+        "Thread records whose priority was raised by an escalation step, by record type and priority"
     );
     describe_counter!(
         LIFECYCLE_EVENTS,
@@ -220,6 +226,20 @@ pub struct ThreadNoted {
 impl TelemetryEvent for ThreadNoted {
     fn emit(self) {
         counter!(names::THREAD_NOTES, "RecordType" => self.record_type).increment(1);
+    }
+}
+
+/// A thread's record was raised to `priority` by an escalation step.
+pub struct ThreadEscalated {
+    pub record_type: &'static str,
+    pub priority: u8,
+}
+
+impl TelemetryEvent for ThreadEscalated {
+    fn emit(self) {
+        tracing::info!(target: "audit", event = "thread_escalated", record_type = self.record_type, priority = self.priority);
+        counter!(names::THREAD_ESCALATIONS, "RecordType" => self.record_type, "Priority" => self.priority.to_string())
+            .increment(1);
     }
 }
 

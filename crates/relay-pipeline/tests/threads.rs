@@ -252,3 +252,54 @@ async fn an_opener_whose_create_lost_its_answer_keeps_the_thread_to_one_record()
     assert_eq!((second.sys_id.as_str(), second.note), (sir, true));
     assert_eq!(journal_of(&h, sir).len(), 1);
 }
+
+#[tokio::test]
+async fn a_thread_past_its_escalation_threshold_raises_the_records_priority_once() {
+    let mut config = threaded_config();
+    config.threads.escalation = vec![relay_core::config::Escalation {
+        priority: "P1".into(),
+        alerts: Some(3),
+        peak_risk: None,
+        sum_risk: Some(80),
+        channels: None,
+    }];
+    let h = harness(Options {
+        config,
+        ..Options::default()
+    })
+    .await;
+    // high DLP alerts: a security incident at priority 2
+    for (n, id) in ["x-1", "x-2", "x-3", "x-4"].into_iter().enumerate() {
+        let reply = h
+            .post(&alert_body(id, "dlp", "high", "E1001"), &format!("wh-{id}"))
+            .await;
+        assert_eq!(reply.status, 202);
+        h.deliver_all().await;
+        let sirs = h.sim.records("sn_si_incident");
+        assert_eq!(sirs.len(), 1);
+        let expected = if n < 2 { "2" } else { "1" };
+        assert_eq!(sirs[0]["priority"], expected, "after {} alerts", n + 1);
+    }
+    let sir = h.sim.records("sn_si_incident")[0]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let notes = journal_of(&h, &sir);
+    let escalations: Vec<&str> = notes
+        .iter()
+        .map(|n| n["value"].as_str().unwrap())
+        .filter(|v| v.starts_with("[relay-escalated P1]"))
+        .collect();
+    assert_eq!(escalations.len(), 1, "raised once: {notes:#?}");
+    assert!(
+        escalations[0].contains("3 alerts, peak risk 30, total risk 90"),
+        "the note says why: {}",
+        escalations[0]
+    );
+    assert!(
+        escalations[0].contains("Thresholds: alerts ≥ 3, total risk ≥ 80."),
+        "{}",
+        escalations[0]
+    );
+    assert_eq!(total(&h.metrics.take(), "ThreadEscalations", &[]), 1);
+}

@@ -67,6 +67,11 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
     }
     known_tables.extend(profiles.values().map(|prof| prof.table.clone()));
     check_batch(&mut p, &raw.batch);
+    // a rule may name a priority that the defaults or any alert type defines
+    let mut all_priorities = raw.defaults.priorities.clone();
+    for t in raw.alert_types.values() {
+        all_priorities.extend(t.priorities.clone());
+    }
     check_thread(
         &mut p,
         "threads",
@@ -74,14 +79,10 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
             enabled: Some(raw.threads.enabled),
             window_days: Some(raw.threads.window_days),
             key: Some(raw.threads.key.clone()),
+            escalation: Some(raw.threads.escalation.clone()),
         },
+        &all_priorities,
     );
-
-    // a rule may name a priority that the defaults or any alert type defines
-    let mut all_priorities = raw.defaults.priorities.clone();
-    for t in raw.alert_types.values() {
-        all_priorities.extend(t.priorities.clone());
-    }
     let ctx = TargetContext {
         known_tables: &known_tables,
         priorities: &all_priorities,
@@ -277,7 +278,29 @@ fn compile_tables(
     (tables, known_tables)
 }
 
-fn check_thread(p: &mut Problems, loc: &str, t: &ThreadOverride) {
+fn check_thread(p: &mut Problems, loc: &str, t: &ThreadOverride, priorities: &BTreeMap<String, ImpactUrgency>) {
+    for (i, e) in t.escalation.iter().flatten().enumerate() {
+        let at = format!("{loc}.escalation[{i}]");
+        if !priorities.contains_key(&e.priority) {
+            p.add(
+                &at,
+                format!(
+                    "unknown priority {:?}; defined: {}",
+                    e.priority,
+                    priorities.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        if e.peak_risk.is_none() && e.sum_risk.is_none() && e.alerts.is_none() && e.channels.is_none() {
+            p.add(
+                &at,
+                "names no threshold (peak_risk, sum_risk, alerts, channels): it would escalate every thread",
+            );
+        }
+        if e.peak_risk.is_some_and(|r| r > 100) {
+            p.add(&at, "peak_risk is a risk_score: 0 to 100");
+        }
+    }
     for k in t.key.iter().flatten() {
         if !THREAD_KEYS.contains(&k.as_str()) {
             p.add(
@@ -536,7 +559,7 @@ fn compile_target(p: &mut Problems, loc: &str, raw: &RawTarget, ctx: TargetConte
         }
     }
     if let Some(t) = &raw.thread {
-        check_thread(p, loc, t);
+        check_thread(p, loc, t, ctx.priorities);
     }
     Target {
         thread: raw.thread.clone(),

@@ -320,6 +320,30 @@ pub struct ThreadSettings {
     /// What alerts of one thread share, besides the table: `employee`, `alert_type`, `custom_rule` (the
     /// custom rule that raised the alert, when there is one), `rule` (the routing rule), `severity`.
     pub key: Vec<String>,
+    /// Raise the thread's record's priority when the thread reaches thresholds (the highest step reached
+    /// wins).
+    pub escalation: Vec<Escalation>,
+}
+
+/// One escalation step of a thread: once every threshold it names is reached by the thread's alerts (the
+/// first one's included), its record is raised to `priority` (a priority name, as routes use), with a work
+/// note saying why.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    pub priority: String,
+    /// The highest risk_score of the thread's alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_risk: Option<u8>,
+    /// The sum of their risk_scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum_risk: Option<u32>,
+    /// How many alerts the thread has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<u32>,
+    /// How many distinct DLP channels its alerts used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
 }
 
 /// The most days a thread window may span (the ledger keeps an alert's entry 30 days by default).
@@ -334,6 +358,7 @@ impl Default for ThreadSettings {
             enabled: false,
             window_days: 7,
             key: vec!["employee".into(), "alert_type".into(), "custom_rule".into()],
+            escalation: Vec::new(),
         }
     }
 }
@@ -348,6 +373,8 @@ pub struct ThreadOverride {
     pub window_days: Option<u32>,
     #[serde(default)]
     pub key: Option<Vec<String>>,
+    #[serde(default)]
+    pub escalation: Option<Vec<Escalation>>,
 }
 
 impl ThreadSettings {
@@ -358,6 +385,7 @@ impl ThreadSettings {
             enabled: o.enabled.unwrap_or(self.enabled),
             window_days: o.window_days.unwrap_or(self.window_days),
             key: o.key.clone().unwrap_or_else(|| self.key.clone()),
+            escalation: o.escalation.clone().unwrap_or_else(|| self.escalation.clone()),
         }
     }
 }

@@ -580,3 +580,43 @@ fn thread_settings_are_checked() {
         .to_string();
     assert!(e.contains("keys"), "{e}");
 }
+
+#[test]
+fn escalation_steps_are_planned_strongest_first_and_checked() {
+    let yaml = THREADED.replace(
+        "threads: {enabled: true}",
+        "threads: {enabled: true, escalation: [{priority: P2, alerts: 3}, {priority: P1, peak_risk: 90, channels: 2}]}",
+    );
+    let r = Router::new(Config::from_yaml(&yaml).unwrap(), None).unwrap();
+    let mut v = base("dlp", "high", json!({"channel": "usb", "file_count": 3, "bytes": 10}));
+    v["risk_score"] = json!(70);
+    let t = thread_of(&r, v).unwrap();
+    assert_eq!(t.risk, 70);
+    assert_eq!(t.channel.as_deref(), Some("usb"));
+    assert!(t.note.contains("[relay-risk 70:usb]"), "{}", t.note);
+    let names: Vec<&str> = t.escalation.iter().map(|s| s.when.priority.as_str()).collect();
+    assert_eq!(names, ["P1", "P2"], "strongest first");
+    assert_eq!(t.escalation[0].servicenow_priority, 1);
+    let mut stats = ThreadStats::default();
+    stats.add(95, Some("usb"));
+    assert!(!t.escalation[0].reached(&stats), "one channel only");
+    stats.add(20, Some("email"));
+    assert!(t.escalation[0].reached(&stats));
+    assert!(!t.escalation[1].reached(&stats), "two alerts");
+
+    for (bad, says) in [
+        ("escalation: [{priority: P9, alerts: 2}]", "unknown priority \"P9\""),
+        ("escalation: [{priority: P1}]", "names no threshold"),
+        (
+            "escalation: [{priority: P1, peak_risk: 101}]",
+            "peak_risk is a risk_score",
+        ),
+    ] {
+        let yaml = THREADED.replace(
+            "threads: {enabled: true}",
+            &format!("threads: {{enabled: true, {bad}}}"),
+        );
+        let e = Config::from_yaml(&yaml).unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}

@@ -10,7 +10,9 @@
 //! journal is readable. When the record is done (resolved, closed, cancelled), the thread goes on in its
 //! next generation (`<key>#<n>`): a new record that references the done one.
 
-use relay_core::ThreadPlan;
+use std::collections::BTreeSet;
+
+use relay_core::{PriorityMethod, ThreadPlan, ThreadStats};
 use relay_ports::{Accept, Claim, LedgerEntry, PortError, RecordRef, RetryLater};
 use serde_json::{Map, Value};
 use servicenow_client::{Outcome, ServiceNowClient};
@@ -19,7 +21,8 @@ use super::Delivery;
 use super::claim::Held;
 use crate::envelope::{Envelope, Item};
 use crate::ingest::new_entry;
-use crate::lifecycle::is_marked;
+use crate::lifecycle::{is_marked, leading_markers};
+use crate::telemetry::{TelemetryEvent, ThreadEscalated};
 
 /// How many generations of one thread (each a record that was done before the next alert came) are
 /// followed before an alert opens a record of its own, unthreaded.
@@ -50,7 +53,8 @@ enum Joined {
         thread: Box<LedgerEntry>,
         follows: Option<RecordRef>,
     },
-    Note(RecordRef),
+    /// The record is open: note the alert on it (with the thread entry's opener stats).
+    Note(RecordRef, Option<String>),
     /// An earlier attempt's note is on this (since done) record.
     Noted(RecordRef),
     Wait {
@@ -93,6 +97,8 @@ impl Delivery {
         entry.first_received_at_ms = now;
         entry.updated_at_ms = now;
         entry.expires_at_s = now.div_euclid(1000) + plan.window_s;
+        // the opener's part in the thread's escalation (the notes carry theirs)
+        entry.plan = Some(serde_json::json!({"risk": plan.risk, "channel": plan.channel}).to_string());
         match ledger.accept(&entry).await? {
             Accept::New => ledger.claim(key, now, lease).await,
             // written meanwhile by another alert of the thread
@@ -120,7 +126,7 @@ impl Delivery {
                     retry_after: None,
                     reason: format!("the thread's ledger entry could not be read: {e}"),
                 })?;
-            let record = match claim {
+            let (record, opener) = match claim {
                 Claim::Claimed(thread) => {
                     // The previous opener's create was ambiguous: its record may exist. Found, it is the
                     // thread's record (this alert becomes a note on it); the opener's own retry finds it
@@ -133,7 +139,7 @@ impl Delivery {
                             if let Err(e) = self.ports.ledger.complete(&key, thread.claim_token, &record, now).await {
                                 tracing::warn!(thread = %key, error = %e, "could not complete the thread with its found record");
                             }
-                            return Ok(Joined::Note(record));
+                            return Ok(Joined::Note(record, thread.plan.clone()));
                         }
                     }
                     return Ok(Joined::Opener {
@@ -148,7 +154,7 @@ impl Delivery {
                     return Ok(Joined::Wait { until_ms });
                 }
                 Claim::Completed(e) => match e.record {
-                    Some(r) => r,
+                    Some(r) => (r, e.plan),
                     None => return Ok(Joined::Alone),
                 },
                 Claim::Failed(_) | Claim::Aggregated(_) | Claim::Missing => return Ok(Joined::Alone),
@@ -161,7 +167,7 @@ impl Delivery {
                 other => other.to_string(),
             });
             match state {
-                Some(s) if !plan.done_states.contains(&s) => return Ok(Joined::Note(record)),
+                Some(s) if !plan.done_states.contains(&s) => return Ok(Joined::Note(record, opener)),
                 // done, or gone (deleted, or no longer readable): the thread goes on in a new record
                 _ => {
                     if lookup_first && self.noted_on(client, env, plan, &record).await? {
@@ -227,8 +233,16 @@ impl Delivery {
                 (o, found, Role::Opener(thread))
             }
             Joined::Noted(record) => (super::created_on(&record), true, Role::Note),
-            Joined::Note(record) => {
+            Joined::Note(record, opener) => {
                 let (o, found, noted) = self.note(client, env, plan, lookup_first, held, &record).await;
+                if noted
+                    && matches!(o, Outcome::Created(_))
+                    && !plan.escalation.is_empty()
+                    && let Err(failed) = self.escalate(client, env, plan, &record, opener.as_deref()).await
+                {
+                    // the note is written (a retry finds it); the escalation is tried again
+                    return (failed, false, Role::Note);
+                }
                 (o, found, if noted { Role::Note } else { Role::Alone })
             }
         }
@@ -284,6 +298,109 @@ impl Delivery {
         }
     }
 
+    /// Raise the thread's record to the strongest escalation step its alerts reach (the opener's part from
+    /// the thread entry, each note's from its `[relay-risk …]` marker, this alert's from its plan), once:
+    /// a record already at that priority or higher is left alone, so a retry changes nothing.
+    async fn escalate(
+        &self,
+        client: &ServiceNowClient,
+        env: &Envelope,
+        plan: &ThreadPlan,
+        record: &RecordRef,
+        opener: Option<&str>,
+    ) -> Result<(), Outcome> {
+        let mut stats = ThreadStats::default();
+        if let Some(v) = opener.and_then(|p| serde_json::from_str::<Value>(p).ok()) {
+            let risk = v["risk"].as_u64().map_or(0, |r| r.min(100) as u8);
+            stats.add(risk, v["channel"].as_str());
+        }
+        let entries = client.journal(&record.table, &record.sys_id, &plan.journal).await?;
+        let mut seen = BTreeSet::new();
+        for e in &entries {
+            let markers = leading_markers(&e.value);
+            let key = markers.iter().find(|(k, _)| *k == "key").map(|(_, v)| *v);
+            let part = markers
+                .iter()
+                .find(|(k, _)| *k == "risk")
+                .and_then(|(_, v)| ThreadStats::parse(v));
+            if let (Some(key), Some((risk, channel))) = (key, part)
+                && seen.insert(key)
+            {
+                stats.add(risk, channel);
+            }
+        }
+        if !seen.contains(env.correlation_id()) {
+            // the journal does not show this alert's note (not readable): count it anyway
+            stats.add(plan.risk, plan.channel.as_deref());
+        }
+        let Some(step) = plan.escalation.iter().find(|s| s.reached(&stats)) else {
+            return Ok(());
+        };
+        let rows = client
+            .read_records(&record.table, &[&record.sys_id], &["priority"])
+            .await?;
+        let current: u8 = rows
+            .first()
+            .and_then(|r| r.get("priority"))
+            .and_then(|v| match v {
+                Value::String(s) => s.parse().ok(),
+                Value::Number(n) => n.as_u64().map(|n| n as u8),
+                _ => None,
+            })
+            .unwrap_or(5);
+        if current <= step.servicenow_priority {
+            return Ok(());
+        }
+        let mut fields = Map::new();
+        match plan.priority_method {
+            PriorityMethod::ImpactUrgency => {
+                fields.insert("impact".into(), Value::String(step.impact.to_string()));
+                fields.insert("urgency".into(), Value::String(step.urgency.to_string()));
+            }
+            PriorityMethod::Direct => {
+                fields.insert("priority".into(), Value::String(step.servicenow_priority.to_string()));
+            }
+            PriorityMethod::HrService | PriorityMethod::None => {
+                tracing::info!(record = %record.sys_id, table = %record.table,
+                    "an escalation step is reached, but the table decides its own priority; not raised");
+                return Ok(());
+            }
+        }
+        let channels: Vec<&str> = stats.channels.iter().map(String::as_str).collect();
+        let note = format!(
+            "[relay-escalated {name}] Priority raised to {name} (ServiceNow priority {to}, was {current}): this \
+             thread has {alerts} alerts, peak risk {peak}, total risk {sum}, {n} distinct channel(s){list}.{why}",
+            name = step.when.priority,
+            to = step.servicenow_priority,
+            alerts = stats.alerts,
+            peak = stats.peak_risk,
+            sum = stats.sum_risk,
+            n = channels.len(),
+            list = if channels.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", channels.join(", "))
+            },
+            why = thresholds(&step.when),
+        );
+        fields.insert(plan.journal.clone(), Value::String(note));
+        match client.update_record(&record.table, &record.sys_id, &fields).await {
+            Ok(()) => {
+                ThreadEscalated {
+                    record_type: env.record_type().as_str(),
+                    priority: step.servicenow_priority,
+                }
+                .emit();
+                Ok(())
+            }
+            Err(Outcome::Permanent { message, .. }) => {
+                tracing::warn!(record = %record.sys_id, error = %message, "the instance refused the escalation");
+                Ok(())
+            }
+            Err(o) => Err(o),
+        }
+    }
+
     /// After an attempt with a thread role: complete the thread's entry with the record its opener made, or
     /// release it when the opener failed, so the next alert of the thread may open it.
     pub(super) async fn settle_thread(&self, role: &Role, outcome: &Outcome, held: &Held) {
@@ -320,6 +437,24 @@ impl Delivery {
             tracing::warn!(thread = %thread.alert_id, error = %e, "could not settle the thread's ledger entry");
         }
     }
+}
+
+/// The thresholds of a step, as its note names them: " Thresholds: alerts ≥ 3, peak risk ≥ 90."
+fn thresholds(e: &relay_core::config::Escalation) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = e.alerts {
+        parts.push(format!("alerts ≥ {t}"));
+    }
+    if let Some(t) = e.peak_risk {
+        parts.push(format!("peak risk ≥ {t}"));
+    }
+    if let Some(t) = e.sum_risk {
+        parts.push(format!("total risk ≥ {t}"));
+    }
+    if let Some(t) = e.channels {
+        parts.push(format!("channels ≥ {t}"));
+    }
+    format!(" Thresholds: {}.", parts.join(", "))
 }
 
 /// The fields that make a new record of a thread reference the done one: the profile's link field, or,
