@@ -255,6 +255,25 @@ impl SqliteLedger {
             .await
     }
 
+    /// Every live alert and lifecycle-event entry (threads' own left out), for reports over the retention.
+    pub async fn alerts_and_events(&self) -> Result<Vec<LedgerEntry>, LocalError> {
+        let now = self.store.now_ms();
+        self.store
+            .readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery <> 'thread' ORDER BY alert_id"
+                ))?;
+                let rows = stmt.query_map(params![now.div_euclid(1000)], read_entry)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(row??);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     /// Delete entries whose `expires_at_s` has passed (SQLite has no TTL); returns how many.
     pub async fn purge_expired(&self) -> Result<u64, LocalError> {
         let now_s = self.store.now_ms().div_euclid(1000);

@@ -19,6 +19,7 @@ pub mod http;
 pub mod ingest;
 pub mod lifecycle;
 pub mod replay;
+pub mod report;
 pub mod secrets;
 pub mod signature;
 pub mod sources;

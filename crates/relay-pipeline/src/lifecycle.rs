@@ -26,6 +26,9 @@ pub struct EventPlan {
     pub correlation_prefix: String,
     pub record_type: String,
     pub table: String,
+    /// The routing rule of the alert (for the rule-quality counts).
+    #[serde(default)]
+    pub rule: String,
     /// The journal field of the table (`work_notes`).
     pub journal: String,
     pub done_states: Vec<String>,
@@ -72,6 +75,7 @@ impl EventPlan {
             correlation_prefix: correlation_prefix.to_string(),
             record_type: alert.record_type.clone(),
             table: alert.table.clone(),
+            rule: alert.rule.clone(),
             journal,
             done_states: profile.lifecycle.done_states.clone(),
             resolve: profile.lifecycle.resolve.clone(),

@@ -65,7 +65,7 @@ pub fn describe() {
     describe_counter!(
         LIFECYCLE_EVENTS,
         Unit::Count,
-        "Lifecycle events (updated, resolved, dismissed) noted on their alert's record, by whether they closed it"
+        "Lifecycle events (updated, resolved, dismissed) noted on their alert's record, by routing rule and whether they closed it"
     );
     describe_histogram!(
         DELIVERY_LATENCY_MS,
@@ -244,18 +244,20 @@ impl TelemetryEvent for ThreadEscalated {
 }
 
 /// A lifecycle event was noted on its alert's record (and, `resolved`, moved the record to a done state).
-pub struct LifecycleApplied {
+pub struct LifecycleApplied<'a> {
     pub kind: &'static str,
     pub record_type: &'static str,
+    /// The alert's routing rule.
+    pub rule: &'a str,
     pub resolved: bool,
 }
 
-impl TelemetryEvent for LifecycleApplied {
+impl TelemetryEvent for LifecycleApplied<'_> {
     fn emit(self) {
         tracing::info!(target: "audit", event = "lifecycle_event_applied", kind = self.kind,
-            record_type = self.record_type, resolved = self.resolved);
+            record_type = self.record_type, rule = self.rule, resolved = self.resolved);
         counter!(names::LIFECYCLE_EVENTS, "Event" => self.kind, "RecordType" => self.record_type,
-            "Resolved" => if self.resolved { "true" } else { "false" })
+            "Rule" => self.rule.to_string(), "Resolved" => if self.resolved { "true" } else { "false" })
         .increment(1);
     }
 }

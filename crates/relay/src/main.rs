@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{config_check, health, list, load, replay, route, send, serve, sign, status, test_connection};
+use crate::commands::{
+    config_check, health, list, load, replay, report, route, send, serve, sign, status, test_connection,
+};
 use crate::error::CliError;
 
 mod api;
@@ -49,6 +51,9 @@ enum Command {
     /// Dead-letter queue commands (local database).
     #[command(subcommand)]
     Dlq(list::DlqCommand),
+    /// Reports from the local database: `relay report rules` (rule quality: false-positive rates).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -112,6 +117,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         Command::List(args) => list::run(&args),
         Command::Health(args) => health::run(&args),
         Command::Dlq(command) => list::run_dlq(&command),
+        Command::Report(command) => report::run(&command),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;

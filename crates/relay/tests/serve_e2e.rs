@@ -1184,5 +1184,31 @@ async fn with_threads_on_repeat_usb_copies_become_notes_resolutions_close_the_in
     let second = sirs.iter().find(|r| r["sys_id"] != first.as_str()).unwrap();
     assert_eq!(second["parent_security_incident"], first.as_str(), "{second:#}");
     assert_eq!(state_of(&relay.url, "emon-thread-1").await["servicenow"]["note"], false);
+
+    // rule quality from the same database, while the server runs
+    let db = dir.path().join("relay.db");
+    let out = run_relay(dir.path(), &["report", "rules", "--db", db.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let usb = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "dlp-usb-mass-copy")
+        .unwrap_or_else(|| panic!("{rows:#}"));
+    assert_eq!(
+        (
+            &usb["alerts"],
+            &usb["records"],
+            &usb["notes"],
+            &usb["resolved"],
+            &usb["dismissed"]
+        ),
+        (&json!(4), &json!(2), &json!(2), &json!(3), &json!(0)),
+        "{usb:#}"
+    );
+    assert_eq!(usb["false_positive_rate"], 0.0);
+    let human = run_relay(dir.path(), &["report", "rules", "--db", db.to_str().unwrap()]);
+    assert!(text(&human).contains("dlp-usb-mass-copy"), "{}", text(&human));
     relay.stop();
 }

@@ -136,6 +136,7 @@ impl Deliverer {
                             LifecycleApplied {
                                 kind: plan.event.kind.as_str(),
                                 record_type: env.record_type().as_str(),
+                                rule: &plan.rule,
                                 resolved: *resolved,
                             }
                             .emit();

@@ -73,7 +73,7 @@ pub fn parse_since(text: &str) -> Result<i64, String> {
     Ok(n.saturating_mul(unit_ms))
 }
 
-fn open(db: &Path) -> Result<LocalStore, CliError> {
+pub(crate) fn open(db: &Path) -> Result<LocalStore, CliError> {
     if !db.exists() {
         return Err(CliError::Invalid(format!(
             "no database at {} (give --db)",

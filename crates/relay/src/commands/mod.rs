@@ -8,6 +8,7 @@ pub mod health;
 pub mod list;
 pub mod load;
 pub mod replay;
+pub mod report;
 pub mod route;
 pub mod send;
 pub mod serve;
