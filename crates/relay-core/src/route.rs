@@ -118,6 +118,13 @@ pub struct ThreadPlan {
     pub escalation: Vec<EscalationStep>,
     #[serde(default)]
     pub priority_method: PriorityMethod,
+    /// What to do when the thread's record is done, and what the table's state model allows.
+    #[serde(default)]
+    pub closed: crate::config::ClosedPolicy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub final_states: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopen_state: Option<String>,
 }
 
 /// An escalation step as delivery applies it: the thresholds, and the priority with what the table is sent.
@@ -684,6 +691,9 @@ fn thread_plan(
         channel,
         escalation: Vec::new(),
         priority_method: profile.priority,
+        closed: settings.closed,
+        final_states: profile.lifecycle.final_states.clone(),
+        reopen_state: profile.lifecycle.reopen_state.clone(),
     })
 }
 

@@ -303,3 +303,77 @@ async fn a_thread_past_its_escalation_threshold_raises_the_records_priority_once
     );
     assert_eq!(total(&h.metrics.take(), "ThreadEscalations", &[]), 1);
 }
+
+async fn with_closed_policy(policy: relay_core::config::ClosedPolicy) -> Harness {
+    let mut config = threaded_config();
+    config.threads.closed = policy;
+    harness(Options {
+        config,
+        ..Options::default()
+    })
+    .await
+}
+
+/// A custom alert (an incident) of the thread, delivered: its record's sys_id.
+async fn incident_alert(h: &Harness, id: &str) -> String {
+    let reply = h.post(&alert_body(id, "custom", "critical", "E1001"), &format!("wh-{id}")).await;
+    assert_eq!(reply.status, 202);
+    h.deliver_all().await;
+    h.state(id).await.record.unwrap().sys_id
+}
+
+fn resolve_incident(h: &Harness, sys_id: &str) {
+    h.sim
+        .act_as(
+            None,
+            "incident",
+            sys_id,
+            json!({"state": "6", "close_code": "Solution provided", "close_notes": "fixed"}),
+        )
+        .unwrap();
+}
+
+fn incident(h: &Harness, sys_id: &str) -> serde_json::Value {
+    h.sim.records("incident").into_iter().find(|r| r["sys_id"] == sys_id).unwrap()
+}
+
+#[tokio::test]
+async fn with_the_reopen_policy_a_resolved_incident_is_reopened_and_noted() {
+    let h = with_closed_policy(relay_core::config::ClosedPolicy::Reopen).await;
+    let inc = incident_alert(&h, "ro-1").await;
+    resolve_incident(&h, &inc);
+    assert_eq!(incident_alert(&h, "ro-2").await, inc, "the same incident");
+    assert_eq!(h.sim.records("incident").len(), 1);
+    assert_eq!(incident(&h, &inc)["state"], "2", "reopened to In Progress");
+    let notes = journal_of(&h, &inc);
+    assert!(notes.iter().any(|n| n["value"].as_str().unwrap().starts_with("[relay-reopened ")), "{notes:#?}");
+    assert!(h.state("ro-2").await.record.unwrap().note);
+    // a closed incident cannot be reopened: the next alert opens a new one that references it
+    resolve_incident(&h, &inc);
+    h.sim.act_as(None, "incident", &inc, json!({"state": "7"})).unwrap();
+    let next = incident_alert(&h, "ro-3").await;
+    assert_ne!(next, inc);
+    assert_eq!(incident(&h, &next)["parent_incident"], inc.as_str());
+}
+
+#[tokio::test]
+async fn with_the_note_only_policy_a_resolved_incident_is_noted_and_stays_resolved() {
+    let h = with_closed_policy(relay_core::config::ClosedPolicy::NoteOnly).await;
+    let inc = incident_alert(&h, "no-1").await;
+    resolve_incident(&h, &inc);
+    assert_eq!(incident_alert(&h, "no-2").await, inc);
+    assert_eq!(incident(&h, &inc)["state"], "6");
+    assert_eq!(journal_of(&h, &inc).len(), 1);
+    assert_eq!(h.sim.records("incident").len(), 1);
+}
+
+#[tokio::test]
+async fn by_default_a_resolved_incident_gets_a_new_linked_one() {
+    let h = threaded().await;
+    let inc = incident_alert(&h, "nl-1").await;
+    resolve_incident(&h, &inc);
+    let next = incident_alert(&h, "nl-2").await;
+    assert_ne!(next, inc);
+    assert_eq!(incident(&h, &next)["parent_incident"], inc.as_str());
+    assert_eq!(incident(&h, &inc)["state"], "6", "the resolved one is left alone");
+}

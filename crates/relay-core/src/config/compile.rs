@@ -80,6 +80,7 @@ pub(super) fn compile(raw: RawConfig, hash: String) -> Result<Config, ConfigErro
             window_days: Some(raw.threads.window_days),
             key: Some(raw.threads.key.clone()),
             escalation: Some(raw.threads.escalation.clone()),
+            closed: Some(raw.threads.closed),
         },
         &all_priorities,
     );

@@ -21,11 +21,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use model::{
-    BatchSettings, Config, DEFAULT_BATCH_WINDOW, DEFAULT_CORRELATION_PREFIX, DEFAULT_MAX_ALERTS_PER_RECORD,
-    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_REQUESTS_PER_BATCH, DEFAULT_PERSON_CACHE_TTL_SECONDS, DeliveryMode,
-    DepartmentGroups, Escalation, GROUP_KEYS, GroupSpec, ImpactUrgency, MAX_ALERTS_PER_RECORD, MAX_BATCH_WINDOW,
-    PersonMatch, PersonSettings, Privacy, RecordType, Rule, THREAD_KEYS, Target, ThreadOverride, ThreadSettings,
-    TypeDefaults,
+    BatchSettings, ClosedPolicy, Config, DEFAULT_BATCH_WINDOW, DEFAULT_CORRELATION_PREFIX,
+    DEFAULT_MAX_ALERTS_PER_RECORD, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_REQUESTS_PER_BATCH,
+    DEFAULT_PERSON_CACHE_TTL_SECONDS, DeliveryMode, DepartmentGroups, Escalation, GROUP_KEYS, GroupSpec, ImpactUrgency,
+    MAX_ALERTS_PER_RECORD, MAX_BATCH_WINDOW, PersonMatch, PersonSettings, Privacy, RecordType, Rule, THREAD_KEYS,
+    Target, ThreadOverride, ThreadSettings, TypeDefaults,
 };
 pub use template::{Placeholder, Template, TemplateError, TemplatePart};
 

@@ -323,6 +323,23 @@ pub struct ThreadSettings {
     /// Raise the thread's record's priority when the thread reaches thresholds (the highest step reached
     /// wins).
     pub escalation: Vec<Escalation>,
+    /// What an alert of the thread does when the thread's record is done (resolved, closed, cancelled).
+    pub closed: ClosedPolicy,
+}
+
+/// What a thread's next alert does when its record is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedPolicy {
+    /// A new record that references the done one (the profile's link field, or a line in its text).
+    #[default]
+    NewLinked,
+    /// Reopen the record where its state model allows (the profile's `reopen_state`; a final state never),
+    /// then note the alert on it; otherwise as `new_linked`.
+    Reopen,
+    /// Note the alert on the done record, leaving its state; a record in a final state takes no notes, so
+    /// there as `new_linked`.
+    NoteOnly,
 }
 
 /// One escalation step of a thread: once every threshold it names is reached by the thread's alerts (the
@@ -359,6 +376,7 @@ impl Default for ThreadSettings {
             window_days: 7,
             key: vec!["employee".into(), "alert_type".into(), "custom_rule".into()],
             escalation: Vec::new(),
+            closed: ClosedPolicy::NewLinked,
         }
     }
 }
@@ -375,6 +393,8 @@ pub struct ThreadOverride {
     pub key: Option<Vec<String>>,
     #[serde(default)]
     pub escalation: Option<Vec<Escalation>>,
+    #[serde(default)]
+    pub closed: Option<ClosedPolicy>,
 }
 
 impl ThreadSettings {
@@ -386,6 +406,7 @@ impl ThreadSettings {
             window_days: o.window_days.unwrap_or(self.window_days),
             key: o.key.clone().unwrap_or_else(|| self.key.clone()),
             escalation: o.escalation.clone().unwrap_or_else(|| self.escalation.clone()),
+            closed: o.closed.unwrap_or(self.closed),
         }
     }
 }

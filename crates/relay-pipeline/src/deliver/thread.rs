@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use relay_core::config::ClosedPolicy;
 use relay_core::{PriorityMethod, ThreadPlan, ThreadStats};
 use relay_ports::{Accept, Claim, LedgerEntry, PortError, RecordRef, RetryLater};
 use serde_json::{Map, Value};
@@ -168,6 +169,22 @@ impl Delivery {
             });
             match state {
                 Some(s) if !plan.done_states.contains(&s) => return Ok(Joined::Note(record, opener)),
+                // done but not final: the route may note on it, or reopen it
+                Some(s) if plan.closed != ClosedPolicy::NewLinked && !plan.final_states.contains(&s) => {
+                    if lookup_first && self.noted_on(client, env, plan, &record).await? {
+                        return Ok(Joined::Noted(record));
+                    }
+                    match (plan.closed, &plan.reopen_state) {
+                        (ClosedPolicy::NoteOnly, _) => return Ok(Joined::Note(record, opener)),
+                        (ClosedPolicy::Reopen, Some(back)) => {
+                            if self.reopen(client, env, plan, &record, back).await? {
+                                return Ok(Joined::Note(record, opener));
+                            }
+                            follows = Some(record);
+                        }
+                        _ => follows = Some(record),
+                    }
+                }
                 // done, or gone (deleted, or no longer readable): the thread goes on in a new record
                 _ => {
                     if lookup_first && self.noted_on(client, env, plan, &record).await? {
@@ -178,6 +195,35 @@ impl Delivery {
             }
         }
         Ok(Joined::Alone)
+    }
+
+    /// Reopen a done (not final) record to `state` with a note saying why; false when the instance refuses
+    /// (the thread then goes on in a new record).
+    async fn reopen(
+        &self,
+        client: &ServiceNowClient,
+        env: &Envelope,
+        plan: &ThreadPlan,
+        record: &RecordRef,
+        state: &str,
+    ) -> Result<bool, Outcome> {
+        let mut fields = Map::new();
+        fields.insert("state".into(), Value::String(state.to_string()));
+        fields.insert(
+            plan.journal.clone(),
+            Value::String(format!(
+                "[relay-reopened {}] Reopened by Alert Relay: another alert of this thread came after it was done.",
+                env.correlation_id()
+            )),
+        );
+        match client.update_record(&record.table, &record.sys_id, &fields).await {
+            Ok(()) => Ok(true),
+            Err(Outcome::Permanent { message, .. }) => {
+                tracing::warn!(record = %record.sys_id, error = %message, "the instance refused the reopen; a new record follows it");
+                Ok(false)
+            }
+            Err(o) => Err(o),
+        }
     }
 
     /// Whether `record`'s journal has this alert's note.
