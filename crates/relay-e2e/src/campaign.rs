@@ -162,7 +162,10 @@ pub struct Listing {
     /// The relay's key on the record (its correlation id).
     pub key: String,
     pub aggregate: bool,
+    /// The alerts it lists: its own (or an aggregate's members), and those noted on it (a thread's).
     pub alerts: BTreeSet<String>,
+    /// Alerts noted on it more than once (a note applied twice).
+    pub noted_twice: Vec<String>,
 }
 
 impl Listing {
@@ -176,6 +179,25 @@ impl Listing {
             self.alerts.iter().cloned().collect::<Vec<_>>().join(",")
         )
     }
+}
+
+/// The shipped config (config/relay.yaml) with threads turned on: what the campaigns and the end-to-end
+/// thread tests run.
+pub fn threaded_config() -> String {
+    let shipped = std::fs::read_to_string(crate::lambda::repo().join("config/relay.yaml")).expect("config/relay.yaml");
+    let threaded = shipped.replace("threads:\n  enabled: false", "threads:\n  enabled: true");
+    assert_ne!(threaded, shipped, "config/relay.yaml has a threads block to turn on");
+    threaded
+}
+
+/// How many alerts `records` list as work notes on their thread's record (besides each record's own alert
+/// and aggregates' members).
+pub fn thread_notes(records: &[Listing]) -> usize {
+    records
+        .iter()
+        .filter(|r| !r.aggregate)
+        .map(|r| r.alerts.len().saturating_sub(1))
+        .sum()
 }
 
 /// The relay's key on a record: the correlation id, or the `[relay-key …]` marker in a text field (tables
@@ -213,6 +235,7 @@ pub fn ids_in(text: &str, prefix: &str, out: &mut BTreeSet<String>) {
 /// files (the `alerts.txt` member list). Alert ids are `<prefix><number>`.
 pub fn listings(sim: &RunningSim, prefix: &str) -> Vec<Listing> {
     let attachments = sim.records("sys_attachment");
+    let journal = sim.records("sys_journal_field");
     let mut out = Vec::new();
     for table in TABLES {
         for record in sim.records(table) {
@@ -234,6 +257,22 @@ pub fn listings(sim: &RunningSim, prefix: &str) -> Vec<Listing> {
             } else if let Some((_, id)) = key.split_once(':') {
                 alerts.insert(id.to_string());
             }
+            // a thread's later alerts, as work notes marked with their key
+            let mut noted: BTreeMap<String, usize> = BTreeMap::new();
+            for entry in journal.iter().filter(|j| j["element_id"] == sys_id.as_str()) {
+                let text = entry["value"].as_str().unwrap_or_default();
+                for k in relay_pipeline::lifecycle::marked_keys(text) {
+                    if let Some((_, id)) = k.split_once(':') {
+                        *noted.entry(id.to_string()).or_default() += 1;
+                    }
+                }
+            }
+            let noted_twice = noted
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(id, _)| id.clone())
+                .collect();
+            alerts.extend(noted.into_keys());
             out.push(Listing {
                 table: table.to_string(),
                 number: record["number"].as_str().unwrap_or_default().to_string(),
@@ -241,6 +280,7 @@ pub fn listings(sim: &RunningSim, prefix: &str) -> Vec<Listing> {
                 key,
                 aggregate,
                 alerts,
+                noted_twice,
             });
         }
     }
@@ -418,6 +458,12 @@ impl Verdict {
                 )),
             }
         }
+        for r in records {
+            for id in &r.noted_twice {
+                v.duplicated
+                    .push(format!("{id}: noted more than once on {}", r.describe()));
+            }
+        }
         v.repeated_keys = by_key
             .iter()
             .filter(|(_, rs)| rs.len() > 1)
@@ -501,6 +547,23 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_noted_twice_on_its_threads_record_is_a_duplicate() {
+        let record = Listing {
+            table: "sn_si_incident".into(),
+            sys_id: "s1".into(),
+            number: String::new(),
+            key: "emon:a1".into(),
+            aggregate: false,
+            alerts: ["a1", "a2"].iter().map(|a| a.to_string()).collect(),
+            noted_twice: vec!["a2".into()],
+        };
+        let accepted: BTreeSet<String> = ["a1", "a2"].iter().map(|a| a.to_string()).collect();
+        let v = Verdict::judge(&accepted, &[record], &Stores::default());
+        assert_eq!(v.passed, 2, "each is in one record");
+        assert_eq!(v.duplicates(), 1, "{:?}", v.duplicated);
+    }
+
+    #[test]
     fn the_verdict_counts_lost_duplicated_and_dead_lettered_alerts() {
         let listing = |key: &str, sys_id: &str, alerts: &[&str]| Listing {
             table: "incident".into(),
@@ -509,6 +572,7 @@ mod tests {
             key: key.into(),
             aggregate: key.contains(":b:"),
             alerts: alerts.iter().map(|a| a.to_string()).collect(),
+            noted_twice: Vec::new(),
         };
         let records = [
             listing("emon:a1", "s1", &["a1"]),

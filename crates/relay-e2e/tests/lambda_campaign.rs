@@ -8,7 +8,9 @@
 //!   and batch messages back on their queues (SQS's at-least-once delivery, a failed delete);
 //! - times out deliver invocations, whose messages the event source mapping then leaves on the queue.
 //!
-//! At the end every accepted alert must be in exactly one ServiceNow record that lists it, or in the
+//! Threads are on (repeat realtime alerts become work notes on their thread's record). At the end every
+//! accepted alert must be in exactly one ServiceNow record that lists it (its own, as a note, or as an
+//! aggregate's member, each once), or in the
 //! dead-letter queue with a failure notice: `N passed, 0 lost, 0 duplicated`. `RELAY_CAMPAIGN_SEED`,
 //! `RELAY_CAMPAIGN_SECONDS`, `RELAY_CAMPAIGN_ALERTS` and `RELAY_CAMPAIGN_DRAIN_SECONDS` set the run, as for
 //! the local campaign (crates/relay/tests/fault_campaign.rs).
@@ -22,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use relay_aws::testing::TestQueue;
 use relay_e2e::campaign::{
     CampaignSettings, FAULT_CLASSES, MAX_LATE_COMMIT_MS, Stores, Verdict, listings, random_fault, templates,
+    thread_notes, threaded_config,
 };
 use relay_e2e::lambda::{Stack, StackOptions};
 use relay_ports::{AlertQueue, Clock, DeliveryState, ReceivedMessage, SystemClock};
@@ -144,6 +147,8 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
             request_log_capacity: 2_000,
             ..SimConfig::default()
         },
+        // threads on: repeat realtime alerts become work notes, under the same faults
+        config: Some(threaded_config()),
         ..StackOptions::default()
     })
     .await
@@ -381,6 +386,12 @@ async fn lambda_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_l
     for d in &stores.dead_letter_reasons {
         println!("  DEAD-LETTERED {d}");
     }
+    let notes = thread_notes(&records);
+    println!("lambda campaign: {notes} alerts delivered as work notes on their thread's record");
     println!("{}", verdict.report(settings.seed));
     verdict.assert_holds(settings.seed, is_drained, settings.drain);
+    assert!(
+        notes > 0,
+        "no alert became a thread note: the campaign did not exercise threads"
+    );
 }

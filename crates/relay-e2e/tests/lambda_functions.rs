@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use relay_e2e::lambda::{Stack, StackOptions, alert_body, repo, sample};
+use relay_e2e::lambda::{Stack, StackOptions, alert_body, sample};
 use relay_ports::{AlertQueue, Clock, DeliveryState, ReceivedMessage};
 use serde_json::{Value, json};
 use servicenow_sim::{Fault, FaultKind, SimConfig};
@@ -698,9 +698,7 @@ async fn a_retried_critical_alert_stays_on_the_critical_queue() {
 
 #[tokio::test]
 async fn threads_and_lifecycle_events_through_the_lambda_handlers() {
-    let shipped = std::fs::read_to_string(repo().join("config/relay.yaml")).unwrap();
-    let config = shipped.replace("threads:\n  enabled: false", "threads:\n  enabled: true");
-    assert_ne!(config, shipped);
+    let config = relay_e2e::campaign::threaded_config();
     let s = stack!(StackOptions {
         config: Some(config),
         ..StackOptions::default()

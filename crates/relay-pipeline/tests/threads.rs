@@ -316,7 +316,9 @@ async fn with_closed_policy(policy: relay_core::config::ClosedPolicy) -> Harness
 
 /// A custom alert (an incident) of the thread, delivered: its record's sys_id.
 async fn incident_alert(h: &Harness, id: &str) -> String {
-    let reply = h.post(&alert_body(id, "custom", "critical", "E1001"), &format!("wh-{id}")).await;
+    let reply = h
+        .post(&alert_body(id, "custom", "critical", "E1001"), &format!("wh-{id}"))
+        .await;
     assert_eq!(reply.status, 202);
     h.deliver_all().await;
     h.state(id).await.record.unwrap().sys_id
@@ -334,7 +336,11 @@ fn resolve_incident(h: &Harness, sys_id: &str) {
 }
 
 fn incident(h: &Harness, sys_id: &str) -> serde_json::Value {
-    h.sim.records("incident").into_iter().find(|r| r["sys_id"] == sys_id).unwrap()
+    h.sim
+        .records("incident")
+        .into_iter()
+        .find(|r| r["sys_id"] == sys_id)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -346,7 +352,12 @@ async fn with_the_reopen_policy_a_resolved_incident_is_reopened_and_noted() {
     assert_eq!(h.sim.records("incident").len(), 1);
     assert_eq!(incident(&h, &inc)["state"], "2", "reopened to In Progress");
     let notes = journal_of(&h, &inc);
-    assert!(notes.iter().any(|n| n["value"].as_str().unwrap().starts_with("[relay-reopened ")), "{notes:#?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["value"].as_str().unwrap().starts_with("[relay-reopened ")),
+        "{notes:#?}"
+    );
     assert!(h.state("ro-2").await.record.unwrap().note);
     // a closed incident cannot be reopened: the next alert opens a new one that references it
     resolve_incident(&h, &inc);

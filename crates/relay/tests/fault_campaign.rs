@@ -9,9 +9,11 @@
 //! webhook not answered 202 is sent again, as a monitoring product retries; a few answered ones are sent
 //! again too (at-least-once senders). Only alerts answered 202 count as accepted.
 //!
-//! At the end (faults cleared, the relay running until its queues are drained) every accepted alert must be
-//! in exactly one ServiceNow record that lists it — a single alert's record by its correlation key, an
-//! aggregate by the alert ids in its description and its attached member list — or in the dead-letter
+//! The relay runs with threads on, so repeat realtime alerts of one employee and type become work notes on
+//! their thread's record. At the end (faults cleared, the relay running until its queues are drained) every
+//! accepted alert must be in exactly one ServiceNow record that lists it — a single alert's record by its
+//! correlation key, a thread's later alerts by the keys of its work notes (each noted once), an aggregate
+//! by the alert ids in its description and its attached member list — or in the dead-letter
 //! queue with a failure notice; no record may list an alert twice or repeat another record's key. The
 //! test prints `N passed, L lost, D duplicated` and asserts L == 0 and D == 0.
 //!
@@ -32,6 +34,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use relay_e2e::campaign::{
     CampaignSettings, FAULT_CLASSES, MAX_LATE_COMMIT_MS, Stores, Verdict, listings, random_fault, templates,
+    thread_notes, threaded_config,
 };
 use relay_local::LocalStore;
 use relay_pipeline::WebhookSecrets;
@@ -277,7 +280,12 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
             .to_string(),
     )
     .unwrap();
+    // threads on: repeat realtime alerts of one employee and type become work notes, under the same faults
+    let config = dir.path().join("relay.yaml");
+    std::fs::write(&config, threaded_config()).unwrap();
     let args: Vec<String> = [
+        "--config",
+        config.to_str().unwrap(),
         "--servicenow-file",
         sn.to_str().unwrap(),
         "--servicenow-timeout-seconds",
@@ -449,7 +457,14 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
     for d in &stores.dead_letter_reasons {
         println!("  DEAD-LETTERED {d}");
     }
+    // threads were exercised: some accepted alerts are work notes on their thread's record
+    let notes = thread_notes(&records);
+    println!("fault campaign: {notes} alerts delivered as work notes on their thread's record");
     println!("{}", verdict.report(settings.seed));
     verdict.assert_holds(settings.seed, is_drained, settings.drain);
+    assert!(
+        notes > 0,
+        "no alert became a thread note: the campaign did not exercise threads"
+    );
     sim.shutdown().await;
 }

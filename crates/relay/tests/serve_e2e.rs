@@ -1092,9 +1092,7 @@ async fn a_critical_alert_is_delivered_while_every_worker_is_busy_with_a_backlog
 #[tokio::test(flavor = "multi_thread")]
 async fn with_threads_on_repeat_usb_copies_become_notes_resolutions_close_the_incident_and_the_next_alert_links_it() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped = std::fs::read_to_string(repo().join("config/relay.yaml")).unwrap();
-    let config = shipped.replace("threads:\n  enabled: false", "threads:\n  enabled: true");
-    assert_ne!(config, shipped, "the shipped config has a threads block to turn on");
+    let config = relay_e2e::campaign::threaded_config();
     let config_path = dir.path().join("relay.yaml");
     std::fs::write(&config_path, config).unwrap();
     let relay = start_relay(dir.path(), &["--config", config_path.to_str().unwrap()]);
