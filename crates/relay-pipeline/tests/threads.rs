@@ -210,7 +210,7 @@ async fn a_record_whose_first_create_failed_is_still_one_record_for_the_thread()
 
 #[tokio::test]
 async fn without_threads_every_alert_is_its_own_record() {
-    let h = harness(Options::default()).await;
+    let h = harness(common::without_threads()).await;
     for id in ["n-1", "n-2"] {
         post(&h, id, "E1001").await;
         h.deliver_all().await;

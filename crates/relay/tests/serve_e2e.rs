@@ -378,14 +378,12 @@ async fn kill_9_during_delivery_then_restart_delivers_every_alert_exactly_once()
     assert!(relay.banner().contains(&format!("ServiceNow      {}", sim.base_url())));
     let keys = secrets(dir.path());
     let ids: Vec<String> = (0..25).map(|i| format!("kill-{i}")).collect();
-    for id in &ids {
-        let (s, _) = post(
-            &relay.url,
-            &keys,
-            &sample_with_id("dlp-critical.json", id),
-            &format!("m-{id}"),
-        )
-        .await;
+    for (n, id) in ids.iter().enumerate() {
+        // one employee each: every alert is a record of its own (the threads of one employee's alerts go
+        // through the same kills in the fault campaign)
+        let mut v: Value = serde_json::from_slice(&sample_with_id("dlp-critical.json", id)).unwrap();
+        v["employee"]["id"] = json!(format!("E9{n:03}"));
+        let (s, _) = post(&relay.url, &keys, &serde_json::to_vec(&v).unwrap(), &format!("m-{id}")).await;
         assert_eq!(s, 202);
     }
     // kill while deliveries are in flight: some records exist, others are mid-call or still queued

@@ -344,3 +344,14 @@ pub fn journal_of(h: &Harness, sys_id: &str) -> Vec<serde_json::Value> {
         .filter(|e| e["element_id"] == sys_id && e["element"] == "work_notes")
         .collect()
 }
+
+/// Options whose config has threads off: every alert is a record of its own, for tests about something
+/// else that send several alerts of one employee and type.
+pub fn without_threads() -> Options {
+    let mut config = Config::default_config();
+    config.threads.enabled = false;
+    Options {
+        config,
+        ..Options::default()
+    }
+}
