@@ -67,6 +67,27 @@ pub(crate) fn record_ref(r: CreatedRecord) -> RecordRef {
     }
 }
 
+/// A field's value as text (a plain value, a reference's `value`, a number), empty when absent.
+pub(crate) fn text_of(v: Option<&serde_json::Value>) -> String {
+    use serde_json::Value;
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => o.get("value").and_then(Value::as_str).unwrap_or_default().to_string(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// One field of a record the relay made, read back now; None when the record can no longer be read.
+pub(crate) async fn field_of(
+    client: &servicenow_client::ServiceNowClient,
+    record: &RecordRef,
+    field: &str,
+) -> Result<Option<String>, Outcome> {
+    let rows = client.read_records(&record.table, &[&record.sys_id], &[field]).await?;
+    Ok(rows.first().map(|r| text_of(r.get(field))))
+}
+
 /// A record the pipeline already knows (a thread's, an alert's) as the outcome of an attempt that ends on it.
 pub(crate) fn created_on(r: &RecordRef) -> Outcome {
     Outcome::Created(CreatedRecord {

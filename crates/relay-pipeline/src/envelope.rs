@@ -143,7 +143,12 @@ impl Envelope {
         match &self.item {
             Item::Alert { decision, .. } => &decision.fields,
             Item::Aggregate { record } => &record.fields,
-            Item::Event { plan } => &plan.no_fields,
+            // an event sends no record fields of its own
+            Item::Event { .. } => {
+                static NONE: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
+                    std::sync::LazyLock::new(serde_json::Map::new);
+                &NONE
+            }
         }
     }
 

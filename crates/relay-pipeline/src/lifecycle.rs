@@ -6,7 +6,6 @@ use relay_core::alert::{EventKind, LifecycleEvent};
 use relay_core::{Dedupe, Profile, Transition};
 use relay_ports::LedgerEntry;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// What a lifecycle event's ledger key starts with.
@@ -36,9 +35,6 @@ pub struct EventPlan {
     pub false_positive: Option<Transition>,
     /// Where the record carries the key of the alert that opened it.
     pub dedupe: Dedupe,
-    /// Always empty: an event sends no record fields of its own.
-    #[serde(default, skip_serializing)]
-    pub no_fields: Map<String, Value>,
 }
 
 /// The ledger key of a lifecycle event: one per alert, kind and webhook delivery, so a re-sent webhook is a
@@ -81,7 +77,6 @@ impl EventPlan {
             resolve: profile.lifecycle.resolve.clone(),
             false_positive: profile.lifecycle.false_positive.clone(),
             dedupe: profile.dedupe.clone(),
-            no_fields: Map::new(),
         })
     }
 

@@ -12,11 +12,10 @@ use std::collections::BTreeSet;
 use relay_core::DedupeMatch;
 use relay_core::alert::EventKind;
 use relay_ports::{DeliveryState, RecordRef};
-use serde_json::Value;
 use servicenow_client::{Outcome, ServiceNowClient};
 
-use super::Delivery;
 use super::claim::Held;
+use super::{Delivery, text_of};
 use crate::envelope::{Envelope, Item};
 use crate::lifecycle::{EventPlan, ended_keys, is_marked, marked_keys};
 
@@ -24,15 +23,6 @@ fn retry(reason: impl Into<String>) -> Outcome {
     Outcome::Retryable {
         retry_after: None,
         reason: reason.into(),
-    }
-}
-
-fn text_of(v: Option<&Value>) -> String {
-    match v {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Object(o)) => o.get("value").and_then(Value::as_str).unwrap_or_default().to_string(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
     }
 }
 
@@ -258,10 +248,7 @@ impl Delivery {
 
     /// The record's current state; None when it can no longer be read.
     async fn state_of(&self, client: &ServiceNowClient, record: &RecordRef) -> Result<Option<String>, Outcome> {
-        let rows = client
-            .read_records(&record.table, &[&record.sys_id], &["state"])
-            .await?;
-        Ok(rows.first().map(|r| text_of(r.get("state"))))
+        super::field_of(client, record, "state").await
     }
 
     /// The correlation ids of the alerts a batch aggregate's record covers (from its sealed plan).

@@ -160,13 +160,7 @@ impl Delivery {
                 },
                 Claim::Failed(_) | Claim::Aggregated(_) | Claim::Missing => return Ok(Joined::Alone),
             };
-            let rows = client
-                .read_records(&record.table, &[&record.sys_id], &["state"])
-                .await?;
-            let state = rows.first().and_then(|r| r.get("state")).map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
+            let state = super::field_of(client, &record, "state").await?;
             match state {
                 Some(s) if !plan.done_states.contains(&s) => return Ok(Joined::Note(record, opener)),
                 // done but not final: the route may note on it, or reopen it
@@ -382,17 +376,9 @@ impl Delivery {
         let Some(step) = plan.escalation.iter().find(|s| s.reached(&stats)) else {
             return Ok(());
         };
-        let rows = client
-            .read_records(&record.table, &[&record.sys_id], &["priority"])
-            .await?;
-        let current: u8 = rows
-            .first()
-            .and_then(|r| r.get("priority"))
-            .and_then(|v| match v {
-                Value::String(s) => s.parse().ok(),
-                Value::Number(n) => n.as_u64().map(|n| n as u8),
-                _ => None,
-            })
+        let current: u8 = super::field_of(client, record, "priority")
+            .await?
+            .and_then(|p| p.parse().ok())
             .unwrap_or(5);
         if current <= step.servicenow_priority {
             return Ok(());
