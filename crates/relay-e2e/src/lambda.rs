@@ -83,6 +83,9 @@ pub struct StackOptions {
     /// A routing config (YAML) for the ingest function (`RELAY_CONFIG_PATH`); the compiled-in default
     /// otherwise.
     pub config: Option<String>,
+    /// Set `CALLBACK_URL` to this receiver and `CALLBACK_SECRET_ARN` to a secret holding
+    /// [`relay_pipeline::callback::receiver::CALLBACK_SECRET`].
+    pub callback_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -98,6 +101,7 @@ impl Default for StackOptions {
             max_receives: None,
             critical_lane: false,
             config: None,
+            callback_url: None,
         }
     }
 }
@@ -173,6 +177,14 @@ impl Stack {
         ]);
         if opts.critical_lane {
             env.insert("CRITICAL_QUEUE_URL", critical.url.clone());
+        }
+        if let Some(url) = &opts.callback_url {
+            let secret = json!({"secrets": [relay_pipeline::callback::receiver::CALLBACK_SECRET]}).to_string();
+            env.insert("CALLBACK_URL", url.clone());
+            env.insert(
+                "CALLBACK_SECRET_ARN",
+                testing::create_secret(&sdk, "callback", &secret).await,
+            );
         }
         let config_dir = opts.config.as_ref().map(|yaml| {
             let dir = tempfile::tempdir().expect("a directory for the config");

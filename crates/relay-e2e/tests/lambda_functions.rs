@@ -699,8 +699,10 @@ async fn a_retried_critical_alert_stays_on_the_critical_queue() {
 #[tokio::test]
 async fn threads_and_lifecycle_events_through_the_lambda_handlers() {
     let config = relay_e2e::campaign::threaded_config();
+    let receiver = relay_pipeline::callback::receiver::Receiver::start(&[503]).await;
     let s = stack!(StackOptions {
         config: Some(config),
+        callback_url: Some(receiver.url.clone()),
         ..StackOptions::default()
     });
     // three USB copies of one employee, delivered one after another: one SIR, two work notes
@@ -759,4 +761,42 @@ async fn threads_and_lifecycle_events_through_the_lambda_handlers() {
     assert_eq!(sirs.len(), 2);
     let second = sirs.iter().find(|r| r["sys_id"] != sir.as_str()).unwrap();
     assert_eq!(second["parent_security_incident"], sir.as_str());
+
+    // the monitoring product heard of each: signed, once each (the first answer, a 503, was retried)
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    receiver.verify_all(now_s);
+    let got = receiver.received();
+    let accepted: Vec<_> = got.iter().skip(1).collect();
+    let ids: std::collections::BTreeSet<&str> = accepted.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), accepted.len(), "each change once: {got:#?}");
+    assert_eq!(got[0].id, got[1].id, "the refused callback came back with its id");
+    let kinds: Vec<String> = accepted.iter().map(|c| c.kind()).collect();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    // two SIRs, two thread notes + three resolution notes, one closure
+    assert_eq!(
+        (
+            count("record.created"),
+            count("record.updated"),
+            count("record.state_changed")
+        ),
+        (2, 5, 1),
+        "{kinds:?}"
+    );
+    let first = accepted[0].json();
+    assert_eq!(first["type"], "record.created");
+    assert_eq!(first["data"]["record"]["sys_id"], sir.as_str());
+    assert!(
+        first["data"]["record"]["number"].as_str().unwrap().starts_with("SIR"),
+        "{first}"
+    );
+    let closed = accepted
+        .iter()
+        .find(|c| c.kind() == "record.state_changed")
+        .unwrap()
+        .json();
+    assert_eq!(closed["data"]["state"], "3");
+    assert_eq!(closed["data"]["close_code"], "Investigation completed");
 }

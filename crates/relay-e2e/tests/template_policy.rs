@@ -117,10 +117,23 @@ fn referenced_id(value: &Value) -> Option<&str> {
     None
 }
 
+/// A value as a list; a conditional item (`!If [Cond, A, B]`) counts as both of its branches (either may
+/// be in effect), `AWS::NoValue` as nothing.
 fn as_list(value: &Value) -> Vec<&Value> {
     match value {
         Value::Null => vec![],
-        Value::Array(items) => items.iter().collect(),
+        Value::Array(items) => items.iter().flat_map(as_list).collect(),
+        Value::Object(map)
+            if map.len() == 1
+                && map
+                    .get("Fn::If")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.len() == 3) =>
+        {
+            let branches = map["Fn::If"].as_array().expect("checked");
+            branches[1..].iter().flat_map(as_list).collect()
+        }
+        Value::Object(map) if map.len() == 1 && map.get("Ref") == Some(&json!("AWS::NoValue")) => vec![],
         other => vec![other],
     }
 }

@@ -32,6 +32,18 @@ pub fn delivery(settings: &Settings, ports: &Ports) -> Delivery {
             config
         },
     );
+    let callbacks = settings.callback.as_ref().and_then(|c| {
+        let keys = relay_pipeline::WebhookKeys::new(
+            ports.secrets.clone(),
+            c.secret_arn.as_str(),
+            settings.secret_ttl,
+            ports.clock.clone(),
+        );
+        // the URL was checked with the settings; what is left is the HTTP client's own setup
+        relay_pipeline::callback::Callbacks::new(&c.url, keys, settings.servicenow_timeout)
+            .inspect_err(|e| tracing::error!(error = %e, "callbacks are off: the client could not be built"))
+            .ok()
+    });
     Delivery::new(
         ports,
         target,
@@ -42,6 +54,7 @@ pub fn delivery(settings: &Settings, ports: &Ports) -> Delivery {
             ..DeliverySettings::for_policy(settings.backoff)
         },
     )
+    .with_callbacks(callbacks)
 }
 
 /// An SQS record as the pipeline sees it. `None` when the record has no message id or receipt handle

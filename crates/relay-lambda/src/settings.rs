@@ -57,6 +57,16 @@ pub struct Settings {
     /// `WEBHOOK_SOURCE_CIDRS` (optional): the networks webhooks may come from, separated by commas (the
     /// monitoring product's egress addresses); empty: any.
     pub allowed_sources: SourceAllowList,
+    /// `CALLBACK_URL` and `CALLBACK_SECRET_ARN` (optional, both or neither; deliver and flush): signed
+    /// callbacks to the monitoring product, and the secret (`{"secrets": ["whsec_…"]}`) they are signed with.
+    pub callback: Option<CallbackSettings>,
+}
+
+/// Where the callbacks go and the secret that signs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackSettings {
+    pub url: String,
+    pub secret_arn: String,
 }
 
 const REQUIRED: [&str; 7] = [
@@ -113,6 +123,23 @@ impl Settings {
                 SourceAllowList::default()
             }
         };
+        let callback = match (get("CALLBACK_URL"), get("CALLBACK_SECRET_ARN")) {
+            (None, None) => None,
+            (Some(url), Some(secret_arn)) => {
+                if let Err(e) = relay_pipeline::callback::validate_url(&url) {
+                    problems.push(format!("CALLBACK_URL: {e}"));
+                }
+                Some(CallbackSettings { url, secret_arn })
+            }
+            (Some(_), None) => {
+                problems.push("CALLBACK_URL is set without CALLBACK_SECRET_ARN (the callbacks' signing secret)".into());
+                None
+            }
+            (None, Some(_)) => {
+                problems.push("CALLBACK_SECRET_ARN is set without CALLBACK_URL".into());
+                None
+            }
+        };
         if !problems.is_empty() {
             return Err(LambdaError::Settings(problems.join("; ")));
         }
@@ -140,6 +167,7 @@ impl Settings {
             ledger_retention: defaults::LEDGER_RETENTION,
             settle: defaults::SETTLE_AFTER_AMBIGUOUS,
             allowed_sources,
+            callback,
         })
     }
 }
@@ -165,6 +193,30 @@ mod tests {
         env.insert("WEBHOOK_SOURCE_CIDRS", "203.0.113.0/24 198.51.100.7".into());
         let s = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
         assert_eq!(s.allowed_sources.to_string(), "203.0.113.0/24, 198.51.100.7/32");
+    }
+
+    #[test]
+    fn callbacks_need_both_variables_and_a_tls_url() {
+        let mut env = full();
+        assert_eq!(Settings::from_lookup(|k| env.get(k).cloned()).unwrap().callback, None);
+        env.insert("CALLBACK_URL", "https://monitor.example.com/hooks/servicenow".into());
+        let err = Settings::from_lookup(|k| env.get(k).cloned()).unwrap_err().to_string();
+        assert!(err.contains("without CALLBACK_SECRET_ARN"), "{err}");
+        env.insert("CALLBACK_SECRET_ARN", "arn:cb".into());
+        let s = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(
+            s.callback,
+            Some(CallbackSettings {
+                url: "https://monitor.example.com/hooks/servicenow".into(),
+                secret_arn: "arn:cb".into()
+            })
+        );
+        env.insert("CALLBACK_URL", "http://monitor.example.com/cb".into());
+        let err = Settings::from_lookup(|k| env.get(k).cloned()).unwrap_err().to_string();
+        assert!(err.contains("CALLBACK_URL") && err.contains("https"), "{err}");
+        env.remove("CALLBACK_URL");
+        let err = Settings::from_lookup(|k| env.get(k).cloned()).unwrap_err().to_string();
+        assert!(err.contains("CALLBACK_SECRET_ARN is set without CALLBACK_URL"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 fn settings() -> Settings {
     Settings::from_lookup(|k| {
-        (k.ends_with("_URL") || k.ends_with("_ARN") || k.ends_with("_TABLE")).then(|| format!("test-{k}"))
+        (!k.starts_with("CALLBACK_") && (k.ends_with("_URL") || k.ends_with("_ARN") || k.ends_with("_TABLE")))
+            .then(|| format!("test-{k}"))
     })
     .unwrap()
 }

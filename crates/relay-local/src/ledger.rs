@@ -202,15 +202,15 @@ impl SqliteLedger {
     }
 
     /// Entries in `state`, oldest update first, at most `limit` (for `relay status` and operator tools).
-    /// Alerts only: a thread's own entry (`delivery` `thread`) and a lifecycle event's (`event`) are not
-    /// listed.
+    /// Alerts only: a thread's own entry (`delivery` `thread`), a lifecycle event's (`event`) and a
+    /// callback's (`callback`) are not listed.
     pub async fn list_in_state(&self, state: DeliveryState, limit: u32) -> Result<Vec<LedgerEntry>, LocalError> {
         let now = self.store.now_ms();
         self.store
             .readers
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE state = ?1 AND expires_at_s >= ?2 AND delivery NOT IN ('thread', 'event') \
+                    "SELECT {COLUMNS} FROM ledger WHERE state = ?1 AND expires_at_s >= ?2 AND delivery NOT IN ('thread', 'event', 'callback') \
                      ORDER BY updated_at_ms, alert_id LIMIT ?3"
                 ))?;
                 let rows = stmt.query_map(params![state.as_str(), now.div_euclid(1000), limit], read_entry)?;
@@ -231,7 +231,7 @@ impl SqliteLedger {
             .readers
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery NOT IN ('thread', 'event') \
+                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery NOT IN ('thread', 'event', 'callback') \
                      AND (?2 IS NULL OR state = ?2) AND updated_at_ms >= ?3 \
                      AND (?4 IS NULL OR record_type = ?4 OR rule = ?4) \
                      ORDER BY updated_at_ms DESC, alert_id LIMIT ?5"
@@ -255,14 +255,15 @@ impl SqliteLedger {
             .await
     }
 
-    /// Every live alert and lifecycle-event entry (threads' own left out), for reports over the retention.
+    /// Every live alert and lifecycle-event entry (threads' own and callbacks left out), for reports over the
+    /// retention.
     pub async fn alerts_and_events(&self) -> Result<Vec<LedgerEntry>, LocalError> {
         let now = self.store.now_ms();
         self.store
             .readers
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery <> 'thread' ORDER BY alert_id"
+                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery NOT IN ('thread', 'callback') ORDER BY alert_id"
                 ))?;
                 let rows = stmt.query_map(params![now.div_euclid(1000)], read_entry)?;
                 let mut out = Vec::new();

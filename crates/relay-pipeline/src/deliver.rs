@@ -18,6 +18,7 @@ use servicenow_client::{CreatedRecord, Outcome};
 
 use crate::Ports;
 use crate::breaker::{Admit, Breaker};
+use crate::callback::Callbacks;
 use crate::concurrency::{ConcurrencyLimit, Lane, Permit};
 use crate::defaults::LONGEST_REDELAY;
 use crate::envelope::{Envelope, Item};
@@ -25,6 +26,7 @@ use crate::secrets::ServiceNowTarget;
 
 mod attach;
 mod attempt;
+mod callback;
 mod claim;
 mod deliverer;
 mod event;
@@ -55,6 +57,8 @@ pub struct Delivery {
     breaker: Arc<Breaker>,
     /// How many ServiceNow calls this process has in flight, shared the same way.
     limit: Arc<ConcurrencyLimit>,
+    /// Where the callbacks to the monitoring product go; None: none are made.
+    pub callbacks: Option<Arc<Callbacks>>,
 }
 
 pub(crate) fn record_ref(r: CreatedRecord) -> RecordRef {
@@ -108,7 +112,7 @@ fn lane_of(env: &Envelope) -> Lane {
             Severity::Medium | Severity::Low => Lane::Batch,
         },
         Item::Aggregate { .. } => Lane::Batch,
-        Item::Event { .. } => Lane::Realtime,
+        Item::Event { .. } | Item::Callback { .. } => Lane::Realtime,
     }
 }
 
@@ -117,6 +121,7 @@ fn severity_of(env: &Envelope) -> &'static str {
         Item::Alert { decision, .. } => decision.severity.as_str(),
         Item::Aggregate { .. } => "batch",
         Item::Event { .. } => "event",
+        Item::Callback { .. } => "callback",
     }
 }
 
@@ -135,6 +140,15 @@ impl Delivery {
             settings,
             jitter: random_jitter(),
             people: Arc::default(),
+            callbacks: None,
+        }
+    }
+
+    /// The same delivery, making callbacks to the monitoring product.
+    pub fn with_callbacks(self, callbacks: Option<Callbacks>) -> Delivery {
+        Delivery {
+            callbacks: callbacks.map(Arc::new),
+            ..self
         }
     }
 
@@ -148,6 +162,7 @@ impl Delivery {
             people: Arc::clone(&self.people),
             breaker: Arc::clone(&self.breaker),
             limit: Arc::clone(&self.limit),
+            callbacks: self.callbacks.clone(),
         }
     }
 

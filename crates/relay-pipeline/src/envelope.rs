@@ -34,6 +34,10 @@ pub enum Item {
     Aggregate { record: Box<PlannedRecord> },
     /// A lifecycle event (update, resolution, dismissal) of an alert already sent.
     Event { plan: Box<crate::lifecycle::EventPlan> },
+    /// A signed callback to the monitoring product about a record the relay made or changed.
+    Callback {
+        callback: Box<crate::callback::CallbackPlan>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +81,17 @@ impl Envelope {
         }
     }
 
+    pub fn callback(callback: crate::callback::CallbackPlan, received_at_ms: i64) -> Envelope {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            received_at_ms,
+            item: Item::Callback {
+                callback: Box::new(callback),
+            },
+            dead_letter: None,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("envelopes always serialise")
     }
@@ -92,6 +107,7 @@ impl Envelope {
             Item::Alert { decision, .. } => alert_key(&decision.alert_id),
             Item::Aggregate { record } => aggregate_key(&record.correlation_id),
             Item::Event { plan } => plan.key.clone(),
+            Item::Callback { callback } => callback.key(),
         }
     }
 
@@ -105,6 +121,7 @@ impl Envelope {
             Item::Alert { decision, .. } => &decision.table,
             Item::Aggregate { record } => &record.table,
             Item::Event { plan } => &plan.table,
+            Item::Callback { callback } => &callback.record.table,
         }
     }
 
@@ -113,6 +130,7 @@ impl Envelope {
             Item::Alert { decision, .. } => decision.record_type,
             Item::Aggregate { record } => record.record_type,
             Item::Event { plan } => RecordType::parse(&plan.record_type).unwrap_or(RecordType::Incident),
+            Item::Callback { callback } => RecordType::parse(&callback.record_type).unwrap_or(RecordType::Incident),
         }
     }
 
@@ -122,6 +140,7 @@ impl Envelope {
             Item::Alert { decision, .. } => &decision.correlation_id,
             Item::Aggregate { record } => &record.correlation_id,
             Item::Event { plan } => &plan.key,
+            Item::Callback { callback } => &callback.id,
         }
     }
 
@@ -131,6 +150,12 @@ impl Envelope {
             Item::Alert { decision, .. } => &decision.dedupe,
             Item::Aggregate { record } => &record.dedupe,
             Item::Event { plan } => &plan.dedupe,
+            // a callback makes no record: the default key field, never looked up
+            Item::Callback { .. } => {
+                static DEFAULT: std::sync::LazyLock<relay_core::Dedupe> =
+                    std::sync::LazyLock::new(relay_core::Dedupe::default);
+                &DEFAULT
+            }
         }
     }
 
@@ -143,8 +168,8 @@ impl Envelope {
         match &self.item {
             Item::Alert { decision, .. } => &decision.fields,
             Item::Aggregate { record } => &record.fields,
-            // an event sends no record fields of its own
-            Item::Event { .. } => {
+            // an event, or a callback, sends no record fields of its own
+            Item::Event { .. } | Item::Callback { .. } => {
                 static NONE: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
                     std::sync::LazyLock::new(serde_json::Map::new);
                 &NONE
@@ -158,7 +183,7 @@ impl Envelope {
         let valid_to = match &self.item {
             Item::Alert { decision, .. } => decision.valid_to.as_ref(),
             Item::Aggregate { record } => record.valid_to.as_ref(),
-            Item::Event { .. } => None,
+            Item::Event { .. } | Item::Callback { .. } => None,
         };
         relay_core::ValidTo::apply(valid_to, self.fields(), now_ms.div_euclid(1000))
     }
@@ -180,6 +205,7 @@ impl Envelope {
             Item::Alert { decision, .. } => vec![decision.alert_id.clone()],
             Item::Aggregate { record } => record.alert_ids.clone(),
             Item::Event { plan } => vec![plan.event.alert_id.clone()],
+            Item::Callback { .. } => Vec::new(),
         }
     }
 }
@@ -233,6 +259,7 @@ fn is_escaped(alert_id: &str) -> bool {
         ESCAPED_ALERT_PREFIX,
         relay_core::THREAD_PREFIX,
         crate::lifecycle::EVENT_PREFIX,
+        crate::callback::CALLBACK_PREFIX,
     ]
     .iter()
     .any(|p| alert_id.starts_with(p))

@@ -141,6 +141,12 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
             String::new(),
             "event".to_string(),
         ),
+        // a callback's entry names its type in `rule` (the alert's rule is in its body)
+        Item::Callback { callback } => (
+            callback.kind.as_str().to_string(),
+            String::new(),
+            crate::callback::CALLBACK_DELIVERY.to_string(),
+        ),
     };
     LedgerEntry {
         alert_id: envelope.ledger_key(),
@@ -164,7 +170,7 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
         correlation_id: envelope.correlation_id().to_string(),
         config_hash: match &envelope.item {
             Item::Alert { decision, .. } => decision.config_hash.clone(),
-            Item::Aggregate { .. } | Item::Event { .. } => String::new(),
+            Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } => String::new(),
         },
         record: None,
         last_error_class: None,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use relay_ports::{AlertQueue, Clock, Ledger, Notifier, SecretStore};
 
 pub mod breaker;
+pub mod callback;
 pub mod chart;
 pub mod concurrency;
 pub mod defaults;

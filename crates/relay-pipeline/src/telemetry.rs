@@ -24,6 +24,7 @@ pub mod names {
     pub const THREAD_NOTES: &str = "ThreadNotes";
     pub const LIFECYCLE_EVENTS: &str = "LifecycleEvents";
     pub const THREAD_ESCALATIONS: &str = "ThreadEscalations";
+    pub const CALLBACKS_SENT: &str = "CallbacksSent";
     pub const DELIVERY_LATENCY_MS: &str = "DeliveryLatencyMs";
     pub const DELIVERY_RETRIES: &str = "DeliveryRetries";
     pub const DELIVERY_FAILED: &str = "DeliveryFailed";
@@ -51,6 +52,11 @@ pub fn describe() {
         RECORDS_CREATED,
         Unit::Count,
         "ServiceNow records created (an aggregate counts once)"
+    );
+    describe_counter!(
+        CALLBACKS_SENT,
+        Unit::Count,
+        "Signed callbacks the monitoring product's receiver accepted, by type"
     );
     describe_counter!(
         THREAD_NOTES,
@@ -226,6 +232,19 @@ pub struct ThreadNoted {
 impl TelemetryEvent for ThreadNoted {
     fn emit(self) {
         counter!(names::THREAD_NOTES, "RecordType" => self.record_type).increment(1);
+    }
+}
+
+/// A callback was accepted by the monitoring product's receiver (after `attempts` attempts).
+pub struct CallbackSent {
+    pub kind: &'static str,
+    pub attempts: u32,
+}
+
+impl TelemetryEvent for CallbackSent {
+    fn emit(self) {
+        tracing::info!(target: "audit", event = "callback_sent", kind = self.kind, attempts = self.attempts);
+        counter!(names::CALLBACKS_SENT, "Type" => self.kind).increment(1);
     }
 }
 

@@ -28,6 +28,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process: boxing would only add an indirection
 enum Command {
     /// Run the whole pipeline on this machine: HTTP ingest, SQLite queues and ledger, delivery workers,
     /// batch flush, and a built-in ServiceNow simulator unless a real instance is configured.

@@ -36,6 +36,16 @@ impl ClientConfig {
     }
 }
 
+/// Whether `url`'s host is loopback (127.0.0.0/8, ::1, `localhost`), where plain http is allowed; None when
+/// it has no host.
+pub fn is_loopback(url: &url::Url) -> Option<bool> {
+    Some(match url.host()? {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => IpAddr::V4(ip).is_loopback(),
+        url::Host::Ipv6(ip) => IpAddr::V6(ip).is_loopback(),
+    })
+}
+
 /// Validate an instance URL and return its canonical form `scheme://host[:port]` (no trailing slash).
 ///
 /// Rules: `https` required unless the host is loopback (127.0.0.0/8, ::1, `localhost`); no user info;
@@ -52,11 +62,8 @@ pub fn validate_instance_url(raw: &str) -> Result<String, ClientError> {
         return Err(bad("instance_url must not contain a backslash"));
     }
     let url = url::Url::parse(raw).map_err(|e| bad(&format!("instance_url is not a valid URL: {e}")))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => return Err(bad("instance_url has no host")),
+    let Some(loopback) = is_loopback(&url) else {
+        return Err(bad("instance_url has no host"));
     };
     match url.scheme() {
         "https" => {}

@@ -51,7 +51,8 @@ async fn ingest_with_sources(cidrs: Option<&str>) -> Arc<Ingest> {
         if k == "WEBHOOK_SOURCE_CIDRS" {
             return cidrs.map(str::to_string);
         }
-        (k.ends_with("_URL") || k.ends_with("_ARN") || k.ends_with("_TABLE")).then(|| format!("test-{k}"))
+        (!k.starts_with("CALLBACK_") && (k.ends_with("_URL") || k.ends_with("_ARN") || k.ends_with("_TABLE")))
+            .then(|| format!("test-{k}"))
     })
     .unwrap();
     let q = || Arc::new(MemoryQueue::new(Duration::from_secs(30)));

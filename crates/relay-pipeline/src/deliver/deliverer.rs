@@ -7,13 +7,15 @@ use std::time::Duration;
 use relay_ports::{AlertQueue, Claim, LedgerEntry, PortError, ReceivedMessage, RecordRef, RetryLater};
 use servicenow_client::Outcome;
 
+use super::callback::CallbackDisposition;
 use super::claim::{Held, must_look_up};
 use super::failure::AfterFailure;
 use super::thread::Role;
 use super::{Delivery, record_ref};
 use crate::breaker::Admit;
+use crate::callback::Change;
 use crate::defaults::LONGEST_REDELAY;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Item};
 use crate::telemetry::{LifecycleApplied, TelemetryEvent, ThreadNoted};
 
 /// What to do with a message after handling it.
@@ -58,6 +60,17 @@ impl Deliverer {
                 };
             }
         };
+        if let Item::Callback { callback } = &env.item {
+            // not a ServiceNow call: no breaker, no call limit
+            return match d.deliver_callback(&env, callback).await {
+                CallbackDisposition::Done => Disposition::Done,
+                CallbackDisposition::PutBack(at_least) => self.put_back(msg, at_least).await,
+                CallbackDisposition::Delay(delay) => {
+                    self.delay(msg, delay).await;
+                    Disposition::RetryLater
+                }
+            };
+        }
         let at_limit = msg.receive_count >= d.settings.give_up_at_receive();
         // Near the receive limit no call is made: the alert is given up below whatever the breaker says.
         let probe = match if at_limit { Admit::Call } else { d.admit() } {
@@ -124,23 +137,29 @@ impl Deliverer {
             }
             return release(self.put_back(msg, d.until(until_ms)).await);
         }
-        match outcome {
-            Outcome::Created(rec) if matches!(role, Role::Event { .. }) => {
+        match (outcome, role) {
+            (Outcome::Created(rec), Role::Event { resolved }) => {
                 let record = RecordRef {
                     note: true,
                     ..record_ref(rec)
                 };
-                match d.settled(&env, &entry, record, found).await {
+                let Item::Event { plan } = &env.item else {
+                    unreachable!("only an event has the event role")
+                };
+                let change = Change::Event {
+                    kind: plan.event.kind.as_str(),
+                    alert_id: plan.event.alert_id.clone(),
+                    resolved,
+                };
+                match d.settled(&env, &entry, record, found, &change).await {
                     Ok(()) => {
-                        if let (Role::Event { resolved }, crate::envelope::Item::Event { plan }) = (&role, &env.item) {
-                            LifecycleApplied {
-                                kind: plan.event.kind.as_str(),
-                                record_type: env.record_type().as_str(),
-                                rule: &plan.rule,
-                                resolved: *resolved,
-                            }
-                            .emit();
+                        LifecycleApplied {
+                            kind: plan.event.kind.as_str(),
+                            record_type: env.record_type().as_str(),
+                            rule: &plan.rule,
+                            resolved: matches!(change, Change::Event { resolved: Some(_), .. }),
                         }
+                        .emit();
                         Disposition::Done
                     }
                     Err(e) => {
@@ -149,12 +168,15 @@ impl Deliverer {
                     }
                 }
             }
-            Outcome::Created(rec) if matches!(role, Role::Note) => {
+            (Outcome::Created(rec), Role::Note { escalated }) => {
                 let record = RecordRef {
                     note: true,
                     ..record_ref(rec)
                 };
-                match d.settled(&env, &entry, record, found).await {
+                match d
+                    .settled(&env, &entry, record, found, &Change::ThreadNote { escalated })
+                    .await
+                {
                     Ok(()) => {
                         ThreadNoted {
                             record_type: env.record_type().as_str(),
@@ -168,14 +190,14 @@ impl Deliverer {
                     }
                 }
             }
-            Outcome::Created(rec) => match d.succeeded(&env, &entry, record_ref(rec), found).await {
+            (Outcome::Created(rec), _) => match d.succeeded(&env, &entry, record_ref(rec), found).await {
                 Ok(()) => Disposition::Done,
                 Err(e) => {
                     d.record_not_stored(&entry, &e).await;
                     self.put_back(msg, Duration::ZERO).await
                 }
             },
-            failure => match d.failed(&env, &entry, failure).await {
+            (failure, _) => match d.failed(&env, &entry, failure).await {
                 AfterFailure::RetryIn(delay) => {
                     self.delay(msg, delay).await;
                     Disposition::RetryLater

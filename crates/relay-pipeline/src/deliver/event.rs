@@ -16,6 +16,7 @@ use servicenow_client::{Outcome, ServiceNowClient};
 
 use super::claim::Held;
 use super::{Delivery, text_of};
+use crate::callback::Resolved;
 use crate::envelope::{Envelope, Item};
 use crate::lifecycle::{EventPlan, ended_keys, is_marked, marked_keys};
 
@@ -35,7 +36,7 @@ impl Delivery {
         plan: &EventPlan,
         lookup_first: bool,
         held: &Held,
-    ) -> (Outcome, bool) {
+    ) -> (Outcome, Option<Resolved>) {
         let alert = match self.ports.ledger.get(&plan.alert_key).await {
             Ok(Some(a)) => a,
             Ok(None) => {
@@ -46,10 +47,10 @@ impl Delivery {
                         "the alert {:?} is not in the ledger (not accepted again yet, or its retention ended)",
                         plan.event.alert_id
                     )),
-                    false,
+                    None,
                 );
             }
-            Err(e) => return (retry(format!("the alert's ledger entry could not be read: {e}")), false),
+            Err(e) => return (retry(format!("the alert's ledger entry could not be read: {e}")), None),
         };
         let record = match (&alert.state, &alert.record) {
             (DeliveryState::Completed, Some(r)) => r.clone(),
@@ -60,7 +61,7 @@ impl Delivery {
                         plan.event.alert_id,
                         alert.last_error.as_deref().unwrap_or("no error recorded")
                     )),
-                    false,
+                    None,
                 );
             }
             (state, _) => {
@@ -70,7 +71,7 @@ impl Delivery {
                         plan.event.alert_id,
                         state.as_str()
                     )),
-                    false,
+                    None,
                 );
             }
         };
@@ -79,16 +80,16 @@ impl Delivery {
         if lookup_first {
             // an earlier write (the note or a state) may still commit: nothing is written before it has
             if let Some(wait) = held.still_settling(self.ports.clock.now_ms(), "write") {
-                return (wait, false);
+                return (wait, None);
             }
             match client.journal(&record.table, &record.sys_id, &plan.journal).await {
                 Ok(entries) => written = entries.iter().any(|e| is_marked(&e.value, &plan.key)),
-                Err(o) => return (o, false),
+                Err(o) => return (o, None),
             }
         }
         if !written {
             if let Err(o) = held.confirm(self).await {
-                return (o, false);
+                return (o, None);
             }
             match client
                 .add_journal_entry(&record.table, &record.sys_id, &plan.journal, &plan.note())
@@ -101,17 +102,17 @@ impl Delivery {
                 {
                     tracing::info!(event = %plan.key, record = %record.sys_id, error = %message, detail = ?detail,
                         "the alert's record is done and refused the event's note; nothing to change");
-                    return (as_created(), false);
+                    return (as_created(), None);
                 }
-                Err(o) => return (o, false),
+                Err(o) => return (o, None),
             }
         }
         if !plan.event.kind.ends_the_alert() {
-            return (as_created(), false);
+            return (as_created(), None);
         }
         match self.resolve_if_all_ended(client, plan, &alert, &record, held).await {
             Ok(moved) => (as_created(), moved),
-            Err(o) => (o, false),
+            Err(o) => (o, None),
         }
     }
 
@@ -122,8 +123,8 @@ impl Delivery {
     }
 
     /// When every alert `record` covers has ended (resolved or dismissed, by the markers in its journal),
-    /// walk it to the resolve state — the false-positive state when every one was dismissed. Ok(true) when
-    /// this call moved it.
+    /// walk it to the resolve state — the false-positive state when every one was dismissed. Some (the state
+    /// it reached, the close code written) when this call moved it.
     async fn resolve_if_all_ended(
         &self,
         client: &ServiceNowClient,
@@ -131,18 +132,18 @@ impl Delivery {
         alert: &relay_ports::LedgerEntry,
         record: &RecordRef,
         held: &Held,
-    ) -> Result<bool, Outcome> {
+    ) -> Result<Option<Resolved>, Outcome> {
         let key_field = plan.dedupe.field.as_str();
         let rows = client
             .read_records(&record.table, &[&record.sys_id], &["state", key_field])
             .await?;
         let Some(row) = rows.first() else {
             tracing::warn!(event = %plan.key, record = %record.sys_id, "the alert's record can no longer be read; left as it is");
-            return Ok(false);
+            return Ok(None);
         };
         let state = text_of(row.get("state"));
         if plan.done_states.contains(&state) {
-            return Ok(false);
+            return Ok(None);
         }
         let journal = client.journal(&record.table, &record.sys_id, &plan.journal).await?;
         let readable = journal.iter().any(|e| is_marked(&e.value, &plan.key));
@@ -182,7 +183,7 @@ impl Delivery {
             .collect();
         if !open.is_empty() {
             tracing::info!(event = %plan.key, record = %record.sys_id, open = open.len(), "other alerts of the record are still open");
-            return Ok(false);
+            return Ok(None);
         }
         let all_dismissed = resolved.iter().all(|k| !covered.contains(k));
         let (transition, why) = if all_dismissed {
@@ -192,14 +193,21 @@ impl Delivery {
         };
         let Some(transition) = transition else {
             tracing::info!(event = %plan.key, table = %record.table, "the table's profile has no such transition; noted only");
-            return Ok(false);
+            return Ok(None);
         };
         let notes = format!(
             "All {} alert(s) of this record were {why} in the monitoring product (last: {}). Closed by Alert Relay.",
             covered.len(),
             plan.event.alert_id
         );
-        self.walk(client, plan, record, transition, &notes, held).await
+        let state = self.walk(client, plan, record, transition, &notes, held).await?;
+        Ok(state.map(|state| Resolved {
+            state,
+            close_code: ["close_code", "resolution_code"]
+                .iter()
+                .find_map(|f| transition.fields.get(*f).cloned()),
+            false_positive: all_dismissed,
+        }))
     }
 
     /// Take `record` through `transition` one write at a time, reading its state back before each: from a
@@ -214,14 +222,14 @@ impl Delivery {
         transition: &relay_core::Transition,
         notes: &str,
         held: &Held,
-    ) -> Result<bool, Outcome> {
+    ) -> Result<Option<String>, Outcome> {
         let mut direct_refused = false;
         for _ in 0..transition.via.len() + 4 {
             let Some(current) = self.state_of(client, record).await? else {
-                return Ok(false);
+                return Ok(None);
             };
             if plan.done_states.contains(&current) {
-                return Ok(true);
+                return Ok(Some(current));
             }
             let direct = !direct_refused && !transition.via.contains(&current);
             let fields = if direct {

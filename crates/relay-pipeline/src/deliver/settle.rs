@@ -6,6 +6,7 @@ use std::time::Duration;
 use relay_ports::{LedgerEntry, PortError, RecordRef, RetryLater};
 
 use super::{Delivery, severity_of};
+use crate::callback::Change;
 use crate::envelope::{Envelope, Item};
 use crate::telemetry::{RecordCreated, RecordDelivered, TelemetryEvent};
 
@@ -19,7 +20,7 @@ impl Delivery {
         record: RecordRef,
         found: bool,
     ) -> Result<(), PortError> {
-        self.settled(env, entry, record, found).await?;
+        self.settled(env, entry, record, found, &Change::Created).await?;
         self.count_record(env);
         Ok(())
     }
@@ -45,15 +46,18 @@ impl Delivery {
         .emit();
     }
 
-    /// The ledger, latency metric and audit line for a created record, without counting the record: a batch
-    /// aggregate settles each member alert this way and is counted once.
+    /// The callbacks of `change`, then the ledger, latency metric and audit line for a created record
+    /// (or note), without counting the record: a batch aggregate settles each member alert this way and is
+    /// counted once. The callbacks are queued first: once the entry is complete no retry would queue them.
     pub async fn settled(
         &self,
         env: &Envelope,
         entry: &LedgerEntry,
         record: RecordRef,
         found: bool,
+        change: &Change,
     ) -> Result<(), PortError> {
+        self.announce(env, &entry.rule, &record, change).await?;
         let now = self.ports.clock.now_ms();
         for key in env.covered_keys() {
             let token = self.token_for(&key, entry).await?;

@@ -35,14 +35,16 @@ pub const MAX_GENERATIONS: u32 = 8;
 pub enum Role {
     /// No thread (or none could be used): the alert's own record, as without threads.
     Alone,
-    /// A lifecycle event, noted on its alert's record (`resolved`: whether it moved the record to a done
-    /// state).
-    Event { resolved: bool },
+    /// A lifecycle event, noted on its alert's record (`resolved`: the done state it moved the record to).
+    Event {
+        resolved: Option<crate::callback::Resolved>,
+    },
     /// The alert opened the thread's record and holds the thread's entry (complete it with the record,
     /// or release it).
     Opener(Box<LedgerEntry>),
-    /// The alert is a journal entry on the thread's record.
-    Note,
+    /// The alert is a journal entry on the thread's record (`escalated`: the ServiceNow priority this
+    /// attempt raised the record to).
+    Note { escalated: Option<String> },
     /// The thread's first alert is opening its record right now: come back then, with nothing sent.
     Wait { until_ms: i64 },
 }
@@ -74,7 +76,7 @@ fn generation_key(plan: &ThreadPlan, generation: u32) -> String {
 pub(super) fn plan_of(env: &Envelope) -> Option<&ThreadPlan> {
     match &env.item {
         Item::Alert { decision, .. } => decision.thread.as_ref(),
-        Item::Aggregate { .. } | Item::Event { .. } => None,
+        Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } => None,
     }
 }
 
@@ -272,18 +274,21 @@ impl Delivery {
                     .await;
                 (o, found, Role::Opener(thread))
             }
-            Joined::Noted(record) => (super::created_on(&record), true, Role::Note),
+            Joined::Noted(record) => (super::created_on(&record), true, Role::Note { escalated: None }),
             Joined::Note(record, opener) => {
                 let (o, found, noted) = self.note(client, env, plan, lookup_first, held, &record).await;
-                if noted
-                    && matches!(o, Outcome::Created(_))
-                    && !plan.escalation.is_empty()
-                    && let Err(failed) = self.escalate(client, env, plan, &record, opener.as_deref()).await
-                {
-                    // the note is written (a retry finds it); the escalation is tried again
-                    return (failed, false, Role::Note);
+                if !noted {
+                    return (o, found, Role::Alone);
                 }
-                (o, found, if noted { Role::Note } else { Role::Alone })
+                let mut escalated = None;
+                if matches!(o, Outcome::Created(_)) && !plan.escalation.is_empty() {
+                    match self.escalate(client, env, plan, &record, opener.as_deref()).await {
+                        Ok(raised) => escalated = raised,
+                        // the note is written (a retry finds it); the escalation is tried again
+                        Err(failed) => return (failed, false, Role::Note { escalated: None }),
+                    }
+                }
+                (o, found, Role::Note { escalated })
             }
         }
     }
@@ -340,7 +345,8 @@ impl Delivery {
 
     /// Raise the thread's record to the strongest escalation step its alerts reach (the opener's part from
     /// the thread entry, each note's from its `[relay-risk …]` marker, this alert's from its plan), once:
-    /// a record already at that priority or higher is left alone, so a retry changes nothing.
+    /// a record already at that priority or higher is left alone, so a retry changes nothing. Some: the
+    /// ServiceNow priority this call raised it to.
     async fn escalate(
         &self,
         client: &ServiceNowClient,
@@ -348,7 +354,7 @@ impl Delivery {
         plan: &ThreadPlan,
         record: &RecordRef,
         opener: Option<&str>,
-    ) -> Result<(), Outcome> {
+    ) -> Result<Option<String>, Outcome> {
         let mut stats = ThreadStats::default();
         if let Some(v) = opener.and_then(|p| serde_json::from_str::<Value>(p).ok()) {
             let risk = v["risk"].as_u64().map_or(0, |r| r.min(100) as u8);
@@ -374,14 +380,14 @@ impl Delivery {
             stats.add(plan.risk, plan.channel.as_deref());
         }
         let Some(step) = plan.escalation.iter().find(|s| s.reached(&stats)) else {
-            return Ok(());
+            return Ok(None);
         };
         let current: u8 = super::field_of(client, record, "priority")
             .await?
             .and_then(|p| p.parse().ok())
             .unwrap_or(5);
         if current <= step.servicenow_priority {
-            return Ok(());
+            return Ok(None);
         }
         let mut fields = Map::new();
         match plan.priority_method {
@@ -395,7 +401,7 @@ impl Delivery {
             PriorityMethod::HrService | PriorityMethod::None => {
                 tracing::info!(record = %record.sys_id, table = %record.table,
                     "an escalation step is reached, but the table decides its own priority; not raised");
-                return Ok(());
+                return Ok(None);
             }
         }
         let channels: Vec<&str> = stats.channels.iter().map(String::as_str).collect();
@@ -423,11 +429,11 @@ impl Delivery {
                     priority: step.servicenow_priority,
                 }
                 .emit();
-                Ok(())
+                Ok(Some(step.servicenow_priority.to_string()))
             }
             Err(Outcome::Permanent { message, .. }) => {
                 tracing::warn!(record = %record.sys_id, error = %message, "the instance refused the escalation");
-                Ok(())
+                Ok(None)
             }
             Err(o) => Err(o),
         }

@@ -25,6 +25,7 @@ use servicenow_client::{ClientConfig, Credentials, ServiceNowClient, StaticCrede
 use servicenow_sim::{RunningSim, SimConfig, Simulator};
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+use relay_pipeline::callback::receiver::CALLBACK_SECRET;
 
 pub fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -158,6 +159,8 @@ pub struct Options {
     pub max_retry_after: Duration,
     /// The limit of concurrent ServiceNow calls (`None`: the default, adaptive).
     pub concurrency: Option<relay_pipeline::concurrency::ConcurrencyMode>,
+    /// Send callbacks here, signed with [`CALLBACK_SECRET`].
+    pub callback_url: Option<String>,
 }
 
 impl Default for Options {
@@ -172,6 +175,7 @@ impl Default for Options {
             max_receives: None,
             max_retry_after: Duration::from_secs(5),
             concurrency: None,
+            callback_url: None,
         }
     }
 }
@@ -242,7 +246,17 @@ pub async fn harness_with(opts: Options, sim_config: SimConfig) -> Harness {
             ..defaults
         },
     )
-    .with_jitter(Arc::new(|| 0.5));
+    .with_jitter(Arc::new(|| 0.5))
+    .with_callbacks(opts.callback_url.as_deref().map(|url| {
+        let store = relay_local::LocalSecretStore::new().with_secret("callback", CALLBACK_SECRET);
+        let keys = relay_pipeline::WebhookKeys::new(
+            Arc::new(store),
+            "callback",
+            Duration::from_secs(60),
+            Arc::new(SystemClock),
+        );
+        relay_pipeline::callback::Callbacks::new(url, keys, Duration::from_millis(800)).unwrap()
+    }));
     let delivery = Arc::new(delivery);
     let deliverer = Deliverer::new(delivery.clone());
     let flusher = Flusher::new(

@@ -105,23 +105,27 @@ impl Local {
                 ..IngestSettings::default()
             },
         );
-        let delivery = Arc::new(Delivery::new(
-            &ports,
-            ServiceNowTarget::ready(client),
-            DeliverySettings {
-                lease,
-                concurrency: if args.naive_delivery {
-                    ConcurrencyMode::Fixed(8)
-                } else {
-                    ConcurrencyMode::adaptive_up_to(args.servicenow_max_concurrency)
+        let callbacks = callbacks(args, &ports)?;
+        let delivery = Arc::new(
+            Delivery::new(
+                &ports,
+                ServiceNowTarget::ready(client),
+                DeliverySettings {
+                    lease,
+                    concurrency: if args.naive_delivery {
+                        ConcurrencyMode::Fixed(8)
+                    } else {
+                        ConcurrencyMode::adaptive_up_to(args.servicenow_max_concurrency)
+                    },
+                    breaker: !args.naive_delivery,
+                    ..DeliverySettings::for_policy(BackoffPolicy {
+                        window: Duration::from_secs(args.retry_window_seconds),
+                        ..BackoffPolicy::default()
+                    })
                 },
-                breaker: !args.naive_delivery,
-                ..DeliverySettings::for_policy(BackoffPolicy {
-                    window: Duration::from_secs(args.retry_window_seconds),
-                    ..BackoffPolicy::default()
-                })
-            },
-        ));
+            )
+            .with_callbacks(callbacks),
+        );
         let flusher = Arc::new(Flusher::new(delivery.clone(), flush_settings));
         Ok(Local {
             store,
@@ -155,6 +159,9 @@ impl Local {
             eprintln!("{warning}");
         }
         println!("  config          {} (hash {})", self.config_name, self.config_hash);
+        if let Some(c) = &self.delivery.callbacks {
+            println!("  callbacks       {} (signed, Standard Webhooks)", c.url());
+        }
         println!(
             "  database        {} (SQLite, WAL{}; mode 0600)",
             args.db.display(),
@@ -289,4 +296,31 @@ async fn servicenow(args: &ServeArgs) -> Result<(ServiceNowClient, String, Optio
     let client = ServiceNowClient::new(cc, Arc::new(StaticCredentials(credentials)))
         .map_err(|e| CliError::invalid(format!("ServiceNow instance: {e}")))?;
     Ok((client, instance_url, simulator))
+}
+
+/// The callbacks to the monitoring product: `--callback-url` signed with the secret in
+/// `--callback-secret-file` (read, and checked, at start).
+fn callbacks(args: &ServeArgs, ports: &Ports) -> Result<Option<relay_pipeline::callback::Callbacks>, CliError> {
+    let Some(url) = args.callback_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let Some(path) = &args.callback_secret_file else {
+        return Err(CliError::invalid(
+            "--callback-url needs --callback-secret-file: the file holding the secret (whsec_…) the receiver \
+             verifies the callbacks with",
+        ));
+    };
+    settings::read_secret_file(path).map_err(CliError::invalid)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::invalid(format!("--callback-secret-file {}: {e}", path.display())))?;
+    let store = relay_local::LocalSecretStore::new().with_secret("callback", text);
+    let keys = relay_pipeline::WebhookKeys::new(
+        Arc::new(store),
+        "callback",
+        defaults::SECRET_REFRESH_AFTER,
+        Arc::clone(&ports.clock),
+    );
+    relay_pipeline::callback::Callbacks::new(url, keys, Duration::from_secs(args.servicenow_timeout_seconds))
+        .map(Some)
+        .map_err(|e| CliError::invalid(format!("--callback-url: {e}")))
 }

@@ -93,6 +93,14 @@ pub struct ServeArgs {
     /// The retry window: alerts not delivered within it are dead-lettered.
     #[arg(long, env = "RELAY_RETRY_WINDOW_SECONDS", default_value_t = 86_400)]
     pub retry_window_seconds: u64,
+    /// Send signed callbacks (Standard Webhooks: record.created, record.updated, record.state_changed) to
+    /// this URL of the monitoring product (https unless loopback). Needs --callback-secret-file.
+    #[arg(long, env = "RELAY_CALLBACK_URL")]
+    pub callback_url: Option<String>,
+    /// The file holding the callbacks' signing secret (`whsec_…`, or `{"secrets": ["whsec_…"]}`), which the
+    /// receiver verifies them with; its own secret, not the webhooks' one.
+    #[arg(long, env = "RELAY_CALLBACK_SECRET_FILE")]
+    pub callback_secret_file: Option<std::path::PathBuf>,
     /// Fsync every commit (survives power loss, slower). Default: survives a killed process.
     #[arg(long)]
     pub fsync: bool,

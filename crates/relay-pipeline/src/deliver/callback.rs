@@ -1,0 +1,132 @@
+//! Callbacks on the delivery side: queued by the delivery that made a change, before it records its own
+//! outcome, and sent by the deliverer that receives them (see [`crate::callback`]).
+
+use std::time::Duration;
+
+use relay_ports::{Accept, Claim, DeliveryState, PortError, RecordRef};
+use servicenow_client::Outcome;
+
+use super::{AfterFailure, Delivery};
+use crate::callback::{CallbackPlan, Change, Subject, plans};
+use crate::envelope::{Envelope, Item};
+use crate::ingest::new_entry;
+use crate::telemetry::{CallbackSent, TelemetryEvent};
+
+impl Delivery {
+    /// Queue the callbacks of `change` to `record` made by `env` (nothing when callbacks are off): each
+    /// written to the ledger under its webhook id and sent to the realtime queue unless an earlier attempt
+    /// already queued it. An `Err` means a callback may not be queued: the caller must not record its own
+    /// outcome (its retry finds the record and queues the callback again).
+    pub(super) async fn announce(
+        &self,
+        env: &Envelope,
+        entry_rule: &str,
+        record: &RecordRef,
+        change: &Change,
+    ) -> Result<(), PortError> {
+        let Some(callbacks) = &self.callbacks else {
+            return Ok(());
+        };
+        let now = self.ports.clock.now_ms();
+        let key = env.ledger_key();
+        let rule = match &env.item {
+            Item::Alert { decision, .. } => decision.rule.as_str(),
+            Item::Event { plan } => plan.rule.as_str(),
+            Item::Aggregate { .. } => "batch",
+            Item::Callback { .. } => entry_rule,
+        };
+        let subject = Subject {
+            record,
+            key: &key,
+            alert_ids: env.alert_ids(),
+            record_type: env.record_type().as_str(),
+            rule,
+        };
+        for plan in plans(&subject, change, now) {
+            if callbacks.wants(plan.kind) {
+                self.queue_callback(plan, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue_callback(&self, plan: CallbackPlan, now: i64) -> Result<(), PortError> {
+        let env = Envelope::callback(plan, now);
+        let key = env.ledger_key();
+        let ledger = &self.ports.ledger;
+        if let Accept::Duplicate(existing) = ledger
+            .accept(&new_entry(&env, None, self.settings.ledger_retention))
+            .await?
+            && existing.state != DeliveryState::Accepted
+        {
+            // queued by an earlier attempt (or by another path reporting the same change)
+            return Ok(());
+        }
+        self.ports.realtime.send(&env.to_json(), Duration::ZERO).await?;
+        if let Err(e) = ledger.mark_queued(&key, now).await {
+            tracing::warn!(alert_id = %key, error = %e, "could not mark the callback queued; it is on the queue");
+        }
+        Ok(())
+    }
+
+    /// Deliver one callback message: claim its entry, POST it, record the answer (retry or give up as
+    /// for a record). The ServiceNow breaker and call limit are not involved: the receiver is not
+    /// ServiceNow.
+    pub(super) async fn deliver_callback(&self, env: &Envelope, plan: &CallbackPlan) -> CallbackDisposition {
+        let entry = match self.claim(env).await {
+            Ok(Claim::Claimed(entry)) => entry,
+            Ok(Claim::Completed(_) | Claim::Failed(_) | Claim::Aggregated(_)) => {
+                return CallbackDisposition::Done;
+            }
+            Ok(Claim::Busy { lease_until_ms: until } | Claim::NotBefore { until_ms: until }) => {
+                return CallbackDisposition::PutBack(self.until(until));
+            }
+            Ok(Claim::Missing) | Err(_) => return CallbackDisposition::PutBack(Duration::ZERO),
+        };
+        let Some(callbacks) = &self.callbacks else {
+            let why = "callbacks are not configured in this deployment (relay serve --callback-url, or the \
+                       functions' CALLBACK_URL and CALLBACK_SECRET_ARN): replay it once they are";
+            return match self.settle_give_up(env, &entry, "permanent", why).await {
+                AfterFailure::DeadLettered => CallbackDisposition::Done,
+                AfterFailure::RetryIn(d) => CallbackDisposition::Delay(d),
+            };
+        };
+        let outcome = callbacks.send(plan, self.ports.clock.now_ms().div_euclid(1000)).await;
+        let now = self.ports.clock.now_ms();
+        match outcome {
+            Outcome::Created(_) => match self
+                .ports
+                .ledger
+                .complete(&entry.alert_id, entry.claim_token, &plan.record, now)
+                .await
+            {
+                Ok(()) => {
+                    CallbackSent {
+                        kind: plan.kind.as_str(),
+                        attempts: entry.attempts,
+                    }
+                    .emit();
+                    CallbackDisposition::Done
+                }
+                Err(e) => {
+                    // sent, not recorded: a repeat carries the same webhook-id, which the receiver dedupes
+                    tracing::warn!(alert_id = %entry.alert_id, error = %e, "callback sent but its ledger entry not completed");
+                    CallbackDisposition::PutBack(Duration::ZERO)
+                }
+            },
+            failure => match self.failed(env, &entry, failure).await {
+                AfterFailure::RetryIn(d) => CallbackDisposition::Delay(d),
+                AfterFailure::DeadLettered => CallbackDisposition::Done,
+            },
+        }
+    }
+}
+
+/// What the deliverer does with a callback message.
+pub(super) enum CallbackDisposition {
+    Done,
+    /// No attempt was made: put it back at least this long.
+    PutBack(Duration),
+    /// An attempt failed: make it visible again after exactly this delay.
+    Delay(Duration),
+}
