@@ -736,6 +736,19 @@ async fn test_connection_reports_every_table() {
         let journaled = table != "sn_risk_risk";
         assert_eq!(line.contains("note read back"), journaled, "{table}: {line}");
     }
+    // where the profile resolves records: the state is read and moved one step of the resolution
+    for (table, step) in [
+        ("incident", "1 → 6"),
+        ("sn_si_incident", "10 → 16"),
+        ("sn_hr_core_case", ""),
+    ] {
+        let line = line_of(&o, table);
+        assert!(
+            line.contains("state change") && line.contains("allowed"),
+            "{table}: {line}"
+        );
+        assert!(line.contains(step), "{table}: {line}");
+    }
     // only routed tables are probed: no bare task, no unrouted table
     for table in ["task", "sn_ti_observable", "sn_hr_ef_employee_document", "problem"] {
         assert_eq!(line_of(&o, table), "", "{table} is not routed: {}", text(&o));
@@ -766,6 +779,22 @@ async fn test_connection_reports_every_table() {
         text(&o)
     );
     blind.shutdown().await;
+    // a user who may create incidents but not change them: the resolution would be refused, the table fails
+    let mut cfg = SimConfig::default();
+    for t in cfg.tables.iter_mut().filter(|t| t.name == "incident") {
+        t.write_roles.retain(|r| r == "admin");
+        t.write_own_roles.clear();
+    }
+    let frozen = Simulator::start(cfg).await.unwrap();
+    let o = tc(&servicenow_file(d, &frozen.base_url(), "relay", "relay-password"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let line = line_of(&o, "incident");
+    assert!(
+        line.contains("REFUSED") && line.contains("lifecycle events cannot resolve"),
+        "{line}"
+    );
+    assert!(line_of(&o, "sn_si_incident").contains("allowed"), "{}", text(&o));
+    frozen.shutdown().await;
     // hibernating
     sim.set_hibernating(true);
     let o = tc(&servicenow_file(d, &sim.base_url(), "relay", "relay-password"));

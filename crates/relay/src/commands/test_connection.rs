@@ -166,6 +166,11 @@ async fn check_table(
         Some(note) => format!("{found}, {note}"),
         None => found,
     };
+    let (state_ok, found) = match state_check(client, &table, profile, &record.sys_id).await {
+        Some((ok, state)) => (ok, format!("{found}, {state}")),
+        None => (true, found),
+    };
+    let found_ok = found_ok && state_ok;
     let (ok, detail) = match client.delete_record(&table, &record.sys_id).await {
         Ok(()) => (found_ok, format!("created {shown}, {found}, deleted")),
         // integration roles usually may not delete: the check stands, the record stays for a human
@@ -187,7 +192,8 @@ async fn check_table(
 
 /// Where the table has a journal (its profile's `lifecycle.journal`): a note written to the test record and
 /// read back from `sys_journal_field`, the only place a note can be checked after a lost answer. A note
-/// that cannot be written or read back is reported, not failed: the relay writes no notes yet.
+/// that cannot be written or read back is reported, not failed: a thread's alert whose note is refused gets
+/// its own record, and one whose note cannot be read back may be noted twice, never lost.
 async fn note_check(
     client: &ServiceNowClient,
     table: &str,
@@ -205,6 +211,69 @@ async fn note_check(
                   infra/servicenow-roles.md): a note whose answer is lost could not be checked"
             .to_string(),
         Err(o) => format!("note written, journal read failed: {}", verdict(&o).1),
+    })
+}
+
+/// Where the table's profile resolves records (`lifecycle.resolve`): the test record's state read back (what
+/// the sync and every resolution read) and moved one step of its resolution (the first write of the walk
+/// from the state it is in), then read again. A state that cannot be read, or a move refused for a missing
+/// role, fails the table: lifecycle events could never resolve its records and the sync would not see them.
+async fn state_check(
+    client: &ServiceNowClient,
+    table: &str,
+    profile: &relay_core::Profile,
+    sys_id: &str,
+) -> Option<(bool, String)> {
+    let resolve = profile.lifecycle.resolve.as_ref()?;
+    let read = |what: &'static str| async move {
+        match client.read_records(table, &[sys_id], &["state"]).await {
+            Ok(rows) => match rows.first().and_then(|r| r.get("state")).and_then(|s| s.as_str()) {
+                Some(s) => Ok(s.to_string()),
+                None => Err(format!(
+                    "its state is NOT readable {what} (the sync and resolutions read it)"
+                )),
+            },
+            Err(o) => Err(format!("reading its state {what} failed: {}", verdict(&o).1)),
+        }
+    };
+    let from = match read("").await {
+        Ok(s) => s,
+        Err(why) => return Some((false, why)),
+    };
+    let step = resolve
+        .writes_from(&from, "[Alert Relay connection test] state change check")
+        .swap_remove(0);
+    let to = step
+        .get("state")
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_string();
+    match client.update_record(table, sys_id, &step).await {
+        Ok(()) => {}
+        Err(o @ Outcome::Permanent { status: 403, .. }) => {
+            return Some((
+                false,
+                format!(
+                    "state change {from} → {to} REFUSED ({}): lifecycle events cannot resolve records here \
+                     (infra/servicenow-roles.md)",
+                    verdict(&o).1
+                ),
+            ));
+        }
+        Err(o) => {
+            return Some((
+                true,
+                format!("state change {from} → {to} not checked: {}", verdict(&o).1),
+            ));
+        }
+    }
+    Some(match read("after the change").await {
+        Ok(now) if now == to => (true, format!("state change {from} → {to} allowed")),
+        Ok(now) => (
+            false,
+            format!("state change {from} → {to} accepted but the state reads {now}"),
+        ),
+        Err(why) => (false, why),
     })
 }
 
