@@ -33,9 +33,17 @@ sqs.create_queue(QueueName="relay-dev-batch", Attributes={"VisibilityTimeout": "
 
 ddb = boto3.client("dynamodb", **kw)
 if "relay-dev-ledger" not in ddb.list_tables()["TableNames"]:
+    # the sparse index `watched` lists the watch entries (only they carry watch_shard), as in template.yaml
     ddb.create_table(TableName="relay-dev-ledger", BillingMode="PAY_PER_REQUEST",
-                     AttributeDefinitions=[{"AttributeName": "alert_id", "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": "alert_id", "KeyType": "HASH"}])
+                     AttributeDefinitions=[{"AttributeName": "alert_id", "AttributeType": "S"},
+                                           {"AttributeName": "watch_shard", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "alert_id", "KeyType": "HASH"}],
+                     GlobalSecondaryIndexes=[{
+                         "IndexName": "watched",
+                         "KeySchema": [{"AttributeName": "watch_shard", "KeyType": "HASH"},
+                                       {"AttributeName": "alert_id", "KeyType": "RANGE"}],
+                         "Projection": {"ProjectionType": "ALL"},
+                     }])
 
 whsec = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 sm = boto3.client("secretsmanager", **kw)

@@ -17,7 +17,12 @@
 //! | `claim_token` | N | fencing token: `ADD`ed by each granted claim and each reopen; absent = 0 |
 //! | `no_create_before_ms`, `not_before_ms` | N | only when set |
 //! | `aggregate` | S | a member of a batch aggregate: the aggregate's key |
-//! | `plan` | S | a batch aggregate's own item: the queue message that delivers it (< 256 KiB) |
+//! | `plan` | S | a batch aggregate's own item: the queue message that delivers it (< 256 KiB); a watch entry's: the record's last known state |
+//! | `watch_shard` | S | `"1"`, only on a watch entry (`delivery` `watch`) while it is watched: the key of the `watched` index |
+//!
+//! The sparse global secondary index `watched` (hash key `watch_shard`, range key `alert_id`, projection ALL)
+//! holds only the items that carry `watch_shard`: `accept` writes it on a watch entry written `QUEUED`, and
+//! `observe` with `done` removes it. [`Ledger::watched`] queries it (`dynamo/watch.rs`).
 //!
 //! Sealing an aggregate ([`Ledger::aggregate`]) is one TransactWriteItems: the aggregate's Put and one
 //! conditional Update per member, all or nothing.
@@ -31,7 +36,8 @@
 //!
 //! This file holds the [`Ledger`] operations; `dynamo/expression.rs` the attribute and condition helpers
 //! they are written with, `dynamo/request.rs` the consistent read and the conditional update they share,
-//! `dynamo/seal.rs` the transaction that seals an aggregate.
+//! `dynamo/seal.rs` the transaction that seals an aggregate, `dynamo/watch.rs` the watch entries' query and
+//! compare-and-set.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -44,6 +50,7 @@ mod expression;
 mod item;
 mod request;
 mod seal;
+mod watch;
 
 use expression::{LIVE, fence, is_condition_failure, n, names, now_s, s, state};
 use item::{record_value, to_item};
@@ -487,5 +494,29 @@ impl Ledger for DynamoLedger {
     /// transaction (a condition failed) writes nothing and is `Stale`.
     async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now_ms: i64) -> Result<(), PortError> {
         self.seal(plan, members, now_ms).await
+    }
+
+    /// Query on the `watched` index (`watch_shard = "1" AND alert_id > :after`, ascending, Limit
+    /// `min(limit, MAX_WATCH_PAGE)`), expired and non-`QUEUED` entries left out.
+    ///
+    /// Eventually consistent: a global secondary index cannot be read consistently, so a watch entry
+    /// just accepted may show up only on a later call (the next sync), and one just completed by
+    /// `observe` may still be listed briefly (its compare-and-set then refuses a stale write).
+    async fn watched(&self, after: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, PortError> {
+        self.query_watched(after, limit).await
+    }
+
+    /// Conditional UpdateItem: `attribute_exists(alert_id) AND expires_at > now AND plan = :expected`
+    /// (`attribute_not_exists(plan)` when `expected` is None), SET plan, updated_at_ms and, with `done`,
+    /// `state = COMPLETED` REMOVE watch_shard. A failed condition is `Ok(false)`.
+    async fn observe(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        plan: &str,
+        done: bool,
+        now_ms: i64,
+    ) -> Result<bool, PortError> {
+        self.observe_plan(key, expected, plan, done, now_ms).await
     }
 }

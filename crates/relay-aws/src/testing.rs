@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use relay_ports::FailureNotice;
@@ -137,29 +138,42 @@ pub async fn create_queue_with_dlq(
     (queue, dlq)
 }
 
-/// A fresh ledger table: partition key `alert_id` (S), on-demand billing, TTL on `expires_at`.
-/// Returns the table name.
+/// A fresh ledger table: partition key `alert_id` (S), on-demand billing, TTL on `expires_at`, and the
+/// sparse global secondary index `watched` (hash key `watch_shard` (S), range key `alert_id`, projection
+/// ALL) the watch entries are listed through, as `template.yaml` declares it. Returns the table name.
 pub async fn create_ledger_table(config: &aws_config::SdkConfig, prefix: &str) -> String {
     let client = aws_sdk_dynamodb::Client::new(config);
     let name = unique_name(prefix);
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! { panic!("{what} of table {name}: {e}") };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute definition")
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .expect("key schema")
+    };
     client
         .create_table()
         .table_name(&name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("alert_id")
-                .attribute_type(ScalarAttributeType::S)
+        .attribute_definitions(attribute("alert_id"))
+        .attribute_definitions(attribute("watch_shard"))
+        .key_schema(key("alert_id", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("watched")
+                .key_schema(key("watch_shard", KeyType::Hash))
+                .key_schema(key("alert_id", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
                 .build()
-                .expect("attribute definition"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("alert_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key schema"),
+                .expect("global secondary index"),
         )
         .send()
         .await

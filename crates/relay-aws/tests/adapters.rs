@@ -381,3 +381,96 @@ async fn malformed_items_and_bad_arguments_are_rejected() {
         .unwrap();
     assert_eq!(ledger.get(&entry.alert_id).await.unwrap().unwrap().record, Some(record));
 }
+
+/// The watch entries' index: only a `QUEUED` watch entry carries `watch_shard`, `observe` with `done`
+/// removes it; a page the filter empties (expired entries still in the index) is skipped, not returned
+/// empty (which would end the caller's paging); an expired entry cannot be observed; a NULL plan is unset.
+#[tokio::test]
+async fn watch_entries_live_in_the_sparse_index() {
+    if moto_endpoint().is_none() {
+        return;
+    }
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let config = sdk_config().await;
+    let table = create_ledger_table(&config, "watched").await;
+    let ledger = DynamoLedger::new(&config, &table);
+    let raw = aws_sdk_dynamodb::Client::new(&config);
+    let raw_item = |key: String| {
+        let raw = raw.clone();
+        let table = table.clone();
+        async move {
+            raw.get_item()
+                .table_name(&table)
+                .key("alert_id", A::S(key))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap()
+        }
+    };
+    let now = SystemClock.now_ms();
+    let watch = |key: &str| relay_ports::LedgerEntry {
+        state: relay_ports::DeliveryState::Queued,
+        delivery: relay_ports::WATCH_DELIVERY.into(),
+        ..sample_entry(key, now)
+    };
+    for i in 0..5 {
+        let mut expired = watch(&format!("w:{i}"));
+        expired.expires_at_s = now / 1000 - 10;
+        ledger.accept(&expired).await.unwrap();
+    }
+    let live = watch("w:9");
+    ledger.accept(&live).await.unwrap();
+    let plain = sample_entry("w:plain", now);
+    ledger.accept(&plain).await.unwrap();
+    assert_eq!(raw_item(live.alert_id.clone()).await["watch_shard"], A::S("1".into()));
+    assert!(!raw_item(plain.alert_id.clone()).await.contains_key("watch_shard"));
+
+    let page = ledger.watched(None, 2).await.unwrap();
+    assert_eq!(page, vec![live.clone()], "past the pages of expired entries");
+    assert!(ledger.watched(Some("w:9"), 2).await.unwrap().is_empty());
+    assert!(
+        !ledger.observe("w:0", None, "{}", false, now).await.unwrap(),
+        "expired: missing"
+    );
+
+    // a NULL plan is no plan
+    raw.update_item()
+        .table_name(&table)
+        .key("alert_id", A::S(live.alert_id.clone()))
+        .update_expression("SET #plan = :null")
+        .expression_attribute_names("#plan", "plan")
+        .expression_attribute_values(":null", A::Null(true))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !ledger
+            .observe(&live.alert_id, Some("{}"), "{\"a\":1}", false, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        ledger
+            .observe(&live.alert_id, None, "{\"a\":1}", false, now + 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        raw_item(live.alert_id.clone()).await["watch_shard"],
+        A::S("1".into()),
+        "still watched"
+    );
+    assert!(
+        ledger
+            .observe(&live.alert_id, Some("{\"a\":1}"), "{\"a\":2}", true, now + 2)
+            .await
+            .unwrap()
+    );
+    let done = raw_item(live.alert_id.clone()).await;
+    assert!(!done.contains_key("watch_shard"), "done: out of the index");
+    assert_eq!(done["state"], A::S("COMPLETED".into()));
+    assert!(ledger.watched(None, 10).await.unwrap().is_empty());
+}

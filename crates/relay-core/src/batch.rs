@@ -84,6 +84,73 @@ pub struct PlannedRecord {
     /// member's: the fields are its).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_to: Option<crate::route::ValidTo>,
+    /// The thread the record's alerts are in (every member in the same one): when that thread has a
+    /// record by the time the flush runs, the record is not sent in a batch but noted on the thread's
+    /// record (an aggregate as one note listing its alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<crate::route::ThreadPlan>,
+}
+
+/// Whether a correlation id is a batch aggregate's (`<prefix>:b:<40 hex digits>`): a key that names no
+/// alert. An alert's never looks alike: an alert id starting `b:` is hashed into `<prefix>:h:…`
+/// ([`crate::correlation_id`]), and one that is just `b` has no digits after it.
+pub fn is_aggregate_key(correlation_id: &str) -> bool {
+    let mut parts = correlation_id.splitn(3, ':');
+    let (_, b, hex) = (parts.next(), parts.next(), parts.next());
+    b == Some("b") && hex.is_some_and(|h| h.len() == 40 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The thread an aggregate joins: its members' one thread (when they are all in the same one), with one
+/// note listing them all — the aggregate's own key first (how a retry finds the note written), then each
+/// member's key and risk (what coverage and escalation count), then a line per alert (its summary too
+/// while the note stays within [`MAX_DESCRIPTION_FIELD`]). An aggregate whose note would not fit even without
+/// summaries joins no thread: it is batched as a record of its own.
+fn aggregate_thread(ds: &[&Decision], correlation_id: &str) -> Option<crate::route::ThreadPlan> {
+    let first = ds.first()?.thread.as_ref()?;
+    let plans: Vec<&crate::route::ThreadPlan> = ds.iter().filter_map(|d| d.thread.as_ref()).collect();
+    if plans.len() != ds.len() || plans.iter().any(|t| t.key != first.key) {
+        return None;
+    }
+    let mut markers = vec![crate::profile::Dedupe::marker(correlation_id)];
+    for (d, t) in ds.iter().zip(&plans) {
+        markers.push(crate::profile::Dedupe::marker(&d.correlation_id));
+        markers.push(crate::route::ThreadStats::marker(t.risk, t.channel.as_deref()));
+    }
+    let line = |d: &Decision, with_summary: bool| {
+        let mut l = format!(
+            "- {} ({}, risk {}, rule {}, occurred {})",
+            d.alert_id,
+            d.severity.as_str(),
+            d.summary.risk_score,
+            d.rule,
+            d.summary.occurred_at
+        );
+        if with_summary && let Some(s) = d.fields.get(&d.summary_field).and_then(Value::as_str) {
+            l.push_str(": ");
+            l.push_str(&one_line(s));
+        }
+        l
+    };
+    let note = |with_summary: bool| {
+        let lines: Vec<String> = ds.iter().map(|d| line(d, with_summary)).collect();
+        format!(
+            "{} {} more alerts of this thread, batched:\n{}",
+            markers.join(" "),
+            ds.len(),
+            lines.join("\n")
+        )
+    };
+    let fits = |n: &String| n.chars().count() <= MAX_DESCRIPTION_FIELD;
+    let note = Some(note(true))
+        .filter(fits)
+        .or_else(|| Some(note(false)).filter(fits))?;
+    let peak = plans.iter().max_by_key(|t| t.risk).copied().unwrap_or(first);
+    Some(crate::route::ThreadPlan {
+        note,
+        risk: peak.risk,
+        channel: peak.channel.clone(),
+        ..first.clone()
+    })
 }
 
 /// The records, and how to send them.
@@ -304,6 +371,7 @@ fn single(d: &Decision, i: usize, received_at_ms: i64) -> PlannedRecord {
         chart: d.chart.clone(),
         document: d.document.clone(),
         valid_to: d.valid_to.clone(),
+        thread: d.thread.clone(),
     }
 }
 
@@ -386,6 +454,7 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, received_at_ms: Vec<i64>, ke
     if !in_long_text {
         set(&dedupe.field, dedupe.written(&correlation_id));
     }
+    let thread = aggregate_thread(ds, &correlation_id);
     PlannedRecord {
         correlation_id,
         record_type: first.record_type,
@@ -403,6 +472,7 @@ fn aggregate(ds: &[&Decision], members: Vec<usize>, received_at_ms: Vec<i64>, ke
         chart: None,
         document,
         valid_to: first.valid_to.clone(),
+        thread,
     }
 }
 

@@ -123,6 +123,22 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// The fields a close code is written to, by table: `close_code` (task tables), `resolution_code`
+    /// (problem).
+    pub const CLOSE_CODE_FIELDS: [&'static str; 2] = ["close_code", "resolution_code"];
+
+    /// The field this transition writes its close code to, if it writes one.
+    pub fn close_field(&self) -> Option<&'static str> {
+        Self::CLOSE_CODE_FIELDS
+            .into_iter()
+            .find(|f| self.fields.contains_key(*f))
+    }
+
+    /// The close code this transition writes, if any.
+    pub fn close_code(&self) -> Option<&str> {
+        self.close_field().and_then(|f| self.fields.get(f)).map(String::as_str)
+    }
+
     /// The writes that take a record in `current` to this transition's state, one update each: the rest of
     /// `via` (the state alone; from the state after `current` when it is one of them), then `state` with its
     /// fields and `notes`.

@@ -627,7 +627,9 @@ impl Router {
     }
 }
 
-/// The thread `d` joins under `settings`: realtime records of a table with a journal, when threads are on.
+/// The thread `d` joins under `settings`: records of a table with a journal, when threads are on (a batch
+/// alert joins one only when its thread has a record by the time it is flushed: see
+/// [`crate::batch::PlannedRecord::thread`]).
 fn thread_plan(
     settings: &crate::config::ThreadSettings,
     alert: &Alert,
@@ -636,7 +638,7 @@ fn thread_plan(
     summary: &str,
 ) -> Option<ThreadPlan> {
     let journal = profile.lifecycle.journal.clone()?;
-    if !settings.enabled || d.delivery != DeliveryMode::Realtime || d.record_type == RecordType::ItomEvent {
+    if !settings.enabled || d.record_type == RecordType::ItomEvent {
         return None;
     }
     let mut hash = Sha256::new();

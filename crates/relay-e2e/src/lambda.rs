@@ -22,7 +22,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use relay_aws::testing::{self, AtomicDynamo, PublishedNotice, TestQueue, TestTopic};
 use relay_core::BackoffPolicy;
 use relay_lambda::{Settings, aws_ports, deliver, flush, ingest};
-use relay_pipeline::{Flusher, Ingest, Ports, WebhookSecrets};
+use relay_pipeline::{Ingest, Ports, WebhookSecrets};
 use relay_ports::{AlertQueue, Clock, LedgerEntry, ReceivedMessage, SystemClock};
 use serde_json::{Value, json};
 use servicenow_sim::{RunningSim, SimConfig, Simulator};
@@ -128,7 +128,7 @@ pub struct Stack {
     pub topic: TestTopic,
     pub ingest: Arc<Ingest>,
     pub lanes: deliver::Lanes,
-    pub flusher: Flusher,
+    pub flusher: flush::FlushFunction,
     pub signing: WebhookSecrets,
     _atomic: Option<AtomicDynamo>,
     _config_dir: Option<tempfile::TempDir>,

@@ -745,6 +745,15 @@ async fn threads_and_lifecycle_events_through_the_lambda_handlers() {
         "Investigation completed"
     );
     assert_eq!(notes(&s), 5, "two thread notes and three resolution notes");
+    // the scheduled flush function syncs after flushing: it reads the SIR back and finds it closed
+    let run = s.invoke_flush().await;
+    assert_eq!(run["sync"]["records"], 1, "{run}");
+    assert_eq!(run["sync"]["changes"], 1, "{run}");
+    assert_eq!(run["sync"]["finished"], 1, "closed is final: {run}");
+    s.deliver_until_empty(Duration::from_secs(20)).await;
+    let st = s.status(&ids[0]).await;
+    assert_eq!(st.body["servicenow"]["state"], "3", "{:?}", st.body);
+    assert_eq!(st.body["servicenow"]["disposition"], "resolved", "{:?}", st.body);
     let unknown = s
         .post(
             br#"{"event": "dismissed", "alert_id": "emon-never-sent"}"#,

@@ -66,7 +66,7 @@ async fn the_pipelines_build_without_fetching_any_secret() {
     let s = settings();
     assert!(ingest::ingest(&s, &p).await.is_ok());
     let _ = deliver::delivery(&s, &p);
-    let f = flush::flusher(&s, &p).unwrap();
+    let f = flush::flusher(&s, &p).unwrap().flusher;
     assert_eq!(f.settings.drain_budget, s.flush_budget);
     assert_eq!(
         f.settings.window,

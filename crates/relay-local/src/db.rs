@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::{Durability, LocalError};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Upper bound on jobs sharing one transaction (keeps a commit's latency bounded).
 pub const MAX_JOBS_PER_TRANSACTION: usize = 512;
@@ -87,6 +87,11 @@ ALTER TABLE ledger ADD COLUMN plan_json TEXT;
 const MIGRATION_4: &str = "
 ALTER TABLE queue_messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX queue_messages_priority ON queue_messages (queue, priority, visible_at_ms, id);
+";
+
+/// Version 5: the watched records (the sync's list): a partial index of the watch entries still watched.
+const MIGRATION_5: &str = "
+CREATE INDEX IF NOT EXISTS ledger_watched ON ledger (alert_id) WHERE delivery = 'watch' AND state = 'QUEUED';
 ";
 
 /// Version 2: the ledger's claim fencing token and the two "not before" instants of a scheduled retry.
@@ -195,7 +200,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), LocalError> {
         if version < 4 {
             conn.execute_batch(MIGRATION_4)?;
         }
-        // Later migrations go here: `if version < 5 { ... }`.
+        if version < 5 {
+            conn.execute_batch(MIGRATION_5)?;
+        }
+        // Later migrations go here: `if version < 6 { ... }`.
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         Ok(())
     })();

@@ -39,6 +39,17 @@ const COLUMNS: &str = "alert_id, webhook_id, state, attempts, first_received_at_
      needs_lookup, rule, record_type, target_table, severity, delivery, correlation_id, config_hash, record_json, \
      last_error_class, last_error, expires_at_s, claim_token, no_create_before_ms, not_before_ms, aggregate, plan_json";
 
+/// The entries a query's rows ([`read_entry`]) hold; the first unreadable one is the error.
+fn entries(
+    rows: impl Iterator<Item = rusqlite::Result<Result<LedgerEntry, LocalError>>>,
+) -> Result<Vec<LedgerEntry>, LocalError> {
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
 fn read_entry(r: &Row<'_>) -> rusqlite::Result<Result<LedgerEntry, LocalError>> {
     let alert_id: String = r.get(0)?;
     let state: String = r.get(2)?;
@@ -158,6 +169,12 @@ fn missing(alert_id: &str) -> LocalError {
     LocalError::NotFound(format!("no ledger entry for alert {alert_id}"))
 }
 
+/// `deliveries` as an SQL list (`('thread', 'event')`); they are plain identifiers, never user input.
+fn sql_list(deliveries: &[&str]) -> String {
+    let quoted: Vec<String> = deliveries.iter().map(|d| format!("'{d}'")).collect();
+    format!("({})", quoted.join(", "))
+}
+
 impl SqliteLedger {
     pub(crate) fn new(store: Arc<StoreInner>) -> Self {
         SqliteLedger { store }
@@ -202,23 +219,20 @@ impl SqliteLedger {
     }
 
     /// Entries in `state`, oldest update first, at most `limit` (for `relay status` and operator tools).
-    /// Alerts only: a thread's own entry (`delivery` `thread`), a lifecycle event's (`event`) and a
-    /// callback's (`callback`) are not listed.
+    /// Alerts only: the entries of [`relay_ports::NOT_ALERT_DELIVERIES`] (a thread's own, a lifecycle
+    /// event's, a callback's, a record's watch entry) are not listed.
     pub async fn list_in_state(&self, state: DeliveryState, limit: u32) -> Result<Vec<LedgerEntry>, LocalError> {
         let now = self.store.now_ms();
         self.store
             .readers
             .run(move |conn| {
+                let not_alerts = sql_list(&relay_ports::NOT_ALERT_DELIVERIES);
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE state = ?1 AND expires_at_s >= ?2 AND delivery NOT IN ('thread', 'event', 'callback') \
+                    "SELECT {COLUMNS} FROM ledger WHERE state = ?1 AND expires_at_s >= ?2 AND delivery NOT IN {not_alerts} \
                      ORDER BY updated_at_ms, alert_id LIMIT ?3"
                 ))?;
                 let rows = stmt.query_map(params![state.as_str(), now.div_euclid(1000), limit], read_entry)?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(row??);
-                }
-                Ok(out)
+                entries(rows)
             })
             .await
     }
@@ -230,8 +244,9 @@ impl SqliteLedger {
         self.store
             .readers
             .run(move |conn| {
+                let not_alerts = sql_list(&relay_ports::NOT_ALERT_DELIVERIES);
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery NOT IN ('thread', 'event', 'callback') \
+                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery NOT IN {not_alerts} \
                      AND (?2 IS NULL OR state = ?2) AND updated_at_ms >= ?3 \
                      AND (?4 IS NULL OR record_type = ?4 OR rule = ?4) \
                      ORDER BY updated_at_ms DESC, alert_id LIMIT ?5"
@@ -246,31 +261,28 @@ impl SqliteLedger {
                     ],
                     read_entry,
                 )?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(row??);
-                }
-                Ok(out)
+                entries(rows)
             })
             .await
     }
 
-    /// Every live alert and lifecycle-event entry (threads' own and callbacks left out), for reports over the
+    /// Every live alert and lifecycle-event entry (threads' own, callbacks and watch entries left out), for reports over the
     /// retention.
     pub async fn alerts_and_events(&self) -> Result<Vec<LedgerEntry>, LocalError> {
         let now = self.store.now_ms();
         self.store
             .readers
             .run(move |conn| {
+                let not_reported: Vec<&str> = relay_ports::NOT_ALERT_DELIVERIES
+                    .into_iter()
+                    .filter(|d| *d != relay_ports::EVENT_DELIVERY)
+                    .collect();
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery NOT IN ('thread', 'callback') ORDER BY alert_id"
+                    "SELECT {COLUMNS} FROM ledger WHERE expires_at_s >= ?1 AND delivery NOT IN {} ORDER BY alert_id",
+                    sql_list(&not_reported)
                 ))?;
                 let rows = stmt.query_map(params![now.div_euclid(1000)], read_entry)?;
-                let mut out = Vec::new();
-                for row in rows {
-                    out.push(row??);
-                }
-                Ok(out)
+                entries(rows)
             })
             .await
     }
@@ -412,6 +424,54 @@ impl Ledger for SqliteLedger {
                     store(conn, e)?;
                 }
                 Ok(())
+            })
+            .await?)
+    }
+
+    async fn watched(&self, after: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, PortError> {
+        let now = self.store.now_ms();
+        let after = after.map(str::to_owned);
+        let limit = limit.min(relay_ports::MAX_WATCH_PAGE);
+        Ok(self
+            .store
+            .readers
+            .run(move |conn| {
+                // the partial index `ledger_watched` holds exactly these rows, in key order
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM ledger INDEXED BY ledger_watched \
+                     WHERE delivery = 'watch' AND state = 'QUEUED' AND alert_id > ?1 AND expires_at_s >= ?2 \
+                     ORDER BY alert_id LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(
+                    params![after.unwrap_or_default(), now.div_euclid(1000), limit],
+                    read_entry,
+                )?;
+                entries(rows)
+            })
+            .await?)
+    }
+
+    async fn observe(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        plan: &str,
+        done: bool,
+        now_ms: i64,
+    ) -> Result<bool, PortError> {
+        let expected = expected.map(str::to_owned);
+        let plan = plan.to_string();
+        Ok(self
+            .update(key, move |current| {
+                let Some(mut e) = current.filter(|e| e.plan == expected) else {
+                    return Ok((None, false));
+                };
+                e.plan = Some(plan);
+                e.updated_at_ms = now_ms;
+                if done {
+                    e.state = DeliveryState::Completed;
+                }
+                Ok((Some(e), true))
             })
             .await?)
     }

@@ -47,6 +47,8 @@ ledger_checks!(
     ledger_extend_keeps_the_claim,
     ledger_retry_windows,
     ledger_reopen_keeps_lookup_and_extends_expiry,
+    ledger_watched_lists_live_watch_entries_in_key_order,
+    ledger_observe_is_a_compare_and_set,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,7 @@ async fn a_version_3_file_keeps_its_queued_messages_and_gains_priorities() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP INDEX queue_messages_priority;
+             DROP INDEX ledger_watched;
              ALTER TABLE queue_messages DROP COLUMN priority;
              INSERT INTO queue_messages (queue, message_id, body, sent_at_ms, visible_at_ms)
              VALUES ('realtime', 'old-1', 'from v3', 0, 0);
@@ -46,6 +47,13 @@ async fn a_version_3_file_keeps_its_queued_messages_and_gains_priorities() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
+    // version 5's index of watched records is there (the sync's query names it)
+    assert!(
+        relay_ports::Ledger::watched(&store.ledger(), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let realtime = store.queue("realtime");
     realtime
         .clone()

@@ -140,8 +140,9 @@ impl Breaker {
                     );
                 }
             }
-            // no answer from the instance (a connection error, a timeout): says nothing about its limits
-            Outcome::Retryable { .. } | Outcome::Ambiguous { .. } => {}
+            // no answer from the instance (a connection error, a timeout), or a request refused before it
+            // was sent (status 0): says nothing about its limits
+            Outcome::Retryable { .. } | Outcome::Ambiguous { .. } | Outcome::Permanent { status: 0, .. } => {}
             // the instance answered: it takes calls again
             Outcome::Created(_) | Outcome::Permanent { .. } | Outcome::Auth { .. } => {
                 *s = State::default();

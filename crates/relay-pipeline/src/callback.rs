@@ -29,8 +29,7 @@ pub mod receiver;
 /// What a callback's ledger key starts with.
 pub const CALLBACK_PREFIX: &str = "callback:";
 
-/// The ledger `delivery` of a callback's entry (listings and reports leave them out).
-pub const CALLBACK_DELIVERY: &str = "callback";
+pub use relay_ports::CALLBACK_DELIVERY;
 
 /// The change a callback reports (its `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,7 +40,8 @@ pub enum CallbackType {
     /// The relay wrote on a record: a thread's note (with its escalation), a lifecycle event's note.
     #[serde(rename = "record.updated")]
     RecordUpdated,
-    /// The relay moved a record to a done state (resolved, or closed as a false positive).
+    /// The sync found a record's state changed: resolved, closed as a false positive, reopened, by an
+    /// analyst or by the relay.
     #[serde(rename = "record.state_changed")]
     RecordStateChanged,
 }
@@ -106,8 +106,6 @@ pub struct Resolved {
     pub state: String,
     /// The close code written with it, when the transition has one.
     pub close_code: Option<String>,
-    /// Every alert the record covers was dismissed: closed as a false positive.
-    pub false_positive: bool,
 }
 
 /// What a delivery did to a record, as its callbacks report it.
@@ -115,14 +113,19 @@ pub struct Resolved {
 pub enum Change {
     /// The record was opened for the message's alert(s).
     Created,
-    /// The alert became a note on its thread's record (`escalated`: the priority the thread's record was
-    /// raised to, by this alert or before it).
+    /// The alert became a note on its thread's record (`escalated`: the ServiceNow priority this note
+    /// raised the record to, if it did).
     ThreadNote { escalated: Option<String> },
     /// A lifecycle event was noted on its alert's record, and perhaps moved it to a done state.
     Event {
         kind: &'static str,
         alert_id: String,
         resolved: Option<Resolved>,
+    },
+    /// The sync found the record's state changed from `from` (None: not seen before).
+    StateChanged {
+        from: Option<String>,
+        observed: crate::sync::Observed,
     },
 }
 
@@ -146,19 +149,12 @@ pub struct Subject<'a> {
     pub rule: &'a str,
 }
 
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-/// The callbacks a change makes: a created record's `record.created`; a note's `record.updated`; an
-/// event's `record.updated` and, when it moved the record to a done state, `record.state_changed`.
+/// The callbacks a change makes: a created record's `record.created`; a note's or an event's
+/// `record.updated`; a state change the sync found, `record.state_changed`.
 ///
 /// Ids: `record.created` by the record (one per record, whoever reports it); `record.updated` by the
-/// message that wrote the note; `record.state_changed` by the record and the state it reached (so two
-/// events that both find it resolved report it once).
+/// message that wrote the note; `record.state_changed` by the record and the ordinal of the change (the
+/// watch entry counts them), so a sync repeated after a crash reports it under the same id.
 pub fn plans(subject: &Subject<'_>, change: &Change, now_ms: i64) -> Vec<CallbackPlan> {
     let r = subject.record;
     let record = json!({"table": r.table, "sys_id": r.sys_id, "number": r.number, "link": r.link});
@@ -166,7 +162,8 @@ pub fn plans(subject: &Subject<'_>, change: &Change, now_ms: i64) -> Vec<Callbac
         data.insert("record".into(), record.clone());
         data.insert("record_type".into(), Value::String(subject.record_type.into()));
         data.insert("rule".into(), Value::String(subject.rule.into()));
-        let body = json!({"type": kind.as_str(), "timestamp": rfc3339(now_ms), "data": data}).to_string();
+        let body =
+            json!({"type": kind.as_str(), "timestamp": crate::ingest::rfc3339(now_ms), "data": data}).to_string();
         CallbackPlan {
             id,
             kind,
@@ -178,9 +175,14 @@ pub fn plans(subject: &Subject<'_>, change: &Change, now_ms: i64) -> Vec<Callbac
     };
     let alerts = Value::from(subject.alert_ids.clone());
     match change {
+        // an Event Management event has no sys_id: its message's key names it
         Change::Created => vec![make(
             CallbackType::RecordCreated,
-            webhook_id(&["record.created", &r.table, &r.sys_id]),
+            webhook_id(&[
+                "record.created",
+                &r.table,
+                if r.sys_id.is_empty() { subject.key } else { &r.sys_id },
+            ]),
             serde_json::Map::from_iter([("alert_ids".into(), alerts)]),
         )],
         Change::ThreadNote { escalated } => {
@@ -202,37 +204,40 @@ pub fn plans(subject: &Subject<'_>, change: &Change, now_ms: i64) -> Vec<Callbac
             alert_id,
             resolved,
         } => {
-            let mut out = vec![make(
+            let mut data = serde_json::Map::from_iter([
+                ("change".into(), Value::from("event")),
+                ("event".into(), Value::from(*kind)),
+                ("alert_ids".into(), Value::from(vec![alert_id.clone()])),
+            ]);
+            if let Some(done) = resolved {
+                // the state change itself is reported by the sync, as every state change is
+                data.insert("moved_to_state".into(), Value::from(done.state.as_str()));
+                data.insert("close_code".into(), Value::from(done.close_code.clone()));
+            }
+            vec![make(
                 CallbackType::RecordUpdated,
                 webhook_id(&["record.updated", subject.key]),
-                serde_json::Map::from_iter([
-                    ("change".into(), Value::from("event")),
-                    ("event".into(), Value::from(*kind)),
-                    ("alert_ids".into(), Value::from(vec![alert_id.clone()])),
-                ]),
-            )];
-            if let Some(done) = resolved {
-                out.push(make(
-                    CallbackType::RecordStateChanged,
-                    webhook_id(&["record.state_changed", &r.table, &r.sys_id, &done.state]),
-                    serde_json::Map::from_iter([
-                        ("state".into(), Value::from(done.state.as_str())),
-                        ("close_code".into(), Value::from(done.close_code.clone())),
-                        (
-                            "disposition".into(),
-                            Value::from(if done.false_positive {
-                                "false_positive"
-                            } else {
-                                "resolved"
-                            }),
-                        ),
-                        ("changed_by".into(), Value::from("relay")),
-                        ("alert_ids".into(), Value::from(vec![alert_id.clone()])),
-                    ]),
-                ));
-            }
-            out
+                data,
+            )]
         }
+        Change::StateChanged { from, observed } => vec![make(
+            CallbackType::RecordStateChanged,
+            webhook_id(&[
+                "record.state_changed",
+                &r.table,
+                &r.sys_id,
+                &observed.changes.to_string(),
+            ]),
+            serde_json::Map::from_iter([
+                ("state".into(), Value::from(observed.state.clone())),
+                ("previous_state".into(), Value::from(from.clone())),
+                ("close_code".into(), Value::from(observed.close_code.clone())),
+                ("disposition".into(), Value::from(observed.disposition.clone())),
+                ("changed_by".into(), Value::from(observed.changed_by.clone())),
+                ("changed_on".into(), Value::from(observed.changed_on.clone())),
+                ("alert_ids".into(), alerts),
+            ]),
+        )],
     }
 }
 
@@ -244,10 +249,24 @@ pub struct CallbackUrlError {
     pub why: String,
 }
 
+/// A URL as logs and errors show it: without user info, and with any query (a receiver's token) hidden.
+pub fn redacted(raw: &str) -> String {
+    match url::Url::parse(raw.trim()) {
+        Ok(mut u) => {
+            let hidden = u.query().is_some();
+            u.set_query(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            format!("{u}{}", if hidden { "?…" } else { "" })
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
 /// Check a callback URL: `https` unless the host is loopback, no user info, no fragment.
 pub fn validate_url(raw: &str) -> Result<url::Url, CallbackUrlError> {
     let bad = |why: &str| CallbackUrlError {
-        url: raw.into(),
+        url: redacted(raw),
         why: why.into(),
     };
     let url = url::Url::parse(raw.trim()).map_err(|e| bad(&format!("not a valid URL: {e}")))?;
@@ -294,7 +313,7 @@ impl Callbacks {
             .user_agent(concat!("alert-relay/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CallbackUrlError {
-                url: url.to_string(),
+                url: redacted(url.as_str()),
                 why: format!("HTTP client: {e}"),
             })?;
         Ok(Callbacks {
@@ -314,8 +333,9 @@ impl Callbacks {
         self.types.contains(&kind)
     }
 
-    pub fn url(&self) -> &url::Url {
-        &self.url
+    /// Where the callbacks go, as logs may show it ([`redacted`]).
+    pub fn shown_url(&self) -> String {
+        redacted(self.url.as_str())
     }
 
     /// POST one callback, signed at `now_s`. A 2xx is delivered (reported as the record the callback is
@@ -324,6 +344,13 @@ impl Callbacks {
     /// answer, a redirect included, is permanent. The receiver's body is never read.
     pub async fn send(&self, plan: &CallbackPlan, now_s: i64) -> Outcome {
         let keys = match self.keys.get().await {
+            // the stack's placeholder (`{"secrets":[]}`) until the operator sets one: nothing is sent unsigned
+            Ok(k) if k.is_empty() => {
+                return Outcome::Retryable {
+                    retry_after: None,
+                    reason: "the callback signing secret holds no secret yet (docs/deploy.md)".into(),
+                };
+            }
             Ok(k) => k,
             Err(e) => {
                 return Outcome::Retryable {
@@ -436,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn a_resolving_event_reports_the_update_and_the_state_once_per_state() {
+    fn an_event_is_an_update_and_each_state_change_has_its_ordinal_id() {
         let r = record();
         let resolved = |key: &str, alert: &str| {
             plans(
@@ -447,7 +474,6 @@ mod tests {
                     resolved: Some(Resolved {
                         state: "3".into(),
                         close_code: Some("Investigation completed".into()),
-                        false_positive: false,
                     }),
                 },
                 0,
@@ -455,13 +481,43 @@ mod tests {
         };
         let a = resolved("event:1", "a-1");
         let b = resolved("event:2", "a-2");
-        assert_eq!(a.len(), 2);
-        assert_eq!(a[1].kind, CallbackType::RecordStateChanged);
+        assert_eq!(a.len(), 1, "the state change is the sync's to report");
         assert_ne!(a[0].id, b[0].id, "each event's note is its own update");
-        assert_eq!(a[1].id, b[1].id, "the record reached state 3 once");
-        let body: Value = serde_json::from_str(&a[1].body).unwrap();
+        let body: Value = serde_json::from_str(&a[0].body).unwrap();
+        assert_eq!(body["data"]["moved_to_state"], "3");
+        let changed = |n: u32, state: &str| {
+            plans(
+                &subject(&r, "watch:sn_si_incident:abc"),
+                &Change::StateChanged {
+                    from: Some("10".into()),
+                    observed: crate::sync::Observed {
+                        state: Some(state.into()),
+                        disposition: Some("resolved".into()),
+                        close_code: Some("Investigation completed".into()),
+                        changed_by: Some("analyst.jones".into()),
+                        changes: n,
+                        ..Default::default()
+                    },
+                },
+                0,
+            )
+        };
+        let first = changed(1, "3");
+        assert_eq!(
+            first[0].id,
+            changed(1, "3")[0].id,
+            "a repeated sync reports under the same id"
+        );
+        assert_ne!(
+            first[0].id,
+            changed(3, "3")[0].id,
+            "resolved again after a reopen is a new change"
+        );
+        let body: Value = serde_json::from_str(&first[0].body).unwrap();
+        assert_eq!(body["type"], "record.state_changed");
         assert_eq!(body["data"]["state"], "3");
-        assert_eq!(body["data"]["close_code"], "Investigation completed");
+        assert_eq!(body["data"]["previous_state"], "10");
+        assert_eq!(body["data"]["changed_by"], "analyst.jones");
         assert_eq!(body["data"]["disposition"], "resolved");
     }
 
@@ -479,6 +535,13 @@ mod tests {
         );
         assert!(validate_url("ftp://x/").unwrap_err().why.contains("scheme"));
         assert!(validate_url("not a url").is_err());
+        // a receiver's token in the query never reaches a log or an error
+        let e = validate_url("http://monitor.example.com/cb?token=s3cret").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert_eq!(
+            redacted("https://u:p@m.example.com/cb?token=s3cret"),
+            "https://m.example.com/cb?…"
+        );
     }
 
     #[test]

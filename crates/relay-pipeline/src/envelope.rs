@@ -92,6 +92,15 @@ impl Envelope {
         }
     }
 
+    /// Deliver this message as without threads: its thread plan dropped.
+    pub fn leave_thread(&mut self) {
+        match &mut self.item {
+            Item::Alert { decision, .. } => decision.thread = None,
+            Item::Aggregate { record } => record.thread = None,
+            Item::Event { .. } | Item::Callback { .. } => {}
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("envelopes always serialise")
     }

@@ -216,8 +216,25 @@ impl Flusher {
                 alone: crate::deliver::must_look_up(&c.entry, &c.env),
             })
             .collect();
-        let plan = batch::plan(&pending, &self.settings.batch, self.settings.window.as_millis() as i64);
+        let mut plan = batch::plan(&pending, &self.settings.batch, self.settings.window.as_millis() as i64);
         report.records = plan.records.len();
+
+        // Records whose alerts' thread has a record: noted on it through the realtime path, not batched.
+        let mut threaded: HashSet<usize> = HashSet::new();
+        for (i, r) in plan.records.iter().enumerate() {
+            if let Some(t) = &r.thread
+                && open()
+                && d.has_open_thread(t).await
+            {
+                threaded.insert(i);
+            }
+        }
+        if !threaded.is_empty() {
+            for chunk in &mut plan.chunks {
+                chunk.retain(|i| !threaded.contains(i));
+            }
+            plan.chunks.retain(|c| !c.is_empty());
+        }
 
         let mut outcomes: HashMap<usize, (Outcome, bool)> = HashMap::new();
 
@@ -227,11 +244,12 @@ impl Flusher {
             .records
             .iter()
             .enumerate()
-            .filter(|(_, r)| {
+            .filter(|(i, r)| {
                 // an aggregate's id comes from its whole member set, which is sealed before it is sent: it
                 // cannot have been sent before, so only a lone alert's record is looked up (an alert an
                 // earlier attempt may have sent is always planned alone: `Pending::alone`)
                 r.record_type != RecordType::ItomEvent
+                    && !threaded.contains(i)
                     && r.members.len() == 1
                     && r.members
                         .iter()
@@ -290,7 +308,7 @@ impl Flusher {
             if !open() {
                 break;
             }
-            let env = self.envelope_for(&plan.records[i], &alerts);
+            let env = self.envelope_for(&plan.records[i], &alerts, false);
             let (o, found) = d.create(&env, false).await;
             outcomes.insert(i, (o, found));
         }
@@ -330,9 +348,19 @@ impl Flusher {
         let (alerts_ref, records) = (&alerts, &plan.records);
         // the futures are built first (not by a closure inside the stream), so the flush future stays `Send`
         let plans = &plans;
+        let threaded = &threaded;
         let jobs: Vec<_> = jobs
             .into_iter()
-            .map(|(i, outcome)| async move { (i, self.settle(&records[i], alerts_ref, plans.get(&i), outcome).await) })
+            .map(|(i, outcome)| async move {
+                if threaded.contains(&i) {
+                    return (
+                        i,
+                        self.hand_to_thread(&records[i], alerts_ref, last_start, deadline_ms)
+                            .await,
+                    );
+                }
+                (i, self.settle(&records[i], alerts_ref, plans.get(&i), outcome).await)
+            })
             .collect();
         let settled: Vec<(usize, Settled)> = futures::stream::iter(jobs)
             .buffer_unordered(crate::defaults::FLUSH_SETTLE_CONCURRENCY)
@@ -351,17 +379,25 @@ impl Flusher {
     }
 
     /// The envelope a planned record travels in: the alert itself for a lone alert, else an aggregate.
-    fn envelope_for(&self, record: &PlannedRecord, alerts: &[Claimed]) -> Envelope {
+    /// Its thread plan is kept only for a record handed to its thread (`to_thread`): one sent in a batch,
+    /// or retried through the realtime path after a Batch API failure, is delivered as without threads (a
+    /// batch record never opens a thread).
+    fn envelope_for(&self, record: &PlannedRecord, alerts: &[Claimed], to_thread: bool) -> Envelope {
         let first = &alerts[record.members[0]];
-        if record.members.len() == 1 {
-            return first.env.clone();
+        let mut env = if record.members.len() == 1 {
+            first.env.clone()
+        } else {
+            let received = record
+                .members
+                .iter()
+                .map(|m| alerts[*m].env.received_at_ms)
+                .min()
+                .unwrap_or(first.env.received_at_ms);
+            Envelope::aggregate(record.clone(), received)
+        };
+        if !to_thread {
+            env.leave_thread();
         }
-        let received = record
-            .members
-            .iter()
-            .map(|m| alerts[*m].env.received_at_ms)
-            .min()
-            .unwrap_or(first.env.received_at_ms);
-        Envelope::aggregate(record.clone(), received)
+        env
     }
 }

@@ -139,7 +139,7 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
         Item::Event { plan } => (
             format!("{} {}", plan.event.kind.as_str(), plan.event.alert_id),
             String::new(),
-            "event".to_string(),
+            relay_ports::EVENT_DELIVERY.to_string(),
         ),
         // a callback's entry names its type in `rule` (the alert's rule is in its body)
         Item::Callback { callback } => (
@@ -378,7 +378,7 @@ impl Ingest {
     /// `GET /v1/alerts/{alert_id}`: the delivery status from the ledger.
     pub async fn status(&self, alert_id: &str) -> Reply {
         match self.ports.ledger.get(&alert_key(alert_id)).await {
-            Ok(Some(e)) => Reply::new(200, &status_body(&e)),
+            Ok(Some(e)) => Reply::new(200, &status_of(self.ports.ledger.as_ref(), &e).await),
             Ok(None) => Reply::new(
                 404,
                 &json!({"error": format!("no alert with id {alert_id:?} is known")}),
@@ -391,13 +391,36 @@ impl Ingest {
     }
 }
 
+/// [`status_body`] with what the sync last saw of the alert's record (`servicenow.state`, `disposition`,
+/// `close_code`, `changed_by`, `synced_at`), when it has looked; a watch entry that cannot be read leaves
+/// them out.
+pub async fn status_of(ledger: &dyn relay_ports::Ledger, e: &LedgerEntry) -> Value {
+    let mut body = status_body(e);
+    let Some(record) = &e.record else { return body };
+    let Ok(Some(watch)) = ledger.get(&crate::sync::watch_key(record)).await else {
+        return body;
+    };
+    let seen = crate::sync::Observed::of(&watch);
+    if let (Some(state), Some(servicenow)) = (&seen.state, body["servicenow"].as_object_mut()) {
+        servicenow.insert("state".into(), json!(state));
+        servicenow.insert("disposition".into(), json!(seen.disposition));
+        servicenow.insert("close_code".into(), json!(seen.close_code));
+        servicenow.insert("changed_by".into(), json!(seen.changed_by));
+        servicenow.insert("synced_at".into(), json!(seen.synced_at_ms.and_then(rfc3339)));
+    }
+    body
+}
+
+/// An epoch-ms instant as RFC 3339 (UTC); None outside the representable range.
+pub(crate) fn rfc3339(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+}
+
 /// The status document for one ledger entry.
 pub fn status_body(e: &LedgerEntry) -> Value {
-    let ts = |ms: i64| {
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-    };
+    let ts = rfc3339;
     json!({
         "alert_id": alert_id_of_key(&e.alert_id),
         "state": e.state.as_str(),

@@ -24,6 +24,7 @@ pub mod report;
 pub mod secrets;
 pub mod signature;
 pub mod sources;
+pub mod sync;
 pub mod telemetry;
 
 pub use deliver::{AfterFailure, Deliverer, Delivery, DeliverySettings, Disposition, Jitter, random_jitter};

@@ -145,11 +145,13 @@ pub fn is_marked(text: &str, key: &str) -> bool {
 }
 
 /// The correlation ids of the alerts a journal entry notes (its leading `[relay-key …]` markers), events'
-/// own keys left out.
+/// own keys and aggregates' (an aggregate's note lists its members' keys after its own) left out.
 pub fn marked_keys(text: &str) -> Vec<String> {
     leading_markers(text)
         .into_iter()
-        .filter(|(kind, key)| *kind == "key" && !key.starts_with(EVENT_PREFIX))
+        .filter(|(kind, key)| {
+            *kind == "key" && !key.starts_with(EVENT_PREFIX) && !relay_core::batch::is_aggregate_key(key)
+        })
         .map(|(_, key)| key.to_string())
         .collect()
 }

@@ -38,7 +38,7 @@ pub fn rule_report(entries: &[LedgerEntry], since_ms: i64) -> Vec<RuleRow> {
     let mut ended: BTreeMap<&str, (&str, i64)> = BTreeMap::new();
     for e in entries
         .iter()
-        .filter(|e| e.delivery == "event" && e.state == DeliveryState::Completed)
+        .filter(|e| e.delivery == relay_ports::EVENT_DELIVERY && e.state == DeliveryState::Completed)
     {
         let Some((kind, alert_id)) = e.rule.split_once(' ') else {
             continue;

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use common::{Harness, Options, alert_body, harness};
 use relay_core::Config;
 use relay_pipeline::callback::receiver::Receiver;
+use relay_pipeline::sync::Syncer;
 use relay_pipeline::{Deliverer, Envelope, Item};
 use relay_ports::{AlertQueue, DeliveryState, PortError, ReceivedMessage};
 use serde_json::{Value, json};
@@ -47,6 +48,18 @@ async fn with_receiver(script: &[u16], threads: bool) -> (Harness, Receiver) {
     (h, receiver)
 }
 
+/// One sync (the records read back), then the callbacks it queued delivered.
+async fn sync(h: &Harness) -> relay_pipeline::sync::SyncReport {
+    let syncer = Syncer::new(
+        h.deliverer.delivery.clone(),
+        Arc::new(h.router.config().clone()),
+        Duration::from_millis(800),
+    );
+    let report = syncer.sync_until(common::now_s() * 1000 + 10_000).await;
+    h.deliver_all().await;
+    report
+}
+
 async fn post(h: &Harness, body: &[u8], webhook_id: &str) {
     let reply = h.post(body, webhook_id).await;
     assert_eq!(reply.status, 202, "{}", reply.body);
@@ -72,13 +85,29 @@ async fn a_thread_reports_its_record_then_each_change_signed_and_once() {
     let sirs = h.sim.records("sn_si_incident");
     assert_eq!(sirs.len(), 1);
     let number = sirs[0]["number"].as_str().unwrap().to_string();
+    // the first sync sets the record's baseline: nothing changed yet
+    let first = sync(&h).await;
+    assert_eq!((first.records, first.reads, first.changes), (1, 1, 0), "{first:?}");
+    assert_eq!(
+        h.status("u-2").await["servicenow"]["state"],
+        "10",
+        "the status shows the synced state"
+    );
     for id in ["u-1", "u-2", "u-3"] {
         post(&h, &event("resolved", id), &format!("wh-{id}-r")).await;
         h.deliver_all().await;
     }
     assert_eq!(h.sim.records("sn_si_incident")[0]["state"], "3", "closed by the walk");
-    // nothing is left to send
-    h.deliver_all().await;
+    let second = sync(&h).await;
+    assert_eq!((second.changes, second.finished), (1, 1), "closed is final: {second:?}");
+    let st = h.status("u-1").await;
+    assert_eq!(st["servicenow"]["state"], "3", "{st:#}");
+    assert_eq!(st["servicenow"]["disposition"], "resolved");
+    assert_eq!(st["servicenow"]["close_code"], "Investigation completed");
+    assert_eq!(st["servicenow"]["changed_by"], "relay");
+    // nothing is left to send, and a closed record is no longer read
+    let third = sync(&h).await;
+    assert_eq!((third.records, third.reads), (0, 0), "{third:?}");
 
     receiver.verify_all(common::now_s());
     let got = receiver.received();
@@ -114,8 +143,11 @@ async fn a_thread_reports_its_record_then_each_change_signed_and_once() {
     let changed = &types["record.state_changed"];
     assert_eq!(changed.len(), 1, "{changed:#?}");
     assert_eq!(changed[0]["data"]["state"], "3");
+    assert_eq!(changed[0]["data"]["previous_state"], "10");
     assert_eq!(changed[0]["data"]["close_code"], "Investigation completed");
     assert_eq!(changed[0]["data"]["disposition"], "resolved");
+    assert_eq!(changed[0]["data"]["changed_by"], "relay");
+    assert_eq!(changed[0]["data"]["alert_ids"], json!(["u-1"]));
     assert_eq!(changed[0]["data"]["record"]["number"], number.as_str());
     // created came first, the state change last
     assert_eq!(got[0].kind(), "record.created");
@@ -140,6 +172,7 @@ async fn a_dismissed_alert_reports_its_hr_case_closed_as_a_false_positive() {
     let body = std::fs::read(common::repo().join("events/lifecycle/productivity-dismissed.json")).unwrap();
     post(&h, &body, "wh-p-d").await;
     h.deliver_all().await;
+    sync(&h).await;
     receiver.verify_all(common::now_s());
     let types = by_type(&receiver);
     assert_eq!(types["record.created"].len(), 1, "{types:#?}");
@@ -262,4 +295,242 @@ async fn a_duplicated_callback_message_is_sent_once() {
         .unwrap();
     h.deliver_all().await;
     assert_eq!(receiver.received().len(), 1, "the ledger claim dedupes the copy");
+}
+
+/// An incident whose analyst resolves it, reopens it and resolves it again: three state changes, each
+/// reported once with who made it, under three ids (a second resolution is not the first one again).
+#[tokio::test]
+async fn the_sync_reports_each_state_change_an_analyst_makes() {
+    let (h, receiver) = with_receiver(&[], false).await;
+    post(&h, &alert_body("a-1", "custom", "critical", "E7"), "wh-a-1").await;
+    h.deliver_all().await;
+    let inc = h.state("a-1").await.record.unwrap().sys_id;
+    assert_eq!(sync(&h).await.changes, 0, "the baseline");
+    assert_eq!(sync(&h).await.changes, 0, "nothing changed: nothing reported");
+    let act = |fields: Value| {
+        h.sim
+            .act_as(None, "incident", &inc, fields)
+            .expect("the analyst's change")
+    };
+    act(json!({"state": "2"}));
+    assert_eq!(sync(&h).await.changes, 1);
+    act(json!({"state": "6", "close_code": "Solution provided", "close_notes": "USB policy reminder sent"}));
+    assert_eq!(sync(&h).await.changes, 1);
+    act(json!({"state": "2"}));
+    act(json!({"state": "6", "close_code": "Workaround provided", "close_notes": "blocked the device"}));
+    // two moves between syncs: the sync sees where the record is now
+    assert_eq!(sync(&h).await.changes, 0, "6 again: the same state the last sync saw");
+    act(json!({"state": "2"}));
+    assert_eq!(sync(&h).await.changes, 1, "reopened");
+    act(json!({"state": "6", "close_code": "Workaround provided", "close_notes": "blocked the device"}));
+    assert_eq!(sync(&h).await.changes, 1, "resolved again");
+    receiver.verify_all(common::now_s());
+    let changes: Vec<Value> = receiver
+        .received()
+        .iter()
+        .filter(|c| c.kind() == "record.state_changed")
+        .map(|c| c.json())
+        .collect();
+    let states: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["data"]["previous_state"].as_str().unwrap(),
+                c["data"]["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(states, [("1", "2"), ("2", "6"), ("6", "2"), ("2", "6")]);
+    assert!(
+        changes.iter().all(|c| c["data"]["changed_by"] == "analyst"),
+        "{changes:#?}"
+    );
+    assert_eq!(changes[3]["data"]["close_code"], "Workaround provided");
+    assert_eq!(changes[1]["data"]["disposition"], "resolved");
+    assert_eq!(changes[2]["data"]["disposition"], "open");
+    let ids: BTreeSet<String> = receiver.received().iter().map(|c| c.id.clone()).collect();
+    assert_eq!(ids.len(), receiver.received().len());
+    let st = h.status("a-1").await;
+    assert_eq!(
+        (
+            st["servicenow"]["state"].as_str(),
+            st["servicenow"]["changed_by"].as_str()
+        ),
+        (Some("6"), Some("analyst")),
+        "{st:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_sync_cut_off_after_queueing_a_change_reports_it_once_on_the_next_run() {
+    let (h, receiver) = with_receiver(&[], false).await;
+    post(&h, &alert_body("k-1", "custom", "critical", "E7"), "wh-k-1").await;
+    h.deliver_all().await;
+    let inc = h.state("k-1").await.record.unwrap().sys_id;
+    sync(&h).await;
+    h.sim.act_as(None, "incident", &inc, json!({"state": "2"})).unwrap();
+    // the sync records the change (pending), queues its callback, and is cut off before it clears the mark
+    let ledger = Arc::new(common::FaultyLedger::over(h.ports.ledger.clone()));
+    ledger.fail_observe_after.store(1, Ordering::SeqCst);
+    let mut ports = h.ports.clone();
+    ports.ledger = ledger.clone();
+    let cut = Syncer::new(
+        Arc::new(h.deliverer.delivery.with_ports(ports)),
+        Arc::new(h.router.config().clone()),
+        Duration::from_millis(800),
+    );
+    let report = cut.sync_until(common::now_s() * 1000 + 10_000).await;
+    assert_eq!((report.changes, report.errors), (0, 1), "{report:?}");
+    h.deliver_all().await;
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "created, and the change queued before the cut"
+    );
+    // the next runs see the change again, queue it under the same id, and record it
+    // the next run queues the pending change again (the same id, taken once) and clears the mark; the
+    // analyst's next move is a change of its own
+    h.sim
+        .act_as(
+            None,
+            "incident",
+            &inc,
+            json!({"state": "6", "close_code": "Solution provided", "close_notes": "done"}),
+        )
+        .unwrap();
+    assert_eq!(sync(&h).await.changes, 1, "the resolution");
+    assert_eq!(sync(&h).await.changes, 0);
+    let changed: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|c| c.kind() == "record.state_changed")
+        .map(|c| c.json())
+        .collect();
+    let moves: Vec<(&str, &str)> = changed
+        .iter()
+        .map(|c| {
+            (
+                c["data"]["previous_state"].as_str().unwrap(),
+                c["data"]["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [("1", "2"), ("2", "6")],
+        "each change once, none lost: {changed:#?}"
+    );
+}
+
+#[tokio::test]
+async fn two_syncs_at_once_report_a_change_once() {
+    let (h, receiver) = with_receiver(&[], false).await;
+    for n in 0..3 {
+        post(
+            &h,
+            &alert_body(&format!("c-{n}"), "custom", "critical", &format!("E{n}")),
+            &format!("wh-c-{n}"),
+        )
+        .await;
+    }
+    h.deliver_all().await;
+    sync(&h).await;
+    for n in 0..3 {
+        let inc = h.state(&format!("c-{n}")).await.record.unwrap().sys_id;
+        h.sim.act_as(None, "incident", &inc, json!({"state": "2"})).unwrap();
+    }
+    let syncer = || {
+        Syncer::new(
+            h.deliverer.delivery.clone(),
+            Arc::new(h.router.config().clone()),
+            Duration::from_millis(800),
+        )
+    };
+    let (a, b) = (syncer(), syncer());
+    let deadline = common::now_s() * 1000 + 10_000;
+    let (ra, rb) = tokio::join!(a.sync_until(deadline), b.sync_until(deadline));
+    assert!(ra.changes + rb.changes >= 3, "{ra:?} {rb:?}");
+    h.deliver_all().await;
+    assert_eq!(sync(&h).await.changes, 0);
+    let changed = receiver
+        .received()
+        .into_iter()
+        .filter(|c| c.kind() == "record.state_changed")
+        .count();
+    assert_eq!(changed, 3, "one per record");
+}
+
+#[tokio::test]
+async fn the_sync_pages_through_many_records_a_hundred_per_read() {
+    let (h, _receiver) = with_receiver(&[], false).await;
+    for n in 0..150 {
+        post(
+            &h,
+            &alert_body(&format!("m-{n}"), "custom", "critical", &format!("E{n}")),
+            &format!("wh-m-{n}"),
+        )
+        .await;
+    }
+    h.deliver_all().await;
+    let reads_before = h.sim.requests().len();
+    let report = sync(&h).await;
+    assert_eq!(
+        (report.records, report.reads, report.missing),
+        (150, 2, 0),
+        "{report:?}"
+    );
+    let reads: Vec<_> = h.sim.requests()[reads_before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/api/now/table/incident"))
+        .cloned()
+        .collect();
+    assert_eq!(reads.len(), 2, "{reads:#?}");
+}
+
+#[tokio::test]
+async fn with_the_breaker_open_the_sync_makes_no_call() {
+    let (h, _receiver) = with_receiver(&[], false).await;
+    post(&h, &alert_body("b-1", "custom", "critical", "E7"), "wh-b-1").await;
+    h.deliver_all().await;
+    h.deliverer.delivery.observe(&servicenow_client::Outcome::Retryable {
+        retry_after: Some(Duration::from_secs(30)),
+        reason: "HTTP 429".into(),
+    });
+    let before = h.sim.requests().len();
+    let report = sync(&h).await;
+    assert!(
+        report.stopped.as_deref().unwrap().contains("circuit breaker"),
+        "{report:?}"
+    );
+    assert_eq!(h.sim.requests().len(), before);
+}
+
+#[tokio::test]
+async fn a_callback_near_the_receive_limit_is_given_up_with_a_notice() {
+    let receiver = Receiver::start(&[500; 20]).await;
+    // the deliverer gives a message up 10 receives before the queue's limit: here at its third receive
+    let h = harness(Options {
+        callback_url: Some(receiver.url.clone()),
+        max_receives: Some(13),
+        ..Options::default()
+    })
+    .await;
+    post(&h, &alert_body("l-1", "dlp", "critical", "E1"), "wh-l-1").await;
+    h.deliver_all().await;
+    assert_eq!(h.state("l-1").await.state, DeliveryState::Completed);
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "two refused attempts, then given up: {got:#?}");
+    let e = h.state(&format!("callback:{}", got[0].id)).await;
+    assert_eq!(
+        (e.state, e.last_error_class.as_deref()),
+        (DeliveryState::Failed, Some("receive_limit")),
+        "{e:?}"
+    );
+    let dead = h.dlq.receive(10, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let notices = h.store.notifications_for(&e.alert_id).await.unwrap();
+    assert!(
+        notices.iter().any(|n| n.notice.error_class == "receive_limit"),
+        "{notices:?}"
+    );
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use relay_core::fields::MAX_DESCRIPTION_FIELD;
 use relay_pipeline::{Deliverer, FlushSettings, Flusher, Ports};
-use relay_ports::{Accept, AlertQueue, Claim, DeliveryState, Ledger, LedgerEntry, PortError, RecordRef, RetryLater};
+use relay_ports::{AlertQueue, DeliveryState};
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind};
 
@@ -213,56 +213,6 @@ fn lookups(h: &Harness) -> usize {
         .count()
 }
 
-/// The SQLite ledger, with `complete` of one alert failing once.
-struct FlakyComplete {
-    inner: relay_local::SqliteLedger,
-    fail_once: std::sync::Mutex<Option<String>>,
-}
-
-#[async_trait::async_trait]
-impl Ledger for FlakyComplete {
-    async fn accept(&self, e: &LedgerEntry) -> Result<Accept, PortError> {
-        self.inner.accept(e).await
-    }
-    async fn mark_queued(&self, id: &str, now: i64) -> Result<(), PortError> {
-        self.inner.mark_queued(id, now).await
-    }
-    async fn forget(&self, id: &str) -> Result<(), PortError> {
-        self.inner.forget(id).await
-    }
-    async fn claim(&self, id: &str, now: i64, lease: i64) -> Result<Claim, PortError> {
-        self.inner.claim(id, now, lease).await
-    }
-    async fn extend(&self, id: &str, token: u64, now: i64, lease: i64) -> Result<i64, PortError> {
-        self.inner.extend(id, token, now, lease).await
-    }
-    async fn complete(&self, id: &str, token: u64, r: &RecordRef, now: i64) -> Result<(), PortError> {
-        let failing = {
-            let mut f = self.fail_once.lock().unwrap();
-            if f.as_deref() == Some(id) { f.take() } else { None }
-        };
-        if failing.is_some() {
-            return Err(PortError::Unavailable("ledger write failed".into()));
-        }
-        self.inner.complete(id, token, r, now).await
-    }
-    async fn retry_later(&self, id: &str, token: u64, r: &RetryLater, now: i64) -> Result<(), PortError> {
-        self.inner.retry_later(id, token, r, now).await
-    }
-    async fn fail(&self, id: &str, token: u64, c: &str, e: &str, now: i64) -> Result<(), PortError> {
-        self.inner.fail(id, token, c, e, now).await
-    }
-    async fn reopen(&self, id: &str, token: u64, now: i64, expires: i64) -> Result<bool, PortError> {
-        self.inner.reopen(id, token, now, expires).await
-    }
-    async fn get(&self, id: &str) -> Result<Option<LedgerEntry>, PortError> {
-        self.inner.get(id).await
-    }
-    async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now: i64) -> Result<(), PortError> {
-        self.inner.aggregate(plan, members, now).await
-    }
-}
-
 #[tokio::test]
 async fn a_member_whose_complete_failed_is_completed_by_the_aggregates_retry() {
     let h = harness(Options::default()).await;
@@ -286,10 +236,11 @@ async fn a_member_whose_complete_failed_is_completed_by_the_aggregates_retry() {
     // the realtime deliverer creates the record, then one member's ledger write fails
     let d = &h.flusher.delivery;
     let ports = Ports {
-        ledger: Arc::new(FlakyComplete {
-            inner: h.store.ledger(),
-            fail_once: std::sync::Mutex::new(Some("m-2".into())),
-        }),
+        ledger: {
+            let ledger = FaultyLedger::over(Arc::new(h.store.ledger()));
+            *ledger.fail_complete_once.lock().unwrap() = Some("m-2".into());
+            Arc::new(ledger)
+        },
         realtime: Arc::new(h.realtime.clone().with_visibility_timeout(Duration::from_secs(1))),
         ..h.ports.clone()
     };

@@ -388,3 +388,114 @@ async fn by_default_a_resolved_incident_gets_a_new_linked_one() {
     assert_eq!(incident(&h, &next)["parent_incident"], inc.as_str());
     assert_eq!(incident(&h, &inc)["state"], "6", "the resolved one is left alone");
 }
+
+/// Batch alerts (medium, low) of an employee whose thread has an open record: the flush does not batch
+/// them into a record of their own but hands them to the thread, and they become one note listing them
+/// all (a lone one, its own note); the alerts map to the thread's record, and their resolutions count
+/// towards closing it. Another employee's batch alerts are batched as without threads.
+#[tokio::test]
+async fn a_batch_aggregate_of_an_open_thread_becomes_one_note_listing_its_alerts() {
+    let h = threaded().await;
+    post(&h, "o-1", "E1001").await;
+    h.deliver_all().await;
+    let sir = h.state("o-1").await.record.unwrap().sys_id;
+    for (id, employee, severity) in [
+        ("b-1", "E1001", "medium"),
+        ("b-2", "E1001", "low"),
+        ("b-3", "E1001", "medium"),
+        ("x-1", "E2002", "low"),
+        ("x-2", "E2002", "low"),
+    ] {
+        let reply = h
+            .post(&alert_body(id, "dlp", severity, employee), &format!("wh-{id}"))
+            .await;
+        assert_eq!(reply.status, 202, "{id}");
+    }
+    let report = h.flusher.flush().await;
+    assert_eq!(
+        (report.alerts, report.threaded, report.created),
+        (5, 1, 1),
+        "{report:?}"
+    );
+    h.deliver_all().await;
+    let sirs = h.sim.records("sn_si_incident");
+    assert_eq!(sirs.len(), 2, "the thread's SIR and E2002's aggregate: {sirs:#?}");
+    let notes = journal_of(&h, &sir);
+    assert_eq!(notes.len(), 1, "one note for the aggregate: {notes:#?}");
+    let text = notes[0]["value"].as_str().unwrap();
+    for id in ["b-1", "b-2", "b-3"] {
+        assert!(text.contains(&marker(&h, id)), "each member is marked: {text}");
+        assert!(text.contains(&format!("- {id} (")), "and listed: {text}");
+        let e = h.state(id).await;
+        assert_eq!(e.state, DeliveryState::Completed, "{id}: {e:?}");
+        let r = e.record.unwrap();
+        assert!(r.note && r.sys_id == sir, "{id} is noted on the thread's record");
+    }
+    assert!(text.contains("3 more alerts of this thread, batched"), "{text}");
+    // a second flush has nothing left, and a duplicated delivery does not note twice
+    assert_eq!(h.flusher.flush().await.alerts, 0);
+    h.deliver_all().await;
+    assert_eq!(journal_of(&h, &sir).len(), 1);
+
+    // every alert of the record resolved: the opener and the aggregate's three members
+    for id in ["o-1", "b-1", "b-2"] {
+        let body = serde_json::to_vec(&json!({"schema_version": "2", "event": "resolved", "alert_id": id})).unwrap();
+        assert_eq!(h.post(&body, &format!("wh-{id}-r")).await.status, 202);
+        h.deliver_all().await;
+        let state = h
+            .sim
+            .records("sn_si_incident")
+            .into_iter()
+            .find(|r| r["sys_id"] == sir.as_str())
+            .unwrap()["state"]
+            .clone();
+        assert_ne!(state, "3", "b-3 is still open after {id}");
+    }
+    let body = serde_json::to_vec(&json!({"schema_version": "2", "event": "resolved", "alert_id": "b-3"})).unwrap();
+    assert_eq!(h.post(&body, "wh-b-3-r").await.status, 202);
+    h.deliver_all().await;
+    let closed = h
+        .sim
+        .records("sn_si_incident")
+        .into_iter()
+        .find(|r| r["sys_id"] == sir.as_str())
+        .unwrap();
+    assert_eq!(closed["state"], "3", "all four ended: {closed:#}");
+}
+
+/// The thread's escalation counts each member of an aggregate's note.
+#[tokio::test]
+async fn an_aggregates_members_count_towards_the_threads_escalation() {
+    let mut config = threaded_config();
+    config.threads.escalation = vec![relay_core::config::Escalation {
+        priority: "P1".into(),
+        alerts: Some(4),
+        peak_risk: None,
+        sum_risk: None,
+        channels: None,
+    }];
+    let h = harness(Options {
+        config,
+        ..Options::default()
+    })
+    .await;
+    let reply = h.post(&alert_body("e-1", "dlp", "high", "E1001"), "wh-e-1").await;
+    assert_eq!(reply.status, 202);
+    h.deliver_all().await;
+    assert_eq!(h.sim.records("sn_si_incident")[0]["priority"], "2");
+    for id in ["e-2", "e-3", "e-4"] {
+        assert_eq!(
+            h.post(&alert_body(id, "dlp", "low", "E1001"), &format!("wh-{id}"))
+                .await
+                .status,
+            202
+        );
+    }
+    assert_eq!(h.flusher.flush().await.threaded, 1);
+    h.deliver_all().await;
+    assert_eq!(
+        h.sim.records("sn_si_incident")[0]["priority"],
+        "1",
+        "1 + 3 alerts reach the step"
+    );
+}

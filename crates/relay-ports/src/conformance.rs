@@ -62,7 +62,8 @@ pub use ledger::{
     ledger_concurrent_accepts_write_once, ledger_concurrent_claims_grant_exactly_one,
     ledger_expired_entries_are_absent, ledger_extend_keeps_the_claim, ledger_fail,
     ledger_fencing_refuses_a_stale_holder, ledger_forget, ledger_get_round_trips_every_field, ledger_mark_queued,
-    ledger_reopen, ledger_reopen_keeps_lookup_and_extends_expiry, ledger_retry_later, ledger_retry_windows,
+    ledger_observe_is_a_compare_and_set, ledger_reopen, ledger_reopen_keeps_lookup_and_extends_expiry,
+    ledger_retry_later, ledger_retry_windows, ledger_watched_lists_live_watch_entries_in_key_order,
 };
 pub use queue::{MIN_QUEUE_VISIBILITY, run_queue_suite};
 pub use queue::{

@@ -342,7 +342,41 @@ pub trait Ledger: Send + Sync {
     /// held under its token, nothing is written and the answer is [`PortError::Stale`]. At most
     /// [`MAX_AGGREGATE_MEMBERS`] members ([`PortError::Rejected`] otherwise).
     async fn aggregate(&self, plan: &LedgerEntry, members: &[(String, u64)], now_ms: i64) -> Result<(), PortError>;
+    /// The records being watched: live entries whose `delivery` is [`WATCH_DELIVERY`] and whose state is
+    /// `Queued`, with keys greater than `after` (all, when None), in ascending key order, at most `limit`
+    /// (at most [`MAX_WATCH_PAGE`]). A page shorter than `limit` may still not be the last (a backing
+    /// store may page on its own): the caller pages on with the last key until a page comes back empty.
+    async fn watched(&self, after: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, PortError>;
+    /// Compare-and-set of a watch entry's `plan`: when the entry exists and its plan is `expected` (None: it
+    /// has none), set the plan to `plan` and `updated_at_ms` to `now_ms` and, with `done`, its state to
+    /// `Completed` (it is no longer watched). Ok(false), nothing written, when the plan is no longer
+    /// `expected` (another sync got there first) or the entry is missing.
+    async fn observe(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        plan: &str,
+        done: bool,
+        now_ms: i64,
+    ) -> Result<bool, PortError>;
 }
+
+/// The `delivery` of a watch entry: the ledger entry (key `watch:<table>:<sys_id>`, state `Queued` while
+/// watched) through which the sync follows a record the relay made, its last known state in `plan`.
+pub const WATCH_DELIVERY: &str = "watch";
+/// The `delivery` of a thread's own entry (`thread:<table>:<hex>`).
+pub const THREAD_DELIVERY: &str = "thread";
+/// The `delivery` of a lifecycle event's entry (`event:<hex>`).
+pub const EVENT_DELIVERY: &str = "event";
+/// The `delivery` of a callback's entry (`callback:<webhook id>`).
+pub const CALLBACK_DELIVERY: &str = "callback";
+
+/// The `delivery` of every ledger entry that is not an alert's (nor a batch aggregate's): what listings
+/// of alerts leave out.
+pub const NOT_ALERT_DELIVERIES: [&str; 4] = [THREAD_DELIVERY, EVENT_DELIVERY, CALLBACK_DELIVERY, WATCH_DELIVERY];
+
+/// The most entries one [`Ledger::watched`] call returns.
+pub const MAX_WATCH_PAGE: u32 = 1000;
 
 /// The most members one [`Ledger::aggregate`] seals: DynamoDB's TransactWriteItems writes at most 100 items,
 /// the aggregate's own entry and 99 members.

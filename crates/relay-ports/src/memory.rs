@@ -259,6 +259,52 @@ impl Ledger for MemoryLedger {
         }
         Ok(())
     }
+
+    async fn watched(&self, after: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        let mut keys: Vec<String> = map
+            .keys()
+            .filter(|k| after.is_none_or(|a| k.as_str() > a))
+            .cloned()
+            .collect();
+        keys.sort();
+        let mut out = Vec::new();
+        for key in keys {
+            if out.len() >= limit.min(crate::MAX_WATCH_PAGE) as usize {
+                break;
+            }
+            if let Some(e) = Self::live(&mut map, &key)
+                && e.delivery == crate::WATCH_DELIVERY
+                && e.state == DeliveryState::Queued
+            {
+                out.push(e.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn observe(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        plan: &str,
+        done: bool,
+        now_ms: i64,
+    ) -> Result<bool, PortError> {
+        let mut map = self.entries.lock().expect("ledger lock");
+        let Some(e) = Self::live(&mut map, key) else {
+            return Ok(false);
+        };
+        if e.plan.as_deref() != expected {
+            return Ok(false);
+        }
+        e.plan = Some(plan.to_string());
+        e.updated_at_ms = now_ms;
+        if done {
+            e.state = DeliveryState::Completed;
+        }
+        Ok(true)
+    }
 }
 
 /// `Err(Stale)` unless `token` is the entry's claim token.

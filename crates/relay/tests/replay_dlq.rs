@@ -97,6 +97,7 @@ fn aggregate_envelope() -> Envelope {
             member_list: None,
             person: None,
             chart: None,
+            thread: None,
             document: None,
             valid_to: None,
         },

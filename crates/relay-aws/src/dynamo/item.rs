@@ -3,10 +3,18 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use relay_ports::{DeliveryState, LedgerEntry, RecordRef};
+use relay_ports::{DeliveryState, LedgerEntry, RecordRef, WATCH_DELIVERY};
 use serde::{Deserialize, Serialize};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// The sparse global secondary index of the watch entries: hash key [`WATCH_SHARD`], range key `alert_id`.
+pub(super) const WATCHED_INDEX: &str = "watched";
+/// The index's hash key attribute; carried (always [`WATCH_SHARD_VALUE`]) only by a watch entry while it
+/// is watched, so the index holds nothing else.
+pub(super) const WATCH_SHARD: &str = "watch_shard";
+/// The one value of [`WATCH_SHARD`]: all watch entries in one index partition, in key order.
+pub(super) const WATCH_SHARD_VALUE: &str = "1";
 
 /// One ledger item exactly as stored (the layout table in `dynamo.rs`), mapped by `serde_dynamo`.
 /// `LedgerEntry` stays the port's type; this struct owns the attribute names and which attributes are
@@ -49,9 +57,14 @@ struct LedgerItem {
     /// A member of a batch aggregate: the aggregate's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aggregate: Option<String>,
-    /// A batch aggregate's own item: its queue message.
+    /// A batch aggregate's own item: its queue message. A watch entry's: the record's last known state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     plan: Option<String>,
+    /// The key of the sparse `watched` index: `"1"` on a watch entry written `Queued` (it is watched),
+    /// absent on every other item. Not a `LedgerEntry` field: written by `accept`, removed by `observe`
+    /// with `done`, ignored when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    watch_shard: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -121,6 +134,8 @@ impl From<&LedgerEntry> for LedgerItem {
             not_before_ms: e.not_before_ms,
             aggregate: e.aggregate.clone(),
             plan: e.plan.clone(),
+            watch_shard: (e.delivery == WATCH_DELIVERY && e.state == DeliveryState::Queued)
+                .then(|| WATCH_SHARD_VALUE.to_string()),
         }
     }
 }
@@ -152,6 +167,7 @@ impl From<LedgerItem> for LedgerEntry {
             not_before_ms: i.not_before_ms,
             aggregate: i.aggregate,
             plan: i.plan,
+            // watch_shard: index bookkeeping, not part of the entry
         }
     }
 }
@@ -335,6 +351,34 @@ mod tests {
             "plan",
         ] {
             assert!(!plain.contains_key(absent), "{absent} must be absent when unset");
+        }
+    }
+
+    #[test]
+    fn only_a_queued_watch_entry_carries_the_watch_shard() {
+        let watch = LedgerEntry {
+            state: DeliveryState::Queued,
+            delivery: WATCH_DELIVERY.into(),
+            plan: Some("{\"state\":\"1\"}".into()),
+            ..entry()
+        };
+        let item = to_item(&watch).unwrap();
+        assert_eq!(item[WATCH_SHARD], s(WATCH_SHARD_VALUE));
+        assert_eq!(from_item(item).unwrap(), watch, "the shard is not part of the entry");
+        let others = [
+            LedgerEntry {
+                state: DeliveryState::Completed,
+                ..watch.clone()
+            },
+            LedgerEntry {
+                delivery: "realtime".into(),
+                ..watch.clone()
+            },
+            entry(),
+            bare_entry(),
+        ];
+        for other in others {
+            assert!(!to_item(&other).unwrap().contains_key(WATCH_SHARD), "{other:?}");
         }
     }
 

@@ -346,3 +346,62 @@ fn an_alert_an_earlier_attempt_may_have_sent_alone_is_never_grouped() {
     let group = plan.records.iter().find(|r| r.members.len() > 1).unwrap();
     assert_eq!(group.members, [0, 2, 3]);
 }
+
+#[test]
+fn aggregate_keys_are_told_from_every_alert_key() {
+    let hex = "0123456789abcdef0123456789abcdef01234567";
+    assert!(is_aggregate_key(&format!("emon:b:{hex}")));
+    for alert_id in ["b", "b:x", &format!("b:{hex}"), "h:1", "a-1"] {
+        let key = crate::correlation_id("emon", alert_id);
+        assert!(!is_aggregate_key(&key), "{alert_id} → {key}");
+    }
+    assert!(!is_aggregate_key(&format!("emon:b:{}", &hex[..39])));
+}
+
+#[test]
+fn an_aggregate_joins_its_thread_with_a_note_that_fits() {
+    let plan = |n: usize| {
+        let mut config = crate::Config::default_config();
+        config.threads.enabled = true;
+        let router = crate::Router::new(config, None).unwrap();
+        let decisions: Vec<Decision> = (0..n)
+            .map(|i| {
+                let v = serde_json::json!({
+                    "alert_id": format!("agg-{i}"), "alert_type": "dlp", "severity": "low",
+                    "occurred_at": "2026-11-20T14:03:00Z", "employee": {"id": "E1", "department": "Sales"},
+                    "evidence_url": "https://monitor.example.com/a/1",
+                    "description": "copied files", "risk_score": 40 + (i % 50) as u64,
+                });
+                router.route(&crate::alert::Alert::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap())
+            })
+            .collect();
+        let pending: Vec<Pending<'_>> = decisions
+            .iter()
+            .map(|d| Pending {
+                decision: d,
+                received_at_ms: 1_000,
+                alone: false,
+            })
+            .collect();
+        let records = plan(&pending, &crate::config::BatchSettings::default(), 300_000).records;
+        records
+            .into_iter()
+            .find(|r| r.members.len() == n)
+            .expect("one aggregate")
+    };
+    let small = plan(3);
+    let t = small.thread.expect("the members' thread");
+    assert!(
+        t.note.starts_with(&format!(
+            "[relay-key {}] [relay-key emon:agg-0] [relay-risk 40:-]",
+            small.correlation_id
+        )),
+        "{}",
+        t.note
+    );
+    assert!(t.note.contains("3 more alerts of this thread, batched"), "{}", t.note);
+    assert_eq!(t.risk, 42, "the peak");
+    assert!(t.note.chars().count() <= MAX_DESCRIPTION_FIELD);
+    // too many members to list even without summaries: batched as its own record
+    assert!(plan(90).thread.is_none());
+}

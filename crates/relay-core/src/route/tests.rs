@@ -557,10 +557,13 @@ fn custom_alerts_thread_by_their_rule_and_routes_override_the_settings() {
 }
 
 #[test]
-fn batched_alerts_and_tables_without_a_journal_have_no_thread() {
+fn batched_alerts_are_in_the_thread_of_their_realtime_peers() {
     let r = threaded_router();
-    // low severity is batched
-    assert_eq!(thread_of(&r, base("dlp", "low", json!({}))), None);
+    // low severity is batched: the same thread as a critical alert of the employee and type (the flush
+    // notes it there when the thread has a record)
+    let low = thread_of(&r, base("dlp", "low", json!({}))).expect("a thread plan");
+    let critical = thread_of(&r, base("dlp", "critical", json!({}))).expect("a thread plan");
+    assert_eq!(low.key, critical.key);
 }
 
 #[test]

@@ -10,13 +10,15 @@ use super::{AfterFailure, Delivery};
 use crate::callback::{CallbackPlan, Change, Subject, plans};
 use crate::envelope::{Envelope, Item};
 use crate::ingest::new_entry;
+use crate::sync::watch_entry;
 use crate::telemetry::{CallbackSent, TelemetryEvent};
 
 impl Delivery {
-    /// Queue the callbacks of `change` to `record` made by `env` (nothing when callbacks are off): each
-    /// written to the ledger under its webhook id and sent to the realtime queue unless an earlier attempt
-    /// already queued it. An `Err` means a callback may not be queued: the caller must not record its own
-    /// outcome (its retry finds the record and queues the callback again).
+    /// For a record just opened, its watch entry (the sync's); then the callbacks of `change` to `record`
+    /// made by `env` (none when callbacks are off): each written to the ledger under its webhook id and
+    /// sent to the realtime queue unless an earlier attempt already queued it. An `Err` means the watch or
+    /// a callback may not be written: the caller must not record its own outcome (its retry finds the
+    /// record and writes them again).
     pub(super) async fn announce(
         &self,
         env: &Envelope,
@@ -24,17 +26,29 @@ impl Delivery {
         record: &RecordRef,
         change: &Change,
     ) -> Result<(), PortError> {
-        let Some(callbacks) = &self.callbacks else {
-            return Ok(());
-        };
         let now = self.ports.clock.now_ms();
-        let key = env.ledger_key();
         let rule = match &env.item {
             Item::Alert { decision, .. } => decision.rule.as_str(),
             Item::Event { plan } => plan.rule.as_str(),
             Item::Aggregate { .. } => "batch",
             Item::Callback { .. } => entry_rule,
         };
+        // an Event Management event has no record of its own to follow (its create answers no sys_id)
+        if matches!(change, Change::Created) && !record.sys_id.is_empty() {
+            let watch = watch_entry(
+                record,
+                env.record_type().as_str(),
+                rule,
+                env.alert_ids(),
+                now,
+                self.settings.ledger_retention,
+            );
+            self.ports.ledger.accept(&watch).await?;
+        }
+        let Some(callbacks) = &self.callbacks else {
+            return Ok(());
+        };
+        let key = env.ledger_key();
         let subject = Subject {
             record,
             key: &key,
@@ -50,7 +64,8 @@ impl Delivery {
         Ok(())
     }
 
-    async fn queue_callback(&self, plan: CallbackPlan, now: i64) -> Result<(), PortError> {
+    /// Queue one callback unless an earlier attempt (or another path reporting the same change) did.
+    pub(crate) async fn queue_callback(&self, plan: CallbackPlan, now: i64) -> Result<(), PortError> {
         let env = Envelope::callback(plan, now);
         let key = env.ledger_key();
         let ledger = &self.ports.ledger;
@@ -71,8 +86,14 @@ impl Delivery {
 
     /// Deliver one callback message: claim its entry, POST it, record the answer (retry or give up as
     /// for a record). The ServiceNow breaker and call limit are not involved: the receiver is not
-    /// ServiceNow.
-    pub(super) async fn deliver_callback(&self, env: &Envelope, plan: &CallbackPlan) -> CallbackDisposition {
+    /// ServiceNow. `at_limit`: the queue has handed the message out so often that its redrive would soon
+    /// move it without a notice: it is given up now, with one.
+    pub(super) async fn deliver_callback(
+        &self,
+        env: &Envelope,
+        plan: &CallbackPlan,
+        at_limit: bool,
+    ) -> CallbackDisposition {
         let entry = match self.claim(env).await {
             Ok(Claim::Claimed(entry)) => entry,
             Ok(Claim::Completed(_) | Claim::Failed(_) | Claim::Aggregated(_)) => {
@@ -83,6 +104,22 @@ impl Delivery {
             }
             Ok(Claim::Missing) | Err(_) => return CallbackDisposition::PutBack(Duration::ZERO),
         };
+        if at_limit {
+            let why = format!(
+                "the callback's message neared the queue's receive limit ({}) undelivered; given up \
+                 before the redrive would move it without a notice{}",
+                self.settings.max_receives,
+                entry
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            );
+            return match self.settle_give_up(env, &entry, "receive_limit", &why).await {
+                AfterFailure::DeadLettered => CallbackDisposition::Done,
+                AfterFailure::RetryIn(d) => CallbackDisposition::Delay(d),
+            };
+        }
         let Some(callbacks) = &self.callbacks else {
             let why = "callbacks are not configured in this deployment (relay serve --callback-url, or the \
                        functions' CALLBACK_URL and CALLBACK_SECRET_ARN): replay it once they are";

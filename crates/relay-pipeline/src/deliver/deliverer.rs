@@ -60,9 +60,10 @@ impl Deliverer {
                 };
             }
         };
+        let at_limit = msg.receive_count >= d.settings.give_up_at_receive();
         if let Item::Callback { callback } = &env.item {
             // not a ServiceNow call: no breaker, no call limit
-            return match d.deliver_callback(&env, callback).await {
+            return match d.deliver_callback(&env, callback, at_limit).await {
                 CallbackDisposition::Done => Disposition::Done,
                 CallbackDisposition::PutBack(at_least) => self.put_back(msg, at_least).await,
                 CallbackDisposition::Delay(delay) => {
@@ -71,7 +72,6 @@ impl Deliverer {
                 }
             };
         }
-        let at_limit = msg.receive_count >= d.settings.give_up_at_receive();
         // Near the receive limit no call is made: the alert is given up below whatever the breaker says.
         let probe = match if at_limit { Admit::Call } else { d.admit() } {
             Admit::Wait { until_ms } => {

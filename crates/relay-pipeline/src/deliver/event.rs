@@ -150,16 +150,18 @@ impl Delivery {
         let me = plan.alert_correlation_id.clone();
         // the alerts the record covers
         let mut covered: BTreeSet<String> = BTreeSet::from([me.clone()]);
-        match &alert.aggregate {
-            Some(aggregate) => covered.extend(self.members_of(aggregate, plan).await?),
-            None => {
-                // the alert that opened the record; a key kept inside a long text (Contains) is not read
-                // back, since text around it comes from the alert
-                let key_text = text_of(row.get(key_field));
-                if plan.dedupe.matching == DedupeMatch::Equals && !key_text.is_empty() {
-                    covered.insert(key_text);
-                }
-            }
+        if let Some(aggregate) = &alert.aggregate {
+            covered.extend(self.members_of(aggregate, plan).await?);
+        }
+        // the alert that opened the record (an aggregate's own key names no alert: its members count; the
+        // record may be a thread's that the aggregate was noted on); a key kept inside a long text
+        // (Contains) is not read back, since text around it comes from the alert
+        let key_text = text_of(row.get(key_field));
+        if plan.dedupe.matching == DedupeMatch::Equals
+            && !key_text.is_empty()
+            && !relay_core::batch::is_aggregate_key(&key_text)
+        {
+            covered.insert(key_text);
         }
         let mut resolved: BTreeSet<String> = BTreeSet::new();
         let mut dismissed: BTreeSet<String> = BTreeSet::new();
@@ -203,10 +205,7 @@ impl Delivery {
         let state = self.walk(client, plan, record, transition, &notes, held).await?;
         Ok(state.map(|state| Resolved {
             state,
-            close_code: ["close_code", "resolution_code"]
-                .iter()
-                .find_map(|f| transition.fields.get(*f).cloned()),
-            false_positive: all_dismissed,
+            close_code: transition.close_code().map(str::to_owned),
         }))
     }
 

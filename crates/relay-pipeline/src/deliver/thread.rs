@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use relay_core::config::ClosedPolicy;
 use relay_core::{PriorityMethod, ThreadPlan, ThreadStats};
-use relay_ports::{Accept, Claim, LedgerEntry, PortError, RecordRef, RetryLater};
+use relay_ports::{Accept, Claim, DeliveryState, LedgerEntry, PortError, RecordRef, RetryLater};
 use serde_json::{Map, Value};
 use servicenow_client::{Outcome, ServiceNowClient};
 
@@ -65,22 +65,40 @@ enum Joined {
     },
 }
 
-fn generation_key(plan: &ThreadPlan, generation: u32) -> String {
+pub(crate) fn generation_key(plan: &ThreadPlan, generation: u32) -> String {
     match generation {
         0 => plan.key.clone(),
         n => format!("{}#{n}", plan.key),
     }
 }
 
-/// The thread plan of an envelope: realtime alerts routed with threads on.
+/// The thread plan of an envelope: alerts routed with threads on, and records a flush handed to their
+/// thread.
 pub(super) fn plan_of(env: &Envelope) -> Option<&ThreadPlan> {
     match &env.item {
         Item::Alert { decision, .. } => decision.thread.as_ref(),
-        Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } => None,
+        Item::Aggregate { record } => record.thread.as_ref(),
+        Item::Event { .. } | Item::Callback { .. } => None,
     }
 }
 
 impl Delivery {
+    /// Whether the thread of `plan` has a record (or its first alert is opening one right now), from the
+    /// ledger alone: a generation completed with a record within the thread's window, or one in flight.
+    /// What the flush asks before it batches a record whose alerts are in a thread. A ledger that cannot
+    /// be read answers false: the record is batched as without threads.
+    pub(crate) async fn has_open_thread(&self, plan: &ThreadPlan) -> bool {
+        let mut open = false;
+        for generation in 0..MAX_GENERATIONS {
+            match self.ports.ledger.get(&generation_key(plan, generation)).await {
+                Ok(Some(e)) if e.state == DeliveryState::Completed && e.record.is_some() => open = true,
+                Ok(Some(e)) if !e.state.is_final() => return true,
+                Ok(_) | Err(_) => return open,
+            }
+        }
+        open
+    }
+
     /// The entry of a thread generation, claimed when it is open to a new record (missing, expired, or left
     /// by an opener that failed).
     async fn claim_thread(&self, env: &Envelope, plan: &ThreadPlan, key: &str) -> Result<Claim, PortError> {
@@ -96,7 +114,7 @@ impl Delivery {
         }
         let mut entry = new_entry(env, None, self.settings.ledger_retention);
         entry.alert_id = key.to_string();
-        entry.delivery = "thread".into();
+        entry.delivery = relay_ports::THREAD_DELIVERY.into();
         entry.first_received_at_ms = now;
         entry.updated_at_ms = now;
         entry.expires_at_s = now.div_euclid(1000) + plan.window_s;
@@ -363,19 +381,24 @@ impl Delivery {
         let entries = client.journal(&record.table, &record.sys_id, &plan.journal).await?;
         let mut seen = BTreeSet::new();
         for e in &entries {
-            let markers = leading_markers(&e.value);
-            let key = markers.iter().find(|(k, _)| *k == "key").map(|(_, v)| *v);
-            let part = markers
-                .iter()
-                .find(|(k, _)| *k == "risk")
-                .and_then(|(_, v)| ThreadStats::parse(v));
-            if let (Some(key), Some((risk, channel))) = (key, part)
-                && seen.insert(key)
-            {
-                stats.add(risk, channel);
+            // each alert's key followed by its risk (an aggregate's note lists several; its own key first,
+            // which names no alert)
+            let mut key = None;
+            for (kind, value) in leading_markers(&e.value) {
+                match kind {
+                    "key" if !relay_core::batch::is_aggregate_key(value) => key = Some(value),
+                    "risk" => {
+                        if let (Some(k), Some((risk, channel))) = (key.take(), ThreadStats::parse(value))
+                            && seen.insert(k)
+                        {
+                            stats.add(risk, channel);
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
-        if !seen.contains(env.correlation_id()) {
+        if !entries.iter().any(|e| is_marked(&e.value, env.correlation_id())) {
             // the journal does not show this alert's note (not readable): count it anyway
             stats.add(plan.risk, plan.channel.as_deref());
         }

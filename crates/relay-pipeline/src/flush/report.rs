@@ -20,6 +20,8 @@ pub struct FlushReport {
     /// Batch messages of members of an aggregate sealed by an earlier flush: settled from the aggregate's
     /// ledger entry, or the aggregate sent on to the realtime queue.
     pub resumed: usize,
+    /// Records whose alerts' thread has a record: handed to the realtime path, to be noted on it.
+    pub threaded: usize,
 }
 
 impl FlushReport {
@@ -30,5 +32,6 @@ impl FlushReport {
         self.left += o.left;
         self.deferred += o.deferred;
         self.resumed += o.resumed;
+        self.threaded += o.threaded;
     }
 }

@@ -23,8 +23,21 @@ impl Flusher {
         last_start: i64,
         deadline_ms: i64,
     ) -> Result<LedgerEntry, relay_ports::PortError> {
+        self.seal_for(record, alerts, last_start, deadline_ms, true).await
+    }
+
+    /// [`Flusher::seal`]; `sending`: false for an aggregate handed to its thread, which this flush does
+    /// not send (no settle window: the deliverer that takes it over may write at once).
+    pub(super) async fn seal_for(
+        &self,
+        record: &PlannedRecord,
+        alerts: &[Claimed],
+        last_start: i64,
+        deadline_ms: i64,
+        sending: bool,
+    ) -> Result<LedgerEntry, relay_ports::PortError> {
         let d = &self.delivery;
-        let env = self.envelope_for(record, alerts);
+        let env = self.envelope_for(record, alerts, !sending);
         let now = d.ports.clock.now_ms();
         let mut plan = new_entry(&env, None, d.settings.ledger_retention);
         plan.state = DeliveryState::InProgress;
@@ -35,7 +48,7 @@ impl Flusher {
         // this flush sends it before `last_start`, within one attempt (the lease) of now; an insert may
         // commit up to the settle window after it was sent
         let last_send = last_start.min(now.saturating_add(d.settings.lease.as_millis() as i64));
-        plan.no_create_before_ms = Some(last_send.saturating_add(d.settings.settle.as_millis() as i64));
+        plan.no_create_before_ms = sending.then(|| last_send.saturating_add(d.settings.settle.as_millis() as i64));
         plan.plan = Some(env.to_json());
         let members: Vec<(String, u64)> = record
             .members

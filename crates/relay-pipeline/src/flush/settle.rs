@@ -34,7 +34,7 @@ impl Flusher {
     ) -> Settled {
         let d = &self.delivery;
         let members: Vec<&Claimed> = record.members.iter().map(|m| &alerts[*m]).collect();
-        let env = self.envelope_for(record, alerts);
+        let env = self.envelope_for(record, alerts, false);
         let mut s = Settled::default();
         let Some((outcome, found)) = outcome else {
             // Release the alerts for the next flush: claimable again, their messages visible again now.
@@ -76,6 +76,68 @@ impl Flusher {
             }
             failure => self.retry_via_realtime(members.len(), env, entry, failure).await,
         }
+    }
+
+    /// A record whose alerts' thread has a record (see [`Delivery::has_open_thread`]): not sent in a batch
+    /// but put on the realtime queue, where the deliverer notes it on the thread's record (an aggregate as
+    /// one note listing its alerts) — or, that record being done, goes on as the thread's closed-record
+    /// policy says. An aggregate is sealed first, so its members are delivered with it only; the claim is
+    /// released unsent, for the deliverer to take. When the queue is down the batch messages stay: the next
+    /// flush hands the record over again (a sealed aggregate is resumed from its ledger entry).
+    ///
+    /// [`Delivery::has_open_thread`]: crate::Delivery
+    pub(super) async fn hand_to_thread(
+        &self,
+        record: &PlannedRecord,
+        alerts: &[Claimed],
+        last_start: i64,
+        deadline_ms: i64,
+    ) -> Settled {
+        let d = &self.delivery;
+        let members: Vec<&Claimed> = record.members.iter().map(|m| &alerts[*m]).collect();
+        let env = self.envelope_for(record, alerts, true);
+        let mut s = Settled::default();
+        let entry = if members.len() > 1 {
+            match self.seal_for(record, alerts, last_start, deadline_ms, false).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not seal an aggregate for its thread; its alerts wait for the next flush");
+                    self.release(
+                        &members,
+                        &RetryLater::new("thread", "the aggregate could not be sealed"),
+                    )
+                    .await;
+                    s.report.left += members.len();
+                    return s;
+                }
+            }
+        } else {
+            members[0].entry.clone()
+        };
+        let now = d.ports.clock.now_ms();
+        let unsent = RetryLater {
+            unsent: true,
+            ..RetryLater::new(
+                "thread",
+                "handed to the realtime path, to be noted on its thread's record",
+            )
+        };
+        if let Err(e) = d
+            .ports
+            .ledger
+            .retry_later(&entry.alert_id, entry.claim_token, &unsent, now)
+            .await
+        {
+            tracing::warn!(key = %entry.alert_id, error = %e, "could not release the claim; its lease ends on its own");
+        }
+        if let Err(e) = d.ports.realtime.send(&env.to_json(), Duration::ZERO).await {
+            tracing::error!(error = %e, "realtime queue unavailable; the thread's alerts stay on the batch queue");
+            s.report.left += members.len();
+            return s;
+        }
+        s.report.threaded += 1;
+        s.delete = true;
+        s
     }
 
     /// Hand the members back to a later attempt with `retry` (best effort: a member whose write fails is

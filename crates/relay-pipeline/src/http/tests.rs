@@ -226,6 +226,19 @@ impl relay_ports::Ledger for DownLedger {
     async fn get(&self, _: &str) -> Result<Option<relay_ports::LedgerEntry>, relay_ports::PortError> {
         Err(relay_ports::PortError::Unavailable("ledger down".into()))
     }
+    async fn watched(&self, _: Option<&str>, _: u32) -> Result<Vec<relay_ports::LedgerEntry>, relay_ports::PortError> {
+        Err(relay_ports::PortError::Unavailable("ledger down".into()))
+    }
+    async fn observe(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: &str,
+        _: bool,
+        _: i64,
+    ) -> Result<bool, relay_ports::PortError> {
+        Err(relay_ports::PortError::Unavailable("ledger down".into()))
+    }
 }
 
 #[tokio::test]

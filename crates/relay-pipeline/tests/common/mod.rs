@@ -331,6 +331,11 @@ impl Harness {
         }
     }
 
+    /// `GET /v1/alerts/{id}`'s document.
+    pub async fn status(&self, alert_id: &str) -> serde_json::Value {
+        self.ingest.status(alert_id).await.json()
+    }
+
     pub async fn state(&self, alert_id: &str) -> relay_ports::LedgerEntry {
         self.ports.ledger.get(alert_id).await.unwrap().expect("ledger entry")
     }
@@ -367,5 +372,96 @@ pub fn without_threads() -> Options {
     Options {
         config,
         ..Options::default()
+    }
+}
+
+/// A ledger over another with faults a test switches on: `complete` of one key fails once; `observe`
+/// fails once `fail_observe_after` calls have passed (a process cut off between two of its writes).
+pub struct FaultyLedger {
+    pub inner: Arc<dyn relay_ports::Ledger>,
+    pub fail_complete_once: std::sync::Mutex<Option<String>>,
+    /// How many more `observe` calls pass before they fail (u32::MAX: all pass).
+    pub fail_observe_after: std::sync::atomic::AtomicU32,
+}
+
+impl FaultyLedger {
+    pub fn over(inner: Arc<dyn relay_ports::Ledger>) -> FaultyLedger {
+        FaultyLedger {
+            inner,
+            fail_complete_once: std::sync::Mutex::new(None),
+            fail_observe_after: std::sync::atomic::AtomicU32::new(u32::MAX),
+        }
+    }
+}
+
+#[async_trait]
+impl relay_ports::Ledger for FaultyLedger {
+    async fn accept(&self, e: &relay_ports::LedgerEntry) -> Result<relay_ports::Accept, PortError> {
+        self.inner.accept(e).await
+    }
+    async fn mark_queued(&self, id: &str, now: i64) -> Result<(), PortError> {
+        self.inner.mark_queued(id, now).await
+    }
+    async fn forget(&self, id: &str) -> Result<(), PortError> {
+        self.inner.forget(id).await
+    }
+    async fn claim(&self, id: &str, now: i64, lease: i64) -> Result<relay_ports::Claim, PortError> {
+        self.inner.claim(id, now, lease).await
+    }
+    async fn extend(&self, id: &str, token: u64, now: i64, lease: i64) -> Result<i64, PortError> {
+        self.inner.extend(id, token, now, lease).await
+    }
+    async fn complete(&self, id: &str, token: u64, r: &relay_ports::RecordRef, now: i64) -> Result<(), PortError> {
+        let failing = {
+            let mut f = self.fail_complete_once.lock().unwrap();
+            if f.as_deref() == Some(id) { f.take() } else { None }
+        };
+        if failing.is_some() {
+            return Err(PortError::Unavailable("ledger write failed".into()));
+        }
+        self.inner.complete(id, token, r, now).await
+    }
+    async fn retry_later(&self, id: &str, token: u64, r: &relay_ports::RetryLater, now: i64) -> Result<(), PortError> {
+        self.inner.retry_later(id, token, r, now).await
+    }
+    async fn fail(&self, id: &str, token: u64, c: &str, e: &str, now: i64) -> Result<(), PortError> {
+        self.inner.fail(id, token, c, e, now).await
+    }
+    async fn reopen(&self, id: &str, token: u64, now: i64, expires: i64) -> Result<bool, PortError> {
+        self.inner.reopen(id, token, now, expires).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<relay_ports::LedgerEntry>, PortError> {
+        self.inner.get(id).await
+    }
+    async fn aggregate(
+        &self,
+        plan: &relay_ports::LedgerEntry,
+        members: &[(String, u64)],
+        now: i64,
+    ) -> Result<(), PortError> {
+        self.inner.aggregate(plan, members, now).await
+    }
+    async fn watched(&self, after: Option<&str>, limit: u32) -> Result<Vec<relay_ports::LedgerEntry>, PortError> {
+        self.inner.watched(after, limit).await
+    }
+    async fn observe(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        plan: &str,
+        done: bool,
+        now: i64,
+    ) -> Result<bool, PortError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let passes = self
+            .fail_observe_after
+            .fetch_update(SeqCst, SeqCst, |n| {
+                Some(if n == u32::MAX { n } else { n.saturating_sub(1) })
+            })
+            .expect("always Some");
+        if passes == 0 {
+            return Err(PortError::Unavailable("ledger write failed".into()));
+        }
+        self.inner.observe(key, expected, plan, done, now).await
     }
 }

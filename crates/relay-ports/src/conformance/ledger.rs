@@ -11,6 +11,7 @@ mod claim;
 mod intake;
 mod reopen;
 mod settle;
+mod watch;
 
 pub use aggregate::ledger_aggregate_seals_all_or_nothing;
 pub use claim::{
@@ -24,6 +25,7 @@ pub use intake::{
 };
 pub use reopen::{ledger_reopen, ledger_reopen_keeps_lookup_and_extends_expiry};
 pub use settle::{ledger_complete, ledger_fail, ledger_retry_later, ledger_retry_windows};
+pub use watch::{ledger_observe_is_a_compare_and_set, ledger_watched_lists_live_watch_entries_in_key_order};
 
 /// The lease the ledger checks claim with.
 pub const LEASE_MS: i64 = 60_000;
@@ -132,4 +134,6 @@ pub async fn run_ledger_suite(ledger: &dyn Ledger) {
     ledger_retry_windows(ledger).await;
     ledger_reopen_keeps_lookup_and_extends_expiry(ledger).await;
     ledger_aggregate_seals_all_or_nothing(ledger).await;
+    ledger_watched_lists_live_watch_entries_in_key_order(ledger).await;
+    ledger_observe_is_a_compare_and_set(ledger).await;
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use relay_local::LocalStore;
-use relay_pipeline::ingest::status_body;
+use relay_pipeline::ingest::status_of;
 use relay_ports::Ledger;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -93,7 +93,7 @@ async fn from_database(db: Option<&PathBuf>, alert_id: &str) -> Result<(u16, Val
         .await
         .map_err(CliError::failed)?
     {
-        Some(entry) => Ok((200, status_body(&entry))),
+        Some(entry) => Ok((200, status_of(&store.ledger(), &entry).await)),
         None => Ok((404, json!({"error": format!("no alert with id {alert_id:?} is known")}))),
     }
 }

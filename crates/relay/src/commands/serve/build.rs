@@ -27,6 +27,8 @@ pub struct Local {
     pub ingest: Arc<Ingest>,
     pub delivery: Arc<Delivery>,
     pub flusher: Arc<Flusher>,
+    /// The sync and its interval; None: off.
+    pub sync: Option<(Arc<relay_pipeline::sync::Syncer>, Duration)>,
     pub lease: Duration,
     pub window: Duration,
     pub workers: usize,
@@ -64,6 +66,7 @@ impl Local {
             ..FlushSettings::from_config(&config)
         };
         let key = settings::pseudonym_key().map_err(CliError::invalid)?;
+        let profiles = Arc::new(config.clone());
         let router = Arc::new(relay_core::Router::with_pseudonym_key(config, key).map_err(CliError::invalid)?);
         let store = open_store(args, lease)?;
         let (keys, secret_source) =
@@ -127,11 +130,22 @@ impl Local {
             .with_callbacks(callbacks),
         );
         let flusher = Arc::new(Flusher::new(delivery.clone(), flush_settings));
+        let sync = (args.sync_interval_seconds > 0).then(|| {
+            (
+                Arc::new(relay_pipeline::sync::Syncer::new(
+                    delivery.clone(),
+                    profiles,
+                    Duration::from_secs(args.servicenow_timeout_seconds),
+                )),
+                Duration::from_secs(args.sync_interval_seconds),
+            )
+        });
         Ok(Local {
             store,
             ingest: Arc::new(ingest),
             delivery,
             flusher,
+            sync,
             lease,
             window,
             workers: args.workers,
@@ -160,7 +174,7 @@ impl Local {
         }
         println!("  config          {} (hash {})", self.config_name, self.config_hash);
         if let Some(c) = &self.delivery.callbacks {
-            println!("  callbacks       {} (signed, Standard Webhooks)", c.url());
+            println!("  callbacks       {} (signed, Standard Webhooks)", c.shown_url());
         }
         println!(
             "  database        {} (SQLite, WAL{}; mode 0600)",
@@ -310,9 +324,17 @@ fn callbacks(args: &ServeArgs, ports: &Ports) -> Result<Option<relay_pipeline::c
              verifies the callbacks with",
         ));
     };
-    settings::read_secret_file(path).map_err(CliError::invalid)?;
+    // read once and checked here: a bad file stops the start, naming it
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::invalid(format!("--callback-secret-file {}: {e}", path.display())))?;
+    let keys = relay_pipeline::WebhookSecrets::from_document(&text)
+        .map_err(|e| CliError::invalid(format!("--callback-secret-file {}: {e}", path.display())))?;
+    if keys.is_empty() {
+        return Err(CliError::invalid(format!(
+            "--callback-secret-file {} holds no secret",
+            path.display()
+        )));
+    }
     let store = relay_local::LocalSecretStore::new().with_secret("callback", text);
     let keys = relay_pipeline::WebhookKeys::new(
         Arc::new(store),

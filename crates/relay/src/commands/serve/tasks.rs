@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use relay_pipeline::sync::Syncer;
 use relay_pipeline::{Deliverer, Flusher};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -43,6 +44,9 @@ pub fn start(local: &Local) -> Tasks {
         });
     }
     tracker.spawn(flush_timer(local.flusher.clone(), local.window, token.clone()));
+    if let Some((syncer, every)) = &local.sync {
+        tracker.spawn(sync_timer(syncer.clone(), *every, token.clone()));
+    }
     let (store, t) = (local.store.clone(), token.clone());
     tracker.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
@@ -65,10 +69,14 @@ pub fn start(local: &Local) -> Tasks {
     }
 }
 
-/// Flush every `window`. A flush is never interrupted by a shutdown (it ends first), and a panic inside
-/// one is logged and does not stop the timer.
-async fn flush_timer(flusher: Arc<Flusher>, window: Duration, token: CancellationToken) {
-    let mut tick = tokio::time::interval(window);
+/// Run `job` every `every` until `token` is cancelled. A run is never interrupted by a shutdown (it ends
+/// first), and a panic inside one is logged (`what` names it) and does not stop the timer.
+async fn every<F, Fut>(every: Duration, token: CancellationToken, what: &'static str, job: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
@@ -76,13 +84,36 @@ async fn flush_timer(flusher: Arc<Flusher>, window: Duration, token: Cancellatio
             _ = token.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let f = flusher.clone();
-        match tokio::spawn(async move { f.flush().await }).await {
-            Ok(report) if report.messages > 0 => tracing::info!(?report, "batch flush"),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "the batch flush failed; the next one runs on schedule"),
+        if let Err(e) = tokio::spawn(job()).await {
+            tracing::error!(error = %e, "the {what} failed; the next one runs on schedule");
         }
     }
+}
+
+/// Flush every `window`.
+async fn flush_timer(flusher: Arc<Flusher>, window: Duration, token: CancellationToken) {
+    every(window, token, "batch flush", move || {
+        let f = flusher.clone();
+        async move {
+            let report = f.flush().await;
+            if report.messages > 0 {
+                tracing::info!(?report, "batch flush");
+            }
+        }
+    })
+    .await;
+}
+
+/// Sync every `interval`, each sync bounded by the interval (what it has not read, the next one reads).
+async fn sync_timer(syncer: Arc<Syncer>, interval: Duration, token: CancellationToken) {
+    every(interval, token, "sync", move || {
+        let s = syncer.clone();
+        async move {
+            let deadline = s.delivery.ports.clock.now_ms() + interval.as_millis() as i64;
+            s.sync_until(deadline).await;
+        }
+    })
+    .await;
 }
 
 impl Tasks {
