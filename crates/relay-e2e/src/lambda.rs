@@ -59,6 +59,9 @@ pub fn alert_body(id: &str, alert_type: &str, severity: &str, employee: &str) ->
     .expect("alert JSON")
 }
 
+/// The push secret of a stack started with [`StackOptions::push`].
+pub const PUSH_SECRET: &str = "whsec_cHVzaC1zZWNyZXQtb2YtdGhlLWJ1c2luZXNzLXJ1bGU=";
+
 /// How a stack differs from the default one.
 pub struct StackOptions {
     /// The retry window (RETRY_WINDOW_SECONDS, compressed).
@@ -83,6 +86,8 @@ pub struct StackOptions {
     /// A routing config (YAML) for the ingest function (`RELAY_CONFIG_PATH`); the compiled-in default
     /// otherwise.
     pub config: Option<String>,
+    /// Set `PUSH_SECRET_ARN` to a secret holding [`PUSH_SECRET`] (the push endpoint on).
+    pub push: bool,
     /// Set `CALLBACK_URL` to this receiver and `CALLBACK_SECRET_ARN` to a secret holding
     /// [`relay_pipeline::callback::receiver::CALLBACK_SECRET`].
     pub callback_url: Option<String>,
@@ -102,6 +107,7 @@ impl Default for StackOptions {
             critical_lane: false,
             config: None,
             callback_url: None,
+            push: false,
         }
     }
 }
@@ -177,6 +183,10 @@ impl Stack {
         ]);
         if opts.critical_lane {
             env.insert("CRITICAL_QUEUE_URL", critical.url.clone());
+        }
+        if opts.push {
+            let secret = json!({"secrets": [PUSH_SECRET]}).to_string();
+            env.insert("PUSH_SECRET_ARN", testing::create_secret(&sdk, "push", &secret).await);
         }
         if let Some(url) = &opts.callback_url {
             let secret = json!({"secrets": [relay_pipeline::callback::receiver::CALLBACK_SECRET]}).to_string();
@@ -320,6 +330,26 @@ impl Stack {
     /// POST a signed alert.
     pub async fn post(&self, body: &[u8], webhook_id: &str) -> HttpReply {
         self.invoke_ingest(self.signed_event(body, webhook_id)).await
+    }
+
+    /// `POST /v1/servicenow/changes` as a business rule sends it: `body` signed with `secret` (the stack's
+    /// push secret is [`PUSH_SECRET`]).
+    pub async fn push(&self, body: &[u8], secret: &str) -> HttpReply {
+        let ts = SystemClock.now_ms() / 1000;
+        let id = format!("push-{ts}-{}", body.len());
+        let sig = WebhookSecrets::parse(&[secret]).expect("a secret").sign(&id, ts, body);
+        let mut event = self.post_event(
+            body,
+            &[
+                ("webhook-id", Some(&id)),
+                ("webhook-timestamp", Some(&ts.to_string())),
+                ("webhook-signature", Some(&sig)),
+            ],
+        );
+        event["rawPath"] = json!("/v1/servicenow/changes");
+        event["requestContext"]["http"]["path"] = json!("/v1/servicenow/changes");
+        event["routeKey"] = json!("POST /v1/servicenow/changes");
+        self.invoke_ingest(event).await
     }
 
     /// `GET /v1/alerts/{alert_id}` with the IAM-authorized envelope.

@@ -703,6 +703,7 @@ async fn threads_and_lifecycle_events_through_the_lambda_handlers() {
     let s = stack!(StackOptions {
         config: Some(config),
         callback_url: Some(receiver.url.clone()),
+        push: true,
         ..StackOptions::default()
     });
     // three USB copies of one employee, delivered one after another: one SIR, two work notes

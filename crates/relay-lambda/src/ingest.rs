@@ -21,6 +21,10 @@ use crate::{LambdaError, Settings, build_router, cached_secret, load_config};
 pub async fn ingest(settings: &Settings, ports: &Ports) -> Result<Ingest, LambdaError> {
     let router = build_router(settings, load_config(settings)?, ports.secrets.as_ref()).await?;
     let keys = cached_secret(settings, ports, &settings.webhook_secret_arn);
+    let push = settings
+        .push_secret_arn
+        .as_deref()
+        .map(|arn| SigningKeys::Secret(cached_secret(settings, ports, arn)));
     Ok(Ingest::new(
         ports,
         Arc::new(router),
@@ -30,7 +34,8 @@ pub async fn ingest(settings: &Settings, ports: &Ports) -> Result<Ingest, Lambda
             allowed_sources: settings.allowed_sources.clone(),
             ..IngestSettings::default()
         },
-    ))
+    )
+    .with_push_keys(push))
 }
 
 /// Strip the stage from the path, put the public base URL in the request for the status link, and the

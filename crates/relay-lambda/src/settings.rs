@@ -60,6 +60,9 @@ pub struct Settings {
     /// `CALLBACK_URL` and `CALLBACK_SECRET_ARN` (optional, both or neither; deliver and flush): signed
     /// callbacks to the monitoring product, and the secret (`{"secrets": ["whsec_…"]}`) they are signed with.
     pub callback: Option<CallbackSettings>,
+    /// `PUSH_SECRET_ARN` (optional; ingest): the secret ServiceNow's pushes are signed with. Unset: the
+    /// push endpoint answers 404.
+    pub push_secret_arn: Option<String>,
 }
 
 /// Where the callbacks go and the secret that signs them.
@@ -168,6 +171,7 @@ impl Settings {
             settle: defaults::SETTLE_AFTER_AMBIGUOUS,
             allowed_sources,
             callback,
+            push_secret_arn: get("PUSH_SECRET_ARN"),
         })
     }
 }

@@ -112,7 +112,7 @@ fn lane_of(env: &Envelope) -> Lane {
             Severity::Medium | Severity::Low => Lane::Batch,
         },
         Item::Aggregate { .. } => Lane::Batch,
-        Item::Event { .. } | Item::Callback { .. } => Lane::Realtime,
+        Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => Lane::Realtime,
     }
 }
 
@@ -122,6 +122,7 @@ fn severity_of(env: &Envelope) -> &'static str {
         Item::Aggregate { .. } => "batch",
         Item::Event { .. } => "event",
         Item::Callback { .. } => "callback",
+        Item::Sync { .. } => "sync",
     }
 }
 

@@ -38,6 +38,18 @@ pub enum Item {
     Callback {
         callback: Box<crate::callback::CallbackPlan>,
     },
+    /// Sync one watched record now: ServiceNow pushed that it changed ([`crate::Ingest::push`]).
+    Sync { sync: Box<SyncRequest> },
+}
+
+/// A pushed record to read back: its watch entry, and its table's state model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The record's watch entry (`watch:<table>:<sys_id>`).
+    pub key: String,
+    pub table: String,
+    pub record_type: String,
+    pub model: crate::sync::StateModel,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +93,15 @@ impl Envelope {
         }
     }
 
+    pub fn sync(sync: SyncRequest, received_at_ms: i64) -> Envelope {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            received_at_ms,
+            item: Item::Sync { sync: Box::new(sync) },
+            dead_letter: None,
+        }
+    }
+
     pub fn callback(callback: crate::callback::CallbackPlan, received_at_ms: i64) -> Envelope {
         Envelope {
             version: ENVELOPE_VERSION,
@@ -97,7 +118,7 @@ impl Envelope {
         match &mut self.item {
             Item::Alert { decision, .. } => decision.thread = None,
             Item::Aggregate { record } => record.thread = None,
-            Item::Event { .. } | Item::Callback { .. } => {}
+            Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => {}
         }
     }
 
@@ -117,6 +138,7 @@ impl Envelope {
             Item::Aggregate { record } => aggregate_key(&record.correlation_id),
             Item::Event { plan } => plan.key.clone(),
             Item::Callback { callback } => callback.key(),
+            Item::Sync { sync } => sync.key.clone(),
         }
     }
 
@@ -131,6 +153,7 @@ impl Envelope {
             Item::Aggregate { record } => &record.table,
             Item::Event { plan } => &plan.table,
             Item::Callback { callback } => &callback.record.table,
+            Item::Sync { sync } => &sync.table,
         }
     }
 
@@ -140,6 +163,7 @@ impl Envelope {
             Item::Aggregate { record } => record.record_type,
             Item::Event { plan } => RecordType::parse(&plan.record_type).unwrap_or(RecordType::Incident),
             Item::Callback { callback } => RecordType::parse(&callback.record_type).unwrap_or(RecordType::Incident),
+            Item::Sync { sync } => RecordType::parse(&sync.record_type).unwrap_or(RecordType::Incident),
         }
     }
 
@@ -150,6 +174,7 @@ impl Envelope {
             Item::Aggregate { record } => &record.correlation_id,
             Item::Event { plan } => &plan.key,
             Item::Callback { callback } => &callback.id,
+            Item::Sync { sync } => &sync.key,
         }
     }
 
@@ -160,7 +185,7 @@ impl Envelope {
             Item::Aggregate { record } => &record.dedupe,
             Item::Event { plan } => &plan.dedupe,
             // a callback makes no record: the default key field, never looked up
-            Item::Callback { .. } => {
+            Item::Callback { .. } | Item::Sync { .. } => {
                 static DEFAULT: std::sync::LazyLock<relay_core::Dedupe> =
                     std::sync::LazyLock::new(relay_core::Dedupe::default);
                 &DEFAULT
@@ -178,7 +203,7 @@ impl Envelope {
             Item::Alert { decision, .. } => &decision.fields,
             Item::Aggregate { record } => &record.fields,
             // an event, or a callback, sends no record fields of its own
-            Item::Event { .. } | Item::Callback { .. } => {
+            Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => {
                 static NONE: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
                     std::sync::LazyLock::new(serde_json::Map::new);
                 &NONE
@@ -192,7 +217,7 @@ impl Envelope {
         let valid_to = match &self.item {
             Item::Alert { decision, .. } => decision.valid_to.as_ref(),
             Item::Aggregate { record } => record.valid_to.as_ref(),
-            Item::Event { .. } | Item::Callback { .. } => None,
+            Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => None,
         };
         relay_core::ValidTo::apply(valid_to, self.fields(), now_ms.div_euclid(1000))
     }
@@ -214,7 +239,7 @@ impl Envelope {
             Item::Alert { decision, .. } => vec![decision.alert_id.clone()],
             Item::Aggregate { record } => record.alert_ids.clone(),
             Item::Event { plan } => vec![plan.event.alert_id.clone()],
-            Item::Callback { .. } => Vec::new(),
+            Item::Callback { .. } | Item::Sync { .. } => Vec::new(),
         }
     }
 }

@@ -203,7 +203,9 @@ impl Flusher {
             .iter()
             .map(|c| match &c.env.item {
                 Item::Alert { decision, .. } => decision.as_ref(),
-                Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } => unreachable!("partitioned"),
+                Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => {
+                    unreachable!("partitioned")
+                }
             })
             .collect();
         let pending: Vec<Pending<'_>> = alerts

@@ -6,6 +6,8 @@
 //!   403 first when the request's [`SourceAddr`] (an extension the adapter inserts) is not on the sender
 //!   allow-list.
 //! * `GET /v1/alerts/{alert_id}` (and `HEAD`) → [`Ingest::status`].
+//! * `POST /v1/servicenow/changes` → [`Ingest::push`]: a ServiceNow business rule's signed "this record
+//!   changed" (404 while no push secret is set).
 //! * A known path with another method: 405 with `Allow`; anything else: 404. Both as JSON.
 
 use std::sync::Arc;
@@ -48,6 +50,7 @@ pub fn routes(ingest: Arc<Ingest>, scheme: &'static str) -> Router {
     Router::new()
         .route("/v1/alerts", post(post_alert))
         .route("/v1/alerts/{alert_id}", get(get_alert))
+        .route("/v1/servicenow/changes", post(post_change))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_READ_LIMIT))
@@ -103,12 +106,28 @@ async fn post_alert(
     response(app.ingest.accept(req, &base).await)
 }
 
+async fn post_change(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let h = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    response(
+        app.ingest
+            .push(WebhookRequest {
+                content_type: h(&header::CONTENT_TYPE),
+                webhook_id: h(&WEBHOOK_ID),
+                webhook_timestamp: h(&WEBHOOK_TIMESTAMP),
+                webhook_signature: h(&WEBHOOK_SIGNATURE),
+                body: &body,
+            })
+            .await,
+    )
+}
+
 async fn get_alert(State(app): State<App>, Path(alert_id): Path<String>) -> Response {
     response(app.ingest.status(&alert_id).await)
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let allow = if uri.path().trim_end_matches('/') == "/v1/alerts" {
+    let path = uri.path().trim_end_matches('/');
+    let allow = if path == "/v1/alerts" || path == "/v1/servicenow/changes" {
         "POST"
     } else {
         "GET,HEAD"
@@ -127,7 +146,8 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     json_response(
         StatusCode::NOT_FOUND,
         json!({"error": format!(
-            "no route for {method} {}; the routes are POST /v1/alerts and GET /v1/alerts/{{alert_id}}",
+            "no route for {method} {}; the routes are POST /v1/alerts, GET /v1/alerts/{{alert_id}} and \
+             POST /v1/servicenow/changes",
             uri.path()
         )})
         .to_string(),

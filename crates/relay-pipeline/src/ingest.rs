@@ -20,6 +20,7 @@ use crate::signature::{SignatureError, WebhookSecrets};
 use crate::telemetry::{AlertAccepted, AlertRouted, TelemetryEvent, WebhookRejected};
 
 mod event;
+mod push;
 
 /// SQS's message limit, and so the largest alert body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -109,6 +110,8 @@ impl Default for IngestSettings {
 pub struct Ingest {
     router: Arc<Router>,
     keys: SigningKeys,
+    /// The secret a ServiceNow business rule signs its pushes with; None: the push endpoint is off.
+    push_keys: Option<SigningKeys>,
     ports: Ports,
     settings: IngestSettings,
 }
@@ -142,6 +145,8 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
             relay_ports::EVENT_DELIVERY.to_string(),
         ),
         // a callback's entry names its type in `rule` (the alert's rule is in its body)
+        // a pushed sync has no entry of its own (it reads a watch entry); named for completeness
+        Item::Sync { .. } => (String::new(), String::new(), "sync".to_string()),
         Item::Callback { callback } => (
             callback.kind.as_str().to_string(),
             String::new(),
@@ -170,7 +175,7 @@ pub fn new_entry(envelope: &Envelope, webhook_id: Option<&str>, retention: Durat
         correlation_id: envelope.correlation_id().to_string(),
         config_hash: match &envelope.item {
             Item::Alert { decision, .. } => decision.config_hash.clone(),
-            Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } => String::new(),
+            Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => String::new(),
         },
         record: None,
         last_error_class: None,
@@ -184,6 +189,7 @@ impl Ingest {
         Ingest {
             router,
             keys,
+            push_keys: None,
             ports: ports.clone(),
             settings,
         }
@@ -193,12 +199,25 @@ impl Ingest {
         &self.router
     }
 
+    /// The same ingest, taking pushes from ServiceNow signed with `keys` (`POST /v1/servicenow/changes`).
+    pub fn with_push_keys(self, keys: Option<SigningKeys>) -> Ingest {
+        Ingest {
+            push_keys: keys,
+            ..self
+        }
+    }
+
     fn reject(&self, status: u16, reason: &'static str, body: Value) -> Reply {
         WebhookRejected { status, reason }.emit();
         Reply::new(status, &body)
     }
 
-    async fn verify(&self, req: &WebhookRequest<'_>, now_s: i64) -> Result<(), SignatureError> {
+    async fn verify_with(
+        &self,
+        keys: &SigningKeys,
+        req: &WebhookRequest<'_>,
+        now_s: i64,
+    ) -> Result<(), SignatureError> {
         let check = |keys: &WebhookSecrets| {
             keys.verify(
                 req.webhook_id,
@@ -208,7 +227,7 @@ impl Ingest {
                 now_s,
             )
         };
-        match &self.keys {
+        match keys {
             SigningKeys::Fixed(keys) => check(keys),
             SigningKeys::Secret(source) => {
                 let keys = source.get().await.map_err(|e| {
@@ -244,27 +263,43 @@ impl Ingest {
         ))
     }
 
-    pub async fn accept(&self, req: WebhookRequest<'_>, status_base: &str) -> Reply {
-        if req.body.len() > MAX_BODY_BYTES {
-            return self.reject(
+    /// The refusal of a signed request before its body is read: 413 above `max` bytes, 415 unless JSON,
+    /// 401 for a signature `keys` do not verify, 503 while the secret cannot be read. None: go on.
+    async fn refuse_signed(
+        &self,
+        req: &WebhookRequest<'_>,
+        max: usize,
+        keys: &SigningKeys,
+        now_ms: i64,
+    ) -> Option<Reply> {
+        if req.body.len() > max {
+            return Some(self.reject(
                 413,
                 "too_large",
-                json!({"error": format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", req.body.len())}),
-            );
+                json!({"error": format!("body is {} bytes; the limit is {max}", req.body.len())}),
+            ));
         }
         if !is_json(req.content_type) {
-            return self.reject(
+            return Some(self.reject(
                 415,
                 "not_json",
                 json!({"error": format!("Content-Type must be application/json, got {:?}", req.content_type.unwrap_or(""))}),
-            );
+            ));
         }
+        match self.verify_with(keys, req, now_ms.div_euclid(1000)).await {
+            Ok(()) => None,
+            Err(SignatureError::NoSecrets) => Some(Reply::retry_later(
+                &json!({"error": "signing secrets unavailable; retry later"}),
+                30,
+            )),
+            Err(e) => Some(self.reject(401, "signature", json!({"error": format!("signature rejected: {e}")}))),
+        }
+    }
+
+    pub async fn accept(&self, req: WebhookRequest<'_>, status_base: &str) -> Reply {
         let now_ms = self.ports.clock.now_ms();
-        if let Err(e) = self.verify(&req, now_ms.div_euclid(1000)).await {
-            if e == SignatureError::NoSecrets {
-                return Reply::retry_later(&json!({"error": "signing secrets unavailable; retry later"}), 30);
-            }
-            return self.reject(401, "signature", json!({"error": format!("signature rejected: {e}")}));
+        if let Some(refused) = self.refuse_signed(&req, MAX_BODY_BYTES, &self.keys, now_ms).await {
+            return refused;
         }
         let alert = match Body::from_slice(req.body) {
             Ok(Body::Alert(a)) => a,

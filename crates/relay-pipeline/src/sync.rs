@@ -159,28 +159,71 @@ pub struct Syncer {
     read_allowance_ms: i64,
 }
 
-/// The field a table's profile writes its close code to (the resolve transition's `close_code` or
-/// `resolution_code`).
-fn close_field(profile: &relay_core::Profile) -> Option<&'static str> {
-    profile.lifecycle.resolve.as_ref()?.close_field()
+/// What the sync needs of a table's state model (from its record profile): which states are done and
+/// final, where the close code is, how a false positive is told. Carried by a pushed record's sync message
+/// (the deliverer has no config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateModel {
+    pub done_states: Vec<String>,
+    pub final_states: Vec<String>,
+    /// The field the resolve transition writes its close code to (`close_code`, `resolution_code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_state: Option<String>,
+    /// The false-positive transition's state and close code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_positive_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_positive_code: Option<String>,
 }
 
-/// `open`, `resolved`, or `false_positive`: done in the false-positive transition's own state (an HR case
-/// cancelled) or with its close code (a security incident closed as "False positive").
-fn disposition(profile: &relay_core::Profile, state: &str, close_code: Option<&str>) -> &'static str {
-    let lifecycle = &profile.lifecycle;
-    if !lifecycle.is_done(state) {
-        return "open";
+impl StateModel {
+    pub fn of(profile: &relay_core::Profile) -> StateModel {
+        let l = &profile.lifecycle;
+        StateModel {
+            done_states: l.done_states.clone(),
+            final_states: l.final_states.clone(),
+            close_field: l.resolve.as_ref().and_then(|r| r.close_field()).map(str::to_owned),
+            resolve_state: l.resolve.as_ref().map(|r| r.state.clone()),
+            false_positive_state: l.false_positive.as_ref().map(|t| t.state.clone()),
+            false_positive_code: l
+                .false_positive
+                .as_ref()
+                .and_then(|t| t.close_code())
+                .map(str::to_owned),
+        }
     }
-    let Some(fp) = &lifecycle.false_positive else {
-        return "resolved";
-    };
-    let own_state = fp.state == state && lifecycle.resolve.as_ref().is_none_or(|r| r.state != state);
-    let fp_code = fp.close_code();
-    if own_state || (fp_code.is_some() && fp_code == close_code) {
-        "false_positive"
-    } else {
-        "resolved"
+
+    /// The fields a read-back asks for.
+    fn fields(&self) -> Vec<&str> {
+        let mut fields = vec!["state", "sys_updated_by", "sys_updated_on"];
+        fields.extend(self.close_field.as_deref());
+        fields
+    }
+
+    fn is_done(&self, state: &str) -> bool {
+        self.done_states.iter().any(|s| s == state)
+    }
+
+    fn is_final(&self, state: &str) -> bool {
+        self.final_states.iter().any(|s| s == state)
+    }
+
+    /// `open`, `resolved`, or `false_positive`: done in the false-positive transition's own state (an HR
+    /// case cancelled) or with its close code (a security incident closed as "False positive").
+    fn disposition(&self, state: &str, close_code: Option<&str>) -> &'static str {
+        if !self.is_done(state) {
+            return "open";
+        }
+        let own_state =
+            self.false_positive_state.as_deref() == Some(state) && self.resolve_state.as_deref() != Some(state);
+        let by_code = self.false_positive_code.is_some() && self.false_positive_code.as_deref() == close_code;
+        if own_state || by_code {
+            "false_positive"
+        } else {
+            "resolved"
+        }
     }
 }
 
@@ -233,10 +276,8 @@ impl Syncer {
             }
             for ((table, record_type), entries) in by_table {
                 let rt = RecordType::parse(record_type).unwrap_or(RecordType::Incident);
-                let profile = self.config.profile_for(rt, table);
-                let close = close_field(profile);
-                let mut fields = vec!["state", "sys_updated_by", "sys_updated_on"];
-                fields.extend(close);
+                let model = StateModel::of(self.config.profile_for(rt, table));
+                let fields = model.fields();
                 let ids: Vec<&str> = entries
                     .iter()
                     .filter_map(|e| e.record.as_ref().map(|r| r.sys_id.as_str()))
@@ -272,7 +313,7 @@ impl Syncer {
                         continue;
                     };
                     report.records += 1;
-                    match self.observe_one(e, row, profile, close).await {
+                    match d.observe_one(e, row, &model, false).await {
                         Ok(Seen::Same) => {}
                         Ok(Seen::Changed { finished }) => {
                             report.changes += 1;
@@ -291,38 +332,77 @@ impl Syncer {
         }
         report
     }
+}
+
+impl Delivery {
+    /// Sync one watched record now (a record ServiceNow pushed: [`crate::Ingest::push`]): read it back and
+    /// report a change as the periodic sync would, under the same outbox. Ok(true) when its state changed.
+    pub async fn sync_record(&self, key: &str, model: &StateModel) -> Result<bool, String> {
+        let entry = match self.ports.ledger.get(key).await {
+            Ok(Some(e)) if e.delivery == WATCH_DELIVERY && e.state == DeliveryState::Queued => e,
+            Ok(_) => return Ok(false),
+            Err(e) => return Err(format!("the ledger is unavailable: {e}")),
+        };
+        let Some(record) = entry.record.clone() else {
+            return Ok(false);
+        };
+        if self.closed_until().is_some() {
+            return Err("the instance is closed to calls (circuit breaker open)".into());
+        }
+        let client = self.servicenow.client().await.map_err(|o| o.to_string())?;
+        let rows = client
+            .read_records(&record.table, &[&record.sys_id], &model.fields())
+            .await
+            .map_err(|o| {
+                self.observe(&o);
+                o.to_string()
+            })?;
+        let Some(row) = rows.first() else {
+            return Ok(false);
+        };
+        match self.observe_one(&entry, row, model, true).await {
+            Ok(Seen::Changed { .. }) => Ok(true),
+            Ok(Seen::Same) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 
     /// Compare one record's row with what its watch entry last saw. A change is recorded as pending
     /// (compare-and-set: one sync wins it), its callback queued from what was recorded, then the mark
     /// cleared; a change left pending by an earlier sync is queued first.
+    /// `pushed`: ServiceNow said the record changed, so a first look reports its state too.
     async fn observe_one(
         &self,
         e: &LedgerEntry,
         row: &Map<String, Value>,
-        profile: &relay_core::Profile,
-        close: Option<&str>,
+        model: &StateModel,
+        pushed: bool,
     ) -> Result<Seen, PortError> {
-        let d = &self.delivery;
+        let d = self;
         let ledger = &d.ports.ledger;
         let mut known = Observed::of(e);
         let mut plan = e.plan.clone();
         if known.pending {
             // an earlier sync recorded this change and stopped before it was called back
-            plan = Some(self.release(e, &known, plan.as_deref()).await?);
+            plan = Some(self.release(e, &known, plan.as_deref(), model).await?);
             known.pending = false;
         }
         let state = text_of(row.get("state"));
-        let finished = profile.lifecycle.final_states.contains(&state);
+        let finished = model.is_final(&state);
         if known.state.as_deref() == Some(state.as_str()) {
             return Ok(Seen::Same);
         }
-        let close_code = close.map(|f| text_of(row.get(f))).filter(|c| !c.is_empty());
+        let close_code = model
+            .close_field
+            .as_deref()
+            .map(|f| text_of(row.get(f)))
+            .filter(|c| !c.is_empty());
         // the first look at a record sets its baseline; only a record already done is a change to report
-        let report = known.state.is_some() || profile.lifecycle.is_done(&state);
+        let report = known.state.is_some() || model.is_done(&state) || pushed;
         let now = d.ports.clock.now_ms();
         let next = Observed {
             state: Some(state.clone()),
-            disposition: Some(disposition(profile, &state, close_code.as_deref()).into()),
+            disposition: Some(model.disposition(&state, close_code.as_deref()).into()),
             close_code,
             changed_by: Some(text_of(row.get("sys_updated_by"))).filter(|s| !s.is_empty()),
             changed_on: Some(text_of(row.get("sys_updated_on"))).filter(|s| !s.is_empty()),
@@ -346,14 +426,20 @@ impl Syncer {
             // another sync recorded a change of this record first: it reports it
             return Ok(Seen::Same);
         }
-        self.release(e, &next, Some(&recorded)).await?;
+        self.release(e, &next, Some(&recorded), model).await?;
         Ok(Seen::Changed { finished })
     }
 
     /// Queue the callback of the pending change `seen` (stored in the entry as `stored`), then clear the
     /// mark — and end the watch when the state is final. Returns the entry's plan after.
-    async fn release(&self, e: &LedgerEntry, seen: &Observed, stored: Option<&str>) -> Result<String, PortError> {
-        let d = &self.delivery;
+    async fn release(
+        &self,
+        e: &LedgerEntry,
+        seen: &Observed,
+        stored: Option<&str>,
+        model: &StateModel,
+    ) -> Result<String, PortError> {
+        let d = self;
         let now = d.ports.clock.now_ms();
         if let (Some(callbacks), Some(record)) = (&d.callbacks, &e.record) {
             let change = Change::StateChanged {
@@ -378,11 +464,7 @@ impl Syncer {
             ..seen.clone()
         }
         .to_json();
-        let rt = RecordType::parse(&e.record_type).unwrap_or(RecordType::Incident);
-        let finished = seen
-            .state
-            .as_ref()
-            .is_some_and(|s| self.config.profile_for(rt, &e.table).lifecycle.final_states.contains(s));
+        let finished = seen.state.as_deref().is_some_and(|s| model.is_final(s));
         // another sync may have cleared it (the same callback, the same id): either way it is released
         d.ports
             .ledger

@@ -65,6 +65,27 @@ async fn post(h: &Harness, body: &[u8], webhook_id: &str) {
     assert_eq!(reply.status, 202, "{}", reply.body);
 }
 
+/// The analyst resolves incident `inc` in the instance.
+fn resolve_as_analyst(h: &Harness, inc: &str) {
+    h.sim
+        .act_as(
+            None,
+            "incident",
+            inc,
+            json!({"state": "6", "close_code": "Solution provided", "close_notes": "handled"}),
+        )
+        .expect("the analyst's resolution");
+}
+
+/// The `record.state_changed` callbacks received, in order.
+fn state_changes(r: &Receiver) -> Vec<Value> {
+    r.received()
+        .iter()
+        .filter(|c| c.kind() == "record.state_changed")
+        .map(|c| c.json())
+        .collect()
+}
+
 /// The callbacks received, by type, in order.
 fn by_type(r: &Receiver) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
@@ -325,12 +346,7 @@ async fn the_sync_reports_each_state_change_an_analyst_makes() {
     act(json!({"state": "6", "close_code": "Workaround provided", "close_notes": "blocked the device"}));
     assert_eq!(sync(&h).await.changes, 1, "resolved again");
     receiver.verify_all(common::now_s());
-    let changes: Vec<Value> = receiver
-        .received()
-        .iter()
-        .filter(|c| c.kind() == "record.state_changed")
-        .map(|c| c.json())
-        .collect();
+    let changes: Vec<Value> = state_changes(&receiver);
     let states: Vec<(&str, &str)> = changes
         .iter()
         .map(|c| {
@@ -390,22 +406,10 @@ async fn a_sync_cut_off_after_queueing_a_change_reports_it_once_on_the_next_run(
     // the next runs see the change again, queue it under the same id, and record it
     // the next run queues the pending change again (the same id, taken once) and clears the mark; the
     // analyst's next move is a change of its own
-    h.sim
-        .act_as(
-            None,
-            "incident",
-            &inc,
-            json!({"state": "6", "close_code": "Solution provided", "close_notes": "done"}),
-        )
-        .unwrap();
+    resolve_as_analyst(&h, &inc);
     assert_eq!(sync(&h).await.changes, 1, "the resolution");
     assert_eq!(sync(&h).await.changes, 0);
-    let changed: Vec<_> = receiver
-        .received()
-        .into_iter()
-        .filter(|c| c.kind() == "record.state_changed")
-        .map(|c| c.json())
-        .collect();
+    let changed: Vec<_> = state_changes(&receiver);
     let moves: Vec<(&str, &str)> = changed
         .iter()
         .map(|c| {
@@ -532,5 +536,130 @@ async fn a_callback_near_the_receive_limit_is_given_up_with_a_notice() {
     assert!(
         notices.iter().any(|n| n.notice.error_class == "receive_limit"),
         "{notices:?}"
+    );
+}
+
+const PUSH_SECRET: &str = "whsec_cHVzaC1zZWNyZXQtb2YtdGhlLWJ1c2luZXNzLXJ1bGU=";
+
+/// The ingest of `h` taking pushes signed with [`PUSH_SECRET`].
+fn pushing(h: &Harness) -> relay_pipeline::Ingest {
+    relay_pipeline::Ingest::new(
+        &h.ports,
+        h.router.clone(),
+        relay_pipeline::SigningKeys::Fixed(h.keys.clone()),
+        relay_pipeline::IngestSettings::default(),
+    )
+    .with_push_keys(Some(relay_pipeline::SigningKeys::Fixed(
+        relay_pipeline::WebhookSecrets::parse(&[PUSH_SECRET]).unwrap(),
+    )))
+}
+
+/// A push as a business rule sends it, signed with `secret`.
+async fn push(ingest: &relay_pipeline::Ingest, body: &Value, secret: &str) -> relay_pipeline::Reply {
+    let body = body.to_string();
+    let ts = common::now_s();
+    let id = format!("push-{}", rand_id());
+    let sig = relay_pipeline::WebhookSecrets::parse(&[secret])
+        .unwrap()
+        .sign(&id, ts, body.as_bytes());
+    let ts = ts.to_string();
+    ingest
+        .push(relay_pipeline::WebhookRequest {
+            content_type: Some("application/json"),
+            webhook_id: Some(&id),
+            webhook_timestamp: Some(&ts),
+            webhook_signature: Some(&sig),
+            body: body.as_bytes(),
+        })
+        .await
+}
+
+fn rand_id() -> u64 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    u64::from(N.fetch_add(1, Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_pushed_change_is_read_back_and_called_back_at_once() {
+    let (h, receiver) = with_receiver(&[], false).await;
+    post(&h, &alert_body("p-1", "custom", "critical", "E7"), "wh-p-1").await;
+    h.deliver_all().await;
+    let inc = h.state("p-1").await.record.unwrap().sys_id;
+    let ingest = pushing(&h);
+    // the analyst resolves it; the business rule pushes; no periodic sync runs
+    resolve_as_analyst(&h, &inc);
+    let reply = push(&ingest, &json!({"table": "incident", "sys_id": inc}), PUSH_SECRET).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    h.deliver_all().await;
+    receiver.verify_all(common::now_s());
+    let changed: Vec<Value> = state_changes(&receiver);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert_eq!(changed[0]["data"]["state"], "6");
+    assert_eq!(changed[0]["data"]["changed_by"], "analyst");
+    assert_eq!(h.status("p-1").await["servicenow"]["disposition"], "resolved");
+    // the same push again, and the periodic sync after it: the change was reported once
+    assert_eq!(
+        push(&ingest, &json!({"table": "incident", "sys_id": inc}), PUSH_SECRET)
+            .await
+            .status,
+        202
+    );
+    h.deliver_all().await;
+    assert_eq!(sync(&h).await.changes, 0);
+    let n = receiver
+        .received()
+        .iter()
+        .filter(|c| c.kind() == "record.state_changed")
+        .count();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn a_push_is_refused_unless_it_is_signed_and_names_a_record_the_relay_follows() {
+    let (h, _receiver) = with_receiver(&[], false).await;
+    post(&h, &alert_body("r-1", "custom", "critical", "E7"), "wh-r-1").await;
+    h.deliver_all().await;
+    let inc = h.state("r-1").await.record.unwrap().sys_id;
+    let ingest = pushing(&h);
+    let ok = json!({"table": "incident", "sys_id": inc});
+    // signed with another secret (the webhooks')
+    let r = push(&ingest, &ok, common::SECRET).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    // a record the relay did not make
+    let r = push(
+        &ingest,
+        &json!({"table": "incident", "sys_id": "0123456789abcdef0123456789abcdef"}),
+        PUSH_SECRET,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("not a record the relay made"), "{}", r.body);
+    // bad bodies, named
+    for bad in [
+        json!({"table": "incident"}),
+        json!({"table": "inc;ident", "sys_id": inc}),
+        json!({"table": "incident", "sys_id": "x", "more": 1}),
+    ] {
+        let r = push(&ingest, &bad, PUSH_SECRET).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    // nothing was queued by any of them
+    assert_eq!(h.realtime.depth().await.unwrap(), 0);
+    // the push endpoint off (no push secret): 404 saying so
+    let r = push(&h.ingest, &ok, PUSH_SECRET).await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("push endpoint is off"), "{}", r.body);
+    // a record in a final state is no longer followed: 200, nothing queued
+    resolve_as_analyst(&h, &inc);
+    h.sim
+        .act_as(Some("admin"), "incident", &inc, json!({"state": "7"}))
+        .unwrap();
+    sync(&h).await;
+    let r = push(&ingest, &ok, PUSH_SECRET).await;
+    assert_eq!(
+        (r.status, r.json()["queued"].clone()),
+        (200, json!(false)),
+        "{}",
+        r.body
     );
 }

@@ -651,7 +651,10 @@ async fn bad_requests_and_bad_settings_get_clear_errors() {
     let bad_config = dir.path().join("bad.yaml");
     std::fs::write(&bad_config, "version: 7\n").unwrap();
     let http_url = servicenow_file(dir.path(), "http://instance.example.com", "relay", "x");
-    let cases: [(Vec<&str>, &str); 4] = [
+    let secret_path = dir.path().join("webhook-secret.json");
+    let empty_secret = dir.path().join("empty-secret.json");
+    std::fs::write(&empty_secret, r#"{"secrets": []}"#).unwrap();
+    let cases: [(Vec<&str>, &str); 9] = [
         (
             vec!["--config", bad_config.to_str().unwrap()],
             "bad.yaml: invalid config",
@@ -665,6 +668,41 @@ async fn bad_requests_and_bad_settings_get_clear_errors() {
             vec!["--secret-file", "/nonexistent-secret.json"],
             "/nonexistent-secret.json",
         ),
+        (
+            vec!["--callback-url", "http://127.0.0.1:9/cb"],
+            "--callback-url needs --callback-secret-file",
+        ),
+        (
+            vec![
+                "--callback-url",
+                "http://monitor.example.com/cb?token=s3cret",
+                "--callback-secret-file",
+                empty_secret.to_str().unwrap(),
+            ],
+            "holds no secret",
+        ),
+        (
+            vec![
+                "--callback-url",
+                "http://monitor.example.com/cb?token=s3cret",
+                "--callback-secret-file",
+                secret_path.to_str().unwrap(),
+            ],
+            "must use https",
+        ),
+        (
+            vec![
+                "--callback-url",
+                "https://monitor.example.com/cb",
+                "--callback-secret-file",
+                "/nonexistent-cb.json",
+            ],
+            "/nonexistent-cb.json",
+        ),
+        (
+            vec!["--push-secret-file", "/nonexistent-push.json"],
+            "/nonexistent-push.json",
+        ),
     ];
     for (args, needle) in cases {
         let o = run_relay(
@@ -673,6 +711,11 @@ async fn bad_requests_and_bad_settings_get_clear_errors() {
         );
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+        assert!(
+            !text(&o).contains("s3cret"),
+            "a receiver's token is never shown: {}",
+            text(&o)
+        );
     }
 }
 

@@ -27,7 +27,7 @@ async fn with_files(client: &ServiceNowClient, env: &Envelope, record: CreatedRe
     let files = match &env.item {
         Item::Alert { decision, .. } => Files::of_decision(decision),
         Item::Aggregate { record } => Files::of_record(record),
-        Item::Event { .. } | Item::Callback { .. } => return Outcome::Created(record),
+        Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => return Outcome::Created(record),
     };
     match attach_files(client, &files, &record, found).await {
         Ok(()) => Outcome::Created(record),
@@ -137,7 +137,7 @@ impl Delivery {
         let person = match &env.item {
             Item::Alert { decision, .. } => decision.person.as_ref(),
             Item::Aggregate { record } => record.person.as_ref(),
-            Item::Event { .. } | Item::Callback { .. } => None,
+            Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => None,
         };
         let mut fields = env.fields_at(self.ports.clock.now_ms());
         if !extra.is_empty() {

@@ -31,7 +31,7 @@ impl Delivery {
             Item::Alert { decision, .. } => decision.rule.as_str(),
             Item::Event { plan } => plan.rule.as_str(),
             Item::Aggregate { .. } => "batch",
-            Item::Callback { .. } => entry_rule,
+            Item::Callback { .. } | Item::Sync { .. } => entry_rule,
         };
         // an Event Management event has no record of its own to follow (its create answers no sys_id)
         if matches!(change, Change::Created) && !record.sys_id.is_empty() {

@@ -22,7 +22,7 @@ impl Delivery {
             Claim::Missing => {
                 let webhook_id = match &env.item {
                     Item::Alert { webhook_id, .. } => webhook_id.as_deref(),
-                    Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } => None,
+                    Item::Aggregate { .. } | Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => None,
                 };
                 if let Accept::New = ledger
                     .accept(&new_entry(env, webhook_id, self.settings.ledger_retention))

@@ -60,6 +60,14 @@ impl Deliverer {
                 };
             }
         };
+        if let Item::Sync { sync } = &env.item {
+            // a hint from ServiceNow: the periodic sync is the guarantee, so a read-back that fails is
+            // dropped, not retried
+            if let Err(e) = d.sync_record(&sync.key, &sync.model).await {
+                tracing::warn!(key = %sync.key, error = %e, "a pushed record could not be read back; the next sync will");
+            }
+            return Disposition::Done;
+        }
         let at_limit = msg.receive_count >= d.settings.give_up_at_receive();
         if let Item::Callback { callback } = &env.item {
             // not a ServiceNow call: no breaker, no call limit

@@ -78,7 +78,7 @@ pub(super) fn plan_of(env: &Envelope) -> Option<&ThreadPlan> {
     match &env.item {
         Item::Alert { decision, .. } => decision.thread.as_ref(),
         Item::Aggregate { record } => record.thread.as_ref(),
-        Item::Event { .. } | Item::Callback { .. } => None,
+        Item::Event { .. } | Item::Callback { .. } | Item::Sync { .. } => None,
     }
 }
 

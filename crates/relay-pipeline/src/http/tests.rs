@@ -170,6 +170,26 @@ async fn unknown_routes_and_methods_are_named() {
     let (status, _, body) = call(&app, Request::get("/v1/alerts/unknown-id").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["error"].as_str().unwrap().contains("unknown-id"), "{body}");
+    // the push route: POST only, and off without a push secret
+    let (status, headers, _) = call(
+        &app,
+        Request::get("/v1/servicenow/changes").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "POST");
+    let push = Request::post("/v1/servicenow/changes")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"table":"incident","sys_id":"0123456789abcdef0123456789abcdef"}"#,
+        ))
+        .unwrap();
+    let (status, _, body) = call(&app, push).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"].as_str().unwrap().contains("push endpoint is off"),
+        "{body}"
+    );
 }
 
 struct DownLedger;

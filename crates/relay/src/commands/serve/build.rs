@@ -99,6 +99,12 @@ impl Local {
         };
         let allowed_sources = SourceAllowList::parse(args.allowed_sources.as_deref().unwrap_or(""))
             .map_err(|e| CliError::invalid(format!("--allow-source: {e}")))?;
+        let push = match &args.push_secret_file {
+            Some(path) => Some(SigningKeys::Fixed(
+                settings::read_secret_file(path).map_err(CliError::invalid)?,
+            )),
+            None => None,
+        };
         let ingest = Ingest::new(
             &ports,
             router,
@@ -107,7 +113,8 @@ impl Local {
                 allowed_sources,
                 ..IngestSettings::default()
             },
-        );
+        )
+        .with_push_keys(push);
         let callbacks = callbacks(args, &ports)?;
         let delivery = Arc::new(
             Delivery::new(

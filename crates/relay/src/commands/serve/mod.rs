@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// receiver verifies them with; its own secret, not the webhooks' one.
     #[arg(long, env = "RELAY_CALLBACK_SECRET_FILE")]
     pub callback_secret_file: Option<std::path::PathBuf>,
+    /// Take pushes from ServiceNow (`POST /v1/servicenow/changes`, signed by a business rule) with the
+    /// secret in this file (`whsec_…` or `{"secrets": […]}`); without it the route answers 404.
+    #[arg(long, env = "RELAY_PUSH_SECRET_FILE")]
+    pub push_secret_file: Option<std::path::PathBuf>,
     /// How often the sync reads the relay's records back from ServiceNow (state changes → the status API
     /// and `record.state_changed` callbacks); 0 turns it off. One read call per 100 watched records.
     #[arg(long, env = "RELAY_SYNC_INTERVAL_SECONDS", default_value_t = 60)]
