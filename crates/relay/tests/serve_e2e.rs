@@ -1165,7 +1165,23 @@ async fn with_threads_on_repeat_usb_copies_become_notes_resolutions_close_the_in
     let config = relay_e2e::campaign::threaded_config();
     let config_path = dir.path().join("relay.yaml");
     std::fs::write(&config_path, config).unwrap();
-    let relay = start_relay(dir.path(), &["--config", config_path.to_str().unwrap()]);
+    // the monitoring product's callback receiver, and the sync every second
+    let receiver = relay_pipeline::callback::receiver::Receiver::start(&[]).await;
+    let callback_secret = dir.path().join("callback-secret");
+    std::fs::write(&callback_secret, relay_pipeline::callback::receiver::CALLBACK_SECRET).unwrap();
+    let relay = start_relay(
+        dir.path(),
+        &[
+            "--config",
+            config_path.to_str().unwrap(),
+            "--callback-url",
+            &receiver.url,
+            "--callback-secret-file",
+            callback_secret.to_str().unwrap(),
+            "--sync-interval-seconds",
+            "1",
+        ],
+    );
     let sim = relay.sim_url.clone().expect("built-in simulator");
     let keys = secrets(dir.path());
     let mut ids = Vec::new();
@@ -1252,6 +1268,38 @@ async fn with_threads_on_repeat_usb_copies_become_notes_resolutions_close_the_in
     let second = sirs.iter().find(|r| r["sys_id"] != first.as_str()).unwrap();
     assert_eq!(second["parent_security_incident"], first.as_str(), "{second:#}");
     assert_eq!(state_of(&relay.url, "emon-thread-1").await["servicenow"]["note"], false);
+
+    // the monitoring product heard of each, signed, once each: two SIRs, two thread notes and three
+    // resolution notes, and (from the sync) the first SIR closed
+    let kinds = |k: &str| receiver.received().iter().filter(|c| c.kind() == k).count();
+    eventually(30, "the callbacks", || async {
+        kinds("record.created") == 2 && kinds("record.updated") == 5 && kinds("record.state_changed") >= 1
+    })
+    .await;
+    receiver.verify_all(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
+    let got = receiver.received();
+    let unique: std::collections::BTreeSet<&str> = got.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(unique.len(), got.len(), "each callback once: {got:#?}");
+    let created = got.iter().find(|c| c.kind() == "record.created").unwrap().json();
+    assert_eq!(
+        created["data"]["record"]["number"],
+        sirs.iter().find(|r| r["sys_id"] == first.as_str()).unwrap()["number"]
+    );
+    let closed: Vec<Value> = got
+        .iter()
+        .filter(|c| c.kind() == "record.state_changed")
+        .map(|c| c.json())
+        .filter(|c| c["data"]["record"]["sys_id"] == first.as_str())
+        .collect();
+    assert_eq!(closed.len(), 1, "{closed:#?}");
+    assert_eq!(closed[0]["data"]["state"], "3");
+    assert_eq!(closed[0]["data"]["close_code"], "Investigation completed");
+    assert_eq!(state_of(&relay.url, "emon-thread-2").await["servicenow"]["state"], "3");
 
     // rule quality from the same database, while the server runs
     let db = dir.path().join("relay.db");

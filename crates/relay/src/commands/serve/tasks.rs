@@ -69,6 +69,9 @@ pub fn start(local: &Local) -> Tasks {
     }
 }
 
+/// The least time one local sync is given.
+const SYNC_BUDGET: Duration = Duration::from_secs(30);
+
 /// Run `job` every `every` until `token` is cancelled. A run is never interrupted by a shutdown (it ends
 /// first), and a panic inside one is logged (`what` names it) and does not stop the timer.
 async fn every<F, Fut>(every: Duration, token: CancellationToken, what: &'static str, job: F)
@@ -104,12 +107,14 @@ async fn flush_timer(flusher: Arc<Flusher>, window: Duration, token: Cancellatio
     .await;
 }
 
-/// Sync every `interval`, each sync bounded by the interval (what it has not read, the next one reads).
+/// Sync every `interval`, each sync given the interval or half a minute, whichever is longer (it must fit
+/// a read or more; what it has not read, the next one reads; a longer one delays the next).
 async fn sync_timer(syncer: Arc<Syncer>, interval: Duration, token: CancellationToken) {
+    let budget = interval.max(SYNC_BUDGET);
     every(interval, token, "sync", move || {
         let s = syncer.clone();
         async move {
-            let deadline = s.delivery.ports.clock.now_ms() + interval.as_millis() as i64;
+            let deadline = s.delivery.ports.clock.now_ms() + budget.as_millis() as i64;
             s.sync_until(deadline).await;
         }
     })
