@@ -130,7 +130,7 @@ async fn a_thread_reports_its_record_then_each_change_signed_and_once() {
     let third = sync(&h).await;
     assert_eq!((third.records, third.reads), (0, 0), "{third:?}");
 
-    receiver.verify_all(common::now_s());
+    receiver.verify_all();
     let got = receiver.received();
     let ids: BTreeSet<&str> = got.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids.len(), got.len(), "each callback once: {got:#?}");
@@ -194,7 +194,7 @@ async fn a_dismissed_alert_reports_its_hr_case_closed_as_a_false_positive() {
     post(&h, &body, "wh-p-d").await;
     h.deliver_all().await;
     sync(&h).await;
-    receiver.verify_all(common::now_s());
+    receiver.verify_all();
     let types = by_type(&receiver);
     assert_eq!(types["record.created"].len(), 1, "{types:#?}");
     let changed = &types["record.state_changed"];
@@ -211,7 +211,7 @@ async fn a_failing_receiver_is_retried_until_it_takes_the_callback() {
     let got = receiver.received();
     assert_eq!(got.len(), 3, "two refusals, then accepted: {got:#?}");
     assert!(got.iter().all(|c| c.id == got[0].id), "one webhook id on every attempt");
-    receiver.verify_all(common::now_s());
+    receiver.verify_all();
     let e = h.state(&format!("callback:{}", got[0].id)).await;
     assert_eq!(e.state, DeliveryState::Completed);
     assert_eq!(e.attempts, 3);
@@ -345,7 +345,7 @@ async fn the_sync_reports_each_state_change_an_analyst_makes() {
     assert_eq!(sync(&h).await.changes, 1, "reopened");
     act(json!({"state": "6", "close_code": "Workaround provided", "close_notes": "blocked the device"}));
     assert_eq!(sync(&h).await.changes, 1, "resolved again");
-    receiver.verify_all(common::now_s());
+    receiver.verify_all();
     let changes: Vec<Value> = state_changes(&receiver);
     let states: Vec<(&str, &str)> = changes
         .iter()
@@ -591,7 +591,7 @@ async fn a_pushed_change_is_read_back_and_called_back_at_once() {
     let reply = push(&ingest, &json!({"table": "incident", "sys_id": inc}), PUSH_SECRET).await;
     assert_eq!(reply.status, 202, "{}", reply.body);
     h.deliver_all().await;
-    receiver.verify_all(common::now_s());
+    receiver.verify_all();
     let changed: Vec<Value> = state_changes(&receiver);
     assert_eq!(changed.len(), 1, "{changed:#?}");
     assert_eq!(changed[0]["data"]["state"], "6");

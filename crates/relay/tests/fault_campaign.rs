@@ -38,7 +38,8 @@ use relay_e2e::campaign::{
 };
 use relay_local::LocalStore;
 use relay_pipeline::WebhookSecrets;
-use relay_ports::{DeliveryState, Ledger};
+use relay_pipeline::callback::receiver::{CALLBACK_SECRET, Receiver};
+use relay_ports::{AlertQueue, DeliveryState, Ledger};
 use serde_json::json;
 use servicenow_sim::{Fault, FaultKind, RunningSim, SimConfig, Simulator};
 
@@ -283,7 +284,20 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
     // threads on: repeat realtime alerts of one employee and type become work notes, under the same faults
     let config = dir.path().join("relay.yaml");
     std::fs::write(&config, threaded_config()).unwrap();
+    // callbacks on, to a receiver that refuses one request in eight (the relay retries them), and the sync
+    let script: Vec<u16> = (0..5_000)
+        .map(|_| if rng.random_ratio(1, 8) { 503 } else { 200 })
+        .collect();
+    let receiver = Receiver::start(&script).await;
+    let callback_secret = dir.path().join("callback-secret");
+    std::fs::write(&callback_secret, CALLBACK_SECRET).unwrap();
     let args: Vec<String> = [
+        "--callback-url",
+        &receiver.url,
+        "--callback-secret-file",
+        callback_secret.to_str().unwrap(),
+        "--sync-interval-seconds",
+        "2",
         "--config",
         config.to_str().unwrap(),
         "--servicenow-file",
@@ -411,6 +425,12 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
     }
     // a create that was still to commit late would show now
     tokio::time::sleep(Duration::from_millis(MAX_LATE_COMMIT_MS + 1_000)).await;
+    // and the callbacks still on their way are delivered
+    let realtime = store.queue("realtime");
+    let callbacks_deadline = Instant::now() + Duration::from_secs(60);
+    while realtime.depth().await.unwrap_or(1) > 0 && Instant::now() < callbacks_deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let stopped_cleanly = relay.take().unwrap().sigterm(patience);
     let took = started.elapsed();
 
@@ -462,6 +482,58 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
     println!("fault campaign: {notes} alerts delivered as work notes on their thread's record");
     println!("{}", verdict.report(settings.seed));
     verdict.assert_holds(settings.seed, is_drained, settings.drain);
+
+    // Callbacks: each record the relay made was reported created exactly once (one webhook id, however
+    // often a kill made it arrive), none that it did not make, each thread note once; all signed.
+    receiver.verify_all();
+    let got = receiver.received();
+    let mut created: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut noted: BTreeSet<String> = BTreeSet::new();
+    for c in &got {
+        let v = c.json();
+        match v["type"].as_str() {
+            Some("record.created") => {
+                created
+                    .entry(v["data"]["record"]["sys_id"].as_str().unwrap_or_default().to_string())
+                    .or_default()
+                    .insert(c.id.clone());
+            }
+            Some("record.updated") if v["data"]["change"] == "thread_note" => {
+                for a in v["data"]["alert_ids"].as_array().into_iter().flatten() {
+                    noted.insert(a.as_str().unwrap_or_default().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    // an Event Management event's create answers no sys_id: those are not followed here
+    created.remove("");
+    let made: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r.table != "em_event")
+        .map(|r| r.sys_id.as_str())
+        .collect();
+    let unreported: Vec<&&str> = made.iter().filter(|s| !created.contains_key(**s)).collect();
+    let twice: Vec<(&String, &BTreeSet<String>)> = created.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    let unknown: Vec<&String> = created.keys().filter(|s| !made.contains(s.as_str())).collect();
+    println!(
+        "fault campaign: callbacks: {} requests, {} records reported created, {} alerts reported as thread notes",
+        got.len(),
+        created.len(),
+        noted.len()
+    );
+    assert!(
+        unreported.is_empty() && twice.is_empty() && unknown.is_empty(),
+        "record.created: {} records not reported {unreported:?}, {} under two ids {twice:?}, {} not made {unknown:?}",
+        unreported.len(),
+        twice.len(),
+        unknown.len()
+    );
+    assert_eq!(
+        noted.len(),
+        notes,
+        "each alert noted on its thread's record is reported"
+    );
     assert!(
         notes > 0,
         "no alert became a thread note: the campaign did not exercise threads"
