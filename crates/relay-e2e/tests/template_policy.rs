@@ -982,6 +982,7 @@ fn dashboard_body_is_json_and_shows_every_metric() {
         "ThreadNotes",
         "LifecycleEvents",
         "ThreadEscalations",
+        "CallbacksSent",
         "DeliveryRetries",
         "DeliveryFailed",
         "DeliveryLatencyMs",

@@ -127,3 +127,46 @@ impl DynamoLedger {
         Ok(written.is_some())
     }
 }
+
+impl DynamoLedger {
+    /// Every live entry whose `delivery` is one of `deliveries` (a paginated Scan with a filter): what
+    /// `relay report rules --ledger-table` counts (alerts and lifecycle events). A Scan reads the whole
+    /// table, so it is for an operator's occasional report, not for anything scheduled.
+    pub async fn entries_delivered_as(&self, deliveries: &[&str]) -> Result<Vec<LedgerEntry>, PortError> {
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([(":now_s".to_string(), n(now_s()))]);
+        let mut wanted = Vec::new();
+        for (i, d) in deliveries.iter().enumerate() {
+            let k = format!(":d{i}");
+            values.insert(k.clone(), s(*d));
+            wanted.push(k);
+        }
+        let filter = format!("#delivery IN ({}) AND #expires_at > :now_s", wanted.join(", "));
+        let op = || format!("DynamoDB Scan of {}", self.table);
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(&filter)
+                .set_expression_attribute_names(names(&["delivery", "expires_at"]))
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| port_error(&op(), e))?;
+            for item in page.items.unwrap_or_default() {
+                let key = match item.get("alert_id") {
+                    Some(AttributeValue::S(k)) => k.clone(),
+                    _ => String::from("(no alert_id)"),
+                };
+                out.push(from_item(item).map_err(|e| self.malformed(&key, e))?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}

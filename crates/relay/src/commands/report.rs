@@ -1,6 +1,7 @@
-//! `relay report rules`: rule quality from the local database (docs/record-lifecycle.md#rule-quality) —
-//! per routing rule, the alerts, what they became, how many were resolved or dismissed as false positives,
-//! and the median time to that. Safe while `relay serve` runs.
+//! `relay report rules`: rule quality from the local database, or from the deployed stack's DynamoDB
+//! ledger with `--ledger-table` (docs/record-lifecycle.md#rule-quality) — per routing rule, the alerts,
+//! what they became, how many were resolved or dismissed as false positives, and the median time to that.
+//! Safe while `relay serve` (or the stack) runs.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,34 @@ pub struct RulesArgs {
     /// Print a JSON array (one object per rule, the field names of the columns) instead of columns.
     #[arg(long)]
     pub json: bool,
+    /// Read the deployed stack's DynamoDB ledger (its name: the stack's `LedgerTable`) instead of the local
+    /// database, with the AWS SDK's usual credentials and region. One Scan of the table: an occasional
+    /// report, not a dashboard (the dashboard has the `LifecycleEvents` metric by rule).
+    #[arg(long, env = "LEDGER_TABLE")]
+    pub ledger_table: Option<String>,
+}
+
+/// What the report counts: alerts (realtime and batch) and lifecycle events.
+#[cfg(feature = "aws")]
+const REPORTED: [&str; 3] = ["realtime", "batch", relay_ports::EVENT_DELIVERY];
+
+#[cfg(feature = "aws")]
+fn from_dynamodb(table: &str) -> Result<Vec<relay_ports::LedgerEntry>, CliError> {
+    runtime().block_on(async {
+        let config = relay_aws::sdk_config().await;
+        relay_aws::DynamoLedger::new(&config, table)
+            .entries_delivered_as(&REPORTED)
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot read the ledger table {table}: {e}")))
+    })
+}
+
+#[cfg(not(feature = "aws"))]
+fn from_dynamodb(_table: &str) -> Result<Vec<relay_ports::LedgerEntry>, CliError> {
+    Err(CliError::invalid(
+        "this relay was built without AWS support (--no-default-features), so report rules --ledger-table \
+         cannot run; build it with the default features",
+    ))
 }
 
 fn seconds(s: Option<i64>) -> String {
@@ -45,10 +74,15 @@ fn seconds(s: Option<i64>) -> String {
 pub fn run(command: &ReportCommand) -> Result<(), CliError> {
     let ReportCommand::Rules(args) = command;
     let since_ms = SystemClock.now_ms() - parse_since(&args.since).map_err(CliError::Invalid)?;
-    let store = open(&args.db)?;
-    let entries = runtime()
-        .block_on(store.ledger().alerts_and_events())
-        .map_err(CliError::failed)?;
+    let entries = match args.ledger_table.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(table) => from_dynamodb(table)?,
+        None => {
+            let store = open(&args.db)?;
+            runtime()
+                .block_on(store.ledger().alerts_and_events())
+                .map_err(CliError::failed)?
+        }
+    };
     let rows: Vec<RuleRow> = rule_report(&entries, since_ms);
     if args.json {
         println!("{}", serde_json::to_string(&rows).map_err(CliError::failed)?);
