@@ -130,6 +130,14 @@ pub const METRICS_NAMESPACE: &str = "AlertRelay";
 /// API Gateway's 29 s.
 pub const EVENT_WAIT: Duration = Duration::from_secs(3);
 
+/// How soon a lifecycle event waiting for its alert's record looks again, for its first
+/// [`EVENT_FAST_WAITS`] attempts (then the backoff's delays): the record usually appears within seconds
+/// (a batch aggregate's flush), and at most that many receives are spent on it.
+pub const EVENT_WAIT_POLL: Duration = Duration::from_secs(15);
+
+/// See [`EVENT_WAIT_POLL`].
+pub const EVENT_FAST_WAITS: u32 = 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,9 +142,24 @@ struct Senders {
     repeated: AtomicUsize,
     /// Alerts never answered 202 before the senders gave up.
     abandoned: Mutex<Vec<String>>,
+    /// Lifecycle events answered 202: event id → the alert it is about.
+    events: Mutex<BTreeMap<String, String>>,
 }
 
 async fn post(http: &reqwest::Client, url: &str, keys: &WebhookSecrets, body: &[u8], webhook_id: &str) -> Option<u16> {
+    post_answer(http, url, keys, body, webhook_id)
+        .await
+        .map(|(status, _)| status)
+}
+
+/// POST a signed body; the status and the JSON answer.
+async fn post_answer(
+    http: &reqwest::Client,
+    url: &str,
+    keys: &WebhookSecrets,
+    body: &[u8],
+    webhook_id: &str,
+) -> Option<(u16, serde_json::Value)> {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -159,7 +174,38 @@ async fn post(http: &reqwest::Client, url: &str, keys: &WebhookSecrets, body: &[
         .send()
         .await
         .ok()?;
-    Some(r.status().as_u16())
+    let status = r.status().as_u16();
+    Some((status, r.json().await.unwrap_or_default()))
+}
+
+/// Send a lifecycle event for `alert_id` until it is answered 202 (a 404 while its alert is not accepted
+/// yet, after a kill, is sent again), or `give_up` passes; record its event id.
+async fn send_event_until_accepted(
+    shared: Arc<Senders>,
+    keys: Arc<WebhookSecrets>,
+    alert_id: String,
+    kind: &'static str,
+    give_up: Instant,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let body = serde_json::to_vec(&json!({"schema_version": "2", "event": kind, "alert_id": alert_id,
+        "resolution": {"reason": "campaign", "note": "handled"}}))
+    .unwrap();
+    let webhook_id = format!("msg-{alert_id}-{kind}");
+    while Instant::now() < give_up {
+        let url = shared.url.lock().unwrap().clone();
+        if let Some(url) = url
+            && let Some((202, reply)) = post_answer(&http, &url, &keys, &body, &webhook_id).await
+            && let Some(event_id) = reply["event_id"].as_str()
+        {
+            shared.events.lock().unwrap().insert(event_id.to_string(), alert_id);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Send one alert until it is answered 202 (or `give_up` passes); maybe send it once more afterwards.
@@ -242,18 +288,36 @@ struct Chaos {
 // --- reading back what happened ---------------------------------------------------------------------------
 
 /// Whether the relay has nothing left to do for `accepted`: both queues empty and every alert final.
-async fn drained(store: &LocalStore, accepted: &BTreeSet<String>) -> Result<bool, String> {
-    for q in ["realtime", "batch"] {
-        if !store.queue(q).list(1).await.map_err(|e| e.to_string())?.is_empty() {
-            return Ok(false);
-        }
-    }
+async fn drained(
+    store: &LocalStore,
+    accepted: &BTreeSet<String>,
+    events: &BTreeMap<String, String>,
+) -> Result<bool, String> {
     let ledger = store.ledger();
     for id in accepted {
         match ledger.get(id).await.map_err(|e| e.to_string())? {
             Some(e) if matches!(e.state, DeliveryState::Completed | DeliveryState::Failed) => {}
             _ => return Ok(false),
         }
+    }
+    // an event is done once applied; one whose alert was given up waits for a replay (not drained here)
+    for (event, alert) in events {
+        let alert_failed =
+            matches!(ledger.get(alert).await.map_err(|e| e.to_string())?, Some(e) if e.state == DeliveryState::Failed);
+        match ledger.get(event).await.map_err(|e| e.to_string())? {
+            Some(e) if e.state == DeliveryState::Completed => {}
+            _ if alert_failed => {}
+            _ => return Ok(false),
+        }
+    }
+    if !store
+        .queue("batch")
+        .list(1)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_empty()
+    {
+        return Ok(false);
     }
     Ok(true)
 }
@@ -336,6 +400,37 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
             (id, serde_json::to_vec(&alert).unwrap(), at, rng.random_bool(0.05))
         })
         .collect();
+    // lifecycle events for one alert in five, a few seconds after it, under the same kills and faults
+    let mut events: Vec<(String, &'static str, Duration)> = Vec::new();
+    for (id, _, at, _) in &plan {
+        if rng.random_ratio(1, 5) {
+            let kind = ["updated", "resolved", "dismissed"][rng.random_range(0..3)];
+            events.push((
+                id.clone(),
+                kind,
+                *at + Duration::from_millis(rng.random_range(2_000..=6_000)),
+            ));
+        }
+    }
+    let sending_events = {
+        let (shared, keys) = (shared.clone(), keys.clone());
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for (id, kind, at) in events {
+                tokio::time::sleep_until((started + at).into()).await;
+                tasks.push(tokio::spawn(send_event_until_accepted(
+                    shared.clone(),
+                    keys.clone(),
+                    id,
+                    kind,
+                    give_up,
+                )));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
     let sending = {
         let (shared, keys) = (shared.clone(), keys.clone());
         tokio::spawn(async move {
@@ -409,19 +504,38 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
     }
     sim.clear_faults();
     sending.await.unwrap();
+    sending_events.await.unwrap();
     let chaos_took = started.elapsed();
 
     // Drain: the relay runs until both queues are empty and every accepted alert is final.
     let accepted = shared.accepted.lock().unwrap().clone();
+    let events = shared.events.lock().unwrap().clone();
     let store = LocalStore::open(dir.path().join("relay.db")).unwrap();
     let drain_deadline = Instant::now() + settings.drain;
     let mut is_drained = false;
     while Instant::now() < drain_deadline {
-        if drained(&store, &accepted).await.unwrap_or(false) {
+        if drained(&store, &accepted, &events).await.unwrap_or(false) {
             is_drained = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if !is_drained {
+        // name what is left, for the report
+        let ledger = store.ledger();
+        for key in accepted.iter().chain(events.keys()).take(100_000) {
+            if let Ok(Some(e)) = ledger.get(key).await
+                && !matches!(e.state, DeliveryState::Completed | DeliveryState::Failed)
+            {
+                println!(
+                    "  NOT DRAINED {key}: {} after {} attempts, last error ({}) {}",
+                    e.state.as_str(),
+                    e.attempts,
+                    e.last_error_class.as_deref().unwrap_or("-"),
+                    e.last_error.as_deref().unwrap_or("-")
+                );
+            }
+        }
     }
     // a create that was still to commit late would show now
     tokio::time::sleep(Duration::from_millis(MAX_LATE_COMMIT_MS + 1_000)).await;
@@ -482,6 +596,42 @@ async fn fault_campaign_every_accepted_alert_is_in_exactly_one_record_or_dead_le
     println!("fault campaign: {notes} alerts delivered as work notes on their thread's record");
     println!("{}", verdict.report(settings.seed));
     verdict.assert_holds(settings.seed, is_drained, settings.drain);
+
+    // Lifecycle events: each one whose alert has its record is applied, and noted on it exactly once (a
+    // kill or a lost answer never writes its note twice, never loses it).
+    let journal = sim.records("sys_journal_field");
+    let ledger = store.ledger();
+    let mut applied = 0;
+    let mut wrong = Vec::new();
+    for (event, alert) in &events {
+        let alert_entry = ledger.get(alert).await.unwrap();
+        let Some(record) = alert_entry.as_ref().and_then(|e| e.record.clone()) else {
+            continue;
+        };
+        let state = ledger.get(event).await.unwrap().map(|e| e.state);
+        let notes = journal
+            .iter()
+            .filter(|j| j["element_id"] == record.sys_id.as_str())
+            .filter(|j| relay_pipeline::lifecycle::is_marked(j["value"].as_str().unwrap_or_default(), event))
+            .count();
+        if state == Some(DeliveryState::Completed) && notes == 1 {
+            applied += 1;
+        } else {
+            wrong.push(format!("{event} (alert {alert}): {state:?}, {notes} notes"));
+        }
+    }
+    println!(
+        "fault campaign: lifecycle events: {} accepted, {applied} applied and noted once",
+        events.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "lifecycle events not applied exactly once: {wrong:#?}"
+    );
+    assert!(
+        applied > 0,
+        "no lifecycle event was applied: the campaign did not exercise them"
+    );
 
     // Callbacks: each record the relay made was reported created exactly once (one webhook id, however
     // often a kill made it arrive), none that it did not make, each thread note once; all signed.

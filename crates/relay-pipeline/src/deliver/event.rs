@@ -20,6 +20,16 @@ use crate::callback::Resolved;
 use crate::envelope::{Envelope, Item};
 use crate::lifecycle::{EventPlan, ended_keys, is_marked, marked_keys};
 
+/// What the reason of an event's retry starts with while its alert's record is not there yet (the alert, or
+/// its batch aggregate, is being delivered): such an event looks again soon for its first attempts
+/// ([`crate::defaults::EVENT_WAIT_POLL`]).
+pub(crate) const AWAITING_ALERT: &str = "waiting for its alert: ";
+
+/// Whether a failed attempt is an event waiting for its alert's record.
+pub(crate) fn awaits_alert(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Retryable { reason, .. } if reason.starts_with(AWAITING_ALERT))
+}
+
 fn retry(reason: impl Into<String>) -> Outcome {
     Outcome::Retryable {
         retry_after: None,
@@ -44,7 +54,8 @@ impl Delivery {
                 // its retention ended: wait within the event's own window
                 return (
                     retry(format!(
-                        "the alert {:?} is not in the ledger (not accepted again yet, or its retention ended)",
+                        "{AWAITING_ALERT}the alert {:?} is not in the ledger (not accepted again yet, or its \
+                         retention ended)",
                         plan.event.alert_id
                     )),
                     None,
@@ -67,7 +78,7 @@ impl Delivery {
             (state, _) => {
                 return (
                     retry(format!(
-                        "its alert {:?} has no record yet ({}): the event waits for it",
+                        "{AWAITING_ALERT}its alert {:?} has no record yet ({})",
                         plan.event.alert_id,
                         state.as_str()
                     )),

@@ -60,6 +60,14 @@ impl Delivery {
                     Some(until) if until > now => delay.max(Duration::from_millis((until - now) as u64)),
                     _ => delay,
                 };
+                // an event waiting for its alert's record (delivered now, most often with its aggregate)
+                // looks again soon for its first attempts, then as any retry does
+                let delay =
+                    if entry.attempts <= crate::defaults::EVENT_FAST_WAITS && super::event::awaits_alert(&outcome) {
+                        delay.min(crate::defaults::EVENT_WAIT_POLL)
+                    } else {
+                        delay
+                    };
                 // A server's Retry-After (and any delay longer than a re-sent message can wait) is kept in
                 // the ledger as the instant before which no attempt may start: a queue that cannot carry the
                 // delay (SQS visibility ends 12 h after the receive; a re-sent message waits 15 min at most)
