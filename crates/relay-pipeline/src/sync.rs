@@ -36,7 +36,12 @@ const PAGE: u32 = servicenow_client::MAX_READ_IDS as u32;
 
 /// The watch entry of a record.
 pub fn watch_key(record: &RecordRef) -> String {
-    format!("{WATCH_PREFIX}{}:{}", record.table, record.sys_id)
+    watch_key_of(&record.table, &record.sys_id)
+}
+
+/// The watch entry of the record `sys_id` of `table`.
+pub fn watch_key_of(table: &str, sys_id: &str) -> String {
+    format!("{WATCH_PREFIX}{table}:{sys_id}")
 }
 
 /// What the sync last saw of a record: a watch entry's `plan`.

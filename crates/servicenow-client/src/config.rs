@@ -117,7 +117,8 @@ pub(crate) fn check_field(field: &str) -> Result<(), String> {
     })
 }
 
-pub(crate) fn check_table(table: &str) -> Result<(), String> {
+/// A table name as the Table API takes it: lower-case letters, digits and `_`, starting with a letter.
+pub fn check_table(table: &str) -> Result<(), String> {
     let ok = !table.is_empty()
         && table.len() <= 80
         && table.as_bytes()[0].is_ascii_lowercase()
@@ -134,7 +135,7 @@ pub(crate) fn check_table(table: &str) -> Result<(), String> {
 }
 
 /// A sys_id: 1–64 ASCII letters or digits (ServiceNow uses 32 hex digits).
-pub(crate) fn check_sys_id(sys_id: &str) -> Result<(), String> {
+pub fn check_sys_id(sys_id: &str) -> Result<(), String> {
     if !sys_id.is_empty() && sys_id.len() <= 64 && sys_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(())
     } else {

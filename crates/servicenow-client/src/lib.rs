@@ -11,7 +11,10 @@ mod credentials;
 mod outcome;
 
 pub use client::{BatchItem, Expect, JournalEntry, LOOKUP_ROWS, MAX_READ_IDS, RecordKey, ServiceNowClient};
-pub use config::{ClientConfig, MAX_CORRELATION_ID_LEN, correlation_query, is_loopback, validate_instance_url};
+pub use config::{
+    ClientConfig, MAX_CORRELATION_ID_LEN, check_sys_id, check_table, correlation_query, is_loopback,
+    validate_instance_url,
+};
 pub use credentials::{CredentialSource, Credentials, ExposeSecret, SecretString, StaticCredentials};
 pub use outcome::{CreatedRecord, Outcome};
 

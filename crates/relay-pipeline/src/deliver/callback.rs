@@ -19,19 +19,14 @@ impl Delivery {
     /// sent to the realtime queue unless an earlier attempt already queued it. An `Err` means the watch or
     /// a callback may not be written: the caller must not record its own outcome (its retry finds the
     /// record and writes them again).
-    pub(super) async fn announce(
-        &self,
-        env: &Envelope,
-        entry_rule: &str,
-        record: &RecordRef,
-        change: &Change,
-    ) -> Result<(), PortError> {
+    pub(super) async fn announce(&self, env: &Envelope, record: &RecordRef, change: &Change) -> Result<(), PortError> {
         let now = self.ports.clock.now_ms();
         let rule = match &env.item {
             Item::Alert { decision, .. } => decision.rule.as_str(),
             Item::Event { plan } => plan.rule.as_str(),
             Item::Aggregate { .. } => "batch",
-            Item::Callback { .. } | Item::Sync { .. } => entry_rule,
+            // neither makes a record: never announced
+            Item::Callback { .. } | Item::Sync { .. } => "",
         };
         // an Event Management event has no record of its own to follow (its create answers no sys_id)
         if matches!(change, Change::Created) && !record.sys_id.is_empty() {

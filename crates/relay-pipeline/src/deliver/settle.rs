@@ -57,7 +57,7 @@ impl Delivery {
         found: bool,
         change: &Change,
     ) -> Result<(), PortError> {
-        self.announce(env, &entry.rule, &record, change).await?;
+        self.announce(env, &record, change).await?;
         let now = self.ports.clock.now_ms();
         for key in env.covered_keys() {
             let token = self.token_for(&key, entry).await?;

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::{Ingest, Reply, WebhookRequest};
 use crate::envelope::{Envelope, SyncRequest};
-use crate::sync::{StateModel, watch_key};
-use relay_ports::{DeliveryState, RecordRef, WATCH_DELIVERY};
+use crate::sync::{StateModel, watch_key_of};
+use relay_ports::{DeliveryState, WATCH_DELIVERY};
 
 /// The most a push body may hold.
 const MAX_PUSH_BYTES: usize = 4 * 1024;
@@ -22,17 +22,6 @@ const MAX_PUSH_BYTES: usize = 4 * 1024;
 struct Push {
     table: String,
     sys_id: String,
-}
-
-fn is_table_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 80
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-fn is_sys_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Ingest {
@@ -63,20 +52,12 @@ impl Ingest {
                 );
             }
         };
-        if !is_table_name(&push.table) || !is_sys_id(&push.sys_id) {
-            return self.reject(
-                400,
-                "invalid",
-                json!({"error": "table must be a table name (a-z, 0-9, _) and sys_id 32 hex digits"}),
-            );
+        if let Err(why) =
+            servicenow_client::check_table(&push.table).and_then(|()| servicenow_client::check_sys_id(&push.sys_id))
+        {
+            return self.reject(400, "invalid", json!({ "error": why }));
         }
-        let key = watch_key(&RecordRef {
-            table: push.table.clone(),
-            sys_id: push.sys_id.clone(),
-            number: None,
-            link: String::new(),
-            note: false,
-        });
+        let key = watch_key_of(&push.table, &push.sys_id);
         let watch = match self.ports.ledger.get(&key).await {
             Ok(Some(w)) if w.delivery == WATCH_DELIVERY => w,
             Ok(_) => {
@@ -120,16 +101,5 @@ impl Ingest {
             return self.unavailable("the queue");
         }
         Reply::new(202, &json!({"queued": true}))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        assert!(is_table_name("sn_si_incident") && !is_table_name("incident;drop") && !is_table_name(""));
-        assert!(is_sys_id("0123456789abcdef0123456789abcdef") && !is_sys_id("xyz"));
     }
 }
